@@ -1,0 +1,37 @@
+//! The retail suite's contracts: generated messages, clients and servers for every
+//! `retail.*.v1` package, and the encoded descriptor set for server reflection.
+//!
+//! Services meet only through these types; no service depends on another's crate.
+
+#![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+
+/// The encoded `FileDescriptorSet` of every retail proto and its imports.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/retail_descriptor.bin"));
+
+pub mod retail {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("retail.common.v1");
+        }
+    }
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("retail.events.v1");
+        }
+    }
+    pub mod identity {
+        pub mod v1 {
+            tonic::include_proto!("retail.identity.v1");
+        }
+    }
+    pub mod bench {
+        pub mod v1 {
+            tonic::include_proto!("retail.bench.v1");
+        }
+    }
+}
+
+pub use retail::bench::v1 as bench;
+pub use retail::common::v1 as common;
+pub use retail::events::v1 as events;
+pub use retail::identity::v1 as identity;
