@@ -1,1 +1,25 @@
+//! The shared runtime of the retail services: mechanisms only, no business rules.
+//!
+//! - [`config`]: layered typed settings (defaults, file, `RETAIL_<SERVICE>__...` env).
+//! - [`telemetry`]: logs, OpenTelemetry traces and metrics, trace-context propagation.
+//! - [`server`]: bind, serve with health/reflection/tower stack, graceful drain.
+//! - [`error`]: the one error type and its mapping to `tonic::Status`.
+//! - [`auth`]: token verification, principals, scope checks, client credentials.
+//! - [`db`]: connecting to PostgreSQL or SQLite, migrations.
+//! - [`idempotency`]: `request_id`-keyed creates and retried transactions.
+//! - [`paging`]: AIP-158 page sizes and tokens.
+//! - [`convert`]: small proto <-> domain conversions (timestamps, durations).
 
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod db;
+pub mod error;
+pub mod idempotency;
+pub mod paging;
+pub mod server;
+pub mod telemetry;
+
+pub use error::{ServiceError, ServiceResult};

@@ -1,0 +1,40 @@
+//! Conversions between protobuf well-known types and `chrono`/`std` types.
+
+use chrono::{DateTime, Utc};
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn opt_timestamp(at: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
+    at.map(timestamp)
+}
+
+/// `None` for timestamps outside chrono's range or with invalid nanos.
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    u32::try_from(ts.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+}
+
+pub fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        let now = Utc::now();
+        assert_eq!(from_timestamp(&timestamp(now)), Some(now));
+        assert_eq!(from_timestamp(&prost_types::Timestamp { seconds: 0, nanos: -1 }), None);
+    }
+}

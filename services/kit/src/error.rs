@@ -1,0 +1,219 @@
+//! The one error type at the service boundary and its one mapping to `tonic::Status`.
+//!
+//! Handlers and stores return [`ServiceError`]; variants are named from the caller's
+//! point of view. Invalid arguments carry `google.rpc.BadRequest` field violations.
+//! Internal causes are logged once, with their chain and a correlation id, and never
+//! sent to the caller.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// What went wrong, as the caller should see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid argument: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{entity} not found: {id}")]
+    NotFound { entity: &'static str, id: String },
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{message}")]
+    ResourceExhausted {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ServiceError {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
+        Self::NotFound { entity, id: id.into() }
+    }
+
+    /// Wraps any error as an internal one.
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::NotFound { .. } => Code::NotFound,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Self::Aborted(_) => Code::Aborted,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ServiceError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        Self::Internal(anyhow::Error::new(err).context("database operation failed"))
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(err: ServiceError) -> Self {
+        let code = err.code();
+        match err {
+            ServiceError::InvalidArgument(violations) => {
+                let message = format!("invalid argument: {}", describe(&violations));
+                Status::with_error_details(code, message, ErrorDetails::with_bad_request(violations))
+            }
+            ServiceError::ResourceExhausted {
+                message,
+                retry_after: Some(delay),
+            } => Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay))),
+            ServiceError::Internal(cause) => {
+                let correlation_id = uuid::Uuid::new_v4();
+                tracing::error!(%correlation_id, error = format!("{cause:#}"), "internal error");
+                Status::internal(format!("internal error (correlation id {correlation_id})"))
+            }
+            other => Status::new(code, other.to_string()),
+        }
+    }
+}
+
+/// Collects field violations while a request is parsed, so a client learns every bad
+/// field at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Records the error of a parse, keeping the value when it parsed.
+    pub fn check<T>(&mut self, result: Result<T, FieldViolation>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(violation) => {
+                self.0.push(violation);
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(())` when nothing was wrong.
+    pub fn finish(self) -> Result<(), ServiceError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::InvalidArgument(self.0))
+        }
+    }
+}
+
+pub use tonic_types::FieldViolation as Violation;
+
+/// Shorthand for handlers.
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(err: ServiceError) -> Code {
+        Status::from(err).code()
+    }
+
+    #[test]
+    fn every_variant_maps_to_its_code() {
+        assert_eq!(code_of(ServiceError::invalid("f", "bad")), Code::InvalidArgument);
+        assert_eq!(code_of(ServiceError::not_found("user", "1")), Code::NotFound);
+        assert_eq!(code_of(ServiceError::AlreadyExists("x".into())), Code::AlreadyExists);
+        assert_eq!(
+            code_of(ServiceError::FailedPrecondition("x".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code_of(ServiceError::Unauthenticated("x".into())),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            code_of(ServiceError::PermissionDenied("x".into())),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            code_of(ServiceError::ResourceExhausted {
+                message: "x".into(),
+                retry_after: None
+            }),
+            Code::ResourceExhausted
+        );
+        assert_eq!(code_of(ServiceError::Aborted("x".into())), Code::Aborted);
+        assert_eq!(code_of(ServiceError::Unavailable("x".into())), Code::Unavailable);
+        assert_eq!(code_of(ServiceError::Internal(anyhow::anyhow!("boom"))), Code::Internal);
+    }
+
+    #[test]
+    fn invalid_argument_carries_field_violations() {
+        let mut v = Violations::new();
+        v.add("user.email", "must be an email address");
+        v.add("password", "must be at least 12 characters");
+        let status = Status::from(v.finish().unwrap_err());
+        let details = status.get_error_details();
+        let bad = details.bad_request().cloned().unwrap();
+        let fields: Vec<_> = bad.field_violations.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["user.email", "password"]);
+        assert!(status.message().contains("user.email"));
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let status = Status::from(ServiceError::internal(anyhow::anyhow!("password=hunter2 leaked")));
+        assert!(!status.message().contains("hunter2"));
+        assert!(status.message().contains("correlation id"));
+    }
+
+    #[test]
+    fn resource_exhausted_carries_retry_info() {
+        let status = Status::from(ServiceError::ResourceExhausted {
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        });
+        let details = status.get_error_details();
+        let retry = details.retry_info().and_then(|r| r.retry_delay);
+        assert_eq!(retry, Some(Duration::from_secs(3)));
+    }
+}

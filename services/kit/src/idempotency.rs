@@ -1,0 +1,301 @@
+//! Idempotent creates (AIP-155): a mutating request's `request_id` is stored with its
+//! response in the same transaction as its effect. A retry with the same id and the
+//! same request returns the stored response; the same id with a different request is
+//! rejected. Racing retries are settled by the primary key: the loser rolls back and
+//! replays the winner's response.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+
+use crate::db::{is_retryable, is_unique_violation};
+use crate::error::{ServiceError, ServiceResult};
+
+/// Longest accepted request id.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+pub mod entity {
+    //! One row per idempotent request that committed.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "idempotency_keys")]
+    pub struct Model {
+        /// The operation, so that ids of different RPCs never collide.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub scope: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        /// SHA-256 of the encoded request, to reject a reused id.
+        pub fingerprint: Vec<u8>,
+        /// The encoded response to replay (secrets already removed).
+        pub response: Vec<u8>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod migration {
+    //! The `idempotency_keys` table; every service's migrator lists it.
+    use sea_orm_migration::{prelude::*, schema::*};
+
+    #[derive(Debug)]
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261122_000001_create_idempotency_keys"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum IdempotencyKeys {
+        Table,
+        Scope,
+        RequestId,
+        Fingerprint,
+        Response,
+        CreatedAt,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(IdempotencyKeys::Table)
+                        .if_not_exists()
+                        .col(string_len(IdempotencyKeys::Scope, 64))
+                        .col(string_len(IdempotencyKeys::RequestId, 128))
+                        .col(blob(IdempotencyKeys::Fingerprint))
+                        .col(blob(IdempotencyKeys::Response))
+                        .col(timestamp_with_time_zone(IdempotencyKeys::CreatedAt))
+                        .primary_key(
+                            Index::create()
+                                .col(IdempotencyKeys::Scope)
+                                .col(IdempotencyKeys::RequestId),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(
+                    Index::create()
+                        .name("idx_idempotency_keys_created_at")
+                        .table(IdempotencyKeys::Table)
+                        .col(IdempotencyKeys::CreatedAt)
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(IdempotencyKeys::Table).to_owned())
+                .await
+        }
+    }
+}
+
+/// A validated request id bound to its operation and request.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    scope: &'static str,
+    request_id: String,
+    fingerprint: Vec<u8>,
+}
+
+impl IdempotencyKey {
+    /// `None` when the request carries no id (the create is then not idempotent).
+    /// The fingerprint is over the encoded request; requests with map fields must not
+    /// use this (prost encodes maps in arbitrary order).
+    pub fn from_request(
+        scope: &'static str,
+        request_id: &str,
+        request: &impl prost::Message,
+    ) -> ServiceResult<Option<Self>> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        if request_id.len() > MAX_REQUEST_ID_LEN {
+            return Err(ServiceError::invalid(
+                "request_id",
+                format!("must be at most {MAX_REQUEST_ID_LEN} characters"),
+            ));
+        }
+        if !request_id.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ServiceError::invalid(
+                "request_id",
+                "must be printable ASCII without spaces",
+            ));
+        }
+        Ok(Some(Self {
+            scope,
+            request_id: request_id.to_owned(),
+            fingerprint: Sha256::digest(request.encode_to_vec()).to_vec(),
+        }))
+    }
+
+    async fn stored<R: prost::Message + Default>(&self, db: &impl ConnectionTrait) -> ServiceResult<Option<R>> {
+        let row = entity::Entity::find_by_id((self.scope.to_owned(), self.request_id.clone()))
+            .one(db)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) if row.fingerprint != self.fingerprint => Err(ServiceError::invalid(
+                "request_id",
+                "was already used for a different request",
+            )),
+            Some(row) => R::decode(row.response.as_slice())
+                .map(Some)
+                .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("stored response is unreadable"))),
+        }
+    }
+}
+
+/// The work of a transaction: borrows the transaction, returns the response.
+pub type TxnWork<'t, R> = Pin<Box<dyn Future<Output = ServiceResult<R>> + Send + 't>>;
+
+/// How often a transaction is retried on serialization failures or a busy database.
+const ATTEMPTS: usize = 5;
+
+/// Runs `work` in a transaction, retrying it when the database asks for a retry.
+pub async fn transaction<R, F>(db: &DatabaseConnection, work: F) -> ServiceResult<R>
+where
+    R: Send,
+    F: for<'t> Fn(&'t DatabaseTransaction) -> TxnWork<'t, R>,
+{
+    run(
+        db,
+        None,
+        |r: &R| -> Option<Vec<u8>> {
+            let _ = r;
+            None
+        },
+        work,
+    )
+    .await
+}
+
+/// Runs `work` once per `key`: replays the stored response of an earlier run with the
+/// same key. `stored_form` is what is kept for replays (remove secrets there).
+pub async fn execute<R, F>(
+    db: &DatabaseConnection,
+    key: Option<&IdempotencyKey>,
+    stored_form: impl Fn(&R) -> R,
+    work: F,
+) -> ServiceResult<R>
+where
+    R: prost::Message + Default + Send,
+    F: for<'t> Fn(&'t DatabaseTransaction) -> TxnWork<'t, R>,
+{
+    if let Some(key) = key
+        && let Some(replayed) = key.stored::<R>(db).await?
+    {
+        return Ok(replayed);
+    }
+    let result = run(db, key, |r: &R| Some(stored_form(r).encode_to_vec()), work).await;
+    match (result, key) {
+        (Ok(response), _) => Ok(response),
+        // A racing twin may have committed first: its effect can collide with ours
+        // (unique names) or its key with our key. Replay it if so.
+        (Err(err), Some(key)) => match key.stored::<R>(db).await? {
+            Some(replayed) => Ok(replayed),
+            None => Err(err),
+        },
+        (Err(err), None) => Err(err),
+    }
+}
+
+async fn run<R, F>(
+    db: &DatabaseConnection,
+    key: Option<&IdempotencyKey>,
+    encode: impl Fn(&R) -> Option<Vec<u8>>,
+    work: F,
+) -> ServiceResult<R>
+where
+    R: Send,
+    F: for<'t> Fn(&'t DatabaseTransaction) -> TxnWork<'t, R>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = attempt_once(db, key, &encode, &work).await;
+        match outcome {
+            Err(Attempt::Retry(err)) if attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = %err, "retrying transaction");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+            }
+            Err(Attempt::Retry(err)) => return Err(err.into()),
+            Err(Attempt::Failed(err)) => return Err(err),
+            Ok(response) => return Ok(response),
+        }
+    }
+}
+
+enum Attempt {
+    Retry(sea_orm::DbErr),
+    Failed(ServiceError),
+}
+
+impl From<sea_orm::DbErr> for Attempt {
+    fn from(err: sea_orm::DbErr) -> Self {
+        if is_retryable(&err) {
+            Attempt::Retry(err)
+        } else if is_unique_violation(&err) {
+            Attempt::Failed(ServiceError::AlreadyExists("already exists".into()))
+        } else {
+            Attempt::Failed(err.into())
+        }
+    }
+}
+
+async fn attempt_once<R, F>(
+    db: &DatabaseConnection,
+    key: Option<&IdempotencyKey>,
+    encode: &impl Fn(&R) -> Option<Vec<u8>>,
+    work: &F,
+) -> Result<R, Attempt>
+where
+    F: for<'t> Fn(&'t DatabaseTransaction) -> TxnWork<'t, R>,
+{
+    let txn = db.begin().await?;
+    let response = match work(&txn).await {
+        Ok(response) => response,
+        Err(ServiceError::Internal(err)) => {
+            // Rolls back on drop; a busy or serialization error inside the work is
+            // retried like one at commit.
+            drop(txn);
+            return match err.downcast::<sea_orm::DbErr>() {
+                Ok(db_err) => Err(db_err.into()),
+                Err(other) => Err(Attempt::Failed(ServiceError::Internal(other))),
+            };
+        }
+        Err(err) => return Err(Attempt::Failed(err)),
+    };
+    if let (Some(key), Some(bytes)) = (key, encode(&response)) {
+        entity::ActiveModel {
+            scope: Set(key.scope.to_owned()),
+            request_id: Set(key.request_id.clone()),
+            fingerprint: Set(key.fingerprint.clone()),
+            response: Set(bytes),
+            created_at: Set(Utc::now()),
+        }
+        .insert(&txn)
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(response)
+}

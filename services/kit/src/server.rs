@@ -1,0 +1,159 @@
+//! Server bootstrap shared by every service: bind first (port 0 works; the bound
+//! address is reported), then serve the service's routes with health, reflection and
+//! the standard tower stack until shutdown, then drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
+
+use crate::auth::AuthLayer;
+use crate::config::ServerSettings;
+use crate::telemetry::RpcLayer;
+
+/// A bound listener: the address is known before serving starts.
+#[derive(Debug)]
+pub struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Binds the configured host and port (0 = any free port).
+pub async fn bind(settings: &ServerSettings) -> anyhow::Result<Bound> {
+    let host = if settings.host == "localhost" {
+        "127.0.0.1"
+    } else {
+        &settings.host
+    };
+    let listener = TcpListener::bind((host, settings.port))
+        .await
+        .with_context(|| format!("failed to bind {host}:{}", settings.port))?;
+    let addr = listener.local_addr().context("failed to read the bound address")?;
+    Ok(Bound { listener, addr })
+}
+
+/// What a service hands to [`serve`].
+#[derive(Debug)]
+pub struct ServiceRoutes {
+    pub routes: Routes,
+    /// Fully qualified names of the gRPC services, reported by health.
+    pub names: Vec<&'static str>,
+    /// Verifies tokens; `None` serves without authentication (the echo baseline).
+    pub auth: Option<AuthLayer>,
+}
+
+/// Maps the load shedder's error to a gRPC status the caller can act on.
+fn overloaded_to_status(err: tower::BoxError) -> tower::BoxError {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        Box::new(tonic::Status::unavailable("server is overloaded, retry with backoff"))
+    } else {
+        err
+    }
+}
+
+/// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting and
+/// lets in-flight RPCs finish within the drain timeout.
+pub async fn serve(
+    bound: Bound,
+    settings: &ServerSettings,
+    service: ServiceRoutes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in &service.names {
+        health.set_service_status(name, ServingStatus::Serving).await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(retail_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("failed to build the reflection service")?;
+    let routes = service.routes.add_service(health_service).add_service(reflection);
+
+    // Outermost first: every RPC gets its span and metrics, including shed ones;
+    // shedding happens before any token is verified, so overload costs little;
+    // authentication is innermost, next to the handlers.
+    let stack = ServiceBuilder::new()
+        .layer(RpcLayer)
+        .layer(tower::util::MapErrLayer::new(overloaded_to_status))
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::ConcurrencyLimitLayer::new(settings.concurrency_limit))
+        .option_layer(service.auth)
+        .into_inner();
+
+    let draining = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let health = health.clone();
+        let names = service.names.clone();
+        let draining = draining.clone();
+        async move {
+            shutdown.await;
+            report_not_serving(&health, &names).await;
+            tracing::info!("shutting down: draining in-flight requests");
+            draining.notify_one();
+        }
+    };
+
+    let server = tonic::transport::Server::builder()
+        .timeout(settings.request_timeout())
+        .layer(stack)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(bound.listener), signal);
+    tokio::pin!(server);
+    let drain_timeout = settings.drain_timeout();
+    tokio::select! {
+        result = &mut server => result.context("the gRPC server failed")?,
+        () = async { draining.notified().await; tokio::time::sleep(drain_timeout).await } => {
+            tracing::warn!(drain_timeout_ms = drain_timeout.as_millis() as u64, "drain timeout passed; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+async fn report_not_serving(health: &HealthReporter, names: &[&'static str]) {
+    health.set_service_status("", ServingStatus::NotServing).await;
+    for name in names {
+        health.set_service_status(name, ServingStatus::NotServing).await;
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "failed to listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "failed to listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
