@@ -234,7 +234,7 @@ impl Verifier {
         let key = match self.cached(&kid) {
             Some(key) => key,
             None => {
-                self.refresh().await;
+                self.refresh_for(&kid).await;
                 self.cached(&kid)
                     .ok_or_else(|| unauthenticated("unknown signing key"))?
             }
@@ -260,13 +260,35 @@ impl Verifier {
             .cloned()
     }
 
-    /// Refetches the keys unless another refresh is running or one ran recently.
-    pub async fn refresh(&self) {
+    /// Refetches the keys for an unknown key id. Refreshes are serialised and spaced
+    /// at least `min_refresh_interval` apart (a caller waits for the next slot rather
+    /// than being refused, so a freshly rotated key verifies at most one interval
+    /// late); callers queued behind a refresh that started after they arrived reuse
+    /// its result, so a flood of forged key ids costs one fetch per interval.
+    async fn refresh_for(&self, kid: &str) {
+        let arrived = Instant::now();
         let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|at| at.elapsed() < self.min_refresh_interval) {
+        if last.is_some_and(|at| at >= arrived) || self.cached(kid).is_some() {
             return;
         }
+        if let Some(at) = *last {
+            let since = at.elapsed();
+            if since < self.min_refresh_interval {
+                tokio::time::sleep(self.min_refresh_interval - since).await;
+            }
+        }
         *last = Some(Instant::now());
+        self.fetch_keys().await;
+    }
+
+    /// Refetches the keys now, for example right after a rotation.
+    pub async fn refresh(&self) {
+        let mut last = self.last_refresh.lock().await;
+        *last = Some(Instant::now());
+        self.fetch_keys().await;
+    }
+
+    async fn fetch_keys(&self) {
         match self.source.fetch().await {
             Ok(fetched) => {
                 let fresh: HashMap<_, _> = fetched
@@ -556,7 +578,7 @@ mod tests {
     fn verifier(keys: Vec<VerificationKey>) -> (Verifier, Arc<StaticKeys>) {
         let source = Arc::new(StaticKeys(keys, Default::default()));
         (
-            Verifier::new("retail-identity", source.clone(), Duration::from_secs(60)),
+            Verifier::new("retail-identity", source.clone(), Duration::from_millis(200)),
             source,
         )
     }
@@ -605,13 +627,35 @@ mod tests {
 
         let unknown = v.verify(&sign(&enc, "k9", &claims(600))).await.unwrap_err();
         assert!(unknown.to_string().contains("unknown signing key"), "{unknown}");
-        // Forged key ids cannot make the verifier hammer identity.
-        let before = source.1.load(std::sync::atomic::Ordering::SeqCst);
-        let _ = v.verify(&sign(&enc, "k10", &claims(600))).await;
-        assert_eq!(source.1.load(std::sync::atomic::Ordering::SeqCst), before);
+        let _ = source;
 
         assert!(v.verify("garbage").await.is_err());
         assert!(v.verify("").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_forged_key_ids_costs_one_fetch_per_interval() {
+        let (enc, public) = keypair(1);
+        let (v, source) = verifier(vec![VerificationKey {
+            key_id: "k1".into(),
+            public_key: public,
+            expires_at: None,
+        }]);
+        let v = Arc::new(v);
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let v = v.clone();
+                let token = sign(&enc, &format!("forged-{i}"), &claims(600));
+                tokio::spawn(async move { v.verify(&token).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap().is_err());
+        }
+        let fetches = source.1.load(std::sync::atomic::Ordering::SeqCst);
+        let intervals = (started.elapsed().as_millis() / 200) as usize + 1;
+        assert!(fetches <= intervals + 1, "{fetches} fetches in {intervals} intervals");
     }
 
     #[tokio::test]

@@ -232,7 +232,7 @@ impl Default for AuthSettings {
         Self {
             issuer: "retail-identity".into(),
             identity_url: "http://127.0.0.1:50051".into(),
-            key_refresh_min_interval_ms: 5_000,
+            key_refresh_min_interval_ms: 1_000,
             client_id: String::new(),
             client_secret: SecretString::from(String::new()),
         }
