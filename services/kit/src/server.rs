@@ -76,12 +76,23 @@ pub async fn serve(
     for name in &service.names {
         health.set_service_status(name, ServingStatus::Serving).await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(retail_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl before 1.8.8 and many tools speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(retail_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
         .context("failed to build the reflection service")?;
-    let routes = service.routes.add_service(health_service).add_service(reflection);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("failed to build the reflection service")?;
+    let routes = service
+        .routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
 
     // Outermost first: every RPC gets its span and metrics, including shed ones;
     // shedding happens before any token is verified, so overload costs little;

@@ -1,0 +1,406 @@
+//! `retail-suite bench`: a gRPC load generator.
+//!
+//! Every run measures the bare echo service first, in the same process, at the same
+//! concurrency and for the same duration, then the target RPC; it reports requests/s,
+//! latency percentiles and errors for both, and the target's throughput as a share of
+//! the echo's. Servers run in-process on loopback ports; the load generator shares the
+//! machine with them, which the echo baseline accounts for.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use retail_kit::config::ServerSettings;
+use retail_proto::bench::EchoRequest;
+use retail_proto::bench::echo_service_client::EchoServiceClient;
+use retail_proto::identity::identity_service_client::IdentityServiceClient;
+use retail_proto::identity::{self as pb};
+use secrecy::SecretString;
+use tonic::transport::Channel;
+
+/// What to measure besides the echo baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// Only the echo baseline.
+    Echo,
+    /// identity GetCurrentPrincipal: token verification and the server stack.
+    IdentityWhoami,
+    /// identity GetUser: token verification plus a primary-key read.
+    IdentityGetUser,
+    /// identity ListPublicKeys: an unauthenticated read of the key table.
+    IdentityListPublicKeys,
+}
+
+impl Target {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::IdentityWhoami => "identity.GetCurrentPrincipal",
+            Self::IdentityGetUser => "identity.GetUser",
+            Self::IdentityListPublicKeys => "identity.ListPublicKeys",
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The RPC to measure.
+    #[arg(long, value_enum, default_value = "identity-whoami")]
+    pub target: Target,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// How long each measurement runs (ignored when --requests is given).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Stop each measurement after this many requests instead of after --duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Unmeasured warm-up before each measurement.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// HTTP/2 connections the load is spread over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Database of the measured service; default: a temporary SQLite file.
+    #[arg(long, env = "RETAIL_BENCH_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// Figures of one measurement.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub label: String,
+    pub concurrency: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency_us: Histogram<u64>,
+}
+
+impl Report {
+    pub fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn ms(&self, quantile: f64) -> f64 {
+        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+enum Plan {
+    Duration(Duration),
+    Requests(u64),
+}
+
+/// Runs `call` from `concurrency` workers and records each call's latency.
+async fn measure<F, Fut>(label: &str, concurrency: usize, plan: Plan, call: F) -> anyhow::Result<Report>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let call = Arc::new(call);
+    let stop = Arc::new(AtomicBool::new(false));
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let limit = match plan {
+        Plan::Requests(n) => Some(n),
+        Plan::Duration(_) => None,
+    };
+    let bar = match plan {
+        Plan::Duration(d) => {
+            let bar = ProgressBar::new(d.as_millis() as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>32} [{bar:30}] {elapsed}/{duration} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar
+        }
+        Plan::Requests(n) => {
+            let bar = ProgressBar::new(n);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>32} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar
+        }
+    };
+    bar.set_prefix(label.to_owned());
+
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let (call, stop, issued, done) = (call.clone(), stop.clone(), issued.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                let mut errors = 0u64;
+                let mut first_error = None;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(limit) = limit
+                        && issued.fetch_add(1, Ordering::Relaxed) >= limit
+                    {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let result = call(worker).await;
+                    histogram.saturating_record(t.elapsed().as_micros().max(1) as u64);
+                    done.fetch_add(1, Ordering::Relaxed);
+                    if let Err(status) = result {
+                        errors += 1;
+                        first_error.get_or_insert(status);
+                    }
+                }
+                Ok::<_, anyhow::Error>((histogram, errors, first_error))
+            })
+        })
+        .collect();
+
+    // Drive the progress bar and the stop signal.
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match plan {
+            Plan::Duration(d) => {
+                bar.set_position(started.elapsed().as_millis().min(d.as_millis()) as u64);
+                if started.elapsed() >= d {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+            Plan::Requests(n) => {
+                let finished = done.load(Ordering::Relaxed);
+                bar.set_position(finished.min(n));
+                if finished >= n {
+                    break;
+                }
+            }
+        }
+        bar.set_message(format!("{} requests", done.load(Ordering::Relaxed)));
+    }
+
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    let mut first_error = None;
+    for worker in workers {
+        let (h, e, f) = worker.await.context("a load worker panicked")??;
+        latency.add(&h).context("failed to merge latency histograms")?;
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    if let Some(status) = first_error {
+        eprintln!("{label}: first error: {:?} {}", status.code(), status.message());
+    }
+    Ok(Report {
+        label: label.to_owned(),
+        concurrency,
+        requests: latency.len(),
+        errors,
+        elapsed,
+        latency_us: latency,
+    })
+}
+
+async fn channels(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        out.push(
+            Channel::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("failed to connect to {addr}"))?,
+        );
+    }
+    Ok(out)
+}
+
+fn plan(args: &BenchArgs) -> Plan {
+    match args.requests {
+        Some(n) => Plan::Requests(n),
+        None => Plan::Duration(args.duration),
+    }
+}
+
+/// Warm-up, then measurement.
+async fn run<F, Fut>(label: &str, args: &BenchArgs, call: F) -> anyhow::Result<Report>
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    if !args.warmup.is_zero() {
+        measure(&format!("{label} (warm-up)"), args.concurrency, Plan::Duration(args.warmup), call.clone()).await?;
+    }
+    measure(label, args.concurrency, plan(args), call).await
+}
+
+fn loopback() -> ServerSettings {
+    ServerSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        concurrency_limit: 4096,
+        ..ServerSettings::default()
+    }
+}
+
+async fn bench_echo(args: &BenchArgs) -> anyhow::Result<Report> {
+    let settings = loopback();
+    let bound = retail_kit::server::bind(&settings).await?;
+    let addr = bound.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::echo::serve(bound, settings, async move {
+        let _ = rx.await;
+    }));
+    let clients: Vec<_> = channels(addr, args.connections).await?.into_iter().map(EchoServiceClient::new).collect();
+    let payload = vec![7u8; 64];
+    let report = run("echo (baseline)", args, move |worker| {
+        let mut client = clients[worker % clients.len()].clone();
+        let payload = payload.clone();
+        async move { client.echo(EchoRequest { payload }).await.map(|_| ()) }
+    })
+    .await?;
+    let _ = tx.send(());
+    server.await??;
+    Ok(report)
+}
+
+const BENCH_ADMIN_PASSWORD: &str = "bench-Admin-Passw0rd";
+
+async fn bench_identity(args: &BenchArgs, target: Target) -> anyhow::Result<Report> {
+    let dir = tempfile::tempdir()?;
+    let mut settings = retail_identity::Settings::default();
+    settings.server = loopback();
+    settings.database.url = SecretString::from(
+        args.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/identity.db?mode=rwc", dir.path().display())),
+    );
+    settings.database.max_connections = 16;
+    settings.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
+    let app = retail_identity::Application::build(settings).await?;
+    let addr = app.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    let clients: Vec<_> = channels(addr, args.connections)
+        .await?
+        .into_iter()
+        .map(IdentityServiceClient::new)
+        .collect();
+    let token = clients[0]
+        .clone()
+        .login(pb::LoginRequest {
+            username: "admin".into(),
+            password: BENCH_ADMIN_PASSWORD.into(),
+        })
+        .await?
+        .into_inner()
+        .tokens
+        .context("login returned no token")?
+        .access_token;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let me = clients[0]
+        .clone()
+        .get_current_principal(authed(&bearer, pb::GetCurrentPrincipalRequest {}))
+        .await?
+        .into_inner();
+    let user_name = format!("users/{}", me.subject);
+
+    let report = match target {
+        Target::IdentityWhoami => {
+            run(target.label(), args, move |worker| {
+                let mut client = clients[worker % clients.len()].clone();
+                let request = authed(&bearer, pb::GetCurrentPrincipalRequest {});
+                async move { client.get_current_principal(request).await.map(|_| ()) }
+            })
+            .await?
+        }
+        Target::IdentityGetUser => {
+            run(target.label(), args, move |worker| {
+                let mut client = clients[worker % clients.len()].clone();
+                let request = authed(&bearer, pb::GetUserRequest { name: user_name.clone() });
+                async move { client.get_user(request).await.map(|_| ()) }
+            })
+            .await?
+        }
+        _ => {
+            run(target.label(), args, move |worker| {
+                let mut client = clients[worker % clients.len()].clone();
+                async move { client.list_public_keys(pb::ListPublicKeysRequest {}).await.map(|_| ()) }
+            })
+            .await?
+        }
+    };
+    let _ = tx.send(());
+    server.await??;
+    Ok(report)
+}
+
+fn authed<T>(bearer: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", bearer.clone());
+    request
+}
+
+/// Resident memory of this process, from /proc (Linux only).
+pub fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn print_table(reports: &[Report], baseline: &Report) {
+    println!(
+        "{:<34} {:>5} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "rpc", "conc", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs echo"
+    );
+    for r in reports {
+        println!(
+            "{:<34} {:>5} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.0}%",
+            r.label,
+            r.concurrency,
+            r.requests,
+            r.errors,
+            r.throughput(),
+            r.ms(0.50),
+            r.ms(0.90),
+            r.ms(0.99),
+            r.latency_us.max() as f64 / 1000.0,
+            100.0 * r.throughput() / baseline.throughput().max(f64::EPSILON),
+        );
+    }
+    if let Some(rss) = resident_mib() {
+        println!("resident memory of the process after the run: {rss:.1} MiB");
+    }
+}
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.concurrency > 0, "--concurrency must be positive");
+    println!(
+        "benchmark: {} at concurrency {} over {} connection(s), {}",
+        args.target.label(),
+        args.concurrency,
+        args.connections,
+        match args.requests {
+            Some(n) => format!("{n} requests"),
+            None => format!("{} each", humantime::format_duration(args.duration)),
+        }
+    );
+    let baseline = bench_echo(&args).await?;
+    let mut reports = vec![baseline.clone()];
+    if args.target != Target::Echo {
+        reports.push(bench_identity(&args, args.target).await?);
+    }
+    print_table(&reports, &baseline);
+    Ok(())
+}

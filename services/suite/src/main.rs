@@ -1,0 +1,77 @@
+//! `retail-suite`: runs the suite, a single service, migrations, or benchmarks.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod echo;
+mod settings;
+mod up;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "The retail suite: run every service in one process, or load-test them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in this process (embedded default: SQLite, local ports).
+    Up(up::UpArgs),
+    /// Apply every service's pending database migrations and exit.
+    Migrate {
+        #[arg(long, env = "RETAIL_SUITE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run one service on its own, configured by its `RETAIL_<SERVICE>__...` variables
+    /// (one container image, one subcommand per service).
+    Serve {
+        #[arg(value_enum)]
+        service: Service,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Load-test an RPC against the bare echo baseline measured in the same run.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Service {
+    Identity,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Up(args) => up::up(args).await,
+        Command::Migrate { config, data_dir } => {
+            let settings = up::load_settings(config.as_deref(), data_dir)?;
+            let _telemetry = retail_kit::telemetry::init("retail-suite", &settings.telemetry)?;
+            retail_identity::migrate(&settings.identity).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve { service, config } => match service {
+            Service::Identity => {
+                let settings: retail_identity::Settings = retail_kit::config::load("identity", config.as_deref())?;
+                let _telemetry = retail_kit::telemetry::init("identity", &settings.telemetry)?;
+                let app = retail_identity::Application::build(settings).await?;
+                tracing::info!(address = %app.local_addr(), "identity listening");
+                app.run(retail_kit::server::shutdown_signal()).await
+            }
+        },
+        Command::Bench(args) => {
+            // The benchmark prints its own table; keep logs to warnings.
+            let telemetry = retail_kit::config::TelemetrySettings {
+                log_filter: "warn".into(),
+                ..Default::default()
+            };
+            let _telemetry = retail_kit::telemetry::init("retail-suite-bench", &telemetry)?;
+            bench::bench(args).await
+        }
+    }
+}

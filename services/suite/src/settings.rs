@@ -1,0 +1,61 @@
+//! Configuration of `retail-suite up`: one section per service, with embedded
+//! defaults (SQLite files under the data directory, fixed local ports). A file or
+//! `RETAIL_SUITE__<SERVICE>__...` variables switch any service to PostgreSQL.
+
+use std::path::PathBuf;
+
+use retail_kit::config::{ConfigError, TelemetrySettings, Validate};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Fixed local ports of the embedded suite.
+pub const IDENTITY_PORT: u16 = 50051;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SuiteSettings {
+    /// Where the SQLite files and the first admin's password live.
+    pub data_dir: PathBuf,
+    /// Logs and telemetry of the whole process (the services' own sections are
+    /// ignored when they run inside the suite).
+    pub telemetry: TelemetrySettings,
+    pub identity: retail_identity::Settings,
+}
+
+const DEFAULT_DATA_DIR: &str = "data";
+
+fn sqlite_url(data_dir: &std::path::Path, service: &str) -> String {
+    format!("sqlite://{}/{service}.db?mode=rwc", data_dir.display())
+}
+
+impl Default for SuiteSettings {
+    fn default() -> Self {
+        let data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+        let mut identity = retail_identity::Settings::default();
+        identity.server.port = IDENTITY_PORT;
+        identity.database.url = SecretString::from(sqlite_url(&data_dir, "identity"));
+        Self {
+            data_dir,
+            telemetry: TelemetrySettings::default(),
+            identity,
+        }
+    }
+}
+
+impl Validate for SuiteSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.identity
+            .validate()
+            .map_err(|e| ConfigError::invalid("identity", e.to_string()))
+    }
+}
+
+impl SuiteSettings {
+    /// Moves the default SQLite files under `data_dir` when it is not the default.
+    pub fn relocate_data(&mut self) {
+        let default = sqlite_url(std::path::Path::new(DEFAULT_DATA_DIR), "identity");
+        if self.identity.database.url.expose_secret() == default {
+            self.identity.database.url = SecretString::from(sqlite_url(&self.data_dir, "identity"));
+        }
+    }
+}

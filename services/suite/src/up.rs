@@ -1,0 +1,143 @@
+//! `retail-suite up`: every service in one process, on the embedded default (SQLite
+//! files under the data directory, fixed local ports) unless configured otherwise.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use futures::FutureExt;
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::settings::SuiteSettings;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// TOML file with `[identity]`, ... sections; `RETAIL_SUITE__IDENTITY__...`
+    /// variables override it.
+    #[arg(long, env = "RETAIL_SUITE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the SQLite files and the admin password file.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Loads the settings with the command line applied.
+pub fn load_settings(config: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow::Result<SuiteSettings> {
+    let mut settings: SuiteSettings = retail_kit::config::load("suite", config)?;
+    if let Some(dir) = data_dir {
+        settings.data_dir = dir;
+    }
+    settings.relocate_data();
+    Ok(settings)
+}
+
+/// The first admin's password: from configuration, else from the data directory,
+/// else generated once and kept there (owner-only), never printed or logged.
+fn admin_password(settings: &SuiteSettings) -> anyhow::Result<(SecretString, Option<PathBuf>)> {
+    let configured = settings.identity.bootstrap.admin_password.expose_secret();
+    if !configured.is_empty() {
+        return Ok((SecretString::from(configured.to_owned()), None));
+    }
+    let path = settings.data_dir.join("admin-password");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok((SecretString::from(existing.trim().to_owned()), Some(path)));
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    let password: String = (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    write_private(&path, &password)?;
+    Ok((SecretString::from(password), Some(path)))
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("failed to create {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("failed to write {}", path.display()))
+}
+
+/// A database URL without its credentials, for printing.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut settings = load_settings(args.config.as_deref(), args.data_dir)?;
+    let _telemetry = retail_kit::telemetry::init("retail-suite", &settings.telemetry)?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("failed to create {}", settings.data_dir.display()))?;
+    let (password, password_file) = admin_password(&settings)?;
+    settings.identity.bootstrap.admin_password = password;
+
+    let identity_db = redact_url(settings.identity.database.url.expose_secret());
+    let identity = retail_identity::Application::build(settings.identity.clone()).await?;
+    let identity_addr = identity.local_addr();
+
+    println!();
+    println!("retail suite is up (Ctrl-C or SIGTERM to stop)");
+    println!();
+    println!("  {:<12} {:<22} {}", "service", "address", "database");
+    println!("  {:<12} {:<22} {}", "identity", identity_addr, identity_db);
+    println!();
+    let username = &settings.identity.bootstrap.admin_username;
+    match &password_file {
+        Some(path) => {
+            println!("log in as `{username}` with the password in {}:", path.display());
+            println!(
+                "  grpcurl -plaintext -d \"{{\\\"username\\\":\\\"{username}\\\",\\\"password\\\":\\\"$(cat {})\\\"}}\" {identity_addr} retail.identity.v1.IdentityService/Login",
+                path.display()
+            );
+        }
+        None => println!("log in as `{username}` with the configured bootstrap password"),
+    }
+    println!();
+
+    let shutdown = retail_kit::server::shutdown_signal().shared();
+    identity.run(shutdown.clone()).await?;
+    tracing::info!("retail suite stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted_from_database_urls() {
+        assert_eq!(redact_url("postgres://u:secret@db:5432/identity"), "postgres://***@db:5432/identity");
+        assert_eq!(redact_url("sqlite://data/identity.db?mode=rwc"), "sqlite://data/identity.db?mode=rwc");
+    }
+
+    #[test]
+    fn the_generated_admin_password_is_kept_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SuiteSettings {
+            data_dir: dir.path().to_path_buf(),
+            ..SuiteSettings::default()
+        };
+        let (first, path) = admin_password(&settings).unwrap();
+        let (second, _) = admin_password(&settings).unwrap();
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        assert!(first.expose_secret().len() >= 20);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path.unwrap()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
