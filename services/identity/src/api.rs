@@ -204,6 +204,22 @@ fn visible_to(principal: &Principal, owner_partner: Option<&str>) -> bool {
     }
 }
 
+/// The partner filter of a list request. A partner principal is confined to its own
+/// partner; `None` when it asks for another partner's rows (an empty page, which
+/// reveals nothing about them).
+fn partner_filter(principal: &Principal, requested: &str) -> ServiceResult<Option<Option<String>>> {
+    let requested = if requested.is_empty() {
+        None
+    } else {
+        Some(fields::external_id("partner_id", requested)?)
+    };
+    match principal.partner_scope() {
+        None => Ok(Some(requested)),
+        Some(own) if requested.as_deref().is_none_or(|p| p == own) => Ok(Some(Some(own.to_owned()))),
+        Some(_) => Ok(None),
+    }
+}
+
 /// What a failed attempt reveals to the caller, after the throttle was consulted.
 fn throttled(gate: Gate) -> ServiceResult<()> {
     match gate {
@@ -352,7 +368,7 @@ impl State {
         field: &str,
         principal: &Principal,
     ) -> ServiceResult<store::user::Model> {
-        let id = fields::resource_id(field, name, "users").map_err(|v| ServiceError::InvalidArgument(vec![v]))?;
+        let id = fields::resource_id(field, name, "users").map_err(ServiceError::from)?;
         match store::find_user(&self.db, &id).await? {
             Some(user) if visible_to(principal, user.partner_id.as_deref()) => Ok(user),
             _ => Err(ServiceError::not_found("user", name)),
@@ -360,7 +376,7 @@ impl State {
     }
 
     async fn api_key_visible(&self, name: &str, principal: &Principal) -> ServiceResult<store::api_key::Model> {
-        let id = fields::resource_id("name", name, "apiKeys").map_err(|v| ServiceError::InvalidArgument(vec![v]))?;
+        let id = fields::resource_id("name", name, "apiKeys").map_err(ServiceError::from)?;
         match store::find_api_key(&self.db, &id).await? {
             Some(key) if visible_to(principal, Some(&key.partner_id)) => Ok(key),
             _ => Err(ServiceError::not_found("api key", name)),
@@ -671,10 +687,9 @@ impl IdentityService for IdentityApi {
             return Err(ServiceError::Unauthenticated("the token's user no longer exists".into()).into());
         };
         secret_input("current_password", &req.current_password)?;
-        let username =
-            Username::parse("username", &user.username).map_err(|v| ServiceError::InvalidArgument(vec![v]))?;
-        let new_password = Password::parse("new_password", &req.new_password, Some(&username))
-            .map_err(|v| ServiceError::InvalidArgument(vec![v]))?;
+        let username = Username::parse("username", &user.username).map_err(ServiceError::from)?;
+        let new_password =
+            Password::parse("new_password", &req.new_password, Some(&username)).map_err(ServiceError::from)?;
         if req.new_password == req.current_password {
             return Err(ServiceError::invalid("new_password", "must differ from the current password").into());
         }
@@ -853,19 +868,9 @@ impl IdentityService for IdentityApi {
         let principal = Principal::of(&request)?;
         principal.require_scope(scopes::USERS_READ)?;
         let req = request.get_ref();
-        let mut partner = None;
-        if !req.partner_id.is_empty() {
-            partner = Some(
-                fields::external_id("partner_id", &req.partner_id)
-                    .map_err(|v| ServiceError::InvalidArgument(vec![v]))?,
-            );
-        }
-        if let Some(own) = principal.partner_scope() {
-            if partner.as_deref().is_some_and(|p| p != own) {
-                return ok(pb::ListUsersResponse::default());
-            }
-            partner = Some(own.to_owned());
-        }
+        let Some(partner) = partner_filter(principal, &req.partner_id)? else {
+            return ok(pb::ListUsersResponse::default());
+        };
         let page = Page::parse(req.page_size, &req.page_token, &format!("partner={partner:?}"))?;
         let rows = store::list_users(&self.state.db, &page, partner.as_deref()).await?;
         let (rows, next_page_token) = page.finish(rows, |u| u.id.clone());
@@ -1022,9 +1027,9 @@ impl IdentityService for IdentityApi {
         principal.require_scope(scopes::USERS_WRITE)?;
         let req = request.into_inner();
         let user = s.user_for_update(&req.name, "name", &principal).await?;
-        let username = Username::parse("name", &user.username).map_err(|v| ServiceError::InvalidArgument(vec![v]))?;
-        let password = Password::parse("new_password", &req.new_password, Some(&username))
-            .map_err(|v| ServiceError::InvalidArgument(vec![v]))?;
+        let username = Username::parse("name", &user.username).map_err(ServiceError::from)?;
+        let password =
+            Password::parse("new_password", &req.new_password, Some(&username)).map_err(ServiceError::from)?;
         let hash = s.hash_password(&password).await?;
         let at = now();
         let (user_id, actor) = (user.id.clone(), principal.subject.clone());
@@ -1158,19 +1163,9 @@ impl IdentityService for IdentityApi {
         let principal = Principal::of(&request)?;
         principal.require_scope(scopes::API_KEYS_READ)?;
         let req = request.get_ref();
-        let mut partner = None;
-        if !req.partner_id.is_empty() {
-            partner = Some(
-                fields::external_id("partner_id", &req.partner_id)
-                    .map_err(|v| ServiceError::InvalidArgument(vec![v]))?,
-            );
-        }
-        if let Some(own) = principal.partner_scope() {
-            if partner.as_deref().is_some_and(|p| p != own) {
-                return ok(pb::ListApiKeysResponse::default());
-            }
-            partner = Some(own.to_owned());
-        }
+        let Some(partner) = partner_filter(principal, &req.partner_id)? else {
+            return ok(pb::ListApiKeysResponse::default());
+        };
         let page = Page::parse(req.page_size, &req.page_token, &format!("partner={partner:?}"))?;
         let rows = store::list_api_keys(&self.state.db, &page, partner.as_deref()).await?;
         let (rows, next_page_token) = page.finish(rows, |k| k.id.clone());

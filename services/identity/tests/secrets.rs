@@ -1,6 +1,8 @@
 //! Passwords, refresh tokens, API-key and client secrets are nowhere in clear text:
 //! not in any table, not in any log line.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 #[path = "api/helpers.rs"]
 mod helpers;
 

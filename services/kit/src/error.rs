@@ -77,6 +77,12 @@ impl ServiceError {
     }
 }
 
+impl From<FieldViolation> for ServiceError {
+    fn from(violation: FieldViolation) -> Self {
+        Self::InvalidArgument(vec![violation])
+    }
+}
+
 impl From<sea_orm::DbErr> for ServiceError {
     fn from(err: sea_orm::DbErr) -> Self {
         Self::Internal(anyhow::Error::new(err).context("database operation failed"))

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
@@ -122,7 +122,7 @@ pub async fn serve(
         .timeout(settings.request_timeout())
         .layer(stack)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(bound.listener), signal);
+        .serve_with_incoming_shutdown(incoming(bound.listener), signal);
     tokio::pin!(server);
     let drain_timeout = settings.drain_timeout();
     tokio::select! {
@@ -132,6 +132,14 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Accepted connections with Nagle off: a unary response is written in several small
+/// frames, and Nagle plus the peer's delayed ACK would stall each reply by ~40 ms.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
 async fn report_not_serving(health: &HealthReporter, names: &[&'static str]) {
@@ -166,5 +174,25 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shed_requests_are_unavailable_and_other_errors_pass_through() {
+        let shed = overloaded_to_status(Box::new(tower::load_shed::error::Overloaded::new()));
+        let status = shed.downcast::<tonic::Status>().unwrap();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let other = overloaded_to_status("boom".into());
+        assert!(other.downcast::<tonic::Status>().is_err());
+    }
+
+    #[tokio::test]
+    async fn binding_port_zero_reports_the_real_port() {
+        let bound = bind(&ServerSettings::default()).await.unwrap();
+        assert_ne!(bound.local_addr().port(), 0);
     }
 }

@@ -237,7 +237,13 @@ where
     Fut: Future<Output = Result<(), tonic::Status>> + Send,
 {
     if !args.warmup.is_zero() {
-        measure(&format!("{label} (warm-up)"), args.concurrency, Plan::Duration(args.warmup), call.clone()).await?;
+        measure(
+            &format!("{label} (warm-up)"),
+            args.concurrency,
+            Plan::Duration(args.warmup),
+            call.clone(),
+        )
+        .await?;
     }
     measure(label, args.concurrency, plan(args), call).await
 }
@@ -259,7 +265,11 @@ async fn bench_echo(args: &BenchArgs) -> anyhow::Result<Report> {
     let server = tokio::spawn(crate::echo::serve(bound, settings, async move {
         let _ = rx.await;
     }));
-    let clients: Vec<_> = channels(addr, args.connections).await?.into_iter().map(EchoServiceClient::new).collect();
+    let clients: Vec<_> = channels(addr, args.connections)
+        .await?
+        .into_iter()
+        .map(EchoServiceClient::new)
+        .collect();
     let payload = vec![7u8; 64];
     let report = run("echo (baseline)", args, move |worker| {
         let mut client = clients[worker % clients.len()].clone();
@@ -272,12 +282,14 @@ async fn bench_echo(args: &BenchArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-const BENCH_ADMIN_PASSWORD: &str = "bench-Admin-Passw0rd";
+const BENCH_ADMIN_PASSWORD: &str = "bench-Boss-Passw0rd-1";
 
 async fn bench_identity(args: &BenchArgs, target: Target) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
-    let mut settings = retail_identity::Settings::default();
-    settings.server = loopback();
+    let mut settings = retail_identity::Settings {
+        server: loopback(),
+        ..Default::default()
+    };
     settings.database.url = SecretString::from(
         args.database_url
             .clone()
@@ -327,7 +339,12 @@ async fn bench_identity(args: &BenchArgs, target: Target) -> anyhow::Result<Repo
         Target::IdentityGetUser => {
             run(target.label(), args, move |worker| {
                 let mut client = clients[worker % clients.len()].clone();
-                let request = authed(&bearer, pb::GetUserRequest { name: user_name.clone() });
+                let request = authed(
+                    &bearer,
+                    pb::GetUserRequest {
+                        name: user_name.clone(),
+                    },
+                );
                 async move { client.get_user(request).await.map(|_| ()) }
             })
             .await?

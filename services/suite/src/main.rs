@@ -10,7 +10,10 @@ mod settings;
 mod up;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "The retail suite: run every service in one process, or load-test them")]
+#[command(
+    version,
+    about = "The retail suite: run every service in one process, or load-test them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

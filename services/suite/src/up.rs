@@ -90,7 +90,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!();
     println!("retail suite is up (Ctrl-C or SIGTERM to stop)");
     println!();
-    println!("  {:<12} {:<22} {}", "service", "address", "database");
+    println!("  {:<12} {:<22} database", "service", "address");
     println!("  {:<12} {:<22} {}", "identity", identity_addr, identity_db);
     println!();
     let username = &settings.identity.bootstrap.admin_username;
@@ -118,8 +118,14 @@ mod tests {
 
     #[test]
     fn credentials_are_redacted_from_database_urls() {
-        assert_eq!(redact_url("postgres://u:secret@db:5432/identity"), "postgres://***@db:5432/identity");
-        assert_eq!(redact_url("sqlite://data/identity.db?mode=rwc"), "sqlite://data/identity.db?mode=rwc");
+        assert_eq!(
+            redact_url("postgres://u:secret@db:5432/identity"),
+            "postgres://***@db:5432/identity"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/identity.db?mode=rwc"),
+            "sqlite://data/identity.db?mode=rwc"
+        );
     }
 
     #[test]

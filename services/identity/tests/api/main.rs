@@ -1,6 +1,8 @@
 //! Identity driven over gRPC on port 0, against SQLite or, when
 //! `RETAIL_TEST_DATABASE_URL` is set, a fresh PostgreSQL database per test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod helpers;
 
 use std::time::Duration;

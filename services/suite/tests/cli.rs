@@ -1,0 +1,184 @@
+//! `retail-suite up` as a person runs it: a real process, its printed table and
+//! credentials, and SIGTERM while it is busy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use retail_proto::identity::identity_service_client::IdentityServiceClient;
+use retail_proto::identity::{self as pb};
+use tonic::transport::Channel;
+
+struct Suite {
+    child: Child,
+    addr: String,
+    data_dir: tempfile::TempDir,
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Starts `retail-suite up` on a free port and waits for its table of services.
+fn start_suite() -> Suite {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retail-suite"))
+        .args(["up", "--data-dir"])
+        .arg(data_dir.path())
+        .env("RETAIL_SUITE__IDENTITY__SERVER__PORT", "0")
+        .env_remove("RETAIL_SUITE_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the suite printed its table");
+        let words: Vec<_> = line.split_whitespace().collect();
+        if words.first() == Some(&"identity") {
+            break words[1].to_string();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Suite { child, addr, data_dir }
+}
+
+async fn connect(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the suite did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn up_serves_identity_and_the_printed_credentials_log_in() {
+    let mut suite = start_suite();
+    let channel = connect(&suite.addr).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "retail.identity.v1.IdentityService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let password = std::fs::read_to_string(suite.data_dir.path().join("admin-password")).unwrap();
+    let mut client = IdentityServiceClient::new(channel);
+    let token = client
+        .login(pb::LoginRequest {
+            username: "admin".into(),
+            password: password.trim().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token;
+    let mut request = tonic::Request::new(pb::GetCurrentPrincipalRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let me = client.get_current_principal(request).await.unwrap().into_inner();
+    assert_eq!(me.roles, vec![pb::Role::Admin as i32]);
+
+    sigterm(&suite.child);
+    assert!(wait_exit(&mut suite.child, Duration::from_secs(30)).success());
+}
+
+#[tokio::test]
+async fn sigterm_under_load_lets_in_flight_rpcs_finish_and_exits_zero() {
+    let mut suite = start_suite();
+    let password = std::fs::read_to_string(suite.data_dir.path().join("admin-password")).unwrap();
+    let channel = connect(&suite.addr).await;
+    let started = Instant::now();
+
+    // Logins are slow on purpose (argon2id at production cost): many are in flight.
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let mut client = IdentityServiceClient::new(channel.clone());
+            let password = password.trim().to_string();
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                loop {
+                    let begun = started.elapsed();
+                    let outcome = client
+                        .login(pb::LoginRequest {
+                            username: "admin".into(),
+                            password: password.clone(),
+                        })
+                        .await;
+                    let ended = started.elapsed();
+                    let failed = outcome.is_err();
+                    results.push((begun, ended, outcome.map(|_| ()).map_err(|s| s.code())));
+                    if failed || ended > Duration::from_secs(20) {
+                        return results;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let signalled = started.elapsed();
+    sigterm(&suite.child);
+
+    let mut drained = 0;
+    let mut total = 0;
+    for worker in workers {
+        for (begun, ended, outcome) in worker.await.unwrap() {
+            total += 1;
+            // Anything that reached the server well before the signal must finish.
+            if begun + Duration::from_millis(20) < signalled {
+                assert!(outcome.is_ok(), "an in-flight login failed: {outcome:?}");
+                if ended > signalled {
+                    drained += 1;
+                }
+            }
+        }
+    }
+    assert!(total > 16, "load ran ({total} logins)");
+    assert!(drained > 0, "some logins were in flight at the signal and completed");
+    let status = wait_exit(&mut suite.child, Duration::from_secs(30));
+    assert!(status.success(), "exit status {status:?}");
+}
