@@ -6,6 +6,7 @@
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`auth`]: token verification, principals, scope checks, client credentials.
 //! - [`db`]: connecting to PostgreSQL or SQLite, migrations.
+//! - [`events`]: the outbox event log, its Subscribe server, the consumer runner.
 //! - [`idempotency`]: `request_id`-keyed creates and retried transactions.
 //! - [`paging`]: AIP-158 page sizes and tokens.
 //! - [`convert`]: small proto <-> domain conversions (timestamps, durations).
@@ -17,6 +18,7 @@ pub mod config;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod paging;
 pub mod server;

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -94,10 +95,13 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    // Outermost first: every RPC gets its span and metrics, including shed ones;
+    // Outermost first: the in-flight count sees every RPC, so the drain knows when
+    // the last one has finished; every RPC gets its span and metrics, including shed ones;
     // shedding happens before any token is verified, so overload costs little;
     // authentication is innermost, next to the handlers.
+    let in_flight = InFlight::default();
     let stack = ServiceBuilder::new()
+        .layer(in_flight.clone())
         .layer(RpcLayer)
         .layer(tower::util::MapErrLayer::new(overloaded_to_status))
         .layer(tower::load_shed::LoadShedLayer::new())
@@ -125,13 +129,97 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(bound.listener), signal);
     tokio::pin!(server);
     let drain_timeout = settings.drain_timeout();
+    // The server stops by itself once every connection has closed; idle client
+    // connections may stay open, so stop as soon as no RPC is in flight any more.
     tokio::select! {
         result = &mut server => result.context("the gRPC server failed")?,
-        () = async { draining.notified().await; tokio::time::sleep(drain_timeout).await } => {
-            tracing::warn!(drain_timeout_ms = drain_timeout.as_millis() as u64, "drain timeout passed; closing remaining connections");
-        }
+        () = async { draining.notified().await; in_flight.wait_idle(drain_timeout).await } => {}
     }
     Ok(())
+}
+
+/// Counts RPCs between their arrival and their response.
+#[derive(Clone, Debug, Default)]
+struct InFlight(Arc<AtomicUsize>);
+
+struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl InFlight {
+    /// Resolves when no RPC has been in flight for a moment (streams that were
+    /// already on their way get to arrive), or when `timeout` has passed.
+    async fn wait_idle(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let settle = std::time::Duration::from_millis(100);
+        let mut idle_since = None;
+        loop {
+            let now = tokio::time::Instant::now();
+            if self.0.load(Ordering::SeqCst) == 0 {
+                let since = *idle_since.get_or_insert(now);
+                if now - since >= settle {
+                    tracing::info!("in-flight requests drained");
+                    return;
+                }
+            } else {
+                idle_since = None;
+            }
+            if now >= deadline {
+                tracing::warn!(
+                    in_flight = self.0.load(Ordering::SeqCst),
+                    drain_timeout_ms = timeout.as_millis() as u64,
+                    "drain timeout passed; closing remaining requests"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for InFlight {
+    type Service = InFlightService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InFlightService {
+            inner,
+            count: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct InFlightService<S> {
+    inner: S,
+    count: Arc<AtomicUsize>,
+}
+
+impl<S, R> tower::Service<R> for InFlightService<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlightGuard(self.count.clone());
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let _guard = guard;
+            future.await
+        })
+    }
 }
 
 /// Accepted connections with Nagle off: a unary response is written in several small

@@ -1,0 +1,627 @@
+//! The event backbone: a transactional outbox that is the service's event log, the
+//! `EventLogService/Subscribe` server, and the consumer runner.
+//!
+//! - Publishing: [`publish`] inserts the event into `outbox` inside the caller's
+//!   transaction, without a position. Nothing is published that did not commit.
+//! - Ordering: one appender at a time (a PostgreSQL advisory lock; SQLite has a single
+//!   writer) gives committed, unpositioned rows the next positions in one statement.
+//!   A row becomes visible to readers only with its position, and positions are given
+//!   out in the appender's commit order, so a reader that has seen position N never
+//!   misses a later commit with a smaller number. Positions are dense: 1, 2, 3, ...
+//! - Serving: [`EventLogApi`] streams positioned rows after a position and wakes up as
+//!   soon as the appender commits (or within `poll` for other replicas' appends).
+//! - Consuming: [`Consumer`] applies each event and stores its position in the
+//!   consumer's own database in one transaction: exactly-once effects, at-least-once
+//!   delivery. A duplicate is skipped; a gap makes it resubscribe from what it has.
+//! - Retention: [`EventLog::purge`] drops old positioned rows; subscribing from before
+//!   the oldest kept event is OUT_OF_RANGE.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use retail_proto::events::event_log_service_client::EventLogServiceClient;
+use retail_proto::events::event_log_service_server::EventLogService;
+use retail_proto::events::{EventEnvelope, SubscribeRequest, SubscribeResponse};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+};
+use tokio::sync::{Notify, watch};
+use tonic::{Request, Response, Status};
+
+use crate::auth::Principal;
+use crate::convert::timestamp;
+use crate::error::{ServiceError, ServiceResult};
+
+/// Scope needed to subscribe to any service's event log.
+pub const EVENTS_READ: &str = "events.read";
+
+pub mod entity {
+    pub mod outbox {
+        //! One row per published event; `log_position` is set once the appender has
+        //! ordered it.
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "outbox")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            #[sea_orm(unique)]
+            pub log_position: Option<i64>,
+            /// Fully qualified protobuf type of the payload.
+            pub event_type: String,
+            pub aggregate_id: String,
+            pub payload: Vec<u8>,
+            pub occurred_at: DateTimeUtc,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    pub mod consumer_position {
+        //! How far a consumer has applied a source's log, stored with the effects.
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "consumer_positions")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub consumer: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub source: String,
+            pub log_position: i64,
+            pub updated_at: DateTimeUtc,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+}
+
+pub mod migration {
+    //! `outbox` (for publishers) and `consumer_positions` (for consumers).
+    use sea_orm_migration::{prelude::*, schema::*};
+
+    #[derive(DeriveIden)]
+    enum Outbox {
+        Table,
+        Id,
+        LogPosition,
+        EventType,
+        AggregateId,
+        Payload,
+        OccurredAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum ConsumerPositions {
+        Table,
+        Consumer,
+        Source,
+        LogPosition,
+        UpdatedAt,
+    }
+
+    #[derive(Debug)]
+    pub struct CreateOutbox;
+
+    impl MigrationName for CreateOutbox {
+        fn name(&self) -> &str {
+            "m20261122_000003_create_outbox"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for CreateOutbox {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            m.create_table(
+                Table::create()
+                    .table(Outbox::Table)
+                    .if_not_exists()
+                    .col(string_len(Outbox::Id, 36).primary_key())
+                    .col(big_integer_null(Outbox::LogPosition).unique_key())
+                    .col(string_len(Outbox::EventType, 200))
+                    .col(string_len(Outbox::AggregateId, 128))
+                    .col(blob(Outbox::Payload))
+                    .col(timestamp_with_time_zone(Outbox::OccurredAt))
+                    .to_owned(),
+            )
+            .await?;
+            m.create_index(
+                Index::create()
+                    .name("idx_outbox_unpositioned")
+                    .table(Outbox::Table)
+                    .col(Outbox::LogPosition)
+                    .col(Outbox::OccurredAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+        }
+
+        async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            m.drop_table(Table::drop().table(Outbox::Table).to_owned()).await
+        }
+    }
+
+    #[derive(Debug)]
+    pub struct CreateConsumerPositions;
+
+    impl MigrationName for CreateConsumerPositions {
+        fn name(&self) -> &str {
+            "m20261122_000004_create_consumer_positions"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for CreateConsumerPositions {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            m.create_table(
+                Table::create()
+                    .table(ConsumerPositions::Table)
+                    .if_not_exists()
+                    .col(string_len(ConsumerPositions::Consumer, 64))
+                    .col(string_len(ConsumerPositions::Source, 64))
+                    .col(big_integer(ConsumerPositions::LogPosition))
+                    .col(timestamp_with_time_zone(ConsumerPositions::UpdatedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(ConsumerPositions::Consumer)
+                            .col(ConsumerPositions::Source),
+                    )
+                    .to_owned(),
+            )
+            .await
+        }
+
+        async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            m.drop_table(Table::drop().table(ConsumerPositions::Table).to_owned())
+                .await
+        }
+    }
+}
+
+use entity::{consumer_position, outbox};
+
+/// Writes an event into the outbox of the caller's transaction. Call
+/// [`EventLog::committed`] after the commit to deliver it without waiting for a poll.
+pub async fn publish(
+    txn: &DatabaseTransaction,
+    event_type: &str,
+    aggregate_id: &str,
+    payload: &impl prost::Message,
+) -> ServiceResult<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    outbox::ActiveModel {
+        id: Set(id.clone()),
+        log_position: Set(None),
+        event_type: Set(event_type.to_owned()),
+        aggregate_id: Set(aggregate_id.to_owned()),
+        payload: Set(payload.encode_to_vec()),
+        occurred_at: Set(Utc::now()),
+    }
+    .insert(txn)
+    .await?;
+    Ok(id)
+}
+
+/// Positions assigned per appender pass, at most.
+const APPEND_BATCH: u32 = 1000;
+
+/// A service's event log over its outbox table.
+#[derive(Debug)]
+pub struct EventLog {
+    db: DatabaseConnection,
+    source: &'static str,
+    /// Latest position this replica has appended or seen.
+    latest: watch::Sender<u64>,
+    wake: Notify,
+    closed: watch::Sender<bool>,
+    poll: Duration,
+}
+
+impl EventLog {
+    pub fn new(db: DatabaseConnection, source: &'static str, poll: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            source,
+            latest: watch::channel(0).0,
+            wake: Notify::new(),
+            closed: watch::channel(false).0,
+            poll,
+        })
+    }
+
+    /// Wakes the appender: a transaction that published has committed.
+    pub fn committed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Ends open subscriptions, so that a shutdown can drain.
+    pub fn close(&self) {
+        let _ = self.closed.send(true);
+        self.wake.notify_one();
+    }
+
+    /// One appender pass: positions every committed, unpositioned row (up to a batch).
+    pub async fn append_pending(&self) -> ServiceResult<u64> {
+        let backend = self.db.get_database_backend();
+        // One statement numbers the rows after the current maximum, so the numbering
+        // is atomic; the advisory lock keeps appenders of several replicas apart.
+        let update = format!(
+            "UPDATE outbox SET log_position = numbered.p FROM (\
+               SELECT id, (SELECT COALESCE(MAX(log_position), 0) FROM outbox) \
+                      + ROW_NUMBER() OVER (ORDER BY occurred_at, id) AS p \
+               FROM outbox WHERE log_position IS NULL ORDER BY occurred_at, id LIMIT {APPEND_BATCH}\
+             ) AS numbered WHERE outbox.id = numbered.id"
+        );
+        let txn = self.db.begin().await?;
+        if backend == DatabaseBackend::Postgres {
+            txn.execute_raw(Statement::from_string(
+                backend,
+                "SELECT pg_advisory_xact_lock(hashtext('retail.outbox.appender'))",
+            ))
+            .await?;
+        }
+        let appended = txn
+            .execute_raw(Statement::from_string(backend, update))
+            .await?
+            .rows_affected();
+        txn.commit().await?;
+        if appended > 0 {
+            let max = self.max_position().await?;
+            self.latest.send_if_modified(|latest| {
+                let changed = max > *latest;
+                *latest = (*latest).max(max);
+                changed
+            });
+        }
+        Ok(appended)
+    }
+
+    async fn max_position(&self) -> ServiceResult<u64> {
+        let row = outbox::Entity::find()
+            .select_only()
+            .column_as(outbox::Column::LogPosition.max(), "max")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?;
+        Ok(row.flatten().unwrap_or(0).max(0) as u64)
+    }
+
+    async fn min_position(&self) -> ServiceResult<Option<u64>> {
+        let row = outbox::Entity::find()
+            .select_only()
+            .column_as(outbox::Column::LogPosition.min(), "min")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?;
+        Ok(row.flatten().map(|p| p.max(0) as u64))
+    }
+
+    /// Runs the appender until the log is closed: on every commit notice, and every
+    /// `poll` for rows committed by other replicas.
+    pub fn spawn_appender(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut closed = log.closed.subscribe();
+            loop {
+                match log.append_pending().await {
+                    // A full batch: more may be waiting.
+                    Ok(n) if n >= APPEND_BATCH as u64 => continue,
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, source = log.source, "event appender pass failed"),
+                }
+                if *closed.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    () = log.wake.notified() => {}
+                    () = tokio::time::sleep(log.poll) => {}
+                    _ = closed.changed() => {}
+                }
+            }
+        })
+    }
+
+    /// Positioned events after `after`, in order.
+    pub async fn read_after(&self, after: u64, limit: u64) -> ServiceResult<Vec<EventEnvelope>> {
+        let rows = outbox::Entity::find()
+            .filter(outbox::Column::LogPosition.gt(after as i64))
+            .order_by_asc(outbox::Column::LogPosition)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(|row| self.envelope(row)).collect())
+    }
+
+    fn envelope(&self, row: outbox::Model) -> EventEnvelope {
+        EventEnvelope {
+            id: row.id,
+            r#type: row.event_type.clone(),
+            source: self.source.to_owned(),
+            aggregate_id: row.aggregate_id,
+            occur_time: Some(timestamp(row.occurred_at)),
+            position: row.log_position.unwrap_or_default().max(0) as u64,
+            payload: Some(prost_types::Any {
+                type_url: format!("type.googleapis.com/{}", row.event_type),
+                value: row.payload,
+            }),
+        }
+    }
+
+    /// Removes positioned events that occurred before `cutoff`, always keeping the
+    /// newest so positions continue after it.
+    pub async fn purge(&self, cutoff: DateTime<Utc>) -> ServiceResult<u64> {
+        let max = self.max_position().await? as i64;
+        let result = outbox::Entity::delete_many()
+            .filter(outbox::Column::LogPosition.is_not_null())
+            .filter(outbox::Column::LogPosition.lt(max))
+            .filter(outbox::Column::OccurredAt.lt(cutoff))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+}
+
+/// `retail.events.v1.EventLogService` over an [`EventLog`].
+#[derive(Debug, Clone)]
+pub struct EventLogApi {
+    log: Arc<EventLog>,
+}
+
+impl EventLogApi {
+    pub fn new(log: Arc<EventLog>) -> Self {
+        Self { log }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventLogService for EventLogApi {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+        Principal::of(&request)?.require_scope(EVENTS_READ)?;
+        let req = request.into_inner();
+        let batch = match req.max_batch_size {
+            n if n < 0 => return Err(ServiceError::invalid("max_batch_size", "must not be negative").into()),
+            0 => 100,
+            n => (n as u64).min(1000),
+        };
+        let log = self.log.clone();
+        if let Some(min) = log.min_position().await?
+            && req.after_position + 1 < min
+        {
+            return Err(Status::out_of_range(format!(
+                "events after position {} are no longer kept; the oldest is {min}",
+                req.after_position
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<SubscribeResponse, Status>>(4);
+        tokio::spawn(async move {
+            let mut cursor = req.after_position;
+            let mut latest = log.latest.subscribe();
+            let mut closed = log.closed.subscribe();
+            loop {
+                if *closed.borrow() {
+                    break;
+                }
+                let events = match log.read_after(cursor, batch).await {
+                    Ok(events) => events,
+                    Err(err) => {
+                        let _ = tx.send(Err(err.into())).await;
+                        break;
+                    }
+                };
+                // Only a contiguous run is sent: positions are dense, so a hole can
+                // only be a purge race, and the next read resolves it.
+                let contiguous: Vec<_> = events
+                    .into_iter()
+                    .enumerate()
+                    .take_while(|(i, e)| e.position == cursor + 1 + *i as u64)
+                    .map(|(_, e)| e)
+                    .collect();
+                if let Some(last) = contiguous.last() {
+                    cursor = last.position;
+                    if tx.send(Ok(SubscribeResponse { events: contiguous })).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    _ = latest.changed() => {}
+                    () = tokio::time::sleep(log.poll) => {}
+                    _ = closed.changed() => {}
+                    () = tx.closed() => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// What a consumer does with one event, inside the transaction that also stores its
+/// position. Must be deterministic; may be called again for the same event only if
+/// the earlier transaction rolled back.
+#[async_trait::async_trait]
+pub trait EventHandler: Send + Sync {
+    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<()>;
+}
+
+/// Applies a source's events to the consumer's database, exactly once each.
+pub struct Consumer {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub db: DatabaseConnection,
+    pub handler: Arc<dyn EventHandler>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// Already applied earlier: skipped.
+    Duplicate,
+    /// Not the next position: resubscribe from the stored one.
+    Gap {
+        expected: u64,
+    },
+}
+
+impl Consumer {
+    /// The last applied position (0 if none).
+    pub async fn position(&self) -> ServiceResult<u64> {
+        let row = consumer_position::Entity::find_by_id((self.name.to_owned(), self.source.to_owned()))
+            .one(&self.db)
+            .await?;
+        Ok(row.map(|r| r.log_position.max(0) as u64).unwrap_or(0))
+    }
+
+    async fn ensure_row(&self) -> ServiceResult<()> {
+        if consumer_position::Entity::find_by_id((self.name.to_owned(), self.source.to_owned()))
+            .one(&self.db)
+            .await?
+            .is_none()
+        {
+            let inserted = consumer_position::ActiveModel {
+                consumer: Set(self.name.to_owned()),
+                source: Set(self.source.to_owned()),
+                log_position: Set(0),
+                updated_at: Set(Utc::now()),
+            }
+            .insert(&self.db)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                Err(err) if crate::db::is_unique_violation(&err) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one event and advances the position in one transaction.
+    pub async fn apply(&self, event: &EventEnvelope) -> ServiceResult<Applied> {
+        let txn = self.db.begin().await?;
+        let current = consumer_position::Entity::find_by_id((self.name.to_owned(), self.source.to_owned()))
+            .one(&txn)
+            .await?
+            .map(|r| r.log_position.max(0) as u64)
+            .unwrap_or(0);
+        if event.position <= current {
+            return Ok(Applied::Duplicate);
+        }
+        if event.position != current + 1 {
+            return Ok(Applied::Gap { expected: current + 1 });
+        }
+        self.handler.handle(&txn, event).await?;
+        // Conditional on the position read: a concurrent replica of this consumer
+        // that applied the same event first makes this one roll back.
+        let advanced = consumer_position::Entity::update_many()
+            .col_expr(
+                consumer_position::Column::LogPosition,
+                Expr::value(event.position as i64),
+            )
+            .col_expr(consumer_position::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(consumer_position::Column::Consumer.eq(self.name))
+            .filter(consumer_position::Column::Source.eq(self.source))
+            .filter(consumer_position::Column::LogPosition.eq(current as i64))
+            .exec(&txn)
+            .await?;
+        if advanced.rows_affected != 1 {
+            return Ok(Applied::Duplicate);
+        }
+        txn.commit().await?;
+        Ok(Applied::Applied)
+    }
+
+    /// Subscribes to `channel` (the source's event log) from the stored position and
+    /// applies events until `shutdown`, reconnecting with backoff on any failure.
+    pub async fn run<T>(self, client: EventLogServiceClient<T>, shutdown: impl std::future::Future<Output = ()>)
+    where
+        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+        T::Error: Into<tonic::codegen::StdError>,
+        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+        T::Future: Send,
+    {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let session = self.session(client.clone());
+            tokio::select! {
+                () = &mut shutdown => return,
+                result = session => {
+                    if let Err(err) = result {
+                        tracing::warn!(consumer = self.name, source = self.source, error = %err, "event subscription ended; reconnecting");
+                    }
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn session<T>(&self, mut client: EventLogServiceClient<T>) -> ServiceResult<()>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<tonic::codegen::StdError>,
+        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+    {
+        self.ensure_row().await?;
+        let after = self.position().await?;
+        let mut stream = client
+            .subscribe(SubscribeRequest {
+                after_position: after,
+                max_batch_size: 500,
+            })
+            .await
+            .map_err(|s| ServiceError::Unavailable(format!("subscribe failed: {}", s.message())))?
+            .into_inner();
+        loop {
+            let batch = stream
+                .message()
+                .await
+                .map_err(|s| ServiceError::Unavailable(format!("event stream failed: {}", s.message())))?;
+            let Some(batch) = batch else {
+                return Err(ServiceError::Unavailable("event stream closed".into()));
+            };
+            for event in &batch.events {
+                match self.apply(event).await? {
+                    Applied::Applied | Applied::Duplicate => {}
+                    Applied::Gap { expected } => {
+                        return Err(ServiceError::Aborted(format!(
+                            "expected position {expected}, got {}",
+                            event.position
+                        )));
+                    }
+                }
+            }
+        }
+    }
+}

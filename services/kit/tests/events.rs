@@ -1,0 +1,323 @@
+//! The event backbone end to end: a publisher's outbox served over gRPC, and a
+//! consumer that is killed and restarted while 1,000 transactions commit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use retail_kit::auth::{AUDIENCE, AuthLayer, Claims, KeySource, PrincipalKind, VerificationKey, Verifier};
+use retail_kit::config::{DatabaseSettings, ServerSettings};
+use retail_kit::events::{self, Consumer, EventHandler, EventLog, EventLogApi};
+use retail_kit::server::{self, ServiceRoutes};
+use retail_kit::{ServiceError, ServiceResult};
+use retail_proto::common::Money;
+use retail_proto::events::EventEnvelope;
+use retail_proto::events::event_log_service_client::EventLogServiceClient;
+use retail_proto::events::event_log_service_server::{EventLogServiceServer, SERVICE_NAME};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Statement, TransactionTrait};
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(events::migration::CreateOutbox),
+            Box::new(events::migration::CreateConsumerPositions),
+        ]
+    }
+}
+
+async fn database() -> (DatabaseConnection, retail_testkit::TestDatabase) {
+    let test_db = retail_testkit::TestDatabase::new().await.unwrap();
+    let settings = DatabaseSettings {
+        url: test_db.secret_url(),
+        max_connections: 16,
+        ..DatabaseSettings::default()
+    };
+    let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings)
+        .await
+        .unwrap();
+    db.execute_unprepared(
+        "CREATE TABLE applied_events (event_id VARCHAR(36) PRIMARY KEY, log_position BIGINT NOT NULL)",
+    )
+    .await
+    .unwrap();
+    (db, test_db)
+}
+
+#[derive(Debug)]
+struct StaticKeys(Vec<VerificationKey>);
+
+#[async_trait::async_trait]
+impl KeySource for StaticKeys {
+    async fn fetch(&self) -> anyhow::Result<Vec<VerificationKey>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Serves the log behind the real auth layer; returns a client with a token that
+/// holds `events.read`.
+async fn serve_log(log: Arc<EventLog>) -> (std::net::SocketAddr, String) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let verifier = Arc::new(Verifier::new(
+        "retail-identity",
+        Arc::new(StaticKeys(vec![VerificationKey {
+            key_id: "k".into(),
+            public_key: key.verifying_key().to_bytes().to_vec(),
+            expires_at: None,
+        }])),
+        Duration::from_millis(100),
+    ));
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        iss: "retail-identity".into(),
+        aud: AUDIENCE.into(),
+        sub: "consumer".into(),
+        exp: now + 3600,
+        iat: now,
+        nbf: now,
+        jti: "j".into(),
+        kind: PrincipalKind::Service,
+        roles: vec![],
+        scope: "events.read".into(),
+        partner_id: None,
+        sid: None,
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("k".into());
+    let der = key.to_pkcs8_der().unwrap();
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap();
+
+    let settings = ServerSettings::default();
+    let bound = server::bind(&settings).await.unwrap();
+    let addr = bound.local_addr();
+    tokio::spawn(async move {
+        server::serve(
+            bound,
+            &settings,
+            ServiceRoutes {
+                routes: tonic::service::Routes::new(EventLogServiceServer::new(EventLogApi::new(log))),
+                names: vec![SERVICE_NAME],
+                auth: Some(AuthLayer::new(verifier, &[])),
+            },
+            std::future::pending(),
+        )
+        .await
+    });
+    (addr, token)
+}
+
+type Client = EventLogServiceClient<InterceptedService<Channel, Bearer>>;
+
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+async fn client(addr: std::net::SocketAddr, token: &str) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    EventLogServiceClient::with_interceptor(channel, Bearer(format!("Bearer {token}").parse().unwrap()))
+}
+
+/// Records each event id once; a second application would violate the primary key.
+struct RecordEvents;
+
+#[async_trait::async_trait]
+impl EventHandler for RecordEvents {
+    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<()> {
+        let backend = txn.get_database_backend();
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "INSERT INTO applied_events (event_id, log_position) VALUES ($1, $2)"
+                }
+                _ => "INSERT INTO applied_events (event_id, log_position) VALUES (?, ?)",
+            },
+            [event.id.clone().into(), (event.position as i64).into()],
+        ))
+        .await
+        .map_err(ServiceError::from)?;
+        Ok(())
+    }
+}
+
+async fn publish_one(db: &DatabaseConnection, log: &EventLog, i: i64, commit: bool) {
+    let txn = db.begin().await.unwrap();
+    events::publish(
+        &txn,
+        "retail.common.v1.Money",
+        &format!("agg-{i}"),
+        &Money {
+            currency_code: "EUR".into(),
+            amount_minor: i,
+        },
+    )
+    .await
+    .unwrap();
+    if commit {
+        txn.commit().await.unwrap();
+        log.committed();
+    } else {
+        txn.rollback().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn events_of_concurrent_transactions_arrive_once_in_order_across_consumer_restarts() {
+    let (publisher_db, _p) = database().await;
+    let (consumer_db, _c) = database().await;
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50));
+    let appender = log.spawn_appender();
+    let (addr, token) = serve_log(log.clone()).await;
+
+    let consumer = || Consumer {
+        name: "tester",
+        source: "test",
+        db: consumer_db.clone(),
+        handler: Arc::new(RecordEvents),
+    };
+    let run_consumer = || {
+        let consumer = consumer();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let client = client(addr, &token).await;
+            consumer.run(client, std::future::pending()).await;
+        })
+    };
+
+    // 1,000 committed transactions and 100 rolled back, all at once.
+    let publishers: Vec<_> = (0..1100)
+        .map(|i| {
+            let (db, log) = (publisher_db.clone(), log.clone());
+            tokio::spawn(async move { publish_one(&db, &log, i, i % 11 != 10).await })
+        })
+        .collect();
+
+    // Kill the consumer at pseudo-random moments while events flow.
+    let mut running = run_consumer();
+    for pause_ms in [37u64, 110, 5, 260, 73, 150] {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        running.abort();
+        let _ = running.await;
+        running = run_consumer();
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if consumer().position().await.unwrap() >= 1000 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "consumer did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.abort();
+    appender.abort();
+
+    let rows = consumer_db
+        .query_all_raw(Statement::from_string(
+            consumer_db.get_database_backend(),
+            "SELECT event_id, log_position FROM applied_events ORDER BY log_position",
+        ))
+        .await
+        .unwrap();
+    let positions: Vec<i64> = rows.iter().map(|r| r.try_get_by_index::<i64>(1).unwrap()).collect();
+    assert_eq!(
+        positions,
+        (1..=1000).collect::<Vec<i64>>(),
+        "dense, ordered, no duplicate"
+    );
+    let ids: HashSet<String> = rows.iter().map(|r| r.try_get_by_index::<String>(0).unwrap()).collect();
+    assert_eq!(ids.len(), 1000);
+
+    // Rolled-back transactions published nothing: exactly the committed amounts arrived.
+    let events = log.read_after(0, 2000).await.unwrap();
+    let mut amounts: Vec<i64> = events
+        .iter()
+        .map(|e| {
+            use prost::Message;
+            Money::decode(e.payload.as_ref().unwrap().value.as_slice())
+                .unwrap()
+                .amount_minor
+        })
+        .collect();
+    amounts.sort_unstable();
+    let expected: Vec<i64> = (0..1100).filter(|i| i % 11 != 10).collect();
+    assert_eq!(amounts, expected);
+    assert_eq!(consumer().position().await.unwrap(), 1000);
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_publishes_nothing() {
+    let (db, _d) = database().await;
+    let log = EventLog::new(db.clone(), "test", Duration::from_millis(50));
+    publish_one(&db, &log, 1, false).await;
+    assert_eq!(log.append_pending().await.unwrap(), 0);
+    assert!(log.read_after(0, 10).await.unwrap().is_empty());
+    publish_one(&db, &log, 2, true).await;
+    assert_eq!(log.append_pending().await.unwrap(), 1);
+    let events = log.read_after(0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].position, 1);
+    assert_eq!(events[0].source, "test");
+    assert_eq!(events[0].r#type, "retail.common.v1.Money");
+}
+
+#[tokio::test]
+async fn subscribing_from_before_the_retained_log_is_out_of_range() {
+    let (db, _d) = database().await;
+    let log = EventLog::new(db.clone(), "test", Duration::from_millis(50));
+    for i in 0..5 {
+        publish_one(&db, &log, i, true).await;
+    }
+    log.append_pending().await.unwrap();
+    let purged = log
+        .purge(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(purged, 4, "the newest event is always kept");
+    let (addr, token) = serve_log(log.clone()).await;
+    let mut client = client(addr, &token).await;
+    let err = client
+        .subscribe(retail_proto::events::SubscribeRequest {
+            after_position: 0,
+            max_batch_size: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange);
+    let mut stream = client
+        .subscribe(retail_proto::events::SubscribeRequest {
+            after_position: 4,
+            max_batch_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let batch = stream.message().await.unwrap().unwrap();
+    assert_eq!(batch.events.iter().map(|e| e.position).collect::<Vec<_>>(), [5]);
+}
