@@ -1,0 +1,14 @@
+//! Membership's rules (DOMAIN.md section 2), deterministic: everything that depends
+//! on "now" takes an explicit `as_of`.
+//!
+//! - [`money`]: minor units and currency exponents.
+//! - [`tiers`]: the tier ladder, qualifying spend, upgrades and delayed downgrades,
+//!   percentile mode.
+//! - [`points`]: earning, lots with expiry, first-expiring-first redemption, reversal
+//!   with debt.
+//! - [`lifecycle`]: the lifecycle state of a purchase history.
+
+pub mod lifecycle;
+pub mod money;
+pub mod points;
+pub mod tiers;
