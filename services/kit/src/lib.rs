@@ -1,5 +1,6 @@
 //! The shared runtime of the retail services: mechanisms only, no business rules.
 //!
+//! - [`cache`]: versioned cache-aside (Redis or in-process), single flight, fallback.
 //! - [`config`]: layered typed settings (defaults, file, `RETAIL_<SERVICE>__...` env).
 //! - [`telemetry`]: logs, OpenTelemetry traces and metrics, trace-context propagation.
 //! - [`server`]: bind, serve with health/reflection/tower stack, graceful drain.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod convert;
 pub mod db;

@@ -1,0 +1,365 @@
+//! A versioned cache-aside for hot records: Redis when configured, else in-process.
+//!
+//! - Values carry the version of the row they were read from. A write-back after a
+//!   miss only lands if no newer version was cached and no invalidation with a newer
+//!   version happened meanwhile (a per-key "fence" left by [`VersionedCache::invalidate`]),
+//!   so a slow reader can never put back a value older than a committed change.
+//! - Concurrent misses of one key load once (single flight); the others wait for it.
+//! - Redis is given a tight timeout; when it is slow or down, reads go to the loader
+//!   and keep succeeding, and a counter records each fallback.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use tokio::sync::{RwLock, watch};
+
+use crate::error::ServiceResult;
+
+/// Keeps the newest version; refuses older ones and ones below the key's fence.
+const WRITE_BACK: &str = r"
+local fence = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local v = tonumber(ARGV[1])
+if v < fence then return 0 end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
+if cur >= v then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'p', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// Raises the fence to the committed version and drops the cached value.
+const INVALIDATE: &str = r"
+local fence = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local v = tonumber(ARGV[1])
+if v > fence then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// `redis://...`; `None` = in-process cache.
+    pub redis_url: Option<String>,
+    /// Key namespace, e.g. `membership`.
+    pub namespace: String,
+    pub ttl: Duration,
+    /// Upper bound on one Redis round trip before falling back to the loader.
+    pub timeout: Duration,
+    /// In-process capacity (entries).
+    pub local_capacity: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            namespace: "retail".into(),
+            ttl: Duration::from_secs(300),
+            timeout: Duration::from_millis(25),
+            local_capacity: 100_000,
+        }
+    }
+}
+
+enum Backend {
+    Redis {
+        manager: Arc<RwLock<Option<redis::aio::ConnectionManager>>>,
+        write_back: redis::Script,
+        invalidate: redis::Script,
+    },
+    Local {
+        values: moka::future::Cache<String, (u64, Arc<Vec<u8>>)>,
+        fences: moka::future::Cache<String, u64>,
+    },
+}
+
+type Flight = watch::Receiver<Option<Option<Arc<Vec<u8>>>>>;
+
+/// Counts of what the cache did, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub loads: AtomicU64,
+    pub fallbacks: AtomicU64,
+}
+
+pub struct VersionedCache {
+    backend: Backend,
+    settings: CacheSettings,
+    flights: Mutex<HashMap<String, Flight>>,
+    pub stats: Arc<CacheStats>,
+    fallback_counter: opentelemetry::metrics::Counter<u64>,
+}
+
+impl std::fmt::Debug for VersionedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionedCache")
+            .field("namespace", &self.settings.namespace)
+            .field("redis", &matches!(self.backend, Backend::Redis { .. }))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a loader returns: the row's version and its encoded value, or nothing.
+pub type Loaded = Option<(u64, Vec<u8>)>;
+
+impl VersionedCache {
+    /// Builds the cache; with Redis, connects in the background (and keeps
+    /// reconnecting), serving from the loader until Redis answers.
+    pub fn new(settings: CacheSettings) -> anyhow::Result<Arc<Self>> {
+        let backend = match &settings.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let manager = Arc::new(RwLock::new(None));
+                let slot = manager.clone();
+                let timeout = settings.timeout;
+                tokio::spawn(async move {
+                    let config = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(Duration::from_secs(2)))
+                        .set_response_timeout(Some(timeout.max(Duration::from_millis(5))));
+                    loop {
+                        match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                            Ok(conn) => {
+                                *slot.write().await = Some(conn);
+                                break;
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "redis not reachable; serving from the database");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                });
+                Backend::Redis {
+                    manager,
+                    write_back: redis::Script::new(WRITE_BACK),
+                    invalidate: redis::Script::new(INVALIDATE),
+                }
+            }
+            None => Backend::Local {
+                values: moka::future::Cache::builder()
+                    .max_capacity(settings.local_capacity)
+                    .time_to_live(settings.ttl)
+                    .build(),
+                fences: moka::future::Cache::builder()
+                    .max_capacity(settings.local_capacity)
+                    .time_to_live(settings.ttl * 2)
+                    .build(),
+            },
+        };
+        let fallback_counter = opentelemetry::global::meter("retail")
+            .u64_counter("cache.fallbacks")
+            .with_description("Cache operations that fell back to the database because Redis was slow or down")
+            .build();
+        Ok(Arc::new(Self {
+            backend,
+            settings,
+            flights: Mutex::new(HashMap::new()),
+            stats: Arc::default(),
+            fallback_counter,
+        }))
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.settings.namespace)
+    }
+
+    fn fence_key(&self, key: &str) -> String {
+        format!("{}:fence:{key}", self.settings.namespace)
+    }
+
+    fn fell_back(&self, op: &'static str, reason: &str) {
+        self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.fallback_counter.add(1, &[KeyValue::new("op", op)]);
+        tracing::debug!(op, reason, "cache fallback");
+    }
+
+    async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
+        match &self.backend {
+            Backend::Redis { manager, .. } => manager.read().await.clone(),
+            Backend::Local { .. } => None,
+        }
+    }
+
+    /// Cached value, `Ok(None)` on a miss, `Err(())` when the cache could not answer.
+    async fn lookup(&self, key: &str) -> Result<Option<Arc<Vec<u8>>>, ()> {
+        match &self.backend {
+            Backend::Local { values, .. } => Ok(values.get(&self.key(key)).await.map(|(_, v)| v)),
+            Backend::Redis { .. } => {
+                let Some(mut conn) = self.connection().await else {
+                    self.fell_back("get", "not connected");
+                    return Err(());
+                };
+                let cmd = redis::cmd("HGET").arg(self.key(key)).arg("p").to_owned();
+                match tokio::time::timeout(self.settings.timeout, cmd.query_async::<Option<Vec<u8>>>(&mut conn)).await {
+                    Ok(Ok(value)) => Ok(value.map(Arc::new)),
+                    Ok(Err(err)) => {
+                        self.fell_back("get", &err.to_string());
+                        Err(())
+                    }
+                    Err(_) => {
+                        self.fell_back("get", "timeout");
+                        Err(())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write_back(&self, key: &str, version: u64, value: Arc<Vec<u8>>) {
+        match &self.backend {
+            Backend::Local { values, fences } => {
+                let k = self.key(key);
+                let fence = fences.get(&k).await;
+                let current = values.get(&k).await.map(|(v, _)| v);
+                if fence.is_none_or(|f| version >= f) && current.is_none_or(|c| version > c) {
+                    values.insert(k, (version, value)).await;
+                }
+            }
+            Backend::Redis { write_back, .. } => {
+                let Some(mut conn) = self.connection().await else {
+                    self.fell_back("write_back", "not connected");
+                    return;
+                };
+                let mut invocation = write_back.key(self.key(key));
+                invocation
+                    .key(self.fence_key(key))
+                    .arg(version)
+                    .arg(value.as_slice())
+                    .arg(self.settings.ttl.as_millis() as u64);
+                match tokio::time::timeout(self.settings.timeout, invocation.invoke_async::<i64>(&mut conn)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => self.fell_back("write_back", &err.to_string()),
+                    Err(_) => self.fell_back("write_back", "timeout"),
+                }
+            }
+        }
+    }
+
+    /// Forgets `key` after a commit that produced `version`, and fences off older
+    /// write-backs. Failures are counted and logged, never returned.
+    pub async fn invalidate(&self, key: &str, version: u64) {
+        match &self.backend {
+            Backend::Local { values, fences } => {
+                let k = self.key(key);
+                let fence = fences.get(&k).await.unwrap_or(0);
+                fences.insert(k.clone(), fence.max(version)).await;
+                values.invalidate(&k).await;
+            }
+            Backend::Redis { invalidate, .. } => {
+                let Some(mut conn) = self.connection().await else {
+                    self.fell_back("invalidate", "not connected");
+                    return;
+                };
+                let mut invocation = invalidate.key(self.key(key));
+                invocation
+                    .key(self.fence_key(key))
+                    .arg(version)
+                    .arg((self.settings.ttl * 2).as_millis() as u64);
+                // Invalidation matters more than latency: allow a few timeouts' worth.
+                let bound = self.settings.timeout * 4;
+                match tokio::time::timeout(bound, invocation.invoke_async::<i64>(&mut conn)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "cache invalidation failed; the value expires with its ttl");
+                        self.fell_back("invalidate", &err.to_string());
+                    }
+                    Err(_) => {
+                        tracing::warn!("cache invalidation timed out; the value expires with its ttl");
+                        self.fell_back("invalidate", "timeout");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The cached value of `key`, or what `load` returns (written back with its
+    /// version). Concurrent misses of one key call `load` once.
+    pub async fn get_or_load<F, Fut>(&self, key: &str, load: F) -> ServiceResult<Option<Arc<Vec<u8>>>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ServiceResult<Loaded>>,
+    {
+        let cache_up = match self.lookup(key).await {
+            Ok(Some(hit)) => {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(hit));
+            }
+            Ok(None) => true,
+            Err(()) => false,
+        };
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+
+        // Join a load in flight, or lead one.
+        enum Role {
+            Lead(watch::Sender<Option<Option<Arc<Vec<u8>>>>>),
+            Follow(Flight),
+        }
+        let role = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            match flights.get(key) {
+                Some(rx) => Role::Follow(rx.clone()),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    flights.insert(key.to_owned(), rx);
+                    Role::Lead(tx)
+                }
+            }
+        };
+        match role {
+            Role::Lead(tx) => return self.lead(key, tx, cache_up, load).await,
+            Role::Follow(mut rx) => loop {
+                if let Some(result) = rx.borrow_and_update().clone() {
+                    return Ok(result);
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            },
+        }
+        // The leader failed or was cancelled: load without the cache's help.
+        self.stats.loads.fetch_add(1, Ordering::Relaxed);
+        Ok(load().await?.map(|(_, v)| Arc::new(v)))
+    }
+
+    async fn lead<F, Fut>(
+        &self,
+        key: &str,
+        tx: watch::Sender<Option<Option<Arc<Vec<u8>>>>>,
+        cache_up: bool,
+        load: F,
+    ) -> ServiceResult<Option<Arc<Vec<u8>>>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ServiceResult<Loaded>>,
+    {
+        // Removes the flight however this ends, so a cancelled leader cannot wedge
+        // its followers (they see the sender dropped and load themselves).
+        struct Landing<'a>(&'a Mutex<HashMap<String, Flight>>, &'a str);
+        impl Drop for Landing<'_> {
+            fn drop(&mut self) {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(self.1);
+            }
+        }
+        let _landing = Landing(&self.flights, key);
+        self.stats.loads.fetch_add(1, Ordering::Relaxed);
+        let loaded = load().await?;
+        let value = match loaded {
+            Some((version, bytes)) => {
+                let value = Arc::new(bytes);
+                if cache_up {
+                    self.write_back(key, version, value.clone()).await;
+                }
+                Some(value)
+            }
+            None => None,
+        };
+        let _ = tx.send(Some(value.clone()));
+        Ok(value)
+    }
+}
