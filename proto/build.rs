@@ -31,6 +31,8 @@ fn main() -> anyhow::Result<()> {
     let fds = protox::compile(&files, [&root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("retail_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // BTreeMap for map fields: encoding is then deterministic, which request
+    // fingerprints (idempotency) rely on.
+    tonic_prost_build::configure().btree_map(".").compile_fds(fds)?;
     Ok(())
 }

@@ -24,6 +24,11 @@ pub mod retail {
             tonic::include_proto!("retail.identity.v1");
         }
     }
+    pub mod membership {
+        pub mod v1 {
+            tonic::include_proto!("retail.membership.v1");
+        }
+    }
     pub mod bench {
         pub mod v1 {
             tonic::include_proto!("retail.bench.v1");
@@ -35,3 +40,4 @@ pub use retail::bench::v1 as bench;
 pub use retail::common::v1 as common;
 pub use retail::events::v1 as events;
 pub use retail::identity::v1 as identity;
+pub use retail::membership::v1 as membership;

@@ -119,8 +119,8 @@ pub struct IdempotencyKey {
 
 impl IdempotencyKey {
     /// `None` when the request carries no id (the create is then not idempotent).
-    /// The fingerprint is over the encoded request; requests with map fields must not
-    /// use this (prost encodes maps in arbitrary order).
+    /// The fingerprint is over the encoded request (map fields are BTreeMaps, so the
+    /// encoding is deterministic).
     pub fn from_request(
         scope: &'static str,
         request_id: &str,
