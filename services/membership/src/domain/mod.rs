@@ -1,6 +1,7 @@
 //! Membership's rules (DOMAIN.md section 2), deterministic: everything that depends
 //! on "now" takes an explicit `as_of`.
 //!
+//! - [`fields`]: identifiers, tags, consent channels, birth dates.
 //! - [`money`]: minor units and currency exponents.
 //! - [`tiers`]: the tier ladder, qualifying spend, upgrades and delayed downgrades,
 //!   percentile mode.
@@ -8,6 +9,7 @@
 //!   with debt.
 //! - [`lifecycle`]: the lifecycle state of a purchase history.
 
+pub mod fields;
 pub mod lifecycle;
 pub mod money;
 pub mod points;

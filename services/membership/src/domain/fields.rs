@@ -1,0 +1,268 @@
+//! Member fields parsed into normalised values: identifiers (phone, email, card,
+//! external id), tags, consent channels, profile attributes.
+
+use retail_kit::error::Violation;
+
+fn violation(field: &str, description: impl Into<String>) -> Violation {
+    Violation::new(field, description)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdentifierKind {
+    Phone,
+    Email,
+    Card,
+    External,
+}
+
+impl IdentifierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Phone => "phone",
+            Self::Email => "email",
+            Self::Card => "card",
+            Self::External => "external",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "phone" => Some(Self::Phone),
+            "email" => Some(Self::Email),
+            "card" => Some(Self::Card),
+            "external" => Some(Self::External),
+            _ => None,
+        }
+    }
+}
+
+/// A normalised identifier: the same person typing `+49 151 1234-5678` or
+/// `+4915112345678` is recognised as one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identifier {
+    pub kind: IdentifierKind,
+    /// Empty except for external ids.
+    pub channel: String,
+    pub value: String,
+}
+
+impl Identifier {
+    pub fn parse(field: &str, kind: IdentifierKind, channel: &str, raw: &str) -> Result<Self, Violation> {
+        let value_field = format!("{field}.value");
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(violation(&value_field, "is required"));
+        }
+        if raw.len() > 128 {
+            return Err(violation(&value_field, "must be at most 128 characters"));
+        }
+        let (channel, value) = match kind {
+            IdentifierKind::Phone => {
+                let digits: String = raw
+                    .chars()
+                    .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+                    .collect();
+                let ok = digits.starts_with('+')
+                    && digits.len() >= 8
+                    && digits.len() <= 16
+                    && digits[1..].chars().all(|c| c.is_ascii_digit())
+                    && !digits[1..].starts_with('0');
+                if !ok {
+                    return Err(violation(
+                        &value_field,
+                        "must be a phone number in E.164 form, e.g. +4915112345678",
+                    ));
+                }
+                (String::new(), digits)
+            }
+            IdentifierKind::Email => {
+                let email = raw.to_lowercase();
+                let ok = match email.split_once('@') {
+                    Some((local, domain)) => {
+                        !local.is_empty()
+                            && !domain.contains('@')
+                            && domain.contains('.')
+                            && !domain.starts_with('.')
+                            && !domain.ends_with('.')
+                            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+                    }
+                    None => false,
+                };
+                if !ok {
+                    return Err(violation(&value_field, "must be an email address"));
+                }
+                (String::new(), email)
+            }
+            IdentifierKind::Card => {
+                let card: String = raw.chars().filter(|c| *c != ' ' && *c != '-').collect();
+                if card.len() < 6 || card.len() > 32 || !card.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return Err(violation(&value_field, "must be 6-32 letters or digits"));
+                }
+                (String::new(), card.to_uppercase())
+            }
+            IdentifierKind::External => {
+                let channel = channel.trim().to_lowercase();
+                if channel.is_empty()
+                    || channel.len() > 32
+                    || !channel
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    return Err(violation(
+                        &format!("{field}.channel"),
+                        "must be 1-32 characters of a-z, 0-9, '_' for external ids",
+                    ));
+                }
+                if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(violation(&value_field, "must not contain spaces or control characters"));
+                }
+                (channel, raw.to_owned())
+            }
+        };
+        Ok(Self { kind, channel, value })
+    }
+
+    /// The cache key of this identifier.
+    pub fn cache_key(&self) -> String {
+        format!("ident:{}:{}:{}", self.kind.as_str(), self.channel, self.value)
+    }
+}
+
+/// Consent channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConsentChannel {
+    Sms,
+    Email,
+    AppPush,
+    Social,
+}
+
+impl ConsentChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sms => "sms",
+            Self::Email => "email",
+            Self::AppPush => "app_push",
+            Self::Social => "social",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sms" => Some(Self::Sms),
+            "email" => Some(Self::Email),
+            "app_push" => Some(Self::AppPush),
+            "social" => Some(Self::Social),
+            _ => None,
+        }
+    }
+}
+
+/// Tag paths: 1-8 segments of `a-z 0-9 _ -` joined by `/`, at most 200 characters.
+pub fn tag_path(field: &str, raw: &str) -> Result<String, Violation> {
+    let path = raw.trim().to_lowercase();
+    let segments: Vec<_> = path.split('/').collect();
+    let ok = !path.is_empty()
+        && path.len() <= 200
+        && segments.len() <= 8
+        && segments.iter().all(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        });
+    if ok {
+        Ok(path)
+    } else {
+        Err(violation(
+            field,
+            "must be 1-8 segments of a-z, 0-9, '_', '-' separated by '/'",
+        ))
+    }
+}
+
+/// Whether `path` is `prefix` or lies below it.
+pub fn tag_matches(path: &str, prefix: &str) -> bool {
+    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// ISO date `YYYY-MM-DD`, not in the future; empty = unknown.
+pub fn birth_date(field: &str, raw: &str, today: chrono::NaiveDate) -> Result<Option<chrono::NaiveDate>, Violation> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    match chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d") {
+        Ok(date) if date <= today && date.year_ce().1 >= 1900 => Ok(Some(date)),
+        _ => Err(violation(field, "must be a past date YYYY-MM-DD")),
+    }
+}
+
+use chrono::Datelike;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn phones_are_normalised_to_e164() {
+        let a = Identifier::parse("i", IdentifierKind::Phone, "", "+49 151 1234-5678").unwrap();
+        let b = Identifier::parse("i", IdentifierKind::Phone, "", "+4915112345678").unwrap();
+        assert_eq!(a, b);
+        for bad in ["015112345678", "+0151", "+49abc12345", "+", "+123456789012345678"] {
+            assert!(Identifier::parse("i", IdentifierKind::Phone, "", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails_cards_and_external_ids_are_checked() {
+        assert_eq!(
+            Identifier::parse("i", IdentifierKind::Email, "", "Ann@Example.com")
+                .unwrap()
+                .value,
+            "ann@example.com"
+        );
+        for bad in ["ann", "ann@example", "@example.com", "a@b@c.de", "a b@c.de"] {
+            assert!(Identifier::parse("i", IdentifierKind::Email, "", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Identifier::parse("i", IdentifierKind::Card, "", "ab12-3456")
+                .unwrap()
+                .value,
+            "AB123456"
+        );
+        assert!(Identifier::parse("i", IdentifierKind::External, "", "x1").is_err());
+        let ext = Identifier::parse("i", IdentifierKind::External, "App", "u-1").unwrap();
+        assert_eq!((ext.channel.as_str(), ext.value.as_str()), ("app", "u-1"));
+    }
+
+    #[test]
+    fn tag_paths_are_hierarchical() {
+        assert_eq!(
+            tag_path("t", "Interest/Outdoor/Hiking").unwrap(),
+            "interest/outdoor/hiking"
+        );
+        assert!(tag_path("t", "a//b").is_err());
+        assert!(tag_path("t", "").is_err());
+        assert!(tag_matches("interest/outdoor/hiking", "interest/outdoor"));
+        assert!(!tag_matches("interest/outdoorsy", "interest/outdoor"));
+    }
+
+    #[test]
+    fn birth_dates_are_past_iso_dates() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        assert!(birth_date("b", "1990-02-28", today).unwrap().is_some());
+        assert!(birth_date("b", "2030-01-01", today).is_err());
+        assert!(birth_date("b", "1990-02-30", today).is_err());
+        assert_eq!(birth_date("b", "", today).unwrap(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn identifier_parsing_never_panics(s in ".{0,200}", c in ".{0,40}") {
+            for kind in [IdentifierKind::Phone, IdentifierKind::Email, IdentifierKind::Card, IdentifierKind::External] {
+                let _ = Identifier::parse("i", kind, &c, &s);
+            }
+            let _ = tag_path("t", &s);
+        }
+    }
+}
