@@ -1,7 +1,134 @@
-//! The membership service (in progress): its business rules come first, as plain
-//! types and functions without I/O in [`domain`]; the gRPC API, store, cache and
-//! events build on them.
+//! The membership service: member profiles, recognition by identifier (served from
+//! the hot-profile cache), tags, consents, export and erasure, and the event log
+//! other services subscribe to.
+//!
+//! Layout: [`api`] is the gRPC adapter, [`domain`] the rules without I/O (tiers,
+//! points and lifecycle are ready for the loyalty API), [`store`] the tables.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod domain;
+pub mod settings;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use retail_kit::auth::{AuthLayer, GrpcKeySource, KeySource, Verifier};
+use retail_kit::cache::{CacheSettings, VersionedCache};
+use retail_kit::events::{EventLog, EventLogApi};
+use retail_kit::server::{self, Bound, ServiceRoutes};
+use retail_proto::events::event_log_service_server::EventLogServiceServer;
+use retail_proto::membership::membership_service_server::MembershipServiceServer;
+use sea_orm::DatabaseConnection;
+
+pub use settings::Settings;
+
+use crate::api::{MembershipApi, State};
+use crate::store::migration::Migrator;
+
+#[derive(Debug)]
+pub struct Application {
+    bound: Bound,
+    settings: Settings,
+    state: Arc<State>,
+    verifier: Arc<Verifier>,
+}
+
+impl Application {
+    /// Builds with identity's public keys fetched from `auth.identity_url`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let channel = tonic::transport::Channel::from_shared(settings.auth.identity_url.clone())?
+            .connect_timeout(Duration::from_secs(3))
+            .connect_lazy();
+        Self::build_with_keys(settings, Arc::new(GrpcKeySource::new(channel))).await
+    }
+
+    /// Builds with a given key source (tests use a static one).
+    pub async fn build_with_keys(settings: Settings, keys: Arc<dyn KeySource>) -> anyhow::Result<Self> {
+        let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings.database).await?;
+        let cache = VersionedCache::new(CacheSettings {
+            redis_url: settings.cache.redis_url.clone(),
+            namespace: settings.cache.namespace.clone(),
+            ttl: Duration::from_secs(settings.cache.ttl_secs),
+            timeout: Duration::from_millis(settings.cache.timeout_ms),
+            local_capacity: settings.cache.local_capacity,
+        })?;
+        let log = EventLog::new(db.clone(), "membership", Duration::from_millis(settings.events.poll_ms));
+        let verifier = Arc::new(Verifier::new(
+            &settings.auth.issuer,
+            keys,
+            Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
+        ));
+        let state = Arc::new(State {
+            db,
+            cache,
+            log,
+            currency: settings.loyalty.currency.clone(),
+            base_tier: settings.loyalty.base_tier.clone(),
+        });
+        let bound = server::bind(&settings.server).await?;
+        Ok(Self {
+            bound,
+            settings,
+            state,
+            verifier,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.bound.local_addr()
+    }
+
+    pub fn db(&self) -> DatabaseConnection {
+        self.state.db.clone()
+    }
+
+    pub fn cache(&self) -> Arc<VersionedCache> {
+        self.state.cache.clone()
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let appender = self.state.log.spawn_appender();
+        let retention = {
+            let log = self.state.log.clone();
+            let keep = chrono::Duration::hours(self.settings.events.retention_hours.min(100_000) as i64);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    if let Err(err) = log.purge(chrono::Utc::now() - keep).await {
+                        tracing::warn!(error = %err, "event log retention failed");
+                    }
+                }
+            })
+        };
+        let log = self.state.log.clone();
+        // Open subscriptions end when shutdown starts, so the drain can finish.
+        let shutdown = async move {
+            shutdown.await;
+            log.close();
+        };
+        let routes = ServiceRoutes {
+            routes: tonic::service::Routes::new(MembershipServiceServer::new(MembershipApi::new(self.state.clone())))
+                .add_service(EventLogServiceServer::new(EventLogApi::new(self.state.log.clone()))),
+            names: vec![
+                retail_proto::membership::membership_service_server::SERVICE_NAME,
+                retail_proto::events::event_log_service_server::SERVICE_NAME,
+            ],
+            auth: Some(AuthLayer::new(self.verifier.clone(), &[])),
+        };
+        let result = server::serve(self.bound, &self.settings.server, routes, shutdown).await;
+        appender.abort();
+        retention.abort();
+        result
+    }
+}
+
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = retail_kit::db::connect(&settings.database).await?;
+    retail_kit::db::migrate::<Migrator>(&db).await
+}

@@ -1,0 +1,228 @@
+//! Membership's schema. Append-only migrations named `mYYYYMMDD_NNNNNN_<verb>_<noun>`.
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(retail_kit::idempotency::migration::Migration),
+            Box::new(retail_kit::events::migration::CreateOutbox),
+            Box::new(retail_kit::events::migration::CreateConsumerPositions),
+            Box::new(CreateMemberTables),
+        ]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Members {
+    Table,
+    Id,
+    DisplayName,
+    Gender,
+    BirthDate,
+    Region,
+    AttributesJson,
+    Tier,
+    PointsBalance,
+    PointsDebt,
+    RegisteredAt,
+    UpdatedAt,
+    ErasedAt,
+    Version,
+}
+
+#[derive(DeriveIden)]
+enum MemberIdentifiers {
+    Table,
+    Kind,
+    Channel,
+    Value,
+    MemberId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum MemberTags {
+    Table,
+    MemberId,
+    Path,
+    Value,
+    Dynamic,
+    Source,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ConsentDecisions {
+    Table,
+    Id,
+    MemberId,
+    Channel,
+    Granted,
+    Source,
+    DecidedAt,
+}
+
+#[derive(Debug)]
+struct CreateMemberTables;
+
+impl MigrationName for CreateMemberTables {
+    fn name(&self) -> &str {
+        "m20261122_000010_create_member_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateMemberTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Members::Table)
+                .if_not_exists()
+                .col(string_len(Members::Id, 36).primary_key())
+                .col(string_len(Members::DisplayName, 200))
+                .col(string_len(Members::Gender, 32))
+                .col(string_len_null(Members::BirthDate, 10))
+                .col(string_len(Members::Region, 32))
+                .col(text(Members::AttributesJson))
+                .col(string_len(Members::Tier, 32))
+                .col(big_integer(Members::PointsBalance))
+                .col(big_integer(Members::PointsDebt))
+                .col(timestamp_with_time_zone(Members::RegisteredAt))
+                .col(timestamp_with_time_zone(Members::UpdatedAt))
+                .col(timestamp_with_time_zone_null(Members::ErasedAt))
+                .col(big_integer(Members::Version))
+                // The ledger never goes negative, whatever the code does.
+                .check(Expr::col(Members::PointsBalance).gte(0))
+                .check(Expr::col(Members::PointsDebt).gte(0))
+                .to_owned(),
+        )
+        .await?;
+        for (name, col) in [
+            ("idx_members_tier", Members::Tier),
+            ("idx_members_region", Members::Region),
+            ("idx_members_registered_at", Members::RegisteredAt),
+        ] {
+            m.create_index(
+                Index::create()
+                    .name(name)
+                    .table(Members::Table)
+                    .col(col)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        }
+
+        m.create_table(
+            Table::create()
+                .table(MemberIdentifiers::Table)
+                .if_not_exists()
+                .col(string_len(MemberIdentifiers::Kind, 16))
+                .col(string_len(MemberIdentifiers::Channel, 32))
+                .col(string_len(MemberIdentifiers::Value, 128))
+                .col(string_len(MemberIdentifiers::MemberId, 36))
+                .col(timestamp_with_time_zone(MemberIdentifiers::CreatedAt))
+                // One identifier, one member: the key is the identifier itself.
+                .primary_key(
+                    Index::create()
+                        .col(MemberIdentifiers::Kind)
+                        .col(MemberIdentifiers::Channel)
+                        .col(MemberIdentifiers::Value),
+                )
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(MemberIdentifiers::Table, MemberIdentifiers::MemberId)
+                        .to(Members::Table, Members::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_member_identifiers_member")
+                .table(MemberIdentifiers::Table)
+                .col(MemberIdentifiers::MemberId)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(MemberTags::Table)
+                .if_not_exists()
+                .col(string_len(MemberTags::MemberId, 36))
+                .col(string_len(MemberTags::Path, 200))
+                .col(string_len(MemberTags::Value, 200))
+                .col(boolean(MemberTags::Dynamic))
+                .col(string_len(MemberTags::Source, 64))
+                .col(timestamp_with_time_zone(MemberTags::UpdatedAt))
+                .primary_key(Index::create().col(MemberTags::MemberId).col(MemberTags::Path))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(MemberTags::Table, MemberTags::MemberId)
+                        .to(Members::Table, Members::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_member_tags_path")
+                .table(MemberTags::Table)
+                .col(MemberTags::Path)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(ConsentDecisions::Table)
+                .if_not_exists()
+                .col(string_len(ConsentDecisions::Id, 36).primary_key())
+                .col(string_len(ConsentDecisions::MemberId, 36))
+                .col(string_len(ConsentDecisions::Channel, 16))
+                .col(boolean(ConsentDecisions::Granted))
+                .col(string_len(ConsentDecisions::Source, 64))
+                .col(timestamp_with_time_zone(ConsentDecisions::DecidedAt))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(ConsentDecisions::Table, ConsentDecisions::MemberId)
+                        .to(Members::Table, Members::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_consent_decisions_member")
+                .table(ConsentDecisions::Table)
+                .col(ConsentDecisions::MemberId)
+                .col(ConsentDecisions::Channel)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            ConsentDecisions::Table.into_iden(),
+            MemberTags::Table.into_iden(),
+            MemberIdentifiers::Table.into_iden(),
+            Members::Table.into_iden(),
+        ] {
+            m.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! Starts membership on port 0 against a fresh database (and Redis when
+//! `RETAIL_TEST_REDIS_URL` is set), with tokens signed by a test key that stands in
+//! for identity.
+#![allow(dead_code)] // shared by several test binaries, each using a part
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use retail_kit::auth::{AUDIENCE, Claims, KeySource, PrincipalKind, VerificationKey};
+use retail_membership::Settings;
+use retail_proto::membership::membership_service_client::MembershipServiceClient;
+use retail_proto::membership::{self as pb};
+use retail_testkit::TestDatabase;
+use sea_orm::DatabaseConnection;
+use tonic::transport::Channel;
+
+#[derive(Debug)]
+struct StaticKeys(Vec<VerificationKey>);
+
+#[async_trait::async_trait]
+impl KeySource for StaticKeys {
+    async fn fetch(&self) -> anyhow::Result<Vec<VerificationKey>> {
+        Ok(self.0.clone())
+    }
+}
+
+const SEED: [u8; 32] = [42; 32];
+
+/// A token as identity would issue it, with `scopes`.
+pub fn token(scopes: &[&str]) -> String {
+    let key = ed25519_dalek::SigningKey::from_bytes(&SEED);
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        iss: "retail-identity".into(),
+        aud: AUDIENCE.into(),
+        sub: "staff-1".into(),
+        exp: now + 3600,
+        iat: now,
+        nbf: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        kind: PrincipalKind::Staff,
+        roles: vec![],
+        scope: scopes.join(" "),
+        partner_id: None,
+        sid: None,
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("test-key".into());
+    let der = key.to_pkcs8_der().unwrap();
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn staff_token() -> String {
+    token(&["membership.members.read", "membership.members.write", "events.read"])
+}
+
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: DatabaseConnection,
+    pub channel: Channel,
+    pub cache: Arc<retail_kit::cache::VersionedCache>,
+    pub namespace: String,
+    _database: TestDatabase,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let database = TestDatabase::new().await.unwrap();
+    let mut settings = Settings::default();
+    settings.database.url = database.secret_url();
+    settings.database.max_connections = 16;
+    settings.cache.redis_url = retail_testkit::redis_url();
+    settings.cache.timeout_ms = 200;
+    settings.cache.namespace = format!("membership-test-{}", uuid::Uuid::new_v4().simple());
+    settings.events.poll_ms = 50;
+    configure(&mut settings);
+    let namespace = settings.cache.namespace.clone();
+    let key = ed25519_dalek::SigningKey::from_bytes(&SEED);
+    let keys = Arc::new(StaticKeys(vec![VerificationKey {
+        key_id: "test-key".into(),
+        public_key: key.verifying_key().to_bytes().to_vec(),
+        expires_at: None,
+    }]));
+    let app = retail_membership::Application::build_with_keys(settings, keys)
+        .await
+        .unwrap();
+    let addr = app.local_addr();
+    let db = app.db();
+    let cache = app.cache();
+    tokio::spawn(app.run(std::future::pending()));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    TestApp {
+        addr,
+        db,
+        channel,
+        cache,
+        namespace,
+        _database: database,
+    }
+}
+
+pub fn authed<T>(message: T) -> tonic::Request<T> {
+    with_token(&staff_token(), message)
+}
+
+pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+pub fn phone(value: &str) -> pb::Identifier {
+    pb::Identifier {
+        kind: pb::IdentifierKind::Phone as i32,
+        value: value.into(),
+        channel: String::new(),
+    }
+}
+
+pub fn email(value: &str) -> pb::Identifier {
+    pb::Identifier {
+        kind: pb::IdentifierKind::Email as i32,
+        value: value.into(),
+        channel: String::new(),
+    }
+}
+
+impl TestApp {
+    pub fn client(&self) -> MembershipServiceClient<Channel> {
+        MembershipServiceClient::new(self.channel.clone())
+    }
+
+    pub async fn register(&self, name: &str, identifiers: Vec<pb::Identifier>) -> Result<pb::Member, tonic::Status> {
+        self.client()
+            .register_member(authed(pb::RegisterMemberRequest {
+                member: Some(pb::Member {
+                    display_name: name.into(),
+                    region: "DE-BE".into(),
+                    identifiers,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn identify(&self, id: pb::Identifier) -> Result<pb::Member, tonic::Status> {
+        self.client()
+            .identify_member(authed(pb::IdentifyMemberRequest { identifier: Some(id) }))
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
