@@ -18,7 +18,7 @@ use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_kit::paging::Page;
 use retail_proto::identity as pb;
 use retail_proto::identity::identity_service_server::IdentityService;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel, TransactionTrait};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
 use serde_json::json;
 use tonic::{Request, Response, Status};
 
@@ -487,7 +487,7 @@ impl IdentityService for IdentityApi {
         secret_input("refresh_token", &req.refresh_token)?;
         let at = now();
         let presented = secrets::hash(&req.refresh_token);
-        let txn = s.db.begin().await.map_err(ServiceError::from)?;
+        let txn = retail_kit::db::begin_write(&s.db).await.map_err(ServiceError::from)?;
         let outcome = store::use_refresh_token(&txn, &presented, at).await?;
         let session = match outcome {
             RefreshUse::Exchanged(session) => session,

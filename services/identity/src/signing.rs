@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
 use retail_kit::auth::{Claims, KeySource, VerificationKey};
 use retail_kit::error::ServiceResult;
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 
 use crate::store::{self, signing_key};
 
@@ -108,7 +108,7 @@ impl KeyRing {
         let model = generate()?;
         let now = Utc::now();
         let expires_at = now + chrono::Duration::from_std(self.verify_grace).unwrap_or(chrono::Duration::hours(1));
-        let txn = self.db.begin().await?;
+        let txn = retail_kit::db::begin_write(&self.db).await?;
         store::insert_signing_key(&txn, model.clone()).await?;
         store::retire_signing_keys(&txn, &model.id, now, expires_at).await?;
         txn.commit().await?;

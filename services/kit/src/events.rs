@@ -28,7 +28,7 @@ use retail_proto::events::{EventEnvelope, SubscribeRequest, SubscribeResponse};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use tokio::sync::{Notify, watch};
 use tonic::{Request, Response, Status};
@@ -265,7 +265,7 @@ impl EventLog {
                FROM outbox WHERE log_position IS NULL ORDER BY occurred_at, id LIMIT {APPEND_BATCH}\
              ) AS numbered WHERE outbox.id = numbered.id"
         );
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         if backend == DatabaseBackend::Postgres {
             txn.execute_raw(Statement::from_string(
                 backend,
@@ -523,7 +523,7 @@ impl Consumer {
 
     /// Applies one event and advances the position in one transaction.
     pub async fn apply(&self, event: &EventEnvelope) -> ServiceResult<Applied> {
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let current = consumer_position::Entity::find_by_id((self.name.to_owned(), self.source.to_owned()))
             .one(&txn)
             .await?

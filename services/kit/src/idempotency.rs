@@ -10,7 +10,6 @@ use std::pin::Pin;
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
@@ -271,7 +270,7 @@ async fn attempt_once<R, F>(
 where
     F: for<'t> Fn(&'t DatabaseTransaction) -> TxnWork<'t, R>,
 {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let response = match work(&txn).await {
         Ok(response) => response,
         Err(ServiceError::Internal(err)) => {

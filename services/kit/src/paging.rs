@@ -60,6 +60,24 @@ impl Page {
         Ok(Self { size, after, filter })
     }
 
+    /// The same request continued after `key` (for scans that filter in memory).
+    pub fn continued_after(&self, key: Option<String>) -> Self {
+        Self {
+            size: self.size,
+            after: key,
+            filter: self.filter.clone(),
+        }
+    }
+
+    /// A token that continues this request after `key`.
+    pub fn token_after(&self, key: &str) -> String {
+        let token = Token {
+            k: key.to_owned(),
+            f: self.filter.clone(),
+        };
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
+    }
+
     /// How many rows to fetch: one more than the page, to learn whether another follows.
     pub fn fetch_limit(&self) -> u64 {
         self.size + 1
@@ -69,16 +87,7 @@ impl Page {
     pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
         if rows.len() as u64 > self.size {
             rows.truncate(self.size as usize);
-            let next = rows
-                .last()
-                .map(|last| {
-                    let token = Token {
-                        k: key(last),
-                        f: self.filter.clone(),
-                    };
-                    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
-                })
-                .unwrap_or_default();
+            let next = rows.last().map(|last| self.token_after(&key(last))).unwrap_or_default();
             (rows, next)
         } else {
             (rows, String::new())

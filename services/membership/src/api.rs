@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::fields::{self, ConsentChannel, Identifier, IdentifierKind};
 use crate::domain::lifecycle::LifecycleState;
+use crate::domain::rules::LoyaltyRules;
 use crate::store::{self, MemberView};
 
 pub const READ: &str = "membership.members.read";
@@ -39,8 +40,7 @@ pub struct State {
     pub db: DatabaseConnection,
     pub cache: Arc<VersionedCache>,
     pub log: Arc<EventLog>,
-    pub currency: String,
-    pub base_tier: String,
+    pub rules: LoyaltyRules,
 }
 
 #[derive(Debug, Clone)]
@@ -136,8 +136,8 @@ fn resource_id(field: &str, name: &str) -> ServiceResult<String> {
 }
 
 impl State {
-    fn to_pb(&self, v: &MemberView) -> pb::Member {
-        member_to_pb(&self.currency, v)
+    pub(crate) fn to_pb(&self, v: &MemberView) -> pb::Member {
+        member_to_pb(&self.rules, v)
     }
 }
 
@@ -149,9 +149,17 @@ async fn live_member(db: &impl sea_orm::ConnectionTrait, id: &str) -> ServiceRes
     }
 }
 
-fn member_to_pb(currency: &str, v: &MemberView) -> pb::Member {
+fn member_to_pb(rules: &LoyaltyRules, v: &MemberView) -> pb::Member {
     {
         let m = &v.member;
+        let now = Utc::now();
+        let spend_records: Vec<_> = v.purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
+        let paid_at: Vec<_> = v
+            .purchases
+            .iter()
+            .filter(|p| p.kind == "paid")
+            .map(|p| p.occurred_at)
+            .collect();
         let attributes: BTreeMap<String, String> = serde_json::from_str(&m.attributes_json).unwrap_or_default();
         pb::Member {
             name: format!("members/{}", m.id),
@@ -192,11 +200,10 @@ fn member_to_pb(currency: &str, v: &MemberView) -> pb::Member {
                 .collect(),
             tier: m.tier.clone(),
             points_balance: m.points_balance,
-            // No purchase has been recorded for anyone until loyalty records them.
-            lifecycle_state: pb_lifecycle(LifecycleState::Prospect),
+            lifecycle_state: pb_lifecycle(rules.lifecycle(&paid_at, now)),
             qualifying_spend: Some(Money {
-                currency_code: currency.to_owned(),
-                amount_minor: 0,
+                currency_code: rules.currency.clone(),
+                amount_minor: rules.spend(&spend_records, now),
             }),
             register_time: Some(timestamp(m.registered_at)),
             update_time: Some(timestamp(m.updated_at)),
@@ -281,6 +288,11 @@ fn profile_fields(
     (display_name, gender, birth, region, attributes_json)
 }
 
+/// Whether the page's last member is also the last row the scan read.
+fn member_is_last(members: &[pb::Member], last_id: &str) -> bool {
+    members.last().is_some_and(|m| m.name.ends_with(last_id))
+}
+
 fn text(field: &str, raw: &str, max: usize, required: bool) -> Result<String, retail_kit::error::Violation> {
     let t = raw.trim();
     if t.is_empty() && required {
@@ -339,7 +351,7 @@ impl MembershipService for MembershipApi {
             birth_date,
             region,
             attributes_json,
-            tier: s.base_tier.clone(),
+            tier: s.rules.base_tier().to_owned(),
             points_balance: 0,
             points_debt: 0,
             registered_at: now,
@@ -347,9 +359,9 @@ impl MembershipService for MembershipApi {
             erased_at: None,
             version: 1,
         };
-        let currency = s.currency.clone();
+        let rules = s.rules.clone();
         let response = idempotency::execute(&s.db, key.as_ref(), Clone::clone, |txn| {
-            let (model, identifiers, currency) = (model.clone(), identifiers.clone(), currency.clone());
+            let (model, identifiers, rules) = (model.clone(), identifiers.clone(), rules.clone());
             Box::pin(async move {
                 store::insert_member(txn, model.clone()).await?;
                 for id in &identifiers {
@@ -367,7 +379,7 @@ impl MembershipService for MembershipApi {
                 )
                 .await?;
                 let view = store::view(txn, model).await?;
-                Ok(member_to_pb(&currency, &view))
+                Ok(member_to_pb(&rules, &view))
             })
         })
         .await?;
@@ -440,19 +452,36 @@ impl MembershipService for MembershipApi {
             &req.page_token,
             &format!("{filter:?}|{}", req.lifecycle_state),
         )?;
-        // Every member is a prospect until purchases are recorded for them.
-        let rows = if matches!(
-            lifecycle,
-            pb::LifecycleState::Unspecified | pb::LifecycleState::Prospect
-        ) {
-            store::list_members(&s.db, &page, &filter).await?
-        } else {
-            Vec::new()
-        };
-        let (rows, next_page_token) = page.finish(rows, |m| m.id.clone());
-        let mut members = Vec::with_capacity(rows.len());
-        for row in rows {
-            members.push(s.to_pb(&store::view(&s.db, row).await?));
+        // Lifecycle depends on "now", so it is filtered here while scanning; the scan
+        // is bounded, and a page may then come back short with a token to continue.
+        let wanted = (lifecycle != pb::LifecycleState::Unspecified).then_some(lifecycle as i32);
+        let mut members = Vec::new();
+        let mut cursor = page.after.clone();
+        let mut next_page_token = String::new();
+        'scan: for _ in 0..20 {
+            let rows = store::list_members(&s.db, &page.continued_after(cursor.clone()), &filter).await?;
+            let exhausted = rows.len() as u64 <= page.size;
+            for row in rows.into_iter().take(page.size as usize) {
+                cursor = Some(row.id.clone());
+                let member = s.to_pb(&store::view(&s.db, row).await?);
+                if wanted.is_none_or(|w| member.lifecycle_state == w) {
+                    members.push(member);
+                }
+                if members.len() as u64 >= page.size {
+                    if let Some(last) = &cursor
+                        && !(exhausted && member_is_last(&members, last))
+                    {
+                        next_page_token = page.token_after(last);
+                    }
+                    break 'scan;
+                }
+            }
+            if exhausted {
+                break;
+            }
+            if let Some(last) = &cursor {
+                next_page_token = page.token_after(last);
+            }
         }
         ok(pb::ListMembersResponse {
             members,
@@ -711,9 +740,29 @@ impl MembershipService for MembershipApi {
                     update_time: Some(timestamp(c.decided_at)),
                 })
                 .collect(),
-            points_entries: Vec::new(),
-            tier_changes: Vec::new(),
-            purchases: Vec::new(),
+            points_entries: crate::store::loyalty::all_entries(&s.db, &id)
+                .await?
+                .iter()
+                .map(|e| crate::loyalty::entry_to_pb(&id, e))
+                .collect(),
+            tier_changes: crate::store::loyalty::tier_changes(&s.db, &id, None)
+                .await?
+                .iter()
+                .map(crate::loyalty::tier_change_to_pb)
+                .collect(),
+            purchases: view
+                .purchases
+                .iter()
+                .map(|p| pb::Purchase {
+                    order_id: p.order_id.clone(),
+                    amount: Some(Money {
+                        currency_code: p.currency.clone(),
+                        amount_minor: p.amount_minor,
+                    }),
+                    occur_time: Some(timestamp(p.occurred_at)),
+                    channel: p.channel.clone(),
+                })
+                .collect(),
         })
     }
 

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod domain;
+pub mod loyalty;
 pub mod settings;
 pub mod store;
 
@@ -28,7 +29,9 @@ use sea_orm::DatabaseConnection;
 pub use settings::Settings;
 
 use crate::api::{MembershipApi, State};
+use crate::loyalty::LoyaltyApi;
 use crate::store::migration::Migrator;
+use retail_proto::membership::loyalty_service_server::LoyaltyServiceServer;
 
 #[derive(Debug)]
 pub struct Application {
@@ -67,8 +70,7 @@ impl Application {
             db,
             cache,
             log,
-            currency: settings.loyalty.currency.clone(),
-            base_tier: settings.loyalty.base_tier.clone(),
+            rules: settings.loyalty.rules()?,
         });
         let bound = server::bind(&settings.server).await?;
         Ok(Self {
@@ -91,6 +93,12 @@ impl Application {
         self.state.cache.clone()
     }
 
+    /// The shared state, for the periodic jobs (tests drive them with their own
+    /// `as_of`).
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone()
+    }
+
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let appender = self.state.log.spawn_appender();
         let retention = {
@@ -106,6 +114,30 @@ impl Application {
                 }
             })
         };
+        let jobs = {
+            let state = self.state.clone();
+            let expire_every = Duration::from_secs(self.settings.loyalty.expire_every_minutes.max(1) * 60);
+            let reevaluate_every = Duration::from_secs(self.settings.loyalty.reevaluate_every_hours.max(1) * 3600);
+            tokio::spawn(async move {
+                let mut expire = tokio::time::interval(expire_every);
+                let mut reevaluate = tokio::time::interval(reevaluate_every);
+                reevaluate.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = expire.tick() => {
+                            if let Err(err) = state.expire_points(chrono::Utc::now()).await {
+                                tracing::warn!(error = %err, "points expiry failed");
+                            }
+                        }
+                        _ = reevaluate.tick() => {
+                            if let Err(err) = state.reevaluate_tiers(chrono::Utc::now()).await {
+                                tracing::warn!(error = %err, "tier re-evaluation failed");
+                            }
+                        }
+                    }
+                }
+            })
+        };
         let log = self.state.log.clone();
         // Open subscriptions end when shutdown starts, so the drain can finish.
         let shutdown = async move {
@@ -114,9 +146,11 @@ impl Application {
         };
         let routes = ServiceRoutes {
             routes: tonic::service::Routes::new(MembershipServiceServer::new(MembershipApi::new(self.state.clone())))
+                .add_service(LoyaltyServiceServer::new(LoyaltyApi::new(self.state.clone())))
                 .add_service(EventLogServiceServer::new(EventLogApi::new(self.state.log.clone()))),
             names: vec![
                 retail_proto::membership::membership_service_server::SERVICE_NAME,
+                retail_proto::membership::loyalty_service_server::SERVICE_NAME,
                 retail_proto::events::event_log_service_server::SERVICE_NAME,
             ],
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),
@@ -124,6 +158,7 @@ impl Application {
         let result = server::serve(self.bound, &self.settings.server, routes, shutdown).await;
         appender.abort();
         retention.abort();
+        jobs.abort();
         result
     }
 }

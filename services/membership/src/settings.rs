@@ -4,6 +4,10 @@
 use retail_kit::config::{AuthSettings, ConfigError, DatabaseSettings, ServerSettings, TelemetrySettings, Validate};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::money::Factor;
+use crate::domain::rules::LoyaltyRules;
+use crate::domain::tiers::{Ladder, PercentileShares, SpendWindow, TierDef};
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -34,9 +38,7 @@ impl Validate for Settings {
         if self.cache.timeout_ms == 0 {
             return Err(ConfigError::invalid("cache.timeout_ms", "must be positive"));
         }
-        if crate::domain::money::minor_exponent(&self.loyalty.currency).is_none() {
-            return Err(ConfigError::invalid("loyalty.currency", "must be an ISO-4217 code"));
-        }
+        self.loyalty.rules()?;
         Ok(())
     }
 }
@@ -91,15 +93,79 @@ impl Default for EventsSection {
 pub struct LoyaltySection {
     /// Currency of spend and points.
     pub currency: String,
-    /// Tier of a newly registered member.
-    pub base_tier: String,
+    /// Points per major unit, in 1/10000 (10000 = 1 point per 1.00).
+    pub base_rate: u32,
+    /// Lots expire at the end of the month this many months after earning.
+    pub lot_months: u32,
+    /// Qualifying-spend window in months; 0 = lifetime.
+    pub spend_window_months: u32,
+    pub lifecycle_window_months: u32,
+    /// Levels a periodic re-evaluation may move a member down at once.
+    pub max_steps_down: usize,
+    /// `absolute` (thresholds) or `percentile` (top 5% / 15% / 30% by spend).
+    pub tier_mode: String,
+    /// The ladder, lowest first; the first tier starts at 0.
+    pub tiers: Vec<TierDef>,
+    /// How often tiers are re-evaluated (downgrades happen only then).
+    pub reevaluate_every_hours: u64,
+    /// How often expired lots are written off.
+    pub expire_every_minutes: u64,
 }
 
 impl Default for LoyaltySection {
     fn default() -> Self {
         Self {
             currency: "EUR".into(),
-            base_tier: "regular".into(),
+            base_rate: 10_000,
+            lot_months: 12,
+            spend_window_months: 12,
+            lifecycle_window_months: 3,
+            max_steps_down: 1,
+            tier_mode: "absolute".into(),
+            tiers: Ladder::standard().tiers().to_vec(),
+            reevaluate_every_hours: 24,
+            expire_every_minutes: 60,
         }
+    }
+}
+
+impl LoyaltySection {
+    /// The rules these settings describe; the message names the bad key.
+    pub fn rules(&self) -> Result<LoyaltyRules, ConfigError> {
+        let minor_exponent = crate::domain::money::minor_exponent(&self.currency)
+            .ok_or_else(|| ConfigError::invalid("loyalty.currency", "must be an ISO-4217 code"))?;
+        let ladder =
+            Ladder::new(self.tiers.clone()).map_err(|e| ConfigError::invalid("loyalty.tiers", e.to_string()))?;
+        let percentile = match self.tier_mode.as_str() {
+            "absolute" => None,
+            "percentile" => Some(PercentileShares::standard()),
+            _ => {
+                return Err(ConfigError::invalid(
+                    "loyalty.tier_mode",
+                    "must be absolute or percentile",
+                ));
+            }
+        };
+        if self.lifecycle_window_months == 0 || self.lot_months == 0 {
+            return Err(ConfigError::invalid(
+                "loyalty.lifecycle_window_months",
+                "windows must be positive",
+            ));
+        }
+        Ok(LoyaltyRules {
+            currency: self.currency.clone(),
+            minor_exponent,
+            base_rate: Factor(self.base_rate),
+            lot_months: self.lot_months,
+            ladder,
+            spend_window: if self.spend_window_months == 0 {
+                SpendWindow::Lifetime
+            } else {
+                SpendWindow::Rolling(self.spend_window_months)
+            },
+            lifecycle_months: self.lifecycle_window_months,
+            max_steps_down: self.max_steps_down,
+            percentile,
+        })
     }
 }

@@ -13,4 +13,5 @@ pub mod fields;
 pub mod lifecycle;
 pub mod money;
 pub mod points;
+pub mod rules;
 pub mod tiers;

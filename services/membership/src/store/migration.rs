@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::CreateOutbox),
             Box::new(retail_kit::events::migration::CreateConsumerPositions),
             Box::new(CreateMemberTables),
+            Box::new(CreateLoyaltyTables),
         ]
     }
 }
@@ -220,6 +221,199 @@ impl MigrationTrait for CreateMemberTables {
             MemberTags::Table.into_iden(),
             MemberIdentifiers::Table.into_iden(),
             Members::Table.into_iden(),
+        ] {
+            m.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum Purchases {
+    Table,
+    Id,
+    MemberId,
+    OrderId,
+    Kind,
+    Reference,
+    AmountMinor,
+    Currency,
+    Channel,
+    OccurredAt,
+    Points,
+}
+
+#[derive(DeriveIden)]
+enum PointsLots {
+    Table,
+    Id,
+    MemberId,
+    OrderId,
+    EarnedAt,
+    ExpiresAt,
+    Points,
+    Remaining,
+}
+
+#[derive(DeriveIden)]
+enum PointsEntries {
+    Table,
+    Id,
+    MemberId,
+    Kind,
+    Points,
+    Reference,
+    LotId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum TierChanges {
+    Table,
+    Id,
+    MemberId,
+    FromTier,
+    ToTier,
+    Reason,
+    CreatedAt,
+}
+
+#[derive(Debug)]
+struct CreateLoyaltyTables;
+
+impl MigrationName for CreateLoyaltyTables {
+    fn name(&self) -> &str {
+        "m20261122_000011_create_loyalty_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateLoyaltyTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Purchases::Table)
+                .if_not_exists()
+                .col(string_len(Purchases::Id, 36).primary_key())
+                .col(string_len(Purchases::MemberId, 36))
+                .col(string_len(Purchases::OrderId, 64))
+                .col(string_len(Purchases::Kind, 8))
+                .col(string_len(Purchases::Reference, 128))
+                .col(big_integer(Purchases::AmountMinor))
+                .col(string_len(Purchases::Currency, 3))
+                .col(string_len(Purchases::Channel, 32))
+                .col(timestamp_with_time_zone(Purchases::OccurredAt))
+                .col(big_integer(Purchases::Points))
+                .to_owned(),
+        )
+        .await?;
+        // The same order earns once; the same refund request counts once.
+        m.create_index(
+            Index::create()
+                .name("uq_purchases_order_kind_reference")
+                .table(Purchases::Table)
+                .col(Purchases::OrderId)
+                .col(Purchases::Kind)
+                .col(Purchases::Reference)
+                .unique()
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_purchases_member")
+                .table(Purchases::Table)
+                .col(Purchases::MemberId)
+                .col(Purchases::OccurredAt)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(PointsLots::Table)
+                .if_not_exists()
+                .col(string_len(PointsLots::Id, 36).primary_key())
+                .col(string_len(PointsLots::MemberId, 36))
+                .col(string_len(PointsLots::OrderId, 64))
+                .col(timestamp_with_time_zone(PointsLots::EarnedAt))
+                .col(timestamp_with_time_zone(PointsLots::ExpiresAt))
+                .col(big_integer(PointsLots::Points))
+                .col(big_integer(PointsLots::Remaining))
+                .check(Expr::col(PointsLots::Remaining).gte(0))
+                .check(Expr::col(PointsLots::Remaining).lte(Expr::col(PointsLots::Points)))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_points_lots_member")
+                .table(PointsLots::Table)
+                .col(PointsLots::MemberId)
+                .col(PointsLots::ExpiresAt)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(PointsEntries::Table)
+                .if_not_exists()
+                .col(string_len(PointsEntries::Id, 36).primary_key())
+                .col(string_len(PointsEntries::MemberId, 36))
+                .col(string_len(PointsEntries::Kind, 16))
+                .col(big_integer(PointsEntries::Points))
+                .col(string_len(PointsEntries::Reference, 128))
+                .col(string_len(PointsEntries::LotId, 36))
+                .col(timestamp_with_time_zone(PointsEntries::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_points_entries_member")
+                .table(PointsEntries::Table)
+                .col(PointsEntries::MemberId)
+                .col(PointsEntries::Id)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(TierChanges::Table)
+                .if_not_exists()
+                .col(string_len(TierChanges::Id, 36).primary_key())
+                .col(string_len(TierChanges::MemberId, 36))
+                .col(string_len(TierChanges::FromTier, 32))
+                .col(string_len(TierChanges::ToTier, 32))
+                .col(string_len(TierChanges::Reason, 32))
+                .col(timestamp_with_time_zone(TierChanges::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_tier_changes_member")
+                .table(TierChanges::Table)
+                .col(TierChanges::MemberId)
+                .col(TierChanges::Id)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            TierChanges::Table.into_iden(),
+            PointsEntries::Table.into_iden(),
+            PointsLots::Table.into_iden(),
+            Purchases::Table.into_iden(),
         ] {
             m.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
         }

@@ -2,6 +2,7 @@
 //! translated here (a unique violation on an identifier is `AlreadyExists`).
 
 pub mod entities;
+pub mod loyalty;
 pub mod migration;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use sea_orm::{
     QuerySelect,
 };
 
-pub use entities::{consent, identifier, member, tag};
+pub use entities::{consent, identifier, member, points_entry, points_lot, purchase, tag, tier_change};
 
 use crate::domain::fields::Identifier;
 
@@ -32,6 +33,8 @@ pub struct MemberView {
     pub tags: Vec<tag::Model>,
     /// Newest decision per channel.
     pub consents: Vec<consent::Model>,
+    /// Paid orders and refunds, oldest first (spend and lifecycle).
+    pub purchases: Vec<purchase::Model>,
 }
 
 pub async fn insert_member(conn: &impl ConnectionTrait, model: member::Model) -> ServiceResult<()> {
@@ -110,11 +113,13 @@ pub async fn view(conn: &impl ConnectionTrait, member: member::Model) -> Service
     for decision in history {
         current.insert(decision.channel.clone(), decision);
     }
+    let purchases = loyalty::purchases_of(conn, &member.id).await?;
     Ok(MemberView {
         member,
         identifiers,
         tags,
         consents: current.into_values().collect(),
+        purchases,
     })
 }
 

@@ -68,6 +68,7 @@ pub struct TestApp {
     pub channel: Channel,
     pub cache: Arc<retail_kit::cache::VersionedCache>,
     pub namespace: String,
+    pub state: Option<Arc<retail_membership::api::State>>,
     _database: TestDatabase,
 }
 
@@ -98,6 +99,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let addr = app.local_addr();
     let db = app.db();
     let cache = app.cache();
+    let state = Some(app.state());
     tokio::spawn(app.run(std::future::pending()));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -111,6 +113,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         channel,
         cache,
         namespace,
+        state,
         _database: database,
     }
 }

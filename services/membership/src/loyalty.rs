@@ -1,0 +1,669 @@
+//! The gRPC adapter of loyalty: purchases and refunds, the points ledger, tiers, and
+//! the periodic jobs (lot expiry, tier re-evaluation).
+//!
+//! Every change runs in one transaction that also writes its ledger entries, tier
+//! changes and events; the cache forgets the member after the commit. The balance
+//! can only be lowered by a conditional update, so concurrent redemptions can never
+//! take it below zero (a CHECK constraint stands behind it).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use retail_kit::auth::Principal;
+use retail_kit::convert::{from_timestamp, timestamp};
+use retail_kit::error::{ServiceError, ServiceResult, Violations};
+use retail_kit::events;
+use retail_kit::idempotency::{self, IdempotencyKey};
+use retail_kit::paging::Page;
+use retail_proto::events as ev;
+use retail_proto::membership as pb;
+use retail_proto::membership::loyalty_service_server::LoyaltyService;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use tonic::{Request, Response, Status};
+
+use crate::api::State;
+use crate::domain::points::{self, Lot};
+use crate::domain::rules::LoyaltyRules;
+use crate::domain::tiers::percentile_levels;
+use crate::store::{self, loyalty};
+
+pub const POINTS_WRITE: &str = "membership.points.write";
+
+#[derive(Debug, Clone)]
+pub struct LoyaltyApi {
+    state: Arc<State>,
+}
+
+impl LoyaltyApi {
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+fn member_id(field: &str, name: &str) -> ServiceResult<String> {
+    let id = name
+        .strip_prefix("members/")
+        .ok_or_else(|| ServiceError::invalid(field, "must be members/{id}"))?;
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| ServiceError::invalid(field, "must be members/{id} with a UUID id"))
+}
+
+async fn live(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<store::member::Model> {
+    match store::find_member(conn, id).await? {
+        Some(m) if m.erased_at.is_none() => Ok(m),
+        _ => Err(ServiceError::not_found("member", format!("members/{id}"))),
+    }
+}
+
+fn lots_of(rows: &[store::points_lot::Model]) -> Vec<Lot<String>> {
+    rows.iter()
+        .map(|l| Lot {
+            id: l.id.clone(),
+            expires_at: l.expires_at,
+            remaining: l.remaining,
+        })
+        .collect()
+}
+
+/// Takes planned points out of lots, writing one entry per lot; a lot that changed
+/// under the plan aborts the transaction.
+async fn take(
+    txn: &DatabaseTransaction,
+    member_id: &str,
+    plan: &[(String, i64)],
+    kind: &str,
+    reference: &str,
+    now: DateTime<Utc>,
+) -> ServiceResult<()> {
+    for (lot_id, n) in plan {
+        if !loyalty::take_from_lot(txn, lot_id, *n).await? {
+            return Err(ServiceError::Aborted("points changed concurrently, retry".into()));
+        }
+        loyalty::insert_entry(txn, member_id, kind, -n, reference, lot_id, now).await?;
+    }
+    Ok(())
+}
+
+async fn balance_of(conn: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> ServiceResult<pb::PointsBalance> {
+    let member = live(conn, id).await?;
+    let lots = loyalty::open_lots(conn, id).await?;
+    Ok(pb::PointsBalance {
+        balance: member.points_balance,
+        debt: member.points_debt,
+        lots: lots
+            .iter()
+            .filter(|l| l.expires_at > now)
+            .map(|l| pb::PointsLot {
+                remaining: l.remaining,
+                expire_time: Some(timestamp(l.expires_at)),
+            })
+            .collect(),
+    })
+}
+
+async fn publish_points(
+    txn: &DatabaseTransaction,
+    id: &str,
+    kind: &str,
+    points: i64,
+    reference: &str,
+) -> ServiceResult<()> {
+    let member = live(txn, id).await?;
+    events::publish(
+        txn,
+        "retail.events.v1.PointsChanged",
+        id,
+        &ev::PointsChanged {
+            member_id: id.to_owned(),
+            kind: kind.to_owned(),
+            points,
+            balance: member.points_balance,
+            debt: member.points_debt,
+            reference: reference.to_owned(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Points to credit, and what they come from.
+struct Earning<'a> {
+    points: i64,
+    /// `earn` or `grant`.
+    kind: &'a str,
+    /// The earning order ('' for grants).
+    order_id: &'a str,
+    reference: &'a str,
+    /// When they were earned: the lot's expiry counts from here.
+    at: DateTime<Utc>,
+}
+
+/// Credits earned points: debt first, the rest as a new lot.
+async fn earn(
+    txn: &DatabaseTransaction,
+    rules: &LoyaltyRules,
+    member: &store::member::Model,
+    e: Earning<'_>,
+) -> ServiceResult<()> {
+    let Earning {
+        points,
+        kind,
+        order_id,
+        reference,
+        at: now,
+    } = e;
+    let (repaid, credit) = points::settle_debt(member.points_debt, points);
+    if credit > 0 {
+        let lot_id = store::new_id();
+        loyalty::insert_lot(
+            txn,
+            store::points_lot::Model {
+                id: lot_id.clone(),
+                member_id: member.id.clone(),
+                order_id: order_id.to_owned(),
+                earned_at: now,
+                expires_at: points::lot_expiry(now, rules.lot_months),
+                points: credit,
+                remaining: credit,
+            },
+        )
+        .await?;
+        loyalty::insert_entry(txn, &member.id, kind, credit, reference, &lot_id, now).await?;
+    }
+    loyalty::credit(txn, &member.id, credit, repaid).await?;
+    publish_points(txn, &member.id, kind, credit, reference).await
+}
+
+/// Applies a paid order or a refund: the one code path for the RPC and order events.
+pub async fn record(
+    txn: &DatabaseTransaction,
+    rules: &LoyaltyRules,
+    member_id: &str,
+    input: &PurchaseInput,
+    now: DateTime<Utc>,
+) -> ServiceResult<(i64, String)> {
+    let member = live(txn, member_id).await?;
+    if input.refund {
+        let Some(paid) = loyalty::find_purchase(txn, &input.order_id, "paid", "").await? else {
+            return Err(ServiceError::FailedPrecondition(
+                "the order has no recorded payment".into(),
+            ));
+        };
+        if paid.member_id != member_id {
+            return Err(ServiceError::FailedPrecondition(
+                "the order belongs to another member".into(),
+            ));
+        }
+        let refunds = loyalty::refunds_of_order(txn, &input.order_id).await?;
+        let refunded_before: i64 = refunds.iter().map(|r| -r.amount_minor).sum();
+        if refunded_before + input.amount_minor > paid.amount_minor {
+            return Err(ServiceError::invalid(
+                "purchase.amount",
+                "refunds would exceed the paid amount",
+            ));
+        }
+        let reversed_before: i64 = refunds.iter().map(|r| -r.points).sum();
+        let to_reverse = points::points_to_reverse(
+            paid.points,
+            reversed_before,
+            paid.amount_minor,
+            refunded_before + input.amount_minor,
+        );
+        loyalty::insert_purchase(
+            txn,
+            store::purchase::Model {
+                id: store::new_id(),
+                member_id: member_id.to_owned(),
+                order_id: input.order_id.clone(),
+                kind: "refund".into(),
+                reference: input.reference.clone(),
+                amount_minor: -input.amount_minor,
+                currency: rules.currency.clone(),
+                channel: input.channel.clone(),
+                occurred_at: input.at,
+                points: -to_reverse,
+            },
+        )
+        .await?;
+        if to_reverse > 0 {
+            let lots = loyalty::open_lots(txn, member_id).await?;
+            let own_lot = lots.iter().find(|l| l.order_id == input.order_id).map(|l| l.id.clone());
+            // Expired lots are gone for good: only usable points are reversed.
+            let plan = points::plan_reversal(&lots_of(&lots), own_lot.as_ref(), to_reverse, now);
+            let taken: i64 = plan.from_lots.iter().map(|(_, n)| n).sum();
+            if taken > 0 && !loyalty::debit(txn, member_id, taken).await? {
+                return Err(ServiceError::Aborted("points changed concurrently, retry".into()));
+            }
+            take(txn, member_id, &plan.from_lots, "reverse", &input.order_id, now).await?;
+            if plan.debt > 0 {
+                loyalty::add_debt(txn, member_id, plan.debt).await?;
+            }
+            publish_points(txn, member_id, "reverse", -taken, &input.order_id).await?;
+        }
+        store::touch(txn, member_id, now).await?;
+        return Ok((-to_reverse, member.tier));
+    }
+
+    let earned = points::earned_points(
+        input.amount_minor,
+        rules.minor_exponent,
+        rules.base_rate,
+        rules.multiplier(&member.tier),
+    );
+    loyalty::insert_purchase(
+        txn,
+        store::purchase::Model {
+            id: store::new_id(),
+            member_id: member_id.to_owned(),
+            order_id: input.order_id.clone(),
+            kind: "paid".into(),
+            reference: String::new(),
+            amount_minor: input.amount_minor,
+            currency: rules.currency.clone(),
+            channel: input.channel.clone(),
+            occurred_at: input.at,
+            points: earned,
+        },
+    )
+    .await?;
+    // The lot dates from the payment, so a backfilled order expires when it should.
+    earn(
+        txn,
+        rules,
+        &member,
+        Earning {
+            points: earned,
+            kind: "earn",
+            order_id: &input.order_id,
+            reference: &input.order_id,
+            at: input.at,
+        },
+    )
+    .await?;
+    // Upgrades apply at once; downgrades wait for the re-evaluation.
+    let mut tier = member.tier.clone();
+    if rules.percentile.is_none() {
+        let purchases = loyalty::purchases_of(txn, member_id).await?;
+        let records: Vec<_> = purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
+        let spend = rules.spend(&records, now.max(input.at));
+        if let Some(level) = rules.ladder.upgrade(rules.level_of(&member.tier), spend) {
+            tier = rules.tier_name(level);
+            change_tier(txn, member_id, &member.tier, &tier, "purchase", now).await?;
+        }
+    }
+    store::touch(txn, member_id, now).await?;
+    Ok((earned, tier))
+}
+
+async fn change_tier(
+    txn: &DatabaseTransaction,
+    member_id: &str,
+    from: &str,
+    to: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> ServiceResult<()> {
+    loyalty::set_tier(txn, member_id, from, to, reason, now).await?;
+    events::publish(
+        txn,
+        "retail.events.v1.TierChanged",
+        member_id,
+        &ev::TierChanged {
+            member_id: member_id.to_owned(),
+            from_tier: from.to_owned(),
+            to_tier: to.to_owned(),
+            reason: reason.to_owned(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A purchase or refund as the rules see it.
+#[derive(Debug, Clone)]
+pub struct PurchaseInput {
+    pub order_id: String,
+    pub amount_minor: i64,
+    pub at: DateTime<Utc>,
+    pub channel: String,
+    pub refund: bool,
+    /// The refund's request id ('' for a payment).
+    pub reference: String,
+}
+
+impl State {
+    async fn finish(&self, member_id: &str) {
+        if let Ok(Some(m)) = store::find_member(&self.db, member_id).await {
+            self.cache
+                .invalidate(&format!("member:{member_id}"), m.version.max(0) as u64)
+                .await;
+        }
+        self.log.committed();
+    }
+
+    /// Writes off every expired lot at `as_of`; returns the points written off.
+    pub async fn expire_points(&self, as_of: DateTime<Utc>) -> ServiceResult<i64> {
+        let mut total = 0;
+        for member_id in loyalty::members_with_expired_lots(&self.db, as_of).await? {
+            let written_off = idempotency::transaction(&self.db, |txn| {
+                let member_id = member_id.clone();
+                Box::pin(async move {
+                    let lots = loyalty::open_lots(txn, &member_id).await?;
+                    let plan = points::plan_expiry(&lots_of(&lots), as_of);
+                    let sum: i64 = plan.iter().map(|(_, n)| n).sum();
+                    if sum == 0 {
+                        return Ok(0);
+                    }
+                    if !loyalty::debit(txn, &member_id, sum).await? {
+                        return Err(ServiceError::Aborted("points changed concurrently, retry".into()));
+                    }
+                    take(txn, &member_id, &plan, "expire", "lot expiry", as_of).await?;
+                    publish_points(txn, &member_id, "expire", -sum, "lot expiry").await?;
+                    store::touch(txn, &member_id, as_of).await?;
+                    Ok(sum)
+                })
+            })
+            .await?;
+            total += written_off;
+            self.finish(&member_id).await;
+        }
+        Ok(total)
+    }
+
+    /// The periodic re-evaluation: tiers move to what the spend earns, downwards by
+    /// at most the configured number of levels (or by percentile rank).
+    pub async fn reevaluate_tiers(&self, as_of: DateTime<Utc>) -> ServiceResult<u64> {
+        let rules = &self.rules;
+        let mut spends = Vec::new();
+        let mut after = String::new();
+        loop {
+            let ids = loyalty::member_ids_after(&self.db, &after, 500).await?;
+            let Some(last) = ids.last().cloned() else { break };
+            for id in ids {
+                let purchases = loyalty::purchases_of(&self.db, &id).await?;
+                let records: Vec<_> = purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
+                spends.push((id, rules.spend(&records, as_of)));
+            }
+            after = last;
+        }
+        let targets: Vec<(String, usize)> = match &rules.percentile {
+            Some(shares) => percentile_levels(&spends, shares),
+            None => spends
+                .iter()
+                .map(|(id, spend)| (id.clone(), rules.ladder.level_for_spend(*spend)))
+                .collect(),
+        };
+        let mut changed = 0;
+        for (id, earned) in targets {
+            let Some(member) = store::find_member(&self.db, &id).await? else {
+                continue;
+            };
+            let current = rules.level_of(&member.tier);
+            let next = if earned >= current {
+                earned
+            } else {
+                earned.max(current.saturating_sub(rules.max_steps_down))
+            };
+            if next == current {
+                continue;
+            }
+            let (from, to) = (member.tier.clone(), rules.tier_name(next));
+            idempotency::transaction(&self.db, |txn| {
+                let (id, from, to) = (id.clone(), from.clone(), to.clone());
+                Box::pin(async move {
+                    change_tier(txn, &id, &from, &to, "reevaluation", as_of).await?;
+                    store::touch(txn, &id, as_of).await?;
+                    Ok(())
+                })
+            })
+            .await?;
+            self.finish(&id).await;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+}
+
+fn positive_points(field: &str, points: i64) -> ServiceResult<()> {
+    if points <= 0 {
+        return Err(ServiceError::invalid(field, "must be positive"));
+    }
+    if points > 1_000_000_000 {
+        return Err(ServiceError::invalid(field, "must be at most 1,000,000,000"));
+    }
+    Ok(())
+}
+
+fn reason(field: &str, raw: &str) -> ServiceResult<String> {
+    let t = raw.trim();
+    if t.is_empty() || t.chars().count() > 200 || t.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(field, "must be 1-200 characters"));
+    }
+    Ok(t.to_owned())
+}
+
+#[tonic::async_trait]
+impl LoyaltyService for LoyaltyApi {
+    #[tracing::instrument(skip_all)]
+    async fn record_purchase(&self, request: Request<pb::RecordPurchaseRequest>) -> Rpc<pb::RecordPurchaseResponse> {
+        let s = &self.state;
+        Principal::of(&request)?.require_scope(POINTS_WRITE)?;
+        let req = request.into_inner();
+        let id = member_id("name", &req.name)?;
+        let Some(p) = req.purchase.as_ref() else {
+            return Err(ServiceError::invalid("purchase", "is required").into());
+        };
+        let mut v = Violations::new();
+        if p.order_id.is_empty()
+            || p.order_id.len() > 64
+            || !p
+                .order_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            v.add(
+                "purchase.order_id",
+                "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
+            );
+        }
+        let amount = p.amount.as_ref();
+        match amount {
+            None => v.add("purchase.amount", "is required"),
+            Some(m) if m.currency_code != s.rules.currency => {
+                v.add("purchase.amount.currency_code", format!("must be {}", s.rules.currency))
+            }
+            Some(m) if m.amount_minor <= 0 => v.add("purchase.amount.amount_minor", "must be positive"),
+            Some(_) => {}
+        }
+        let at = match &p.occur_time {
+            None => Some(Utc::now()),
+            Some(ts) => match from_timestamp(ts) {
+                Some(t) if t <= Utc::now() + chrono::Duration::minutes(5) => Some(t),
+                _ => {
+                    v.add("purchase.occur_time", "must be a valid time, not in the future");
+                    None
+                }
+            },
+        };
+        if req.refund && (req.request_id.is_empty() || req.request_id.len() > 128) {
+            v.add("request_id", "a refund needs a request id of 1-128 characters");
+        }
+        if p.channel.len() > 32 {
+            v.add("purchase.channel", "must be at most 32 characters");
+        }
+        v.finish()?;
+        let (Some(amount), Some(at)) = (amount, at) else {
+            return Err(ServiceError::internal(anyhow::anyhow!("validated fields missing")).into());
+        };
+        let input = PurchaseInput {
+            order_id: p.order_id.clone(),
+            amount_minor: amount.amount_minor,
+            at,
+            channel: p.channel.clone(),
+            refund: req.refund,
+            reference: if req.refund {
+                req.request_id.clone()
+            } else {
+                String::new()
+            },
+        };
+        let now = Utc::now();
+        let rules = s.rules.clone();
+        let outcome = idempotency::transaction(&s.db, |txn| {
+            let (rules, input, id) = (rules.clone(), input.clone(), id.clone());
+            Box::pin(async move { record(txn, &rules, &id, &input, now).await })
+        })
+        .await;
+        let (points_change, tier) = match outcome {
+            Ok(done) => done,
+            // The same order (or refund request) again: report what it did the first time.
+            Err(ServiceError::AlreadyExists(_)) => {
+                let kind = if input.refund { "refund" } else { "paid" };
+                let existing = loyalty::find_purchase(&s.db, &input.order_id, kind, &input.reference)
+                    .await?
+                    .ok_or_else(|| ServiceError::Aborted("retry".into()))?;
+                if existing.member_id != id {
+                    return Err(ServiceError::AlreadyExists("the order is recorded for another member".into()).into());
+                }
+                let member = live(&s.db, &id).await?;
+                (existing.points, member.tier)
+            }
+            Err(err) => return Err(err.into()),
+        };
+        s.finish(&id).await;
+        ok(pb::RecordPurchaseResponse {
+            points_change,
+            tier,
+            balance: Some(balance_of(&s.db, &id, now).await?),
+        })
+    }
+
+    async fn grant_points(&self, request: Request<pb::GrantPointsRequest>) -> Rpc<pb::PointsBalance> {
+        let s = &self.state;
+        Principal::of(&request)?.require_scope(POINTS_WRITE)?;
+        let req = request.into_inner();
+        let key = IdempotencyKey::from_request("membership.GrantPoints", &req.request_id, &req)?;
+        let id = member_id("name", &req.name)?;
+        positive_points("points", req.points)?;
+        let why = reason("reason", &req.reason)?;
+        let now = Utc::now();
+        let rules = s.rules.clone();
+        let balance = idempotency::execute(&s.db, key.as_ref(), Clone::clone, |txn| {
+            let (id, why, rules) = (id.clone(), why.clone(), rules.clone());
+            Box::pin(async move {
+                let member = live(txn, &id).await?;
+                let grant = Earning {
+                    points: req.points,
+                    kind: "grant",
+                    order_id: "",
+                    reference: &why,
+                    at: now,
+                };
+                earn(txn, &rules, &member, grant).await?;
+                store::touch(txn, &id, now).await?;
+                balance_of(txn, &id, now).await
+            })
+        })
+        .await?;
+        s.finish(&id).await;
+        ok(balance)
+    }
+
+    async fn redeem_points(&self, request: Request<pb::RedeemPointsRequest>) -> Rpc<pb::PointsBalance> {
+        let s = &self.state;
+        Principal::of(&request)?.require_scope(POINTS_WRITE)?;
+        let req = request.into_inner();
+        let key = IdempotencyKey::from_request("membership.RedeemPoints", &req.request_id, &req)?;
+        let id = member_id("name", &req.name)?;
+        positive_points("points", req.points)?;
+        let why = reason("reason", &req.reason)?;
+        let now = Utc::now();
+        let balance = idempotency::execute(&s.db, key.as_ref(), Clone::clone, |txn| {
+            let (id, why) = (id.clone(), why.clone());
+            Box::pin(async move {
+                live(txn, &id).await?;
+                // First the balance, with one conditional update: of racing redemptions
+                // only those the balance covers get past it.
+                if !loyalty::debit(txn, &id, req.points).await? {
+                    return Err(ServiceError::FailedPrecondition("insufficient points".into()));
+                }
+                let lots = loyalty::open_lots(txn, &id).await?;
+                let plan = points::plan_redemption(&lots_of(&lots), req.points, now)
+                    .map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
+                take(txn, &id, &plan, "redeem", &why, now).await?;
+                publish_points(txn, &id, "redeem", -req.points, &why).await?;
+                store::touch(txn, &id, now).await?;
+                balance_of(txn, &id, now).await
+            })
+        })
+        .await?;
+        s.finish(&id).await;
+        ok(balance)
+    }
+
+    async fn get_points_balance(&self, request: Request<pb::GetPointsBalanceRequest>) -> Rpc<pb::PointsBalance> {
+        Principal::of(&request)?.require_scope(crate::api::READ)?;
+        let id = member_id("name", &request.get_ref().name)?;
+        ok(balance_of(&self.state.db, &id, Utc::now()).await?)
+    }
+
+    async fn list_points_entries(
+        &self,
+        request: Request<pb::ListPointsEntriesRequest>,
+    ) -> Rpc<pb::ListPointsEntriesResponse> {
+        Principal::of(&request)?.require_scope(crate::api::READ)?;
+        let req = request.get_ref();
+        let id = member_id("parent", &req.parent)?;
+        live(&self.state.db, &id).await?;
+        let page = Page::parse(req.page_size, &req.page_token, &id)?;
+        let rows = loyalty::entries(&self.state.db, &id, &page).await?;
+        let (rows, next_page_token) = page.finish(rows, |e| e.id.clone());
+        ok(pb::ListPointsEntriesResponse {
+            points_entries: rows.iter().map(|e| entry_to_pb(&id, e)).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn list_tier_changes(
+        &self,
+        request: Request<pb::ListTierChangesRequest>,
+    ) -> Rpc<pb::ListTierChangesResponse> {
+        Principal::of(&request)?.require_scope(crate::api::READ)?;
+        let req = request.get_ref();
+        let id = member_id("parent", &req.parent)?;
+        live(&self.state.db, &id).await?;
+        let page = Page::parse(req.page_size, &req.page_token, &id)?;
+        let rows = loyalty::tier_changes(&self.state.db, &id, Some(&page)).await?;
+        let (rows, next_page_token) = page.finish(rows, |c| c.id.clone());
+        ok(pb::ListTierChangesResponse {
+            tier_changes: rows.iter().map(tier_change_to_pb).collect(),
+            next_page_token,
+        })
+    }
+}
+
+pub fn entry_to_pb(member_id: &str, e: &store::points_entry::Model) -> pb::PointsEntry {
+    pb::PointsEntry {
+        name: format!("members/{member_id}/pointsEntries/{}", e.id),
+        kind: e.kind.clone(),
+        points: e.points,
+        reference: e.reference.clone(),
+        create_time: Some(timestamp(e.created_at)),
+    }
+}
+
+pub fn tier_change_to_pb(c: &store::tier_change::Model) -> pb::TierChange {
+    pb::TierChange {
+        from_tier: c.from_tier.clone(),
+        to_tier: c.to_tier.clone(),
+        reason: c.reason.clone(),
+        create_time: Some(timestamp(c.created_at)),
+    }
+}
+
+fn ok<T>(value: T) -> Rpc<T> {
+    Ok(Response::new(value))
+}

@@ -1,0 +1,253 @@
+//! Loyalty queries: purchases, lots, ledger entries, tier changes, and the
+//! conditional balance updates that keep the ledger from going negative.
+
+use chrono::{DateTime, Utc};
+use retail_kit::db::is_unique_violation;
+use retail_kit::error::{ServiceError, ServiceResult};
+use retail_kit::paging::Page;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::entities::{member, points_entry, points_lot, purchase, tier_change};
+use super::new_id;
+
+pub async fn purchases_of(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<purchase::Model>> {
+    Ok(purchase::Entity::find()
+        .filter(purchase::Column::MemberId.eq(member_id))
+        .order_by_asc(purchase::Column::OccurredAt)
+        .order_by_asc(purchase::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+pub async fn find_purchase(
+    conn: &impl ConnectionTrait,
+    order_id: &str,
+    kind: &str,
+    reference: &str,
+) -> ServiceResult<Option<purchase::Model>> {
+    Ok(purchase::Entity::find()
+        .filter(purchase::Column::OrderId.eq(order_id))
+        .filter(purchase::Column::Kind.eq(kind))
+        .filter(purchase::Column::Reference.eq(reference))
+        .one(conn)
+        .await?)
+}
+
+pub async fn refunds_of_order(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Vec<purchase::Model>> {
+    Ok(purchase::Entity::find()
+        .filter(purchase::Column::OrderId.eq(order_id))
+        .filter(purchase::Column::Kind.eq("refund"))
+        .all(conn)
+        .await?)
+}
+
+pub async fn insert_purchase(conn: &impl ConnectionTrait, model: purchase::Model) -> ServiceResult<()> {
+    let active: purchase::ActiveModel = model.into();
+    active.insert(conn).await.map_err(|e| {
+        if is_unique_violation(&e) {
+            ServiceError::AlreadyExists("this purchase is already recorded".into())
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+/// Lots that still hold points, first expiring first.
+pub async fn open_lots(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<points_lot::Model>> {
+    Ok(points_lot::Entity::find()
+        .filter(points_lot::Column::MemberId.eq(member_id))
+        .filter(points_lot::Column::Remaining.gt(0))
+        .order_by_asc(points_lot::Column::ExpiresAt)
+        .order_by_asc(points_lot::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+pub async fn insert_lot(conn: &impl ConnectionTrait, model: points_lot::Model) -> ServiceResult<()> {
+    let active: points_lot::ActiveModel = model.into();
+    active.insert(conn).await?;
+    Ok(())
+}
+
+/// Takes `points` from a lot; false (and nothing changed) if it holds fewer.
+pub async fn take_from_lot(conn: &impl ConnectionTrait, lot_id: &str, points: i64) -> ServiceResult<bool> {
+    let result = points_lot::Entity::update_many()
+        .col_expr(
+            points_lot::Column::Remaining,
+            Expr::col(points_lot::Column::Remaining).sub(points),
+        )
+        .filter(points_lot::Column::Id.eq(lot_id))
+        .filter(points_lot::Column::Remaining.gte(points))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+pub async fn insert_entry(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    kind: &str,
+    points: i64,
+    reference: &str,
+    lot_id: &str,
+    now: DateTime<Utc>,
+) -> ServiceResult<()> {
+    points_entry::ActiveModel {
+        id: Set(new_id()),
+        member_id: Set(member_id.to_owned()),
+        kind: Set(kind.to_owned()),
+        points: Set(points),
+        reference: Set(reference.chars().take(128).collect()),
+        lot_id: Set(lot_id.to_owned()),
+        created_at: Set(now),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds `credit` to the balance and removes `repaid` from the debt.
+pub async fn credit(conn: &impl ConnectionTrait, member_id: &str, credit: i64, repaid: i64) -> ServiceResult<()> {
+    member::Entity::update_many()
+        .col_expr(
+            member::Column::PointsBalance,
+            Expr::col(member::Column::PointsBalance).add(credit),
+        )
+        .col_expr(
+            member::Column::PointsDebt,
+            Expr::col(member::Column::PointsDebt).sub(repaid),
+        )
+        .filter(member::Column::Id.eq(member_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes `points` from the balance if it covers them: the one place redemptions race,
+/// settled by the row's conditional update (and the CHECK constraint behind it).
+pub async fn debit(conn: &impl ConnectionTrait, member_id: &str, points: i64) -> ServiceResult<bool> {
+    let result = member::Entity::update_many()
+        .col_expr(
+            member::Column::PointsBalance,
+            Expr::col(member::Column::PointsBalance).sub(points),
+        )
+        .filter(member::Column::Id.eq(member_id))
+        .filter(member::Column::PointsBalance.gte(points))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+pub async fn add_debt(conn: &impl ConnectionTrait, member_id: &str, debt: i64) -> ServiceResult<()> {
+    member::Entity::update_many()
+        .col_expr(
+            member::Column::PointsDebt,
+            Expr::col(member::Column::PointsDebt).add(debt),
+        )
+        .filter(member::Column::Id.eq(member_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_tier(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    from: &str,
+    to: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> ServiceResult<()> {
+    member::Entity::update_many()
+        .col_expr(member::Column::Tier, Expr::value(to))
+        .filter(member::Column::Id.eq(member_id))
+        .exec(conn)
+        .await?;
+    tier_change::ActiveModel {
+        id: Set(new_id()),
+        member_id: Set(member_id.to_owned()),
+        from_tier: Set(from.to_owned()),
+        to_tier: Set(to.to_owned()),
+        reason: Set(reason.to_owned()),
+        created_at: Set(now),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn entries(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    page: &Page,
+) -> ServiceResult<Vec<points_entry::Model>> {
+    let mut query = points_entry::Entity::find()
+        .filter(points_entry::Column::MemberId.eq(member_id))
+        .order_by_desc(points_entry::Column::Id)
+        .limit(page.fetch_limit());
+    if let Some(before) = &page.after {
+        query = query.filter(points_entry::Column::Id.lt(before.as_str()));
+    }
+    Ok(query.all(conn).await?)
+}
+
+pub async fn all_entries(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<points_entry::Model>> {
+    Ok(points_entry::Entity::find()
+        .filter(points_entry::Column::MemberId.eq(member_id))
+        .order_by_asc(points_entry::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+pub async fn tier_changes(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    page: Option<&Page>,
+) -> ServiceResult<Vec<tier_change::Model>> {
+    let mut query = tier_change::Entity::find()
+        .filter(tier_change::Column::MemberId.eq(member_id))
+        .order_by_desc(tier_change::Column::Id);
+    if let Some(page) = page {
+        query = query.limit(page.fetch_limit());
+        if let Some(before) = &page.after {
+            query = query.filter(tier_change::Column::Id.lt(before.as_str()));
+        }
+    }
+    Ok(query.all(conn).await?)
+}
+
+/// Members with lots that have expired but still hold points.
+pub async fn members_with_expired_lots(
+    conn: &impl ConnectionTrait,
+    as_of: DateTime<Utc>,
+) -> ServiceResult<Vec<String>> {
+    let rows: Vec<String> = points_lot::Entity::find()
+        .select_only()
+        .column(points_lot::Column::MemberId)
+        .distinct()
+        .filter(points_lot::Column::Remaining.gt(0))
+        .filter(points_lot::Column::ExpiresAt.lte(as_of))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows)
+}
+
+/// Ids of live members, in pages, for periodic jobs.
+pub async fn member_ids_after(conn: &impl ConnectionTrait, after: &str, limit: u64) -> ServiceResult<Vec<String>> {
+    let rows: Vec<String> = member::Entity::find()
+        .select_only()
+        .column(member::Column::Id)
+        .filter(member::Column::ErasedAt.is_null())
+        .filter(member::Column::Id.gt(after))
+        .order_by_asc(member::Column::Id)
+        .limit(limit)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows)
+}

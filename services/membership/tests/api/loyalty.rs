@@ -1,0 +1,336 @@
+//! Points, purchases and tiers over gRPC.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use retail_proto::common::Money;
+use retail_proto::membership::loyalty_service_client::LoyaltyServiceClient;
+use retail_proto::membership::{self as pb};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::helpers::*;
+
+fn loyalty(app: &TestApp) -> LoyaltyServiceClient<Channel> {
+    LoyaltyServiceClient::new(app.channel.clone())
+}
+
+fn loyalty_token() -> String {
+    token(&["membership.members.read", "membership.points.write"])
+}
+
+fn eur(minor: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: "EUR".into(),
+        amount_minor: minor,
+    })
+}
+
+async fn pay(app: &TestApp, member: &str, order: &str, minor: i64, days_ago: i64) -> pb::RecordPurchaseResponse {
+    loyalty(app)
+        .record_purchase(with_token(
+            &loyalty_token(),
+            pb::RecordPurchaseRequest {
+                name: member.into(),
+                purchase: Some(pb::Purchase {
+                    order_id: order.into(),
+                    amount: eur(minor),
+                    occur_time: Some(retail_kit::convert::timestamp(
+                        Utc::now() - chrono::Duration::days(days_ago),
+                    )),
+                    channel: "store".into(),
+                }),
+                refund: false,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn refund(
+    app: &TestApp,
+    member: &str,
+    order: &str,
+    minor: i64,
+    request: &str,
+) -> Result<pb::RecordPurchaseResponse, tonic::Status> {
+    loyalty(app)
+        .record_purchase(with_token(
+            &loyalty_token(),
+            pb::RecordPurchaseRequest {
+                name: member.into(),
+                purchase: Some(pb::Purchase {
+                    order_id: order.into(),
+                    amount: eur(minor),
+                    occur_time: None,
+                    channel: "store".into(),
+                }),
+                refund: true,
+                request_id: request.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn redeem(app: &TestApp, member: &str, points: i64) -> Result<pb::PointsBalance, tonic::Status> {
+    loyalty(app)
+        .redeem_points(with_token(
+            &loyalty_token(),
+            pb::RedeemPointsRequest {
+                name: member.into(),
+                points,
+                reason: "gift".into(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn balance(app: &TestApp, member: &str) -> pb::PointsBalance {
+    loyalty(app)
+        .get_points_balance(with_token(
+            &loyalty_token(),
+            pb::GetPointsBalanceRequest { name: member.into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn entries_sum(app: &TestApp, member: &str) -> i64 {
+    let mut sum = 0;
+    let mut token = String::new();
+    loop {
+        let page = loyalty(app)
+            .list_points_entries(with_token(
+                &loyalty_token(),
+                pb::ListPointsEntriesRequest {
+                    parent: member.into(),
+                    page_size: 100,
+                    page_token: token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        sum += page.points_entries.iter().map(|e| e.points).sum::<i64>();
+        if page.next_page_token.is_empty() {
+            return sum;
+        }
+        token = page.next_page_token;
+    }
+}
+
+async fn member(app: &TestApp, phone_number: &str) -> String {
+    app.register("Loyal", vec![phone(phone_number)]).await.unwrap().name
+}
+
+#[tokio::test]
+async fn of_100_concurrent_redemptions_exactly_those_the_balance_covers_succeed() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000001").await;
+    // 100.00 EUR at 1 point per unit: 100 points, enough for 10 redemptions of 10.
+    assert_eq!(pay(&app, &m, "order-1", 10_000, 0).await.points_change, 100);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let mut client = loyalty(&app);
+            let m = m.clone();
+            tokio::spawn(async move {
+                client
+                    .redeem_points(with_token(
+                        &loyalty_token(),
+                        pb::RedeemPointsRequest {
+                            name: m,
+                            points: 10,
+                            reason: "coffee".into(),
+                            request_id: String::new(),
+                        },
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(status) => assert!(
+                matches!(status.code(), Code::FailedPrecondition | Code::Aborted),
+                "{status:?}"
+            ),
+        }
+    }
+    assert_eq!(ok, 10);
+    let b = balance(&app, &m).await;
+    assert_eq!(b.balance, 0);
+    assert_eq!(entries_sum(&app, &m).await, 0, "balance = sum(entries)");
+}
+
+#[tokio::test]
+async fn the_same_order_earns_once() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000002").await;
+    let first = pay(&app, &m, "order-dup", 12_345, 0).await;
+    let again = pay(&app, &m, "order-dup", 12_345, 0).await;
+    assert_eq!(first.points_change, 123);
+    assert_eq!(again.points_change, 123, "the replay reports the first result");
+    assert_eq!(balance(&app, &m).await.balance, 123);
+    assert_eq!(entries_sum(&app, &m).await, 123);
+}
+
+#[tokio::test]
+async fn a_refund_of_spent_points_becomes_debt_that_the_next_earning_repays() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000003").await;
+    pay(&app, &m, "order-a", 20_000, 0).await; // 200 points
+    redeem(&app, &m, 150).await.unwrap();
+    // Half refunded: 100 points to reverse, 50 left -> 50 debt.
+    let r = refund(&app, &m, "order-a", 10_000, "refund-a-1").await.unwrap();
+    assert_eq!(r.points_change, -100);
+    let b = balance(&app, &m).await;
+    assert_eq!((b.balance, b.debt), (0, 50));
+    // The same refund request again changes nothing.
+    refund(&app, &m, "order-a", 10_000, "refund-a-1").await.unwrap();
+    assert_eq!(balance(&app, &m).await.debt, 50);
+    // Refunding more than paid is refused.
+    let err = refund(&app, &m, "order-a", 10_001, "refund-a-2").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // 80 points earned: 50 repay the debt, 30 are credited.
+    pay(&app, &m, "order-b", 8_000, 0).await;
+    let b = balance(&app, &m).await;
+    assert_eq!((b.balance, b.debt), (30, 0));
+    assert_eq!(entries_sum(&app, &m).await, 30);
+}
+
+#[tokio::test]
+async fn redemption_takes_the_first_expiring_lot_and_expired_lots_are_written_off() {
+    let app = spawn_app_with(|_| {}).await;
+    let m = member(&app, "+4916000000004").await;
+    pay(&app, &m, "old", 5_000, 430).await; // ~14 months ago: already past its expiry
+    pay(&app, &m, "mid", 3_000, 180).await;
+    pay(&app, &m, "new", 2_000, 0).await;
+    let before = balance(&app, &m).await;
+    assert_eq!(before.balance, 100, "expired points count until written off");
+    assert_eq!(before.lots.len(), 2, "the expired lot is no longer usable");
+    redeem(&app, &m, 20).await.unwrap();
+    let after = balance(&app, &m).await;
+    let remaining: Vec<i64> = after.lots.iter().map(|l| l.remaining).collect();
+    assert_eq!(remaining, vec![10, 20], "the mid lot (expiring first) was used first");
+    // The periodic job writes the expired lot off with a ledger entry.
+    let state = app.state.clone().unwrap();
+    assert_eq!(state.expire_points(Utc::now()).await.unwrap(), 50);
+    assert_eq!(balance(&app, &m).await.balance, 30);
+    assert_eq!(entries_sum(&app, &m).await, 30);
+    assert_eq!(state.expire_points(Utc::now()).await.unwrap(), 0, "nothing twice");
+}
+
+#[tokio::test]
+async fn upgrades_are_immediate_and_downgrades_wait_for_reevaluation_one_level_at_a_time() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000005").await;
+    assert_eq!(pay(&app, &m, "o1", 40_000, 0).await.tier, "regular");
+    assert_eq!(
+        pay(&app, &m, "o2", 260_000, 0).await.tier,
+        "gold",
+        "300.00 + ... reaches gold"
+    );
+    // Gold multiplier x1.5 applies to the next order.
+    assert_eq!(pay(&app, &m, "o3", 10_000, 0).await.points_change, 150);
+    let state = app.state.clone().unwrap();
+    // A year and more later the spend has left the window: one level per evaluation.
+    let later = Utc::now() + chrono::Duration::days(400);
+    state.reevaluate_tiers(later).await.unwrap();
+    let tier_now = app.identify(phone("+4916000000005")).await.unwrap().tier;
+    assert_eq!(tier_now, "silver");
+    state.reevaluate_tiers(later).await.unwrap();
+    assert_eq!(app.identify(phone("+4916000000005")).await.unwrap().tier, "regular");
+    let changes = loyalty(&app)
+        .list_tier_changes(with_token(
+            &loyalty_token(),
+            pb::ListTierChangesRequest {
+                parent: m.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tier_changes;
+    let reasons: Vec<_> = changes
+        .iter()
+        .map(|c| (c.to_tier.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("regular", "reevaluation"),
+            ("silver", "reevaluation"),
+            ("gold", "purchase")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_profile_shows_lifecycle_and_qualifying_spend_from_purchases() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000006").await;
+    assert_eq!(
+        app.identify(phone("+4916000000006")).await.unwrap().lifecycle_state,
+        pb::LifecycleState::Prospect as i32
+    );
+    pay(&app, &m, "l1", 1_000, 300).await;
+    pay(&app, &m, "l2", 1_000, 10).await;
+    let got = app.identify(phone("+4916000000006")).await.unwrap();
+    assert_eq!(got.lifecycle_state, pb::LifecycleState::OldOnce as i32);
+    assert_eq!(got.qualifying_spend.unwrap().amount_minor, 2_000);
+    pay(&app, &m, "l3", 1_000, 5).await;
+    let got = app.identify(phone("+4916000000006")).await.unwrap();
+    assert_eq!(got.lifecycle_state, pb::LifecycleState::OldRepeat as i32);
+    assert_eq!(got.points_balance, 30);
+}
+
+#[tokio::test]
+async fn bad_loyalty_input_is_refused_precisely() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000007").await;
+    for points in [0, -5] {
+        let err = redeem(&app, &m, points).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&err), ["points"]);
+    }
+    assert_eq!(redeem(&app, &m, 1).await.unwrap_err().code(), Code::FailedPrecondition);
+    let err = loyalty(&app)
+        .record_purchase(with_token(
+            &loyalty_token(),
+            pb::RecordPurchaseRequest {
+                name: m.clone(),
+                purchase: Some(pb::Purchase {
+                    order_id: "bad order!".into(),
+                    amount: Some(Money {
+                        currency_code: "USD".into(),
+                        amount_minor: 10,
+                    }),
+                    occur_time: None,
+                    channel: String::new(),
+                }),
+                refund: true,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&err),
+        ["purchase.order_id", "purchase.amount.currency_code", "request_id"]
+    );
+    let err = refund(&app, &m, "never-paid", 100, "r1").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let ghost = format!("members/{}", uuid::Uuid::new_v4());
+    assert_eq!(redeem(&app, &ghost, 5).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(balance(&app, &m).await.balance, 0);
+    let _ = Duration::ZERO;
+}
