@@ -40,6 +40,9 @@ pub struct State {
     pub hasher: PasswordHasherConfig,
     pub lockout: LockoutPolicy,
     pub tokens: TokenSettings,
+    /// Bounds the memory-hard hashes running at once (each takes ~19 MiB and a core);
+    /// beyond it, callers wait briefly and then get UNAVAILABLE.
+    pub hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Methods callable without a token.
@@ -300,14 +303,27 @@ impl State {
         })
     }
 
+    async fn hashing_permit(&self) -> ServiceResult<tokio::sync::OwnedSemaphorePermit> {
+        match tokio::time::timeout(Duration::from_secs(2), self.hashing.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ServiceError::Unavailable(
+                "too many password checks in progress, retry shortly".into(),
+            )),
+        }
+    }
+
     async fn verify_password(&self, password: &str, hash: Option<String>) -> ServiceResult<bool> {
+        let permit = self.hashing_permit().await?;
         let hasher = self.hasher.clone();
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || match hash {
-            Some(hash) => hasher.verify(&password, &hash),
-            None => {
-                hasher.verify_dummy(&password);
-                false
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            match hash {
+                Some(hash) => hasher.verify(&password, &hash),
+                None => {
+                    hasher.verify_dummy(&password);
+                    false
+                }
             }
         })
         .await
@@ -315,46 +331,50 @@ impl State {
     }
 
     async fn hash_password(&self, password: &Password) -> ServiceResult<String> {
+        let permit = self.hashing_permit().await?;
         let hasher = self.hasher.clone();
         let password = password.expose().to_owned();
-        tokio::task::spawn_blocking(move || hasher.hash(&password))
-            .await
-            .map_err(ServiceError::internal)?
-            .map_err(ServiceError::Internal)
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hasher.hash(&password)
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::Internal)
     }
 
-    /// Consults the brute-force throttle of `subject` before checking a credential.
-    async fn check_throttle(&self, subject: &str) -> ServiceResult<Option<ThrottleState>> {
-        let Some(row) = store::throttle(&self.db, subject).await? else {
-            return Ok(None);
-        };
-        let state = ThrottleState {
-            failures: row.failures.max(0) as u32,
-            next_attempt_at: row.next_attempt_at,
-            locked_until: row.locked_until,
-        };
-        throttled(self.lockout.gate(&state, now()))?;
-        Ok(Some(state))
-    }
-
-    /// Counts a failure against `subject`; returns whether it is now locked.
-    async fn record_failure(&self, subject: &str, previous: Option<ThrottleState>) -> ServiceResult<bool> {
+    /// Claims one attempt for `subject` before its credential is checked. The attempt
+    /// is counted first, atomically, so however many arrive at once, no more than the
+    /// policy allows are ever checked; a success clears the count again.
+    async fn claim_attempt(&self, subject: &str) -> ServiceResult<u32> {
         let at = now();
-        let failures = match previous {
-            // A lock that has run out starts a fresh count.
-            Some(prev) if prev.locked_until.is_some_and(|t| t <= at) => 1,
-            _ => store::count_failure(&self.db, subject, at).await?,
-        };
-        let state = self.lockout.state_for(failures, at);
-        store::set_throttle(
-            &self.db,
-            subject,
-            failures,
-            state.next_attempt_at,
-            state.locked_until,
-            at,
-        )
-        .await?;
+        if let Some(row) = store::throttle(&self.db, subject).await? {
+            if row.locked_until.is_some_and(|t| t <= at) {
+                store::reset_expired_lock(&self.db, subject, at).await?;
+            } else {
+                let state = ThrottleState {
+                    failures: u32::try_from(row.failures).unwrap_or(0),
+                    next_attempt_at: row.next_attempt_at,
+                    locked_until: row.locked_until,
+                };
+                throttled(self.lockout.gate(&state, at))?;
+            }
+        }
+        let attempt = store::count_failure(&self.db, subject, at).await?;
+        if attempt > self.lockout.lock_after() {
+            // Racing attempts beyond the limit: refused unchecked.
+            let locked = self.lockout.state_for(attempt, at);
+            store::raise_throttle(&self.db, subject, None, locked.locked_until).await?;
+            throttled(Gate::Locked(self.lockout.lock_duration()))?;
+        }
+        Ok(attempt)
+    }
+
+    /// The claimed attempt failed: waits and locks follow from its count. Returns
+    /// whether the subject is now locked.
+    async fn attempt_failed(&self, subject: &str, attempt: u32) -> ServiceResult<bool> {
+        let state = self.lockout.state_for(attempt, now());
+        store::raise_throttle(&self.db, subject, state.next_attempt_at, state.locked_until).await?;
         Ok(state.locked_until.is_some())
     }
 
@@ -413,7 +433,7 @@ impl IdentityService for IdentityApi {
         // lock reveals nothing.
         let name = req.username.trim().to_lowercase();
         let subject = format!("user:{name}");
-        let previous = s.check_throttle(&subject).await?;
+        let attempt = s.claim_attempt(&subject).await?;
         let user = store::find_user_by_username(&s.db, &name).await?;
         let valid = s
             .verify_password(&req.password, user.as_ref().map(|u| u.password_hash.clone()))
@@ -426,7 +446,7 @@ impl IdentityService for IdentityApi {
                     Some(u) if u.disabled && valid => "disabled",
                     Some(_) => "bad_password",
                 };
-                let locked = s.record_failure(&subject, previous).await?;
+                let locked = s.attempt_failed(&subject, attempt).await?;
                 let target = other.as_ref().map(|u| u.id.clone()).unwrap_or_default();
                 s.audit(Audit {
                     action: "login.failed",
@@ -533,17 +553,30 @@ impl IdentityService for IdentityApi {
         let req = request.into_inner();
         secret_input("refresh_token", &req.refresh_token)?;
         // Logging out twice, or with an unknown token, changes nothing and succeeds.
-        if let Some(session) = store::find_session_of_refresh_token(&s.db, &secrets::hash(&req.refresh_token)).await?
-            && store::revoke_session(&s.db, &session.id, "logout", now()).await?
-        {
-            s.audit(Audit {
-                action: "logout",
-                actor: &session.user_id,
-                target: &session.id,
-                detail: json!({}),
+        let presented = secrets::hash(&req.refresh_token);
+        idempotency::transaction(&s.db, |txn| {
+            let presented = presented.clone();
+            Box::pin(async move {
+                let at = now();
+                if let Some(session) = store::find_session_of_refresh_token(txn, &presented).await?
+                    && store::revoke_session(txn, &session.id, "logout", at).await?
+                {
+                    store::record_audit(
+                        txn,
+                        Audit {
+                            action: "logout",
+                            actor: &session.user_id,
+                            target: &session.id,
+                            detail: json!({}),
+                        },
+                        at,
+                    )
+                    .await?;
+                }
+                Ok(())
             })
-            .await?;
-        }
+        })
+        .await?;
         ok(pb::LogoutResponse {})
     }
 
@@ -557,7 +590,7 @@ impl IdentityService for IdentityApi {
             return Err(invalid());
         };
         let subject = format!("api_key:{prefix}");
-        let previous = s.check_throttle(&subject).await?;
+        let attempt = s.claim_attempt(&subject).await?;
         let at = now();
         let key = store::find_api_key_by_prefix(&s.db, prefix).await?;
         let key = match key {
@@ -569,7 +602,7 @@ impl IdentityService for IdentityApi {
                 k
             }
             other => {
-                s.record_failure(&subject, previous).await?;
+                s.attempt_failed(&subject, attempt).await?;
                 s.audit(Audit {
                     action: "api_key.exchange_failed",
                     actor: "",
@@ -618,25 +651,22 @@ impl IdentityService for IdentityApi {
             v.add("client_secret", format!("must be 1-{MAX_SECRET_INPUT} bytes"));
         }
         v.finish()?;
-        let subject = format!("service:{}", req.client_id);
-        let previous = s.check_throttle(&subject).await?;
+        // No lockout here: client secrets are 256-bit random (nothing to guess), and a
+        // lock on a well-known client id would let anyone cut a service off.
         let account = match store::find_service_account_by_client_id(&s.db, &req.client_id).await? {
             Some(a) if secrets::matches(&req.client_secret, &a.secret_hash) => a,
-            other => {
-                s.record_failure(&subject, previous).await?;
+            Some(a) => {
                 s.audit(Audit {
                     action: "service_token.failed",
                     actor: "",
-                    target: other.as_ref().map(|a| a.id.as_str()).unwrap_or_default(),
+                    target: &a.id,
                     detail: json!({}),
                 })
                 .await?;
                 return Err(ServiceError::Unauthenticated("invalid client credentials".into()).into());
             }
+            None => return Err(ServiceError::Unauthenticated("invalid client credentials".into()).into()),
         };
-        if previous.is_some() {
-            store::clear_throttle(&s.db, &subject).await?;
-        }
         let scopes = split_scopes(&account.scopes);
         let (access, ttl) = s.issue_access(&account.id, PrincipalKind::Service, &[], &scopes, None, None)?;
         ok(pb::IssueServiceTokenResponse {
@@ -695,12 +725,12 @@ impl IdentityService for IdentityApi {
         }
         // A stolen access token must not become a way to guess the password.
         let subject = format!("user:{}", user.username);
-        let previous = s.check_throttle(&subject).await?;
+        let attempt = s.claim_attempt(&subject).await?;
         if !s
             .verify_password(&req.current_password, Some(user.password_hash.clone()))
             .await?
         {
-            s.record_failure(&subject, previous).await?;
+            s.attempt_failed(&subject, attempt).await?;
             s.audit(Audit {
                 action: "password.change_failed",
                 actor: &user.id,
@@ -710,6 +740,7 @@ impl IdentityService for IdentityApi {
             .await?;
             return Err(ServiceError::invalid("current_password", "is not the current password").into());
         }
+        store::clear_throttle(&s.db, &subject).await?;
         let hash = s.hash_password(&new_password).await?;
         let at = now();
         let (user_id, keep) = (user.id.clone(), principal.session_id.clone());
@@ -742,8 +773,10 @@ impl IdentityService for IdentityApi {
         principal.require_scope(scopes::USERS_WRITE)?;
         let req = request.into_inner();
         // The fingerprint must not be a fast hash of the password.
+        let caller = principal.subject.clone();
         let key = IdempotencyKey::from_request(
             "identity.CreateUser",
+            &caller,
             &req.request_id,
             &pb::CreateUserRequest {
                 password: String::new(),
@@ -1062,7 +1095,8 @@ impl IdentityService for IdentityApi {
         let principal = Principal::of(&request)?.clone();
         principal.require_scope(scopes::API_KEYS_WRITE)?;
         let req = request.into_inner();
-        let key = IdempotencyKey::from_request("identity.CreateApiKey", &req.request_id, &req)?;
+        let caller = principal.subject.clone();
+        let key = IdempotencyKey::from_request("identity.CreateApiKey", &caller, &req.request_id, &req)?;
         let Some(spec) = req.api_key.as_ref() else {
             return Err(ServiceError::invalid("api_key", "is required").into());
         };
@@ -1182,15 +1216,33 @@ impl IdentityService for IdentityApi {
         principal.require_scope(scopes::API_KEYS_WRITE)?;
         let key = s.api_key_visible(&request.get_ref().name, &principal).await?;
         let at = now();
-        if store::revoke_api_key(&s.db, &key.id, at).await? {
-            s.audit(Audit {
-                action: "api_key.revoked",
-                actor: &principal.subject,
-                target: &key.id,
-                detail: json!({ "prefix": key.prefix, "partner_id": key.partner_id }),
+        let (key_id, actor, prefix, partner) = (
+            key.id.clone(),
+            principal.subject.clone(),
+            key.prefix.clone(),
+            key.partner_id.clone(),
+        );
+        // The revocation and its audit event commit together.
+        idempotency::transaction(&s.db, |txn| {
+            let (key_id, actor, prefix, partner) = (key_id.clone(), actor.clone(), prefix.clone(), partner.clone());
+            Box::pin(async move {
+                if store::revoke_api_key(txn, &key_id, at).await? {
+                    store::record_audit(
+                        txn,
+                        Audit {
+                            action: "api_key.revoked",
+                            actor: &actor,
+                            target: &key_id,
+                            detail: json!({ "prefix": prefix, "partner_id": partner }),
+                        },
+                        at,
+                    )
+                    .await?;
+                }
+                Ok(())
             })
-            .await?;
-        }
+        })
+        .await?;
         let key = store::find_api_key(&s.db, &key.id)
             .await?
             .ok_or_else(|| ServiceError::not_found("api key", request.get_ref().name.clone()))?;
@@ -1206,7 +1258,8 @@ impl IdentityService for IdentityApi {
         let principal = Principal::of(&request)?.clone();
         principal.require_scope(scopes::SERVICE_ACCOUNTS_WRITE)?;
         let req = request.into_inner();
-        let key = IdempotencyKey::from_request("identity.CreateServiceAccount", &req.request_id, &req)?;
+        let caller = principal.subject.clone();
+        let key = IdempotencyKey::from_request("identity.CreateServiceAccount", &caller, &req.request_id, &req)?;
         let Some(spec) = req.service_account.as_ref() else {
             return Err(ServiceError::invalid("service_account", "is required").into());
         };

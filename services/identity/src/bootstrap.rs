@@ -42,7 +42,8 @@ pub async fn run(
                 }
             }
             None => {
-                store::insert_service_account(
+                // Another replica starting at the same time may win the insert.
+                let inserted = store::insert_service_account(
                     db,
                     store::service_account::Model {
                         id: store::new_id(),
@@ -52,8 +53,11 @@ pub async fn run(
                         created_at: Utc::now(),
                     },
                 )
-                .await
-                .map_err(err)?;
+                .await;
+                match inserted {
+                    Ok(_) | Err(retail_kit::ServiceError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(err(e)),
+                }
             }
         }
     }
@@ -85,7 +89,7 @@ async fn admin(
         .hash(password.expose())
         .context("failed to hash the admin password")?;
     let now = Utc::now();
-    let user = store::insert_user(
+    let inserted = store::insert_user(
         db,
         store::user::Model {
             id: store::new_id(),
@@ -103,8 +107,13 @@ async fn admin(
             password_changed_at: now,
         },
     )
-    .await
-    .map_err(err)?;
+    .await;
+    let user = match inserted {
+        Ok(user) => user,
+        // Another replica starting at the same time created it.
+        Err(retail_kit::ServiceError::AlreadyExists(_)) => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
     store::record_audit(
         db,
         Audit {

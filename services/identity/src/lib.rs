@@ -69,6 +69,9 @@ impl Application {
             hasher,
             lockout: LockoutPolicy::new(&settings.lockout),
             tokens: settings.tokens.clone(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            )),
         });
         let bound = server::bind(&settings.server).await?;
         Ok(Self { bound, settings, state })

@@ -65,6 +65,13 @@ impl Validate for Settings {
                     "must not be empty",
                 ));
             }
+            // Stored as a fast hash, so it must be a long random value, not a password.
+            if secrecy::ExposeSecret::expose_secret(&account.client_secret).len() < 32 {
+                return Err(ConfigError::invalid(
+                    format!("bootstrap.service_accounts[{i}].client_secret"),
+                    "must be at least 32 random characters",
+                ));
+            }
         }
         Ok(())
     }

@@ -250,6 +250,10 @@ impl Verifier {
                 _ => unauthenticated("malformed"),
             }
         })?;
+        // A partner principal without its partner would see everything: refuse it.
+        if data.claims.kind.is_partner() && data.claims.partner_id.as_deref().is_none_or(str::is_empty) {
+            return Err(unauthenticated("partner token without partner"));
+        }
         Ok(Principal::from(data.claims))
     }
 
@@ -656,6 +660,20 @@ mod tests {
         let fetches = source.1.load(std::sync::atomic::Ordering::SeqCst);
         let intervals = (started.elapsed().as_millis() / 200) as usize + 1;
         assert!(fetches <= intervals + 1, "{fetches} fetches in {intervals} intervals");
+    }
+
+    #[tokio::test]
+    async fn a_partner_token_without_its_partner_is_rejected() {
+        let (enc, public) = keypair(4);
+        let (v, _) = verifier(vec![VerificationKey {
+            key_id: "k1".into(),
+            public_key: public,
+            expires_at: None,
+        }]);
+        let mut c = claims(600);
+        c.partner_id = None;
+        let err = v.verify(&sign(&enc, "k1", &c)).await.unwrap_err();
+        assert!(err.to_string().contains("partner"), "{err}");
     }
 
     #[tokio::test]

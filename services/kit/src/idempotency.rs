@@ -111,7 +111,8 @@ pub mod migration {
 /// A validated request id bound to its operation and request.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
-    scope: &'static str,
+    /// Operation and a short hash of the caller.
+    scope: String,
     request_id: String,
     fingerprint: Vec<u8>,
 }
@@ -120,8 +121,11 @@ impl IdempotencyKey {
     /// `None` when the request carries no id (the create is then not idempotent).
     /// The fingerprint is over the encoded request (map fields are BTreeMaps, so the
     /// encoding is deterministic).
+    /// `caller` (the principal's subject) is part of the key: one caller's request id
+    /// never replays, or reveals, another caller's result.
     pub fn from_request(
         scope: &'static str,
+        caller: &str,
         request_id: &str,
         request: &impl prost::Message,
     ) -> ServiceResult<Option<Self>> {
@@ -140,15 +144,19 @@ impl IdempotencyKey {
                 "must be printable ASCII without spaces",
             ));
         }
+        let caller_hash: String = Sha256::digest(caller.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(Some(Self {
-            scope,
+            scope: format!("{scope}:{caller_hash}"),
             request_id: request_id.to_owned(),
             fingerprint: Sha256::digest(request.encode_to_vec()).to_vec(),
         }))
     }
 
     async fn stored<R: prost::Message + Default>(&self, db: &impl ConnectionTrait) -> ServiceResult<Option<R>> {
-        let row = entity::Entity::find_by_id((self.scope.to_owned(), self.request_id.clone()))
+        let row = entity::Entity::find_by_id((self.scope.clone(), self.request_id.clone()))
             .one(db)
             .await?;
         match row {
@@ -237,7 +245,11 @@ where
                 tracing::debug!(attempt, error = %err, "retrying transaction");
                 tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
             }
-            Err(Attempt::Retry(err)) => return Err(err.into()),
+            // Contention, not a fault: the caller may retry later.
+            Err(Attempt::Retry(err)) => {
+                tracing::warn!(error = %err, "transaction still contended after retries");
+                return Err(ServiceError::Aborted("too much contention, retry".into()));
+            }
             Err(Attempt::Failed(err)) => return Err(err),
             Ok(response) => return Ok(response),
         }
@@ -286,7 +298,7 @@ where
     };
     if let (Some(key), Some(bytes)) = (key, encode(&response)) {
         entity::ActiveModel {
-            scope: Set(key.scope.to_owned()),
+            scope: Set(key.scope.clone()),
             request_id: Set(key.request_id.clone()),
             fingerprint: Set(key.fingerprint.clone()),
             response: Set(bytes),

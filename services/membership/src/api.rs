@@ -318,9 +318,13 @@ impl MembershipService for MembershipApi {
     #[tracing::instrument(skip_all)]
     async fn register_member(&self, request: Request<pb::RegisterMemberRequest>) -> Rpc<pb::Member> {
         let s = &self.state;
-        Principal::of(&request)?.require_scope(WRITE)?;
+        let caller = {
+            let principal = Principal::of(&request)?;
+            principal.require_scope(WRITE)?;
+            principal.subject.clone()
+        };
         let req = request.into_inner();
-        let key = IdempotencyKey::from_request("membership.RegisterMember", &req.request_id, &req)?;
+        let key = IdempotencyKey::from_request("membership.RegisterMember", &caller, &req.request_id, &req)?;
         let Some(m) = req.member.as_ref() else {
             return Err(ServiceError::invalid("member", "is required").into());
         };

@@ -543,9 +543,13 @@ impl LoyaltyService for LoyaltyApi {
 
     async fn grant_points(&self, request: Request<pb::GrantPointsRequest>) -> Rpc<pb::PointsBalance> {
         let s = &self.state;
-        Principal::of(&request)?.require_scope(POINTS_WRITE)?;
+        let caller = {
+            let principal = Principal::of(&request)?;
+            principal.require_scope(POINTS_WRITE)?;
+            principal.subject.clone()
+        };
         let req = request.into_inner();
-        let key = IdempotencyKey::from_request("membership.GrantPoints", &req.request_id, &req)?;
+        let key = IdempotencyKey::from_request("membership.GrantPoints", &caller, &req.request_id, &req)?;
         let id = member_id("name", &req.name)?;
         positive_points("points", req.points)?;
         let why = reason("reason", &req.reason)?;
@@ -574,9 +578,13 @@ impl LoyaltyService for LoyaltyApi {
 
     async fn redeem_points(&self, request: Request<pb::RedeemPointsRequest>) -> Rpc<pb::PointsBalance> {
         let s = &self.state;
-        Principal::of(&request)?.require_scope(POINTS_WRITE)?;
+        let caller = {
+            let principal = Principal::of(&request)?;
+            principal.require_scope(POINTS_WRITE)?;
+            principal.subject.clone()
+        };
         let req = request.into_inner();
-        let key = IdempotencyKey::from_request("membership.RedeemPoints", &req.request_id, &req)?;
+        let key = IdempotencyKey::from_request("membership.RedeemPoints", &caller, &req.request_id, &req)?;
         let id = member_id("name", &req.name)?;
         positive_points("points", req.points)?;
         let why = reason("reason", &req.reason)?;

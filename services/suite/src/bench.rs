@@ -33,6 +33,12 @@ pub enum Target {
     IdentityGetUser,
     /// identity ListPublicKeys: an unauthenticated read of the key table.
     IdentityListPublicKeys,
+    /// membership IdentifyMember by phone on a cache hit (a hot set of 1,000 members).
+    MembershipIdentify,
+    /// membership GetMember on a cache miss: every request a different member.
+    MembershipGetMiss,
+    /// membership RegisterMember: a new member with two identifiers and a tag.
+    MembershipRegister,
 }
 
 impl Target {
@@ -42,6 +48,9 @@ impl Target {
             Self::IdentityWhoami => "identity.GetCurrentPrincipal",
             Self::IdentityGetUser => "identity.GetUser",
             Self::IdentityListPublicKeys => "identity.ListPublicKeys",
+            Self::MembershipIdentify => "membership.IdentifyMember (hit)",
+            Self::MembershipGetMiss => "membership.GetMember (miss)",
+            Self::MembershipRegister => "membership.RegisterMember",
         }
     }
 }
@@ -69,6 +78,12 @@ pub struct BenchArgs {
     /// Database of the measured service; default: a temporary SQLite file.
     #[arg(long, env = "RETAIL_BENCH_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Redis for membership's cache; default: the in-process cache.
+    #[arg(long, env = "RETAIL_BENCH_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Members seeded before a membership benchmark.
+    #[arg(long, default_value_t = 100_000)]
+    pub seed_members: u64,
 }
 
 /// Figures of one measurement.
@@ -362,6 +377,122 @@ async fn bench_identity(args: &BenchArgs, target: Target) -> anyhow::Result<Repo
     Ok(report)
 }
 
+async fn bench_membership(args: &BenchArgs, target: Target) -> anyhow::Result<Report> {
+    use retail_proto::membership::membership_service_client::MembershipServiceClient;
+    use retail_proto::membership::{self as mpb};
+
+    let dir = tempfile::tempdir()?;
+    let mut identity_settings = retail_identity::Settings {
+        server: loopback(),
+        ..Default::default()
+    };
+    identity_settings.database.url =
+        SecretString::from(format!("sqlite://{}/identity.db?mode=rwc", dir.path().display()));
+    identity_settings.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
+    let identity = retail_identity::Application::build(identity_settings).await?;
+    let identity_addr = identity.local_addr();
+    let (itx, irx) = tokio::sync::oneshot::channel::<()>();
+    let identity_server = tokio::spawn(identity.run(async move {
+        let _ = irx.await;
+    }));
+
+    let mut settings = retail_membership::Settings {
+        server: loopback(),
+        ..Default::default()
+    };
+    settings.auth.identity_url = format!("http://{identity_addr}");
+    settings.database.url = SecretString::from(
+        args.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/membership.db?mode=rwc", dir.path().display())),
+    );
+    settings.database.max_connections = 16;
+    settings.cache.redis_url = args.redis_url.clone();
+    settings.cache.namespace = format!("bench-{}", rand::random::<u32>());
+    let membership = retail_membership::Application::build(settings).await?;
+    let addr = membership.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(membership.run(async move {
+        let _ = rx.await;
+    }));
+
+    let identity_channel = channels(identity_addr, 1).await?.remove(0);
+    let bearer_text = crate::seed::admin_bearer(identity_channel, BENCH_ADMIN_PASSWORD).await?;
+    let membership_channels = channels(addr, args.connections).await?;
+    let (phone_run, names) =
+        crate::seed::register_members(membership_channels[0].clone(), &bearer_text, args.seed_members, 32).await?;
+    if let Some(rss) = resident_mib() {
+        println!("seeded {} members; resident memory {rss:.1} MiB", names.len());
+    }
+    let bearer: tonic::metadata::MetadataValue<_> = bearer_text.parse()?;
+    let clients: Vec<_> = membership_channels
+        .into_iter()
+        .map(MembershipServiceClient::new)
+        .collect();
+    let names = Arc::new(names);
+    let cursor = Arc::new(AtomicU64::new(0));
+    let report = match target {
+        Target::MembershipIdentify => {
+            let hot = names.len().clamp(1, 1000) as u64;
+            run(target.label(), args, move |worker| {
+                let mut client = clients[worker % clients.len()].clone();
+                let i = cursor.fetch_add(1, Ordering::Relaxed) % hot;
+                let request = authed(
+                    &bearer,
+                    mpb::IdentifyMemberRequest {
+                        identifier: Some(mpb::Identifier {
+                            kind: mpb::IdentifierKind::Phone as i32,
+                            value: crate::seed::seed_phone(phone_run, i),
+                            channel: String::new(),
+                        }),
+                    },
+                );
+                async move { client.identify_member(request).await.map(|_| ()) }
+            })
+            .await?
+        }
+        Target::MembershipGetMiss => {
+            anyhow::ensure!(!names.is_empty(), "--seed-members must be positive for this target");
+            run(target.label(), args, move |worker| {
+                let mut client = clients[worker % clients.len()].clone();
+                let i = cursor.fetch_add(1, Ordering::Relaxed) as usize % names.len();
+                let request = authed(&bearer, mpb::GetMemberRequest { name: names[i].clone() });
+                async move { client.get_member(request).await.map(|_| ()) }
+            })
+            .await?
+        }
+        _ => {
+            let fresh: u32 = (phone_run + 500) % 1000;
+            run(target.label(), args, move |worker| {
+                let mut client = clients[worker % clients.len()].clone();
+                let i = 5_000_000 + cursor.fetch_add(1, Ordering::Relaxed);
+                let request = authed(
+                    &bearer,
+                    mpb::RegisterMemberRequest {
+                        member: Some(mpb::Member {
+                            display_name: format!("Bench {i}"),
+                            identifiers: vec![mpb::Identifier {
+                                kind: mpb::IdentifierKind::Phone as i32,
+                                value: crate::seed::seed_phone(fresh, i),
+                                channel: String::new(),
+                            }],
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    },
+                );
+                async move { client.register_member(request).await.map(|_| ()) }
+            })
+            .await?
+        }
+    };
+    let _ = tx.send(());
+    server.await??;
+    let _ = itx.send(());
+    identity_server.await??;
+    Ok(report)
+}
+
 fn authed<T>(bearer: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", bearer.clone());
@@ -415,8 +546,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     let baseline = bench_echo(&args).await?;
     let mut reports = vec![baseline.clone()];
-    if args.target != Target::Echo {
-        reports.push(bench_identity(&args, args.target).await?);
+    match args.target {
+        Target::Echo => {}
+        Target::MembershipIdentify | Target::MembershipGetMiss | Target::MembershipRegister => {
+            reports.push(bench_membership(&args, args.target).await?)
+        }
+        _ => reports.push(bench_identity(&args, args.target).await?),
     }
     print_table(&reports, &baseline);
     Ok(())

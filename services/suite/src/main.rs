@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod echo;
+mod seed;
 mod settings;
 mod up;
 
@@ -40,11 +41,14 @@ enum Command {
     },
     /// Load-test an RPC against the bare echo baseline measured in the same run.
     Bench(bench::BenchArgs),
+    /// Load a demo dataset into a running suite through its APIs.
+    Seed(seed::SeedArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Service {
     Identity,
+    Membership,
 }
 
 #[tokio::main]
@@ -55,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = up::load_settings(config.as_deref(), data_dir)?;
             let _telemetry = retail_kit::telemetry::init("retail-suite", &settings.telemetry)?;
             retail_identity::migrate(&settings.identity).await?;
+            retail_membership::migrate(&settings.membership).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -66,7 +71,22 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!(address = %app.local_addr(), "identity listening");
                 app.run(retail_kit::server::shutdown_signal()).await
             }
+            Service::Membership => {
+                let settings: retail_membership::Settings = retail_kit::config::load("membership", config.as_deref())?;
+                let _telemetry = retail_kit::telemetry::init("membership", &settings.telemetry)?;
+                let app = retail_membership::Application::build(settings).await?;
+                tracing::info!(address = %app.local_addr(), "membership listening");
+                app.run(retail_kit::server::shutdown_signal()).await
+            }
         },
+        Command::Seed(args) => {
+            let telemetry = retail_kit::config::TelemetrySettings {
+                log_filter: "warn".into(),
+                ..Default::default()
+            };
+            let _telemetry = retail_kit::telemetry::init("retail-suite-seed", &telemetry)?;
+            seed::seed(args).await
+        }
         Command::Bench(args) => {
             // The benchmark prints its own table; keep logs to warnings.
             let telemetry = retail_kit::config::TelemetrySettings {

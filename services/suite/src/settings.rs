@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Fixed local ports of the embedded suite.
 pub const IDENTITY_PORT: u16 = 50051;
+pub const MEMBERSHIP_PORT: u16 = 50052;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,6 +21,7 @@ pub struct SuiteSettings {
     /// ignored when they run inside the suite).
     pub telemetry: TelemetrySettings,
     pub identity: retail_identity::Settings,
+    pub membership: retail_membership::Settings,
 }
 
 const DEFAULT_DATA_DIR: &str = "data";
@@ -34,10 +36,14 @@ impl Default for SuiteSettings {
         let mut identity = retail_identity::Settings::default();
         identity.server.port = IDENTITY_PORT;
         identity.database.url = SecretString::from(sqlite_url(&data_dir, "identity"));
+        let mut membership = retail_membership::Settings::default();
+        membership.server.port = MEMBERSHIP_PORT;
+        membership.database.url = SecretString::from(sqlite_url(&data_dir, "membership"));
         Self {
             data_dir,
             telemetry: TelemetrySettings::default(),
             identity,
+            membership,
         }
     }
 }
@@ -46,16 +52,24 @@ impl Validate for SuiteSettings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.identity
             .validate()
-            .map_err(|e| ConfigError::invalid("identity", e.to_string()))
+            .map_err(|e| ConfigError::invalid("identity", e.to_string()))?;
+        self.membership
+            .validate()
+            .map_err(|e| ConfigError::invalid("membership", e.to_string()))
     }
 }
 
 impl SuiteSettings {
     /// Moves the default SQLite files under `data_dir` when it is not the default.
     pub fn relocate_data(&mut self) {
-        let default = sqlite_url(std::path::Path::new(DEFAULT_DATA_DIR), "identity");
-        if self.identity.database.url.expose_secret() == default {
-            self.identity.database.url = SecretString::from(sqlite_url(&self.data_dir, "identity"));
+        for (service, url) in [
+            ("identity", &mut self.identity.database.url),
+            ("membership", &mut self.membership.database.url),
+        ] {
+            let default = sqlite_url(std::path::Path::new(DEFAULT_DATA_DIR), service);
+            if url.expose_secret() == default {
+                *url = SecretString::from(sqlite_url(&self.data_dir, service));
+            }
         }
     }
 }

@@ -86,12 +86,25 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let identity_db = redact_url(settings.identity.database.url.expose_secret());
     let identity = retail_identity::Application::build(settings.identity.clone()).await?;
     let identity_addr = identity.local_addr();
+    // Membership verifies tokens with identity's keys, wherever identity listens.
+    settings.membership.auth.identity_url = format!("http://{identity_addr}");
+    let membership_db = redact_url(settings.membership.database.url.expose_secret());
+    let membership = retail_membership::Application::build(settings.membership.clone()).await?;
+    let membership_addr = membership.local_addr();
+    let cache = match &settings.membership.cache.redis_url {
+        Some(url) => format!("redis {}", redact_url(url)),
+        None => "in-process".into(),
+    };
 
     println!();
     println!("retail suite is up (Ctrl-C or SIGTERM to stop)");
     println!();
     println!("  {:<12} {:<22} database", "service", "address");
     println!("  {:<12} {:<22} {}", "identity", identity_addr, identity_db);
+    println!(
+        "  {:<12} {:<22} {} (cache: {cache})",
+        "membership", membership_addr, membership_db
+    );
     println!();
     let username = &settings.identity.bootstrap.admin_username;
     match &password_file {
@@ -107,7 +120,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!();
 
     let shutdown = retail_kit::server::shutdown_signal().shared();
-    identity.run(shutdown.clone()).await?;
+    let (identity, membership) = tokio::join!(identity.run(shutdown.clone()), membership.run(shutdown.clone()));
+    identity?;
+    membership?;
     tracing::info!("retail suite stopped");
     Ok(())
 }

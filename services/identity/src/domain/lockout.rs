@@ -1,6 +1,7 @@
 //! Brute-force protection: after `slow_after` consecutive failures every further
 //! attempt must wait a delay that doubles per failure; after `lock_after` failures the
-//! subject is locked for `lock`. A success clears the record. Subjects are usernames
+//! subject is locked for `lock`, and an expired lock starts a fresh count. A success
+//! clears the record. Subjects are usernames
 //! (known or not, so locking reveals nothing) and API-key prefixes.
 
 use std::time::Duration;
@@ -54,6 +55,10 @@ impl LockoutPolicy {
         self.lock
     }
 
+    pub fn lock_after(&self) -> u32 {
+        self.lock_after
+    }
+
     pub fn gate(&self, state: &ThrottleState, now: DateTime<Utc>) -> Gate {
         if let Some(locked_until) = state.locked_until
             && locked_until > now
@@ -69,29 +74,22 @@ impl LockoutPolicy {
         Gate::Open
     }
 
-    /// The state after one more failure at `now`, given the failure count after it.
-    pub fn after_failure(&self, previous: &ThrottleState, now: DateTime<Utc>) -> ThrottleState {
-        // A lock that has run out starts a fresh count.
-        let failures = if previous.locked_until.is_some_and(|t| t <= now) {
-            1
-        } else {
-            previous.failures.saturating_add(1)
-        };
-        self.state_for(failures, now)
-    }
-
     /// The state for `failures` consecutive failures, the last at `now`.
     pub fn state_for(&self, failures: u32, now: DateTime<Utc>) -> ThrottleState {
         if failures >= self.lock_after {
             return ThrottleState {
                 failures,
                 next_attempt_at: None,
-                locked_until: Some(now + self.lock),
+                locked_until: now
+                    .checked_add_signed(chrono::Duration::from_std(self.lock).unwrap_or(chrono::Duration::MAX))
+                    .or(Some(DateTime::<Utc>::MAX_UTC)),
             };
         }
         let next_attempt_at = (failures >= self.slow_after).then(|| {
             let doublings = (failures - self.slow_after).min(20);
-            now + self.base_delay.saturating_mul(1 << doublings).min(self.max_delay)
+            let delay = self.base_delay.saturating_mul(1 << doublings).min(self.max_delay);
+            now.checked_add_signed(chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
         });
         ThrottleState {
             failures,
@@ -119,10 +117,8 @@ mod tests {
     fn failures_below_the_threshold_do_not_slow_down() {
         let p = policy();
         let now = Utc::now();
-        let mut s = ThrottleState::default();
-        for _ in 0..2 {
-            s = p.after_failure(&s, now);
-            assert_eq!(p.gate(&s, now), Gate::Open);
+        for failures in 0..3 {
+            assert_eq!(p.gate(&p.state_for(failures, now), now), Gate::Open);
         }
     }
 
@@ -149,14 +145,5 @@ mod tests {
         let s = p.state_for(4, now);
         assert_eq!(p.gate(&s, now), Gate::Wait(Duration::from_secs(2)));
         assert_eq!(p.gate(&s, now + chrono::Duration::seconds(2)), Gate::Open);
-    }
-
-    #[test]
-    fn an_expired_lock_starts_a_fresh_count() {
-        let p = policy();
-        let now = Utc::now();
-        let locked = p.state_for(6, now);
-        let later = now + chrono::Duration::seconds(901);
-        assert_eq!(p.after_failure(&locked, later).failures, 1);
     }
 }

@@ -143,6 +143,12 @@ impl MigrationTrait for CreateIdentityTables {
                 .col(timestamp_with_time_zone_null(Users::LastLoginAt))
                 .col(timestamp_with_time_zone(Users::PasswordChangedAt))
                 .check(Expr::col(Users::Kind).is_in(["staff", "partner_user"]))
+                // A partner user always belongs to a partner: isolation depends on it.
+                .check(
+                    Expr::col(Users::Kind)
+                        .ne("partner_user")
+                        .or(Expr::col(Users::PartnerId).is_not_null()),
+                )
                 .to_owned(),
         )
         .await?;

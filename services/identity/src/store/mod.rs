@@ -445,7 +445,7 @@ pub async fn throttle(conn: &impl ConnectionTrait, subject: &str) -> ServiceResu
     Ok(login_throttle::Entity::find_by_id(subject.to_owned()).one(conn).await?)
 }
 
-/// Counts one more failure atomically and returns the new count.
+/// Counts one more attempt atomically and returns the new count.
 pub async fn count_failure(conn: &impl ConnectionTrait, subject: &str, now: DateTime<Utc>) -> ServiceResult<u32> {
     let inserted = login_throttle::ActiveModel {
         subject: Set(subject.to_owned()),
@@ -474,20 +474,55 @@ pub async fn count_failure(conn: &impl ConnectionTrait, subject: &str, now: Date
     Ok(row.map(|r| u32::try_from(r.failures).unwrap_or(0)).unwrap_or(1))
 }
 
-pub async fn set_throttle(
+/// Moves the throttle's times forward, never back: racing failures cannot undo a
+/// lock or a wait another one set.
+pub async fn raise_throttle(
     conn: &impl ConnectionTrait,
     subject: &str,
-    failures: u32,
     next_attempt_at: Option<DateTime<Utc>>,
     locked_until: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
 ) -> ServiceResult<()> {
+    if let Some(next) = next_attempt_at {
+        login_throttle::Entity::update_many()
+            .col_expr(login_throttle::Column::NextAttemptAt, Expr::value(next))
+            .filter(login_throttle::Column::Subject.eq(subject))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(login_throttle::Column::NextAttemptAt.is_null())
+                    .add(login_throttle::Column::NextAttemptAt.lt(next)),
+            )
+            .exec(conn)
+            .await?;
+    }
+    if let Some(until) = locked_until {
+        login_throttle::Entity::update_many()
+            .col_expr(login_throttle::Column::LockedUntil, Expr::value(until))
+            .filter(login_throttle::Column::Subject.eq(subject))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(login_throttle::Column::LockedUntil.is_null())
+                    .add(login_throttle::Column::LockedUntil.lt(until)),
+            )
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Starts a fresh count once a lock has run out (only if it has).
+pub async fn reset_expired_lock(conn: &impl ConnectionTrait, subject: &str, now: DateTime<Utc>) -> ServiceResult<()> {
     login_throttle::Entity::update_many()
-        .col_expr(login_throttle::Column::Failures, Expr::value(failures as i32))
-        .col_expr(login_throttle::Column::NextAttemptAt, Expr::value(next_attempt_at))
-        .col_expr(login_throttle::Column::LockedUntil, Expr::value(locked_until))
-        .col_expr(login_throttle::Column::UpdatedAt, Expr::value(now))
+        .col_expr(login_throttle::Column::Failures, Expr::value(0))
+        .col_expr(
+            login_throttle::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            login_throttle::Column::NextAttemptAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
         .filter(login_throttle::Column::Subject.eq(subject))
+        .filter(login_throttle::Column::LockedUntil.lte(now))
         .exec(conn)
         .await?;
     Ok(())

@@ -14,9 +14,12 @@ pub struct TierDef {
     pub threshold_minor: i64,
     /// Points multiplier of the tier.
     pub multiplier: Factor,
+    #[serde(default)]
     pub free_shipping: bool,
     /// Tier discount in basis points; applied by catalog's pricing, published here.
+    #[serde(default)]
     pub discount_bp: u32,
+    #[serde(default)]
     pub privileges: Vec<String>,
 }
 
