@@ -9,6 +9,11 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/retail_descriptor.bin"));
 
 pub mod retail {
+    pub mod catalog {
+        pub mod v1 {
+            tonic::include_proto!("retail.catalog.v1");
+        }
+    }
     pub mod common {
         pub mod v1 {
             tonic::include_proto!("retail.common.v1");
@@ -37,6 +42,7 @@ pub mod retail {
 }
 
 pub use retail::bench::v1 as bench;
+pub use retail::catalog::v1 as catalog;
 pub use retail::common::v1 as common;
 pub use retail::events::v1 as events;
 pub use retail::identity::v1 as identity;

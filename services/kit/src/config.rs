@@ -209,6 +209,36 @@ pub enum LogFormat {
     Json,
 }
 
+/// A publishing service's event log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSettings {
+    /// How often the appender and subscribers look for other replicas' events.
+    pub poll_ms: u64,
+    /// Events older than this are removed from the log.
+    pub retention_hours: u64,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        Self {
+            poll_ms: 200,
+            retention_hours: 7 * 24,
+        }
+    }
+}
+
+impl EventsSettings {
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.poll_ms.max(1))
+    }
+
+    /// Retention, capped at about 11 years so it always fits a `chrono::Duration`.
+    pub fn retention(&self) -> chrono::Duration {
+        chrono::Duration::hours(self.retention_hours.min(100_000) as i64)
+    }
+}
+
 /// How a service verifies access tokens and obtains its own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

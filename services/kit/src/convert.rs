@@ -2,6 +2,13 @@
 
 use chrono::{DateTime, Utc};
 
+/// Now, at the precision the databases store (microseconds), so that a value returned
+/// right after a write equals the one read back later.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.timestamp(),

@@ -136,6 +136,22 @@ impl Violations {
         }
     }
 
+    /// Records a parse that explains itself in a plain message.
+    pub fn field<T, E: std::fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.add(field, reason.to_string());
+                None
+            }
+        }
+    }
+
+    /// Free text (see [`text`]).
+    pub fn text(&mut self, field: &str, raw: &str, max: usize, required: bool) -> String {
+        self.check(text(field, raw, max, required)).unwrap_or_default()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -151,6 +167,21 @@ impl Violations {
 }
 
 pub use tonic_types::FieldViolation as Violation;
+
+/// Free text of at most `max` characters, trimmed, without control characters.
+pub fn text(field: &str, raw: &str, max: usize, required: bool) -> Result<String, Violation> {
+    let t = raw.trim();
+    if t.is_empty() && required {
+        return Err(Violation::new(field, "is required"));
+    }
+    if t.chars().count() > max {
+        return Err(Violation::new(field, format!("must be at most {max} characters")));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(Violation::new(field, "must not contain control characters"));
+    }
+    Ok(t.to_owned())
+}
 
 /// Shorthand for handlers.
 pub type ServiceResult<T> = Result<T, ServiceError>;

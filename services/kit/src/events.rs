@@ -334,6 +334,20 @@ impl EventLog {
         })
     }
 
+    /// Runs retention every hour: removes events older than `keep`.
+    pub fn spawn_retention(self: &Arc<Self>, keep: chrono::Duration) -> tokio::task::JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                if let Err(err) = log.purge(Utc::now() - keep).await {
+                    tracing::warn!(error = %err, source = log.source, "event log retention failed");
+                }
+            }
+        })
+    }
+
     /// Positioned events after `after`, in order.
     pub async fn read_after(&self, after: u64, limit: u64) -> ServiceResult<Vec<EventEnvelope>> {
         let rows = outbox::Entity::find()

@@ -11,7 +11,7 @@ use prost::Message;
 use retail_kit::auth::Principal;
 use retail_kit::cache::VersionedCache;
 use retail_kit::convert::{from_timestamp, timestamp};
-use retail_kit::error::{ServiceError, ServiceResult, Violations};
+use retail_kit::error::{ServiceError, ServiceResult, Violations, text};
 use retail_kit::events::{self, EventLog};
 use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_kit::paging::Page;
@@ -291,26 +291,6 @@ fn profile_fields(
 /// Whether the page's last member is also the last row the scan read.
 fn member_is_last(members: &[pb::Member], last_id: &str) -> bool {
     members.last().is_some_and(|m| m.name.ends_with(last_id))
-}
-
-fn text(field: &str, raw: &str, max: usize, required: bool) -> Result<String, retail_kit::error::Violation> {
-    let t = raw.trim();
-    if t.is_empty() && required {
-        return Err(retail_kit::error::Violation::new(field, "is required"));
-    }
-    if t.chars().count() > max {
-        return Err(retail_kit::error::Violation::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    if t.chars().any(char::is_control) {
-        return Err(retail_kit::error::Violation::new(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(t.to_owned())
 }
 
 #[tonic::async_trait]

@@ -60,7 +60,7 @@ impl Application {
             timeout: Duration::from_millis(settings.cache.timeout_ms),
             local_capacity: settings.cache.local_capacity,
         })?;
-        let log = EventLog::new(db.clone(), "membership", Duration::from_millis(settings.events.poll_ms));
+        let log = EventLog::new(db.clone(), "membership", settings.events.poll());
         let verifier = Arc::new(Verifier::new(
             &settings.auth.issuer,
             keys,
@@ -101,19 +101,7 @@ impl Application {
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let appender = self.state.log.spawn_appender();
-        let retention = {
-            let log = self.state.log.clone();
-            let keep = chrono::Duration::hours(self.settings.events.retention_hours.min(100_000) as i64);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(3600));
-                loop {
-                    tick.tick().await;
-                    if let Err(err) = log.purge(chrono::Utc::now() - keep).await {
-                        tracing::warn!(error = %err, "event log retention failed");
-                    }
-                }
-            })
-        };
+        let retention = self.state.log.spawn_retention(self.settings.events.retention());
         let jobs = {
             let state = self.state.clone();
             let expire_every = Duration::from_secs(self.settings.loyalty.expire_every_minutes.max(1) * 60);

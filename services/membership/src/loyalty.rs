@@ -447,6 +447,35 @@ fn reason(field: &str, raw: &str) -> ServiceResult<String> {
 
 #[tonic::async_trait]
 impl LoyaltyService for LoyaltyApi {
+    async fn list_tiers(&self, request: Request<pb::ListTiersRequest>) -> Rpc<pb::ListTiersResponse> {
+        Principal::of(&request)?.require_scope(crate::api::READ)?;
+        let rules = &self.state.rules;
+        ok(pb::ListTiersResponse {
+            tiers: rules
+                .ladder
+                .tiers()
+                .iter()
+                .map(|t| pb::Tier {
+                    name: t.name.clone(),
+                    threshold: Some(retail_proto::common::Money {
+                        currency_code: rules.currency.clone(),
+                        amount_minor: t.threshold_minor,
+                    }),
+                    points_multiplier_bp: t.multiplier.0,
+                    free_shipping: t.free_shipping,
+                    discount_bp: t.discount_bp,
+                    privileges: t.privileges.clone(),
+                })
+                .collect(),
+            mode: if rules.percentile.is_some() {
+                "percentile"
+            } else {
+                "absolute"
+            }
+            .into(),
+        })
+    }
+
     #[tracing::instrument(skip_all)]
     async fn record_purchase(&self, request: Request<pb::RecordPurchaseRequest>) -> Rpc<pb::RecordPurchaseResponse> {
         let s = &self.state;

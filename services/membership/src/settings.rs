@@ -1,7 +1,9 @@
 //! Membership's configuration: the shared sections plus cache, events and loyalty
 //! defaults.
 
-use retail_kit::config::{AuthSettings, ConfigError, DatabaseSettings, ServerSettings, TelemetrySettings, Validate};
+use retail_kit::config::{
+    AuthSettings, ConfigError, DatabaseSettings, EventsSettings, ServerSettings, TelemetrySettings, Validate,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Factor;
@@ -16,7 +18,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
     pub cache: CacheSection,
-    pub events: EventsSection,
+    pub events: EventsSettings,
     pub loyalty: LoyaltySection,
 }
 
@@ -65,25 +67,6 @@ impl Default for CacheSection {
             ttl_secs: 300,
             timeout_ms: 25,
             local_capacity: 200_000,
-        }
-    }
-}
-
-/// The event log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EventsSection {
-    /// How often the appender and subscribers look for other replicas' events.
-    pub poll_ms: u64,
-    /// Events older than this are removed from the log.
-    pub retention_hours: u64,
-}
-
-impl Default for EventsSection {
-    fn default() -> Self {
-        Self {
-            poll_ms: 200,
-            retention_hours: 7 * 24,
         }
     }
 }

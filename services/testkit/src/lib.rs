@@ -4,8 +4,11 @@
 //!   when `RETAIL_TEST_DATABASE_URL` is set (CI sets it), else a temporary SQLite file.
 //! - [`capture_logs`]: installs a subscriber that records every log line of the test
 //!   process, so a test can assert that no secret was logged.
+//! - [`tokens`]: tokens signed by a test key the services under test trust.
 
 #![forbid(unsafe_code)]
+
+pub mod tokens;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use retail_kit::auth::{AUDIENCE, Claims, KeySource, PrincipalKind, VerificationKey};
 use retail_membership::Settings;
 use retail_proto::membership::membership_service_client::MembershipServiceClient;
 use retail_proto::membership::{self as pb};
@@ -16,45 +14,11 @@ use retail_testkit::TestDatabase;
 use sea_orm::DatabaseConnection;
 use tonic::transport::Channel;
 
-#[derive(Debug)]
-struct StaticKeys(Vec<VerificationKey>);
-
-#[async_trait::async_trait]
-impl KeySource for StaticKeys {
-    async fn fetch(&self) -> anyhow::Result<Vec<VerificationKey>> {
-        Ok(self.0.clone())
-    }
-}
-
-const SEED: [u8; 32] = [42; 32];
+pub use retail_testkit::tokens::{violated_fields, with_token};
 
 /// A token as identity would issue it, with `scopes`.
 pub fn token(scopes: &[&str]) -> String {
-    let key = ed25519_dalek::SigningKey::from_bytes(&SEED);
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims {
-        iss: "retail-identity".into(),
-        aud: AUDIENCE.into(),
-        sub: "staff-1".into(),
-        exp: now + 3600,
-        iat: now,
-        nbf: now,
-        jti: uuid::Uuid::new_v4().to_string(),
-        kind: PrincipalKind::Staff,
-        roles: vec![],
-        scope: scopes.join(" "),
-        partner_id: None,
-        sid: None,
-    };
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some("test-key".into());
-    let der = key.to_pkcs8_der().unwrap();
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
-    )
-    .unwrap()
+    retail_testkit::tokens::staff_token(scopes)
 }
 
 pub fn staff_token() -> String {
@@ -87,12 +51,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     settings.events.poll_ms = 50;
     configure(&mut settings);
     let namespace = settings.cache.namespace.clone();
-    let key = ed25519_dalek::SigningKey::from_bytes(&SEED);
-    let keys = Arc::new(StaticKeys(vec![VerificationKey {
-        key_id: "test-key".into(),
-        public_key: key.verifying_key().to_bytes().to_vec(),
-        expires_at: None,
-    }]));
+    let keys = retail_testkit::tokens::test_keys();
     let app = retail_membership::Application::build_with_keys(settings, keys)
         .await
         .unwrap();
@@ -120,14 +79,6 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 
 pub fn authed<T>(message: T) -> tonic::Request<T> {
     with_token(&staff_token(), message)
-}
-
-pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 pub fn phone(value: &str) -> pb::Identifier {
@@ -172,13 +123,4 @@ impl TestApp {
             .await
             .map(|r| r.into_inner())
     }
-}
-
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }

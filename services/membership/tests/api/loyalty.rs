@@ -294,6 +294,26 @@ async fn the_profile_shows_lifecycle_and_qualifying_spend_from_purchases() {
 }
 
 #[tokio::test]
+async fn the_ladder_and_its_benefits_are_published() {
+    let app = spawn_app().await;
+    let tiers = loyalty(&app)
+        .list_tiers(with_token(&loyalty_token(), pb::ListTiersRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tiers.mode, "absolute");
+    let names: Vec<_> = tiers.tiers.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["regular", "silver", "gold", "platinum"]);
+    let thresholds: Vec<_> = tiers
+        .tiers
+        .iter()
+        .map(|t| t.threshold.as_ref().unwrap().amount_minor)
+        .collect();
+    assert_eq!(thresholds, [0, 50_000, 300_000, 800_000]);
+    assert!(tiers.tiers[2].free_shipping);
+}
+
+#[tokio::test]
 async fn bad_loyalty_input_is_refused_precisely() {
     let app = spawn_app().await;
     let m = member(&app, "+4916000000007").await;

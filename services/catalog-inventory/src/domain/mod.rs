@@ -1,0 +1,13 @@
+//! Catalog-inventory's rules (DOMAIN.md section 3), without I/O. Everything that
+//! depends on "now" takes an explicit time.
+//!
+//! - [`codes`]: SKU and warehouse codes, channels, roles, titles, tags, categories.
+//! - [`pricing`]: the price of a line for a channel, tier or partner level, itemised;
+//!   competitor undercuts.
+//! - [`stock`]: which warehouses hold a reservation's lines.
+//! - [`reconcile`]: the daily listing reconciliation of a channel.
+
+pub mod codes;
+pub mod pricing;
+pub mod reconcile;
+pub mod stock;

@@ -1,0 +1,145 @@
+//! The catalog-inventory service: products and variants, listings per channel and
+//! their reconciliation, prices and quotes, warehouses, stock and reservations that
+//! never oversell, and the event log other services subscribe to.
+//!
+//! Layout: [`api`] (catalog), [`pricing`] and [`inventory`] are the gRPC adapters,
+//! [`domain`] the rules without I/O, [`store`] the tables and conditional updates.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod domain;
+pub mod inventory;
+pub mod pricing;
+pub mod settings;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use retail_kit::auth::{AuthLayer, GrpcKeySource, KeySource, Verifier};
+use retail_kit::events::{EventLog, EventLogApi};
+use retail_kit::server::{self, Bound, ServiceRoutes};
+use retail_proto::catalog::catalog_service_server::{self, CatalogServiceServer};
+use retail_proto::catalog::inventory_service_server::{self, InventoryServiceServer};
+use retail_proto::catalog::pricing_service_server::{self, PricingServiceServer};
+use retail_proto::events::event_log_service_server::{self, EventLogServiceServer};
+use sea_orm::DatabaseConnection;
+
+pub use settings::Settings;
+
+use crate::api::{CatalogApi, State};
+use crate::domain::codes::Channel;
+use crate::inventory::InventoryApi;
+use crate::pricing::PricingApi;
+use crate::store::migration::Migrator;
+
+#[derive(Debug)]
+pub struct Application {
+    bound: Bound,
+    state: Arc<State>,
+    verifier: Arc<Verifier>,
+}
+
+impl Application {
+    /// Builds with identity's public keys fetched from `auth.identity_url`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let channel = tonic::transport::Channel::from_shared(settings.auth.identity_url.clone())?
+            .connect_timeout(Duration::from_secs(3))
+            .connect_lazy();
+        Self::build_with_keys(settings, Arc::new(GrpcKeySource::new(channel))).await
+    }
+
+    /// Builds with a given key source (tests use a static one).
+    pub async fn build_with_keys(settings: Settings, keys: Arc<dyn KeySource>) -> anyhow::Result<Self> {
+        let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings.database).await?;
+        let log = EventLog::new(db.clone(), "catalog", settings.events.poll());
+        let verifier = Arc::new(Verifier::new(
+            &settings.auth.issuer,
+            keys,
+            Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
+        ));
+        let bound = server::bind(&settings.server).await?;
+        Ok(Self {
+            bound,
+            state: Arc::new(State { db, log, settings }),
+            verifier,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.bound.local_addr()
+    }
+
+    pub fn db(&self) -> DatabaseConnection {
+        self.state.db.clone()
+    }
+
+    /// The shared state, for the periodic jobs (tests drive them with their own time).
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone()
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let state = self.state;
+        let appender = state.log.spawn_appender();
+        let retention = state.log.spawn_retention(state.settings.events.retention());
+        let sweeper = state.spawn_sweeper();
+        let reconciliation = spawn_daily_reconciliation(state.clone());
+        let log = state.log.clone();
+        // Open subscriptions end when shutdown starts, so the drain can finish.
+        let shutdown = async move {
+            shutdown.await;
+            log.close();
+        };
+        let routes = ServiceRoutes {
+            routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(state.clone())))
+                .add_service(PricingServiceServer::new(PricingApi::new(state.clone())))
+                .add_service(InventoryServiceServer::new(InventoryApi::new(state.clone())))
+                .add_service(EventLogServiceServer::new(EventLogApi::new(state.log.clone()))),
+            names: vec![
+                catalog_service_server::SERVICE_NAME,
+                pricing_service_server::SERVICE_NAME,
+                inventory_service_server::SERVICE_NAME,
+                event_log_service_server::SERVICE_NAME,
+            ],
+            auth: Some(AuthLayer::new(self.verifier.clone(), &[])),
+        };
+        let result = server::serve(self.bound, &state.settings.server, routes, shutdown).await;
+        for task in [appender, retention, sweeper, reconciliation] {
+            task.abort();
+        }
+        result
+    }
+}
+
+/// Logs the reconciliation of every channel once a day (the report is also on demand
+/// through `ReconcileListings`).
+fn spawn_daily_reconciliation(state: Arc<State>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            for channel in Channel::ALL {
+                match state.reconcile(channel).await {
+                    Ok(r) => tracing::info!(
+                        channel = channel.as_str(),
+                        listed_without_stock = r.listed_without_stock.len(),
+                        unlisted_with_stock = r.unlisted_with_stock.len(),
+                        duplicates = r.duplicates.len(),
+                        "listing reconciliation"
+                    ),
+                    Err(err) => tracing::warn!(error = %err, "listing reconciliation failed"),
+                }
+            }
+        }
+    })
+}
+
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = retail_kit::db::connect(&settings.database).await?;
+    retail_kit::db::migrate::<Migrator>(&db).await
+}

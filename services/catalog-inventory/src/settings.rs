@@ -1,0 +1,87 @@
+//! Catalog-inventory's configuration: the shared sections plus reservation and
+//! pricing defaults.
+
+use retail_kit::config::{
+    AuthSettings, ConfigError, DatabaseSettings, EventsSettings, ServerSettings, TelemetrySettings, Validate,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::codes;
+use crate::domain::pricing::MAX_DISCOUNT_BP;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
+    pub events: EventsSettings,
+    pub inventory: InventorySection,
+    pub pricing: PricingSection,
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate("server")?;
+        self.database.validate("database")?;
+        let inv = &self.inventory;
+        if inv.reservation_ttl_secs == 0 || inv.reservation_ttl_secs > inv.max_reservation_ttl_secs {
+            return Err(ConfigError::invalid(
+                "inventory.reservation_ttl_secs",
+                "must be positive and at most inventory.max_reservation_ttl_secs",
+            ));
+        }
+        if inv.sweep_every_secs == 0 {
+            return Err(ConfigError::invalid("inventory.sweep_every_secs", "must be positive"));
+        }
+        codes::currency(&self.pricing.currency).map_err(|e| ConfigError::invalid("pricing.currency", e))?;
+        if self.pricing.competitor_alert_bp > MAX_DISCOUNT_BP {
+            return Err(ConfigError::invalid(
+                "pricing.competitor_alert_bp",
+                "must be at most 9000 (90 %)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InventorySection {
+    /// A reservation not committed within this time is released by the sweeper.
+    pub reservation_ttl_secs: u64,
+    /// The longest TTL a caller may ask for.
+    pub max_reservation_ttl_secs: u64,
+    /// How often the sweeper looks for expired reservations.
+    pub sweep_every_secs: u64,
+}
+
+impl Default for InventorySection {
+    fn default() -> Self {
+        Self {
+            reservation_ttl_secs: 15 * 60,
+            max_reservation_ttl_secs: 24 * 3600,
+            sweep_every_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricingSection {
+    /// Currency of quotes that name none.
+    pub currency: String,
+    /// A competitor cheaper than our consumer price by more than this (basis points
+    /// of our price) raises an alert.
+    pub competitor_alert_bp: u32,
+}
+
+impl Default for PricingSection {
+    fn default() -> Self {
+        Self {
+            currency: "EUR".into(),
+            competitor_alert_bp: 500,
+        }
+    }
+}
