@@ -39,6 +39,10 @@ pub enum Target {
     MembershipGetMiss,
     /// membership RegisterMember: a new member with two identifiers and a tag.
     MembershipRegister,
+    /// catalog BatchGetSkus of 50 random SKUs among the seeded ones (default 100,000).
+    CatalogBatchGet,
+    /// catalog ReserveStock of one unit then CommitReservation: one request is both.
+    CatalogReserveCommit,
 }
 
 impl Target {
@@ -51,6 +55,8 @@ impl Target {
             Self::MembershipIdentify => "membership.IdentifyMember (hit)",
             Self::MembershipGetMiss => "membership.GetMember (miss)",
             Self::MembershipRegister => "membership.RegisterMember",
+            Self::CatalogBatchGet => "catalog.BatchGetSkus (50)",
+            Self::CatalogReserveCommit => "catalog.ReserveStock+Commit",
         }
     }
 }
@@ -84,6 +90,9 @@ pub struct BenchArgs {
     /// Members seeded before a membership benchmark.
     #[arg(long, default_value_t = 100_000)]
     pub seed_members: u64,
+    /// SKUs seeded before catalog-batch-get.
+    #[arg(long, default_value_t = 100_000)]
+    pub seed_skus: u64,
 }
 
 /// Figures of one measurement.
@@ -382,25 +391,12 @@ async fn bench_membership(args: &BenchArgs, target: Target) -> anyhow::Result<Re
     use retail_proto::membership::{self as mpb};
 
     let dir = tempfile::tempdir()?;
-    let mut identity_settings = retail_identity::Settings {
-        server: loopback(),
-        ..Default::default()
-    };
-    identity_settings.database.url =
-        SecretString::from(format!("sqlite://{}/identity.db?mode=rwc", dir.path().display()));
-    identity_settings.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
-    let identity = retail_identity::Application::build(identity_settings).await?;
-    let identity_addr = identity.local_addr();
-    let (itx, irx) = tokio::sync::oneshot::channel::<()>();
-    let identity_server = tokio::spawn(identity.run(async move {
-        let _ = irx.await;
-    }));
-
+    let identity = Running::identity(dir.path()).await?;
     let mut settings = retail_membership::Settings {
         server: loopback(),
         ..Default::default()
     };
-    settings.auth.identity_url = format!("http://{identity_addr}");
+    settings.auth.identity_url = format!("http://{}", identity.addr);
     settings.database.url = SecretString::from(
         args.database_url
             .clone()
@@ -416,8 +412,7 @@ async fn bench_membership(args: &BenchArgs, target: Target) -> anyhow::Result<Re
         let _ = rx.await;
     }));
 
-    let identity_channel = channels(identity_addr, 1).await?.remove(0);
-    let bearer_text = crate::seed::admin_bearer(identity_channel, BENCH_ADMIN_PASSWORD).await?;
+    let bearer_text = identity.admin_bearer().await?;
     let membership_channels = channels(addr, args.connections).await?;
     let (phone_run, names) =
         crate::seed::register_members(membership_channels[0].clone(), &bearer_text, args.seed_members, 32).await?;
@@ -488,8 +483,135 @@ async fn bench_membership(args: &BenchArgs, target: Target) -> anyhow::Result<Re
     };
     let _ = tx.send(());
     server.await??;
-    let _ = itx.send(());
-    identity_server.await??;
+    identity.stop().await?;
+    Ok(report)
+}
+
+/// A server running in this process until [`Running::stop`].
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Identity on a temporary SQLite file with the bench admin, to issue tokens.
+    async fn identity(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let mut settings = retail_identity::Settings {
+            server: loopback(),
+            ..Default::default()
+        };
+        settings.database.url = SecretString::from(format!("sqlite://{}/identity.db?mode=rwc", dir.display()));
+        settings.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
+        let app = retail_identity::Application::build(settings).await?;
+        let addr = app.local_addr();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        Ok(Self { addr, stop, task })
+    }
+
+    async fn admin_bearer(&self) -> anyhow::Result<String> {
+        let channel = channels(self.addr, 1).await?.remove(0);
+        crate::seed::admin_bearer(channel, BENCH_ADMIN_PASSWORD).await
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
+async fn bench_catalog(args: &BenchArgs, target: Target) -> anyhow::Result<Report> {
+    use retail_proto::catalog::catalog_service_client::CatalogServiceClient;
+    use retail_proto::catalog::inventory_service_client::InventoryServiceClient;
+    use retail_proto::catalog::{self as cpb};
+
+    let dir = tempfile::tempdir()?;
+    let identity = Running::identity(dir.path()).await?;
+    let mut settings = retail_catalog::Settings {
+        server: loopback(),
+        ..Default::default()
+    };
+    settings.auth.identity_url = format!("http://{}", identity.addr);
+    settings.database.url = SecretString::from(
+        args.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display())),
+    );
+    settings.database.max_connections = 16;
+    let catalog = retail_catalog::Application::build(settings).await?;
+    let addr = catalog.local_addr();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(catalog.run(async move {
+        let _ = rx.await;
+    }));
+    let catalog = Running { addr, stop, task };
+
+    let bearer_text = identity.admin_bearer().await?;
+    let catalog_channels = channels(catalog.addr, args.connections).await?;
+    let (count, stocked) = match target {
+        Target::CatalogBatchGet => (args.seed_skus.max(50), 0),
+        _ => (1_000, 1_000),
+    };
+    let names =
+        crate::seed::seed_catalog(catalog_channels[0].clone(), &bearer_text, count, stocked, 1_000_000, 16).await?;
+    if let Some(rss) = resident_mib() {
+        println!("seeded {} SKUs; resident memory {rss:.1} MiB", names.len());
+    }
+    let bearer: tonic::metadata::MetadataValue<_> = bearer_text.parse()?;
+    let names = Arc::new(names);
+    let cursor = Arc::new(AtomicU64::new(0));
+    let report = match target {
+        Target::CatalogBatchGet => {
+            let clients: Vec<_> = catalog_channels.into_iter().map(CatalogServiceClient::new).collect();
+            run(target.label(), args, move |worker| {
+                let mut client = clients[worker % clients.len()].clone();
+                // 50 SKUs spread over the whole catalog, different every request.
+                let start = cursor.fetch_add(1, Ordering::Relaxed).wrapping_mul(7_919);
+                let picked = (0..50u64)
+                    .map(|k| names[(start.wrapping_add(k * 1_999) % names.len() as u64) as usize].clone())
+                    .collect();
+                let request = authed(&bearer, cpb::BatchGetSkusRequest { names: picked });
+                async move { client.batch_get_skus(request).await.map(|_| ()) }
+            })
+            .await?
+        }
+        _ => {
+            let clients: Vec<_> = catalog_channels.into_iter().map(InventoryServiceClient::new).collect();
+            let run_id: u32 = rand::random();
+            run(target.label(), args, move |worker| {
+                let mut client = clients[worker % clients.len()].clone();
+                let i = cursor.fetch_add(1, Ordering::Relaxed);
+                let order = format!("bench-{run_id}-{i}");
+                let reserve = authed(
+                    &bearer,
+                    cpb::ReserveStockRequest {
+                        order_id: order.clone(),
+                        lines: vec![cpb::ReservationLine {
+                            sku: names[(i % names.len() as u64) as usize].clone(),
+                            quantity: 1,
+                        }],
+                        ttl: None,
+                    },
+                );
+                let commit = authed(
+                    &bearer,
+                    cpb::CommitReservationRequest {
+                        name: format!("reservations/{order}"),
+                    },
+                );
+                async move {
+                    client.reserve_stock(reserve).await?;
+                    client.commit_reservation(commit).await.map(|_| ())
+                }
+            })
+            .await?
+        }
+    };
+    catalog.stop().await?;
+    identity.stop().await?;
     Ok(report)
 }
 
@@ -550,6 +672,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Target::Echo => {}
         Target::MembershipIdentify | Target::MembershipGetMiss | Target::MembershipRegister => {
             reports.push(bench_membership(&args, args.target).await?)
+        }
+        Target::CatalogBatchGet | Target::CatalogReserveCommit => {
+            reports.push(bench_catalog(&args, args.target).await?)
         }
         _ => reports.push(bench_identity(&args, args.target).await?),
     }

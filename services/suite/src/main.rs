@@ -49,6 +49,7 @@ enum Command {
 enum Service {
     Identity,
     Membership,
+    Catalog,
 }
 
 #[tokio::main]
@@ -60,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = retail_kit::telemetry::init("retail-suite", &settings.telemetry)?;
             retail_identity::migrate(&settings.identity).await?;
             retail_membership::migrate(&settings.membership).await?;
+            retail_catalog::migrate(&settings.catalog).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -76,6 +78,13 @@ async fn main() -> anyhow::Result<()> {
                 let _telemetry = retail_kit::telemetry::init("membership", &settings.telemetry)?;
                 let app = retail_membership::Application::build(settings).await?;
                 tracing::info!(address = %app.local_addr(), "membership listening");
+                app.run(retail_kit::server::shutdown_signal()).await
+            }
+            Service::Catalog => {
+                let settings: retail_catalog::Settings = retail_kit::config::load("catalog", config.as_deref())?;
+                let _telemetry = retail_kit::telemetry::init("catalog", &settings.telemetry)?;
+                let app = retail_catalog::Application::build(settings).await?;
+                tracing::info!(address = %app.local_addr(), "catalog listening");
                 app.run(retail_kit::server::shutdown_signal()).await
             }
         },

@@ -8,6 +8,10 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
+use retail_proto::catalog::catalog_service_client::CatalogServiceClient;
+use retail_proto::catalog::inventory_service_client::InventoryServiceClient;
+use retail_proto::catalog::pricing_service_client::PricingServiceClient;
+use retail_proto::catalog::{self as cpb};
 use retail_proto::identity::identity_service_client::IdentityServiceClient;
 use retail_proto::identity::{self as ipb};
 use retail_proto::membership::membership_service_client::MembershipServiceClient;
@@ -26,6 +30,12 @@ pub struct SeedArgs {
     pub identity: String,
     #[arg(long, default_value = "http://127.0.0.1:50052")]
     pub membership: String,
+    /// SKUs to create (in products of up to 100 variants), each with a list price
+    /// and stock.
+    #[arg(long, default_value_t = 2_000)]
+    pub skus: u64,
+    #[arg(long, default_value = "http://127.0.0.1:50053")]
+    pub catalog: String,
     /// Directory holding `admin-password` (as `retail-suite up` created it).
     #[arg(long, default_value = "data")]
     pub data_dir: std::path::PathBuf,
@@ -69,12 +79,7 @@ pub async fn register_members(
     concurrency: usize,
 ) -> anyhow::Result<(u32, Vec<String>)> {
     let run: u32 = rand::rng().random_range(0..1000);
-    let bar = ProgressBar::new(count);
-    bar.set_style(
-        ProgressStyle::with_template("seeding members [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = progress("members", count);
     let next = Arc::new(AtomicU64::new(0));
     let header: tonic::metadata::MetadataValue<_> = bearer.parse()?;
     let workers: Vec<_> = (0..concurrency.max(1))
@@ -88,32 +93,34 @@ pub async fn register_members(
                     if i >= count {
                         return Ok::<_, anyhow::Error>(names);
                     }
-                    let mut request = tonic::Request::new(pb::RegisterMemberRequest {
-                        member: Some(pb::Member {
-                            display_name: format!("Member {i}"),
-                            region: REGIONS[i as usize % REGIONS.len()].into(),
-                            identifiers: vec![
-                                pb::Identifier {
-                                    kind: pb::IdentifierKind::Phone as i32,
-                                    value: seed_phone(run, i),
-                                    channel: String::new(),
-                                },
-                                pb::Identifier {
-                                    kind: pb::IdentifierKind::Email as i32,
-                                    value: format!("member{run}.{i}@example.com"),
-                                    channel: String::new(),
-                                },
-                            ],
-                            tags: vec![pb::Tag {
-                                path: format!("interest/{}", INTERESTS[i as usize % INTERESTS.len()]),
-                                source: "seed".into(),
+                    let request = with_bearer(
+                        &header,
+                        pb::RegisterMemberRequest {
+                            member: Some(pb::Member {
+                                display_name: format!("Member {i}"),
+                                region: REGIONS[i as usize % REGIONS.len()].into(),
+                                identifiers: vec![
+                                    pb::Identifier {
+                                        kind: pb::IdentifierKind::Phone as i32,
+                                        value: seed_phone(run, i),
+                                        channel: String::new(),
+                                    },
+                                    pb::Identifier {
+                                        kind: pb::IdentifierKind::Email as i32,
+                                        value: format!("member{run}.{i}@example.com"),
+                                        channel: String::new(),
+                                    },
+                                ],
+                                tags: vec![pb::Tag {
+                                    path: format!("interest/{}", INTERESTS[i as usize % INTERESTS.len()]),
+                                    source: "seed".into(),
+                                    ..Default::default()
+                                }],
                                 ..Default::default()
-                            }],
-                            ..Default::default()
-                        }),
-                        request_id: format!("seed-{run}-{i}"),
-                    });
-                    request.metadata_mut().insert("authorization", header.clone());
+                            }),
+                            request_id: format!("seed-{run}-{i}"),
+                        },
+                    );
                     let member = client.register_member(request).await.context("register failed")?;
                     names.push(member.into_inner().name);
                     bar.inc(1);
@@ -129,6 +136,172 @@ pub async fn register_members(
     Ok((run, names))
 }
 
+fn progress(what: &str, count: u64) -> ProgressBar {
+    let bar = ProgressBar::new(count);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "seeding {what} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn with_bearer<T>(header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", header.clone());
+    request
+}
+
+const CATEGORIES: &[(&str, &str)] = &[
+    ("footwear/running", "running shoe"),
+    ("footwear/hiking", "hiking boot"),
+    ("apparel/jackets", "rain jacket"),
+    ("apparel/shirts", "merino shirt"),
+    ("equipment/packs", "day pack"),
+];
+const SIZES: &[&str] = &["XS", "S", "M", "L", "XL", "38", "40", "42", "44", "46"];
+const COLORS: &[&str] = &[
+    "black", "red", "blue", "green", "grey", "sand", "navy", "olive", "white", "teal",
+];
+
+/// The warehouses the seed stocks.
+pub const SEED_WAREHOUSES: &[(&str, i32)] = &[("MAIN", 0), ("OVERFLOW", 10)];
+
+/// Creates `count` SKUs in products of up to 100 variants; the first `stocked` of
+/// them get a list price and `units` units in the main warehouse. Returns the SKU
+/// resource names in creation order.
+pub async fn seed_catalog(
+    catalog: Channel,
+    bearer: &str,
+    count: u64,
+    stocked: u64,
+    units: i64,
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
+    let run: u32 = rand::rng().random_range(0..1000);
+    let header: tonic::metadata::MetadataValue<_> = bearer.parse()?;
+    let mut inventory = InventoryServiceClient::new(catalog.clone());
+    for (code, priority) in SEED_WAREHOUSES {
+        let created = inventory
+            .create_warehouse(with_bearer(
+                &header,
+                cpb::CreateWarehouseRequest {
+                    warehouse: Some(cpb::Warehouse {
+                        code: (*code).into(),
+                        display_name: format!("{} warehouse", code.to_lowercase()),
+                        priority: *priority,
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+            Err(status) => return Err(status).context("creating a warehouse failed"),
+        }
+    }
+    const PER_PRODUCT: u64 = 100;
+    let products = count.div_ceil(PER_PRODUCT);
+    let bar = progress("SKUs", count);
+    let next = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (next, bar, header) = (next.clone(), bar.clone(), header.clone());
+            let mut products_client = CatalogServiceClient::new(catalog.clone());
+            let mut pricing = PricingServiceClient::new(catalog.clone());
+            let mut inventory = InventoryServiceClient::new(catalog.clone());
+            tokio::spawn(async move {
+                let mut created = Vec::new();
+                loop {
+                    let p = next.fetch_add(1, Ordering::Relaxed);
+                    if p >= products {
+                        return Ok::<_, anyhow::Error>(created);
+                    }
+                    let (category, words) = CATEGORIES[p as usize % CATEGORIES.len()];
+                    let variants = PER_PRODUCT.min(count - p * PER_PRODUCT);
+                    let skus = (0..variants)
+                        .map(|v| cpb::Sku {
+                            sku_code: format!("S{run:03}-{p:05}-{v:02}"),
+                            attributes: [
+                                ("size".to_owned(), SIZES[v as usize % SIZES.len()].to_owned()),
+                                ("color".to_owned(), COLORS[(v / 10) as usize % COLORS.len()].to_owned()),
+                            ]
+                            .into(),
+                            ..Default::default()
+                        })
+                        .collect();
+                    let product = products_client
+                        .create_product(with_bearer(
+                            &header,
+                            cpb::CreateProductRequest {
+                                product: Some(cpb::Product {
+                                    category: category.into(),
+                                    title_parts: Some(cpb::TitleParts {
+                                        category_words: vec![words.into()],
+                                        attribute_words: vec!["lightweight".into()],
+                                        brand_words: vec!["Trailfox".into()],
+                                        selling_point_words: vec![format!("model {run}-{p}")],
+                                        promotion_words: vec![],
+                                    }),
+                                    tags: vec![format!("seed/{run}")],
+                                    skus,
+                                    ..Default::default()
+                                }),
+                                request_id: format!("seed-product-{run}-{p}"),
+                            },
+                        ))
+                        .await
+                        .context("creating a product failed")?
+                        .into_inner();
+                    for (v, sku) in product.skus.iter().enumerate() {
+                        let index = p * PER_PRODUCT + v as u64;
+                        if index < stocked {
+                            pricing
+                                .set_list_price(with_bearer(
+                                    &header,
+                                    cpb::SetListPriceRequest {
+                                        sku: sku.name.clone(),
+                                        price: Some(retail_proto::common::Money {
+                                            currency_code: "EUR".into(),
+                                            amount_minor: 2_999 + 1_000 * (index as i64 % 20),
+                                        }),
+                                    },
+                                ))
+                                .await
+                                .context("setting a list price failed")?;
+                            inventory
+                                .receive_stock(with_bearer(
+                                    &header,
+                                    cpb::ReceiveStockRequest {
+                                        sku: sku.name.clone(),
+                                        warehouse: "warehouses/MAIN".into(),
+                                        quantity: units,
+                                        reference: "seed".into(),
+                                        request_id: format!("seed-receive-{run}-{index}"),
+                                    },
+                                ))
+                                .await
+                                .context("receiving stock failed")?;
+                        }
+                        created.push((index, sku.name.clone()));
+                    }
+                    bar.inc(variants);
+                }
+            })
+        })
+        .collect();
+    let mut names = Vec::with_capacity(count as usize);
+    for w in workers {
+        names.extend(w.await.context("a seeding worker panicked")??);
+    }
+    bar.finish_and_clear();
+    names.sort();
+    Ok(names.into_iter().map(|(_, n)| n).collect())
+}
+
 pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let password = std::fs::read_to_string(args.data_dir.join("admin-password"))
         .with_context(|| format!("failed to read {}/admin-password", args.data_dir.display()))?;
@@ -140,6 +313,14 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     println!(
         "seeded {} members in {:.1} s",
         names.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let catalog = Channel::from_shared(args.catalog.clone())?.connect().await?;
+    let started = Instant::now();
+    let skus = seed_catalog(catalog, &bearer, args.skus, args.skus, 500, args.concurrency).await?;
+    println!(
+        "seeded {} SKUs with prices and stock in {:.1} s",
+        skus.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

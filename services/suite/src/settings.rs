@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Fixed local ports of the embedded suite.
 pub const IDENTITY_PORT: u16 = 50051;
 pub const MEMBERSHIP_PORT: u16 = 50052;
+pub const CATALOG_PORT: u16 = 50053;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -22,6 +23,7 @@ pub struct SuiteSettings {
     pub telemetry: TelemetrySettings,
     pub identity: retail_identity::Settings,
     pub membership: retail_membership::Settings,
+    pub catalog: retail_catalog::Settings,
 }
 
 const DEFAULT_DATA_DIR: &str = "data";
@@ -39,11 +41,15 @@ impl Default for SuiteSettings {
         let mut membership = retail_membership::Settings::default();
         membership.server.port = MEMBERSHIP_PORT;
         membership.database.url = SecretString::from(sqlite_url(&data_dir, "membership"));
+        let mut catalog = retail_catalog::Settings::default();
+        catalog.server.port = CATALOG_PORT;
+        catalog.database.url = SecretString::from(sqlite_url(&data_dir, "catalog"));
         Self {
             data_dir,
             telemetry: TelemetrySettings::default(),
             identity,
             membership,
+            catalog,
         }
     }
 }
@@ -55,7 +61,10 @@ impl Validate for SuiteSettings {
             .map_err(|e| ConfigError::invalid("identity", e.to_string()))?;
         self.membership
             .validate()
-            .map_err(|e| ConfigError::invalid("membership", e.to_string()))
+            .map_err(|e| ConfigError::invalid("membership", e.to_string()))?;
+        self.catalog
+            .validate()
+            .map_err(|e| ConfigError::invalid("catalog", e.to_string()))
     }
 }
 
@@ -65,6 +74,7 @@ impl SuiteSettings {
         for (service, url) in [
             ("identity", &mut self.identity.database.url),
             ("membership", &mut self.membership.database.url),
+            ("catalog", &mut self.catalog.database.url),
         ] {
             let default = sqlite_url(std::path::Path::new(DEFAULT_DATA_DIR), service);
             if url.expose_secret() == default {

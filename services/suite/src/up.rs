@@ -91,6 +91,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let membership_db = redact_url(settings.membership.database.url.expose_secret());
     let membership = retail_membership::Application::build(settings.membership.clone()).await?;
     let membership_addr = membership.local_addr();
+    settings.catalog.auth.identity_url = format!("http://{identity_addr}");
+    let catalog_db = redact_url(settings.catalog.database.url.expose_secret());
+    let catalog = retail_catalog::Application::build(settings.catalog.clone()).await?;
+    let catalog_addr = catalog.local_addr();
     let cache = match &settings.membership.cache.redis_url {
         Some(url) => format!("redis {}", redact_url(url)),
         None => "in-process".into(),
@@ -105,6 +109,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  {:<12} {:<22} {} (cache: {cache})",
         "membership", membership_addr, membership_db
     );
+    println!("  {:<12} {:<22} {}", "catalog", catalog_addr, catalog_db);
     println!();
     let username = &settings.identity.bootstrap.admin_username;
     match &password_file {
@@ -120,9 +125,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!();
 
     let shutdown = retail_kit::server::shutdown_signal().shared();
-    let (identity, membership) = tokio::join!(identity.run(shutdown.clone()), membership.run(shutdown.clone()));
+    let (identity, membership, catalog) = tokio::join!(
+        identity.run(shutdown.clone()),
+        membership.run(shutdown.clone()),
+        catalog.run(shutdown.clone())
+    );
     identity?;
     membership?;
+    catalog?;
     tracing::info!("retail suite stopped");
     Ok(())
 }

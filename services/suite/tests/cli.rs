@@ -13,7 +13,10 @@ use tonic::transport::Channel;
 
 struct Suite {
     child: Child,
+    /// Where identity listens.
     addr: String,
+    /// Where every service listens, by the name in the printed table.
+    addrs: std::collections::HashMap<String, String>,
     data_dir: tempfile::TempDir,
 }
 
@@ -31,9 +34,10 @@ fn start_suite() -> Suite {
         .arg(data_dir.path())
         .env("RETAIL_SUITE__IDENTITY__SERVER__PORT", "0")
         .env("RETAIL_SUITE__MEMBERSHIP__SERVER__PORT", "0")
+        .env("RETAIL_SUITE__CATALOG__SERVER__PORT", "0")
         .env_remove("RETAIL_SUITE_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(data_dir.path().join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -44,18 +48,28 @@ fn start_suite() -> Suite {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the suite printed its table");
+    let mut addrs = std::collections::HashMap::new();
+    // The table lists every service; the login hint follows it.
+    while !addrs.contains_key("catalog") {
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let log = std::fs::read_to_string(data_dir.path().join("stderr.log")).unwrap_or_default();
+            panic!("the suite did not print its table; its log:\n{log}");
+        };
         let words: Vec<_> = line.split_whitespace().collect();
-        if words.first() == Some(&"identity") {
-            break words[1].to_string();
+        if let [name, addr, ..] = words.as_slice()
+            && ["identity", "membership", "catalog"].contains(name)
+        {
+            addrs.insert((*name).to_owned(), (*addr).to_owned());
         }
-    };
+    }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    Suite { child, addr, data_dir }
+    Suite {
+        child,
+        addr: addrs["identity"].clone(),
+        addrs,
+        data_dir,
+    }
 }
 
 async fn connect(addr: &str) -> Channel {
@@ -86,22 +100,30 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 }
 
 #[tokio::test]
-async fn up_serves_identity_and_the_printed_credentials_log_in() {
+async fn up_serves_every_service_and_the_printed_credentials_log_in() {
     let mut suite = start_suite();
+    for (service, grpc_name) in [
+        ("identity", "retail.identity.v1.IdentityService"),
+        ("membership", "retail.membership.v1.MembershipService"),
+        ("catalog", "retail.catalog.v1.InventoryService"),
+    ] {
+        let channel = connect(&suite.addrs[service]).await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: grpc_name.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
     let channel = connect(&suite.addr).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "retail.identity.v1.IdentityService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(
-        status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
 
     let password = std::fs::read_to_string(suite.data_dir.path().join("admin-password")).unwrap();
     let mut client = IdentityServiceClient::new(channel);
