@@ -34,6 +34,11 @@ pub mod retail {
             tonic::include_proto!("retail.membership.v1");
         }
     }
+    pub mod orders {
+        pub mod v1 {
+            tonic::include_proto!("retail.orders.v1");
+        }
+    }
     pub mod bench {
         pub mod v1 {
             tonic::include_proto!("retail.bench.v1");
@@ -47,3 +52,4 @@ pub use retail::common::v1 as common;
 pub use retail::events::v1 as events;
 pub use retail::identity::v1 as identity;
 pub use retail::membership::v1 as membership;
+pub use retail::orders::v1 as orders;

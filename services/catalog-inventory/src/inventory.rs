@@ -8,7 +8,6 @@
 //! transaction rolls back whole and the plan is made again; a line that cannot be
 //! covered fails the reservation with FAILED_PRECONDITION and nothing is held.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,16 +244,9 @@ impl State {
         let fingerprint = serde_json::to_vec(&canonical).unwrap_or_default();
         let asked: Vec<(String, i64)> = lines.iter().map(|(c, q)| (c.as_str().to_owned(), *q)).collect();
         let lines_json = serde_json::to_string(&asked).unwrap_or_else(|_| "[]".into());
-        let codes: Vec<String> = canonical.iter().map(|(c, _)| c.clone()).collect();
         for attempt in 0..PLAN_ATTEMPTS {
             if let Some(existing) = db::find_reservation(&self.db, order).await? {
                 return replay(existing, &fingerprint);
-            }
-            if attempt == 0 {
-                let known = store::sku_views(&self.db, &codes).await?;
-                if let Some(missing) = codes.iter().find(|c| !known.iter().any(|k| &k.sku.code == *c)) {
-                    return Err(ServiceError::not_found("sku", format!("skus/{missing}")));
-                }
             }
             let allocations = self.plan(lines).await?;
             let now = now();
@@ -297,15 +289,11 @@ impl State {
         ))
     }
 
-    /// Plans every line from the current stock.
+    /// Plans every line from the current stock. A line that cannot be covered is
+    /// NOT_FOUND for an unknown SKU, else FAILED_PRECONDITION.
     async fn plan(&self, lines: &[(SkuCode, i64)]) -> ServiceResult<Vec<plan::Allocation>> {
         let codes: Vec<String> = lines.iter().map(|(c, _)| c.as_str().to_owned()).collect();
         let rows = db::sellable_rows(&self.db, &codes).await?;
-        let priorities: HashMap<String, i32> = db::warehouses(&self.db)
-            .await?
-            .into_iter()
-            .map(|w| (w.code, w.priority))
-            .collect();
         let mut out = Vec::new();
         for (code, quantity) in lines {
             let available: Vec<Available> = rows
@@ -314,20 +302,23 @@ impl State {
                 .filter_map(|r| {
                     Some(Available {
                         warehouse: WarehouseCode::parse(&r.warehouse_code).ok()?,
-                        priority: priorities.get(&r.warehouse_code).copied().unwrap_or(i32::MAX),
+                        priority: r.priority,
                         sellable: r.sellable,
                     })
                 })
                 .collect();
-            let allocs = plan::allocate_line(code, *quantity, &available).map_err(|short| {
-                ServiceError::FailedPrecondition(format!(
-                    "not enough sellable stock of {}: {} requested, {} available",
-                    short.sku.resource_name(),
-                    short.requested,
-                    short.available
-                ))
-            })?;
-            out.extend(allocs);
+            match plan::allocate_line(code, *quantity, &available) {
+                Ok(allocs) => out.extend(allocs),
+                Err(short) => {
+                    self.sku_must_exist(code).await?;
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "not enough sellable stock of {}: {} requested, {} available",
+                        short.sku.resource_name(),
+                        short.requested,
+                        short.available
+                    )));
+                }
+            }
         }
         Ok(out)
     }
@@ -357,6 +348,14 @@ impl State {
                     }
                 }
                 if !db::transition(txn, &order, state::ACTIVE, state::COMMITTED, Some(now), now).await? {
+                    // A racing commit of the same reservation got there first: that
+                    // is this call's outcome too. Anything else means it expired.
+                    let current = db::find_reservation(txn, &order)
+                        .await?
+                        .ok_or_else(|| ServiceError::not_found("reservation", format!("reservations/{order}")))?;
+                    if current.reservation.state == state::COMMITTED {
+                        return Ok(current);
+                    }
                     return Err(ServiceError::FailedPrecondition(
                         "reservation expired and cannot be committed".into(),
                     ));
@@ -378,9 +377,10 @@ impl State {
                     },
                 )
                 .await?;
-                db::find_reservation(txn, &order)
-                    .await?
-                    .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("reservation vanished")))
+                let mut view = view;
+                view.reservation.state = state::COMMITTED.to_owned();
+                view.reservation.updated_at = now;
+                Ok(view)
             })
         })
         .await?;
@@ -525,7 +525,7 @@ async fn apply_plan(
     let now = model.created_at;
     let order = model.order_id.clone();
     let expires_at = model.expires_at;
-    db::insert_reservation(txn, model).await.map_err(|e| match e {
+    db::insert_reservation(txn, model.clone()).await.map_err(|e| match e {
         ServiceError::Internal(err) => match err.downcast::<sea_orm::DbErr>() {
             Ok(db_err) if retail_kit::db::is_unique_violation(&db_err) => {
                 ServiceError::AlreadyExists("reservation exists".into())
@@ -572,9 +572,10 @@ async fn apply_plan(
         },
     )
     .await?;
-    db::find_reservation(txn, &order)
-        .await?
-        .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("reservation vanished")))
+    Ok(ReservationView {
+        reservation: model,
+        allocations: rows,
+    })
 }
 
 /// Moves an allocation's reserved units; the reservation's state change in the same

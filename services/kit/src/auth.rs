@@ -468,6 +468,13 @@ impl ServiceTokenSource {
         Ok(source)
     }
 
+    /// A source that always hands out `token` (a token minted elsewhere, or tests).
+    pub fn fixed(token: String) -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(Some(token)),
+        })
+    }
+
     fn set(&self, token: String) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(token);
     }

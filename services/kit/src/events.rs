@@ -472,6 +472,9 @@ impl EventLogService for EventLogApi {
 #[async_trait::async_trait]
 pub trait EventHandler: Send + Sync {
     async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<()>;
+
+    /// Runs after the effect of `event` committed (cache invalidation, wake-ups).
+    async fn after_commit(&self, _event: &EventEnvelope) {}
 }
 
 /// Applies a source's events to the consumer's database, exactly once each.
@@ -567,6 +570,7 @@ impl Consumer {
             return Ok(Applied::Duplicate);
         }
         txn.commit().await?;
+        self.handler.after_commit(event).await;
         Ok(Applied::Applied)
     }
 

@@ -155,6 +155,13 @@ impl IdempotencyKey {
         }))
     }
 
+    /// The response stored by an earlier run of this request, if any, so a caller can
+    /// answer a replay before doing work that would refuse it (INVALID_ARGUMENT if
+    /// the id came with another request).
+    pub async fn replay<R: prost::Message + Default>(&self, db: &impl ConnectionTrait) -> ServiceResult<Option<R>> {
+        self.stored(db).await
+    }
+
     async fn stored<R: prost::Message + Default>(&self, db: &impl ConnectionTrait) -> ServiceResult<Option<R>> {
         let row = entity::Entity::find_by_id((self.scope.clone(), self.request_id.clone()))
             .one(db)

@@ -19,7 +19,7 @@ use retail_proto::common::Money;
 use retail_proto::events as ev;
 use retail_proto::membership as pb;
 use retail_proto::membership::membership_service_server::MembershipService;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+use sea_orm::{AccessMode, ActiveValue::Set, DatabaseConnection, IntoActiveModel, IsolationLevel, TransactionTrait};
 use tonic::{Request, Response, Status};
 
 use crate::domain::fields::{self, ConsentChannel, Identifier, IdentifierKind};
@@ -219,14 +219,21 @@ impl State {
         let bytes = self
             .cache
             .get_or_load(&member_key(id), || async {
-                let Some(member) = store::find_member(&self.db, id).await? else {
+                // One snapshot: the member row (points, version) and its purchases
+                // (spend, lifecycle) as of the same commit.
+                let txn = self
+                    .db
+                    .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
+                    .await?;
+                let Some(member) = store::find_member(&txn, id).await? else {
                     return Ok(None);
                 };
                 if member.erased_at.is_some() {
                     return Ok(None);
                 }
                 let version = member.version.max(0) as u64;
-                let view = store::view(&self.db, member).await?;
+                let view = store::view(&txn, member).await?;
+                txn.commit().await?;
                 Ok(Some((version, self.to_pb(&view).encode_to_vec())))
             })
             .await?;

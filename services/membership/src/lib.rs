@@ -10,6 +10,7 @@
 pub mod api;
 pub mod domain;
 pub mod loyalty;
+pub mod order_events;
 pub mod settings;
 pub mod store;
 
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use retail_kit::auth::{AuthLayer, GrpcKeySource, KeySource, Verifier};
+use retail_kit::auth::{AuthLayer, ClientInterceptor, GrpcKeySource, KeySource, ServiceTokenSource, Verifier};
 use retail_kit::cache::{CacheSettings, VersionedCache};
 use retail_kit::events::{EventLog, EventLogApi};
 use retail_kit::server::{self, Bound, ServiceRoutes};
@@ -39,6 +40,8 @@ pub struct Application {
     settings: Settings,
     state: Arc<State>,
     verifier: Arc<Verifier>,
+    /// This service's own token, to subscribe to other services' event logs.
+    tokens: Option<Arc<ServiceTokenSource>>,
 }
 
 impl Application {
@@ -47,7 +50,34 @@ impl Application {
         let channel = tonic::transport::Channel::from_shared(settings.auth.identity_url.clone())?
             .connect_timeout(Duration::from_secs(3))
             .connect_lazy();
-        Self::build_with_keys(settings, Arc::new(GrpcKeySource::new(channel))).await
+        let tokens = if settings.auth.client_id.is_empty() {
+            None
+        } else {
+            Some(
+                ServiceTokenSource::start(
+                    channel.clone(),
+                    settings.auth.client_id.clone(),
+                    settings.auth.client_secret.clone(),
+                    Duration::from_secs(30),
+                )
+                .await?,
+            )
+        };
+        let mut app = Self::build_with_keys(settings, Arc::new(GrpcKeySource::new(channel))).await?;
+        app.tokens = tokens;
+        Ok(app)
+    }
+
+    /// Subscribes to the orders event log at `url` (where orders turned out to listen).
+    pub fn with_orders_events_url(mut self, url: String) -> Self {
+        self.settings.orders.events_url = Some(url);
+        self
+    }
+
+    /// Uses `tokens` for calls to other services (tests hand in a fixed token).
+    pub fn with_service_tokens(mut self, tokens: Arc<ServiceTokenSource>) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// Builds with a given key source (tests use a static one).
@@ -78,6 +108,7 @@ impl Application {
             settings,
             state,
             verifier,
+            tokens: None,
         })
     }
 
@@ -126,10 +157,34 @@ impl Application {
                 }
             })
         };
+        let (stop_consumer, consumer_stopped) = tokio::sync::watch::channel(false);
+        let consumer = match &self.settings.orders.events_url {
+            Some(url) => {
+                let channel = tonic::transport::Channel::from_shared(url.clone())?
+                    .connect_timeout(Duration::from_secs(3))
+                    .connect_lazy();
+                let client = retail_proto::events::event_log_service_client::EventLogServiceClient::with_interceptor(
+                    channel,
+                    ClientInterceptor::new(self.tokens.clone()),
+                );
+                let consumer = retail_kit::events::Consumer {
+                    name: order_events::CONSUMER,
+                    source: order_events::SOURCE,
+                    db: self.state.db.clone(),
+                    handler: Arc::new(order_events::OrderEvents::new(self.state.clone())),
+                };
+                let mut stopped = consumer_stopped.clone();
+                Some(tokio::spawn(consumer.run(client, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })))
+            }
+            None => None,
+        };
         let log = self.state.log.clone();
         // Open subscriptions end when shutdown starts, so the drain can finish.
         let shutdown = async move {
             shutdown.await;
+            let _ = stop_consumer.send(true);
             log.close();
         };
         let routes = ServiceRoutes {
@@ -147,6 +202,9 @@ impl Application {
         appender.abort();
         retention.abort();
         jobs.abort();
+        if let Some(consumer) = consumer {
+            let _ = consumer.await;
+        }
         result
     }
 }

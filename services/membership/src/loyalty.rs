@@ -335,7 +335,8 @@ pub struct PurchaseInput {
 }
 
 impl State {
-    async fn finish(&self, member_id: &str) {
+    /// After a committed change: the cache forgets the member, subscribers wake up.
+    pub(crate) async fn finish(&self, member_id: &str) {
         if let Ok(Some(m)) = store::find_member(&self.db, member_id).await {
             self.cache
                 .invalidate(&format!("member:{member_id}"), m.version.max(0) as u64)

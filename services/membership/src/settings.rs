@@ -20,6 +20,16 @@ pub struct Settings {
     pub cache: CacheSection,
     pub events: EventsSettings,
     pub loyalty: LoyaltySection,
+    pub orders: OrdersFeedSection,
+}
+
+/// Where paid orders and refunds come from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrdersFeedSection {
+    /// The orders service, whose event log membership subscribes to
+    /// (`http://orders:50054`); unset = no subscription (purchases only by RPC).
+    pub events_url: Option<String>,
 }
 
 impl Validate for Settings {
@@ -41,6 +51,14 @@ impl Validate for Settings {
             return Err(ConfigError::invalid("cache.timeout_ms", "must be positive"));
         }
         self.loyalty.rules()?;
+        if let Some(url) = &self.orders.events_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "orders.events_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
         Ok(())
     }
 }

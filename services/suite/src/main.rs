@@ -50,6 +50,7 @@ enum Service {
     Identity,
     Membership,
     Catalog,
+    Orders,
 }
 
 #[tokio::main]
@@ -62,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             retail_identity::migrate(&settings.identity).await?;
             retail_membership::migrate(&settings.membership).await?;
             retail_catalog::migrate(&settings.catalog).await?;
+            retail_orders::migrate(&settings.orders).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -85,6 +87,13 @@ async fn main() -> anyhow::Result<()> {
                 let _telemetry = retail_kit::telemetry::init("catalog", &settings.telemetry)?;
                 let app = retail_catalog::Application::build(settings).await?;
                 tracing::info!(address = %app.local_addr(), "catalog listening");
+                app.run(retail_kit::server::shutdown_signal()).await
+            }
+            Service::Orders => {
+                let settings: retail_orders::Settings = retail_kit::config::load("orders", config.as_deref())?;
+                let _telemetry = retail_kit::telemetry::init("orders", &settings.telemetry)?;
+                let app = retail_orders::Application::build(settings).await?;
+                tracing::info!(address = %app.local_addr(), "orders listening");
                 app.run(retail_kit::server::shutdown_signal()).await
             }
         },

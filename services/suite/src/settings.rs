@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub const IDENTITY_PORT: u16 = 50051;
 pub const MEMBERSHIP_PORT: u16 = 50052;
 pub const CATALOG_PORT: u16 = 50053;
+pub const ORDERS_PORT: u16 = 50054;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,6 +25,7 @@ pub struct SuiteSettings {
     pub identity: retail_identity::Settings,
     pub membership: retail_membership::Settings,
     pub catalog: retail_catalog::Settings,
+    pub orders: retail_orders::Settings,
 }
 
 const DEFAULT_DATA_DIR: &str = "data";
@@ -44,12 +46,16 @@ impl Default for SuiteSettings {
         let mut catalog = retail_catalog::Settings::default();
         catalog.server.port = CATALOG_PORT;
         catalog.database.url = SecretString::from(sqlite_url(&data_dir, "catalog"));
+        let mut orders = retail_orders::Settings::default();
+        orders.server.port = ORDERS_PORT;
+        orders.database.url = SecretString::from(sqlite_url(&data_dir, "orders"));
         Self {
             data_dir,
             telemetry: TelemetrySettings::default(),
             identity,
             membership,
             catalog,
+            orders,
         }
     }
 }
@@ -64,7 +70,10 @@ impl Validate for SuiteSettings {
             .map_err(|e| ConfigError::invalid("membership", e.to_string()))?;
         self.catalog
             .validate()
-            .map_err(|e| ConfigError::invalid("catalog", e.to_string()))
+            .map_err(|e| ConfigError::invalid("catalog", e.to_string()))?;
+        self.orders
+            .validate()
+            .map_err(|e| ConfigError::invalid("orders", e.to_string()))
     }
 }
 
@@ -75,6 +84,7 @@ impl SuiteSettings {
             ("identity", &mut self.identity.database.url),
             ("membership", &mut self.membership.database.url),
             ("catalog", &mut self.catalog.database.url),
+            ("orders", &mut self.orders.database.url),
         ] {
             let default = sqlite_url(std::path::Path::new(DEFAULT_DATA_DIR), service);
             if url.expose_secret() == default {

@@ -42,13 +42,18 @@ fn admin_password(settings: &SuiteSettings) -> anyhow::Result<(SecretString, Opt
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok((SecretString::from(existing.trim().to_owned()), Some(path)));
     }
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut rng = rand::rng();
-    let password: String = (0..24)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
+    let password = random_secret(24);
     write_private(&path, &password)?;
     Ok((SecretString::from(password), Some(path)))
+}
+
+/// A random string of `len` letters and digits (no look-alikes).
+fn random_secret(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -83,18 +88,64 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let (password, password_file) = admin_password(&settings)?;
     settings.identity.bootstrap.admin_password = password;
 
+    // Service accounts for the calls between services, with secrets made for this
+    // run unless configured (identity keeps their hashes in line at start).
+    for (client_id, auth, scopes) in [
+        (
+            "orders",
+            &mut settings.orders.auth,
+            &[
+                "membership.members.read",
+                "catalog.read",
+                "inventory.reserve",
+                "events.read",
+            ][..],
+        ),
+        ("membership", &mut settings.membership.auth, &["events.read"][..]),
+    ] {
+        if auth.client_id.is_empty() {
+            auth.client_id = client_id.into();
+            auth.client_secret = SecretString::from(random_secret(40));
+            settings
+                .identity
+                .bootstrap
+                .service_accounts
+                .push(retail_identity::settings::BootstrapServiceAccount {
+                    client_id: client_id.into(),
+                    client_secret: auth.client_secret.clone(),
+                    scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                });
+        }
+    }
+
     let identity_db = redact_url(settings.identity.database.url.expose_secret());
     let identity = retail_identity::Application::build(settings.identity.clone()).await?;
     let identity_addr = identity.local_addr();
-    // Membership verifies tokens with identity's keys, wherever identity listens.
-    settings.membership.auth.identity_url = format!("http://{identity_addr}");
-    let membership_db = redact_url(settings.membership.database.url.expose_secret());
-    let membership = retail_membership::Application::build(settings.membership.clone()).await?;
-    let membership_addr = membership.local_addr();
-    settings.catalog.auth.identity_url = format!("http://{identity_addr}");
+    let identity_url = format!("http://{identity_addr}");
+    // Identity serves from now on: the others fetch its keys and their tokens at start.
+    let shutdown = retail_kit::server::shutdown_signal().shared();
+    let identity = tokio::spawn(identity.run(shutdown.clone()));
+    // The others verify tokens with identity's keys, wherever identity listens.
+    for auth in [
+        &mut settings.membership.auth,
+        &mut settings.catalog.auth,
+        &mut settings.orders.auth,
+    ] {
+        auth.identity_url = identity_url.clone();
+    }
     let catalog_db = redact_url(settings.catalog.database.url.expose_secret());
     let catalog = retail_catalog::Application::build(settings.catalog.clone()).await?;
     let catalog_addr = catalog.local_addr();
+    let membership_db = redact_url(settings.membership.database.url.expose_secret());
+    let membership = retail_membership::Application::build(settings.membership.clone()).await?;
+    let membership_addr = membership.local_addr();
+    settings.orders.downstream.membership_url = format!("http://{membership_addr}");
+    settings.orders.downstream.catalog_url = format!("http://{catalog_addr}");
+    let orders_db = redact_url(settings.orders.database.url.expose_secret());
+    let orders = retail_orders::Application::build(settings.orders.clone()).await?;
+    let orders_addr = orders.local_addr();
+    // Membership earns from orders' event log.
+    let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
     let cache = match &settings.membership.cache.redis_url {
         Some(url) => format!("redis {}", redact_url(url)),
         None => "in-process".into(),
@@ -110,6 +161,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         "membership", membership_addr, membership_db
     );
     println!("  {:<12} {:<22} {}", "catalog", catalog_addr, catalog_db);
+    println!("  {:<12} {:<22} {}", "orders", orders_addr, orders_db);
     println!();
     let username = &settings.identity.bootstrap.admin_username;
     match &password_file {
@@ -124,15 +176,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     println!();
 
-    let shutdown = retail_kit::server::shutdown_signal().shared();
-    let (identity, membership, catalog) = tokio::join!(
-        identity.run(shutdown.clone()),
+    let (membership, catalog, orders) = tokio::join!(
         membership.run(shutdown.clone()),
-        catalog.run(shutdown.clone())
+        catalog.run(shutdown.clone()),
+        orders.run(shutdown.clone())
     );
-    identity?;
+    identity.await.context("identity stopped abnormally")??;
     membership?;
     catalog?;
+    orders?;
     tracing::info!("retail suite stopped");
     Ok(())
 }

@@ -35,6 +35,7 @@ fn start_suite() -> Suite {
         .env("RETAIL_SUITE__IDENTITY__SERVER__PORT", "0")
         .env("RETAIL_SUITE__MEMBERSHIP__SERVER__PORT", "0")
         .env("RETAIL_SUITE__CATALOG__SERVER__PORT", "0")
+        .env("RETAIL_SUITE__ORDERS__SERVER__PORT", "0")
         .env_remove("RETAIL_SUITE_CONFIG")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data_dir.path().join("stderr.log")).unwrap())
@@ -50,14 +51,14 @@ fn start_suite() -> Suite {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut addrs = std::collections::HashMap::new();
     // The table lists every service; the login hint follows it.
-    while !addrs.contains_key("catalog") {
+    while !addrs.contains_key("orders") {
         let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
             let log = std::fs::read_to_string(data_dir.path().join("stderr.log")).unwrap_or_default();
             panic!("the suite did not print its table; its log:\n{log}");
         };
         let words: Vec<_> = line.split_whitespace().collect();
         if let [name, addr, ..] = words.as_slice()
-            && ["identity", "membership", "catalog"].contains(name)
+            && ["identity", "membership", "catalog", "orders"].contains(name)
         {
             addrs.insert((*name).to_owned(), (*addr).to_owned());
         }
@@ -106,6 +107,7 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
         ("identity", "retail.identity.v1.IdentityService"),
         ("membership", "retail.membership.v1.MembershipService"),
         ("catalog", "retail.catalog.v1.InventoryService"),
+        ("orders", "retail.orders.v1.OrdersService"),
     ] {
         let channel = connect(&suite.addrs[service]).await;
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);

@@ -281,7 +281,14 @@ pub mod stock {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::warehouse::Entity",
+            from = "Column::WarehouseCode",
+            to = "super::warehouse::Column::Code"
+        )]
+        Warehouse,
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

@@ -12,7 +12,8 @@ use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::paging::Page;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, RelationTrait,
 };
 
 use super::{allocation, new_id, reservation, stock, stock_movement, warehouse};
@@ -134,11 +135,28 @@ pub async fn stock_of(conn: &impl ConnectionTrait, sku_code: &str) -> ServiceRes
         .await?)
 }
 
-/// Rows with sellable stock of any of `sku_codes`.
-pub async fn sellable_rows(conn: &impl ConnectionTrait, sku_codes: &[String]) -> ServiceResult<Vec<stock::Model>> {
+/// Sellable stock of one SKU in one warehouse, with the warehouse's priority.
+#[derive(Debug, Clone, sea_orm::FromQueryResult)]
+pub struct SellableRow {
+    pub sku_code: String,
+    pub warehouse_code: String,
+    pub sellable: i64,
+    pub priority: i32,
+}
+
+/// Rows with sellable stock of any of `sku_codes`, with their warehouses' priorities
+/// (one round trip: reservations plan from it).
+pub async fn sellable_rows(conn: &impl ConnectionTrait, sku_codes: &[String]) -> ServiceResult<Vec<SellableRow>> {
     Ok(stock::Entity::find()
+        .select_only()
+        .column(stock::Column::SkuCode)
+        .column(stock::Column::WarehouseCode)
+        .column(stock::Column::Sellable)
+        .column_as(warehouse::Column::Priority, "priority")
+        .join(sea_orm::JoinType::InnerJoin, stock::Relation::Warehouse.def())
         .filter(stock::Column::SkuCode.is_in(sku_codes.iter().cloned()))
         .filter(stock::Column::Sellable.gt(0))
+        .into_model::<SellableRow>()
         .all(conn)
         .await?)
 }

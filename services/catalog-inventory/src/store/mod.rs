@@ -145,20 +145,58 @@ async fn sku_facts(
 }
 
 /// SKUs by code, with stock and listings, in the order asked; missing ones are left out.
+/// Two round trips: the SKUs with their summed stock, then their listings.
 pub async fn sku_views(conn: &impl ConnectionTrait, codes: &[String]) -> ServiceResult<Vec<SkuView>> {
+    #[derive(Debug, FromQueryResult)]
+    struct Row {
+        code: String,
+        product_id: String,
+        attributes_json: String,
+        created_at: chrono::DateTime<Utc>,
+        sellable: i64,
+    }
+    if codes.is_empty() {
+        return Ok(Vec::new());
+    }
     let rows = sku::Entity::find()
+        .select_only()
+        .column(sku::Column::Code)
+        .column(sku::Column::ProductId)
+        .column(sku::Column::AttributesJson)
+        .column(sku::Column::CreatedAt)
+        .column_as(
+            sea_orm::sea_query::Expr::cust(
+                "(SELECT CAST(COALESCE(SUM(stock.sellable), 0) AS BIGINT) FROM stock WHERE stock.sku_code = skus.code)",
+            ),
+            "sellable",
+        )
         .filter(sku::Column::Code.is_in(codes.iter().cloned()))
+        .into_model::<Row>()
         .all(conn)
         .await?;
-    let (sellable, mut listed) = sku_facts(conn, codes).await?;
-    let mut by_code: HashMap<String, sku::Model> = rows.into_iter().map(|s| (s.code.clone(), s)).collect();
+    let mut listed: HashMap<String, Vec<String>> = HashMap::new();
+    for l in listing::Entity::find()
+        .filter(listing::Column::SkuCode.is_in(codes.iter().cloned()))
+        .filter(listing::Column::Listed.eq(true))
+        .order_by_asc(listing::Column::Channel)
+        .all(conn)
+        .await?
+    {
+        listed.entry(l.sku_code).or_default().push(l.channel);
+    }
+    let mut by_code: HashMap<String, Row> = rows.into_iter().map(|r| (r.code.clone(), r)).collect();
     Ok(codes
         .iter()
         .filter_map(|c| by_code.remove(c))
-        .map(|s| SkuView {
-            sellable: sellable.get(&s.code).copied().unwrap_or(0),
-            listed_channels: listed.remove(&s.code).unwrap_or_default(),
-            sku: s,
+        .map(|r| SkuView {
+            listed_channels: listed.remove(&r.code).unwrap_or_default(),
+            sellable: r.sellable,
+            sku: sku::Model {
+                code: r.code,
+                product_id: r.product_id,
+                attributes_json: r.attributes_json,
+                created_at: r.created_at,
+            },
         })
         .collect())
 }

@@ -1,0 +1,155 @@
+//! Membership's reaction to the orders event log: a paid order adds spend, a purchase
+//! (for the lifecycle) and points with the tier multiplier; a refunded return or a
+//! cancelled paid order reverses spend and points (DOMAIN.md 2.3). The same
+//! [`loyalty::record`] serves the back-office `RecordPurchase` RPC.
+//!
+//! The kit's consumer applies each event and stores its position in one transaction,
+//! so every event takes effect exactly once; an order already recorded (by the RPC,
+//! say) is skipped, and so are members that no longer exist.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use prost::Message;
+use retail_kit::convert::from_timestamp;
+use retail_kit::error::{ServiceError, ServiceResult};
+use retail_kit::events::EventHandler;
+use retail_proto::events::{self as ev, EventEnvelope};
+use sea_orm::DatabaseTransaction;
+
+use crate::api::State;
+use crate::loyalty::{self, PurchaseInput};
+use crate::store::loyalty as db;
+
+/// Consumer name and source, as stored with the position.
+pub const CONSUMER: &str = "membership";
+pub const SOURCE: &str = "orders";
+
+#[derive(Debug, Clone)]
+pub struct OrderEvents {
+    state: Arc<State>,
+}
+
+impl OrderEvents {
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+fn decode<M: Message + Default>(event: &EventEnvelope) -> ServiceResult<M> {
+    let bytes = event.payload.as_ref().map(|p| p.value.as_slice()).unwrap_or_default();
+    M::decode(bytes).map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("unreadable order event")))
+}
+
+/// The member and the purchase or refund an event stands for, if it stands for one.
+fn purchase_of(event: &EventEnvelope) -> ServiceResult<Option<(String, String, PurchaseInput)>> {
+    let at = |ts: &Option<prost_types::Timestamp>| ts.as_ref().and_then(from_timestamp).unwrap_or_else(Utc::now);
+    let out = match event.r#type.as_str() {
+        "retail.events.v1.OrderPaid" => {
+            let e: ev::OrderPaid = decode(event)?;
+            let parties = e.parties.unwrap_or_default();
+            let amount = e.amount.unwrap_or_default();
+            (
+                parties.member_id.clone(),
+                amount.currency_code,
+                PurchaseInput {
+                    order_id: e.order_id,
+                    amount_minor: amount.amount_minor,
+                    at: at(&e.pay_time),
+                    channel: parties.channel,
+                    refund: false,
+                    reference: String::new(),
+                },
+            )
+        }
+        "retail.events.v1.OrderRefunded" => {
+            let e: ev::OrderRefunded = decode(event)?;
+            let parties = e.parties.unwrap_or_default();
+            let amount = e.amount.unwrap_or_default();
+            (
+                parties.member_id.clone(),
+                amount.currency_code,
+                PurchaseInput {
+                    order_id: e.order_id,
+                    amount_minor: amount.amount_minor,
+                    at: at(&e.refund_time),
+                    channel: parties.channel,
+                    refund: true,
+                    reference: format!("return-{}", e.return_id),
+                },
+            )
+        }
+        "retail.events.v1.OrderCancelled" => {
+            let e: ev::OrderCancelled = decode(event)?;
+            let parties = e.parties.unwrap_or_default();
+            let amount = e.refunded.unwrap_or_default();
+            (
+                parties.member_id.clone(),
+                amount.currency_code,
+                PurchaseInput {
+                    order_id: e.order_id.clone(),
+                    amount_minor: amount.amount_minor,
+                    at: at(&e.cancel_time),
+                    channel: parties.channel,
+                    refund: true,
+                    reference: format!("cancel-{}", e.order_id),
+                },
+            )
+        }
+        _ => return Ok(None),
+    };
+    let (member, currency, input) = out;
+    if member.is_empty() || input.amount_minor <= 0 {
+        return Ok(None);
+    }
+    Ok(Some((member, currency, input)))
+}
+
+#[async_trait::async_trait]
+impl EventHandler for OrderEvents {
+    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<()> {
+        let Some((member, currency, input)) = purchase_of(event)? else {
+            return Ok(());
+        };
+        let rules = &self.state.rules;
+        if currency != rules.currency {
+            tracing::warn!(order_id = %input.order_id, %currency, "order in another currency than membership's; not recorded");
+            return Ok(());
+        }
+        let kind = if input.refund { "refund" } else { "paid" };
+        if db::find_purchase(txn, &input.order_id, kind, &input.reference)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        // Checks that refuse before anything is written, so the transaction stays usable.
+        match loyalty::record(txn, rules, &member, &input, Utc::now()).await {
+            Ok(_) => {
+                // Fence the cache at the version this transaction commits, before
+                // the commit: if the process dies right after it, no older profile
+                // can be served or written back (the fence lives in Redis).
+                if let Some(m) = crate::store::find_member(txn, &member).await? {
+                    self.state
+                        .cache
+                        .invalidate(&format!("member:{member}"), m.version.max(0) as u64)
+                        .await;
+                }
+                Ok(())
+            }
+            Err(
+                ServiceError::NotFound { .. } | ServiceError::FailedPrecondition(_) | ServiceError::InvalidArgument(_),
+            ) => {
+                tracing::warn!(order_id = %input.order_id, kind, "order event not applicable to the member; skipped");
+                Ok(())
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn after_commit(&self, event: &EventEnvelope) {
+        if let Ok(Some((member, _, _))) = purchase_of(event) {
+            self.state.finish(&member).await;
+        }
+    }
+}

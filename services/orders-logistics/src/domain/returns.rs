@@ -1,0 +1,73 @@
+//! Returns: a line may come back up to the units bought and not already in an earlier
+//! return; the refund is the lines' paid unit prices times the units.
+
+use std::collections::HashMap;
+
+/// A line of an order as returns see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bought {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_minor: i64,
+    /// Units in earlier returns.
+    pub returned: i64,
+}
+
+/// Checks a return's lines against what was bought; returns the refund amount or, per
+/// line index, why it cannot come back.
+pub fn check(bought: &[Bought], lines: &[(String, i64)]) -> Result<i64, Vec<(usize, String)>> {
+    let by_sku: HashMap<&str, &Bought> = bought.iter().map(|b| (b.sku.as_str(), b)).collect();
+    let mut problems = Vec::new();
+    let mut refund: i128 = 0;
+    for (i, (sku, q)) in lines.iter().enumerate() {
+        match by_sku.get(sku.as_str()) {
+            None => problems.push((i, format!("skus/{sku} is not part of the order"))),
+            Some(b) if *q > b.quantity - b.returned => problems.push((
+                i,
+                format!(
+                    "only {} of skus/{sku} can still come back",
+                    (b.quantity - b.returned).max(0)
+                ),
+            )),
+            Some(b) => refund += b.unit_minor as i128 * *q as i128,
+        }
+    }
+    if problems.is_empty() {
+        Ok(refund.clamp(0, i64::MAX as i128) as i64)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bought() -> Vec<Bought> {
+        vec![
+            Bought {
+                sku: "A".into(),
+                quantity: 3,
+                unit_minor: 1_000,
+                returned: 1,
+            },
+            Bought {
+                sku: "B".into(),
+                quantity: 1,
+                unit_minor: 2_500,
+                returned: 0,
+            },
+        ]
+    }
+
+    #[test]
+    fn the_refund_is_the_paid_unit_prices() {
+        assert_eq!(check(&bought(), &[("A".into(), 2), ("B".into(), 1)]), Ok(4_500));
+    }
+
+    #[test]
+    fn more_than_bought_or_unknown_lines_are_refused() {
+        let err = check(&bought(), &[("A".into(), 3), ("C".into(), 1)]).unwrap_err();
+        assert_eq!(err.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1]);
+    }
+}

@@ -1,0 +1,163 @@
+//! The orders-logistics service: the order saga over membership and catalog-inventory,
+//! payments, cancellations, shipments and tracking, returns and refunds, ratings, and
+//! the event log membership, channel-partner and analytics subscribe to.
+//!
+//! Layout: [`api`] is the gRPC adapter, [`saga`] places orders (and recovers from
+//! crashes), [`downstream`] the calls to other services, [`domain`] the rules without
+//! I/O, [`store`] the tables.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod domain;
+pub mod downstream;
+pub mod saga;
+pub mod settings;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use retail_kit::auth::{AuthLayer, GrpcKeySource, KeySource, ServiceTokenSource, Verifier};
+use retail_kit::events::{EventLog, EventLogApi};
+use retail_kit::server::{self, Bound, ServiceRoutes};
+use retail_proto::events::event_log_service_server::{self, EventLogServiceServer};
+use retail_proto::orders::orders_service_server::{self, OrdersServiceServer};
+use sea_orm::DatabaseConnection;
+use tonic::transport::Channel;
+
+pub use settings::Settings;
+
+use crate::api::{OrdersApi, State};
+use crate::downstream::{Downstream, GrpcDownstream};
+use crate::saga::{NoHook, StepHook};
+use crate::store::migration::Migrator;
+
+#[derive(Debug)]
+pub struct Application {
+    bound: Bound,
+    state: Arc<State>,
+    verifier: Arc<Verifier>,
+}
+
+fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(url.to_owned())
+        .with_context(|| format!("invalid URL {url}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+impl Application {
+    /// Builds with identity's keys and this service's own token from identity, and
+    /// the real downstream services.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let identity = lazy_channel(&settings.auth.identity_url)?;
+        let tokens = if settings.auth.client_id.is_empty() {
+            tracing::warn!("auth.client_id is not set: calls to other services carry no token");
+            None
+        } else {
+            Some(
+                ServiceTokenSource::start(
+                    identity.clone(),
+                    settings.auth.client_id.clone(),
+                    settings.auth.client_secret.clone(),
+                    Duration::from_secs(30),
+                )
+                .await?,
+            )
+        };
+        let downstream = Arc::new(GrpcDownstream::new(
+            lazy_channel(&settings.downstream.membership_url)?,
+            lazy_channel(&settings.downstream.catalog_url)?,
+            tokens,
+            settings.downstream.policy(),
+        ));
+        Self::build_with(
+            settings,
+            Arc::new(GrpcKeySource::new(identity)),
+            downstream,
+            Arc::new(NoHook),
+        )
+        .await
+    }
+
+    /// Builds with given key source, downstreams and saga hook (tests).
+    pub async fn build_with(
+        settings: Settings,
+        keys: Arc<dyn KeySource>,
+        downstream: Arc<dyn Downstream>,
+        hook: Arc<dyn StepHook>,
+    ) -> anyhow::Result<Self> {
+        let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings.database).await?;
+        let log = EventLog::new(db.clone(), "orders", settings.events.poll());
+        let verifier = Arc::new(Verifier::new(
+            &settings.auth.issuer,
+            keys,
+            Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
+        ));
+        let bound = server::bind(&settings.server).await?;
+        Ok(Self {
+            bound,
+            state: Arc::new(State {
+                db,
+                log,
+                settings,
+                downstream,
+                hook,
+            }),
+            verifier,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.bound.local_addr()
+    }
+
+    pub fn db(&self) -> DatabaseConnection {
+        self.state.db.clone()
+    }
+
+    /// The shared state, for the periodic jobs (tests drive them with their own time).
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone()
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let state = self.state;
+        // Sagas left behind by a crash are compensated before serving.
+        if let Err(err) = state.recover_sagas(retail_kit::convert::now()).await {
+            tracing::warn!(error = %err, "saga recovery at start failed");
+        }
+        let appender = state.log.spawn_appender();
+        let retention = state.log.spawn_retention(state.settings.events.retention());
+        let sweeper = state.spawn_sweeper();
+        let log = state.log.clone();
+        let shutdown = async move {
+            shutdown.await;
+            log.close();
+        };
+        let routes = ServiceRoutes {
+            routes: tonic::service::Routes::new(OrdersServiceServer::new(OrdersApi::new(state.clone())))
+                .add_service(EventLogServiceServer::new(EventLogApi::new(state.log.clone()))),
+            names: vec![
+                orders_service_server::SERVICE_NAME,
+                event_log_service_server::SERVICE_NAME,
+            ],
+            auth: Some(AuthLayer::new(self.verifier.clone(), &[])),
+        };
+        let result = server::serve(self.bound, &state.settings.server, routes, shutdown).await;
+        for task in [appender, retention, sweeper] {
+            task.abort();
+        }
+        result
+    }
+}
+
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = retail_kit::db::connect(&settings.database).await?;
+    retail_kit::db::migrate::<Migrator>(&db).await
+}

@@ -1,0 +1,126 @@
+//! Orders-logistics' configuration: the shared sections, the downstream services and
+//! the order rules.
+
+use std::time::Duration;
+
+use retail_kit::config::{
+    AuthSettings, ConfigError, DatabaseSettings, EventsSettings, ServerSettings, TelemetrySettings, Validate,
+};
+use retail_kit::resilience::CallPolicy;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
+    pub events: EventsSettings,
+    pub downstream: DownstreamSection,
+    pub orders: OrdersSection,
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate("server")?;
+        self.database.validate("database")?;
+        for (key, url) in [
+            ("downstream.membership_url", &self.downstream.membership_url),
+            ("downstream.catalog_url", &self.downstream.catalog_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(key, "must be an http:// or https:// URL"));
+            }
+        }
+        if self.downstream.timeout_ms == 0 || self.downstream.attempts == 0 {
+            return Err(ConfigError::invalid(
+                "downstream.timeout_ms",
+                "timeout and attempts must be positive",
+            ));
+        }
+        if self.orders.currency.len() != 3 || !self.orders.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(ConfigError::invalid("orders.currency", "must be an ISO-4217 code"));
+        }
+        if self.orders.payment_window_secs == 0 || self.orders.sweep_every_secs == 0 {
+            return Err(ConfigError::invalid(
+                "orders.payment_window_secs",
+                "windows must be positive",
+            ));
+        }
+        // A saga is only taken for dead after every remote step could have timed out.
+        let longest = self.downstream.timeout_ms * u64::from(self.downstream.attempts) * 3 / 1000;
+        if self.orders.saga_stale_after_secs <= longest {
+            return Err(ConfigError::invalid(
+                "orders.saga_stale_after_secs",
+                format!("must exceed the longest saga ({longest} s with these timeouts)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The services orders calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownstreamSection {
+    pub membership_url: String,
+    pub catalog_url: String,
+    /// Deadline of each call.
+    pub timeout_ms: u64,
+    /// Attempts of idempotent calls.
+    pub attempts: u32,
+    /// Consecutive outages that open a downstream's circuit.
+    pub failure_threshold: u32,
+    /// How long an open circuit fails fast.
+    pub cool_down_ms: u64,
+}
+
+impl Default for DownstreamSection {
+    fn default() -> Self {
+        Self {
+            membership_url: "http://127.0.0.1:50052".into(),
+            catalog_url: "http://127.0.0.1:50053".into(),
+            timeout_ms: 2_000,
+            attempts: 3,
+            failure_threshold: 5,
+            cool_down_ms: 5_000,
+        }
+    }
+}
+
+impl DownstreamSection {
+    pub fn policy(&self) -> CallPolicy {
+        CallPolicy {
+            timeout: Duration::from_millis(self.timeout_ms),
+            attempts: self.attempts,
+            backoff: Duration::from_millis(50),
+            failure_threshold: self.failure_threshold.max(1),
+            cool_down: Duration::from_millis(self.cool_down_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrdersSection {
+    /// Currency of orders.
+    pub currency: String,
+    /// Unpaid orders are cancelled after this time; also the reservation's TTL.
+    pub payment_window_secs: u64,
+    /// A saga untouched for this long is taken for dead and compensated.
+    pub saga_stale_after_secs: u64,
+    /// How often unpaid orders and dead sagas are looked for.
+    pub sweep_every_secs: u64,
+}
+
+impl Default for OrdersSection {
+    fn default() -> Self {
+        Self {
+            currency: "EUR".into(),
+            payment_window_secs: 15 * 60,
+            saga_stale_after_secs: 60,
+            sweep_every_secs: 15,
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! sea-orm entities of orders-logistics' tables.
+
+pub mod order {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orders")]
+    pub struct Model {
+        /// UUID v7: ids sort by creation, which paging relies on.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// Empty for guests.
+        pub member_id: String,
+        pub member_tier: String,
+        pub channel: String,
+        pub partner_id: String,
+        pub sales_rep: String,
+        pub store: String,
+        pub currency: String,
+        pub total_minor: i64,
+        pub state: String,
+        pub payment_reference: String,
+        pub paid_minor: i64,
+        pub paid_at: Option<DateTimeUtc>,
+        pub refunded_minor: i64,
+        pub carrier: String,
+        pub tracking_number: String,
+        pub shipped_at: Option<DateTimeUtc>,
+        pub delivered_at: Option<DateTimeUtc>,
+        /// Furthest tracking stage reached (1-4), 0 before the first scan.
+        pub tracking_stage: i32,
+        pub last_tracking_at: Option<DateTimeUtc>,
+        pub cancel_reason: String,
+        pub payment_due_at: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod line {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "order_lines")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub order_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sku_code: String,
+        pub ordinal: i32,
+        pub quantity: i64,
+        pub unit_minor: i64,
+        /// Units in returns so far (requested or later).
+        pub returned_quantity: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod order_event {
+    use sea_orm::entity::prelude::*;
+
+    /// The timeline: every state change and tracking event; never updated.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "order_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub order_id: String,
+        pub kind: String,
+        pub tracking_kind: String,
+        pub detail: String,
+        pub state: String,
+        pub occurred_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod order_return {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "order_returns")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub order_id: String,
+        pub state: String,
+        pub reason: String,
+        pub refund_minor: i64,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod return_line {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "return_lines")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub return_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sku_code: String,
+        pub quantity: i64,
+        pub damaged: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod rating {
+    use sea_orm::entity::prelude::*;
+
+    /// One per order: the key refuses a second.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "order_ratings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub order_id: String,
+        pub satisfaction: i32,
+        pub recommend: i32,
+        pub comment: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod saga {
+    use sea_orm::entity::prelude::*;
+
+    /// The progress of placing an order, written before any remote step so that a
+    /// crashed process can compensate on restart.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "order_sagas")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub order_id: String,
+        /// Caller scope and request id: one saga per idempotent request.
+        pub request_key: String,
+        pub fingerprint: Vec<u8>,
+        /// `started`, `done`, `failed`.
+        pub state: String,
+        /// Last step reached: `started`, `priced`, `reserved`, `stored`.
+        pub step: String,
+        pub error: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,355 @@
+//! Orders-logistics' schema. Append-only migrations named
+//! `mYYYYMMDD_NNNNNN_<verb>_<noun>`.
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(retail_kit::idempotency::migration::Migration),
+            Box::new(retail_kit::events::migration::CreateOutbox),
+            Box::new(CreateOrderTables),
+        ]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Orders {
+    Table,
+    Id,
+    MemberId,
+    MemberTier,
+    Channel,
+    PartnerId,
+    SalesRep,
+    Store,
+    Currency,
+    TotalMinor,
+    State,
+    PaymentReference,
+    PaidMinor,
+    PaidAt,
+    RefundedMinor,
+    Carrier,
+    TrackingNumber,
+    ShippedAt,
+    DeliveredAt,
+    TrackingStage,
+    LastTrackingAt,
+    CancelReason,
+    PaymentDueAt,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum OrderLines {
+    Table,
+    OrderId,
+    SkuCode,
+    Ordinal,
+    Quantity,
+    UnitMinor,
+    ReturnedQuantity,
+}
+
+#[derive(DeriveIden)]
+enum OrderEvents {
+    Table,
+    Id,
+    OrderId,
+    Kind,
+    TrackingKind,
+    Detail,
+    State,
+    OccurredAt,
+}
+
+#[derive(DeriveIden)]
+enum OrderReturns {
+    Table,
+    Id,
+    OrderId,
+    State,
+    Reason,
+    RefundMinor,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ReturnLines {
+    Table,
+    ReturnId,
+    SkuCode,
+    Quantity,
+    Damaged,
+}
+
+#[derive(DeriveIden)]
+enum OrderRatings {
+    Table,
+    OrderId,
+    Satisfaction,
+    Recommend,
+    Comment,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum OrderSagas {
+    Table,
+    OrderId,
+    RequestKey,
+    Fingerprint,
+    State,
+    Step,
+    Error,
+    CreatedAt,
+    UpdatedAt,
+}
+
+async fn index(
+    m: &SchemaManager<'_>,
+    name: &str,
+    table: impl IntoIden,
+    cols: Vec<DynIden>,
+    unique: bool,
+) -> Result<(), DbErr> {
+    let mut idx = Index::create();
+    idx.name(name).table(table).if_not_exists();
+    if unique {
+        idx.unique();
+    }
+    for col in cols {
+        idx.col(col);
+    }
+    m.create_index(idx.to_owned()).await
+}
+
+#[derive(Debug)]
+struct CreateOrderTables;
+
+impl MigrationName for CreateOrderTables {
+    fn name(&self) -> &str {
+        "m20261123_000010_create_order_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateOrderTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Orders::Table)
+                .if_not_exists()
+                .col(string_len(Orders::Id, 36).primary_key())
+                .col(string_len(Orders::MemberId, 36))
+                .col(string_len(Orders::MemberTier, 32))
+                .col(string_len(Orders::Channel, 16))
+                .col(string_len(Orders::PartnerId, 64))
+                .col(string_len(Orders::SalesRep, 64))
+                .col(string_len(Orders::Store, 32))
+                .col(string_len(Orders::Currency, 3))
+                .col(big_integer(Orders::TotalMinor))
+                .col(string_len(Orders::State, 24))
+                .col(string_len(Orders::PaymentReference, 128))
+                .col(big_integer(Orders::PaidMinor))
+                .col(timestamp_with_time_zone_null(Orders::PaidAt))
+                .col(big_integer(Orders::RefundedMinor))
+                .col(string_len(Orders::Carrier, 32))
+                .col(string_len(Orders::TrackingNumber, 64))
+                .col(timestamp_with_time_zone_null(Orders::ShippedAt))
+                .col(timestamp_with_time_zone_null(Orders::DeliveredAt))
+                .col(integer(Orders::TrackingStage))
+                .col(timestamp_with_time_zone_null(Orders::LastTrackingAt))
+                .col(string_len(Orders::CancelReason, 200))
+                .col(timestamp_with_time_zone(Orders::PaymentDueAt))
+                .col(timestamp_with_time_zone(Orders::CreatedAt))
+                .col(timestamp_with_time_zone(Orders::UpdatedAt))
+                // Never refund more than was paid.
+                .check(Expr::col(Orders::RefundedMinor).gte(0))
+                .check(Expr::col(Orders::RefundedMinor).lte(Expr::col(Orders::PaidMinor)))
+                .to_owned(),
+        )
+        .await?;
+        for (name, col) in [
+            ("idx_orders_member", Orders::MemberId),
+            ("idx_orders_partner", Orders::PartnerId),
+            ("idx_orders_state", Orders::State),
+        ] {
+            index(
+                m,
+                name,
+                Orders::Table,
+                vec![col.into_iden(), Orders::Id.into_iden()],
+                false,
+            )
+            .await?;
+        }
+        index(
+            m,
+            "idx_orders_due",
+            Orders::Table,
+            vec![Orders::State.into_iden(), Orders::PaymentDueAt.into_iden()],
+            false,
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(OrderLines::Table)
+                .if_not_exists()
+                .col(string_len(OrderLines::OrderId, 36))
+                .col(string_len(OrderLines::SkuCode, 64))
+                .col(integer(OrderLines::Ordinal))
+                .col(big_integer(OrderLines::Quantity))
+                .col(big_integer(OrderLines::UnitMinor))
+                .col(big_integer(OrderLines::ReturnedQuantity))
+                .primary_key(Index::create().col(OrderLines::OrderId).col(OrderLines::SkuCode))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(OrderLines::Table, OrderLines::OrderId)
+                        .to(Orders::Table, Orders::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                // Never more back than bought.
+                .check(Expr::col(OrderLines::Quantity).gt(0))
+                .check(Expr::col(OrderLines::ReturnedQuantity).gte(0))
+                .check(Expr::col(OrderLines::ReturnedQuantity).lte(Expr::col(OrderLines::Quantity)))
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(OrderEvents::Table)
+                .if_not_exists()
+                .col(string_len(OrderEvents::Id, 36).primary_key())
+                .col(string_len(OrderEvents::OrderId, 36))
+                .col(string_len(OrderEvents::Kind, 24))
+                .col(string_len(OrderEvents::TrackingKind, 24))
+                .col(string_len(OrderEvents::Detail, 300))
+                .col(string_len(OrderEvents::State, 24))
+                .col(timestamp_with_time_zone(OrderEvents::OccurredAt))
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "idx_order_events_order",
+            OrderEvents::Table,
+            vec![OrderEvents::OrderId.into_iden(), OrderEvents::Id.into_iden()],
+            false,
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(OrderReturns::Table)
+                .if_not_exists()
+                .col(string_len(OrderReturns::Id, 36).primary_key())
+                .col(string_len(OrderReturns::OrderId, 36))
+                .col(string_len(OrderReturns::State, 16))
+                .col(string_len(OrderReturns::Reason, 500))
+                .col(big_integer(OrderReturns::RefundMinor))
+                .col(timestamp_with_time_zone(OrderReturns::CreatedAt))
+                .col(timestamp_with_time_zone(OrderReturns::UpdatedAt))
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "idx_order_returns_order",
+            OrderReturns::Table,
+            vec![OrderReturns::OrderId.into_iden()],
+            false,
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(ReturnLines::Table)
+                .if_not_exists()
+                .col(string_len(ReturnLines::ReturnId, 36))
+                .col(string_len(ReturnLines::SkuCode, 64))
+                .col(big_integer(ReturnLines::Quantity))
+                .col(boolean(ReturnLines::Damaged))
+                .primary_key(Index::create().col(ReturnLines::ReturnId).col(ReturnLines::SkuCode))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(ReturnLines::Table, ReturnLines::ReturnId)
+                        .to(OrderReturns::Table, OrderReturns::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(OrderRatings::Table)
+                .if_not_exists()
+                .col(string_len(OrderRatings::OrderId, 36).primary_key())
+                .col(integer(OrderRatings::Satisfaction))
+                .col(integer(OrderRatings::Recommend))
+                .col(string_len(OrderRatings::Comment, 2000))
+                .col(timestamp_with_time_zone(OrderRatings::CreatedAt))
+                .check(Expr::col(OrderRatings::Satisfaction).between(1, 5))
+                .check(Expr::col(OrderRatings::Recommend).between(0, 10))
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(OrderSagas::Table)
+                .if_not_exists()
+                .col(string_len(OrderSagas::OrderId, 36).primary_key())
+                .col(string_len(OrderSagas::RequestKey, 200))
+                .col(binary(OrderSagas::Fingerprint))
+                .col(string_len(OrderSagas::State, 16))
+                .col(string_len(OrderSagas::Step, 16))
+                .col(string_len(OrderSagas::Error, 500))
+                .col(timestamp_with_time_zone(OrderSagas::CreatedAt))
+                .col(timestamp_with_time_zone(OrderSagas::UpdatedAt))
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "idx_order_sagas_request",
+            OrderSagas::Table,
+            vec![OrderSagas::RequestKey.into_iden()],
+            true,
+        )
+        .await?;
+        index(
+            m,
+            "idx_order_sagas_state",
+            OrderSagas::Table,
+            vec![OrderSagas::State.into_iden(), OrderSagas::UpdatedAt.into_iden()],
+            false,
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            OrderSagas::Table.into_iden(),
+            OrderRatings::Table.into_iden(),
+            ReturnLines::Table.into_iden(),
+            OrderReturns::Table.into_iden(),
+            OrderEvents::Table.into_iden(),
+            OrderLines::Table.into_iden(),
+            Orders::Table.into_iden(),
+        ] {
+            m.drop_table(Table::drop().table(t).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
