@@ -196,6 +196,10 @@ pub struct Verifier {
     /// Serialises refreshes and remembers the last one, for the rate limit.
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     min_refresh_interval: Duration,
+    /// Tokens already verified, by the SHA-256 of the token: a caller repeats its
+    /// token on every call, and the signature check is the costliest part of a small
+    /// RPC. Entries live at most a minute and never past the token's expiry.
+    verified: moka::sync::Cache<[u8; 32], Arc<Principal>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -220,11 +224,31 @@ impl Verifier {
             keys: RwLock::new(HashMap::new()),
             last_refresh: tokio::sync::Mutex::new(None),
             min_refresh_interval,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
         }
     }
 
     /// Checks a token; every failure is UNAUTHENTICATED with a short reason.
     pub async fn verify(&self, token: &str) -> ServiceResult<Principal> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.verified.get(&digest) {
+            // The same leeway as the validation: past it the token is checked (and
+            // refused) again.
+            if principal.expires_at + chrono::Duration::seconds(self.validation.leeway as i64) > Utc::now() {
+                return Ok((*principal).clone());
+            }
+            self.verified.invalidate(&digest);
+        }
+        let principal = self.verify_signed(token).await?;
+        self.verified.insert(digest, Arc::new(principal.clone()));
+        Ok(principal)
+    }
+
+    async fn verify_signed(&self, token: &str) -> ServiceResult<Principal> {
         let unauthenticated = |reason: &str| ServiceError::Unauthenticated(format!("invalid access token: {reason}"));
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed"))?;
         if header.alg != Algorithm::EdDSA {

@@ -19,7 +19,10 @@ use retail_proto::common::Money;
 use retail_proto::events as ev;
 use retail_proto::membership as pb;
 use retail_proto::membership::membership_service_server::MembershipService;
-use sea_orm::{AccessMode, ActiveValue::Set, DatabaseConnection, IntoActiveModel, IsolationLevel, TransactionTrait};
+use sea_orm::{
+    AccessMode, ActiveValue::Set, ConnectionTrait, DatabaseConnection, IntoActiveModel, IsolationLevel,
+    TransactionTrait,
+};
 use tonic::{Request, Response, Status};
 
 use crate::domain::fields::{self, ConsentChannel, Identifier, IdentifierKind};
@@ -221,10 +224,15 @@ impl State {
             .get_or_load(&member_key(id), || async {
                 // One snapshot: the member row (points, version) and its purchases
                 // (spend, lifecycle) as of the same commit.
-                let txn = self
-                    .db
-                    .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
-                    .await?;
+                let txn = match self.db.get_database_backend() {
+                    sea_orm::DatabaseBackend::Postgres => {
+                        self.db
+                            .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
+                            .await?
+                    }
+                    // A SQLite transaction reads one snapshot anyway.
+                    _ => self.db.begin().await?,
+                };
                 let Some(member) = store::find_member(&txn, id).await? else {
                     return Ok(None);
                 };

@@ -43,6 +43,10 @@ pub enum Target {
     CatalogBatchGet,
     /// catalog ReserveStock of one unit then CommitReservation: one request is both.
     CatalogReserveCommit,
+    /// orders PlaceOrder (member, one line): the saga over membership and catalog.
+    OrdersPlace,
+    /// orders PlaceOrder then PayOrder; also the lag from payment to points visible.
+    OrdersPlacePay,
 }
 
 impl Target {
@@ -57,6 +61,8 @@ impl Target {
             Self::MembershipRegister => "membership.RegisterMember",
             Self::CatalogBatchGet => "catalog.BatchGetSkus (50)",
             Self::CatalogReserveCommit => "catalog.ReserveStock+Commit",
+            Self::OrdersPlace => "orders.PlaceOrder",
+            Self::OrdersPlacePay => "orders.PlaceOrder+PayOrder",
         }
     }
 }
@@ -615,6 +621,181 @@ async fn bench_catalog(args: &BenchArgs, target: Target) -> anyhow::Result<Repor
     Ok(report)
 }
 
+/// One database URL per service: new databases on the PostgreSQL server of `base`,
+/// or SQLite files in `dir`.
+async fn databases(base: Option<&str>, dir: &std::path::Path, services: &[&str]) -> anyhow::Result<Vec<String>> {
+    use sea_orm::ConnectionTrait;
+    let mut out = Vec::new();
+    for service in services {
+        match base {
+            Some(base) if base.starts_with("postgres") => {
+                let name = format!("bench_{service}_{}", rand::random::<u32>());
+                let admin = sea_orm::Database::connect(base).await?;
+                admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+                admin.close().await?;
+                let (head, _) = base.rsplit_once('/').context("the database URL names no database")?;
+                out.push(format!("{head}/{name}"));
+            }
+            _ => out.push(format!("sqlite://{}/{service}.db?mode=rwc", dir.display())),
+        }
+    }
+    Ok(out)
+}
+
+async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report> {
+    use retail_proto::membership::membership_service_client::MembershipServiceClient;
+    use retail_proto::membership::{self as mpb};
+    use retail_proto::orders::orders_service_client::OrdersServiceClient;
+    use retail_proto::orders::{self as opb};
+
+    let dir = tempfile::tempdir()?;
+    let urls = databases(
+        args.database_url.as_deref(),
+        dir.path(),
+        &["identity", "membership", "catalog", "orders"],
+    )
+    .await?;
+    let mut settings = crate::settings::SuiteSettings::default();
+    settings.identity.server = loopback();
+    settings.membership.server = loopback();
+    settings.catalog.server = loopback();
+    settings.orders.server = loopback();
+    settings.identity.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
+    settings.membership.cache.redis_url = args.redis_url.clone();
+    settings.membership.cache.namespace = format!("bench-{}", rand::random::<u32>());
+    for (db, url) in [
+        &mut settings.identity.database,
+        &mut settings.membership.database,
+        &mut settings.catalog.database,
+        &mut settings.orders.database,
+    ]
+    .into_iter()
+    .zip(urls)
+    {
+        db.url = SecretString::from(url);
+        db.max_connections = 16;
+    }
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
+        let _ = rx.await;
+    }));
+    let launched = crate::up::launch(&mut settings, shutdown).await?;
+    let bearer_text =
+        crate::seed::admin_bearer(channels(launched.identity, 1).await?.remove(0), BENCH_ADMIN_PASSWORD).await?;
+    let skus = crate::seed::seed_catalog(
+        channels(launched.catalog, 1).await?.remove(0),
+        &bearer_text,
+        1_000,
+        1_000,
+        1_000_000,
+        16,
+    )
+    .await?;
+    let membership_channel = channels(launched.membership, 1).await?.remove(0);
+    let (_, members) = crate::seed::register_members(membership_channel.clone(), &bearer_text, 2_000, 16).await?;
+    // Members who never bought: their first points show when the payment has
+    // reached membership through the orders event log.
+    let (_, probes) = crate::seed::register_members(membership_channel.clone(), &bearer_text, 2_000, 16).await?;
+    let bearer: tonic::metadata::MetadataValue<_> = bearer_text.parse()?;
+    let clients: Vec<_> = channels(launched.orders, args.connections)
+        .await?
+        .into_iter()
+        .map(OrdersServiceClient::new)
+        .collect();
+    let (skus, members, probes) = (Arc::new(skus), Arc::new(members), Arc::new(probes));
+    let cursor = Arc::new(AtomicU64::new(0));
+    let next_probe = Arc::new(AtomicU64::new(0));
+    let lags = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
+    let run_id: u32 = rand::random();
+    let pay = target == Target::OrdersPlacePay;
+    let report = {
+        let lags = lags.clone();
+        run(target.label(), args, move |worker| {
+            let mut client = clients[worker % clients.len()].clone();
+            let members_client = MembershipServiceClient::new(membership_channel.clone());
+            let i = cursor.fetch_add(1, Ordering::Relaxed);
+            // Every 25th paid order is a probe member's first.
+            let probe = (pay && i.is_multiple_of(25))
+                .then(|| next_probe.fetch_add(1, Ordering::Relaxed) as usize)
+                .filter(|p| *p < probes.len())
+                .map(|p| probes[p].clone());
+            let member = probe
+                .clone()
+                .unwrap_or_else(|| members[i as usize % members.len()].clone());
+            let place = authed(
+                &bearer,
+                opb::PlaceOrderRequest {
+                    order: Some(opb::Order {
+                        member,
+                        channel: opb::OrderChannel::Online as i32,
+                        lines: vec![opb::OrderLine {
+                            sku: skus[i as usize % skus.len()].clone(),
+                            quantity: 1,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    request_id: format!("bench-{run_id}-{i}"),
+                },
+            );
+            let (bearer, lags) = (bearer.clone(), lags.clone());
+            async move {
+                let order = client.place_order(place).await?.into_inner();
+                if !pay {
+                    return Ok(());
+                }
+                let paid = authed(
+                    &bearer,
+                    opb::PayOrderRequest {
+                        name: order.name.clone(),
+                        payment: Some(opb::Payment {
+                            reference: format!("psp-{i}"),
+                            amount: order.total.clone(),
+                            pay_time: None,
+                        }),
+                        request_id: format!("bench-pay-{run_id}-{i}"),
+                    },
+                );
+                client.pay_order(paid).await?;
+                if let Some(member) = probe {
+                    let paid_at = Instant::now();
+                    tokio::spawn(async move {
+                        let mut members = members_client;
+                        while paid_at.elapsed() < Duration::from_secs(30) {
+                            let got = members
+                                .get_member(authed(&bearer, mpb::GetMemberRequest { name: member.clone() }))
+                                .await;
+                            if got.is_ok_and(|m| m.into_inner().points_balance > 0) {
+                                let lag = paid_at.elapsed().as_micros() as u64;
+                                let _ = lags.lock().unwrap_or_else(|p| p.into_inner()).record(lag);
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    });
+                }
+                Ok(())
+            }
+        })
+        .await?
+    };
+    if pay {
+        // Let the last probes land.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let lags = lags.lock().unwrap_or_else(|p| p.into_inner());
+        println!(
+            "payment -> points visible on the member: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            lags.len(),
+            lags.value_at_quantile(0.5) as f64 / 1000.0,
+            lags.value_at_quantile(0.99) as f64 / 1000.0,
+            lags.max() as f64 / 1000.0
+        );
+    }
+    let _ = stop.send(());
+    launched.wait().await?;
+    Ok(report)
+}
+
 fn authed<T>(bearer: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", bearer.clone());
@@ -673,6 +854,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Target::MembershipIdentify | Target::MembershipGetMiss | Target::MembershipRegister => {
             reports.push(bench_membership(&args, args.target).await?)
         }
+        Target::OrdersPlace | Target::OrdersPlacePay => reports.push(bench_orders(&args, args.target).await?),
         Target::CatalogBatchGet | Target::CatalogReserveCommit => {
             reports.push(bench_catalog(&args, args.target).await?)
         }

@@ -1,6 +1,7 @@
 //! `retail-suite up`: every service in one process, on the embedded default (SQLite
 //! files under the data directory, fixed local ports) unless configured otherwise.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -80,16 +81,34 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-pub async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let mut settings = load_settings(args.config.as_deref(), args.data_dir)?;
-    let _telemetry = retail_kit::telemetry::init("retail-suite", &settings.telemetry)?;
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("failed to create {}", settings.data_dir.display()))?;
-    let (password, password_file) = admin_password(&settings)?;
-    settings.identity.bootstrap.admin_password = password;
+/// Where the services of a launched suite listen, and their tasks.
+#[derive(Debug)]
+pub struct Launched {
+    pub identity: SocketAddr,
+    pub membership: SocketAddr,
+    pub catalog: SocketAddr,
+    pub orders: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
 
-    // Service accounts for the calls between services, with secrets made for this
-    // run unless configured (identity keeps their hashes in line at start).
+impl Launched {
+    /// Waits until every service has stopped (after `shutdown`).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        for task in self.tasks {
+            task.await.context("a service stopped abnormally")??;
+        }
+        Ok(())
+    }
+}
+
+/// Builds and starts every service with `settings`, wired to each other: service
+/// accounts with fresh secrets (unless configured), identity's address for keys and
+/// tokens, orders' downstreams, membership's subscription to orders. Identity serves
+/// first: the others fetch its keys and their tokens at start.
+pub async fn launch<S>(settings: &mut SuiteSettings, shutdown: S) -> anyhow::Result<Launched>
+where
+    S: std::future::Future<Output = ()> + Clone + Send + 'static,
+{
     for (client_id, auth, scopes) in [
         (
             "orders",
@@ -117,15 +136,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 });
         }
     }
-
-    let identity_db = redact_url(settings.identity.database.url.expose_secret());
     let identity = retail_identity::Application::build(settings.identity.clone()).await?;
     let identity_addr = identity.local_addr();
     let identity_url = format!("http://{identity_addr}");
-    // Identity serves from now on: the others fetch its keys and their tokens at start.
-    let shutdown = retail_kit::server::shutdown_signal().shared();
-    let identity = tokio::spawn(identity.run(shutdown.clone()));
-    // The others verify tokens with identity's keys, wherever identity listens.
+    let mut tasks = vec![tokio::spawn(identity.run(shutdown.clone()))];
     for auth in [
         &mut settings.membership.auth,
         &mut settings.catalog.auth,
@@ -133,35 +147,70 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     ] {
         auth.identity_url = identity_url.clone();
     }
-    let catalog_db = redact_url(settings.catalog.database.url.expose_secret());
     let catalog = retail_catalog::Application::build(settings.catalog.clone()).await?;
     let catalog_addr = catalog.local_addr();
-    let membership_db = redact_url(settings.membership.database.url.expose_secret());
     let membership = retail_membership::Application::build(settings.membership.clone()).await?;
     let membership_addr = membership.local_addr();
     settings.orders.downstream.membership_url = format!("http://{membership_addr}");
     settings.orders.downstream.catalog_url = format!("http://{catalog_addr}");
-    let orders_db = redact_url(settings.orders.database.url.expose_secret());
     let orders = retail_orders::Application::build(settings.orders.clone()).await?;
     let orders_addr = orders.local_addr();
     // Membership earns from orders' event log.
     let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
+    tasks.push(tokio::spawn(catalog.run(shutdown.clone())));
+    tasks.push(tokio::spawn(membership.run(shutdown.clone())));
+    tasks.push(tokio::spawn(orders.run(shutdown)));
+    Ok(Launched {
+        identity: identity_addr,
+        membership: membership_addr,
+        catalog: catalog_addr,
+        orders: orders_addr,
+        tasks,
+    })
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut settings = load_settings(args.config.as_deref(), args.data_dir)?;
+    let _telemetry = retail_kit::telemetry::init("retail-suite", &settings.telemetry)?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("failed to create {}", settings.data_dir.display()))?;
+    let (password, password_file) = admin_password(&settings)?;
+    settings.identity.bootstrap.admin_password = password;
+
+    let dbs = [
+        ("identity", redact_url(settings.identity.database.url.expose_secret())),
+        (
+            "membership",
+            redact_url(settings.membership.database.url.expose_secret()),
+        ),
+        ("catalog", redact_url(settings.catalog.database.url.expose_secret())),
+        ("orders", redact_url(settings.orders.database.url.expose_secret())),
+    ];
     let cache = match &settings.membership.cache.redis_url {
         Some(url) => format!("redis {}", redact_url(url)),
         None => "in-process".into(),
     };
+    let shutdown = retail_kit::server::shutdown_signal().shared();
+    let launched = launch(&mut settings, shutdown).await?;
+    let identity_addr = launched.identity;
 
     println!();
     println!("retail suite is up (Ctrl-C or SIGTERM to stop)");
     println!();
     println!("  {:<12} {:<22} database", "service", "address");
-    println!("  {:<12} {:<22} {}", "identity", identity_addr, identity_db);
-    println!(
-        "  {:<12} {:<22} {} (cache: {cache})",
-        "membership", membership_addr, membership_db
-    );
-    println!("  {:<12} {:<22} {}", "catalog", catalog_addr, catalog_db);
-    println!("  {:<12} {:<22} {}", "orders", orders_addr, orders_db);
+    for ((service, db), addr) in dbs.iter().zip([
+        launched.identity,
+        launched.membership,
+        launched.catalog,
+        launched.orders,
+    ]) {
+        let note = if *service == "membership" {
+            format!(" (cache: {cache})")
+        } else {
+            String::new()
+        };
+        println!("  {service:<12} {addr:<22} {db}{note}");
+    }
     println!();
     let username = &settings.identity.bootstrap.admin_username;
     match &password_file {
@@ -176,15 +225,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     println!();
 
-    let (membership, catalog, orders) = tokio::join!(
-        membership.run(shutdown.clone()),
-        catalog.run(shutdown.clone()),
-        orders.run(shutdown.clone())
-    );
-    identity.await.context("identity stopped abnormally")??;
-    membership?;
-    catalog?;
-    orders?;
+    launched.wait().await?;
     tracing::info!("retail suite stopped");
     Ok(())
 }
