@@ -19,10 +19,7 @@ use retail_proto::common::Money;
 use retail_proto::events as ev;
 use retail_proto::membership as pb;
 use retail_proto::membership::membership_service_server::MembershipService;
-use sea_orm::{
-    AccessMode, ActiveValue::Set, ConnectionTrait, DatabaseConnection, IntoActiveModel, IsolationLevel,
-    TransactionTrait,
-};
+use sea_orm::{AccessMode, ActiveValue::Set, DatabaseConnection, IntoActiveModel, IsolationLevel, TransactionTrait};
 use tonic::{Request, Response, Status};
 
 use crate::domain::fields::{self, ConsentChannel, Identifier, IdentifierKind};
