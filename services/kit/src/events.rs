@@ -540,26 +540,46 @@ impl Consumer {
 
     /// Applies one event and advances the position in one transaction.
     pub async fn apply(&self, event: &EventEnvelope) -> ServiceResult<Applied> {
+        self.apply_batch(std::slice::from_ref(event)).await
+    }
+
+    /// Applies consecutive events and advances the position in one transaction, so a
+    /// consumer keeps up with a busy source (one commit per batch, not per event).
+    /// Events at or below the stored position are skipped; the batch stops at a
+    /// gap, after applying what came before it. If any event fails, nothing of the
+    /// batch takes effect.
+    pub async fn apply_batch(&self, events: &[EventEnvelope]) -> ServiceResult<Applied> {
         let txn = crate::db::begin_write(&self.db).await?;
         let current = consumer_position::Entity::find_by_id((self.name.to_owned(), self.source.to_owned()))
             .one(&txn)
             .await?
             .map(|r| r.log_position.max(0) as u64)
             .unwrap_or(0);
-        if event.position <= current {
-            return Ok(Applied::Duplicate);
+        let mut next = current + 1;
+        let mut applied = Vec::new();
+        let mut gap = None;
+        for event in events {
+            if event.position < next {
+                continue;
+            }
+            if event.position != next {
+                gap = Some(next);
+                break;
+            }
+            self.handler.handle(&txn, event).await?;
+            applied.push(event);
+            next += 1;
         }
-        if event.position != current + 1 {
-            return Ok(Applied::Gap { expected: current + 1 });
+        if applied.is_empty() {
+            return Ok(match gap {
+                Some(expected) => Applied::Gap { expected },
+                None => Applied::Duplicate,
+            });
         }
-        self.handler.handle(&txn, event).await?;
         // Conditional on the position read: a concurrent replica of this consumer
-        // that applied the same event first makes this one roll back.
+        // that applied the same events first makes this one roll back.
         let advanced = consumer_position::Entity::update_many()
-            .col_expr(
-                consumer_position::Column::LogPosition,
-                Expr::value(event.position as i64),
-            )
+            .col_expr(consumer_position::Column::LogPosition, Expr::value((next - 1) as i64))
             .col_expr(consumer_position::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(consumer_position::Column::Consumer.eq(self.name))
             .filter(consumer_position::Column::Source.eq(self.source))
@@ -570,8 +590,13 @@ impl Consumer {
             return Ok(Applied::Duplicate);
         }
         txn.commit().await?;
-        self.handler.after_commit(event).await;
-        Ok(Applied::Applied)
+        for event in applied {
+            self.handler.after_commit(event).await;
+        }
+        Ok(match gap {
+            Some(expected) => Applied::Gap { expected },
+            None => Applied::Applied,
+        })
     }
 
     /// Subscribes to `channel` (the source's event log) from the stored position and
@@ -629,16 +654,10 @@ impl Consumer {
             let Some(batch) = batch else {
                 return Err(ServiceError::Unavailable("event stream closed".into()));
             };
-            for event in &batch.events {
-                match self.apply(event).await? {
-                    Applied::Applied | Applied::Duplicate => {}
-                    Applied::Gap { expected } => {
-                        return Err(ServiceError::Aborted(format!(
-                            "expected position {expected}, got {}",
-                            event.position
-                        )));
-                    }
-                }
+            if let Applied::Gap { expected } = self.apply_batch(&batch.events).await? {
+                return Err(ServiceError::Aborted(format!(
+                    "expected position {expected}; resubscribing"
+                )));
             }
         }
     }

@@ -9,6 +9,9 @@
 //!    marks the saga done (only if it is still started: a saga taken over by the
 //!    recovery is never stored late).
 //!
+//! The saga row records the last step that holds something (`reserved`); pricing
+//! holds nothing, so it is not written down.
+//!
 //! Any failure compensates: the saga turns `compensating` (which the recovery also
 //! does for sagas whose process died), the reservation is released, and the saga is
 //! `failed`. The sweeper retries releases that failed and recovers stale sagas.
@@ -190,7 +193,6 @@ impl State {
             .quote(&settings.currency, &tier, &input.lines)
             .await
             .map_err(|s| from_downstream("catalog", s))?;
-        self.step(order_id, "priced").await?;
 
         self.hook.before(Step::Reserve, order_id).await?;
         let window = Duration::from_secs(settings.payment_window_secs);
