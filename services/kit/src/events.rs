@@ -263,7 +263,7 @@ impl EventLog {
                SELECT id, (SELECT COALESCE(MAX(log_position), 0) FROM outbox) \
                       + ROW_NUMBER() OVER (ORDER BY occurred_at, id) AS p \
                FROM outbox WHERE log_position IS NULL ORDER BY occurred_at, id LIMIT {APPEND_BATCH}\
-             ) AS numbered WHERE outbox.id = numbered.id"
+             ) AS numbered WHERE outbox.id = numbered.id RETURNING outbox.log_position"
         );
         let txn = crate::db::begin_write(&self.db).await?;
         if backend == DatabaseBackend::Postgres {
@@ -273,13 +273,15 @@ impl EventLog {
             ))
             .await?;
         }
-        let appended = txn
-            .execute_raw(Statement::from_string(backend, update))
-            .await?
-            .rows_affected();
+        let positions = txn.query_all_raw(Statement::from_string(backend, update)).await?;
         txn.commit().await?;
-        if appended > 0 {
-            let max = self.max_position().await?;
+        let appended = positions.len() as u64;
+        let max = positions
+            .iter()
+            .filter_map(|row| row.try_get_by_index::<Option<i64>>(0).ok().flatten())
+            .max();
+        if let Some(max) = max {
+            let max = max.max(0) as u64;
             self.latest.send_if_modified(|latest| {
                 let changed = max > *latest;
                 *latest = (*latest).max(max);
@@ -447,12 +449,17 @@ impl EventLogService for EventLogApi {
                     .take_while(|(i, e)| e.position == cursor + 1 + *i as u64)
                     .map(|(_, e)| e)
                     .collect();
+                let full = contiguous.len() as u64 >= batch;
                 if let Some(last) = contiguous.last() {
                     cursor = last.position;
                     if tx.send(Ok(SubscribeResponse { events: contiguous })).await.is_err() {
                         break;
                     }
-                    continue;
+                    // A short batch read the end of the log: wait for the next
+                    // append (seen since the read, if it happened meanwhile).
+                    if full {
+                        continue;
+                    }
                 }
                 tokio::select! {
                     _ = latest.changed() => {}
@@ -475,6 +482,46 @@ pub trait EventHandler: Send + Sync {
 
     /// Runs after the effect of `event` committed (cache invalidation, wake-ups).
     async fn after_commit(&self, _event: &EventEnvelope) {}
+
+    /// What the order of effects hangs on: events with one key are applied in log
+    /// order by one partition. Default: the event's aggregate.
+    fn partition_key(&self, event: &EventEnvelope) -> String {
+        event.aggregate_id.clone()
+    }
+}
+
+/// The share of a source's events one consumer task applies: those whose
+/// [`EventHandler::partition_key`] hashes to `index` modulo `count`. The tasks of one
+/// consumer run side by side, each storing its own position, so a source whose
+/// events each take several statements to apply is kept up with in parallel, and
+/// events with one key still take effect in log order, exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Partition {
+    /// Every event, in one task.
+    pub const WHOLE: Self = Self { index: 0, count: 1 };
+
+    /// The `count` partitions of a consumer.
+    pub fn all(count: u32) -> impl Iterator<Item = Self> {
+        let count = count.max(1);
+        (0..count).map(move |index| Self { index, count })
+    }
+
+    /// Whether the event with `key` is this partition's. The hash (FNV-1a) is fixed
+    /// so that partitions keep their events across releases.
+    pub fn owns(self, key: &str) -> bool {
+        if self.count <= 1 {
+            return true;
+        }
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        hash % u64::from(self.count) == u64::from(self.index)
+    }
 }
 
 /// Applies a source's events to the consumer's database, exactly once each.
@@ -483,6 +530,7 @@ pub struct Consumer {
     pub source: &'static str,
     pub db: DatabaseConnection,
     pub handler: Arc<dyn EventHandler>,
+    pub partition: Partition,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -490,6 +538,7 @@ impl std::fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("name", &self.name)
             .field("source", &self.source)
+            .field("partition", &self.partition)
             .finish_non_exhaustive()
     }
 }
@@ -507,22 +556,31 @@ pub enum Applied {
 }
 
 impl Consumer {
+    /// The name its position is stored under: the consumer's, with the partition
+    /// when there are several.
+    fn position_name(&self) -> String {
+        match self.partition.count {
+            0 | 1 => self.name.to_owned(),
+            n => format!("{}#{}/{n}", self.name, self.partition.index),
+        }
+    }
+
     /// The last applied position (0 if none).
     pub async fn position(&self) -> ServiceResult<u64> {
-        let row = consumer_position::Entity::find_by_id((self.name.to_owned(), self.source.to_owned()))
+        let row = consumer_position::Entity::find_by_id((self.position_name(), self.source.to_owned()))
             .one(&self.db)
             .await?;
         Ok(row.map(|r| r.log_position.max(0) as u64).unwrap_or(0))
     }
 
     async fn ensure_row(&self) -> ServiceResult<()> {
-        if consumer_position::Entity::find_by_id((self.name.to_owned(), self.source.to_owned()))
+        if consumer_position::Entity::find_by_id((self.position_name(), self.source.to_owned()))
             .one(&self.db)
             .await?
             .is_none()
         {
             let inserted = consumer_position::ActiveModel {
-                consumer: Set(self.name.to_owned()),
+                consumer: Set(self.position_name()),
                 source: Set(self.source.to_owned()),
                 log_position: Set(0),
                 updated_at: Set(Utc::now()),
@@ -545,12 +603,13 @@ impl Consumer {
 
     /// Applies consecutive events and advances the position in one transaction, so a
     /// consumer keeps up with a busy source (one commit per batch, not per event).
-    /// Events at or below the stored position are skipped; the batch stops at a
+    /// Events at or below the stored position are skipped, and so are other
+    /// partitions' events (the position passes over them); the batch stops at a
     /// gap, after applying what came before it. If any event fails, nothing of the
     /// batch takes effect.
     pub async fn apply_batch(&self, events: &[EventEnvelope]) -> ServiceResult<Applied> {
         let txn = crate::db::begin_write(&self.db).await?;
-        let current = consumer_position::Entity::find_by_id((self.name.to_owned(), self.source.to_owned()))
+        let current = consumer_position::Entity::find_by_id((self.position_name(), self.source.to_owned()))
             .one(&txn)
             .await?
             .map(|r| r.log_position.max(0) as u64)
@@ -566,11 +625,13 @@ impl Consumer {
                 gap = Some(next);
                 break;
             }
-            self.handler.handle(&txn, event).await?;
-            applied.push(event);
+            if self.partition.owns(&self.handler.partition_key(event)) {
+                self.handler.handle(&txn, event).await?;
+                applied.push(event);
+            }
             next += 1;
         }
-        if applied.is_empty() {
+        if next == current + 1 {
             return Ok(match gap {
                 Some(expected) => Applied::Gap { expected },
                 None => Applied::Duplicate,
@@ -581,7 +642,7 @@ impl Consumer {
         let advanced = consumer_position::Entity::update_many()
             .col_expr(consumer_position::Column::LogPosition, Expr::value((next - 1) as i64))
             .col_expr(consumer_position::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(consumer_position::Column::Consumer.eq(self.name))
+            .filter(consumer_position::Column::Consumer.eq(self.position_name()))
             .filter(consumer_position::Column::Source.eq(self.source))
             .filter(consumer_position::Column::LogPosition.eq(current as i64))
             .exec(&txn)
@@ -617,7 +678,7 @@ impl Consumer {
                 () = &mut shutdown => return,
                 result = session => {
                     if let Err(err) = result {
-                        tracing::warn!(consumer = self.name, source = self.source, error = %err, "event subscription ended; reconnecting");
+                        tracing::warn!(consumer = self.name, source = self.source, partition = self.partition.index, error = %err, "event subscription ended; reconnecting");
                     }
                 }
             }
@@ -659,6 +720,37 @@ impl Consumer {
                     "expected position {expected}; resubscribing"
                 )));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Partition;
+
+    #[test]
+    fn every_key_belongs_to_exactly_one_partition_and_keeps_it() {
+        for count in [1u32, 2, 3, 4, 7] {
+            for i in 0..500 {
+                let key = format!("member-{i}");
+                let owners = Partition::all(count).filter(|p| p.owns(&key)).count();
+                assert_eq!(owners, 1, "{key} of {count}");
+            }
+        }
+        // The hash is part of the stored positions' meaning: it must not change.
+        let owner = |key: &str| Partition::all(4).position(|p| p.owns(key));
+        assert_eq!(
+            (owner(""), owner("a"), owner("member-1")),
+            (Some(1), Some(0), Some(owner_of_member_1()))
+        );
+        fn owner_of_member_1() -> usize {
+            // FNV-1a 64 of "member-1" modulo 4, computed independently.
+            let mut h: u64 = 0xcbf29ce484222325;
+            for b in b"member-1" {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x100000001b3);
+            }
+            (h % 4) as usize
         }
     }
 }

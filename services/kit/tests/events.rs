@@ -45,7 +45,8 @@ async fn database() -> (DatabaseConnection, retail_testkit::TestDatabase) {
         .await
         .unwrap();
     db.execute_unprepared(
-        "CREATE TABLE applied_events (event_id VARCHAR(36) PRIMARY KEY, log_position BIGINT NOT NULL)",
+        "CREATE TABLE applied_events (event_id VARCHAR(36) PRIMARY KEY, log_position BIGINT NOT NULL, \
+         partition_key VARCHAR(16) NOT NULL, applied_seq BIGINT NOT NULL)",
     )
     .await
     .unwrap();
@@ -141,25 +142,55 @@ async fn client(addr: std::net::SocketAddr, token: &str) -> Client {
 }
 
 /// Records each event id once; a second application would violate the primary key.
-struct RecordEvents;
+/// Records each event with its key (the amount modulo 7) and the order in which
+/// the consumer's partitions applied it.
+#[derive(Default)]
+struct RecordEvents {
+    seq: std::sync::atomic::AtomicI64,
+}
+
+fn key_of(event: &EventEnvelope) -> String {
+    use prost::Message;
+    let amount = event
+        .payload
+        .as_ref()
+        .and_then(|p| Money::decode(p.value.as_slice()).ok())
+        .map(|m| m.amount_minor)
+        .unwrap_or_default();
+    format!("k{}", amount % 7)
+}
 
 #[async_trait::async_trait]
 impl EventHandler for RecordEvents {
     async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<()> {
         let backend = txn.get_database_backend();
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         txn.execute_raw(Statement::from_sql_and_values(
             backend,
             match backend {
                 sea_orm::DatabaseBackend::Postgres => {
-                    "INSERT INTO applied_events (event_id, log_position) VALUES ($1, $2)"
+                    "INSERT INTO applied_events (event_id, log_position, partition_key, applied_seq) \
+                     VALUES ($1, $2, $3, $4)"
                 }
-                _ => "INSERT INTO applied_events (event_id, log_position) VALUES (?, ?)",
+                _ => {
+                    "INSERT INTO applied_events (event_id, log_position, partition_key, applied_seq) \
+                     VALUES (?, ?, ?, ?)"
+                }
             },
-            [event.id.clone().into(), (event.position as i64).into()],
+            [
+                event.id.clone().into(),
+                (event.position as i64).into(),
+                key_of(event).into(),
+                seq.into(),
+            ],
         ))
         .await
         .map_err(ServiceError::from)?;
         Ok(())
+    }
+
+    fn partition_key(&self, event: &EventEnvelope) -> String {
+        key_of(event)
     }
 }
 
@@ -186,25 +217,53 @@ async fn publish_one(db: &DatabaseConnection, log: &EventLog, i: i64, commit: bo
 
 #[tokio::test]
 async fn events_of_concurrent_transactions_arrive_once_in_order_across_consumer_restarts() {
+    arrive_once_in_order_across_restarts(1).await;
+}
+
+#[tokio::test]
+async fn partitioned_consumers_apply_each_event_once_and_each_key_in_log_order_across_restarts() {
+    arrive_once_in_order_across_restarts(3).await;
+}
+
+async fn arrive_once_in_order_across_restarts(partitions: u32) {
     let (publisher_db, _p) = database().await;
     let (consumer_db, _c) = database().await;
     let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50));
     let appender = log.spawn_appender();
     let (addr, token) = serve_log(log.clone()).await;
 
-    let consumer = || Consumer {
+    let handler = Arc::new(RecordEvents::default());
+    let consumer = |partition| Consumer {
         name: "tester",
         source: "test",
         db: consumer_db.clone(),
-        handler: Arc::new(RecordEvents),
+        handler: handler.clone(),
+        partition,
     };
     let run_consumer = || {
-        let consumer = consumer();
-        let token = token.clone();
-        tokio::spawn(async move {
-            let client = client(addr, &token).await;
-            consumer.run(client, std::future::pending()).await;
-        })
+        events::Partition::all(partitions)
+            .map(|partition| {
+                let consumer = consumer(partition);
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let client = client(addr, &token).await;
+                    consumer.run(client, std::future::pending()).await;
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let stop = |tasks: Vec<tokio::task::JoinHandle<()>>| async move {
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    };
+    let lowest_position = || async {
+        let mut lowest = u64::MAX;
+        for partition in events::Partition::all(partitions) {
+            lowest = lowest.min(consumer(partition).position().await.unwrap());
+        }
+        lowest
     };
 
     // 1,000 committed transactions and 100 rolled back, all at once.
@@ -219,8 +278,7 @@ async fn events_of_concurrent_transactions_arrive_once_in_order_across_consumer_
     let mut running = run_consumer();
     for pause_ms in [37u64, 110, 5, 260, 73, 150] {
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-        running.abort();
-        let _ = running.await;
+        stop(running).await;
         running = run_consumer();
     }
     for p in publishers {
@@ -229,19 +287,19 @@ async fn events_of_concurrent_transactions_arrive_once_in_order_across_consumer_
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if consumer().position().await.unwrap() >= 1000 {
+        if lowest_position().await >= 1000 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "consumer did not catch up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    running.abort();
+    stop(running).await;
     appender.abort();
 
     let rows = consumer_db
         .query_all_raw(Statement::from_string(
             consumer_db.get_database_backend(),
-            "SELECT event_id, log_position FROM applied_events ORDER BY log_position",
+            "SELECT event_id, log_position, partition_key, applied_seq FROM applied_events ORDER BY log_position",
         ))
         .await
         .unwrap();
@@ -253,6 +311,27 @@ async fn events_of_concurrent_transactions_arrive_once_in_order_across_consumer_
     );
     let ids: HashSet<String> = rows.iter().map(|r| r.try_get_by_index::<String>(0).unwrap()).collect();
     assert_eq!(ids.len(), 1000);
+
+    // Each key's events took effect in log order, whichever partition had them.
+    let mut by_key: std::collections::HashMap<String, Vec<(i64, i64)>> = Default::default();
+    for row in &rows {
+        by_key
+            .entry(row.try_get_by_index::<String>(2).unwrap())
+            .or_default()
+            .push((
+                row.try_get_by_index::<i64>(3).unwrap(),
+                row.try_get_by_index::<i64>(1).unwrap(),
+            ));
+    }
+    assert_eq!(by_key.len(), 7);
+    for (key, mut applied) in by_key {
+        applied.sort_unstable();
+        let positions: Vec<i64> = applied.iter().map(|(_, p)| *p).collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{key} applied out of log order: {positions:?}"
+        );
+    }
 
     // Rolled-back transactions published nothing: exactly the committed amounts arrived.
     let events = log.read_after(0, 2000).await.unwrap();
@@ -268,7 +347,9 @@ async fn events_of_concurrent_transactions_arrive_once_in_order_across_consumer_
     amounts.sort_unstable();
     let expected: Vec<i64> = (0..1100).filter(|i| i % 11 != 10).collect();
     assert_eq!(amounts, expected);
-    assert_eq!(consumer().position().await.unwrap(), 1000);
+    for partition in events::Partition::all(partitions) {
+        assert_eq!(consumer(partition).position().await.unwrap(), 1000);
+    }
 }
 
 #[tokio::test]

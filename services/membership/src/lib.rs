@@ -167,16 +167,23 @@ impl Application {
                     channel,
                     ClientInterceptor::new(self.tokens.clone()),
                 );
-                let consumer = retail_kit::events::Consumer {
-                    name: order_events::CONSUMER,
-                    source: order_events::SOURCE,
-                    db: self.state.db.clone(),
-                    handler: Arc::new(order_events::OrderEvents::new(self.state.clone())),
-                };
-                let mut stopped = consumer_stopped.clone();
-                Some(tokio::spawn(consumer.run(client, async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })))
+                let handler = Arc::new(order_events::OrderEvents::new(self.state.clone()));
+                let tasks: Vec<_> = retail_kit::events::Partition::all(self.settings.orders.partitions)
+                    .map(|partition| {
+                        let consumer = retail_kit::events::Consumer {
+                            name: order_events::CONSUMER,
+                            source: order_events::SOURCE,
+                            db: self.state.db.clone(),
+                            handler: handler.clone(),
+                            partition,
+                        };
+                        let mut stopped = consumer_stopped.clone();
+                        tokio::spawn(consumer.run(client.clone(), async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        }))
+                    })
+                    .collect();
+                Some(tasks)
             }
             None => None,
         };
@@ -202,8 +209,8 @@ impl Application {
         appender.abort();
         retention.abort();
         jobs.abort();
-        if let Some(consumer) = consumer {
-            let _ = consumer.await;
+        for task in consumer.into_iter().flatten() {
+            let _ = task.await;
         }
         result
     }

@@ -4,7 +4,8 @@
 //! [`loyalty::record`] serves the back-office `RecordPurchase` RPC.
 //!
 //! The kit's consumer applies each event and stores its position in one transaction,
-//! so every event takes effect exactly once; an order already recorded (by the RPC,
+//! so every event takes effect exactly once; partitions by member apply the log in
+//! parallel, each member's events in log order; an order already recorded (by the RPC,
 //! say) is skipped, and so are members that no longer exist.
 
 use std::sync::Arc;
@@ -144,6 +145,14 @@ impl EventHandler for OrderEvents {
                 Ok(())
             }
             Err(other) => Err(other),
+        }
+    }
+
+    /// A member's purchases and refunds are applied in order, by one partition.
+    fn partition_key(&self, event: &EventEnvelope) -> String {
+        match purchase_of(event) {
+            Ok(Some((member, _, _))) => member,
+            _ => event.aggregate_id.clone(),
         }
     }
 

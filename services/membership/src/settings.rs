@@ -24,12 +24,24 @@ pub struct Settings {
 }
 
 /// Where paid orders and refunds come from.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrdersFeedSection {
     /// The orders service, whose event log membership subscribes to
     /// (`http://orders:50054`); unset = no subscription (purchases only by RPC).
     pub events_url: Option<String>,
+    /// Subscriptions that apply the log side by side, each taking the events of
+    /// its share of the members.
+    pub partitions: u32,
+}
+
+impl Default for OrdersFeedSection {
+    fn default() -> Self {
+        Self {
+            events_url: None,
+            partitions: 4,
+        }
+    }
 }
 
 impl Validate for Settings {
@@ -58,6 +70,9 @@ impl Validate for Settings {
                 "orders.events_url",
                 "must be an http:// or https:// URL",
             ));
+        }
+        if !(1..=64).contains(&self.orders.partitions) {
+            return Err(ConfigError::invalid("orders.partitions", "must be between 1 and 64"));
         }
         Ok(())
     }
