@@ -524,6 +524,11 @@ impl Partition {
     }
 }
 
+/// A partition stores how far it has passed over other partitions' events at least
+/// this often (in events), and when the log has been quiet this long.
+const PASSED_SAVE_EVERY: u64 = 1000;
+const PASSED_SAVE_AFTER: Duration = Duration::from_secs(1);
+
 /// Applies a source's events to the consumer's database, exactly once each.
 pub struct Consumer {
     pub name: &'static str,
@@ -608,13 +613,20 @@ impl Consumer {
     /// gap, after applying what came before it. If any event fails, nothing of the
     /// batch takes effect.
     pub async fn apply_batch(&self, events: &[EventEnvelope]) -> ServiceResult<Applied> {
+        self.apply_after(events, 0).await
+    }
+
+    /// [`Self::apply_batch`] for a subscription that has already passed over every
+    /// event up to `passed` (other partitions' events it did not store a position
+    /// for): the batch continues from there, and the stored position moves past them.
+    async fn apply_after(&self, events: &[EventEnvelope], passed: u64) -> ServiceResult<Applied> {
         let txn = crate::db::begin_write(&self.db).await?;
         let current = consumer_position::Entity::find_by_id((self.position_name(), self.source.to_owned()))
             .one(&txn)
             .await?
             .map(|r| r.log_position.max(0) as u64)
             .unwrap_or(0);
-        let mut next = current + 1;
+        let mut next = current.max(passed) + 1;
         let mut applied = Vec::new();
         let mut gap = None;
         for event in events {
@@ -699,6 +711,11 @@ impl Consumer {
     {
         self.ensure_row().await?;
         let after = self.position().await?;
+        // `seen`: every event up to it was applied or is another partition's;
+        // `stored`: the position stored last. Batches holding none of this
+        // partition's events only move `seen`; the position is stored with the next
+        // batch of its own, after a bounded stretch, or when the log goes quiet.
+        let (mut seen, mut stored) = (after, after);
         let mut stream = client
             .subscribe(SubscribeRequest {
                 after_position: after,
@@ -708,18 +725,42 @@ impl Consumer {
             .map_err(|s| ServiceError::Unavailable(format!("subscribe failed: {}", s.message())))?
             .into_inner();
         loop {
-            let batch = stream
-                .message()
-                .await
-                .map_err(|s| ServiceError::Unavailable(format!("event stream failed: {}", s.message())))?;
+            let received = if seen > stored {
+                match tokio::time::timeout(PASSED_SAVE_AFTER, stream.message()).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        self.apply_after(&[], seen).await?;
+                        stored = seen;
+                        continue;
+                    }
+                }
+            } else {
+                stream.message().await
+            };
+            let batch =
+                received.map_err(|s| ServiceError::Unavailable(format!("event stream failed: {}", s.message())))?;
             let Some(batch) = batch else {
                 return Err(ServiceError::Unavailable("event stream closed".into()));
             };
-            if let Applied::Gap { expected } = self.apply_batch(&batch.events).await? {
+            let (Some(first), Some(last)) = (batch.events.first(), batch.events.last()) else {
+                continue;
+            };
+            let (first, last) = (first.position, last.position);
+            let foreign = batch
+                .events
+                .iter()
+                .all(|e| !self.partition.owns(&self.handler.partition_key(e)));
+            if foreign && first == seen + 1 && last - stored < PASSED_SAVE_EVERY {
+                seen = last;
+                continue;
+            }
+            if let Applied::Gap { expected } = self.apply_after(&batch.events, seen).await? {
                 return Err(ServiceError::Aborted(format!(
                     "expected position {expected}; resubscribing"
                 )));
             }
+            seen = seen.max(last);
+            stored = seen;
         }
     }
 }
