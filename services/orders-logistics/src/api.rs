@@ -668,12 +668,6 @@ impl OrdersService for OrdersApi {
         v.finish()?;
         let order = s.visible(&who, &id).await?;
         let at = now();
-        let event = ev::OrderProgressed {
-            order_id: id.clone(),
-            parties: Some(parties(&order)),
-            state: "shipped".into(),
-            event_time: Some(timestamp(at)),
-        };
         s.change(
             &order,
             Action::Ship,
@@ -686,7 +680,7 @@ impl OrdersService for OrdersApi {
             "",
             &format!("{carrier} {tracking_number}"),
             at,
-            Some(("retail.events.v1.OrderProgressed", event.encode_to_vec())),
+            progressed(&order, "shipped", at),
         )
         .await?;
         ok(s.order_pb(&id).await?)
@@ -730,12 +724,6 @@ impl OrdersService for OrdersApi {
         }
         if kind == tracking::Kind::Delivered {
             changes.push(set(order::Column::DeliveredAt, at));
-            let event = ev::OrderProgressed {
-                order_id: id.clone(),
-                parties: Some(parties(&order)),
-                state: "delivered".into(),
-                event_time: Some(timestamp(at)),
-            };
             s.change(
                 &order,
                 Action::Deliver,
@@ -744,7 +732,7 @@ impl OrdersService for OrdersApi {
                 kind.as_str(),
                 &detail,
                 at,
-                Some(("retail.events.v1.OrderProgressed", event.encode_to_vec())),
+                progressed(&order, "delivered", at),
             )
             .await?;
         } else {
@@ -770,12 +758,6 @@ impl OrdersService for OrdersApi {
         let id = order_id("name", &request.get_ref().name)?;
         let order = s.visible(&who, &id).await?;
         let at = now();
-        let event = ev::OrderProgressed {
-            order_id: id.clone(),
-            parties: Some(parties(&order)),
-            state: "delivered".into(),
-            event_time: Some(timestamp(at)),
-        };
         s.change(
             &order,
             Action::Deliver,
@@ -784,7 +766,7 @@ impl OrdersService for OrdersApi {
             "",
             "confirmed by the customer",
             at,
-            Some(("retail.events.v1.OrderProgressed", event.encode_to_vec())),
+            progressed(&order, "delivered", at),
         )
         .await?;
         ok(s.order_pb(&id).await?)
@@ -797,12 +779,6 @@ impl OrdersService for OrdersApi {
         let id = order_id("name", &request.get_ref().name)?;
         let order = s.visible(&who, &id).await?;
         let at = now();
-        let event = ev::OrderProgressed {
-            order_id: id.clone(),
-            parties: Some(parties(&order)),
-            state: "completed".into(),
-            event_time: Some(timestamp(at)),
-        };
         s.change(
             &order,
             Action::Complete,
@@ -811,7 +787,7 @@ impl OrdersService for OrdersApi {
             "",
             "",
             at,
-            Some(("retail.events.v1.OrderProgressed", event.encode_to_vec())),
+            progressed(&order, "completed", at),
         )
         .await?;
         ok(s.order_pb(&id).await?)
@@ -1145,4 +1121,16 @@ impl OrdersService for OrdersApi {
 /// The stored response of an earlier request with this key, if any.
 async fn key_replay(s: &State, key: &IdempotencyKey) -> ServiceResult<Option<pb::Order>> {
     key.replay::<pb::Order>(&s.db).await
+}
+
+/// The `OrderProgressed` event of `order` reaching `state` at `at`, for
+/// [`State::change`] to publish.
+fn progressed(order: &order::Model, state: &str, at: DateTime<Utc>) -> Option<(&'static str, Vec<u8>)> {
+    let event = ev::OrderProgressed {
+        order_id: order.id.clone(),
+        parties: Some(parties(order)),
+        state: state.into(),
+        event_time: Some(timestamp(at)),
+    };
+    Some(("retail.events.v1.OrderProgressed", event.encode_to_vec()))
 }
