@@ -114,3 +114,18 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     })
     .await
 }
+
+/// `column IN (values)`, written for the backend: on PostgreSQL one array parameter
+/// (`column = ANY($1)`), so every batch size shares one prepared statement and its
+/// plan; on SQLite the usual list of parameters.
+pub fn one_of(
+    backend: sea_orm::DatabaseBackend,
+    column: impl sea_orm::sea_query::IntoColumnRef,
+    values: &[String],
+) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Expr, ExprTrait, PgFunc};
+    match backend {
+        sea_orm::DatabaseBackend::Postgres => Expr::col(column).eq(PgFunc::any(Expr::val(values.to_vec()))),
+        _ => Expr::col(column).is_in(values.iter().cloned()),
+    }
+}

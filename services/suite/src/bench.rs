@@ -315,16 +315,12 @@ async fn bench_echo(args: &BenchArgs) -> anyhow::Result<Report> {
 const BENCH_ADMIN_PASSWORD: &str = "bench-Boss-Passw0rd-1";
 
 async fn bench_identity(args: &BenchArgs, target: Target) -> anyhow::Result<Report> {
-    let dir = tempfile::tempdir()?;
+    let scratch = Scratch::create(args.database_url.as_deref(), &["identity"]).await?;
     let mut settings = retail_identity::Settings {
         server: loopback(),
         ..Default::default()
     };
-    settings.database.url = SecretString::from(
-        args.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}/identity.db?mode=rwc", dir.path().display())),
-    );
+    settings.database.url = scratch.url(0);
     settings.database.max_connections = 16;
     settings.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
     let app = retail_identity::Application::build(settings).await?;
@@ -389,6 +385,7 @@ async fn bench_identity(args: &BenchArgs, target: Target) -> anyhow::Result<Repo
     };
     let _ = tx.send(());
     server.await??;
+    scratch.drop().await?;
     Ok(report)
 }
 
@@ -396,18 +393,14 @@ async fn bench_membership(args: &BenchArgs, target: Target) -> anyhow::Result<Re
     use retail_proto::membership::membership_service_client::MembershipServiceClient;
     use retail_proto::membership::{self as mpb};
 
-    let dir = tempfile::tempdir()?;
-    let identity = Running::identity(dir.path()).await?;
+    let scratch = Scratch::create(args.database_url.as_deref(), &["membership"]).await?;
+    let identity = Running::identity(scratch.dir.path()).await?;
     let mut settings = retail_membership::Settings {
         server: loopback(),
         ..Default::default()
     };
     settings.auth.identity_url = format!("http://{}", identity.addr);
-    settings.database.url = SecretString::from(
-        args.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}/membership.db?mode=rwc", dir.path().display())),
-    );
+    settings.database.url = scratch.url(0);
     settings.database.max_connections = 16;
     settings.cache.redis_url = args.redis_url.clone();
     settings.cache.namespace = format!("bench-{}", rand::random::<u32>());
@@ -490,6 +483,7 @@ async fn bench_membership(args: &BenchArgs, target: Target) -> anyhow::Result<Re
     let _ = tx.send(());
     server.await??;
     identity.stop().await?;
+    scratch.drop().await?;
     Ok(report)
 }
 
@@ -534,18 +528,14 @@ async fn bench_catalog(args: &BenchArgs, target: Target) -> anyhow::Result<Repor
     use retail_proto::catalog::inventory_service_client::InventoryServiceClient;
     use retail_proto::catalog::{self as cpb};
 
-    let dir = tempfile::tempdir()?;
-    let identity = Running::identity(dir.path()).await?;
+    let scratch = Scratch::create(args.database_url.as_deref(), &["catalog"]).await?;
+    let identity = Running::identity(scratch.dir.path()).await?;
     let mut settings = retail_catalog::Settings {
         server: loopback(),
         ..Default::default()
     };
     settings.auth.identity_url = format!("http://{}", identity.addr);
-    settings.database.url = SecretString::from(
-        args.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display())),
-    );
+    settings.database.url = scratch.url(0);
     settings.database.max_connections = 16;
     let catalog = retail_catalog::Application::build(settings).await?;
     let addr = catalog.local_addr();
@@ -618,28 +608,70 @@ async fn bench_catalog(args: &BenchArgs, target: Target) -> anyhow::Result<Repor
     };
     catalog.stop().await?;
     identity.stop().await?;
+    scratch.drop().await?;
     Ok(report)
 }
 
-/// One database URL per service: new databases on the PostgreSQL server of `base`,
-/// or SQLite files in `dir`.
-async fn databases(base: Option<&str>, dir: &std::path::Path, services: &[&str]) -> anyhow::Result<Vec<String>> {
-    use sea_orm::ConnectionTrait;
-    let mut out = Vec::new();
-    for service in services {
-        match base {
-            Some(base) if base.starts_with("postgres") => {
-                let name = format!("bench_{service}_{}", rand::random::<u32>());
-                let admin = sea_orm::Database::connect(base).await?;
-                admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
-                admin.close().await?;
-                let (head, _) = base.rsplit_once('/').context("the database URL names no database")?;
-                out.push(format!("{head}/{name}"));
+/// One new database per service for one benchmark: on the PostgreSQL server of
+/// `base`, or SQLite files in a temporary directory. [`Scratch::drop`] removes the
+/// PostgreSQL ones, so runs neither meet each other's data nor pile up.
+struct Scratch {
+    base: Option<String>,
+    dir: tempfile::TempDir,
+    urls: Vec<String>,
+}
+
+impl Scratch {
+    async fn create(base: Option<&str>, services: &[&str]) -> anyhow::Result<Self> {
+        use sea_orm::ConnectionTrait;
+        let dir = tempfile::tempdir()?;
+        let base = base.filter(|b| b.starts_with("postgres")).map(str::to_owned);
+        let mut urls = Vec::new();
+        for service in services {
+            match &base {
+                Some(base) => {
+                    let name = format!("bench_{service}_{}", rand::random::<u32>());
+                    let admin = sea_orm::Database::connect(base.as_str()).await?;
+                    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+                    admin.close().await?;
+                    // Same server and options (`?sslmode=...`), another database.
+                    let (path, options) = base.split_once('?').map_or((base.as_str(), ""), |(p, o)| (p, o));
+                    let (head, _) = path.rsplit_once('/').context("the database URL names no database")?;
+                    let options = if options.is_empty() {
+                        String::new()
+                    } else {
+                        format!("?{options}")
+                    };
+                    urls.push(format!("{head}/{name}{options}"));
+                }
+                None => urls.push(format!("sqlite://{}/{service}.db?mode=rwc", dir.path().display())),
             }
-            _ => out.push(format!("sqlite://{}/{service}.db?mode=rwc", dir.display())),
         }
+        Ok(Self { base, dir, urls })
     }
-    Ok(out)
+
+    fn url(&self, i: usize) -> SecretString {
+        SecretString::from(self.urls.get(i).cloned().unwrap_or_default())
+    }
+
+    /// Drops the PostgreSQL databases (after every service using them stopped).
+    async fn drop(self) -> anyhow::Result<()> {
+        use sea_orm::ConnectionTrait;
+        if let Some(base) = &self.base {
+            let admin = sea_orm::Database::connect(base.as_str()).await?;
+            for url in &self.urls {
+                let path = url.split_once('?').map_or(url.as_str(), |(p, _)| p);
+                if let Some((_, name)) = path.rsplit_once('/') {
+                    admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await?;
+                }
+            }
+            admin.close().await?;
+        }
+        drop(self.dir);
+        Ok(())
+    }
 }
 
 async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report> {
@@ -648,10 +680,8 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     use retail_proto::orders::orders_service_client::OrdersServiceClient;
     use retail_proto::orders::{self as opb};
 
-    let dir = tempfile::tempdir()?;
-    let urls = databases(
+    let scratch = Scratch::create(
         args.database_url.as_deref(),
-        dir.path(),
         &["identity", "membership", "catalog", "orders"],
     )
     .await?;
@@ -670,9 +700,9 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
         &mut settings.orders.database,
     ]
     .into_iter()
-    .zip(urls)
+    .zip(&scratch.urls)
     {
-        db.url = SecretString::from(url);
+        db.url = SecretString::from(url.clone());
         db.max_connections = 16;
     }
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -795,6 +825,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     }
     let _ = stop.send(());
     launched.wait().await?;
+    scratch.drop().await?;
     Ok(report)
 }
 

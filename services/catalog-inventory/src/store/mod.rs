@@ -145,7 +145,7 @@ async fn sku_facts(
 }
 
 /// SKUs by code, with stock and listings, in the order asked; missing ones are left out.
-/// Two round trips: the SKUs with their summed stock, then their listings.
+/// One round trip: each SKU row carries its summed stock and its listed channels.
 pub async fn sku_views(conn: &impl ConnectionTrait, codes: &[String]) -> ServiceResult<Vec<SkuView>> {
     #[derive(Debug, FromQueryResult)]
     struct Row {
@@ -154,10 +154,16 @@ pub async fn sku_views(conn: &impl ConnectionTrait, codes: &[String]) -> Service
         attributes_json: String,
         created_at: chrono::DateTime<Utc>,
         sellable: i64,
+        channels: Option<String>,
     }
     if codes.is_empty() {
         return Ok(Vec::new());
     }
+    let backend = conn.get_database_backend();
+    let concat = match backend {
+        sea_orm::DatabaseBackend::Postgres => "string_agg",
+        _ => "group_concat",
+    };
     let rows = sku::Entity::find()
         .select_only()
         .column(sku::Column::Code)
@@ -170,33 +176,42 @@ pub async fn sku_views(conn: &impl ConnectionTrait, codes: &[String]) -> Service
             ),
             "sellable",
         )
-        .filter(sku::Column::Code.is_in(codes.iter().cloned()))
+        .column_as(
+            sea_orm::sea_query::Expr::cust(format!(
+                "(SELECT {concat}(listings.channel, ',') FROM listings \
+                 WHERE listings.sku_code = skus.code AND listings.listed)"
+            )),
+            "channels",
+        )
+        .filter(retail_kit::db::one_of(backend, (sku::Entity, sku::Column::Code), codes))
         .into_model::<Row>()
         .all(conn)
         .await?;
-    let mut listed: HashMap<String, Vec<String>> = HashMap::new();
-    for l in listing::Entity::find()
-        .filter(listing::Column::SkuCode.is_in(codes.iter().cloned()))
-        .filter(listing::Column::Listed.eq(true))
-        .order_by_asc(listing::Column::Channel)
-        .all(conn)
-        .await?
-    {
-        listed.entry(l.sku_code).or_default().push(l.channel);
-    }
     let mut by_code: HashMap<String, Row> = rows.into_iter().map(|r| (r.code.clone(), r)).collect();
     Ok(codes
         .iter()
         .filter_map(|c| by_code.remove(c))
-        .map(|r| SkuView {
-            listed_channels: listed.remove(&r.code).unwrap_or_default(),
-            sellable: r.sellable,
-            sku: sku::Model {
-                code: r.code,
-                product_id: r.product_id,
-                attributes_json: r.attributes_json,
-                created_at: r.created_at,
-            },
+        .map(|r| {
+            // Channel names are identifiers (no commas); sorted so every backend agrees.
+            let mut listed_channels: Vec<String> = r
+                .channels
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect();
+            listed_channels.sort();
+            SkuView {
+                listed_channels,
+                sellable: r.sellable,
+                sku: sku::Model {
+                    code: r.code,
+                    product_id: r.product_id,
+                    attributes_json: r.attributes_json,
+                    created_at: r.created_at,
+                },
+            }
         })
         .collect())
 }
