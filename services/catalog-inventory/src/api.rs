@@ -43,6 +43,8 @@ const MAX_DETAIL: usize = 20_000;
 pub struct State {
     pub db: DatabaseConnection,
     pub log: Arc<EventLog>,
+    /// SKU views for `BatchGetSkus`, evicted by this service's own events.
+    pub skus: Arc<crate::sku_cache::SkuCache>,
     pub settings: Settings,
 }
 
@@ -409,12 +411,20 @@ impl CatalogService for CatalogApi {
             .enumerate()
             .map(|(i, n)| sku_name(&format!("names[{i}]"), n).map(|c| c.as_str().to_owned()))
             .collect::<ServiceResult<Vec<_>>>()?;
-        let views = store::sku_views(&self.state.db, &codes).await?;
-        let by_code: BTreeMap<&str, &SkuView> = views.iter().map(|v| (v.sku.code.as_str(), v)).collect();
+        let cache = &self.state.skus;
+        let (mut found, missing) = cache.get_many(&codes);
+        if !missing.is_empty() {
+            let ticket = cache.ticket();
+            for view in store::sku_views(&self.state.db, &missing).await? {
+                let sku = Arc::new(sku_to_pb(&view));
+                cache.put(ticket, sku.clone());
+                found.insert(view.sku.code, sku);
+            }
+        }
         let mut skus = Vec::with_capacity(codes.len());
         for code in &codes {
-            match by_code.get(code.as_str()) {
-                Some(v) => skus.push(sku_to_pb(v)),
+            match found.get(code) {
+                Some(sku) => skus.push(sku.as_ref().clone()),
                 None => return Err(ServiceError::not_found("sku", format!("skus/{code}")).into()),
             }
         }

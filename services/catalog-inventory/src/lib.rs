@@ -12,6 +12,7 @@ pub mod domain;
 pub mod inventory;
 pub mod pricing;
 pub mod settings;
+pub mod sku_cache;
 pub mod store;
 
 use std::future::Future;
@@ -64,7 +65,15 @@ impl Application {
         let bound = server::bind(&settings.server).await?;
         Ok(Self {
             bound,
-            state: Arc::new(State { db, log, settings }),
+            state: Arc::new(State {
+                db,
+                log,
+                skus: sku_cache::SkuCache::new(
+                    settings.sku_cache.capacity,
+                    Duration::from_secs(settings.sku_cache.ttl_secs),
+                ),
+                settings,
+            }),
             verifier,
         })
     }
@@ -88,6 +97,7 @@ impl Application {
         let retention = state.log.spawn_retention(state.settings.events.retention());
         let sweeper = state.spawn_sweeper();
         let reconciliation = spawn_daily_reconciliation(state.clone());
+        let sku_follower = state.skus.spawn_follower(state.log.clone());
         let log = state.log.clone();
         // Open subscriptions end when shutdown starts, so the drain can finish.
         let shutdown = async move {
@@ -108,7 +118,7 @@ impl Application {
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),
         };
         let result = server::serve(self.bound, &state.settings.server, routes, shutdown).await;
-        for task in [appender, retention, sweeper, reconciliation] {
+        for task in [appender, retention, sweeper, reconciliation, sku_follower] {
             task.abort();
         }
         result

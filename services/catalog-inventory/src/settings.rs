@@ -19,6 +19,7 @@ pub struct Settings {
     pub events: EventsSettings,
     pub inventory: InventorySection,
     pub pricing: PricingSection,
+    pub sku_cache: SkuCacheSection,
 }
 
 impl Validate for Settings {
@@ -34,6 +35,9 @@ impl Validate for Settings {
         }
         if inv.sweep_every_secs == 0 {
             return Err(ConfigError::invalid("inventory.sweep_every_secs", "must be positive"));
+        }
+        if self.sku_cache.ttl_secs == 0 {
+            return Err(ConfigError::invalid("sku_cache.ttl_secs", "must be positive"));
         }
         codes::currency(&self.pricing.currency).map_err(|e| ConfigError::invalid("pricing.currency", e))?;
         if self.pricing.competitor_alert_bp > MAX_DISCOUNT_BP {
@@ -82,6 +86,25 @@ impl Default for PricingSection {
         Self {
             currency: "EUR".into(),
             competitor_alert_bp: 500,
+        }
+    }
+}
+
+/// The read cache of SKU views behind `BatchGetSkus` (see [`crate::sku_cache`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SkuCacheSection {
+    /// Views kept at most; 0 turns the cache off.
+    pub capacity: u64,
+    /// A view is dropped after this long even if no event named its SKU.
+    pub ttl_secs: u64,
+}
+
+impl Default for SkuCacheSection {
+    fn default() -> Self {
+        Self {
+            capacity: 200_000,
+            ttl_secs: 300,
         }
     }
 }

@@ -291,7 +291,8 @@ impl EventLog {
         Ok(appended)
     }
 
-    async fn max_position(&self) -> ServiceResult<u64> {
+    /// The highest position appended so far (0 for an empty log).
+    pub async fn max_position(&self) -> ServiceResult<u64> {
         let row = outbox::Entity::find()
             .select_only()
             .column_as(outbox::Column::LogPosition.max(), "max")
@@ -348,6 +349,63 @@ impl EventLog {
                 }
             }
         })
+    }
+
+    /// Follows the log from `after`: contiguous batches of up to `batch` events, each
+    /// sent as soon as it is appended (this replica's appends wake it at once, other
+    /// replicas' are seen within `poll`). Ends after an error (sent last), when the log
+    /// is closed, or when the receiver is dropped.
+    pub fn follow(
+        self: &Arc<Self>,
+        after: u64,
+        batch: u64,
+    ) -> tokio::sync::mpsc::Receiver<ServiceResult<Vec<EventEnvelope>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut cursor = after;
+            let mut latest = log.latest.subscribe();
+            let mut closed = log.closed.subscribe();
+            loop {
+                if *closed.borrow() {
+                    break;
+                }
+                let events = match log.read_after(cursor, batch).await {
+                    Ok(events) => events,
+                    Err(err) => {
+                        let _ = tx.send(Err(err)).await;
+                        break;
+                    }
+                };
+                // Only a contiguous run is sent: positions are dense, so a hole can
+                // only be a purge race, and the next read resolves it.
+                let contiguous: Vec<_> = events
+                    .into_iter()
+                    .enumerate()
+                    .take_while(|(i, e)| e.position == cursor + 1 + *i as u64)
+                    .map(|(_, e)| e)
+                    .collect();
+                let full = contiguous.len() as u64 >= batch;
+                if let Some(last) = contiguous.last() {
+                    cursor = last.position;
+                    if tx.send(Ok(contiguous)).await.is_err() {
+                        break;
+                    }
+                    // A short batch read the end of the log: wait for the next
+                    // append (seen since the read, if it happened meanwhile).
+                    if full {
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    _ = latest.changed() => {}
+                    () = tokio::time::sleep(log.poll) => {}
+                    _ = closed.changed() => {}
+                    () = tx.closed() => break,
+                }
+            }
+        });
+        rx
     }
 
     /// Positioned events after `after`, in order.
@@ -425,51 +483,11 @@ impl EventLogService for EventLogApi {
                 req.after_position
             )));
         }
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<SubscribeResponse, Status>>(4);
-        tokio::spawn(async move {
-            let mut cursor = req.after_position;
-            let mut latest = log.latest.subscribe();
-            let mut closed = log.closed.subscribe();
-            loop {
-                if *closed.borrow() {
-                    break;
-                }
-                let events = match log.read_after(cursor, batch).await {
-                    Ok(events) => events,
-                    Err(err) => {
-                        let _ = tx.send(Err(err.into())).await;
-                        break;
-                    }
-                };
-                // Only a contiguous run is sent: positions are dense, so a hole can
-                // only be a purge race, and the next read resolves it.
-                let contiguous: Vec<_> = events
-                    .into_iter()
-                    .enumerate()
-                    .take_while(|(i, e)| e.position == cursor + 1 + *i as u64)
-                    .map(|(_, e)| e)
-                    .collect();
-                let full = contiguous.len() as u64 >= batch;
-                if let Some(last) = contiguous.last() {
-                    cursor = last.position;
-                    if tx.send(Ok(SubscribeResponse { events: contiguous })).await.is_err() {
-                        break;
-                    }
-                    // A short batch read the end of the log: wait for the next
-                    // append (seen since the read, if it happened meanwhile).
-                    if full {
-                        continue;
-                    }
-                }
-                tokio::select! {
-                    _ = latest.changed() => {}
-                    () = tokio::time::sleep(log.poll) => {}
-                    _ = closed.changed() => {}
-                    () = tx.closed() => break,
-                }
-            }
+        let events = tokio_stream::wrappers::ReceiverStream::new(log.follow(req.after_position, batch));
+        let stream = tokio_stream::StreamExt::map(events, |batch| {
+            batch.map(|events| SubscribeResponse { events }).map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

@@ -398,6 +398,123 @@ async fn batch_get_skus_answers_in_the_order_asked_with_stock() {
     assert!(err.message().contains("skus/NOPE"), "{}", err.message());
 }
 
+/// Sellable units of `code` as `BatchGetSkus` shows them.
+async fn shown_sellable(app: &TestApp, code: &str) -> i64 {
+    app.catalog()
+        .batch_get_skus(authed(pb::BatchGetSkusRequest {
+            names: vec![format!("skus/{code}")],
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .skus[0]
+        .sellable_quantity
+}
+
+/// Waits until `BatchGetSkus` shows `expected` for `code`: the cached view must follow
+/// every committed change within the event log's delivery time.
+async fn wait_shown(app: &TestApp, code: &str, expected: i64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let shown = shown_sellable(app, code).await;
+        if shown == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{code}: still shows {shown} sellable, {expected} committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn cached_sku_views_follow_every_committed_change_even_when_reads_race_writes() {
+    let app = spawn_app().await;
+    app.warehouse("W1", 0).await;
+    app.skus(&["HOT-1", "HOT-2"]).await;
+    app.receive("HOT-1", "W1", 40).await;
+    app.receive("HOT-2", "W1", 40).await;
+    wait_shown(&app, "HOT-1", 40).await;
+
+    // Each change is visible after it commits, also once the view is cached.
+    app.reserve("order-a", &[("HOT-1", 3)]).await.unwrap();
+    wait_shown(&app, "HOT-1", 37).await;
+    app.catalog()
+        .set_listing(authed(pb::SetListingRequest {
+            sku: "skus/HOT-1".into(),
+            channel: pb::SalesChannel::Online as i32,
+            listed: true,
+            reason: "launch".into(),
+        }))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let got = app
+            .catalog()
+            .batch_get_skus(authed(pb::BatchGetSkusRequest {
+                names: vec!["skus/HOT-1".into()],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        if got.skus[0].listed_channels == [pb::SalesChannel::Online as i32] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the listing never showed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Reservations race many readers that load and cache views meanwhile; whatever
+    // interleaving happened, the views end on the committed stock.
+    let mut tasks = Vec::new();
+    for round in 0..12 {
+        let mut inventory = app.inventory();
+        tasks.push(tokio::spawn(async move {
+            inventory
+                .reserve_stock(authed(pb::ReserveStockRequest {
+                    order_id: format!("race-{round}"),
+                    lines: vec![
+                        pb::ReservationLine {
+                            sku: "skus/HOT-1".into(),
+                            quantity: 1,
+                        },
+                        pb::ReservationLine {
+                            sku: "skus/HOT-2".into(),
+                            quantity: 2,
+                        },
+                    ],
+                    ttl: None,
+                }))
+                .await
+                .unwrap();
+        }));
+        for _ in 0..4 {
+            let mut catalog = app.catalog();
+            tasks.push(tokio::spawn(async move {
+                catalog
+                    .batch_get_skus(authed(pb::BatchGetSkusRequest {
+                        names: vec!["skus/HOT-2".into(), "skus/HOT-1".into()],
+                    }))
+                    .await
+                    .unwrap();
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(app.totals("HOT-1").await.1, 37 - 12);
+    assert_eq!(app.totals("HOT-2").await.1, 40 - 24);
+    wait_shown(&app, "HOT-1", 37 - 12).await;
+    wait_shown(&app, "HOT-2", 40 - 24).await;
+    // ... and stay there: no stale load lands late.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(shown_sellable(&app, "HOT-1").await, 25);
+    assert_eq!(shown_sellable(&app, "HOT-2").await, 16);
+}
+
 #[tokio::test]
 async fn bad_catalog_input_gets_precise_errors_and_writes_nothing() {
     let app = spawn_app().await;

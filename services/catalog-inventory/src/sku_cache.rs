@@ -1,0 +1,358 @@
+//! The read cache of SKU views (`BatchGetSkus`): each SKU as the API shows it, with
+//! its sellable stock and listed channels, kept until the catalog's own event log
+//! says it changed.
+//!
+//! Every change to what a view shows publishes an event naming the SKU (stock,
+//! reservations, listings; anything unknown clears everything), so each replica
+//! follows the log and evicts what the events name. A view is therefore at most one
+//! log delivery old: a few milliseconds for changes made by this replica, up to
+//! `events.poll_ms` for other replicas'. Reservations never read this cache; they
+//! decide on the stock rows themselves.
+//!
+//! A slow load must not put back a view older than a change whose event was already
+//! applied: loads note the last applied position before reading, and a view is kept
+//! only if no event after that position evicted its SKU (checked after the insert,
+//! so an eviction racing the insert is never lost).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prost::Message;
+use retail_kit::events::EventLog;
+use retail_proto::catalog as pb;
+use retail_proto::events as ev;
+
+/// Eviction stripes (8 bytes each).
+const STRIPES: usize = 1 << 16;
+
+/// No position applied yet: the follower has not started, so nothing may be cached.
+const NOT_FOLLOWING: u64 = u64::MAX;
+
+pub struct SkuCache {
+    views: moka::sync::Cache<String, Arc<pb::Sku>>,
+    /// Log position of the last eviction, per stripe of SKU codes (by hash): bounded
+    /// memory, and a collision only keeps a fresh view out of the cache, never lets a
+    /// stale one in.
+    evicted: Box<[AtomicU64]>,
+    /// Position of the last event that cleared every view.
+    cleared: AtomicU64,
+    /// Position of the last event applied; [`NOT_FOLLOWING`] before the follower runs.
+    applied: AtomicU64,
+}
+
+impl std::fmt::Debug for SkuCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SkuCache")
+            .field("entries", &self.views.entry_count())
+            .field("applied", &self.applied.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a load stands relative to the log: taken before reading the database.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadTicket(u64);
+
+impl SkuCache {
+    /// `capacity` views at most (0 disables caching), each dropped after `ttl` at the
+    /// latest.
+    pub fn new(capacity: u64, ttl: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            views: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            evicted: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            cleared: AtomicU64::new(0),
+            applied: AtomicU64::new(NOT_FOLLOWING),
+        })
+    }
+
+    /// The cached views of `codes` (by code) and the codes to load, each once.
+    pub fn get_many(&self, codes: &[String]) -> (HashMap<String, Arc<pb::Sku>>, Vec<String>) {
+        let mut found = HashMap::with_capacity(codes.len());
+        let mut missing = Vec::new();
+        for code in codes {
+            if found.contains_key(code) || missing.contains(code) {
+                continue;
+            }
+            match self.views.get(code) {
+                Some(view) => {
+                    found.insert(code.clone(), view);
+                }
+                None => missing.push(code.clone()),
+            }
+        }
+        (found, missing)
+    }
+
+    /// Taken before a load reads the database.
+    pub fn ticket(&self) -> LoadTicket {
+        LoadTicket(self.applied.load(Ordering::SeqCst))
+    }
+
+    /// Keeps a loaded view unless an event applied after `ticket` touched its SKU.
+    pub fn put(&self, ticket: LoadTicket, view: Arc<pb::Sku>) {
+        if ticket.0 == NOT_FOLLOWING {
+            return;
+        }
+        let code = view.sku_code.clone();
+        self.views.insert(code.clone(), view);
+        let newer = self.stripe(&code).load(Ordering::SeqCst) > ticket.0
+            || self.cleared.load(Ordering::SeqCst) > ticket.0
+            || self.applied.load(Ordering::SeqCst) == NOT_FOLLOWING;
+        if newer {
+            self.views.invalidate(&code);
+        }
+    }
+
+    fn stripe(&self, code: &str) -> &AtomicU64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(code);
+        &self.evicted[(hash as usize) % self.evicted.len()]
+    }
+
+    fn evict(&self, code: &str, position: u64) {
+        self.stripe(code).fetch_max(position, Ordering::SeqCst);
+        self.views.invalidate(code);
+    }
+
+    fn clear(&self, position: u64) {
+        self.cleared.fetch_max(position, Ordering::SeqCst);
+        self.views.invalidate_all();
+    }
+
+    /// Applies one event of the catalog's log.
+    pub fn apply(&self, event: &ev::EventEnvelope) {
+        let p = event.position;
+        let payload = event
+            .payload
+            .as_ref()
+            .map(|any| any.value.as_slice())
+            .unwrap_or_default();
+        let units = |units: Vec<ev::ReservedUnits>| units.into_iter().map(|u| u.sku_code).collect::<Vec<_>>();
+        let codes: Option<Vec<String>> = match event.r#type.as_str() {
+            "retail.events.v1.StockChanged" => ev::StockChanged::decode(payload).ok().map(|e| vec![e.sku_code]),
+            "retail.events.v1.ListingChanged" => ev::ListingChanged::decode(payload).ok().map(|e| vec![e.sku_code]),
+            "retail.events.v1.ReservationCreated" => {
+                ev::ReservationCreated::decode(payload).ok().map(|e| units(e.units))
+            }
+            "retail.events.v1.ReservationCommitted" => {
+                ev::ReservationCommitted::decode(payload).ok().map(|e| units(e.units))
+            }
+            "retail.events.v1.ReservationReleased" => {
+                ev::ReservationReleased::decode(payload).ok().map(|e| units(e.units))
+            }
+            "retail.events.v1.ReservationExpired" => {
+                ev::ReservationExpired::decode(payload).ok().map(|e| units(e.units))
+            }
+            // None of these shows in a SKU view (a SKU's attributes never change; a
+            // new SKU was never cached, as misses are not).
+            "retail.events.v1.PriceChanged"
+            | "retail.events.v1.CompetitorUndercut"
+            | "retail.events.v1.ProductCreated"
+            | "retail.events.v1.ProductUpdated" => Some(Vec::new()),
+            // Anything this build does not know: start over.
+            _ => None,
+        };
+        match codes {
+            Some(codes) => codes.iter().for_each(|c| self.evict(c, p)),
+            None => self.clear(p),
+        }
+        self.applied.store(p, Ordering::SeqCst);
+    }
+
+    /// Follows `log` from its current end and applies every event, until the log
+    /// closes. After a read error everything cached is dropped and following resumes.
+    pub fn spawn_follower(self: &Arc<Self>, log: Arc<EventLog>) -> tokio::task::JoinHandle<()> {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let start = match log.max_position().await {
+                    Ok(p) => p,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "sku cache: reading the event log failed; not caching");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                // Nothing cached, or loaded, before this point survives a restart.
+                cache.clear(start);
+                cache.applied.store(start, Ordering::SeqCst);
+                let mut batches = log.follow(start, 1_000);
+                let mut failed = false;
+                while let Some(batch) = batches.recv().await {
+                    match batch {
+                        Ok(events) => events.iter().for_each(|e| cache.apply(e)),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "sku cache: following the event log failed; starting over");
+                            failed = true;
+                        }
+                    }
+                }
+                cache.applied.store(NOT_FOLLOWING, Ordering::SeqCst);
+                cache.views.invalidate_all();
+                if !failed {
+                    // The log closed: the service is stopping.
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(code: &str, sellable: i64) -> Arc<pb::Sku> {
+        Arc::new(pb::Sku {
+            sku_code: code.into(),
+            sellable_quantity: sellable,
+            ..Default::default()
+        })
+    }
+
+    fn event(position: u64, event_type: &str, payload: impl Message) -> ev::EventEnvelope {
+        ev::EventEnvelope {
+            position,
+            r#type: event_type.into(),
+            payload: Some(prost_types::Any {
+                type_url: format!("type.googleapis.com/{event_type}"),
+                value: payload.encode_to_vec(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn stock_changed(position: u64, code: &str) -> ev::EventEnvelope {
+        event(
+            position,
+            "retail.events.v1.StockChanged",
+            ev::StockChanged {
+                sku_code: code.into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn following(cache: &SkuCache, at: u64) {
+        cache.clear(at);
+        cache.applied.store(at, Ordering::SeqCst);
+    }
+
+    fn cached(cache: &SkuCache, code: &str) -> Option<i64> {
+        cache.views.get(code).map(|v| v.sellable_quantity)
+    }
+
+    #[test]
+    fn nothing_is_cached_before_the_log_is_followed() {
+        let cache = SkuCache::new(100, Duration::from_secs(60));
+        cache.put(cache.ticket(), view("A", 1));
+        assert_eq!(cached(&cache, "A"), None);
+        following(&cache, 7);
+        cache.put(cache.ticket(), view("A", 1));
+        assert_eq!(cached(&cache, "A"), Some(1));
+    }
+
+    #[test]
+    fn a_load_older_than_an_applied_event_for_its_sku_is_not_kept() {
+        let cache = SkuCache::new(100, Duration::from_secs(60));
+        following(&cache, 10);
+        let slow = cache.ticket();
+        // The change to A commits and its event is applied while the load runs.
+        cache.apply(&stock_changed(11, "A"));
+        cache.put(slow, view("A", 5));
+        assert_eq!(cached(&cache, "A"), None, "the stale view must not be kept");
+        // A load for another SKU from the same moment is still good.
+        cache.put(slow, view("B", 3));
+        assert_eq!(cached(&cache, "B"), Some(3));
+        // A load started after the event is kept.
+        cache.put(cache.ticket(), view("A", 4));
+        assert_eq!(cached(&cache, "A"), Some(4));
+    }
+
+    #[test]
+    fn every_event_that_changes_a_view_evicts_the_skus_it_names() {
+        let cache = SkuCache::new(100, Duration::from_secs(60));
+        following(&cache, 0);
+        let units = |codes: &[&str]| -> Vec<ev::ReservedUnits> {
+            codes
+                .iter()
+                .map(|c| ev::ReservedUnits {
+                    sku_code: (*c).into(),
+                    warehouse_code: "W1".into(),
+                    quantity: 1,
+                })
+                .collect()
+        };
+        let events = [
+            stock_changed(1, "A"),
+            event(
+                2,
+                "retail.events.v1.ListingChanged",
+                ev::ListingChanged {
+                    sku_code: "A".into(),
+                    channel: "online".into(),
+                    listed: true,
+                },
+            ),
+            event(
+                3,
+                "retail.events.v1.ReservationCreated",
+                ev::ReservationCreated {
+                    units: units(&["A", "B"]),
+                    ..Default::default()
+                },
+            ),
+            event(
+                4,
+                "retail.events.v1.ReservationCommitted",
+                ev::ReservationCommitted {
+                    units: units(&["A", "B"]),
+                    ..Default::default()
+                },
+            ),
+            event(
+                5,
+                "retail.events.v1.ReservationReleased",
+                ev::ReservationReleased {
+                    units: units(&["A", "B"]),
+                    ..Default::default()
+                },
+            ),
+            event(
+                6,
+                "retail.events.v1.ReservationExpired",
+                ev::ReservationExpired {
+                    units: units(&["A", "B"]),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for e in &events {
+            for code in ["A", "B", "C"] {
+                cache.put(cache.ticket(), view(code, 1));
+            }
+            cache.apply(e);
+            assert_eq!(cached(&cache, "A"), None, "{} must evict A", e.r#type);
+            assert_eq!(cached(&cache, "C"), Some(1), "{} must keep C", e.r#type);
+            if e.r#type.starts_with("retail.events.v1.Reservation") {
+                assert_eq!(cached(&cache, "B"), None, "{} must evict B", e.r#type);
+            }
+        }
+        // Events that change no view keep everything; unknown ones clear everything.
+        cache.put(cache.ticket(), view("A", 1));
+        cache.apply(&event(7, "retail.events.v1.PriceChanged", ev::PriceChanged::default()));
+        assert_eq!(cached(&cache, "A"), Some(1));
+        let before = cache.ticket();
+        cache.apply(&event(8, "retail.events.v1.SomethingNew", ev::PriceChanged::default()));
+        assert_eq!(cached(&cache, "A"), None);
+        assert_eq!(cached(&cache, "C"), None);
+        cache.put(before, view("C", 1));
+        assert_eq!(cached(&cache, "C"), None, "a load from before a clear is not kept");
+    }
+}
