@@ -103,6 +103,40 @@ pub struct BenchArgs {
     /// SKUs seeded before catalog-batch-get.
     #[arg(long, default_value_t = 100_000)]
     pub seed_skus: u64,
+    /// Slices a timed measurement is cut into, alternating with equal slices of the
+    /// echo baseline, so both see the same machine (a shared machine's speed drifts).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// The running echo service the target alternates with.
+    #[arg(skip)]
+    baseline: Option<Arc<Baseline>>,
+}
+
+type BoxedCall = Arc<dyn Fn(usize) -> futures::future::BoxFuture<'static, Result<(), tonic::Status>> + Send + Sync>;
+
+/// The echo service and what was measured of it, slice by slice, during the run.
+struct Baseline {
+    call: BoxedCall,
+    report: std::sync::Mutex<Option<Report>>,
+}
+
+impl std::fmt::Debug for Baseline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Baseline").finish_non_exhaustive()
+    }
+}
+
+impl Baseline {
+    async fn measure(&self, concurrency: usize, slice: Duration) -> anyhow::Result<()> {
+        let call = self.call.clone();
+        let report = measure("echo (baseline)", concurrency, Plan::Duration(slice), move |w| call(w)).await?;
+        let mut total = self.report.lock().unwrap_or_else(|p| p.into_inner());
+        match total.as_mut() {
+            Some(total) => total.merge(&report)?,
+            None => *total = Some(report),
+        }
+        Ok(())
+    }
 }
 
 /// Figures of one measurement.
@@ -119,6 +153,16 @@ pub struct Report {
 impl Report {
     pub fn throughput(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// Adds a later slice of the same measurement.
+    fn merge(&mut self, other: &Report) -> anyhow::Result<()> {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latency_us
+            .add(&other.latency_us)
+            .context("failed to merge latency histograms")
     }
 
     fn ms(&self, quantile: f64) -> f64 {
@@ -264,7 +308,8 @@ fn plan(args: &BenchArgs) -> Plan {
     }
 }
 
-/// Warm-up, then measurement.
+/// Warm-up, then measurement: a timed one in `--rounds` slices, each followed by an
+/// equal slice of the echo baseline.
 async fn run<F, Fut>(label: &str, args: &BenchArgs, call: F) -> anyhow::Result<Report>
 where
     F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
@@ -279,7 +324,21 @@ where
         )
         .await?;
     }
-    measure(label, args.concurrency, plan(args), call).await
+    let (Plan::Duration(total), Some(baseline)) = (plan(args), &args.baseline) else {
+        return measure(label, args.concurrency, plan(args), call).await;
+    };
+    let rounds = args.rounds.max(1);
+    let slice = total / rounds;
+    let mut report: Option<Report> = None;
+    for _ in 0..rounds {
+        let part = measure(label, args.concurrency, Plan::Duration(slice), call.clone()).await?;
+        match report.as_mut() {
+            Some(r) => r.merge(&part)?,
+            None => report = Some(part),
+        }
+        baseline.measure(args.concurrency, slice).await?;
+    }
+    report.context("no round was measured")
 }
 
 fn loopback() -> ServerSettings {
@@ -291,12 +350,13 @@ fn loopback() -> ServerSettings {
     }
 }
 
-async fn bench_echo(args: &BenchArgs) -> anyhow::Result<Report> {
+/// Starts the echo service; returns how to call it and how to stop it.
+async fn start_echo(args: &BenchArgs) -> anyhow::Result<(Arc<Baseline>, Running)> {
     let settings = loopback();
     let bound = retail_kit::server::bind(&settings).await?;
     let addr = bound.local_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::echo::serve(bound, settings, async move {
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::echo::serve(bound, settings, async move {
         let _ = rx.await;
     }));
     let clients: Vec<_> = channels(addr, args.connections)
@@ -305,15 +365,16 @@ async fn bench_echo(args: &BenchArgs) -> anyhow::Result<Report> {
         .map(EchoServiceClient::new)
         .collect();
     let payload = vec![7u8; 64];
-    let report = run("echo (baseline)", args, move |worker| {
+    let call: BoxedCall = Arc::new(move |worker| {
         let mut client = clients[worker % clients.len()].clone();
         let payload = payload.clone();
-        async move { client.echo(EchoRequest { payload }).await.map(|_| ()) }
-    })
-    .await?;
-    let _ = tx.send(());
-    server.await??;
-    Ok(report)
+        Box::pin(async move { client.echo(EchoRequest { payload }).await.map(|_| ()) })
+    });
+    let baseline = Arc::new(Baseline {
+        call,
+        report: std::sync::Mutex::new(None),
+    });
+    Ok((baseline, Running { addr, stop, task }))
 }
 
 const BENCH_ADMIN_PASSWORD: &str = "bench-Boss-Passw0rd-1";
@@ -892,11 +953,17 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         args.connections,
         match args.requests {
             Some(n) => format!("{n} requests"),
-            None => format!("{} each", humantime::format_duration(args.duration)),
+            None => format!(
+                "{} each, in {} rounds alternating with the echo baseline",
+                humantime::format_duration(args.duration),
+                args.rounds.max(1)
+            ),
         }
     );
-    let baseline = bench_echo(&args).await?;
-    let mut reports = vec![baseline.clone()];
+    let (baseline, echo) = start_echo(&args).await?;
+    let mut args = args;
+    args.baseline = Some(baseline.clone());
+    let mut reports = Vec::new();
     match args.target {
         Target::Echo => {}
         Target::MembershipIdentify | Target::MembershipGetMiss | Target::MembershipRegister => {
@@ -908,6 +975,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         _ => reports.push(bench_identity(&args, args.target).await?),
     }
+    // Measured alongside the target, or on its own (echo only, or a run by --requests).
+    let measured = baseline.report.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let baseline = match measured {
+        Some(report) => report,
+        None => {
+            args.baseline = None;
+            let call = baseline.call.clone();
+            run("echo (baseline)", &args, move |w| call(w)).await?
+        }
+    };
+    echo.stop().await?;
+    reports.insert(0, baseline.clone());
     print_table(&reports, &baseline);
     Ok(())
 }
