@@ -64,6 +64,7 @@ async fn the_whole_journey_from_registration_to_a_partial_refund() {
     assert_eq!(order.state, opb::OrderState::PendingPayment as i32);
     assert_eq!(order.total, Some(eur(2 * 12_000 + 4 * 1_500)));
     assert_eq!(order.member_tier, "regular");
+    assert_eq!(get(&suite, &order.name).await, order, "the placed order as stored");
     assert_eq!(suite.stock("RUN-42").await, (10, 8, 2, 0));
     assert_eq!(
         suite.reservation(&order.name).await.unwrap().state,
@@ -73,6 +74,7 @@ async fn the_whole_journey_from_registration_to_a_partial_refund() {
     // Pay: the stock ships out of the totals; the member earns from the event log.
     let paid = suite.pay(&admin, &order, "pay-1").await.unwrap();
     assert_eq!(paid.state, opb::OrderState::Paid as i32);
+    assert_eq!(get(&suite, &order.name).await, paid, "the paid order as stored");
     assert_eq!(suite.stock("RUN-42").await, (8, 8, 0, 0));
     let m = suite
         .await_member(&member.name, Duration::from_secs(10), |m| m.points_balance > 0)

@@ -245,10 +245,18 @@ impl State {
         let asked: Vec<(String, i64)> = lines.iter().map(|(c, q)| (c.as_str().to_owned(), *q)).collect();
         let lines_json = serde_json::to_string(&asked).unwrap_or_else(|_| "[]".into());
         for attempt in 0..PLAN_ATTEMPTS {
-            if let Some(existing) = db::find_reservation(&self.db, order).await? {
-                return replay(existing, &fingerprint);
-            }
-            let allocations = self.plan(lines).await?;
+            // A repeated request is told apart by the reservation's key when it is
+            // inserted (below), or, if its stock is gone meanwhile, before refusing:
+            // the first attempt of a new order costs no lookup.
+            let allocations = match self.plan(lines).await {
+                Ok(allocations) => allocations,
+                Err(err) => {
+                    if let Some(existing) = db::find_reservation(&self.db, order).await? {
+                        return replay(existing, &fingerprint);
+                    }
+                    return Err(err);
+                }
+            };
             let now = now();
             let model = reservation::Model {
                 order_id: order.to_owned(),

@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use moka::ops::compute::Op;
 use opentelemetry::KeyValue;
 use tokio::sync::{RwLock, watch};
 
@@ -71,10 +72,30 @@ enum Backend {
         write_back: redis::Script,
         invalidate: redis::Script,
     },
-    Local {
-        values: moka::future::Cache<String, (u64, Arc<Vec<u8>>)>,
-        fences: moka::future::Cache<String, u64>,
-    },
+    /// One cache per process and service: keys need no namespace.
+    Local { slots: moka::sync::Cache<String, Slot> },
+}
+
+/// What the in-process cache holds per key: the cached value and the fence of the
+/// last invalidation, changed together in one atomic compute so a write-back and an
+/// invalidation of the same key cannot interleave.
+#[derive(Clone, Default)]
+struct Slot {
+    fence: Option<u64>,
+    value: Option<LocalValue>,
+}
+
+#[derive(Clone)]
+struct LocalValue {
+    version: u64,
+    bytes: Arc<Vec<u8>>,
+    expires_at: Instant,
+}
+
+impl Slot {
+    fn fresh_value(&self, now: Instant) -> Option<&LocalValue> {
+        self.value.as_ref().filter(|v| v.expires_at > now)
+    }
 }
 
 type Flight = watch::Receiver<Option<Option<Arc<Vec<u8>>>>>;
@@ -141,12 +162,10 @@ impl VersionedCache {
                     invalidate: redis::Script::new(INVALIDATE),
                 }
             }
+            // A slot outlives its value (which expires after `ttl`) so its fence
+            // still guards loads that started before the invalidation.
             None => Backend::Local {
-                values: moka::future::Cache::builder()
-                    .max_capacity(settings.local_capacity)
-                    .time_to_live(settings.ttl)
-                    .build(),
-                fences: moka::future::Cache::builder()
+                slots: moka::sync::Cache::builder()
                     .max_capacity(settings.local_capacity)
                     .time_to_live(settings.ttl * 2)
                     .build(),
@@ -189,7 +208,9 @@ impl VersionedCache {
     /// Cached value, `Ok(None)` on a miss, `Err(())` when the cache could not answer.
     async fn lookup(&self, key: &str) -> Result<Option<Arc<Vec<u8>>>, ()> {
         match &self.backend {
-            Backend::Local { values, .. } => Ok(values.get(&self.key(key)).await.map(|(_, v)| v)),
+            Backend::Local { slots } => Ok(slots
+                .get(key)
+                .and_then(|slot| slot.fresh_value(Instant::now()).map(|v| v.bytes.clone()))),
             Backend::Redis { .. } => {
                 let Some(mut conn) = self.connection().await else {
                     self.fell_back("get", "not connected");
@@ -213,13 +234,26 @@ impl VersionedCache {
 
     async fn write_back(&self, key: &str, version: u64, value: Arc<Vec<u8>>) {
         match &self.backend {
-            Backend::Local { values, fences } => {
-                let k = self.key(key);
-                let fence = fences.get(&k).await;
-                let current = values.get(&k).await.map(|(v, _)| v);
-                if fence.is_none_or(|f| version >= f) && current.is_none_or(|c| version > c) {
-                    values.insert(k, (version, value)).await;
-                }
+            Backend::Local { slots } => {
+                let now = Instant::now();
+                let expires_at = now + self.settings.ttl;
+                slots.entry_by_ref(key).and_compute_with(|entry| {
+                    let slot = entry.map(|e| e.into_value()).unwrap_or_default();
+                    let fenced = slot.fence.is_some_and(|f| version < f);
+                    let newer = slot.fresh_value(now).is_some_and(|v| v.version >= version);
+                    if fenced || newer {
+                        Op::Nop
+                    } else {
+                        Op::Put(Slot {
+                            fence: slot.fence,
+                            value: Some(LocalValue {
+                                version,
+                                bytes: value,
+                                expires_at,
+                            }),
+                        })
+                    }
+                });
             }
             Backend::Redis { write_back, .. } => {
                 let Some(mut conn) = self.connection().await else {
@@ -245,11 +279,16 @@ impl VersionedCache {
     /// write-backs. Failures are counted and logged, never returned.
     pub async fn invalidate(&self, key: &str, version: u64) {
         match &self.backend {
-            Backend::Local { values, fences } => {
-                let k = self.key(key);
-                let fence = fences.get(&k).await.unwrap_or(0);
-                fences.insert(k.clone(), fence.max(version)).await;
-                values.invalidate(&k).await;
+            Backend::Local { slots } => {
+                slots.entry_by_ref(key).and_compute_with(|entry| {
+                    let fence = entry
+                        .and_then(|e| e.into_value().fence)
+                        .map_or(version, |f| f.max(version));
+                    Op::Put(Slot {
+                        fence: Some(fence),
+                        value: None,
+                    })
+                });
             }
             Backend::Redis { invalidate, .. } => {
                 let Some(mut conn) = self.connection().await else {

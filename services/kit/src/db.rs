@@ -26,6 +26,9 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
         .min_connections(settings.min_connections)
         .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        // Ping only connections idle long enough to have been dropped by the server or
+        // a proxy; a ping on every checkout would add a round trip to most statements.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     if is_sqlite {
         // WAL lets readers proceed while one writer commits; the busy timeout makes a

@@ -220,6 +220,23 @@ where
     {
         return Ok(replayed);
     }
+    execute_after_replay(db, key, stored_form, work).await
+}
+
+/// [`execute`] for a caller that has just looked for a replay itself with
+/// [`IdempotencyKey::replay`] (to answer it before validating against current
+/// state): it does not look again. A twin committing in between is still caught, by
+/// the key's unique insert, and replayed.
+pub async fn execute_after_replay<R, F>(
+    db: &DatabaseConnection,
+    key: Option<&IdempotencyKey>,
+    stored_form: impl Fn(&R) -> R,
+    work: F,
+) -> ServiceResult<R>
+where
+    R: prost::Message + Default + Send,
+    F: for<'t> Fn(&'t DatabaseTransaction) -> TxnWork<'t, R>,
+{
     let result = run(db, key, |r: &R| Some(stored_form(r).encode_to_vec()), work).await;
     match (result, key) {
         (Ok(response), _) => Ok(response),

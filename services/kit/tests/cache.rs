@@ -88,6 +88,54 @@ async fn a_slow_reader_never_writes_back_a_value_older_than_a_commit() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_racing_commits_always_end_on_the_last_committed_version() {
+    let cache = cache().await;
+    // The "database": the committed version of one hot record.
+    let committed = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let load = |committed: Arc<std::sync::atomic::AtomicU64>| async move {
+        let version = committed.load(Ordering::SeqCst);
+        // A reader may stall between its read and its write-back.
+        tokio::task::yield_now().await;
+        Ok(Some((version, version.to_string().into_bytes())))
+    };
+    for round in 0..20 {
+        let key = format!("raced-{round}");
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let (cache, committed, key) = (cache.clone(), committed.clone(), key.clone());
+                tokio::spawn(async move {
+                    for _ in 0..25 {
+                        let version = committed.fetch_add(1, Ordering::SeqCst) + 1;
+                        cache.invalidate(&key, version).await;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..6)
+            .map(|_| {
+                let (cache, committed, key) = (cache.clone(), committed.clone(), key.clone());
+                tokio::spawn(async move {
+                    for _ in 0..40 {
+                        cache.get_or_load(&key, || load(committed.clone())).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in writers.into_iter().chain(readers) {
+            task.await.unwrap();
+        }
+        let last = committed.load(Ordering::SeqCst);
+        let seen = cache.get_or_load(&key, || load(committed.clone())).await.unwrap();
+        assert_eq!(
+            seen,
+            value(&last.to_string()),
+            "round {round}: after the last commit the cache must not serve an older version"
+        );
+    }
+}
+
 #[tokio::test]
 async fn fifty_concurrent_misses_of_one_key_load_once() {
     let cache = cache().await;

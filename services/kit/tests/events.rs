@@ -144,9 +144,11 @@ async fn client(addr: std::net::SocketAddr, token: &str) -> Client {
 /// Records each event id once; a second application would violate the primary key.
 /// Records each event with its key (the amount modulo 7) and the order in which
 /// the consumer's partitions applied it.
+/// Events with the key `ignored` are ones the handler does nothing with.
 #[derive(Default)]
 struct RecordEvents {
     seq: std::sync::atomic::AtomicI64,
+    ignored: Option<&'static str>,
 }
 
 fn key_of(event: &EventEnvelope) -> String {
@@ -189,8 +191,8 @@ impl EventHandler for RecordEvents {
         Ok(())
     }
 
-    fn partition_key(&self, event: &EventEnvelope) -> String {
-        key_of(event)
+    fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
+        Some(key_of(event)).filter(|key| Some(key.as_str()) != self.ignored)
     }
 }
 
@@ -213,6 +215,66 @@ async fn publish_one(db: &DatabaseConnection, log: &EventLog, i: i64, commit: bo
     } else {
         txn.rollback().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn events_the_handler_ignores_are_passed_over_and_positions_still_reach_the_end() {
+    let (publisher_db, _p) = database().await;
+    let (consumer_db, _c) = database().await;
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50));
+    let appender = log.spawn_appender();
+    let (addr, token) = serve_log(log.clone()).await;
+    let handler = Arc::new(RecordEvents {
+        ignored: Some("k0"),
+        ..RecordEvents::default()
+    });
+    let consumer = |partition| Consumer {
+        name: "ignoring",
+        source: "test",
+        db: consumer_db.clone(),
+        handler: handler.clone(),
+        partition,
+    };
+    for i in 0..140 {
+        publish_one(&publisher_db, &log, i, true).await;
+    }
+    let tasks: Vec<_> = events::Partition::all(2)
+        .map(|partition| {
+            let (consumer, token) = (consumer(partition), token.clone());
+            tokio::spawn(async move {
+                let client = client(addr, &token).await;
+                consumer.run(client, std::future::pending()).await;
+            })
+        })
+        .collect();
+    // Every partition's stored position reaches the end of the log, although the
+    // last events are ones it passed over (saved once the log is quiet).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut lowest = u64::MAX;
+        for partition in events::Partition::all(2) {
+            lowest = lowest.min(consumer(partition).position().await.unwrap());
+        }
+        if lowest >= 140 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "positions stopped at {lowest}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for task in tasks {
+        task.abort();
+    }
+    appender.abort();
+    let rows = consumer_db
+        .query_all_raw(Statement::from_string(
+            consumer_db.get_database_backend(),
+            "SELECT partition_key FROM applied_events",
+        ))
+        .await
+        .unwrap();
+    let keys: Vec<String> = rows.iter().map(|r| r.try_get_by_index::<String>(0).unwrap()).collect();
+    assert_eq!(keys.len(), 120, "every event but the 20 ignored ones, once each");
+    assert!(keys.iter().all(|k| k != "k0"), "an ignored event reached the handler");
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ impl MembershipApi {
 
 type Rpc<T> = Result<Response<T>, Status>;
 
-fn member_key(id: &str) -> String {
+pub(crate) fn member_key(id: &str) -> String {
     format!("member:{id}")
 }
 

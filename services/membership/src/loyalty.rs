@@ -177,6 +177,17 @@ async fn earn(
     publish_points(txn, &member.id, kind, credit, reference).await
 }
 
+/// What recording a purchase or refund did.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Points earned (positive) or reversed (negative).
+    pub points: i64,
+    /// The member's tier afterwards.
+    pub tier: String,
+    /// The member's version the transaction commits.
+    pub version: i64,
+}
+
 /// Applies a paid order or a refund: the one code path for the RPC and order events.
 pub async fn record(
     txn: &DatabaseTransaction,
@@ -184,7 +195,7 @@ pub async fn record(
     member_id: &str,
     input: &PurchaseInput,
     now: DateTime<Utc>,
-) -> ServiceResult<(i64, String)> {
+) -> ServiceResult<Recorded> {
     let member = live(txn, member_id).await?;
     if input.refund {
         let Some(paid) = loyalty::find_purchase(txn, &input.order_id, "paid", "").await? else {
@@ -243,8 +254,12 @@ pub async fn record(
             }
             publish_points(txn, member_id, "reverse", -taken, &input.order_id).await?;
         }
-        store::touch(txn, member_id, now).await?;
-        return Ok((-to_reverse, member.tier));
+        let version = store::touch(txn, member_id, now).await?;
+        return Ok(Recorded {
+            points: -to_reverse,
+            tier: member.tier,
+            version,
+        });
     }
 
     let earned = points::earned_points(
@@ -294,8 +309,12 @@ pub async fn record(
             change_tier(txn, member_id, &member.tier, &tier, "purchase", now).await?;
         }
     }
-    store::touch(txn, member_id, now).await?;
-    Ok((earned, tier))
+    let version = store::touch(txn, member_id, now).await?;
+    Ok(Recorded {
+        points: earned,
+        tier,
+        version,
+    })
 }
 
 async fn change_tier(
@@ -339,7 +358,7 @@ impl State {
     pub(crate) async fn finish(&self, member_id: &str) {
         if let Ok(Some(m)) = store::find_member(&self.db, member_id).await {
             self.cache
-                .invalidate(&format!("member:{member_id}"), m.version.max(0) as u64)
+                .invalidate(&crate::api::member_key(member_id), m.version.max(0) as u64)
                 .await;
         }
         self.log.committed();
@@ -548,7 +567,7 @@ impl LoyaltyService for LoyaltyApi {
         })
         .await;
         let (points_change, tier) = match outcome {
-            Ok(done) => done,
+            Ok(done) => (done.points, done.tier),
             // The same order (or refund request) again: report what it did the first time.
             Err(ServiceError::AlreadyExists(_)) => {
                 let kind = if input.refund { "refund" } else { "paid" };

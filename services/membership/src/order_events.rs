@@ -126,16 +126,15 @@ impl EventHandler for OrderEvents {
         }
         // Checks that refuse before anything is written, so the transaction stays usable.
         match loyalty::record(txn, rules, &member, &input, Utc::now()).await {
-            Ok(_) => {
+            Ok(recorded) => {
                 // Fence the cache at the version this transaction commits, before
-                // the commit: if the process dies right after it, no older profile
-                // can be served or written back (the fence lives in Redis).
-                if let Some(m) = crate::store::find_member(txn, &member).await? {
-                    self.state
-                        .cache
-                        .invalidate(&format!("member:{member}"), m.version.max(0) as u64)
-                        .await;
-                }
+                // the commit: from then on no older profile can be written back (if
+                // the process dies right after the commit, the fence in Redis still
+                // holds). `after_commit` invalidates again, in case Redis missed this.
+                self.state
+                    .cache
+                    .invalidate(&crate::api::member_key(&member), recorded.version.max(0) as u64)
+                    .await;
                 Ok(())
             }
             Err(
@@ -148,17 +147,23 @@ impl EventHandler for OrderEvents {
         }
     }
 
-    /// A member's purchases and refunds are applied in order, by one partition.
-    fn partition_key(&self, event: &EventEnvelope) -> String {
+    /// A member's purchases and refunds are applied in order, by one partition;
+    /// other order events are passed over. An unreadable event goes to the handler,
+    /// which refuses it.
+    fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
         match purchase_of(event) {
-            Ok(Some((member, _, _))) => member,
-            _ => event.aggregate_id.clone(),
+            Ok(Some((member, _, _))) => Some(member),
+            Ok(None) => None,
+            Err(_) => Some(event.aggregate_id.clone()),
         }
     }
 
+    /// Invalidates again after the commit: an invalidation that timed out against a
+    /// slow Redis inside the transaction must not leave the old profile cached.
     async fn after_commit(&self, event: &EventEnvelope) {
-        if let Ok(Some((member, _, _))) = purchase_of(event) {
-            self.state.finish(&member).await;
+        match purchase_of(event) {
+            Ok(Some((member, _, _))) => self.state.finish(&member).await,
+            _ => self.state.log.committed(),
         }
     }
 }

@@ -618,9 +618,21 @@ impl OrdersService for OrdersApi {
             pay_time: Some(timestamp(at)),
         };
         let from = order.state.clone();
-        let response = idempotency::execute(&s.db, key.as_ref(), Clone::clone, |txn| {
+        // The order as the transition below leaves it (it changes only these columns).
+        let paid = store::OrderView {
+            order: order::Model {
+                state: "paid".into(),
+                payment_reference: reference.clone(),
+                paid_minor: order.total_minor,
+                paid_at: Some(at),
+                updated_at: at,
+                ..order
+            },
+            lines,
+        };
+        let response = idempotency::execute_after_replay(&s.db, key.as_ref(), Clone::clone, |txn| {
             let (id, reference, event, from) = (id.clone(), reference.clone(), event.encode_to_vec(), from.clone());
-            let total = order.total_minor;
+            let (total, paid) = (paid.order.paid_minor, order_to_pb(&paid));
             Box::pin(async move {
                 let changes = vec![
                     set(order::Column::PaymentReference, reference.clone()),
@@ -634,10 +646,7 @@ impl OrdersService for OrdersApi {
                 }
                 store::record_event(txn, &id, "paid", "", &reference, "paid", at).await?;
                 publish_raw(txn, "retail.events.v1.OrderPaid", &id, event).await?;
-                let order = store::find_order(txn, &id)
-                    .await?
-                    .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("order vanished")))?;
-                Ok(order_to_pb(&store::view(txn, order).await?))
+                Ok(paid)
             })
         })
         .await?;

@@ -9,8 +9,10 @@
 //!    marks the saga done (only if it is still started: a saga taken over by the
 //!    recovery is never stored late).
 //!
-//! The saga row records the last step that holds something (`reserved`); pricing
-//! holds nothing, so it is not written down.
+//! The saga row holds only `started` until the store step: whatever the step an
+//! abandoned saga stopped at, compensation releases the reservation of its order id
+//! (none made counts as released), so recording each remote step would cost a
+//! transaction per order and tell recovery nothing it needs.
 //!
 //! Any failure compensates: the saga turns `compensating` (which the recovery also
 //! does for sagas whose process died), the reservation is released, and the saga is
@@ -132,15 +134,9 @@ impl State {
                 created_at: at,
                 updated_at: at,
             };
-            let inserted = idempotency::transaction(&self.db, |txn| {
-                let row = row.clone();
-                Box::pin(async move { store::insert_saga(txn, row).await })
-            })
-            .await;
-            match inserted {
-                Ok(()) => return Ok(Claim::New(order_id)),
-                Err(ServiceError::AlreadyExists(_)) => {}
-                Err(other) => return Err(other),
+            // One statement: the unique request key settles a race between twins.
+            if store::insert_saga(&self.db, row).await? {
+                return Ok(Claim::New(order_id));
             }
             let Some(key) = &input.request_key else {
                 continue;
@@ -200,7 +196,9 @@ impl State {
             .reserve(order_id, &input.lines, window)
             .await
             .map_err(|s| from_downstream("catalog", s))?;
-        self.step(order_id, "reserved").await?;
+        // No separate "reserved" step is stored: the store transaction below only
+        // completes a saga still STARTED, and a compensation releases by order id
+        // whether or not a reservation was made.
 
         self.hook.before(Step::Store, order_id).await?;
         let at = now();
@@ -264,23 +262,8 @@ impl State {
             })
         })
         .await?;
-        let stored = store::find_order(&self.db, order_id)
-            .await?
-            .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("the stored order vanished")))?;
-        store::view(&self.db, stored).await
-    }
-
-    async fn step(&self, order_id: &str, step: &str) -> ServiceResult<()> {
-        let moved = idempotency::transaction(&self.db, |txn| {
-            let (order_id, step) = (order_id.to_owned(), step.to_owned());
-            Box::pin(async move { store::saga_progress(txn, &order_id, saga_state::STARTED, &step, "", now()).await })
-        })
-        .await?;
-        if moved {
-            Ok(())
-        } else {
-            Err(ServiceError::Aborted("placing the order was abandoned; retry".into()))
-        }
+        // Exactly what was written (`now()` is already at the database's precision).
+        Ok(OrderView { order, lines })
     }
 
     /// Undoes a saga that will not finish: marks it compensating (unless it finished

@@ -166,7 +166,7 @@ pub mod saga {
         pub fingerprint: Vec<u8>,
         /// `started`, `done`, `failed`.
         pub state: String,
-        /// Last step reached: `started`, `priced`, `reserved`, `stored`.
+        /// Last step recorded: `started`, then `stored` (or `compensating`).
         pub step: String,
         pub error: String,
         pub created_at: DateTimeUtc,

@@ -43,9 +43,13 @@ pub struct ReturnView {
     pub lines: Vec<return_line::Model>,
 }
 
-pub async fn insert_saga(conn: &impl ConnectionTrait, model: saga::Model) -> ServiceResult<()> {
-    saga::ActiveModel::from(model).insert(conn).await?;
-    Ok(())
+/// Inserts the saga row; `false` if its request key is taken (or, by chance, its id).
+pub async fn insert_saga(conn: &impl ConnectionTrait, model: saga::Model) -> ServiceResult<bool> {
+    match saga::ActiveModel::from(model).insert(conn).await {
+        Ok(_) => Ok(true),
+        Err(err) if retail_kit::db::is_unique_violation(&err) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 pub async fn saga_by_key(conn: &impl ConnectionTrait, key: &str) -> ServiceResult<Option<saga::Model>> {
