@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use futures::FutureExt;
 use rand::Rng;
+use retail_identity::domain::fields::{Password, Username};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::settings::SuiteSettings;
@@ -43,9 +44,22 @@ fn admin_password(settings: &SuiteSettings) -> anyhow::Result<(SecretString, Opt
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok((SecretString::from(existing.trim().to_owned()), Some(path)));
     }
-    let password = random_secret(24);
+    let password = generate_admin_password(&settings.identity.bootstrap.admin_username);
     write_private(&path, &password)?;
     Ok((SecretString::from(password), Some(path)))
+}
+
+/// A random password that identity's password policy accepts for `username`. About one
+/// draw in forty has no digit (policy: not only letters), so draws are repeated until
+/// one passes.
+fn generate_admin_password(username: &str) -> String {
+    let username = Username::parse("bootstrap.admin_username", username).ok();
+    loop {
+        let candidate = random_secret(24);
+        if Password::parse("bootstrap.admin_password", &candidate, username.as_ref()).is_ok() {
+            return candidate;
+        }
+    }
 }
 
 /// A random string of `len` letters and digits (no look-alikes).
@@ -247,6 +261,16 @@ mod tests {
     }
 
     #[test]
+    fn generated_admin_passwords_always_meet_the_password_policy() {
+        // One draw in about forty of random_secret(24) alone has no digit.
+        let admin = Username::parse("u", "admin").unwrap();
+        for _ in 0..2_000 {
+            let password = generate_admin_password("admin");
+            assert!(Password::parse("p", &password, Some(&admin)).is_ok());
+        }
+    }
+
+    #[test]
     fn the_generated_admin_password_is_kept_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let settings = SuiteSettings {
@@ -257,6 +281,8 @@ mod tests {
         let (second, _) = admin_password(&settings).unwrap();
         assert_eq!(first.expose_secret(), second.expose_secret());
         assert!(first.expose_secret().len() >= 20);
+        let admin = Username::parse("u", &settings.identity.bootstrap.admin_username).unwrap();
+        assert!(Password::parse("p", first.expose_secret(), Some(&admin)).is_ok());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
