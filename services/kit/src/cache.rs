@@ -5,15 +5,23 @@
 //!   version happened meanwhile (a per-key "fence" left by [`VersionedCache::invalidate`]),
 //!   so a slow reader can never put back a value older than a committed change.
 //! - Concurrent misses of one key load once (single flight); the others wait for it.
+//!   An invalidation ends the flight's admission: readers arriving after it load anew.
 //! - Redis is given a tight timeout; when it is slow or down, reads go to the loader
 //!   and keep succeeding, and a counter records each fallback.
+//! - With Redis, a near cache in this process serves repeated reads without a round
+//!   trip. Every invalidation is published on a Redis channel in the same script that
+//!   drops the value, and every replica applies it to its near cache. The near cache
+//!   serves only while that subscription is up, is emptied whenever it (re)starts, and
+//!   refuses a fill that began before any invalidation it has seen since, so it is
+//!   never older than Redis except for the moment a message is on its way.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use moka::ops::compute::Op;
 use opentelemetry::KeyValue;
 use tokio::sync::{RwLock, watch};
@@ -32,14 +40,19 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
 
-/// Raises the fence to the committed version and drops the cached value.
+/// Raises the fence to the committed version, drops the cached value and tells every
+/// replica's near cache (channel ARGV[3], message "<version> <key>").
 const INVALIDATE: &str = r"
 local fence = tonumber(redis.call('GET', KEYS[2]) or '-1')
 local v = tonumber(ARGV[1])
 if v > fence then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[4])
 return 1
 ";
+
+/// How often the invalidation subscription is checked with a PING.
+const SUBSCRIPTION_HEARTBEAT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
@@ -50,7 +63,8 @@ pub struct CacheSettings {
     pub ttl: Duration,
     /// Upper bound on one Redis round trip before falling back to the loader.
     pub timeout: Duration,
-    /// In-process capacity (entries).
+    /// In-process capacity (entries): the whole cache without Redis, the near cache in
+    /// front of it with Redis (0 turns the near cache off).
     pub local_capacity: u64,
 }
 
@@ -71,9 +85,12 @@ enum Backend {
         manager: Arc<RwLock<Option<redis::aio::ConnectionManager>>>,
         write_back: redis::Script,
         invalidate: redis::Script,
+        near: Option<Arc<Near>>,
+        /// Where invalidations are published for the near caches.
+        channel: String,
     },
     /// One cache per process and service: keys need no namespace.
-    Local { slots: moka::sync::Cache<String, Slot> },
+    Local { slots: Slots },
 }
 
 /// What the in-process cache holds per key: the cached value and the fence of the
@@ -98,12 +115,168 @@ impl Slot {
     }
 }
 
+/// Versioned slots in this process.
+struct Slots {
+    cache: moka::sync::Cache<String, Slot>,
+    ttl: Duration,
+}
+
+impl Slots {
+    /// A slot outlives its value (which expires after `ttl`) so its fence still guards
+    /// loads that started before the invalidation.
+    fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl * 2)
+                .build(),
+            ttl,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<Vec<u8>>> {
+        self.cache
+            .get(key)
+            .and_then(|slot| slot.fresh_value(Instant::now()).map(|v| v.bytes.clone()))
+    }
+
+    /// Keeps `version` unless the key is fenced above it, holds a newer version, or
+    /// `admit` (evaluated atomically with the key's other changes) says no.
+    fn put(&self, key: &str, version: u64, bytes: Arc<Vec<u8>>, admit: impl FnOnce() -> bool) {
+        let now = Instant::now();
+        let expires_at = now + self.ttl;
+        self.cache.entry_by_ref(key).and_compute_with(|entry| {
+            let slot = entry.map(|e| e.into_value()).unwrap_or_default();
+            let fenced = slot.fence.is_some_and(|f| version < f);
+            let newer = slot.fresh_value(now).is_some_and(|v| v.version >= version);
+            if fenced || newer || !admit() {
+                Op::Nop
+            } else {
+                Op::Put(Slot {
+                    fence: slot.fence,
+                    value: Some(LocalValue {
+                        version,
+                        bytes,
+                        expires_at,
+                    }),
+                })
+            }
+        });
+    }
+
+    /// Drops the value and fences off versions below `version`.
+    fn fence(&self, key: &str, version: u64) {
+        self.cache.entry_by_ref(key).and_compute_with(|entry| {
+            let fence = entry
+                .and_then(|e| e.into_value().fence)
+                .map_or(version, |f| f.max(version));
+            Op::Put(Slot {
+                fence: Some(fence),
+                value: None,
+            })
+        });
+    }
+}
+
+/// The near cache in front of Redis.
+struct Near {
+    slots: Slots,
+    /// Subscribed to the invalidation channel: only then may it serve or be filled.
+    live: AtomicBool,
+    /// Bumped by every invalidation this process applies and by every change of the
+    /// subscription; a fill admitted only if it is unchanged since the fill's Redis read
+    /// began, so no invalidation can slip between that read and the fill.
+    changes: AtomicU64,
+}
+
+impl Near {
+    fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            slots: Slots::new(capacity, ttl),
+            live: AtomicBool::new(false),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<Vec<u8>>> {
+        if !self.live.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.slots.get(key)
+    }
+
+    fn invalidate(&self, key: &str, version: u64) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.slots.fence(key, version);
+    }
+
+    /// Forgets everything: on (re)subscribing and on losing the subscription, when
+    /// invalidations may have been missed.
+    fn reset(&self, live: bool) {
+        self.live.store(false, Ordering::SeqCst);
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.slots.cache.invalidate_all();
+        self.live.store(live, Ordering::SeqCst);
+    }
+
+    /// Applies one published invalidation, `<version> <key>`; anything unreadable
+    /// empties the near cache.
+    fn apply(&self, message: &[u8]) {
+        let parsed = std::str::from_utf8(message).ok().and_then(|text| {
+            let (version, key) = text.split_once(' ')?;
+            Some((version.parse::<u64>().ok()?, key))
+        });
+        match parsed {
+            Some((version, key)) => self.invalidate(key, version),
+            None => self.reset(self.live.load(Ordering::SeqCst)),
+        }
+    }
+}
+
+/// Keeps `near` subscribed to `channel`, for as long as the cache lives.
+async fn follow_invalidations(client: redis::Client, channel: String, near: Arc<Near>) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    near.reset(true);
+                    let (mut sink, mut messages) = pubsub.split();
+                    let mut heartbeat = tokio::time::interval(SUBSCRIPTION_HEARTBEAT);
+                    heartbeat.tick().await;
+                    loop {
+                        tokio::select! {
+                            message = messages.next() => match message {
+                                Some(message) => near.apply(message.get_payload_bytes()),
+                                None => break,
+                            },
+                            _ = heartbeat.tick() => {
+                                let pong = tokio::time::timeout(SUBSCRIPTION_HEARTBEAT, sink.ping::<redis::Value>()).await;
+                                if !matches!(pong, Ok(Ok(_))) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    near.reset(false);
+                    tracing::warn!("lost the cache invalidation channel; the near cache is off until it is back");
+                }
+                Err(err) => tracing::warn!(error = %err, "could not subscribe to cache invalidations"),
+            },
+            Err(err) => tracing::debug!(error = %err, "redis not reachable for cache invalidations"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 type Flight = watch::Receiver<Option<Option<Arc<Vec<u8>>>>>;
 
 /// Counts of what the cache did, for tests and benchmarks.
 #[derive(Debug, Default)]
 pub struct CacheStats {
+    /// Reads answered by the cache (near cache included).
     pub hits: AtomicU64,
+    /// Of those, reads answered by the near cache without a Redis round trip.
+    pub near_hits: AtomicU64,
     pub misses: AtomicU64,
     pub loads: AtomicU64,
     pub fallbacks: AtomicU64,
@@ -115,6 +288,16 @@ pub struct VersionedCache {
     flights: Mutex<HashMap<String, Flight>>,
     pub stats: Arc<CacheStats>,
     fallback_counter: opentelemetry::metrics::Counter<u64>,
+    /// Background tasks (connection, invalidation subscription), stopped with the cache.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for VersionedCache {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for VersionedCache {
@@ -133,18 +316,20 @@ impl VersionedCache {
     /// Builds the cache; with Redis, connects in the background (and keeps
     /// reconnecting), serving from the loader until Redis answers.
     pub fn new(settings: CacheSettings) -> anyhow::Result<Arc<Self>> {
+        let mut tasks = Vec::new();
         let backend = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())?;
                 let manager = Arc::new(RwLock::new(None));
                 let slot = manager.clone();
                 let timeout = settings.timeout;
-                tokio::spawn(async move {
+                let connector = client.clone();
+                let connecting = tokio::spawn(async move {
                     let config = redis::aio::ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(Duration::from_secs(2)))
                         .set_response_timeout(Some(timeout.max(Duration::from_millis(5))));
                     loop {
-                        match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                        match redis::aio::ConnectionManager::new_with_config(connector.clone(), config.clone()).await {
                             Ok(conn) => {
                                 *slot.write().await = Some(conn);
                                 break;
@@ -156,19 +341,24 @@ impl VersionedCache {
                         }
                     }
                 });
+                tasks.push(connecting.abort_handle());
+                let channel = format!("{}:invalidations", settings.namespace);
+                let near =
+                    (settings.local_capacity > 0).then(|| Arc::new(Near::new(settings.local_capacity, settings.ttl)));
+                if let Some(near) = &near {
+                    let following = tokio::spawn(follow_invalidations(client, channel.clone(), near.clone()));
+                    tasks.push(following.abort_handle());
+                }
                 Backend::Redis {
                     manager,
                     write_back: redis::Script::new(WRITE_BACK),
                     invalidate: redis::Script::new(INVALIDATE),
+                    near,
+                    channel,
                 }
             }
-            // A slot outlives its value (which expires after `ttl`) so its fence
-            // still guards loads that started before the invalidation.
             None => Backend::Local {
-                slots: moka::sync::Cache::builder()
-                    .max_capacity(settings.local_capacity)
-                    .time_to_live(settings.ttl * 2)
-                    .build(),
+                slots: Slots::new(settings.local_capacity, settings.ttl),
             },
         };
         let fallback_counter = opentelemetry::global::meter("retail")
@@ -181,7 +371,17 @@ impl VersionedCache {
             flights: Mutex::new(HashMap::new()),
             stats: Arc::default(),
             fallback_counter,
+            tasks,
         }))
+    }
+
+    /// True once the near cache in front of Redis is subscribed to invalidations and
+    /// serving (always false without Redis or with the near cache off).
+    pub fn near_cache_live(&self) -> bool {
+        match &self.backend {
+            Backend::Redis { near: Some(near), .. } => near.live.load(Ordering::SeqCst),
+            _ => false,
+        }
     }
 
     fn key(&self, key: &str) -> String {
@@ -207,54 +407,51 @@ impl VersionedCache {
 
     /// Cached value, `Ok(None)` on a miss, `Err(())` when the cache could not answer.
     async fn lookup(&self, key: &str) -> Result<Option<Arc<Vec<u8>>>, ()> {
-        match &self.backend {
-            Backend::Local { slots } => Ok(slots
-                .get(key)
-                .and_then(|slot| slot.fresh_value(Instant::now()).map(|v| v.bytes.clone()))),
-            Backend::Redis { .. } => {
-                let Some(mut conn) = self.connection().await else {
-                    self.fell_back("get", "not connected");
-                    return Err(());
-                };
-                let cmd = redis::cmd("HGET").arg(self.key(key)).arg("p").to_owned();
-                match tokio::time::timeout(self.settings.timeout, cmd.query_async::<Option<Vec<u8>>>(&mut conn)).await {
-                    Ok(Ok(value)) => Ok(value.map(Arc::new)),
-                    Ok(Err(err)) => {
-                        self.fell_back("get", &err.to_string());
-                        Err(())
-                    }
-                    Err(_) => {
-                        self.fell_back("get", "timeout");
-                        Err(())
-                    }
+        let near = match &self.backend {
+            Backend::Local { slots } => return Ok(slots.get(key)),
+            Backend::Redis { near, .. } => near.as_deref(),
+        };
+        if let Some(hit) = near.and_then(|near| near.get(key)) {
+            self.stats.near_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(hit));
+        }
+        // Taken before the read: a fill is refused if anything was invalidated since.
+        let changes = near.map(|near| near.changes.load(Ordering::SeqCst));
+        let Some(mut conn) = self.connection().await else {
+            self.fell_back("get", "not connected");
+            return Err(());
+        };
+        let cmd = redis::cmd("HMGET").arg(self.key(key)).arg("v").arg("p").to_owned();
+        let reply = tokio::time::timeout(
+            self.settings.timeout,
+            cmd.query_async::<(Option<u64>, Option<Vec<u8>>)>(&mut conn),
+        )
+        .await;
+        match reply {
+            Ok(Ok((version, Some(bytes)))) => {
+                let bytes = Arc::new(bytes);
+                if let (Some(near), Some(version), Some(changes)) = (near, version, changes) {
+                    near.slots.put(key, version, bytes.clone(), || {
+                        near.live.load(Ordering::SeqCst) && near.changes.load(Ordering::SeqCst) == changes
+                    });
                 }
+                Ok(Some(bytes))
+            }
+            Ok(Ok((_, None))) => Ok(None),
+            Ok(Err(err)) => {
+                self.fell_back("get", &err.to_string());
+                Err(())
+            }
+            Err(_) => {
+                self.fell_back("get", "timeout");
+                Err(())
             }
         }
     }
 
     async fn write_back(&self, key: &str, version: u64, value: Arc<Vec<u8>>) {
         match &self.backend {
-            Backend::Local { slots } => {
-                let now = Instant::now();
-                let expires_at = now + self.settings.ttl;
-                slots.entry_by_ref(key).and_compute_with(|entry| {
-                    let slot = entry.map(|e| e.into_value()).unwrap_or_default();
-                    let fenced = slot.fence.is_some_and(|f| version < f);
-                    let newer = slot.fresh_value(now).is_some_and(|v| v.version >= version);
-                    if fenced || newer {
-                        Op::Nop
-                    } else {
-                        Op::Put(Slot {
-                            fence: slot.fence,
-                            value: Some(LocalValue {
-                                version,
-                                bytes: value,
-                                expires_at,
-                            }),
-                        })
-                    }
-                });
-            }
+            Backend::Local { slots } => slots.put(key, version, value, || true),
             Backend::Redis { write_back, .. } => {
                 let Some(mut conn) = self.connection().await else {
                     self.fell_back("write_back", "not connected");
@@ -278,19 +475,20 @@ impl VersionedCache {
     /// Forgets `key` after a commit that produced `version`, and fences off older
     /// write-backs. Failures are counted and logged, never returned.
     pub async fn invalidate(&self, key: &str, version: u64) {
+        // A load already in flight may have read the old row: readers from now on
+        // start a load of their own instead of joining it.
+        self.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         match &self.backend {
-            Backend::Local { slots } => {
-                slots.entry_by_ref(key).and_compute_with(|entry| {
-                    let fence = entry
-                        .and_then(|e| e.into_value().fence)
-                        .map_or(version, |f| f.max(version));
-                    Op::Put(Slot {
-                        fence: Some(fence),
-                        value: None,
-                    })
-                });
-            }
-            Backend::Redis { invalidate, .. } => {
+            Backend::Local { slots } => slots.fence(key, version),
+            Backend::Redis {
+                invalidate,
+                near,
+                channel,
+                ..
+            } => {
+                if let Some(near) = near {
+                    near.invalidate(key, version);
+                }
                 let Some(mut conn) = self.connection().await else {
                     self.fell_back("invalidate", "not connected");
                     return;
@@ -299,7 +497,9 @@ impl VersionedCache {
                 invocation
                     .key(self.fence_key(key))
                     .arg(version)
-                    .arg((self.settings.ttl * 2).as_millis() as u64);
+                    .arg((self.settings.ttl * 2).as_millis() as u64)
+                    .arg(channel.as_str())
+                    .arg(key);
                 // Invalidation matters more than latency: allow a few timeouts' worth.
                 let bound = self.settings.timeout * 4;
                 match tokio::time::timeout(bound, invocation.invoke_async::<i64>(&mut conn)).await {
@@ -336,7 +536,7 @@ impl VersionedCache {
 
         // Join a load in flight, or lead one.
         enum Role {
-            Lead(watch::Sender<Option<Option<Arc<Vec<u8>>>>>),
+            Lead(watch::Sender<Option<Option<Arc<Vec<u8>>>>>, Flight),
             Follow(Flight),
         }
         let role = {
@@ -345,13 +545,13 @@ impl VersionedCache {
                 Some(rx) => Role::Follow(rx.clone()),
                 None => {
                     let (tx, rx) = watch::channel(None);
-                    flights.insert(key.to_owned(), rx);
-                    Role::Lead(tx)
+                    flights.insert(key.to_owned(), rx.clone());
+                    Role::Lead(tx, rx)
                 }
             }
         };
         match role {
-            Role::Lead(tx) => return self.lead(key, tx, cache_up, load).await,
+            Role::Lead(tx, own) => return self.lead(key, tx, own, cache_up, load).await,
             Role::Follow(mut rx) => loop {
                 if let Some(result) = rx.borrow_and_update().clone() {
                     return Ok(result);
@@ -370,6 +570,7 @@ impl VersionedCache {
         &self,
         key: &str,
         tx: watch::Sender<Option<Option<Arc<Vec<u8>>>>>,
+        own: Flight,
         cache_up: bool,
         load: F,
     ) -> ServiceResult<Option<Arc<Vec<u8>>>>
@@ -378,14 +579,26 @@ impl VersionedCache {
         Fut: Future<Output = ServiceResult<Loaded>>,
     {
         // Removes the flight however this ends, so a cancelled leader cannot wedge
-        // its followers (they see the sender dropped and load themselves).
-        struct Landing<'a>(&'a Mutex<HashMap<String, Flight>>, &'a str);
+        // its followers (they see the sender dropped and load themselves). Only its own
+        // flight: after an invalidation the key may already lead a newer one.
+        struct Landing<'a> {
+            flights: &'a Mutex<HashMap<String, Flight>>,
+            key: &'a str,
+            own: Flight,
+        }
         impl Drop for Landing<'_> {
             fn drop(&mut self) {
-                self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(self.1);
+                let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+                if flights.get(self.key).is_some_and(|rx| rx.same_channel(&self.own)) {
+                    flights.remove(self.key);
+                }
             }
         }
-        let _landing = Landing(&self.flights, key);
+        let _landing = Landing {
+            flights: &self.flights,
+            key,
+            own,
+        };
         self.stats.loads.fetch_add(1, Ordering::Relaxed);
         let loaded = load().await?;
         let value = match loaded {

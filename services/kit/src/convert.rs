@@ -45,3 +45,16 @@ mod tests {
         assert_eq!(from_timestamp(&prost_types::Timestamp { seconds: 0, nanos: -1 }), None);
     }
 }
+
+/// Lower-case hex of the SHA-256 of `data`: stored secrets, and keys that must not
+/// carry the personal data they are derived from.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    use std::fmt::Write;
+    let digest = sha2::Sha256::digest(data);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}

@@ -144,10 +144,8 @@ impl IdempotencyKey {
                 "must be printable ASCII without spaces",
             ));
         }
-        let caller_hash: String = Sha256::digest(caller.as_bytes())[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let mut caller_hash = crate::convert::sha256_hex(caller.as_bytes());
+        caller_hash.truncate(16);
         Ok(Some(Self {
             scope: format!("{scope}:{caller_hash}"),
             request_id: request_id.to_owned(),

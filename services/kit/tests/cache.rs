@@ -194,3 +194,246 @@ async fn a_missing_record_is_not_cached() {
         value("born")
     );
 }
+
+#[tokio::test]
+async fn a_reader_arriving_after_an_invalidation_does_not_join_a_load_that_began_before_it() {
+    let cache = cache().await;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let early = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load("m4", || async move {
+                    // Reads version 1, then stalls while version 2 commits.
+                    let _ = started_tx.send(());
+                    let _ = release_rx.await;
+                    Ok(Some((1, b"old".to_vec())))
+                })
+                .await
+                .unwrap()
+        })
+    };
+    started_rx.await.unwrap();
+    cache.invalidate("m4", 2).await;
+    let late = tokio::time::timeout(
+        Duration::from_secs(5),
+        cache.get_or_load("m4", || async { Ok(Some((2, b"new".to_vec()))) }),
+    )
+    .await
+    .expect("the late reader must not wait for the load that began before the commit")
+    .unwrap();
+    assert_eq!(late, value("new"));
+    release_tx.send(()).unwrap();
+    assert_eq!(early.await.unwrap(), value("old"));
+    let after = cache
+        .get_or_load("m4", || async { Ok(Some((2, b"new".to_vec()))) })
+        .await
+        .unwrap();
+    assert_eq!(after, value("new"));
+}
+
+struct Replicas {
+    a: Arc<VersionedCache>,
+    b: Arc<VersionedCache>,
+    url: String,
+    namespace: String,
+}
+
+/// Two replicas sharing one Redis namespace, each with its near cache subscribed, on
+/// Redis database `db` (which lets a test find their connections). `None` without a
+/// test Redis.
+async fn replicas(db: u8) -> Option<Replicas> {
+    let url = retail_testkit::redis_url()?;
+    let base = url.trim_end_matches('/');
+    let base = match base.rsplit_once('/') {
+        Some((server, db)) if !db.is_empty() && db.chars().all(|c| c.is_ascii_digit()) => server,
+        _ => base,
+    };
+    let url = format!("{base}/{db}");
+    let namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let replica = || {
+        VersionedCache::new(CacheSettings {
+            redis_url: Some(url.clone()),
+            namespace: namespace.clone(),
+            timeout: Duration::from_millis(200),
+            ..CacheSettings::default()
+        })
+        .unwrap()
+    };
+    let (a, b) = (replica(), replica());
+    eventually("both near caches subscribe", || async {
+        a.near_cache_live() && b.near_cache_live()
+    })
+    .await;
+    // Let the command connections come up too.
+    for cache in [&a, &b] {
+        eventually("redis answers", || async {
+            let before = cache.stats.fallbacks.load(Ordering::SeqCst);
+            cache.get_or_load("warm-up", || async { Ok(None) }).await.is_ok()
+                && cache.stats.fallbacks.load(Ordering::SeqCst) == before
+        })
+        .await;
+    }
+    Some(Replicas { a, b, url, namespace })
+}
+
+/// Waits (up to 10 s) for `check`: invalidation messages reach other replicas
+/// asynchronously.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn loader(version: u64) -> impl std::future::Future<Output = retail_kit::ServiceResult<retail_kit::cache::Loaded>> {
+    async move { Ok(Some((version, version.to_string().into_bytes()))) }
+}
+
+#[tokio::test]
+async fn near_caches_serve_repeated_reads_and_drop_what_another_replica_invalidates() {
+    let Some(Replicas { a, b, .. }) = replicas(0).await else {
+        return;
+    };
+    assert_eq!(a.get_or_load("n1", || loader(1)).await.unwrap(), value("1"));
+    // b finds it in Redis, then in its near cache.
+    let loads = b.stats.loads.load(Ordering::SeqCst);
+    assert_eq!(b.get_or_load("n1", || loader(1)).await.unwrap(), value("1"));
+    let before = b.stats.near_hits.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(b.get_or_load("n1", || loader(1)).await.unwrap(), value("1"));
+    }
+    assert_eq!(b.stats.near_hits.load(Ordering::SeqCst) - before, 5);
+    assert_eq!(
+        b.stats.loads.load(Ordering::SeqCst),
+        loads,
+        "b never loaded from the database"
+    );
+
+    // Version 2 commits on a: a itself never serves version 1 again ...
+    a.invalidate("n1", 2).await;
+    assert_eq!(a.get_or_load("n1", || loader(2)).await.unwrap(), value("2"));
+    // ... and b stops as soon as the published invalidation arrives.
+    eventually("b serves version 2", || async {
+        b.get_or_load("n1", || loader(2)).await.unwrap() == value("2")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lost_invalidation_subscription_empties_the_near_cache() {
+    // Only this test uses database 7, so only its subscribers are cut below.
+    let Some(Replicas { a, b, url, namespace }) = replicas(7).await else {
+        return;
+    };
+    assert_eq!(a.get_or_load("n2", || loader(1)).await.unwrap(), value("1"));
+    assert_eq!(b.get_or_load("n2", || loader(1)).await.unwrap(), value("1"));
+    let before = b.stats.near_hits.load(Ordering::SeqCst);
+    assert_eq!(b.get_or_load("n2", || loader(1)).await.unwrap(), value("1"));
+    assert_eq!(b.stats.near_hits.load(Ordering::SeqCst), before + 1, "b holds n2 near");
+
+    // A change whose message nobody receives: Redis gets version 2 directly, then the
+    // subscribers' connections are cut.
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{namespace}:n2");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("v")
+        .arg(2)
+        .arg("p")
+        .arg("2")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let ours: Vec<&str> = clients
+        .lines()
+        .filter(|line| line.split(' ').any(|field| field == "db=7"))
+        .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .collect();
+    assert_eq!(ours.len(), 2, "both replicas' subscriptions: {clients}");
+    for id in ours {
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    // b stops serving from its near cache when the connection drops, and once it has
+    // resubscribed it has forgotten version 1.
+    eventually("b notices the lost subscription", || async { !b.near_cache_live() }).await;
+    eventually("b resubscribes", || async { b.near_cache_live() }).await;
+    for _ in 0..3 {
+        assert_eq!(b.get_or_load("n2", || loader(2)).await.unwrap(), value("2"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_racing_commits_both_end_on_the_last_committed_version() {
+    let Some(Replicas { a, b, .. }) = replicas(0).await else {
+        return;
+    };
+    let committed = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let load = |committed: Arc<std::sync::atomic::AtomicU64>| async move {
+        let version = committed.load(Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        Ok(Some((version, version.to_string().into_bytes())))
+    };
+    for round in 0..10 {
+        let key = format!("raced-near-{round}");
+        let mut tasks = Vec::new();
+        for writer in 0..2 {
+            let cache = if writer == 0 { a.clone() } else { b.clone() };
+            let (committed, key) = (committed.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..25 {
+                    let version = committed.fetch_add(1, Ordering::SeqCst) + 1;
+                    cache.invalidate(&key, version).await;
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        for reader in 0..6 {
+            let cache = if reader % 2 == 0 { a.clone() } else { b.clone() };
+            let (committed, key) = (committed.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..40 {
+                    cache.get_or_load(&key, || load(committed.clone())).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let last = value(&committed.load(Ordering::SeqCst).to_string());
+        for (name, cache) in [("a", &a), ("b", &b)] {
+            eventually(
+                &format!("round {round}: replica {name} serves the last version"),
+                || async { cache.get_or_load(&key, || load(committed.clone())).await.unwrap() == last },
+            )
+            .await;
+            // ... and keeps serving it: nothing older lingers in its near cache.
+            for _ in 0..20 {
+                assert_eq!(cache.get_or_load(&key, || load(committed.clone())).await.unwrap(), last);
+            }
+        }
+    }
+}

@@ -89,6 +89,9 @@ pub struct CacheSection {
     pub ttl_secs: u64,
     /// A Redis round trip slower than this falls back to the database.
     pub timeout_ms: u64,
+    /// Profiles kept in this process: the whole cache without Redis; with Redis, a near
+    /// cache in front of it that every replica keeps current through Redis pub/sub
+    /// (0 turns it off).
     pub local_capacity: u64,
 }
 

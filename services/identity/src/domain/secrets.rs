@@ -7,7 +7,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Visible prefix length of API keys (after `rk_`).
@@ -21,10 +20,7 @@ fn random_token() -> String {
 
 /// Hex SHA-256 of a secret: what is stored.
 pub fn hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    retail_kit::convert::sha256_hex(secret.as_bytes())
 }
 
 /// Constant-time comparison of a presented secret with a stored hash.

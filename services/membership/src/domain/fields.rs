@@ -122,9 +122,11 @@ impl Identifier {
         Ok(Self { kind, channel, value })
     }
 
-    /// The cache key of this identifier.
+    /// The cache key of this identifier: a hash, so neither Redis keys nor the
+    /// invalidation messages carry phone numbers or email addresses.
     pub fn cache_key(&self) -> String {
-        format!("ident:{}:{}:{}", self.kind.as_str(), self.channel, self.value)
+        let plain = format!("{}:{}:{}", self.kind.as_str(), self.channel, self.value);
+        format!("ident:{}", retail_kit::convert::sha256_hex(plain.as_bytes()))
     }
 }
 
