@@ -34,18 +34,6 @@ pub fn duration(d: std::time::Duration) -> prost_types::Duration {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_round_trip() {
-        let now = Utc::now();
-        assert_eq!(from_timestamp(&timestamp(now)), Some(now));
-        assert_eq!(from_timestamp(&prost_types::Timestamp { seconds: 0, nanos: -1 }), None);
-    }
-}
-
 /// Lower-case hex of the SHA-256 of `data`: stored secrets, and keys that must not
 /// carry the personal data they are derived from.
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -57,4 +45,24 @@ pub fn sha256_hex(data: &[u8]) -> String {
         let _ = write!(hex, "{byte:02x}");
     }
     hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_hex_is_the_lower_case_digest() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let now = Utc::now();
+        assert_eq!(from_timestamp(&timestamp(now)), Some(now));
+        assert_eq!(from_timestamp(&prost_types::Timestamp { seconds: 0, nanos: -1 }), None);
+    }
 }

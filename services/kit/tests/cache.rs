@@ -292,8 +292,8 @@ where
     }
 }
 
-fn loader(version: u64) -> impl std::future::Future<Output = retail_kit::ServiceResult<retail_kit::cache::Loaded>> {
-    async move { Ok(Some((version, version.to_string().into_bytes()))) }
+async fn loader(version: u64) -> retail_kit::ServiceResult<retail_kit::cache::Loaded> {
+    Ok(Some((version, version.to_string().into_bytes())))
 }
 
 #[tokio::test]

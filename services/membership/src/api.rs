@@ -525,7 +525,7 @@ impl MembershipService for MembershipApi {
             let (active, id, paths) = (active.clone(), id.clone(), paths.clone());
             Box::pin(async move {
                 store::update_member(txn, active).await?;
-                let version = store::touch(txn, &id, now).await?;
+                let version = store::touch(txn, &id, now).await?.version;
                 events::publish(
                     txn,
                     "retail.events.v1.MemberUpdated",
@@ -563,7 +563,7 @@ impl MembershipService for MembershipApi {
                     )));
                 }
                 store::insert_identifier(txn, &id, &identifier, now).await?;
-                let version = store::touch(txn, &id, now).await?;
+                let version = store::touch(txn, &id, now).await?.version;
                 publish_updated(txn, &id, "identifiers", version).await?;
                 Ok(version)
             })
@@ -587,7 +587,7 @@ impl MembershipService for MembershipApi {
                 if !store::delete_identifier(txn, &id, &identifier).await? {
                     return Err(ServiceError::not_found("identifier", "on this member"));
                 }
-                let version = store::touch(txn, &id, now).await?;
+                let version = store::touch(txn, &id, now).await?.version;
                 publish_updated(txn, &id, "identifiers", version).await?;
                 Ok(version)
             })
@@ -652,7 +652,7 @@ impl MembershipService for MembershipApi {
                         format!("a member has at most {MAX_TAGS} tags"),
                     ));
                 }
-                let version = store::touch(txn, &id, now).await?;
+                let version = store::touch(txn, &id, now).await?.version;
                 publish_updated(txn, &id, "tags", version).await?;
                 Ok(version)
             })
@@ -698,7 +698,7 @@ impl MembershipService for MembershipApi {
                     },
                 )
                 .await?;
-                let version = store::touch(txn, &id, now).await?;
+                let version = store::touch(txn, &id, now).await?.version;
                 events::publish(
                     txn,
                     "retail.events.v1.ConsentChanged",
@@ -788,7 +788,7 @@ impl MembershipService for MembershipApi {
                     })
                     .collect();
                 store::erase(txn, &id, now).await?;
-                let version = store::touch(txn, &id, now).await?;
+                let version = store::touch(txn, &id, now).await?.version;
                 events::publish(
                     txn,
                     "retail.events.v1.MemberErased",

@@ -25,7 +25,7 @@ use crate::api::State;
 use crate::domain::points::{self, Lot};
 use crate::domain::rules::LoyaltyRules;
 use crate::domain::tiers::percentile_levels;
-use crate::store::{self, loyalty};
+use crate::store::{self, Standing, loyalty};
 
 pub const POINTS_WRITE: &str = "membership.points.write";
 
@@ -110,8 +110,8 @@ async fn publish_points(
     kind: &str,
     points: i64,
     reference: &str,
+    standing: &Standing,
 ) -> ServiceResult<()> {
-    let member = live(txn, id).await?;
     events::publish(
         txn,
         "retail.events.v1.PointsChanged",
@@ -120,8 +120,8 @@ async fn publish_points(
             member_id: id.to_owned(),
             kind: kind.to_owned(),
             points,
-            balance: member.points_balance,
-            debt: member.points_debt,
+            balance: standing.points_balance,
+            debt: standing.points_debt,
             reference: reference.to_owned(),
         },
     )
@@ -147,7 +147,7 @@ async fn earn(
     rules: &LoyaltyRules,
     member: &store::member::Model,
     e: Earning<'_>,
-) -> ServiceResult<()> {
+) -> ServiceResult<Standing> {
     let Earning {
         points,
         kind,
@@ -173,8 +173,10 @@ async fn earn(
         .await?;
         loyalty::insert_entry(txn, &member.id, kind, credit, reference, &lot_id, now).await?;
     }
-    loyalty::credit(txn, &member.id, credit, repaid).await?;
-    publish_points(txn, &member.id, kind, credit, reference).await
+    // The credit is the member's change: it bumps the version the caller commits.
+    let standing = loyalty::credit(txn, &member.id, credit, repaid, now).await?;
+    publish_points(txn, &member.id, kind, credit, reference, &standing).await?;
+    Ok(standing)
 }
 
 /// What recording a purchase or refund did.
@@ -239,6 +241,8 @@ pub async fn record(
             },
         )
         .await?;
+        // Points taken back from the balance, if any were to be reversed.
+        let mut reversed = None;
         if to_reverse > 0 {
             let lots = loyalty::open_lots(txn, member_id).await?;
             let own_lot = lots.iter().find(|l| l.order_id == input.order_id).map(|l| l.id.clone());
@@ -252,13 +256,16 @@ pub async fn record(
             if plan.debt > 0 {
                 loyalty::add_debt(txn, member_id, plan.debt).await?;
             }
-            publish_points(txn, member_id, "reverse", -taken, &input.order_id).await?;
+            reversed = Some(taken);
         }
-        let version = store::touch(txn, member_id, now).await?;
+        let standing = store::touch(txn, member_id, now).await?;
+        if let Some(taken) = reversed {
+            publish_points(txn, member_id, "reverse", -taken, &input.order_id, &standing).await?;
+        }
         return Ok(Recorded {
             points: -to_reverse,
             tier: member.tier,
-            version,
+            version: standing.version,
         });
     }
 
@@ -285,7 +292,7 @@ pub async fn record(
     )
     .await?;
     // The lot dates from the payment, so a backfilled order expires when it should.
-    earn(
+    let standing = earn(
         txn,
         rules,
         &member,
@@ -309,11 +316,10 @@ pub async fn record(
             change_tier(txn, member_id, &member.tier, &tier, "purchase", now).await?;
         }
     }
-    let version = store::touch(txn, member_id, now).await?;
     Ok(Recorded {
         points: earned,
         tier,
-        version,
+        version: standing.version,
     })
 }
 
@@ -381,8 +387,8 @@ impl State {
                         return Err(ServiceError::Aborted("points changed concurrently, retry".into()));
                     }
                     take(txn, &member_id, &plan, "expire", "lot expiry", as_of).await?;
-                    publish_points(txn, &member_id, "expire", -sum, "lot expiry").await?;
-                    store::touch(txn, &member_id, as_of).await?;
+                    let standing = store::touch(txn, &member_id, as_of).await?;
+                    publish_points(txn, &member_id, "expire", -sum, "lot expiry", &standing).await?;
                     Ok(sum)
                 })
             })
@@ -616,7 +622,6 @@ impl LoyaltyService for LoyaltyApi {
                     at: now,
                 };
                 earn(txn, &rules, &member, grant).await?;
-                store::touch(txn, &id, now).await?;
                 balance_of(txn, &id, now).await
             })
         })
@@ -651,8 +656,8 @@ impl LoyaltyService for LoyaltyApi {
                 let plan = points::plan_redemption(&lots_of(&lots), req.points, now)
                     .map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
                 take(txn, &id, &plan, "redeem", &why, now).await?;
-                publish_points(txn, &id, "redeem", -req.points, &why).await?;
-                store::touch(txn, &id, now).await?;
+                let standing = store::touch(txn, &id, now).await?;
+                publish_points(txn, &id, "redeem", -req.points, &why, &standing).await?;
                 balance_of(txn, &id, now).await
             })
         })

@@ -11,7 +11,7 @@ use sea_orm::{
 };
 
 use super::entities::{member, points_entry, points_lot, purchase, tier_change};
-use super::new_id;
+use super::{Standing, new_id};
 
 pub async fn purchases_of(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<purchase::Model>> {
     Ok(purchase::Entity::find()
@@ -111,8 +111,16 @@ pub async fn insert_entry(
 }
 
 /// Adds `credit` to the balance and removes `repaid` from the debt.
-pub async fn credit(conn: &impl ConnectionTrait, member_id: &str, credit: i64, repaid: i64) -> ServiceResult<()> {
-    member::Entity::update_many()
+/// Credits points after repaying `repaid` of the debt, as a change of the member (new
+/// version), in one statement that returns the standing.
+pub async fn credit(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    credit: i64,
+    repaid: i64,
+    now: DateTime<Utc>,
+) -> ServiceResult<Standing> {
+    let update = member::Entity::update_many()
         .col_expr(
             member::Column::PointsBalance,
             Expr::col(member::Column::PointsBalance).add(credit),
@@ -120,11 +128,8 @@ pub async fn credit(conn: &impl ConnectionTrait, member_id: &str, credit: i64, r
         .col_expr(
             member::Column::PointsDebt,
             Expr::col(member::Column::PointsDebt).sub(repaid),
-        )
-        .filter(member::Column::Id.eq(member_id))
-        .exec(conn)
-        .await?;
-    Ok(())
+        );
+    super::update_returning_standing(conn, update, member_id, now).await
 }
 
 /// Takes `points` from the balance if it covers them: the one place redemptions race,

@@ -14,7 +14,7 @@ use retail_kit::paging::Page;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, QueryTrait,
 };
 
 pub use entities::{consent, identifier, member, points_entry, points_lot, purchase, tag, tier_change};
@@ -134,17 +134,48 @@ pub async fn consent_history(conn: &impl ConnectionTrait, member_id: &str) -> Se
 }
 
 /// Marks a committed change: bumps the version (the cache's guard) and update time.
-pub async fn touch(conn: &impl ConnectionTrait, member_id: &str, now: DateTime<Utc>) -> ServiceResult<i64> {
-    member::Entity::update_many()
+/// A member's points and version as a statement left them.
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    pub points_balance: i64,
+    pub points_debt: i64,
+    pub version: i64,
+}
+
+/// Runs an update of one member that also bumps its version and `updated_at`, and
+/// returns the member's standing from the same statement.
+pub(crate) async fn update_returning_standing(
+    conn: &impl ConnectionTrait,
+    update: sea_orm::UpdateMany<member::Entity>,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> ServiceResult<Standing> {
+    let mut query = update
         .col_expr(member::Column::Version, Expr::col(member::Column::Version).add(1))
         .col_expr(member::Column::UpdatedAt, Expr::value(now))
         .filter(member::Column::Id.eq(member_id))
-        .exec(conn)
-        .await?;
-    find_member(conn, member_id)
+        .into_query();
+    query.returning(Query::returning().columns([
+        member::Column::PointsBalance,
+        member::Column::PointsDebt,
+        member::Column::Version,
+    ]));
+    let backend = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(backend.build(&query))
         .await?
-        .map(|m| m.version)
-        .ok_or_else(|| ServiceError::not_found("member", member_id))
+        .ok_or_else(|| ServiceError::not_found("member", member_id))?;
+    Ok(Standing {
+        points_balance: row.try_get("", "points_balance")?,
+        points_debt: row.try_get("", "points_debt")?,
+        version: row.try_get("", "version")?,
+    })
+}
+
+/// Marks a member changed: a new version (which fences older cached profiles) and
+/// `updated_at`, returned with the points in one statement.
+pub async fn touch(conn: &impl ConnectionTrait, member_id: &str, now: DateTime<Utc>) -> ServiceResult<Standing> {
+    update_returning_standing(conn, member::Entity::update_many(), member_id, now).await
 }
 
 pub async fn update_member(conn: &impl ConnectionTrait, active: member::ActiveModel) -> ServiceResult<member::Model> {

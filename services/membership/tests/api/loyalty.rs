@@ -206,6 +206,72 @@ async fn a_refund_of_spent_points_becomes_debt_that_the_next_earning_repays() {
     assert_eq!(entries_sum(&app, &m).await, 30);
 }
 
+/// The membership log's PointsChanged events: (kind, points, balance, debt).
+async fn points_changes(app: &TestApp, want: usize) -> Vec<(String, i64, i64, i64)> {
+    use prost::Message;
+    let mut log = retail_proto::events::event_log_service_client::EventLogServiceClient::new(app.channel.clone());
+    let mut stream = log
+        .subscribe(authed(retail_proto::events::SubscribeRequest {
+            after_position: 0,
+            max_batch_size: 100,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut changes = Vec::new();
+    while changes.len() < want {
+        let batch = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the points events arrive")
+            .unwrap()
+            .unwrap();
+        for event in batch.events {
+            if event.r#type == "retail.events.v1.PointsChanged" {
+                let e = retail_proto::events::PointsChanged::decode(event.payload.unwrap().value.as_slice()).unwrap();
+                changes.push((e.kind, e.points, e.balance, e.debt));
+            }
+        }
+    }
+    changes
+}
+
+async fn version(app: &TestApp, member: &str) -> i64 {
+    app.client()
+        .get_member(authed(pb::GetMemberRequest { name: member.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .version
+}
+
+#[tokio::test]
+async fn points_events_carry_the_standing_after_each_change_and_each_change_moves_the_version() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000009").await;
+    let mut versions = vec![version(&app, &m).await];
+    pay(&app, &m, "order-p", 20_000, 0).await; // 200 points
+    versions.push(version(&app, &m).await);
+    redeem(&app, &m, 150).await.unwrap();
+    versions.push(version(&app, &m).await);
+    refund(&app, &m, "order-p", 10_000, "refund-p-1").await.unwrap(); // 100 back: 50 taken, 50 debt
+    versions.push(version(&app, &m).await);
+    pay(&app, &m, "order-q", 8_000, 0).await; // 80: 50 repay the debt, 30 credited
+    versions.push(version(&app, &m).await);
+    assert!(
+        versions.windows(2).all(|w| w[1] > w[0]),
+        "every change commits a newer version: {versions:?}"
+    );
+    assert_eq!(
+        points_changes(&app, 4).await,
+        vec![
+            ("earn".to_owned(), 200, 200, 0),
+            ("redeem".to_owned(), -150, 50, 0),
+            ("reverse".to_owned(), -50, 0, 50),
+            ("earn".to_owned(), 30, 30, 0),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn redemption_takes_the_first_expiring_lot_and_expired_lots_are_written_off() {
     let app = spawn_app_with(|_| {}).await;
