@@ -49,26 +49,36 @@ async fn a_hit_is_served_without_loading_and_invalidation_reloads() {
     assert_eq!(loads.load(Ordering::SeqCst), 2);
 }
 
+/// A reader of `key` that has read version 1 ("old") from the database and stalls
+/// before writing it back, until the returned sender fires.
+async fn stalled_reader(
+    cache: &Arc<VersionedCache>,
+    key: &'static str,
+) -> (
+    tokio::task::JoinHandle<Option<Arc<Vec<u8>>>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let cache = cache.clone();
+    let reader = tokio::spawn(async move {
+        cache
+            .get_or_load(key, || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok(Some((1, b"old".to_vec())))
+            })
+            .await
+            .unwrap()
+    });
+    started_rx.await.unwrap();
+    (reader, release_tx)
+}
+
 #[tokio::test]
 async fn a_slow_reader_never_writes_back_a_value_older_than_a_commit() {
     let cache = cache().await;
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let slow = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_load("m2", || async move {
-                    // Read version 1 from the database, then stall before writing back.
-                    let _ = started_tx.send(());
-                    let _ = release_rx.await;
-                    Ok(Some((1, b"old".to_vec())))
-                })
-                .await
-                .unwrap()
-        })
-    };
-    started_rx.await.unwrap();
+    let (slow, release_tx) = stalled_reader(&cache, "m2").await;
     // The update commits version 2 and invalidates while the reader is stalled.
     cache.invalidate("m2", 2).await;
     release_tx.send(()).unwrap();
@@ -198,23 +208,7 @@ async fn a_missing_record_is_not_cached() {
 #[tokio::test]
 async fn a_reader_arriving_after_an_invalidation_does_not_join_a_load_that_began_before_it() {
     let cache = cache().await;
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let early = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_load("m4", || async move {
-                    // Reads version 1, then stalls while version 2 commits.
-                    let _ = started_tx.send(());
-                    let _ = release_rx.await;
-                    Ok(Some((1, b"old".to_vec())))
-                })
-                .await
-                .unwrap()
-        })
-    };
-    started_rx.await.unwrap();
+    let (early, release_tx) = stalled_reader(&cache, "m4").await;
     cache.invalidate("m4", 2).await;
     let late = tokio::time::timeout(
         Duration::from_secs(5),

@@ -45,7 +45,10 @@ pub struct ReturnView {
 
 /// Inserts the saga row; `false` if its request key is taken (or, by chance, its id).
 pub async fn insert_saga(conn: &impl ConnectionTrait, model: saga::Model) -> ServiceResult<bool> {
-    match saga::ActiveModel::from(model).insert(conn).await {
+    match saga::Entity::insert(saga::ActiveModel::from(model))
+        .exec_without_returning(conn)
+        .await
+    {
         Ok(_) => Ok(true),
         Err(err) if retail_kit::db::is_unique_violation(&err) => Ok(false),
         Err(err) => Err(err.into()),
