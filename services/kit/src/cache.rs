@@ -517,6 +517,16 @@ impl VersionedCache {
         }
     }
 
+    /// The cached value of `key` if there is one; never loads. For a reader that
+    /// needs less than the cached value and reads that part itself on a miss.
+    pub async fn peek(&self, key: &str) -> Option<Arc<Vec<u8>>> {
+        let hit = self.lookup(key).await.ok().flatten();
+        if hit.is_some() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
     /// The cached value of `key`, or what `load` returns (written back with its
     /// version). Concurrent misses of one key call `load` once.
     pub async fn get_or_load<F, Fut>(&self, key: &str, load: F) -> ServiceResult<Option<Arc<Vec<u8>>>>

@@ -60,6 +60,111 @@ pub(crate) fn member_key(id: &str) -> String {
     format!("member:{id}")
 }
 
+fn decode_member(bytes: &[u8]) -> ServiceResult<pb::Member> {
+    pb::Member::decode(bytes)
+        .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("cached member is unreadable")))
+}
+
+fn member_not_found(id: &str) -> ServiceError {
+    ServiceError::not_found("member", format!("members/{id}"))
+}
+
+/// The fields of a member that come from its own row.
+const ROW_FIELDS: &[&str] = &[
+    "name",
+    "display_name",
+    "gender",
+    "birth_date",
+    "region",
+    "attributes",
+    "tier",
+    "points_balance",
+    "register_time",
+    "update_time",
+    "erased",
+    "version",
+];
+/// The fields read from identifiers, tags, consents and purchases.
+const VIEW_FIELDS: &[&str] = &["identifiers", "tags", "consents", "lifecycle_state", "qualifying_spend"];
+
+/// A `read_mask` (AIP-157): the fields of a member to return; `None` = all of them.
+#[derive(Debug)]
+struct ReadMask(Option<std::collections::BTreeSet<String>>);
+
+impl ReadMask {
+    /// Unset, empty or `*` is the whole member; an unknown path is INVALID_ARGUMENT.
+    fn parse(field: &str, mask: Option<&prost_types::FieldMask>) -> ServiceResult<Self> {
+        let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+        if paths.is_empty() || paths.iter().any(|p| p == "*") {
+            return Ok(Self(None));
+        }
+        let mut v = Violations::new();
+        for path in paths {
+            if !ROW_FIELDS.contains(&path.as_str()) && !VIEW_FIELDS.contains(&path.as_str()) {
+                v.add(field, format!("unknown field `{path}`"));
+            }
+        }
+        v.finish()?;
+        Ok(Self(Some(paths.iter().cloned().collect())))
+    }
+
+    /// Whether the member row alone answers the mask.
+    fn row_only(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|paths| paths.iter().all(|p| ROW_FIELDS.contains(&p.as_str())))
+    }
+
+    /// The member with every field outside the mask cleared.
+    fn apply(&self, member: pb::Member) -> pb::Member {
+        let Some(paths) = &self.0 else {
+            return member;
+        };
+        fn pick<T: Default>(paths: &std::collections::BTreeSet<String>, path: &str, value: T) -> T {
+            if paths.contains(path) { value } else { T::default() }
+        }
+        // Destructured, so a new field of Member cannot be forgotten here.
+        let pb::Member {
+            name,
+            display_name,
+            gender,
+            birth_date,
+            region,
+            attributes,
+            identifiers,
+            tags,
+            consents,
+            tier,
+            points_balance,
+            lifecycle_state,
+            qualifying_spend,
+            register_time,
+            update_time,
+            erased,
+            version,
+        } = member;
+        pb::Member {
+            name: pick(paths, "name", name),
+            display_name: pick(paths, "display_name", display_name),
+            gender: pick(paths, "gender", gender),
+            birth_date: pick(paths, "birth_date", birth_date),
+            region: pick(paths, "region", region),
+            attributes: pick(paths, "attributes", attributes),
+            identifiers: pick(paths, "identifiers", identifiers),
+            tags: pick(paths, "tags", tags),
+            consents: pick(paths, "consents", consents),
+            tier: pick(paths, "tier", tier),
+            points_balance: pick(paths, "points_balance", points_balance),
+            lifecycle_state: pick(paths, "lifecycle_state", lifecycle_state),
+            qualifying_spend: pick(paths, "qualifying_spend", qualifying_spend),
+            register_time: pick(paths, "register_time", register_time),
+            update_time: pick(paths, "update_time", update_time),
+            erased: pick(paths, "erased", erased),
+            version: pick(paths, "version", version),
+        }
+    }
+}
+
 fn kind_of_pb(kind: i32) -> Option<IdentifierKind> {
     match pb::IdentifierKind::try_from(kind).ok()? {
         pb::IdentifierKind::Phone => Some(IdentifierKind::Phone),
@@ -243,9 +348,27 @@ impl State {
             })
             .await?;
         match bytes {
-            Some(bytes) => pb::Member::decode(bytes.as_slice())
-                .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("cached member is unreadable"))),
-            None => Err(ServiceError::not_found("member", format!("members/{id}"))),
+            Some(bytes) => decode_member(&bytes),
+            None => Err(member_not_found(id)),
+        }
+    }
+
+    /// The member's own fields (see [`ROW_FIELDS`]): from the cached profile if there
+    /// is one, else from the member row alone. Not cached: the cache holds whole
+    /// profiles.
+    async fn member_row(&self, id: &str) -> ServiceResult<pb::Member> {
+        if let Some(bytes) = self.cache.peek(&member_key(id)).await {
+            return decode_member(&bytes);
+        }
+        match store::find_member(&self.db, id).await? {
+            Some(member) if member.erased_at.is_none() => Ok(self.to_pb(&MemberView {
+                member,
+                identifiers: Vec::new(),
+                tags: Vec::new(),
+                consents: Vec::new(),
+                purchases: Vec::new(),
+            })),
+            _ => Err(member_not_found(id)),
         }
     }
 
@@ -385,8 +508,15 @@ impl MembershipService for MembershipApi {
 
     async fn get_member(&self, request: Request<pb::GetMemberRequest>) -> Rpc<pb::Member> {
         Principal::of(&request)?.require_scope(READ)?;
-        let id = resource_id("name", &request.get_ref().name)?;
-        ok(self.state.cached_member(&id).await?)
+        let req = request.get_ref();
+        let id = resource_id("name", &req.name)?;
+        let mask = ReadMask::parse("read_mask", req.read_mask.as_ref())?;
+        let member = if mask.row_only() {
+            self.state.member_row(&id).await?
+        } else {
+            self.state.cached_member(&id).await?
+        };
+        ok(mask.apply(member))
     }
 
     async fn identify_member(&self, request: Request<pb::IdentifyMemberRequest>) -> Rpc<pb::Member> {

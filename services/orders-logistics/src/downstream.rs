@@ -94,6 +94,11 @@ impl Downstream for GrpcDownstream {
                 let req = request(
                     mpb::GetMemberRequest {
                         name: format!("members/{member_id}"),
+                        // Pricing needs the tier alone: membership answers from the
+                        // member row without reading the rest of the profile.
+                        read_mask: Some(prost_types::FieldMask {
+                            paths: vec!["name".into(), "tier".into()],
+                        }),
                     },
                     timeout,
                 );

@@ -483,7 +483,17 @@ async fn bench_membership(args: &BenchArgs, target: Target) -> anyhow::Result<Re
     if let Some(rss) = resident_mib() {
         println!("seeded {} members; resident memory {rss:.1} MiB", names.len());
     }
-    let bearer: tonic::metadata::MetadataValue<_> = bearer_text.parse()?;
+    // Calls are made as a POS terminal makes them: with its own service token, which
+    // carries the scopes a till needs (the admin's carries every scope, and HTTP/2
+    // sends the authorization header in full with every call).
+    let pos_bearer = identity
+        .service_bearer(
+            "bench-pos",
+            &bearer_text,
+            &["membership.members.read", "membership.members.write"],
+        )
+        .await?;
+    let bearer: tonic::metadata::MetadataValue<_> = pos_bearer.parse()?;
     let clients: Vec<_> = membership_channels
         .into_iter()
         .map(MembershipServiceClient::new)
@@ -515,7 +525,13 @@ async fn bench_membership(args: &BenchArgs, target: Target) -> anyhow::Result<Re
             run(target.label(), args, move |worker| {
                 let mut client = clients[worker % clients.len()].clone();
                 let i = cursor.fetch_add(1, Ordering::Relaxed) as usize % names.len();
-                let request = authed(&bearer, mpb::GetMemberRequest { name: names[i].clone() });
+                let request = authed(
+                    &bearer,
+                    mpb::GetMemberRequest {
+                        name: names[i].clone(),
+                        ..Default::default()
+                    },
+                );
                 async move { client.get_member(request).await.map(|_| ()) }
             })
             .await?
@@ -580,6 +596,11 @@ impl Running {
     async fn admin_bearer(&self) -> anyhow::Result<String> {
         let channel = channels(self.addr, 1).await?.remove(0);
         crate::seed::admin_bearer(channel, BENCH_ADMIN_PASSWORD).await
+    }
+
+    async fn service_bearer(&self, client_id: &str, admin_bearer: &str, scopes: &[&str]) -> anyhow::Result<String> {
+        let channel = channels(self.addr, 1).await?.remove(0);
+        crate::seed::service_bearer(channel, admin_bearer, client_id, scopes).await
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -869,7 +890,13 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                         let mut members = members_client;
                         while paid_at.elapsed() < Duration::from_secs(30) {
                             let got = members
-                                .get_member(authed(&bearer, mpb::GetMemberRequest { name: member.clone() }))
+                                .get_member(authed(
+                                    &bearer,
+                                    mpb::GetMemberRequest {
+                                        name: member.clone(),
+                                        ..Default::default()
+                                    },
+                                ))
                                 .await;
                             if got.is_ok_and(|m| m.into_inner().points_balance > 0) {
                                 let lag = paid_at.elapsed().as_micros() as u64;

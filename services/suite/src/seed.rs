@@ -70,6 +70,43 @@ pub async fn admin_bearer(identity: Channel, password: &str) -> anyhow::Result<S
     Ok(format!("Bearer {}", tokens.access_token))
 }
 
+/// Creates a service account holding only `scopes` (as a POS terminal or shop
+/// backend would have) and returns a bearer header value of its token.
+pub async fn service_bearer(
+    identity: Channel,
+    admin_bearer: &str,
+    client_id: &str,
+    scopes: &[&str],
+) -> anyhow::Result<String> {
+    let mut client = IdentityServiceClient::new(identity);
+    let mut create = tonic::Request::new(ipb::CreateServiceAccountRequest {
+        service_account: Some(ipb::ServiceAccount {
+            client_id: client_id.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        request_id: format!("{client_id}-{:016x}", rand::random::<u64>()),
+    });
+    create.metadata_mut().insert("authorization", admin_bearer.parse()?);
+    let secret = client
+        .create_service_account(create)
+        .await
+        .with_context(|| format!("creating service account {client_id} failed"))?
+        .into_inner()
+        .client_secret;
+    let tokens = client
+        .issue_service_token(ipb::IssueServiceTokenRequest {
+            client_id: client_id.into(),
+            client_secret: secret,
+        })
+        .await
+        .with_context(|| format!("token for service account {client_id} failed"))?
+        .into_inner()
+        .tokens
+        .context("no token issued")?;
+    Ok(format!("Bearer {}", tokens.access_token))
+}
+
 /// Registers `count` members; returns the run number of their phones
 /// ([`seed_phone`]) and their resource names.
 pub async fn register_members(

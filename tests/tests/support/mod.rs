@@ -395,7 +395,13 @@ impl Suite {
     pub async fn member(&self, name: &str) -> mpb::Member {
         self.members()
             .await
-            .get_member(authed(&self.admin, mpb::GetMemberRequest { name: name.into() }))
+            .get_member(authed(
+                &self.admin,
+                mpb::GetMemberRequest {
+                    name: name.into(),
+                    ..Default::default()
+                },
+            ))
             .await
             .unwrap()
             .into_inner()

@@ -237,7 +237,10 @@ async fn points_changes(app: &TestApp, want: usize) -> Vec<(String, i64, i64, i6
 
 async fn version(app: &TestApp, member: &str) -> i64 {
     app.client()
-        .get_member(authed(pb::GetMemberRequest { name: member.into() }))
+        .get_member(authed(pb::GetMemberRequest {
+            name: member.into(),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner()
@@ -419,4 +422,66 @@ async fn bad_loyalty_input_is_refused_precisely() {
     assert_eq!(redeem(&app, &ghost, 5).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(balance(&app, &m).await.balance, 0);
     let _ = Duration::ZERO;
+}
+
+async fn masked(app: &TestApp, member: &str, paths: &[&str]) -> Result<pb::Member, tonic::Status> {
+    app.client()
+        .get_member(authed(pb::GetMemberRequest {
+            name: member.into(),
+            read_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+        }))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_read_mask_returns_only_its_fields_and_a_row_read_follows_every_change() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000010").await;
+    let row = ["name", "tier", "points_balance", "version"];
+    // Cold cache: answered from the member row alone.
+    pay(&app, &m, "order-mask-1", 20_000, 0).await;
+    let first = masked(&app, &m, &row).await.unwrap();
+    let full = app
+        .client()
+        .get_member(authed(pb::GetMemberRequest {
+            name: m.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (&first.name, &first.tier, first.points_balance, first.version),
+        (&full.name, &full.tier, full.points_balance, full.version)
+    );
+    assert_eq!(first.points_balance, 200);
+    // Nothing outside the mask: not the display name, nor what other tables hold.
+    assert!(first.display_name.is_empty() && first.identifiers.is_empty());
+    assert_eq!(first.lifecycle_state, 0);
+    assert!(first.qualifying_spend.is_none() && first.register_time.is_none());
+    assert!(!full.identifiers.is_empty() && full.qualifying_spend.is_some());
+
+    // The full read cached the profile; a change invalidates it, and the row read
+    // (from the cache or the row) shows the change.
+    pay(&app, &m, "order-mask-2", 10_000, 0).await;
+    let second = masked(&app, &m, &row).await.unwrap();
+    assert_eq!(second.points_balance, 300);
+    assert!(second.version > first.version);
+
+    // A mask reaching into the profile is served from it.
+    let ids = masked(&app, &m, &["identifiers", "qualifying_spend"]).await.unwrap();
+    assert_eq!(ids.identifiers, full.identifiers);
+    assert_eq!(ids.qualifying_spend.unwrap().amount_minor, 30_000);
+    assert!(ids.name.is_empty() && ids.points_balance == 0);
+    // `*` is the whole member.
+    assert_eq!(masked(&app, &m, &["*"]).await.unwrap().display_name, full.display_name);
+
+    let err = masked(&app, &m, &["tier", "password"]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&err), ["read_mask"]);
+    let unknown = format!("members/{}", uuid::Uuid::new_v4());
+    assert_eq!(masked(&app, &unknown, &row).await.unwrap_err().code(), Code::NotFound);
 }

@@ -108,6 +108,7 @@ async fn a_read_after_a_committed_update_never_returns_the_old_profile() {
             .client()
             .get_member(authed(pb::GetMemberRequest {
                 name: member.name.clone(),
+                ..Default::default()
             }))
             .await
             .unwrap()
@@ -212,12 +213,24 @@ async fn erasure_removes_personal_data_everywhere_and_the_cache_forgets_at_once(
         app.client()
             .get_member(authed(pb::GetMemberRequest {
                 name: member.name.clone(),
+                ..Default::default()
             }))
             .await
             .map(|_| ()),
         app.client()
             .export_member(authed(pb::ExportMemberRequest {
                 name: member.name.clone(),
+                ..Default::default()
+            }))
+            .await
+            .map(|_| ()),
+        // A read of the member row alone refuses the erased member too.
+        app.client()
+            .get_member(authed(pb::GetMemberRequest {
+                name: member.name.clone(),
+                read_mask: Some(FieldMask {
+                    paths: vec!["name".into(), "tier".into()],
+                }),
             }))
             .await
             .map(|_| ()),
@@ -376,6 +389,7 @@ async fn bad_input_gets_precise_errors_and_writes_nothing() {
             "unknown member",
             c.get_member(authed(pb::GetMemberRequest {
                 name: format!("members/{}", uuid::Uuid::new_v4()),
+                ..Default::default()
             }))
             .await
             .unwrap_err(),
@@ -386,6 +400,7 @@ async fn bad_input_gets_precise_errors_and_writes_nothing() {
             "malformed name",
             c.get_member(authed(pb::GetMemberRequest {
                 name: "members/1".into(),
+                ..Default::default()
             }))
             .await
             .unwrap_err(),
