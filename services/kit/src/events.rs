@@ -10,12 +10,15 @@
 //!   misses a later commit with a smaller number. Positions are dense: 1, 2, 3, ...
 //! - Serving: [`EventLogApi`] streams positioned rows after a position and wakes up as
 //!   soon as the appender commits (or within `poll` for other replicas' appends).
+//!   Subscribers reading the same stretch of the log (a consumer's partitions) share
+//!   one read of it.
 //! - Consuming: [`Consumer`] applies each event and stores its position in the
 //!   consumer's own database in one transaction: exactly-once effects, at-least-once
 //!   delivery. A duplicate is skipped; a gap makes it resubscribe from what it has.
 //! - Retention: [`EventLog::purge`] drops old positioned rows; subscribing from before
 //!   the oldest kept event is OUT_OF_RANGE.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,11 +227,19 @@ const APPEND_BATCH: u32 = 1000;
 /// to the latency of every event.
 const APPEND_LINGER: Duration = Duration::from_millis(3);
 
+/// Events the followers of one log share, at most: the run most recently read.
+const RECENT_EVENTS: usize = 2048;
+
 /// A service's event log over its outbox table.
 #[derive(Debug)]
 pub struct EventLog {
     db: DatabaseConnection,
     source: &'static str,
+    /// The newest contiguous run of events a follower read, oldest first. Positions
+    /// are dense and never reassigned, so every follower that reaches this run (the
+    /// partitions of one consumer follow a log side by side) takes it from here
+    /// instead of reading the same rows again.
+    recent: std::sync::Mutex<VecDeque<EventEnvelope>>,
     /// Latest position this replica has appended or seen.
     latest: watch::Sender<u64>,
     wake: Notify,
@@ -241,6 +252,7 @@ impl EventLog {
         Arc::new(Self {
             db,
             source,
+            recent: std::sync::Mutex::new(VecDeque::new()),
             latest: watch::channel(0).0,
             wake: Notify::new(),
             closed: watch::channel(false).0,
@@ -376,7 +388,7 @@ impl EventLog {
                 if *closed.borrow() {
                     break;
                 }
-                let events = match log.read_after(cursor, batch).await {
+                let events = match log.read_after_shared(cursor, batch).await {
                     Ok(events) => events,
                     Err(err) => {
                         let _ = tx.send(Err(err)).await;
@@ -423,6 +435,61 @@ impl EventLog {
             .all(&self.db)
             .await?;
         Ok(rows.into_iter().map(|row| self.envelope(row)).collect())
+    }
+
+    /// [`Self::read_after`] for followers: from the run another follower read when it
+    /// holds the next event, else from the database (and remembered).
+    async fn read_after_shared(&self, after: u64, limit: u64) -> ServiceResult<Vec<EventEnvelope>> {
+        if let Some(events) = self.recent_after(after, limit) {
+            return Ok(events);
+        }
+        let events = self.read_after(after, limit).await?;
+        self.remember(after, &events);
+        Ok(events)
+    }
+
+    /// The remembered events after `after` (at most `limit`), if the run holds the
+    /// event right after it.
+    fn recent_after(&self, after: u64, limit: u64) -> Option<Vec<EventEnvelope>> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let first = recent.front()?.position;
+        let last = recent.back()?.position;
+        if first > after + 1 || last <= after {
+            return None;
+        }
+        let skip = (after + 1 - first) as usize;
+        Some(recent.iter().skip(skip).take(limit as usize).cloned().collect())
+    }
+
+    /// Keeps the contiguous start of a read (`after + 1`, `after + 2`, ...): it extends
+    /// the remembered run when it continues it, or replaces an older run.
+    fn remember(&self, after: u64, events: &[EventEnvelope]) {
+        let run: Vec<&EventEnvelope> = events
+            .iter()
+            .enumerate()
+            .take_while(|(i, e)| e.position == after + 1 + *i as u64)
+            .map(|(_, e)| e)
+            .collect();
+        let Some(newest) = run.last().map(|e| e.position) else {
+            return;
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let last = recent.back().map(|e| e.position);
+        match last {
+            Some(last) if last >= newest => return,
+            // Continues (or overlaps) the run: append what is new.
+            Some(last) if last >= after => {
+                recent.extend(run.into_iter().filter(|e| e.position > last).cloned());
+            }
+            // A gap, or nothing yet: this read is the run now.
+            _ => {
+                recent.clear();
+                recent.extend(run.into_iter().cloned());
+            }
+        }
+        while recent.len() > RECENT_EVENTS {
+            recent.pop_front();
+        }
     }
 
     fn envelope(&self, row: outbox::Model) -> EventEnvelope {

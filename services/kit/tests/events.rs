@@ -464,3 +464,61 @@ async fn subscribing_from_before_the_retained_log_is_out_of_range() {
     let batch = stream.message().await.unwrap().unwrap();
     assert_eq!(batch.events.iter().map(|e| e.position).collect::<Vec<_>>(), [5]);
 }
+
+/// Followers starting at different positions, some of them while events are still
+/// being appended, each receive exactly the log: every position once, in order, with
+/// the events the database holds, whether a batch came from the database or from the
+/// run another follower read.
+#[tokio::test]
+async fn followers_side_by_side_each_receive_the_whole_log_in_order() {
+    let (db, _d) = database().await;
+    let log = EventLog::new(db.clone(), "test", Duration::from_millis(20));
+    const TOTAL: u64 = 300;
+    let follow = |after: u64, batch: u64| {
+        let mut rx = log.follow(after, batch);
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while (got.len() as u64) < TOTAL - after {
+                let events = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                    .await
+                    .expect("the follower stalled")
+                    .expect("the log ended")
+                    .unwrap();
+                got.extend(events);
+            }
+            got
+        })
+    };
+    let early: Vec<_> = [(0, 7), (0, 50), (0, 1000), (0, 13)]
+        .into_iter()
+        .map(|(after, batch)| (after, follow(after, batch)))
+        .collect();
+    for i in 0..TOTAL as i64 {
+        publish_one(&db, &log, i, true).await;
+        if i % 17 == 0 {
+            log.append_pending().await.unwrap();
+        }
+    }
+    while log.append_pending().await.unwrap() > 0 {}
+    // Late followers, from the start and from the middle of the log.
+    let late: Vec<_> = [(0, 64), (150, 9), (299, 5)]
+        .into_iter()
+        .map(|(after, batch)| (after, follow(after, batch)))
+        .collect();
+    let truth = log.read_after(0, 1000).await.unwrap();
+    assert_eq!(truth.len() as u64, TOTAL);
+    for (after, task) in early.into_iter().chain(late) {
+        let got = task.await.unwrap();
+        let positions: Vec<u64> = got.iter().map(|e| e.position).collect();
+        assert_eq!(
+            positions,
+            ((after + 1)..=TOTAL).collect::<Vec<_>>(),
+            "follower from {after}"
+        );
+        assert_eq!(
+            got,
+            truth[after as usize..],
+            "follower from {after} got other events than the log holds"
+        );
+    }
+}
