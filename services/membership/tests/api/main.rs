@@ -220,7 +220,6 @@ async fn erasure_removes_personal_data_everywhere_and_the_cache_forgets_at_once(
         app.client()
             .export_member(authed(pb::ExportMemberRequest {
                 name: member.name.clone(),
-                ..Default::default()
             }))
             .await
             .map(|_| ()),
