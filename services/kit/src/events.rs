@@ -449,12 +449,17 @@ impl EventLog {
     }
 
     /// The remembered events after `after` (at most `limit`), if the run holds the
-    /// event right after it.
+    /// event right after it and answers the read as the database would: a full batch,
+    /// or everything up to the newest position appended here. (A short batch from a
+    /// run that ends before that would leave the follower waiting for the next poll.)
     fn recent_after(&self, after: u64, limit: u64) -> Option<Vec<EventEnvelope>> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let first = recent.front()?.position;
         let last = recent.back()?.position;
         if first > after + 1 || last <= after {
+            return None;
+        }
+        if last - after < limit && last < *self.latest.borrow() {
             return None;
         }
         let skip = (after + 1 - first) as usize;
