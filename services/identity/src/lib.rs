@@ -88,7 +88,8 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let maintenance = {
+        let mut background = server::Background::new();
+        background.add({
             let keys = self.state.keys.clone();
             let every = Duration::from_secs(self.settings.tokens.key_reload_secs.max(1));
             tokio::spawn(async move {
@@ -101,15 +102,13 @@ impl Application {
                     }
                 }
             })
-        };
+        });
         let routes = ServiceRoutes {
             routes: tonic::service::Routes::new(IdentityServiceServer::new(IdentityApi::new(self.state.clone()))),
             names: vec![SERVICE_NAME],
             auth: Some(AuthLayer::new(self.state.verifier.clone(), api::PUBLIC_METHODS)),
         };
-        let result = server::serve(self.bound, &self.settings.server, routes, shutdown).await;
-        maintenance.abort();
-        result
+        server::serve(self.bound, &self.settings.server, routes, shutdown).await
     }
 }
 

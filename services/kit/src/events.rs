@@ -3,15 +3,17 @@
 //!
 //! - Publishing: [`publish`] inserts the event into `outbox` inside the caller's
 //!   transaction, without a position. Nothing is published that did not commit.
-//! - Ordering: one appender at a time (a PostgreSQL advisory lock; SQLite has a single
-//!   writer) gives committed, unpositioned rows the next positions in one statement.
-//!   A row becomes visible to readers only with its position, and positions are given
-//!   out in the appender's commit order, so a reader that has seen position N never
-//!   misses a later commit with a smaller number. Positions are dense: 1, 2, 3, ...
+//! - Ordering: one appender at a time (SQLite has a single writer; on PostgreSQL the
+//!   replica holding the appender lock, see [`Lease`]) gives committed, unpositioned
+//!   rows the next positions in one statement. A row becomes visible to readers only
+//!   with its position, and positions are given out in the appender's commit order,
+//!   so a reader that has seen position N never misses a later commit with a smaller
+//!   number. Positions are dense: 1, 2, 3, ...
 //! - Serving: [`EventLogApi`] streams positioned rows after a position and wakes up as
 //!   soon as the appender commits (or within `poll` for other replicas' appends).
 //!   Subscribers reading the same stretch of the log (a consumer's partitions) share
-//!   one read of it.
+//!   one read of it, and the events this replica's appender positions reach them
+//!   without any read.
 //! - Consuming: [`Consumer`] applies each event and stores its position in the
 //!   consumer's own database in one transaction: exactly-once effects, at-least-once
 //!   delivery. A duplicate is skipped; a gap makes it resubscribe from what it has.
@@ -29,9 +31,10 @@ use retail_proto::events::event_log_service_client::EventLogServiceClient;
 use retail_proto::events::event_log_service_server::EventLogService;
 use retail_proto::events::{EventEnvelope, SubscribeRequest, SubscribeResponse};
 use sea_orm::sea_query::Expr;
+use sea_orm::sqlx::{self, PgConnection};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use tokio::sync::{Notify, watch};
 use tonic::{Request, Response, Status};
@@ -218,16 +221,112 @@ pub async fn publish(
     Ok(id)
 }
 
-/// Positions assigned per appender pass, at most.
+/// Positions assigned per appender pass, at most: the `LIMIT` of [`APPEND`].
 const APPEND_BATCH: u32 = 1000;
 
+/// Numbers the committed, unpositioned rows after the current maximum, in one
+/// statement so the numbering is atomic. It must run where no other appender can run
+/// at the same time, and on PostgreSQL in a snapshot taken after the previous pass
+/// committed (see [`Lease`]).
+const APPEND: &str = "UPDATE outbox SET log_position = numbered.p FROM (\
+       SELECT id, (SELECT COALESCE(MAX(log_position), 0) FROM outbox) \
+              + ROW_NUMBER() OVER (ORDER BY occurred_at, id) AS p \
+       FROM outbox WHERE log_position IS NULL ORDER BY occurred_at, id LIMIT 1000\
+     ) AS numbered WHERE outbox.id = numbered.id \
+     RETURNING outbox.id AS id, outbox.log_position AS log_position, outbox.event_type AS event_type, \
+               outbox.aggregate_id AS aggregate_id, outbox.payload AS payload, outbox.occurred_at AS occurred_at";
+
+/// A row as [`APPEND`] returns it, read by sqlx (PostgreSQL).
+type AppendedRow = (String, i64, String, String, Vec<u8>, DateTime<Utc>);
+
+/// The PostgreSQL advisory lock that makes one replica of a service its appender.
+const APPENDER_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('retail.outbox.appender'))";
+
+/// The appender's own PostgreSQL session, and whether it holds the appender lock.
+///
+/// The replica whose session holds the (session-level) advisory lock is the appender:
+/// each pass is then the one [`APPEND`] statement, in autocommit, whose snapshot is
+/// taken under the lock and so after every earlier pass committed. Another replica
+/// tries the lock on each of its passes and positions nothing while it does not hold
+/// it; its events are positioned by the holder's next pass (at most `poll` later),
+/// and it takes over within a pass once the holder's session ends. The lock lives
+/// exactly as long as the session: a failed statement drops the session (a new one
+/// must win the lock again), and a stopped or aborted appender closes it.
+struct Lease {
+    session: PgConnection,
+    held: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// One pass on the lease in `slot`, opening a session first if there is none.
+    /// Positions nothing (an empty result) while another replica holds the lock.
+    async fn pass(slot: &mut Option<Self>, db: &DatabaseConnection) -> Result<Vec<outbox::Model>, sqlx::Error> {
+        let lease = match slot {
+            Some(lease) => lease,
+            None => slot.insert(Self {
+                session: db.get_postgres_connection_pool().acquire().await?.detach(),
+                held: false,
+            }),
+        };
+        if !lease.held {
+            lease.held = sqlx::query_scalar::<_, bool>(APPENDER_LOCK)
+                .fetch_one(&mut lease.session)
+                .await?;
+            if !lease.held {
+                return Ok(Vec::new());
+            }
+        }
+        let rows = sqlx::query_as::<_, AppendedRow>(APPEND)
+            .fetch_all(&mut lease.session)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, position, event_type, aggregate_id, payload, occurred_at)| outbox::Model {
+                    id,
+                    log_position: Some(position),
+                    event_type,
+                    aggregate_id,
+                    payload,
+                    occurred_at,
+                },
+            )
+            .collect())
+    }
+}
+
+/// Ends the appender's session, and with it the lock, however its task ends.
+struct ReleaseOnDrop<'a>(&'a Arc<EventLog>);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut lease) = self.0.lease.try_lock() {
+            lease.take();
+        } else if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // A pass of another caller holds it: take it once that pass is done.
+            let log = self.0.clone();
+            runtime.spawn(async move {
+                log.lease.lock().await.take();
+            });
+        }
+    }
+}
+
 /// How long the appender lets further commits gather after a commit notice before a
-/// pass: under load one pass (four statements) then positions the events of many
-/// transactions instead of one, and subscribers read them in one batch. It is added
+/// pass: under load one pass then positions the events of many transactions
+/// instead of one, and subscribers read them in one batch. It is added
 /// to the latency of every event.
 const APPEND_LINGER: Duration = Duration::from_millis(3);
 
-/// Events the followers of one log share, at most: the run most recently read.
+/// Events the followers of one log share, at most: the newest run appended or read.
 const RECENT_EVENTS: usize = 2048;
 
 /// A service's event log over its outbox table.
@@ -235,11 +334,14 @@ const RECENT_EVENTS: usize = 2048;
 pub struct EventLog {
     db: DatabaseConnection,
     source: &'static str,
-    /// The newest contiguous run of events a follower read, oldest first. Positions
+    /// The newest contiguous run of events the appender positioned or a follower
+    /// read, oldest first. Positions
     /// are dense and never reassigned, so every follower that reaches this run (the
     /// partitions of one consumer follow a log side by side) takes it from here
     /// instead of reading the same rows again.
     recent: std::sync::Mutex<VecDeque<EventEnvelope>>,
+    /// PostgreSQL: the appender's session and lock, between passes.
+    lease: tokio::sync::Mutex<Option<Lease>>,
     /// Latest position this replica has appended or seen.
     latest: watch::Sender<u64>,
     wake: Notify,
@@ -253,6 +355,7 @@ impl EventLog {
             db,
             source,
             recent: std::sync::Mutex::new(VecDeque::new()),
+            lease: tokio::sync::Mutex::new(None),
             latest: watch::channel(0).0,
             wake: Notify::new(),
             closed: watch::channel(false).0,
@@ -272,41 +375,44 @@ impl EventLog {
     }
 
     /// One appender pass: positions every committed, unpositioned row (up to a batch).
+    /// On PostgreSQL, a replica that does not hold the appender lock positions
+    /// nothing (see [`Lease`]).
+    /// The events it positioned are remembered as the newest run, so this replica's
+    /// followers take them without reading them back.
     pub async fn append_pending(&self) -> ServiceResult<u64> {
-        let backend = self.db.get_database_backend();
-        // One statement numbers the rows after the current maximum, so the numbering
-        // is atomic; the advisory lock keeps appenders of several replicas apart.
-        let update = format!(
-            "UPDATE outbox SET log_position = numbered.p FROM (\
-               SELECT id, (SELECT COALESCE(MAX(log_position), 0) FROM outbox) \
-                      + ROW_NUMBER() OVER (ORDER BY occurred_at, id) AS p \
-               FROM outbox WHERE log_position IS NULL ORDER BY occurred_at, id LIMIT {APPEND_BATCH}\
-             ) AS numbered WHERE outbox.id = numbered.id RETURNING outbox.log_position"
-        );
-        let txn = crate::db::begin_write(&self.db).await?;
-        if backend == DatabaseBackend::Postgres {
-            txn.execute_raw(Statement::from_string(
-                backend,
-                "SELECT pg_advisory_xact_lock(hashtext('retail.outbox.appender'))",
-            ))
-            .await?;
-        }
-        let positions = txn.query_all_raw(Statement::from_string(backend, update)).await?;
-        txn.commit().await?;
-        let appended = positions.len() as u64;
-        let max = positions
-            .iter()
-            .filter_map(|row| row.try_get_by_index::<Option<i64>>(0).ok().flatten())
-            .max();
-        if let Some(max) = max {
-            let max = max.max(0) as u64;
+        let appended = match self.db.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                let mut lease = self.lease.lock().await;
+                let pass = Lease::pass(&mut lease, &self.db).await;
+                if pass.is_err() {
+                    // The session may be gone, and the lock with it: start over.
+                    lease.take();
+                }
+                pass.map_err(ServiceError::internal)?
+            }
+            backend => {
+                let txn = crate::db::begin_write(&self.db).await?;
+                let rows = txn.query_all_raw(Statement::from_string(backend, APPEND)).await?;
+                txn.commit().await?;
+                rows.iter()
+                    .map(|row| outbox::Model::from_query_result(row, ""))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        let count = appended.len() as u64;
+        let mut events: Vec<EventEnvelope> = appended.into_iter().map(|row| self.envelope(row)).collect();
+        events.sort_unstable_by_key(|e| e.position);
+        if let (Some(first), Some(last)) = (events.first(), events.last()) {
+            let (first, last) = (first.position, last.position);
+            // Remembered before followers are woken, so that they find it.
+            self.remember(first.saturating_sub(1), &events);
             self.latest.send_if_modified(|latest| {
-                let changed = max > *latest;
-                *latest = (*latest).max(max);
+                let changed = last > *latest;
+                *latest = (*latest).max(last);
                 changed
             });
         }
-        Ok(appended)
+        Ok(count)
     }
 
     /// The highest position appended so far (0 for an empty log).
@@ -335,6 +441,7 @@ impl EventLog {
     pub fn spawn_appender(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let log = self.clone();
         tokio::spawn(async move {
+            let _release = ReleaseOnDrop(&log);
             let mut closed = log.closed.subscribe();
             loop {
                 match log.append_pending().await {
@@ -718,19 +825,25 @@ impl Consumer {
     /// gap, after applying what came before it. If any event fails, nothing of the
     /// batch takes effect.
     pub async fn apply_batch(&self, events: &[EventEnvelope]) -> ServiceResult<Applied> {
-        self.apply_after(events, 0).await
+        self.apply_after(events, 0, None).await
     }
 
     /// [`Self::apply_batch`] for a subscription that has already passed over every
     /// event up to `passed` (other partitions' events it did not store a position
     /// for): the batch continues from there, and the stored position moves past them.
-    async fn apply_after(&self, events: &[EventEnvelope], passed: u64) -> ServiceResult<Applied> {
+    /// `stored` is the position the subscription stored last, if it knows it: then it
+    /// is not read again, and if another replica of the consumer moved it meanwhile
+    /// nothing takes effect and the subscription must start over (ABORTED).
+    async fn apply_after(&self, events: &[EventEnvelope], passed: u64, stored: Option<u64>) -> ServiceResult<Applied> {
         let txn = crate::db::begin_write(&self.db).await?;
-        let current = consumer_position::Entity::find_by_id((self.position_name(), self.source.to_owned()))
-            .one(&txn)
-            .await?
-            .map(|r| r.log_position.max(0) as u64)
-            .unwrap_or(0);
+        let current = match stored {
+            Some(stored) => stored,
+            None => consumer_position::Entity::find_by_id((self.position_name(), self.source.to_owned()))
+                .one(&txn)
+                .await?
+                .map(|r| r.log_position.max(0) as u64)
+                .unwrap_or(0),
+        };
         let mut next = current.max(passed) + 1;
         let mut applied = Vec::new();
         let mut gap = None;
@@ -754,7 +867,7 @@ impl Consumer {
                 None => Applied::Duplicate,
             });
         }
-        // Conditional on the position read: a concurrent replica of this consumer
+        // Conditional on the position read (or known): a concurrent replica of this consumer
         // that applied the same events first makes this one roll back.
         let advanced = consumer_position::Entity::update_many()
             .col_expr(consumer_position::Column::LogPosition, Expr::value((next - 1) as i64))
@@ -765,6 +878,11 @@ impl Consumer {
             .exec(&txn)
             .await?;
         if advanced.rows_affected != 1 {
+            if stored.is_some() {
+                return Err(ServiceError::Aborted(
+                    "another replica of this consumer moved its position; resubscribing".into(),
+                ));
+            }
             return Ok(Applied::Duplicate);
         }
         txn.commit().await?;
@@ -834,7 +952,7 @@ impl Consumer {
                 match tokio::time::timeout(PASSED_SAVE_AFTER, stream.message()).await {
                     Ok(received) => received,
                     Err(_) => {
-                        self.apply_after(&[], seen).await?;
+                        self.apply_after(&[], seen, Some(stored)).await?;
                         stored = seen;
                         continue;
                     }
@@ -856,7 +974,7 @@ impl Consumer {
                 seen = last;
                 continue;
             }
-            if let Applied::Gap { expected } = self.apply_after(&batch.events, seen).await? {
+            if let Applied::Gap { expected } = self.apply_after(&batch.events, seen, Some(stored)).await? {
                 return Err(ServiceError::Aborted(format!(
                     "expected position {expected}; resubscribing"
                 )));
@@ -869,7 +987,12 @@ impl Consumer {
 
 #[cfg(test)]
 mod tests {
-    use super::Partition;
+    use super::{APPEND, APPEND_BATCH, Partition};
+
+    #[test]
+    fn a_pass_positions_at_most_a_batch() {
+        assert!(APPEND.contains(&format!("LIMIT {APPEND_BATCH})")));
+    }
 
     #[test]
     fn every_key_belongs_to_exactly_one_partition_and_keeps_it() {

@@ -237,6 +237,32 @@ async fn report_not_serving(health: &HealthReporter, names: &[&'static str]) {
     }
 }
 
+/// The background tasks of a running service (appender, jobs, consumers). They end
+/// with it however it ends: when serving returns, and also when the future running
+/// the service is dropped, so that nothing of a stopped service goes on writing.
+#[derive(Debug, Default)]
+pub struct Background(Vec<tokio::task::AbortHandle>);
+
+impl Background {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a task and hands it back (to be awaited, if its end matters).
+    pub fn add<T>(&mut self, task: tokio::task::JoinHandle<T>) -> tokio::task::JoinHandle<T> {
+        self.0.push(task.abort_handle());
+        task
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

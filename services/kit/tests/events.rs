@@ -522,3 +522,78 @@ async fn followers_side_by_side_each_receive_the_whole_log_in_order() {
         );
     }
 }
+
+/// Two replicas of one service publish into one outbox, each running its appender:
+/// the log stays dense with every event once, and when one replica's appender stops
+/// (its session ends, and the appender lock with it) the other positions everything.
+#[tokio::test]
+async fn two_replicas_share_one_log_and_either_carries_on_alone() {
+    let (db_a, test_db) = database().await;
+    // The second replica has pools of its own, as a second process would.
+    let db_b = retail_kit::db::connect(&DatabaseSettings {
+        url: test_db.secret_url(),
+        max_connections: 16,
+        ..DatabaseSettings::default()
+    })
+    .await
+    .unwrap();
+    let a = EventLog::new(db_a.clone(), "test", Duration::from_millis(20));
+    let b = EventLog::new(db_b.clone(), "test", Duration::from_millis(20));
+    let a_appender = a.spawn_appender();
+    publish_one(&db_a, &a, 0, true).await;
+    let mut from_b = b.follow(0, 50);
+    let mut received = Vec::new();
+    let mut receive_until = async |received: &mut Vec<EventEnvelope>, count: usize| {
+        while received.len() < count {
+            let batch = tokio::time::timeout(Duration::from_secs(20), from_b.recv())
+                .await
+                .expect("events stopped arriving")
+                .expect("the log ended")
+                .unwrap();
+            received.extend(batch);
+        }
+    };
+    // The first replica has positioned an event, so it holds the lock (PostgreSQL).
+    receive_until(&mut received, 1).await;
+    let b_appender = b.spawn_appender();
+
+    let mut writers = Vec::new();
+    for (db, log, base) in [(&db_a, &a, 1), (&db_b, &b, 1001)] {
+        let (db, log) = (db.clone(), log.clone());
+        writers.push(tokio::spawn(async move {
+            for i in base..base + 100 {
+                publish_one(&db, &log, i, true).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    receive_until(&mut received, 201).await;
+
+    // The first replica's appender stops; the second's events are still positioned.
+    a_appender.abort();
+    let _ = a_appender.await;
+    for i in 2001..2051 {
+        publish_one(&db_b, &b, i, true).await;
+    }
+    receive_until(&mut received, 251).await;
+    b_appender.abort();
+
+    let positions: Vec<u64> = received.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=251).collect::<Vec<_>>());
+    let ids: HashSet<&str> = received.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), 251, "every event once");
+    let mut amounts: Vec<i64> = received
+        .iter()
+        .map(|e| {
+            use prost::Message;
+            Money::decode(e.payload.as_ref().unwrap().value.as_slice())
+                .unwrap()
+                .amount_minor
+        })
+        .collect();
+    amounts.sort_unstable();
+    let expected: Vec<i64> = (0..=100).chain(1001..1101).chain(2001..2051).collect();
+    assert_eq!(amounts, expected);
+}

@@ -131,9 +131,10 @@ impl Application {
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let appender = self.state.log.spawn_appender();
-        let retention = self.state.log.spawn_retention(self.settings.events.retention());
-        let jobs = {
+        let mut background = server::Background::new();
+        background.add(self.state.log.spawn_appender());
+        background.add(self.state.log.spawn_retention(self.settings.events.retention()));
+        background.add({
             let state = self.state.clone();
             let expire_every = Duration::from_secs(self.settings.loyalty.expire_every_minutes.max(1) * 60);
             let reevaluate_every = Duration::from_secs(self.settings.loyalty.reevaluate_every_hours.max(1) * 3600);
@@ -156,7 +157,7 @@ impl Application {
                     }
                 }
             })
-        };
+        });
         let (stop_consumer, consumer_stopped) = tokio::sync::watch::channel(false);
         let consumer = match &self.settings.orders.events_url {
             Some(url) => {
@@ -178,9 +179,9 @@ impl Application {
                             partition,
                         };
                         let mut stopped = consumer_stopped.clone();
-                        tokio::spawn(consumer.run(client.clone(), async move {
+                        background.add(tokio::spawn(consumer.run(client.clone(), async move {
                             let _ = stopped.wait_for(|s| *s).await;
-                        }))
+                        })))
                     })
                     .collect();
                 Some(tasks)
@@ -206,9 +207,7 @@ impl Application {
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),
         };
         let result = server::serve(self.bound, &self.settings.server, routes, shutdown).await;
-        appender.abort();
-        retention.abort();
-        jobs.abort();
+        // Consumers finish the event in hand; the other tasks end with `background`.
         for task in consumer.into_iter().flatten() {
             let _ = task.await;
         }

@@ -132,9 +132,10 @@ impl Application {
         if let Err(err) = state.recover_sagas(retail_kit::convert::now()).await {
             tracing::warn!(error = %err, "saga recovery at start failed");
         }
-        let appender = state.log.spawn_appender();
-        let retention = state.log.spawn_retention(state.settings.events.retention());
-        let sweeper = state.spawn_sweeper();
+        let mut background = server::Background::new();
+        background.add(state.log.spawn_appender());
+        background.add(state.log.spawn_retention(state.settings.events.retention()));
+        background.add(state.spawn_sweeper());
         let log = state.log.clone();
         let shutdown = async move {
             shutdown.await;
@@ -149,11 +150,7 @@ impl Application {
             ],
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),
         };
-        let result = server::serve(self.bound, &state.settings.server, routes, shutdown).await;
-        for task in [appender, retention, sweeper] {
-            task.abort();
-        }
-        result
+        server::serve(self.bound, &state.settings.server, routes, shutdown).await
     }
 }
 
