@@ -5,7 +5,7 @@
 //! Pricing is in [`crate::pricing`], stock and reservations in [`crate::inventory`];
 //! the shared state and conversions live here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use retail_kit::auth::Principal;
@@ -43,8 +43,10 @@ const MAX_DETAIL: usize = 20_000;
 pub struct State {
     pub db: DatabaseConnection,
     pub log: Arc<EventLog>,
-    /// SKU views for `BatchGetSkus`, evicted by this service's own events.
+    /// SKU views for `BatchGetSkus` and quotes, evicted by this service's own events.
     pub skus: Arc<crate::sku_cache::SkuCache>,
+    /// List prices and price rules for quotes, dropped on every price change.
+    pub prices: Arc<crate::price_cache::PriceCache>,
     pub settings: Settings,
 }
 
@@ -294,6 +296,21 @@ fn skus(v: &mut Violations, field: &str, raw: &[pb::Sku], product_id: &str) -> V
 }
 
 impl State {
+    /// The views of the SKUs among `codes` that exist, by code: from the SKU cache
+    /// where it has them, the rest read (and cached).
+    pub(crate) async fn sku_views(&self, codes: &[String]) -> ServiceResult<HashMap<String, Arc<pb::Sku>>> {
+        let (mut found, missing) = self.skus.get_many(codes);
+        if !missing.is_empty() {
+            let ticket = self.skus.ticket();
+            for view in store::sku_views(&self.db, &missing).await? {
+                let sku = Arc::new(sku_to_pb(&view));
+                self.skus.put(ticket, sku.clone());
+                found.insert(view.sku.code, sku);
+            }
+        }
+        Ok(found)
+    }
+
     async fn product(&self, id: &str) -> ServiceResult<pb::Product> {
         let product = store::find_product(&self.db, id)
             .await?
@@ -411,16 +428,7 @@ impl CatalogService for CatalogApi {
             .enumerate()
             .map(|(i, n)| sku_name(&format!("names[{i}]"), n).map(|c| c.as_str().to_owned()))
             .collect::<ServiceResult<Vec<_>>>()?;
-        let cache = &self.state.skus;
-        let (mut found, missing) = cache.get_many(&codes);
-        if !missing.is_empty() {
-            let ticket = cache.ticket();
-            for view in store::sku_views(&self.state.db, &missing).await? {
-                let sku = Arc::new(sku_to_pb(&view));
-                cache.put(ticket, sku.clone());
-                found.insert(view.sku.code, sku);
-            }
-        }
+        let found = self.state.sku_views(&codes).await?;
         let mut skus = Vec::with_capacity(codes.len());
         for code in &codes {
             match found.get(code) {

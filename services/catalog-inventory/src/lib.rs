@@ -10,7 +10,9 @@
 pub mod api;
 pub mod domain;
 pub mod inventory;
+pub mod price_cache;
 pub mod pricing;
+pub mod read_cache;
 pub mod settings;
 pub mod sku_cache;
 pub mod store;
@@ -72,6 +74,10 @@ impl Application {
                     settings.sku_cache.capacity,
                     Duration::from_secs(settings.sku_cache.ttl_secs),
                 ),
+                prices: price_cache::PriceCache::new(
+                    settings.sku_cache.capacity,
+                    Duration::from_secs(settings.sku_cache.ttl_secs),
+                ),
                 settings,
             }),
             verifier,
@@ -93,11 +99,15 @@ impl Application {
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = self.state;
-        let appender = state.log.spawn_appender();
-        let retention = state.log.spawn_retention(state.settings.events.retention());
-        let sweeper = state.spawn_sweeper();
-        let reconciliation = spawn_daily_reconciliation(state.clone());
-        let sku_follower = state.skus.spawn_follower(state.log.clone());
+        let mut background = server::Background::new();
+        background.add(state.log.spawn_appender());
+        background.add(state.log.spawn_retention(state.settings.events.retention()));
+        background.add(state.spawn_sweeper());
+        background.add(spawn_daily_reconciliation(state.clone()));
+        background.add(read_cache::spawn_follower(
+            state.log.clone(),
+            vec![state.skus.clone(), state.prices.clone()],
+        ));
         let log = state.log.clone();
         // Open subscriptions end when shutdown starts, so the drain can finish.
         let shutdown = async move {
@@ -117,11 +127,7 @@ impl Application {
             ],
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),
         };
-        let result = server::serve(self.bound, &state.settings.server, routes, shutdown).await;
-        for task in [appender, retention, sweeper, reconciliation, sku_follower] {
-            task.abort();
-        }
-        result
+        server::serve(self.bound, &state.settings.server, routes, shutdown).await
     }
 }
 

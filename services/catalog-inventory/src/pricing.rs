@@ -2,7 +2,7 @@
 //! lists, quotes and competitor observations. The price rules themselves are in
 //! [`crate::domain::pricing`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -21,6 +21,7 @@ use tonic::Request;
 use crate::api::{READ, Rpc, State, channel_of_pb, first_violation, ok, sku_name};
 use crate::domain::codes::{self, Channel, SkuCode};
 use crate::domain::pricing::{self as rules, Applied, Buyer, MAX_DISCOUNT_BP};
+use crate::price_cache::PriceRules;
 use crate::store::{self, pricing as db};
 
 pub const WRITE: &str = "catalog.pricing.write";
@@ -182,6 +183,40 @@ pub struct QuoteFor {
 }
 
 impl State {
+    /// List prices of `codes` in `currency`, from the price cache where it has them.
+    async fn list_prices(&self, codes: &[String], currency: &str) -> ServiceResult<HashMap<String, i64>> {
+        let (mut found, missing) = self.prices.list_prices(currency, codes);
+        if !missing.is_empty() {
+            let ticket = self.prices.ticket();
+            let loaded = db::list_prices(&self.db, &missing, currency).await?;
+            self.prices.put_list_prices(ticket, currency, &missing, &loaded);
+            found.extend(loaded);
+        }
+        Ok(found)
+    }
+
+    /// The rules of consumer quotes at `at`: the cached ones, or loaded (and cached
+    /// when `at` is not in the past).
+    async fn price_rules(&self, at: DateTime<Utc>) -> ServiceResult<Arc<PriceRules>> {
+        if let Some(rules) = self.prices.rules(at) {
+            return Ok(rules);
+        }
+        let now = now();
+        if at < now {
+            return Ok(Arc::new(db::price_rules(&self.db, at).await?));
+        }
+        let ticket = self.prices.ticket();
+        let rules = Arc::new(db::price_rules(&self.db, now).await?);
+        self.prices.put_rules(ticket, rules.clone());
+        Ok(rules)
+    }
+
+    /// A price changed and committed: quotes on this replica show it at once.
+    pub(crate) fn price_committed(&self) {
+        self.prices.changed();
+        self.log.committed();
+    }
+
     /// Prices `lines` for `who`. NOT_FOUND for unknown SKUs; FAILED_PRECONDITION for
     /// SKUs without a price in the currency (or on the partner level's list).
     pub async fn quote(&self, who: &QuoteFor, lines: &[(SkuCode, i64)]) -> ServiceResult<pb::QuotePricesResponse> {
@@ -191,27 +226,23 @@ impl State {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let known: HashSet<String> = store::sku_views(&self.db, &codes)
-            .await?
-            .into_iter()
-            .map(|v| v.sku.code)
-            .collect();
-        if let Some((missing, _)) = lines.iter().find(|(c, _)| !known.contains(c.as_str())) {
+        let known = self.sku_views(&codes).await?;
+        if let Some((missing, _)) = lines.iter().find(|(c, _)| !known.contains_key(c.as_str())) {
             return Err(ServiceError::not_found("sku", missing.resource_name()));
         }
-        let list = db::list_prices(&self.db, &codes, &who.currency).await?;
+        let list = self.list_prices(&codes, &who.currency).await?;
         let wholesale = match (&who.channel, &who.partner_level) {
             (Channel::Partner, Some(level)) => Some(db::partner_prices(&self.db, level, &codes, &who.currency).await?),
             _ => None,
         };
-        let promotions = if who.channel.is_consumer() {
-            db::active_promotions(&self.db, &codes, who.at).await?
+        let (promotions, tier_bp) = if who.channel.is_consumer() {
+            let rules = self.price_rules(who.at).await?;
+            (
+                rules.active_promotions(&codes, who.at),
+                who.tier.as_deref().and_then(|tier| rules.tier_discount(tier)),
+            )
         } else {
             Default::default()
-        };
-        let tier_bp = match (&who.tier, who.channel.is_consumer()) {
-            (Some(tier), true) => db::tier_discount(&self.db, tier).await?,
-            _ => None,
         };
         let mut out = Vec::with_capacity(lines.len());
         let mut total: i128 = 0;
@@ -315,7 +346,7 @@ impl PricingService for PricingApi {
             })
         })
         .await?;
-        s.log.committed();
+        s.price_committed();
         ok(pb::ListPrice {
             sku: code.resource_name(),
             price: money(&currency, amount),
@@ -368,7 +399,7 @@ impl PricingService for PricingApi {
             })
         })
         .await?;
-        s.log.committed();
+        s.price_committed();
         ok(pb::TierDiscount { tier, discount_bp: bp })
     }
 
@@ -466,7 +497,7 @@ impl PricingService for PricingApi {
             })
         })
         .await?;
-        s.log.committed();
+        s.price_committed();
         ok(response)
     }
 
@@ -522,7 +553,7 @@ impl PricingService for PricingApi {
             })
         })
         .await?;
-        s.log.committed();
+        s.price_committed();
         let p = db::find_promotion(&s.db, &id)
             .await?
             .ok_or_else(|| ServiceError::not_found("promotion", format!("promotions/{id}")))?;
@@ -582,7 +613,7 @@ impl PricingService for PricingApi {
             })
         })
         .await?;
-        s.log.committed();
+        s.price_committed();
         ok(pb::PartnerPrice {
             partner_level: level,
             sku: code.resource_name(),

@@ -90,13 +90,14 @@ impl Default for PricingSection {
     }
 }
 
-/// The read cache of SKU views behind `BatchGetSkus` (see [`crate::sku_cache`]).
+/// The read caches of SKU views (`BatchGetSkus`, quotes; see [`crate::sku_cache`])
+/// and of prices (quotes; see [`crate::price_cache`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SkuCacheSection {
-    /// Views kept at most; 0 turns the cache off.
+    /// Views kept at most, and list prices; 0 turns both caches off.
     pub capacity: u64,
-    /// A view is dropped after this long even if no event named its SKU.
+    /// A view or price is dropped after this long even if no event changed it.
     pub ttl_secs: u64,
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Every change to what a view shows publishes an event naming the SKU (stock,
 //! reservations, listings; anything unknown clears everything), so each replica
-//! follows the log and evicts what the events name. A view is therefore at most one
+//! follows the log (see [`crate::read_cache`]) and evicts what the events name. A view is therefore at most one
 //! log delivery old: a few milliseconds for changes made by this replica, up to
 //! `events.poll_ms` for other replicas'. Reservations never read this cache; they
 //! decide on the stock rows themselves.
@@ -20,9 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prost::Message;
-use retail_kit::events::EventLog;
 use retail_proto::catalog as pb;
 use retail_proto::events as ev;
+
+use crate::read_cache::FollowsLog;
 
 /// Eviction stripes (8 bytes each).
 const STRIPES: usize = 1 << 16;
@@ -123,9 +124,18 @@ impl SkuCache {
         self.cleared.fetch_max(position, Ordering::SeqCst);
         self.views.invalidate_all();
     }
+}
 
-    /// Applies one event of the catalog's log.
-    pub fn apply(&self, event: &ev::EventEnvelope) {
+impl FollowsLog for SkuCache {
+    fn start(&self, position: u64) {
+        // Nothing cached, or loaded, before this point survives a restart.
+        self.clear(position);
+        self.applied.store(position, Ordering::SeqCst);
+    }
+
+    /// Evicts the SKUs an event names (everything for an event this build does
+    /// not know).
+    fn apply(&self, event: &ev::EventEnvelope) {
         let p = event.position;
         let payload = event
             .payload
@@ -164,43 +174,9 @@ impl SkuCache {
         self.applied.store(p, Ordering::SeqCst);
     }
 
-    /// Follows `log` from its current end and applies every event, until the log
-    /// closes. After a read error everything cached is dropped and following resumes.
-    pub fn spawn_follower(self: &Arc<Self>, log: Arc<EventLog>) -> tokio::task::JoinHandle<()> {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let start = match log.max_position().await {
-                    Ok(p) => p,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "sku cache: reading the event log failed; not caching");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                // Nothing cached, or loaded, before this point survives a restart.
-                cache.clear(start);
-                cache.applied.store(start, Ordering::SeqCst);
-                let mut batches = log.follow(start, 1_000);
-                let mut failed = false;
-                while let Some(batch) = batches.recv().await {
-                    match batch {
-                        Ok(events) => events.iter().for_each(|e| cache.apply(e)),
-                        Err(err) => {
-                            tracing::warn!(error = %err, "sku cache: following the event log failed; starting over");
-                            failed = true;
-                        }
-                    }
-                }
-                cache.applied.store(NOT_FOLLOWING, Ordering::SeqCst);
-                cache.views.invalidate_all();
-                if !failed {
-                    // The log closed: the service is stopping.
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
+    fn stop(&self) {
+        self.applied.store(NOT_FOLLOWING, Ordering::SeqCst);
+        self.views.invalidate_all();
     }
 }
 

@@ -1,7 +1,7 @@
 //! List prices, tier discounts, promotions, partner price lists and competitor
 //! observations.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use retail_kit::error::ServiceResult;
@@ -14,6 +14,7 @@ use sea_orm::{
 
 use super::{competitor_price, list_price, partner_price, promotion, promotion_sku, tier_discount};
 use crate::domain::pricing::Promotion;
+use crate::price_cache::PriceRules;
 
 pub async fn upsert_list_price(conn: &impl ConnectionTrait, row: list_price::Model) -> ServiceResult<()> {
     list_price::Entity::insert(list_price::ActiveModel::from(row))
@@ -188,6 +189,56 @@ pub async fn active_promotions(
         }
     }
     Ok(out)
+}
+
+/// Every tier discount and every promotion not ended at `at`, with its SKUs: the
+/// rules of consumer quotes at `at` or later (see [`crate::price_cache`]).
+pub async fn price_rules(conn: &impl ConnectionTrait, at: DateTime<Utc>) -> ServiceResult<PriceRules> {
+    let tier_discounts = tier_discounts(conn)
+        .await?
+        .into_iter()
+        .map(|t| (t.tier, t.discount_bp.max(0) as u32))
+        .collect();
+    let promos = promotion::Entity::find()
+        .filter(promotion::Column::EndsAt.gt(at))
+        .order_by_asc(promotion::Column::Id)
+        .all(conn)
+        .await?;
+    let specific: Vec<String> = promos.iter().filter(|p| !p.all_skus).map(|p| p.id.clone()).collect();
+    let mut skus: HashMap<String, HashSet<String>> = HashMap::new();
+    if !specific.is_empty() {
+        let backend = conn.get_database_backend();
+        for row in promotion_sku::Entity::find()
+            .filter(retail_kit::db::one_of(
+                backend,
+                (promotion_sku::Entity, promotion_sku::Column::PromotionId),
+                &specific,
+            ))
+            .all(conn)
+            .await?
+        {
+            skus.entry(row.promotion_id).or_default().insert(row.sku_code);
+        }
+    }
+    let promotions = promos
+        .into_iter()
+        .map(|p| {
+            let codes = (!p.all_skus).then(|| skus.remove(&p.id).unwrap_or_default());
+            let promotion = Promotion {
+                id: p.id,
+                display_name: p.display_name,
+                discount_bp: p.discount_bp.max(0) as u32,
+                starts_at: p.starts_at,
+                ends_at: p.ends_at,
+            };
+            (promotion, codes)
+        })
+        .collect();
+    Ok(PriceRules {
+        loaded_at: at,
+        tier_discounts,
+        promotions,
+    })
 }
 
 pub async fn upsert_partner_price(conn: &impl ConnectionTrait, row: partner_price::Model) -> ServiceResult<()> {

@@ -178,6 +178,71 @@ async fn promotions_apply_only_inside_their_window() {
     assert_eq!(price_at(start).await, 10_000);
 }
 
+/// Quotes are served from the price cache once it is warm; every kind of price
+/// change made through the API shows in the very next quote.
+#[tokio::test]
+async fn a_quote_shows_every_price_change_at_once() {
+    let app = spawn_app().await;
+    app.skus(&["C-1"]).await;
+    list_price(&app, "C-1", 10_000).await;
+    // Ahead of now, so the cached rules (loaded now) serve it.
+    let at = Utc::now() + Duration::minutes(5);
+    let unit = || {
+        let mut p = app.pricing();
+        async move {
+            p.quote_prices(authed(quote_request(
+                pb::SalesChannel::Online,
+                "gold",
+                at,
+                &[("C-1", 1)],
+            )))
+            .await
+            .unwrap()
+            .into_inner()
+            .lines[0]
+                .unit_price
+                .as_ref()
+                .unwrap()
+                .amount_minor
+        }
+    };
+    // Quoted twice: the second is answered from the cache.
+    assert_eq!(unit().await, 10_000);
+    assert_eq!(unit().await, 10_000);
+    assert!(app.state.prices.rules(at).is_some(), "the price rules are cached");
+
+    list_price(&app, "C-1", 8_000).await;
+    assert_eq!(unit().await, 8_000, "a new list price");
+
+    let tier = |bp: u32| {
+        let mut p = app.pricing();
+        async move {
+            p.set_tier_discount(authed(pb::SetTierDiscountRequest {
+                tier_discount: Some(pb::TierDiscount {
+                    tier: "gold".into(),
+                    discount_bp: bp,
+                }),
+            }))
+            .await
+            .unwrap();
+        }
+    };
+    tier(1_000).await;
+    assert_eq!(unit().await, 7_200, "a new tier discount");
+
+    let now = Utc::now();
+    let promo = promotion(&app, &["C-1"], 5_000, now - Duration::hours(1), now + Duration::days(1)).await;
+    // 80.00 - 50 % = 40.00, - 10 % gold = 36.00.
+    assert_eq!(unit().await, 3_600, "a new promotion");
+    app.pricing()
+        .end_promotion(authed(pb::EndPromotionRequest { name: promo.name }))
+        .await
+        .unwrap();
+    assert_eq!(unit().await, 7_200, "an ended promotion");
+    tier(500).await;
+    assert_eq!(unit().await, 7_600, "a changed tier discount");
+}
+
 #[tokio::test]
 async fn partners_are_quoted_from_their_level_price_list() {
     let app = spawn_app().await;
