@@ -196,18 +196,16 @@ impl State {
     }
 
     /// The rules of consumer quotes at `at`: the cached ones, or loaded (and cached
-    /// when `at` is not in the past).
+    /// unless `at` is long past: rules loaded for `at` serve every later quote).
     async fn price_rules(&self, at: DateTime<Utc>) -> ServiceResult<Arc<PriceRules>> {
         if let Some(rules) = self.prices.rules(at) {
             return Ok(rules);
         }
-        let now = now();
-        if at < now {
-            return Ok(Arc::new(db::price_rules(&self.db, at).await?));
-        }
         let ticket = self.prices.ticket();
-        let rules = Arc::new(db::price_rules(&self.db, now).await?);
-        self.prices.put_rules(ticket, rules.clone());
+        let rules = Arc::new(db::price_rules(&self.db, at).await?);
+        if at >= now() - chrono::Duration::minutes(1) {
+            self.prices.put_rules(ticket, rules.clone());
+        }
         Ok(rules)
     }
 
@@ -226,9 +224,12 @@ impl State {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let known = self.sku_views(&codes).await?;
-        if let Some((missing, _)) = lines.iter().find(|(c, _)| !known.contains_key(c.as_str())) {
-            return Err(ServiceError::not_found("sku", missing.resource_name()));
+        let unknown = self.skus.not_known_to_exist(&codes);
+        if !unknown.is_empty() {
+            let found = self.sku_views(&unknown).await?;
+            if let Some(missing) = unknown.iter().find(|c| !found.contains_key(*c)) {
+                return Err(ServiceError::not_found("sku", format!("skus/{missing}")));
+            }
         }
         let list = self.list_prices(&codes, &who.currency).await?;
         let wholesale = match (&who.channel, &who.partner_level) {

@@ -41,6 +41,9 @@ pub struct SkuCache {
     cleared: AtomicU64,
     /// Position of the last event applied; [`NOT_FOLLOWING`] before the follower runs.
     applied: AtomicU64,
+    /// Codes of SKUs known to exist (quotes need no more). SKUs are never deleted,
+    /// so an entry never goes stale and no event evicts it.
+    existing: moka::sync::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for SkuCache {
@@ -68,7 +71,19 @@ impl SkuCache {
             evicted: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             cleared: AtomicU64::new(0),
             applied: AtomicU64::new(NOT_FOLLOWING),
+            existing: moka::sync::Cache::builder().max_capacity(capacity).build(),
         })
+    }
+
+    /// Those of `codes` not known to exist, each once.
+    pub fn not_known_to_exist(&self, codes: &[String]) -> Vec<String> {
+        let mut unknown: Vec<String> = Vec::new();
+        for code in codes {
+            if !self.existing.contains_key(code) && !unknown.contains(code) {
+                unknown.push(code.clone());
+            }
+        }
+        unknown
     }
 
     /// The cached views of `codes` (by code) and the codes to load, each once.
@@ -95,11 +110,13 @@ impl SkuCache {
     }
 
     /// Keeps a loaded view unless an event applied after `ticket` touched its SKU.
+    /// Either way the SKU is known to exist from then on.
     pub fn put(&self, ticket: LoadTicket, view: Arc<pb::Sku>) {
+        let code = view.sku_code.clone();
+        self.existing.insert(code.clone(), ());
         if ticket.0 == NOT_FOLLOWING {
             return;
         }
-        let code = view.sku_code.clone();
         self.views.insert(code.clone(), view);
         let newer = self.stripe(&code).load(Ordering::SeqCst) > ticket.0
             || self.cleared.load(Ordering::SeqCst) > ticket.0
@@ -232,6 +249,20 @@ mod tests {
         following(&cache, 7);
         cache.put(cache.ticket(), view("A", 1));
         assert_eq!(cached(&cache, "A"), Some(1));
+    }
+
+    #[test]
+    fn a_loaded_sku_stays_known_to_exist_through_evictions() {
+        let cache = SkuCache::new(100, Duration::from_secs(60));
+        let codes = ["A".to_owned(), "B".to_owned(), "A".to_owned()];
+        assert_eq!(cache.not_known_to_exist(&codes), ["A", "B"]);
+        // Loaded before the log is followed: the view is not kept, its existence is.
+        cache.put(cache.ticket(), view("A", 1));
+        following(&cache, 10);
+        cache.apply(&stock_changed(11, "A"));
+        cache.apply(&event(12, "retail.events.v1.SomethingNew", ev::StockChanged::default()));
+        assert_eq!(cached(&cache, "A"), None);
+        assert_eq!(cache.not_known_to_exist(&codes), ["B"]);
     }
 
     #[test]
