@@ -676,15 +676,18 @@ impl EventLogService for EventLogApi {
     }
 }
 
+/// What runs once an event's effect has committed (cache invalidation, wake-ups),
+/// knowing what the handler learned inside the transaction.
+pub type AfterCommit = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// What a consumer does with one event, inside the transaction that also stores its
 /// position. Must be deterministic; may be called again for the same event only if
 /// the earlier transaction rolled back.
 #[async_trait::async_trait]
 pub trait EventHandler: Send + Sync {
-    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<()>;
-
-    /// Runs after the effect of `event` committed (cache invalidation, wake-ups).
-    async fn after_commit(&self, _event: &EventEnvelope) {}
+    /// Applies the event; what it returns runs after the commit, in log order (and
+    /// is dropped if the transaction rolls back).
+    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<Option<AfterCommit>>;
 
     /// What the order of effects hangs on: events with one key are applied in log
     /// order by one partition. `None` for an event the handler does nothing with:
@@ -845,7 +848,7 @@ impl Consumer {
                 .unwrap_or(0),
         };
         let mut next = current.max(passed) + 1;
-        let mut applied = Vec::new();
+        let mut after_commit = Vec::new();
         let mut gap = None;
         for event in events {
             if event.position < next {
@@ -855,9 +858,10 @@ impl Consumer {
                 gap = Some(next);
                 break;
             }
-            if self.owns(event) {
-                self.handler.handle(&txn, event).await?;
-                applied.push(event);
+            if self.owns(event)
+                && let Some(then) = self.handler.handle(&txn, event).await?
+            {
+                after_commit.push(then);
             }
             next += 1;
         }
@@ -886,8 +890,8 @@ impl Consumer {
             return Ok(Applied::Duplicate);
         }
         txn.commit().await?;
-        for event in applied {
-            self.handler.after_commit(event).await;
+        for then in after_commit {
+            then.await;
         }
         Ok(match gap {
             Some(expected) => Applied::Gap { expected },

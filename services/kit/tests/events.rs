@@ -10,7 +10,7 @@ use std::time::Duration;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use retail_kit::auth::{AUDIENCE, AuthLayer, Claims, KeySource, PrincipalKind, VerificationKey, Verifier};
 use retail_kit::config::{DatabaseSettings, ServerSettings};
-use retail_kit::events::{self, Consumer, EventHandler, EventLog, EventLogApi};
+use retail_kit::events::{self, AfterCommit, Consumer, EventHandler, EventLog, EventLogApi};
 use retail_kit::server::{self, ServiceRoutes};
 use retail_kit::{ServiceError, ServiceResult};
 use retail_proto::common::Money;
@@ -164,7 +164,7 @@ fn key_of(event: &EventEnvelope) -> String {
 
 #[async_trait::async_trait]
 impl EventHandler for RecordEvents {
-    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<()> {
+    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<Option<AfterCommit>> {
         let backend = txn.get_database_backend();
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         txn.execute_raw(Statement::from_sql_and_values(
@@ -188,7 +188,7 @@ impl EventHandler for RecordEvents {
         ))
         .await
         .map_err(ServiceError::from)?;
-        Ok(())
+        Ok(None)
     }
 
     fn partition_key(&self, event: &EventEnvelope) -> Option<String> {

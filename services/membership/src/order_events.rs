@@ -14,7 +14,7 @@ use chrono::Utc;
 use prost::Message;
 use retail_kit::convert::from_timestamp;
 use retail_kit::error::{ServiceError, ServiceResult};
-use retail_kit::events::EventHandler;
+use retail_kit::events::{AfterCommit, EventHandler};
 use retail_proto::events::{self as ev, EventEnvelope};
 use sea_orm::DatabaseTransaction;
 
@@ -108,21 +108,21 @@ fn purchase_of(event: &EventEnvelope) -> ServiceResult<Option<(String, String, P
 
 #[async_trait::async_trait]
 impl EventHandler for OrderEvents {
-    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<()> {
+    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<Option<AfterCommit>> {
         let Some((member, currency, input)) = purchase_of(event)? else {
-            return Ok(());
+            return Ok(None);
         };
         let rules = &self.state.rules;
         if currency != rules.currency {
             tracing::warn!(order_id = %input.order_id, %currency, "order in another currency than membership's; not recorded");
-            return Ok(());
+            return Ok(None);
         }
         let kind = if input.refund { "refund" } else { "paid" };
         if db::find_purchase(txn, &input.order_id, kind, &input.reference)
             .await?
             .is_some()
         {
-            return Ok(());
+            return Ok(None);
         }
         // Checks that refuse before anything is written, so the transaction stays usable.
         match loyalty::record(txn, rules, &member, &input, Utc::now()).await {
@@ -130,18 +130,23 @@ impl EventHandler for OrderEvents {
                 // Fence the cache at the version this transaction commits, before
                 // the commit: from then on no older profile can be written back (if
                 // the process dies right after the commit, the fence in Redis still
-                // holds). `after_commit` invalidates again, in case Redis missed this.
-                self.state
-                    .cache
-                    .invalidate(&crate::api::member_key(&member), recorded.version.max(0) as u64)
-                    .await;
-                Ok(())
+                // holds). After the commit it is invalidated again at that version,
+                // in case Redis missed this, and the appender is woken for the
+                // events the change published.
+                let key = crate::api::member_key(&member);
+                let version = recorded.version.max(0) as u64;
+                self.state.cache.invalidate(&key, version).await;
+                let state = self.state.clone();
+                Ok(Some(Box::pin(async move {
+                    state.cache.invalidate(&key, version).await;
+                    state.log.committed();
+                })))
             }
             Err(
                 ServiceError::NotFound { .. } | ServiceError::FailedPrecondition(_) | ServiceError::InvalidArgument(_),
             ) => {
                 tracing::warn!(order_id = %input.order_id, kind, "order event not applicable to the member; skipped");
-                Ok(())
+                Ok(None)
             }
             Err(other) => Err(other),
         }
@@ -155,15 +160,6 @@ impl EventHandler for OrderEvents {
             Ok(Some((member, _, _))) => Some(member),
             Ok(None) => None,
             Err(_) => Some(event.aggregate_id.clone()),
-        }
-    }
-
-    /// Invalidates again after the commit: an invalidation that timed out against a
-    /// slow Redis inside the transaction must not leave the old profile cached.
-    async fn after_commit(&self, event: &EventEnvelope) {
-        match purchase_of(event) {
-            Ok(Some((member, _, _))) => self.state.finish(&member).await,
-            _ => self.state.log.committed(),
         }
     }
 }
