@@ -343,32 +343,28 @@ impl State {
             let order = order.to_owned();
             Box::pin(async move {
                 let now = now();
-                let view = db::find_reservation(txn, &order)
-                    .await?
-                    .ok_or_else(|| ServiceError::not_found("reservation", format!("reservations/{order}")))?;
-                match view.reservation.state.as_str() {
-                    state::COMMITTED => return Ok(view),
-                    state::ACTIVE => {}
-                    other => {
-                        return Err(ServiceError::FailedPrecondition(format!(
-                            "reservation is {other} and cannot be committed"
-                        )));
-                    }
-                }
-                if !db::transition(txn, &order, state::ACTIVE, state::COMMITTED, Some(now), now).await? {
-                    // A racing commit of the same reservation got there first: that
-                    // is this call's outcome too. Anything else means it expired.
+                // The common case in one statement: an active, unexpired reservation
+                // becomes committed and is read back.
+                let Some(reservation) =
+                    db::transition_returning(txn, &order, state::ACTIVE, state::COMMITTED, Some(now), now).await?
+                else {
+                    // Already committed (by an earlier or racing call: that is this
+                    // call's outcome too), or it cannot be.
                     let current = db::find_reservation(txn, &order)
                         .await?
                         .ok_or_else(|| ServiceError::not_found("reservation", format!("reservations/{order}")))?;
-                    if current.reservation.state == state::COMMITTED {
-                        return Ok(current);
-                    }
-                    return Err(ServiceError::FailedPrecondition(
-                        "reservation expired and cannot be committed".into(),
-                    ));
-                }
-                for a in &view.allocations {
+                    return match current.reservation.state.as_str() {
+                        state::COMMITTED => Ok(current),
+                        state::ACTIVE => Err(ServiceError::FailedPrecondition(
+                            "reservation expired and cannot be committed".into(),
+                        )),
+                        other => Err(ServiceError::FailedPrecondition(format!(
+                            "reservation is {other} and cannot be committed"
+                        ))),
+                    };
+                };
+                let allocations = db::allocations(txn, &order).await?;
+                for a in &allocations {
                     let out = Delta {
                         reserved: -a.quantity,
                         ..Delta::default()
@@ -381,14 +377,14 @@ impl State {
                     &order,
                     &ev::ReservationCommitted {
                         order_id: order.clone(),
-                        units: units(&view.allocations),
+                        units: units(&allocations),
                     },
                 )
                 .await?;
-                let mut view = view;
-                view.reservation.state = state::COMMITTED.to_owned();
-                view.reservation.updated_at = now;
-                Ok(view)
+                Ok(ReservationView {
+                    reservation,
+                    allocations,
+                })
             })
         })
         .await?;

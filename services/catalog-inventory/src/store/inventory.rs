@@ -237,15 +237,20 @@ pub async fn find_reservation(conn: &impl ConnectionTrait, order_id: &str) -> Se
     let Some(reservation) = reservation::Entity::find_by_id(order_id.to_owned()).one(conn).await? else {
         return Ok(None);
     };
-    let allocations = allocation::Entity::find()
-        .filter(allocation::Column::OrderId.eq(order_id))
-        .order_by_asc(allocation::Column::Ordinal)
-        .all(conn)
-        .await?;
+    let allocations = allocations(conn, order_id).await?;
     Ok(Some(ReservationView {
         reservation,
         allocations,
     }))
+}
+
+/// A reservation's allocations, in order.
+pub async fn allocations(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Vec<allocation::Model>> {
+    Ok(allocation::Entity::find()
+        .filter(allocation::Column::OrderId.eq(order_id))
+        .order_by_asc(allocation::Column::Ordinal)
+        .all(conn)
+        .await?)
 }
 
 /// Moves a reservation from `from` to `to` if it is in `from` (and, with
@@ -258,6 +263,31 @@ pub async fn transition(
     unexpired_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> ServiceResult<bool> {
+    let update = transition_update(order_id, from, to, unexpired_at, now);
+    Ok(update.exec(conn).await?.rows_affected == 1)
+}
+
+/// [`transition`] in the same statement as reading the reservation back: the
+/// reservation as changed, if this call changed it.
+pub async fn transition_returning(
+    conn: &impl ConnectionTrait,
+    order_id: &str,
+    from: &str,
+    to: &str,
+    unexpired_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ServiceResult<Option<reservation::Model>> {
+    let update = transition_update(order_id, from, to, unexpired_at, now);
+    Ok(update.exec_with_returning(conn).await?.into_iter().next())
+}
+
+fn transition_update(
+    order_id: &str,
+    from: &str,
+    to: &str,
+    unexpired_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> sea_orm::UpdateMany<reservation::Entity> {
     let mut update = reservation::Entity::update_many()
         .col_expr(reservation::Column::State, Expr::value(to))
         .col_expr(reservation::Column::UpdatedAt, Expr::value(now))
@@ -266,7 +296,7 @@ pub async fn transition(
     if let Some(at) = unexpired_at {
         update = update.filter(reservation::Column::ExpiresAt.gt(at));
     }
-    Ok(update.exec(conn).await?.rows_affected == 1)
+    update
 }
 
 /// Adds returned units to an allocation if no more come back than left.

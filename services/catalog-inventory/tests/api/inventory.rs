@@ -215,6 +215,15 @@ async fn commit_ships_out_and_returns_come_back_sellable_or_damaged() {
         .into_inner();
     assert_eq!(committed.state, pb::ReservationState::Committed as i32);
     assert_eq!(app.totals("G").await, (6, 6, 0, 0), "shipped units leave the total");
+    // Committing again answers the same and ships nothing more.
+    let again = app
+        .inventory()
+        .commit_reservation(authed(pb::CommitReservationRequest { name: name("o-1") }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, committed);
+    assert_eq!(app.totals("G").await, (6, 6, 0, 0));
     let give_back = |q: i64, damaged: bool, id: &str| pb::ReturnStockRequest {
         name: name("o-1"),
         lines: vec![pb::ReservationLine {
