@@ -9,9 +9,9 @@
 //! log delivery: a few milliseconds, up to `events.poll_ms`.
 //!
 //! A slow load must not put back prices read before a change that was already
-//! dropped: loads note the count of changes before reading, and what they read is
-//! kept only if no change came since (checked after the insert, so a change racing
-//! the insert is never lost).
+//! dropped: loads note the count of changes before reading, every entry carries the
+//! count it was read at, and an entry from before the latest change is a miss (so a
+//! load that races a change may insert, but is never served).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -65,9 +65,11 @@ impl PriceRules {
 pub struct LoadTicket(u64);
 
 pub struct PriceCache {
-    /// List price by (currency, SKU code); `None` when the SKU has none.
-    list: moka::sync::Cache<(String, String), Option<i64>>,
-    rules: std::sync::Mutex<Option<(Instant, Arc<PriceRules>)>>,
+    /// List price by (currency, SKU code) with the count of changes it was read at;
+    /// `None` when the SKU has none.
+    list: moka::sync::Cache<(String, String), (u64, Option<i64>)>,
+    /// The rules, when they were loaded, and the count of changes they were read at.
+    rules: std::sync::Mutex<Option<(Instant, u64, Arc<PriceRules>)>>,
     /// Price changes seen (events applied, and this replica's own commits).
     changes: AtomicU64,
     /// Whether the log is being followed: nothing is kept otherwise.
@@ -111,17 +113,22 @@ impl PriceCache {
         self.enabled && self.following.load(Ordering::SeqCst) && self.changes.load(Ordering::SeqCst) == ticket.0
     }
 
+    /// Whether an entry read at `read_at` (a count of changes) may be served.
+    fn fresh(&self, read_at: u64) -> bool {
+        self.following.load(Ordering::SeqCst) && self.changes.load(Ordering::SeqCst) == read_at
+    }
+
     /// The cached list prices in `currency` of `codes`, and the codes to load.
     pub fn list_prices(&self, currency: &str, codes: &[String]) -> (HashMap<String, i64>, Vec<String>) {
         let mut found = HashMap::with_capacity(codes.len());
         let mut missing = Vec::new();
         for code in codes {
             match self.list.get(&(currency.to_owned(), code.clone())) {
-                Some(Some(amount)) => {
+                Some((read_at, Some(amount))) if self.fresh(read_at) => {
                     found.insert(code.clone(), amount);
                 }
-                Some(None) => {}
-                None => missing.push(code.clone()),
+                Some((read_at, None)) if self.fresh(read_at) => {}
+                _ => missing.push(code.clone()),
             }
         }
         (found, missing)
@@ -134,11 +141,10 @@ impl PriceCache {
             return;
         }
         for code in codes {
-            self.list
-                .insert((currency.to_owned(), code.clone()), prices.get(code).copied());
-        }
-        if !self.still_current(ticket) {
-            self.list.invalidate_all();
+            self.list.insert(
+                (currency.to_owned(), code.clone()),
+                (ticket.0, prices.get(code).copied()),
+            );
         }
     }
 
@@ -146,7 +152,11 @@ impl PriceCache {
     pub fn rules(&self, at: DateTime<Utc>) -> Option<Arc<PriceRules>> {
         let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         match rules.as_ref() {
-            Some((loaded, rules)) if loaded.elapsed() < self.ttl && at >= rules.loaded_at => Some(rules.clone()),
+            Some((loaded, read_at, rules))
+                if loaded.elapsed() < self.ttl && self.fresh(*read_at) && at >= rules.loaded_at =>
+            {
+                Some(rules.clone())
+            }
             _ => None,
         }
     }
@@ -156,10 +166,7 @@ impl PriceCache {
         if !self.still_current(ticket) {
             return;
         }
-        *self.rules.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), rules));
-        if !self.still_current(ticket) {
-            self.drop_rules();
-        }
+        *self.rules.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ticket.0, rules));
     }
 
     fn drop_rules(&self) {
@@ -254,6 +261,23 @@ mod tests {
         cache.apply(&event("retail.events.v1.PriceChanged"));
         assert!(cache.rules(now).is_none());
         assert_eq!(cache.list_prices("EUR", &codes).1, codes);
+    }
+
+    /// A load that passed its check just before a change and inserts just after it
+    /// (the change's clear already done) is never served.
+    #[test]
+    fn an_entry_read_before_the_latest_change_is_a_miss() {
+        let cache = following();
+        let now = Utc::now();
+        let codes = vec!["A".to_owned()];
+        let ticket = cache.ticket();
+        cache.changed();
+        cache
+            .list
+            .insert(("EUR".to_owned(), "A".to_owned()), (ticket.0, Some(100)));
+        *cache.rules.lock().unwrap() = Some((Instant::now(), ticket.0, rules(now)));
+        assert_eq!(cache.list_prices("EUR", &codes).1, codes);
+        assert!(cache.rules(now).is_none());
     }
 
     #[test]

@@ -227,8 +227,9 @@ impl State {
         let unknown = self.skus.not_known_to_exist(&codes);
         if !unknown.is_empty() {
             let found = self.sku_views(&unknown).await?;
-            if let Some(missing) = unknown.iter().find(|c| !found.contains_key(*c)) {
-                return Err(ServiceError::not_found("sku", format!("skus/{missing}")));
+            let missing = |code: &str| unknown.iter().any(|u| u == code) && !found.contains_key(code);
+            if let Some((code, _)) = lines.iter().find(|(c, _)| missing(c.as_str())) {
+                return Err(ServiceError::not_found("sku", code.resource_name()));
             }
         }
         let list = self.list_prices(&codes, &who.currency).await?;
