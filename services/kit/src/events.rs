@@ -910,8 +910,10 @@ impl Consumer {
         T::Future: Send,
     {
         tokio::pin!(shutdown);
-        let mut backoff = Duration::from_millis(100);
+        const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         loop {
+            let started = tokio::time::Instant::now();
             let session = self.session(client.clone());
             tokio::select! {
                 () = &mut shutdown => return,
@@ -920,6 +922,11 @@ impl Consumer {
                         tracing::warn!(consumer = self.name, source = self.source, partition = self.partition.index, error = %err, "event subscription ended; reconnecting");
                     }
                 }
+            }
+            // A session that ran for a while was healthy: its end is a new failure,
+            // not the latest of a series.
+            if started.elapsed() >= Duration::from_secs(10) {
+                backoff = FIRST_BACKOFF;
             }
             tokio::select! {
                 () = &mut shutdown => return,
