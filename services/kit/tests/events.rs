@@ -151,15 +151,26 @@ struct RecordEvents {
     ignored: Option<&'static str>,
 }
 
-fn key_of(event: &EventEnvelope) -> String {
+/// The amount of a test event (a `Money` payload); 0 if it has none.
+fn amount_of(event: &EventEnvelope) -> i64 {
     use prost::Message;
-    let amount = event
+    event
         .payload
         .as_ref()
         .and_then(|p| Money::decode(p.value.as_slice()).ok())
         .map(|m| m.amount_minor)
-        .unwrap_or_default();
-    format!("k{}", amount % 7)
+        .unwrap_or_default()
+}
+
+/// The amounts of `events`, in ascending order.
+fn sorted_amounts(events: &[EventEnvelope]) -> Vec<i64> {
+    let mut amounts: Vec<i64> = events.iter().map(amount_of).collect();
+    amounts.sort_unstable();
+    amounts
+}
+
+fn key_of(event: &EventEnvelope) -> String {
+    format!("k{}", amount_of(event) % 7)
 }
 
 #[async_trait::async_trait]
@@ -397,16 +408,7 @@ async fn arrive_once_in_order_across_restarts(partitions: u32) {
 
     // Rolled-back transactions published nothing: exactly the committed amounts arrived.
     let events = log.read_after(0, 2000).await.unwrap();
-    let mut amounts: Vec<i64> = events
-        .iter()
-        .map(|e| {
-            use prost::Message;
-            Money::decode(e.payload.as_ref().unwrap().value.as_slice())
-                .unwrap()
-                .amount_minor
-        })
-        .collect();
-    amounts.sort_unstable();
+    let amounts = sorted_amounts(&events);
     let expected: Vec<i64> = (0..1100).filter(|i| i % 11 != 10).collect();
     assert_eq!(amounts, expected);
     for partition in events::Partition::all(partitions) {
@@ -584,16 +586,7 @@ async fn two_replicas_share_one_log_and_either_carries_on_alone() {
     assert_eq!(positions, (1..=251).collect::<Vec<_>>());
     let ids: HashSet<&str> = received.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids.len(), 251, "every event once");
-    let mut amounts: Vec<i64> = received
-        .iter()
-        .map(|e| {
-            use prost::Message;
-            Money::decode(e.payload.as_ref().unwrap().value.as_slice())
-                .unwrap()
-                .amount_minor
-        })
-        .collect();
-    amounts.sort_unstable();
+    let amounts = sorted_amounts(&received);
     let expected: Vec<i64> = (0..=100).chain(1001..1101).chain(2001..2051).collect();
     assert_eq!(amounts, expected);
 }

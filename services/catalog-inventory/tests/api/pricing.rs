@@ -72,6 +72,20 @@ fn quote_request(
     }
 }
 
+/// The unit price of one unit of `sku` quoted for `tier` on `channel` at `at`.
+async fn unit_price(app: &TestApp, channel: pb::SalesChannel, tier: &str, at: chrono::DateTime<Utc>, sku: &str) -> i64 {
+    app.pricing()
+        .quote_prices(authed(quote_request(channel, tier, at, &[(sku, 1)])))
+        .await
+        .unwrap()
+        .into_inner()
+        .lines[0]
+        .unit_price
+        .as_ref()
+        .unwrap()
+        .amount_minor
+}
+
 #[tokio::test]
 async fn a_consumer_price_is_the_same_on_every_consumer_channel_for_every_caller() {
     let app = spawn_app().await;
@@ -152,20 +166,7 @@ async fn promotions_apply_only_inside_their_window() {
     let start = Utc::now() + Duration::days(10);
     let end = start + Duration::days(2);
     let promo = promotion(&app, &["W-1"], 3_000, start, end).await;
-    let price_at = |at| {
-        let mut p = app.pricing();
-        async move {
-            p.quote_prices(authed(quote_request(pb::SalesChannel::App, "", at, &[("W-1", 1)])))
-                .await
-                .unwrap()
-                .into_inner()
-                .lines[0]
-                .unit_price
-                .as_ref()
-                .unwrap()
-                .amount_minor
-        }
-    };
+    let price_at = |at| unit_price(&app, pb::SalesChannel::App, "", at, "W-1");
     assert_eq!(price_at(start - Duration::seconds(1)).await, 10_000);
     assert_eq!(price_at(start).await, 7_000);
     assert_eq!(price_at(end - Duration::seconds(1)).await, 7_000);
@@ -187,25 +188,7 @@ async fn a_quote_shows_every_price_change_at_once() {
     list_price(&app, "C-1", 10_000).await;
     // Ahead of now, so the cached rules (loaded now) serve it.
     let at = Utc::now() + Duration::minutes(5);
-    let unit = || {
-        let mut p = app.pricing();
-        async move {
-            p.quote_prices(authed(quote_request(
-                pb::SalesChannel::Online,
-                "gold",
-                at,
-                &[("C-1", 1)],
-            )))
-            .await
-            .unwrap()
-            .into_inner()
-            .lines[0]
-                .unit_price
-                .as_ref()
-                .unwrap()
-                .amount_minor
-        }
-    };
+    let unit = || unit_price(&app, pb::SalesChannel::Online, "gold", at, "C-1");
     // Quoted twice: the second is answered from the cache.
     assert_eq!(unit().await, 10_000);
     assert_eq!(unit().await, 10_000);
