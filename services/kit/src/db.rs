@@ -132,3 +132,148 @@ pub fn one_of(
         _ => Expr::col(column).is_in(values.iter().cloned()),
     }
 }
+
+/// Writes that take effect together, and only if their guard (an `UPDATE`) matches a
+/// row: a state change and what it records, such as an order turning paid with its
+/// timeline entry, its outbox event and its idempotency key.
+///
+/// On PostgreSQL this is one autocommit statement: the guard and the inserts are
+/// data-modifying CTEs, every insert selecting its rows from the guard's result, so
+/// nothing is inserted unless the guard matched. That is one round trip, against a
+/// BEGIN, a statement per write and a COMMIT for the same transaction; the
+/// statement is atomic like the transaction, and under READ COMMITTED its guard
+/// re-checks a row a concurrent writer changed exactly as in a transaction.
+/// SQLite has no data-modifying CTEs: there the same writes run in one write
+/// transaction, in order.
+#[derive(Debug, Clone)]
+pub struct GuardedWrite {
+    guard: sea_orm::sea_query::UpdateStatement,
+    inserts: Vec<Rows>,
+}
+
+/// Rows for one table: the columns the first model sets, and every model's values.
+#[derive(Debug, Clone)]
+struct Rows {
+    table: sea_orm::sea_query::DynIden,
+    columns: Vec<sea_orm::sea_query::DynIden>,
+    values: Vec<Vec<sea_orm::sea_query::Value>>,
+}
+
+/// The name the guard's CTE goes by in the PostgreSQL statement.
+const GUARD: &str = "guard";
+
+impl GuardedWrite {
+    pub fn new(guard: sea_orm::sea_query::UpdateStatement) -> Self {
+        Self {
+            guard,
+            inserts: Vec::new(),
+        }
+    }
+
+    /// Adds rows to insert with the guard. Every model must set the same columns.
+    pub fn insert<A: sea_orm::ActiveModelTrait>(mut self, models: impl IntoIterator<Item = A>) -> Result<Self, DbErr> {
+        use sea_orm::sea_query::IntoIden;
+        use sea_orm::{EntityName, EntityTrait, Iterable};
+        let table = || A::Entity::default().table_name();
+        let mut rows: Option<Rows> = None;
+        for model in models {
+            let (columns, values): (Vec<_>, Vec<_>) = <A::Entity as EntityTrait>::Column::iter()
+                .filter_map(|c| model.get(c).into_value().map(|v| (c.into_iden(), v)))
+                .unzip();
+            match &mut rows {
+                None => {
+                    rows = Some(Rows {
+                        table: table().into_iden(),
+                        columns,
+                        values: vec![values],
+                    })
+                }
+                Some(rows) if rows.columns == columns => rows.values.push(values),
+                Some(_) => return Err(DbErr::Custom(format!("rows for {} set different columns", table()))),
+            }
+        }
+        self.inserts.extend(rows);
+        Ok(self)
+    }
+
+    /// Applies every write if the guard matches a row: true if it did, false if the
+    /// guard matched nothing and nothing was written.
+    pub async fn run(&self, db: &DatabaseConnection) -> Result<bool, DbErr> {
+        use sea_orm::ConnectionTrait;
+        match db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => {
+                let row = db.query_one_raw(self.postgres_statement()?).await?;
+                let matched: i64 = match row {
+                    Some(row) => row.try_get("", "matched")?,
+                    None => 0,
+                };
+                Ok(matched > 0)
+            }
+            _ => {
+                let txn = begin_write(db).await?;
+                if txn.execute(&self.guard).await?.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                for rows in &self.inserts {
+                    let mut insert = sea_orm::sea_query::Query::insert();
+                    insert.into_table(rows.table.clone()).columns(rows.columns.clone());
+                    for values in &rows.values {
+                        insert
+                            .values(values.iter().cloned().map(sea_orm::sea_query::Expr::val))
+                            .map_err(|e| DbErr::Custom(e.to_string()))?;
+                    }
+                    txn.execute(&insert).await?;
+                }
+                txn.commit().await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// `WITH guard AS (UPDATE ... RETURNING 1), w0 AS (INSERT ... SELECT ... FROM
+    /// guard), ... SELECT COUNT(*) AS matched FROM guard`, parameters numbered across
+    /// the parts.
+    fn postgres_statement(&self) -> Result<sea_orm::Statement, DbErr> {
+        use std::fmt::Write;
+
+        use sea_orm::sea_query::{Alias, Expr, PostgresQueryBuilder, Query, SqlWriterValues, UnionType};
+        let builder = PostgresQueryBuilder;
+        let mut sql = SqlWriterValues::new("$", true);
+        let mut guard = self.guard.clone();
+        guard.returning(Query::returning().expr(Expr::val(1)));
+        let fmt = |e: std::fmt::Error| DbErr::Custom(e.to_string());
+        write!(sql, "WITH {GUARD} AS (").map_err(fmt)?;
+        guard.build_collect_any_into(&builder, &mut sql);
+        sql.write_str(")").map_err(fmt)?;
+        for (i, rows) in self.inserts.iter().enumerate() {
+            let mut selects = rows.values.iter().map(|values| {
+                Query::select()
+                    .exprs(values.iter().cloned().map(Expr::val))
+                    .from(Alias::new(GUARD))
+                    .to_owned()
+            });
+            let Some(mut select) = selects.next() else {
+                continue;
+            };
+            for more in selects {
+                select.union(UnionType::All, more);
+            }
+            let mut insert = Query::insert();
+            insert
+                .into_table(rows.table.clone())
+                .columns(rows.columns.clone())
+                .select_from(select)
+                .map_err(|e| DbErr::Custom(e.to_string()))?;
+            write!(sql, ", w{i} AS (").map_err(fmt)?;
+            insert.build_collect_any_into(&builder, &mut sql);
+            sql.write_str(")").map_err(fmt)?;
+        }
+        write!(sql, " SELECT COUNT(*) AS matched FROM {GUARD}").map_err(fmt)?;
+        let (text, values) = sql.into_parts();
+        Ok(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            text,
+            values,
+        ))
+    }
+}

@@ -207,18 +207,23 @@ pub async fn publish(
     aggregate_id: &str,
     payload: &impl prost::Message,
 ) -> ServiceResult<String> {
-    let id = uuid::Uuid::now_v7().to_string();
+    let row = outbox_row(event_type, aggregate_id, payload.encode_to_vec())
+        .insert(txn)
+        .await?;
+    Ok(row.id)
+}
+
+/// An event's outbox row, not yet positioned, for [`publish`] or for a
+/// [`crate::db::GuardedWrite`] that records the event with the change it reports.
+pub fn outbox_row(event_type: &str, aggregate_id: &str, payload: Vec<u8>) -> outbox::ActiveModel {
     outbox::ActiveModel {
-        id: Set(id.clone()),
+        id: Set(uuid::Uuid::now_v7().to_string()),
         log_position: Set(None),
         event_type: Set(event_type.to_owned()),
         aggregate_id: Set(aggregate_id.to_owned()),
-        payload: Set(payload.encode_to_vec()),
+        payload: Set(payload),
         occurred_at: Set(Utc::now()),
     }
-    .insert(txn)
-    .await?;
-    Ok(id)
 }
 
 /// Positions assigned per appender pass, at most: the `LIMIT` of [`APPEND`].

@@ -13,7 +13,7 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::db::{is_retryable, is_unique_violation};
+use crate::db::{GuardedWrite, is_retryable, is_unique_violation};
 use crate::error::{ServiceError, ServiceResult};
 
 /// Longest accepted request id.
@@ -160,6 +160,17 @@ impl IdempotencyKey {
         self.stored(db).await
     }
 
+    /// The row that stores `response` under this key.
+    fn row(&self, response: Vec<u8>) -> entity::ActiveModel {
+        entity::ActiveModel {
+            scope: Set(self.scope.clone()),
+            request_id: Set(self.request_id.clone()),
+            fingerprint: Set(self.fingerprint.clone()),
+            response: Set(response),
+            created_at: Set(Utc::now()),
+        }
+    }
+
     async fn stored<R: prost::Message + Default>(&self, db: &impl ConnectionTrait) -> ServiceResult<Option<R>> {
         let row = entity::Entity::find_by_id((self.scope.clone(), self.request_id.clone()))
             .one(db)
@@ -248,6 +259,47 @@ where
     }
 }
 
+/// Applies `writes` once per `key`, storing `response` with them: `Some(response)` if
+/// they took effect, the stored response if a twin with the same key took effect
+/// first, `None` if the guard matched nothing (the state the writes expected is gone).
+pub async fn write_guarded<R>(
+    db: &DatabaseConnection,
+    key: Option<&IdempotencyKey>,
+    response: R,
+    stored_form: impl Fn(&R) -> R,
+    mut writes: GuardedWrite,
+) -> ServiceResult<Option<R>>
+where
+    R: prost::Message + Default,
+{
+    if let Some(key) = key {
+        writes = writes.insert([key.row(stored_form(&response).encode_to_vec())])?;
+    }
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        match writes.run(db).await {
+            Err(err) if is_retryable(&err) && attempt < ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+            }
+            Err(err) if is_retryable(&err) => return Err(ServiceError::Aborted("too much contention, retry".into())),
+            outcome => break outcome,
+        }
+    };
+    match (outcome, key) {
+        (Ok(true), _) => Ok(Some(response)),
+        (Ok(false), None) => Ok(None),
+        // A twin that committed first changed the state the guard expects, or
+        // stored the key first: replay it.
+        (Ok(false), Some(key)) => key.stored::<R>(db).await,
+        (Err(err), Some(key)) if is_unique_violation(&err) => match key.stored::<R>(db).await? {
+            Some(replayed) => Ok(Some(replayed)),
+            None => Err(ServiceError::AlreadyExists("already exists".into())),
+        },
+        (Err(err), _) => Err(err.into()),
+    }
+}
+
 async fn run<R, F>(
     db: &DatabaseConnection,
     key: Option<&IdempotencyKey>,
@@ -319,15 +371,7 @@ where
         Err(err) => return Err(Attempt::Failed(err)),
     };
     if let (Some(key), Some(bytes)) = (key, encode(&response)) {
-        entity::ActiveModel {
-            scope: Set(key.scope.clone()),
-            request_id: Set(key.request_id.clone()),
-            fingerprint: Set(key.fingerprint.clone()),
-            response: Set(bytes),
-            created_at: Set(Utc::now()),
-        }
-        .insert(&txn)
-        .await?;
+        key.row(bytes).insert(&txn).await?;
     }
     txn.commit().await?;
     Ok(response)

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use retail_kit::auth::Principal;
 use retail_kit::convert::{from_timestamp, now, opt_timestamp, timestamp};
+use retail_kit::db::GuardedWrite;
 use retail_kit::error::{ServiceError, ServiceResult, Violations};
 use retail_kit::events::{self, EventLog};
 use retail_kit::idempotency::{self, IdempotencyKey};
@@ -16,7 +17,7 @@ use retail_kit::paging::Page;
 use retail_proto::events as ev;
 use retail_proto::orders as pb;
 use retail_proto::orders::orders_service_server::OrdersService;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, QueryTrait};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
@@ -630,28 +631,30 @@ impl OrdersService for OrdersApi {
             },
             lines,
         };
-        let response = idempotency::execute_after_replay(&s.db, key.as_ref(), Clone::clone, |txn| {
-            let (id, reference, event, from) = (id.clone(), reference.clone(), event.encode_to_vec(), from.clone());
-            let (total, paid) = (paid.order.paid_minor, order_to_pb(&paid));
-            Box::pin(async move {
-                let changes = vec![
-                    set(order::Column::PaymentReference, reference.clone()),
-                    set(order::Column::PaidMinor, total),
-                    set(order::Column::PaidAt, at),
-                ];
-                if !store::transition(txn, &id, &[from.as_str()], "paid", changes, at).await? {
-                    return Err(ServiceError::FailedPrecondition(
-                        "the order changed meanwhile; read it again".into(),
-                    ));
-                }
-                store::record_event(txn, &id, "paid", "", &reference, "paid", at).await?;
-                publish_raw(txn, "retail.events.v1.OrderPaid", &id, event).await?;
-                Ok(paid)
-            })
-        })
-        .await?;
-        s.log.committed();
-        ok(response)
+        // One guarded write: paid only if the order is still in the state read above.
+        let changes = vec![
+            set(order::Column::PaymentReference, reference.clone()),
+            set(order::Column::PaidMinor, paid.order.paid_minor),
+            set(order::Column::PaidAt, at),
+        ];
+        let writes =
+            GuardedWrite::new(store::transition_update(&id, &[from.as_str()], "paid", changes, at).into_query())
+                .insert([store::timeline_row(&id, "paid", "", &reference, "paid", at)])
+                .and_then(|w| {
+                    w.insert([events::outbox_row(
+                        "retail.events.v1.OrderPaid",
+                        &id,
+                        event.encode_to_vec(),
+                    )])
+                })
+                .map_err(ServiceError::from)?;
+        match idempotency::write_guarded(&s.db, key.as_ref(), order_to_pb(&paid), Clone::clone, writes).await? {
+            Some(response) => {
+                s.log.committed();
+                ok(response)
+            }
+            None => Err(ServiceError::FailedPrecondition("the order changed meanwhile; read it again".into()).into()),
+        }
     }
 
     #[tracing::instrument(skip_all)]

@@ -22,13 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prost::Message;
 use retail_kit::convert::now;
+use retail_kit::db::GuardedWrite;
 use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::events;
 use retail_kit::idempotency;
 use retail_proto::common::Money;
 use retail_proto::events as ev;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
 use tonic::{Code, Status};
 
 use crate::api::State;
@@ -243,25 +245,38 @@ impl State {
                 returned_quantity: 0,
             })
             .collect();
-        idempotency::transaction(&self.db, |txn| {
-            let (order, lines) = (order.clone(), lines.clone());
-            Box::pin(async move {
-                if !store::saga_progress(txn, &order.id, saga_state::DONE, "stored", "", order.created_at).await? {
-                    return Err(ServiceError::Aborted("placing the order was abandoned; retry".into()));
-                }
-                let event = ev::OrderPlaced {
-                    order_id: order.id.clone(),
-                    parties: Some(parties(&order)),
-                    lines: ordered_units(&order.currency, &lines),
-                    total: money(&order.currency, order.total_minor),
-                };
-                store::insert_order(txn, order.clone(), lines).await?;
-                store::record_event(txn, &order.id, "placed", "", "", "pending_payment", order.created_at).await?;
-                events::publish(txn, "retail.events.v1.OrderPlaced", &order.id, &event).await?;
-                Ok(())
-            })
-        })
-        .await?;
+        // One guarded write: stored only if the saga is still started, so a saga the
+        // recovery took over is never stored late.
+        let event = ev::OrderPlaced {
+            order_id: order.id.clone(),
+            parties: Some(parties(&order)),
+            lines: ordered_units(&order.currency, &lines),
+            total: money(&order.currency, order.total_minor),
+        };
+        let writes = GuardedWrite::new(
+            store::saga_progress_update(&order.id, saga_state::DONE, "stored", "", order.created_at).into_query(),
+        )
+        .insert([store::order::ActiveModel::from(order.clone())])?
+        .insert(lines.iter().cloned().map(store::line::ActiveModel::from))?
+        .insert([store::timeline_row(
+            &order.id,
+            "placed",
+            "",
+            "",
+            "pending_payment",
+            order.created_at,
+        )])?
+        .insert([events::outbox_row(
+            "retail.events.v1.OrderPlaced",
+            &order.id,
+            event.encode_to_vec(),
+        )])?;
+        if idempotency::write_guarded(&self.db, None, (), |_| (), writes)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::Aborted("placing the order was abandoned; retry".into()));
+        }
         // Exactly what was written (`now()` is already at the database's precision).
         Ok(OrderView { order, lines })
     }

@@ -92,7 +92,21 @@ pub async fn saga_progress(
     error: &str,
     now: DateTime<Utc>,
 ) -> ServiceResult<bool> {
-    let r = saga::Entity::update_many()
+    let r = saga_progress_update(order_id, state, step, error, now)
+        .exec(conn)
+        .await?;
+    Ok(r.rows_affected == 1)
+}
+
+/// The update of [`saga_progress`], for a [`retail_kit::db::GuardedWrite`].
+pub fn saga_progress_update(
+    order_id: &str,
+    state: &str,
+    step: &str,
+    error: &str,
+    now: DateTime<Utc>,
+) -> sea_orm::UpdateMany<saga::Entity> {
+    saga::Entity::update_many()
         .col_expr(saga::Column::State, Expr::value(state))
         .col_expr(saga::Column::Step, Expr::value(step))
         .col_expr(
@@ -102,9 +116,6 @@ pub async fn saga_progress(
         .col_expr(saga::Column::UpdatedAt, Expr::value(now))
         .filter(saga::Column::OrderId.eq(order_id))
         .filter(saga::Column::State.eq(saga_state::STARTED))
-        .exec(conn)
-        .await?;
-    Ok(r.rows_affected == 1)
 }
 
 /// Sagas still started and not touched since `before`: their process died or hung.
@@ -120,18 +131,6 @@ pub async fn stale_sagas(
         .limit(limit)
         .all(conn)
         .await?)
-}
-
-pub async fn insert_order(
-    conn: &impl ConnectionTrait,
-    model: order::Model,
-    lines: Vec<line::Model>,
-) -> ServiceResult<()> {
-    order::ActiveModel::from(model).insert(conn).await?;
-    for l in lines {
-        line::ActiveModel::from(l).insert(conn).await?;
-    }
-    Ok(())
 }
 
 pub async fn find_order(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<Option<order::Model>> {
@@ -187,6 +186,18 @@ pub async fn transition(
     changes: Changes,
     now: DateTime<Utc>,
 ) -> ServiceResult<bool> {
+    let update = transition_update(order_id, from, to, changes, now);
+    Ok(update.exec(conn).await?.rows_affected == 1)
+}
+
+/// The update of [`transition`], for a [`retail_kit::db::GuardedWrite`].
+pub fn transition_update(
+    order_id: &str,
+    from: &[&str],
+    to: &str,
+    changes: Changes,
+    now: DateTime<Utc>,
+) -> sea_orm::UpdateMany<order::Entity> {
     let mut update = order::Entity::update_many()
         .col_expr(order::Column::State, Expr::value(to))
         .col_expr(order::Column::UpdatedAt, Expr::value(now))
@@ -195,7 +206,7 @@ pub async fn transition(
     for (col, value) in changes {
         update = update.col_expr(col, value);
     }
-    Ok(update.exec(conn).await?.rows_affected == 1)
+    update
 }
 
 /// Adds to the refunded amount if it stays within the payment.
@@ -226,6 +237,21 @@ pub async fn record_event(
     state: &str,
     at: DateTime<Utc>,
 ) -> ServiceResult<()> {
+    timeline_row(order_id, kind, tracking_kind, detail, state, at)
+        .insert(conn)
+        .await?;
+    Ok(())
+}
+
+/// The timeline entry of [`record_event`], for a [`retail_kit::db::GuardedWrite`].
+pub fn timeline_row(
+    order_id: &str,
+    kind: &str,
+    tracking_kind: &str,
+    detail: &str,
+    state: &str,
+    at: DateTime<Utc>,
+) -> order_event::ActiveModel {
     order_event::ActiveModel {
         id: Set(new_id()),
         order_id: Set(order_id.to_owned()),
@@ -235,9 +261,6 @@ pub async fn record_event(
         state: Set(state.to_owned()),
         occurred_at: Set(at),
     }
-    .insert(conn)
-    .await?;
-    Ok(())
 }
 
 /// The timeline, in the order things happened (then in the order recorded).
