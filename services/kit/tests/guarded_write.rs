@@ -95,7 +95,9 @@ fn key_row(request_id: &str) -> idempotency::entity::ActiveModel {
 async fn every_write_takes_effect_only_while_the_guard_matches() {
     let (db, _keep) = database().await;
     fn rows(aggregate: &str) -> Vec<outbox::ActiveModel> {
-        (0..3u8).map(|i| outbox_row("test.Event", aggregate, vec![i; 3])).collect()
+        (0..3u8)
+            .map(|i| outbox_row("test.Event", aggregate, vec![i; 3]))
+            .collect()
     }
 
     // The guard matches: the update, three events and a key, with their values.

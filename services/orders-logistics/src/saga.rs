@@ -5,9 +5,9 @@
 //! 2. Price: the member's tier from membership, unit prices from catalog.
 //! 3. Reserve: stock for every line, idempotent by order id, with the payment window
 //!    as its TTL (a crashed saga cannot hold stock forever).
-//! 4. Store: the order, its timeline entry and `OrderPlaced`, in the transaction that
-//!    marks the saga done (only if it is still started: a saga taken over by the
-//!    recovery is never stored late).
+//! 4. Store: the order, its lines, its timeline entry and `OrderPlaced`, in one
+//!    guarded write with the update that marks the saga done (only if it is still
+//!    started: a saga taken over by the recovery is never stored late).
 //!
 //! The saga row holds only `started` until the store step: whatever the step an
 //! abandoned saga stopped at, compensation releases the reservation of its order id
