@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prost::Message;
 use retail_kit::auth::Principal;
 use retail_kit::convert::{now, timestamp};
+use retail_kit::db::GuardedWrite;
 use retail_kit::error::{ServiceError, ServiceResult, Violations};
 use retail_kit::events;
 use retail_kit::idempotency::{self, IdempotencyKey};
@@ -21,7 +23,7 @@ use retail_kit::paging::Page;
 use retail_proto::catalog as pb;
 use retail_proto::catalog::inventory_service_server::InventoryService;
 use retail_proto::events as ev;
-use sea_orm::DatabaseTransaction;
+use sea_orm::{DatabaseTransaction, QueryTrait};
 use tonic::Request;
 
 use crate::api::{READ, Rpc, State, first_violation, ok, sku_name};
@@ -267,12 +269,7 @@ impl State {
                 created_at: now,
                 updated_at: now,
             };
-            let result = idempotency::transaction(&self.db, |txn| {
-                let (model, allocations) = (model.clone(), allocations.clone());
-                Box::pin(async move { apply_plan(txn, model, allocations).await })
-            })
-            .await;
-            match result {
+            match apply_plan(&self.db, model, allocations).await {
                 Ok(view) => {
                     self.log.committed();
                     return Ok(reservation_to_pb(&view));
@@ -337,59 +334,57 @@ impl State {
             .ok_or_else(|| ServiceError::not_found("reservation", format!("reservations/{order}")))
     }
 
-    /// Ships a reservation's units out.
+    /// Ships a reservation's units out: its state change, the stock moves and
+    /// `ReservationCommitted` in one guarded write (allocations never change while a
+    /// reservation is active, so they are read before it).
     pub async fn commit(&self, order: &str) -> ServiceResult<pb::Reservation> {
-        let view = idempotency::transaction(&self.db, |txn| {
-            let order = order.to_owned();
-            Box::pin(async move {
-                let now = now();
-                // The common case in one statement: an active, unexpired reservation
-                // becomes committed and is read back.
-                let Some(reservation) =
-                    db::transition_returning(txn, &order, state::ACTIVE, state::COMMITTED, Some(now), now).await?
-                else {
-                    // Already committed (by an earlier or racing call: that is this
-                    // call's outcome too), or it cannot be.
-                    let current = db::find_reservation(txn, &order)
-                        .await?
-                        .ok_or_else(|| ServiceError::not_found("reservation", format!("reservations/{order}")))?;
-                    return match current.reservation.state.as_str() {
-                        state::COMMITTED => Ok(current),
-                        state::ACTIVE => Err(ServiceError::FailedPrecondition(
-                            "reservation expired and cannot be committed".into(),
-                        )),
-                        other => Err(ServiceError::FailedPrecondition(format!(
-                            "reservation is {other} and cannot be committed"
-                        ))),
-                    };
+        let view = self.reservation(order).await?;
+        let now = now();
+        if view.reservation.state == state::ACTIVE {
+            let mut writes = GuardedWrite::new(
+                db::transition_update(order, state::ACTIVE, state::COMMITTED, Some(now), now).into_query(),
+            );
+            for a in &view.allocations {
+                let out = Delta {
+                    reserved: -a.quantity,
+                    ..Delta::default()
                 };
-                let allocations = db::allocations(txn, &order).await?;
-                for a in &allocations {
-                    let out = Delta {
-                        reserved: -a.quantity,
-                        ..Delta::default()
-                    };
-                    move_reserved(txn, a, out, now).await?;
-                }
-                events::publish(
-                    txn,
-                    "retail.events.v1.ReservationCommitted",
-                    &order,
-                    &ev::ReservationCommitted {
-                        order_id: order.clone(),
-                        units: units(&allocations),
+                writes = writes.update(db::stock_update(&a.sku_code, &a.warehouse_code, out, now).into_query());
+            }
+            let event = ev::ReservationCommitted {
+                order_id: order.to_owned(),
+                units: units(&view.allocations),
+            };
+            let writes = writes.insert([events::outbox_row(
+                "retail.events.v1.ReservationCommitted",
+                order,
+                event.encode_to_vec(),
+            )])?;
+            if idempotency::apply(&self.db, &writes).await? {
+                self.log.committed();
+                let committed = ReservationView {
+                    reservation: reservation::Model {
+                        state: state::COMMITTED.into(),
+                        updated_at: now,
+                        ..view.reservation
                     },
-                )
-                .await?;
-                Ok(ReservationView {
-                    reservation,
-                    allocations,
-                })
-            })
-        })
-        .await?;
-        self.log.committed();
-        Ok(reservation_to_pb(&view))
+                    allocations: view.allocations,
+                };
+                return Ok(reservation_to_pb(&committed));
+            }
+        }
+        // Not committed by this call: already committed (by an earlier or racing
+        // call: that is this call's outcome too), or it cannot be.
+        let current = self.reservation(order).await?;
+        match current.reservation.state.as_str() {
+            state::COMMITTED => Ok(reservation_to_pb(&current)),
+            state::ACTIVE => Err(ServiceError::FailedPrecondition(
+                "reservation expired and cannot be committed".into(),
+            )),
+            other => Err(ServiceError::FailedPrecondition(format!(
+                "reservation is {other} and cannot be committed"
+            ))),
+        }
     }
 
     /// Gives an active reservation's units back to sellable: on request (`released`)
@@ -518,68 +513,67 @@ fn replay(existing: ReservationView, fingerprint: &[u8]) -> ServiceResult<pb::Re
     Ok(reservation_to_pb(&existing))
 }
 
-/// Claims the order id, then holds each allocation. Allocations are applied in key
-/// order so that concurrent multi-line reservations lock rows in one order (no
-/// deadlocks on PostgreSQL).
+/// Holds the planned units and records the reservation, its allocations and
+/// `ReservationCreated` in one guarded write. A plan that stock changed under (a part
+/// would turn negative) is STALE_PLAN; a reservation that exists already is
+/// ALREADY_EXISTS.
 async fn apply_plan(
-    txn: &DatabaseTransaction,
+    conn: &sea_orm::DatabaseConnection,
     model: reservation::Model,
     allocations: Vec<plan::Allocation>,
 ) -> ServiceResult<ReservationView> {
     let now = model.created_at;
     let order = model.order_id.clone();
-    let expires_at = model.expires_at;
-    db::insert_reservation(txn, model.clone()).await.map_err(|e| match e {
-        ServiceError::Internal(err) => match err.downcast::<sea_orm::DbErr>() {
-            Ok(db_err) if retail_kit::db::is_unique_violation(&db_err) => {
-                ServiceError::AlreadyExists("reservation exists".into())
-            }
-            Ok(db_err) => ServiceError::from(db_err),
-            Err(other) => ServiceError::Internal(other),
-        },
-        other => other,
-    })?;
-    let mut ordered: Vec<(usize, &plan::Allocation)> = allocations.iter().enumerate().collect();
-    ordered.sort_by(|a, b| (&a.1.sku, &a.1.warehouse).cmp(&(&b.1.sku, &b.1.warehouse)));
-    for (_, a) in &ordered {
-        let hold = Delta {
-            sellable: -a.quantity,
-            reserved: a.quantity,
-            unsellable: 0,
-        };
-        if !db::change_stock(txn, a.sku.as_str(), a.warehouse.as_str(), hold, now).await? {
-            // Rolls the whole transaction back; the caller plans again.
-            return Err(ServiceError::Aborted(STALE_PLAN.into()));
-        }
-    }
-    let mut rows = Vec::with_capacity(allocations.len());
-    for (i, a) in allocations.iter().enumerate() {
-        let row = allocation::Model {
+    let rows: Vec<allocation::Model> = allocations
+        .iter()
+        .enumerate()
+        .map(|(i, a)| allocation::Model {
             order_id: order.clone(),
             sku_code: a.sku.as_str().to_owned(),
             warehouse_code: a.warehouse.as_str().to_owned(),
             ordinal: i as i32,
             quantity: a.quantity,
             returned_quantity: 0,
+        })
+        .collect();
+    let event = ev::ReservationCreated {
+        order_id: order.clone(),
+        units: units(&rows),
+        expire_time: Some(timestamp(model.expires_at)),
+    };
+    let mut writes = GuardedWrite::inserting(reservation::ActiveModel::from(model.clone()))?;
+    // In a stable order, so concurrent reservations lock stock rows alike.
+    let mut ordered: Vec<&plan::Allocation> = allocations.iter().collect();
+    ordered.sort_by(|a, b| (&a.sku, &a.warehouse).cmp(&(&b.sku, &b.warehouse)));
+    for a in ordered {
+        let hold = Delta {
+            sellable: -a.quantity,
+            reserved: a.quantity,
+            unsellable: 0,
         };
-        db::insert_allocation(txn, row.clone()).await?;
-        rows.push(row);
+        writes = writes.update(db::stock_update(a.sku.as_str(), a.warehouse.as_str(), hold, now).into_query());
     }
-    events::publish(
-        txn,
-        "retail.events.v1.ReservationCreated",
-        &order,
-        &ev::ReservationCreated {
-            order_id: order.clone(),
-            units: units(&rows),
-            expire_time: Some(timestamp(expires_at)),
-        },
-    )
-    .await?;
-    Ok(ReservationView {
-        reservation: model,
-        allocations: rows,
-    })
+    let writes = writes
+        .insert(rows.iter().cloned().map(allocation::ActiveModel::from))?
+        .insert([events::outbox_row(
+            "retail.events.v1.ReservationCreated",
+            &order,
+            event.encode_to_vec(),
+        )])?;
+    match idempotency::apply(conn, &writes).await {
+        Ok(_) => Ok(ReservationView {
+            reservation: model,
+            allocations: rows,
+        }),
+        Err(ServiceError::Internal(err))
+            if err
+                .downcast_ref::<sea_orm::DbErr>()
+                .is_some_and(retail_kit::db::is_check_violation) =>
+        {
+            Err(ServiceError::Aborted(STALE_PLAN.into()))
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Moves an allocation's reserved units; the reservation's state change in the same

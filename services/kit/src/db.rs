@@ -133,57 +133,66 @@ pub fn one_of(
     }
 }
 
-/// Writes that take effect together, and only if their guard (an `UPDATE`) matches a
-/// row: a state change and what it records, such as an order turning paid with its
-/// timeline entry, its outbox event and its idempotency key.
+/// Writes that take effect together, and only if their guard matches a row: a state
+/// change and what it records, such as an order turning paid with its timeline
+/// entry, its outbox event and its idempotency key. The guard is an `UPDATE` (its
+/// conditions are the state the writes expect) or the insert of a new row (which
+/// either happens or fails the whole write, e.g. on a duplicate key).
 ///
-/// On PostgreSQL this is one autocommit statement: the guard and the inserts are
-/// data-modifying CTEs, every insert selecting its rows from the guard's result, so
-/// nothing is inserted unless the guard matched. That is one round trip, against a
-/// BEGIN, a statement per write and a COMMIT for the same transaction; the
-/// statement is atomic like the transaction, and under READ COMMITTED its guard
-/// re-checks a row a concurrent writer changed exactly as in a transaction.
-/// SQLite has no data-modifying CTEs: there the same writes run in one write
-/// transaction, in order.
+/// On PostgreSQL this is one autocommit statement: the guard, the updates and the
+/// inserts are data-modifying CTEs, every update conditioned on and every insert
+/// selecting its rows from the guard's result, so nothing else is written unless the
+/// guard matched. That is one round trip, against a BEGIN, a statement per write and
+/// a COMMIT for the same transaction; the statement is atomic like the transaction
+/// (a failing part, such as a CHECK constraint, undoes all of it), and under READ
+/// COMMITTED its guard re-checks a row a concurrent writer changed exactly as in a
+/// transaction. The parts cannot see each other's effects: none may read what
+/// another writes. SQLite has no data-modifying CTEs: there the same writes run in
+/// one write transaction, in order.
+///
+/// A guard matching several rows applies the writes once. An update applies to
+/// whichever rows its conditions match, possibly none: a condition that must hold
+/// belongs in the guard or in a constraint.
 #[derive(Debug, Clone)]
 pub struct GuardedWrite {
-    guard: sea_orm::sea_query::UpdateStatement,
+    guard: Guard,
+    updates: Vec<sea_orm::sea_query::UpdateStatement>,
     inserts: Vec<Rows>,
+}
+
+#[derive(Debug, Clone)]
+enum Guard {
+    Update(Box<sea_orm::sea_query::UpdateStatement>),
+    Insert(Rows),
 }
 
 /// Rows for one table: the columns the first model sets, and every model's values.
 #[derive(Debug, Clone)]
 struct Rows {
-    table: sea_orm::sea_query::DynIden,
+    table: sea_orm::sea_query::TableRef,
     columns: Vec<sea_orm::sea_query::DynIden>,
-    values: Vec<Vec<sea_orm::sea_query::Value>>,
+    /// Each value as the column saves it (`ColumnTrait::save_as`: casts for enums).
+    values: Vec<Vec<sea_orm::sea_query::Expr>>,
 }
 
-/// The name the guard's CTE goes by in the PostgreSQL statement.
-const GUARD: &str = "guard";
-
-impl GuardedWrite {
-    pub fn new(guard: sea_orm::sea_query::UpdateStatement) -> Self {
-        Self {
-            guard,
-            inserts: Vec::new(),
-        }
-    }
-
-    /// Adds rows to insert with the guard. Every model must set the same columns.
-    pub fn insert<A: sea_orm::ActiveModelTrait>(mut self, models: impl IntoIterator<Item = A>) -> Result<Self, DbErr> {
-        use sea_orm::sea_query::IntoIden;
-        use sea_orm::{EntityName, EntityTrait, Iterable};
+impl Rows {
+    /// The rows of `models`; every model must set the same columns.
+    fn of<A: sea_orm::ActiveModelTrait>(models: impl IntoIterator<Item = A>) -> Result<Option<Self>, DbErr> {
+        use sea_orm::sea_query::{Expr, IntoIden};
+        use sea_orm::{ColumnTrait, EntityName, EntityTrait, Iterable};
         let table = || A::Entity::default().table_name();
         let mut rows: Option<Rows> = None;
         for model in models {
             let (columns, values): (Vec<_>, Vec<_>) = <A::Entity as EntityTrait>::Column::iter()
-                .filter_map(|c| model.get(c).into_value().map(|v| (c.into_iden(), v)))
+                .filter_map(|c| {
+                    let value = model.get(c).into_value()?;
+                    Some((c.into_iden(), c.save_as(Expr::val(value))))
+                })
                 .unzip();
             match &mut rows {
                 None => {
                     rows = Some(Rows {
-                        table: table().into_iden(),
+                        table: A::Entity::default().table_ref(),
                         columns,
                         values: vec![values],
                     })
@@ -192,7 +201,87 @@ impl GuardedWrite {
                 Some(_) => return Err(DbErr::Custom(format!("rows for {} set different columns", table()))),
             }
         }
-        self.inserts.extend(rows);
+        Ok(rows)
+    }
+
+    /// `INSERT ... VALUES`, every row.
+    fn insert_values(&self) -> Result<sea_orm::sea_query::InsertStatement, DbErr> {
+        let mut insert = sea_orm::sea_query::Query::insert();
+        insert.into_table(self.table.clone()).columns(self.columns.clone());
+        for values in &self.values {
+            insert
+                .values(values.iter().cloned())
+                .map_err(|e| DbErr::Custom(e.to_string()))?;
+        }
+        Ok(insert)
+    }
+
+    /// `INSERT ... SELECT <row> WHERE EXISTS (SELECT 1 FROM guard) UNION ALL ...`:
+    /// the rows once if the guard matched, whatever the number of rows it matched.
+    fn insert_from_guard(&self) -> Result<Option<sea_orm::sea_query::InsertStatement>, DbErr> {
+        use sea_orm::sea_query::{Query, UnionType};
+        let mut selects = self.values.iter().map(|values| {
+            Query::select()
+                .exprs(values.iter().cloned())
+                .and_where(guard_matched())
+                .to_owned()
+        });
+        let Some(mut select) = selects.next() else {
+            return Ok(None);
+        };
+        for more in selects {
+            select.union(UnionType::All, more);
+        }
+        let mut insert = Query::insert();
+        insert
+            .into_table(self.table.clone())
+            .columns(self.columns.clone())
+            .select_from(select)
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        Ok(Some(insert))
+    }
+}
+
+/// The name the guard's CTE goes by in the PostgreSQL statement (lower case, so
+/// that quoted and unquoted uses name the same thing).
+const GUARD: &str = "guard";
+
+/// `EXISTS (SELECT 1 FROM guard)`.
+fn guard_matched() -> sea_orm::sea_query::Expr {
+    use sea_orm::sea_query::{Alias, Expr, Query};
+    Expr::exists(Query::select().expr(Expr::val(1)).from(Alias::new(GUARD)).to_owned())
+}
+
+impl GuardedWrite {
+    /// Writes guarded by `guard`, an `UPDATE` that must match a row.
+    pub fn new(guard: sea_orm::sea_query::UpdateStatement) -> Self {
+        Self {
+            guard: Guard::Update(Box::new(guard)),
+            updates: Vec::new(),
+            inserts: Vec::new(),
+        }
+    }
+
+    /// Writes that go with inserting `model`, a new row: all of them take effect or,
+    /// if the insert fails, none.
+    pub fn inserting<A: sea_orm::ActiveModelTrait>(model: A) -> Result<Self, DbErr> {
+        let rows = Rows::of([model])?.ok_or_else(|| DbErr::Custom("nothing to insert".into()))?;
+        Ok(Self {
+            guard: Guard::Insert(rows),
+            updates: Vec::new(),
+            inserts: Vec::new(),
+        })
+    }
+
+    /// Adds an update to apply with the guard.
+    pub fn update(mut self, update: sea_orm::sea_query::UpdateStatement) -> Self {
+        self.updates.push(update);
+        self
+    }
+
+    /// Adds rows to insert with the guard. Every model must set the same columns.
+    pub fn insert<A: sea_orm::ActiveModelTrait>(mut self, models: impl IntoIterator<Item = A>) -> Result<Self, DbErr> {
+        self.inserts.extend(Rows::of(models)?);
         Ok(self)
     }
 
@@ -211,18 +300,18 @@ impl GuardedWrite {
             }
             _ => {
                 let txn = begin_write(db).await?;
-                if txn.execute(&self.guard).await?.rows_affected() == 0 {
+                let matched = match &self.guard {
+                    Guard::Update(update) => txn.execute(update.as_ref()).await?.rows_affected(),
+                    Guard::Insert(rows) => txn.execute(&rows.insert_values()?).await?.rows_affected(),
+                };
+                if matched == 0 {
                     return Ok(false);
                 }
+                for update in &self.updates {
+                    txn.execute(update).await?;
+                }
                 for rows in &self.inserts {
-                    let mut insert = sea_orm::sea_query::Query::insert();
-                    insert.into_table(rows.table.clone()).columns(rows.columns.clone());
-                    for values in &rows.values {
-                        insert
-                            .values(values.iter().cloned().map(sea_orm::sea_query::Expr::val))
-                            .map_err(|e| DbErr::Custom(e.to_string()))?;
-                    }
-                    txn.execute(&insert).await?;
+                    txn.execute(&rows.insert_values()?).await?;
                 }
                 txn.commit().await?;
                 Ok(true)
@@ -230,45 +319,49 @@ impl GuardedWrite {
         }
     }
 
-    /// `WITH guard AS (UPDATE ... RETURNING 1), w0 AS (INSERT ... SELECT ... FROM
-    /// guard), ... SELECT COUNT(*) AS matched FROM guard`, parameters numbered across
-    /// the parts.
+    /// `WITH "guard" AS (UPDATE ... RETURNING 1), u0 AS (UPDATE ... AND EXISTS
+    /// (SELECT 1 FROM "guard")), w0 AS (INSERT ... SELECT ... WHERE EXISTS (...)),
+    /// ... SELECT COUNT(*) AS matched FROM "guard"`, parameters numbered across the
+    /// parts. The text varies only with the number of rows per table.
     fn postgres_statement(&self) -> Result<sea_orm::Statement, DbErr> {
         use std::fmt::Write;
 
-        use sea_orm::sea_query::{Alias, Expr, PostgresQueryBuilder, Query, SqlWriterValues, UnionType};
+        use sea_orm::sea_query::{Expr, PostgresQueryBuilder, Query, SqlWriterValues};
         let builder = PostgresQueryBuilder;
         let mut sql = SqlWriterValues::new("$", true);
-        let mut guard = self.guard.clone();
-        guard.returning(Query::returning().expr(Expr::val(1)));
         let fmt = |e: std::fmt::Error| DbErr::Custom(e.to_string());
-        write!(sql, "WITH {GUARD} AS (").map_err(fmt)?;
-        guard.build_collect_any_into(&builder, &mut sql);
+        let returning_one = || Query::returning().expr(Expr::val(1));
+        // Quoted as the builder quotes it where the parts refer to it.
+        write!(sql, "WITH \"{GUARD}\" AS (").map_err(fmt)?;
+        match &self.guard {
+            Guard::Update(update) => {
+                let mut guard = update.as_ref().clone();
+                guard.returning(returning_one());
+                guard.build_collect_any_into(&builder, &mut sql);
+            }
+            Guard::Insert(rows) => {
+                let mut guard = rows.insert_values()?;
+                guard.returning(returning_one());
+                guard.build_collect_any_into(&builder, &mut sql);
+            }
+        }
         sql.write_str(")").map_err(fmt)?;
+        for (i, update) in self.updates.iter().enumerate() {
+            let mut update = update.clone();
+            update.and_where(guard_matched());
+            write!(sql, ", u{i} AS (").map_err(fmt)?;
+            update.build_collect_any_into(&builder, &mut sql);
+            sql.write_str(")").map_err(fmt)?;
+        }
         for (i, rows) in self.inserts.iter().enumerate() {
-            let mut selects = rows.values.iter().map(|values| {
-                Query::select()
-                    .exprs(values.iter().cloned().map(Expr::val))
-                    .from(Alias::new(GUARD))
-                    .to_owned()
-            });
-            let Some(mut select) = selects.next() else {
+            let Some(insert) = rows.insert_from_guard()? else {
                 continue;
             };
-            for more in selects {
-                select.union(UnionType::All, more);
-            }
-            let mut insert = Query::insert();
-            insert
-                .into_table(rows.table.clone())
-                .columns(rows.columns.clone())
-                .select_from(select)
-                .map_err(|e| DbErr::Custom(e.to_string()))?;
             write!(sql, ", w{i} AS (").map_err(fmt)?;
             insert.build_collect_any_into(&builder, &mut sql);
             sql.write_str(")").map_err(fmt)?;
         }
-        write!(sql, " SELECT COUNT(*) AS matched FROM {GUARD}").map_err(fmt)?;
+        write!(sql, " SELECT COUNT(*) AS matched FROM \"{GUARD}\"").map_err(fmt)?;
         let (text, values) = sql.into_parts();
         Ok(sea_orm::Statement::from_sql_and_values(
             sea_orm::DatabaseBackend::Postgres,
@@ -276,4 +369,11 @@ impl GuardedWrite {
             values,
         ))
     }
+}
+
+/// True when a CHECK constraint refused a write (on stock, a quantity that would
+/// turn negative).
+pub fn is_check_violation(err: &DbErr) -> bool {
+    let text = err.to_string();
+    text.contains("violates check constraint") || text.contains("CHECK constraint failed")
 }

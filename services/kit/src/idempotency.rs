@@ -259,9 +259,23 @@ where
     }
 }
 
-/// Applies `writes` once per `key`, storing `response` with them: `Some(response)` if
-/// they took effect, the stored response if a twin with the same key took effect
-/// first, `None` if the guard matched nothing (the state the writes expected is gone).
+/// Applies guarded writes (see [`GuardedWrite`]) with a transaction's retries:
+/// true if they took effect, false if the guard matched nothing. A unique violation
+/// (a row that exists already) is ALREADY_EXISTS.
+pub async fn apply(db: &DatabaseConnection, writes: &GuardedWrite) -> ServiceResult<bool> {
+    match run_guarded(db, writes).await {
+        Ok(applied) => Ok(applied),
+        Err(Attempt::Failed(err)) => Err(err),
+        Err(Attempt::Retry(_)) => Err(ServiceError::Aborted("too much contention, retry".into())),
+    }
+}
+
+/// Applies `writes` once per `key`, storing `response` with them (`stored_form` is
+/// what is kept for replays). `Some(response)` if they took effect; the stored
+/// response if a twin with the same key took effect first; `None` if the guard
+/// matched nothing (the state the writes expect is gone). INVALID_ARGUMENT if the key
+/// was used for another request, ALREADY_EXISTS if the writes collide with a row
+/// that is not a twin's.
 pub async fn write_guarded<R>(
     db: &DatabaseConnection,
     key: Option<&IdempotencyKey>,
@@ -275,29 +289,45 @@ where
     if let Some(key) = key {
         writes = writes.insert([key.row(stored_form(&response).encode_to_vec())])?;
     }
-    let mut attempt = 0;
-    let outcome = loop {
-        attempt += 1;
-        match writes.run(db).await {
-            Err(err) if is_retryable(&err) && attempt < ATTEMPTS => {
-                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
-            }
-            Err(err) if is_retryable(&err) => return Err(ServiceError::Aborted("too much contention, retry".into())),
-            outcome => break outcome,
-        }
-    };
-    match (outcome, key) {
+    match (run_guarded(db, &writes).await, key) {
         (Ok(true), _) => Ok(Some(response)),
         (Ok(false), None) => Ok(None),
         // A twin that committed first changed the state the guard expects, or
         // stored the key first: replay it.
         (Ok(false), Some(key)) => key.stored::<R>(db).await,
-        (Err(err), Some(key)) if is_unique_violation(&err) => match key.stored::<R>(db).await? {
-            Some(replayed) => Ok(Some(replayed)),
-            None => Err(ServiceError::AlreadyExists("already exists".into())),
-        },
-        (Err(err), _) => Err(err.into()),
+        (Err(Attempt::Failed(ServiceError::AlreadyExists(_))), Some(key))
+            if let Some(replayed) = key.stored::<R>(db).await? =>
+        {
+            Ok(Some(replayed))
+        }
+        (Err(Attempt::Failed(err)), _) => Err(err),
+        (Err(Attempt::Retry(_)), _) => Err(ServiceError::Aborted("too much contention, retry".into())),
     }
+}
+
+/// [`GuardedWrite::run`], retried like a transaction.
+async fn run_guarded(db: &DatabaseConnection, writes: &GuardedWrite) -> Result<bool, Attempt> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match writes.run(db).await.map_err(Attempt::from) {
+            Err(Attempt::Retry(err)) if pause_before_retry(attempt, &err).await => {}
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Waits before another attempt of work the database asked to retry, if one of the
+/// [`ATTEMPTS`] remains; false when they are used up.
+async fn pause_before_retry(attempt: usize, err: &sea_orm::DbErr) -> bool {
+    if attempt >= ATTEMPTS {
+        // Contention, not a fault: the caller may retry later.
+        tracing::warn!(error = %err, "transaction still contended after retries");
+        return false;
+    }
+    tracing::debug!(attempt, error = %err, "retrying transaction");
+    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+    true
 }
 
 async fn run<R, F>(
@@ -313,17 +343,9 @@ where
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let outcome = attempt_once(db, key, &encode, &work).await;
-        match outcome {
-            Err(Attempt::Retry(err)) if attempt < ATTEMPTS => {
-                tracing::debug!(attempt, error = %err, "retrying transaction");
-                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
-            }
-            // Contention, not a fault: the caller may retry later.
-            Err(Attempt::Retry(err)) => {
-                tracing::warn!(error = %err, "transaction still contended after retries");
-                return Err(ServiceError::Aborted("too much contention, retry".into()));
-            }
+        match attempt_once(db, key, &encode, &work).await {
+            Err(Attempt::Retry(err)) if pause_before_retry(attempt, &err).await => {}
+            Err(Attempt::Retry(_)) => return Err(ServiceError::Aborted("too much contention, retry".into())),
             Err(Attempt::Failed(err)) => return Err(err),
             Ok(response) => return Ok(response),
         }

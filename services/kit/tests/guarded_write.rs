@@ -162,3 +162,117 @@ async fn of_racing_writes_behind_one_guard_exactly_one_takes_effect() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].aggregate_id, format!("racer-{winner}"));
 }
+
+/// Moves `c` to `to` wherever it is.
+fn set_position(to: i64) -> UpdateStatement {
+    consumer_position::Entity::update_many()
+        .col_expr(consumer_position::Column::LogPosition, Expr::value(to))
+        .filter(consumer_position::Column::Consumer.eq("c"))
+        .into_query()
+}
+
+#[tokio::test]
+async fn an_inserted_row_as_the_guard_takes_its_updates_and_inserts_with_it_or_none() {
+    let (db, _keep) = database().await;
+    let first = GuardedWrite::inserting(key_row("k1"))
+        .unwrap()
+        .update(set_position(5))
+        .insert([outbox_row("test.Event", "x", vec![1])])
+        .unwrap();
+    assert!(first.run(&db).await.unwrap());
+    assert_eq!(position(&db).await, 5);
+    assert_eq!(events_of(&db, "x").await.len(), 1);
+
+    // The same key again: the insert fails, and the update and event go with it.
+    let again = GuardedWrite::inserting(key_row("k1"))
+        .unwrap()
+        .update(set_position(9))
+        .insert([outbox_row("test.Event", "y", vec![1])])
+        .unwrap();
+    assert!(is_unique_violation(&again.run(&db).await.unwrap_err()));
+    assert_eq!(position(&db).await, 5);
+    assert!(events_of(&db, "y").await.is_empty());
+
+    // An update whose own conditions match nothing does not hold the rest back.
+    let partial = GuardedWrite::new(advance(5, 6)).update(advance(100, 200));
+    assert!(partial.run(&db).await.unwrap());
+    assert_eq!(position(&db).await, 6);
+}
+
+#[tokio::test]
+async fn a_guard_matching_several_rows_writes_its_rows_once() {
+    let (db, _keep) = database().await;
+    consumer_position::ActiveModel {
+        consumer: Set("c".into()),
+        source: Set("t".into()),
+        log_position: Set(0),
+        updated_at: Set(Utc::now()),
+    }
+    .insert(&db)
+    .await
+    .unwrap();
+    let writes = GuardedWrite::new(set_position(3))
+        .insert((0..2u8).map(|i| outbox_row("test.Event", "both", vec![i])))
+        .unwrap();
+    assert!(writes.run(&db).await.unwrap());
+    assert_eq!(events_of(&db, "both").await.len(), 2);
+    let positions: Vec<i64> = consumer_position::Entity::find()
+        .all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.log_position)
+        .collect();
+    assert_eq!(positions, vec![3, 3]);
+}
+
+#[tokio::test]
+async fn an_idempotent_guarded_write_replays_for_its_twin_and_refuses_a_reused_id() {
+    use retail_kit::ServiceError;
+    use retail_kit::idempotency::{IdempotencyKey, write_guarded};
+    use retail_proto::common::Money;
+
+    let (db, _keep) = database().await;
+    let money = |amount_minor| Money {
+        currency_code: "EUR".into(),
+        amount_minor,
+    };
+    let key = IdempotencyKey::from_request("test.Pay", "alice", "req-1", &money(1))
+        .unwrap()
+        .unwrap();
+    let pay = |from, to, aggregate: &str| {
+        GuardedWrite::new(advance(from, to))
+            .insert([outbox_row("test.Event", aggregate, vec![1])])
+            .unwrap()
+    };
+
+    let first = write_guarded(&db, Some(&key), money(42), Clone::clone, pay(0, 1, "first"))
+        .await
+        .unwrap();
+    assert_eq!(first, Some(money(42)));
+
+    // The twin's guard no longer matches: it gets the first response, writes nothing.
+    let twin = write_guarded(&db, Some(&key), money(43), Clone::clone, pay(0, 1, "twin"))
+        .await
+        .unwrap();
+    assert_eq!(twin, Some(money(42)));
+    assert!(events_of(&db, "twin").await.is_empty());
+
+    // The same id with another request: its guard matches, its key collides, and
+    // nothing of it takes effect.
+    let reused = IdempotencyKey::from_request("test.Pay", "alice", "req-1", &money(2))
+        .unwrap()
+        .unwrap();
+    let err = write_guarded(&db, Some(&reused), money(44), Clone::clone, pay(1, 2, "reused"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidArgument(_)), "{err:?}");
+    assert_eq!(position(&db).await, 1);
+    assert!(events_of(&db, "reused").await.is_empty());
+
+    // Without a key, a guard that matches nothing is None.
+    let missed = write_guarded(&db, None, money(45), Clone::clone, pay(0, 1, "missed"))
+        .await
+        .unwrap();
+    assert_eq!(missed, None);
+}

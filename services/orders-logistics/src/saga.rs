@@ -198,7 +198,7 @@ impl State {
             .reserve(order_id, &input.lines, window)
             .await
             .map_err(|s| from_downstream("catalog", s))?;
-        // No separate "reserved" step is stored: the store transaction below only
+        // No separate "reserved" step is stored: the store write below only
         // completes a saga still STARTED, and a compensation releases by order id
         // whether or not a reservation was made.
 
@@ -271,10 +271,7 @@ impl State {
             &order.id,
             event.encode_to_vec(),
         )])?;
-        if idempotency::write_guarded(&self.db, None, (), |_| (), writes)
-            .await?
-            .is_none()
-        {
+        if !idempotency::apply(&self.db, &writes).await? {
             return Err(ServiceError::Aborted("placing the order was abandoned; retry".into()));
         }
         // Exactly what was written (`now()` is already at the database's precision).

@@ -93,14 +93,7 @@ pub async fn change_stock(
     now: DateTime<Utc>,
 ) -> ServiceResult<bool> {
     use stock::Column as C;
-    let mut update = stock::Entity::update_many()
-        .col_expr(C::Total, Expr::col(C::Total).add(delta.total()))
-        .col_expr(C::Sellable, Expr::col(C::Sellable).add(delta.sellable))
-        .col_expr(C::Reserved, Expr::col(C::Reserved).add(delta.reserved))
-        .col_expr(C::Unsellable, Expr::col(C::Unsellable).add(delta.unsellable))
-        .col_expr(C::UpdatedAt, Expr::value(now))
-        .filter(C::SkuCode.eq(sku_code))
-        .filter(C::WarehouseCode.eq(warehouse_code));
+    let mut update = stock_update(sku_code, warehouse_code, delta, now);
     // Only the parts that shrink need a guard.
     for (col, d) in [
         (C::Sellable, delta.sellable),
@@ -112,6 +105,26 @@ pub async fn change_stock(
         }
     }
     Ok(update.exec(conn).await?.rows_affected == 1)
+}
+
+/// The update of [`change_stock`] without its guards: for a
+/// [`retail_kit::db::GuardedWrite`], where the stock table's CHECK constraints refuse
+/// (and so undo) a change that would turn a part negative.
+pub fn stock_update(
+    sku_code: &str,
+    warehouse_code: &str,
+    delta: Delta,
+    now: DateTime<Utc>,
+) -> sea_orm::UpdateMany<stock::Entity> {
+    use stock::Column as C;
+    stock::Entity::update_many()
+        .col_expr(C::Total, Expr::col(C::Total).add(delta.total()))
+        .col_expr(C::Sellable, Expr::col(C::Sellable).add(delta.sellable))
+        .col_expr(C::Reserved, Expr::col(C::Reserved).add(delta.reserved))
+        .col_expr(C::Unsellable, Expr::col(C::Unsellable).add(delta.unsellable))
+        .col_expr(C::UpdatedAt, Expr::value(now))
+        .filter(C::SkuCode.eq(sku_code))
+        .filter(C::WarehouseCode.eq(warehouse_code))
 }
 
 pub async fn find_stock(
@@ -223,16 +236,6 @@ pub struct ReservationView {
 
 /// Claims the order id. A twin that races this insert waits on the key and then
 /// fails with a unique violation, so stock is never reserved twice for one order.
-pub async fn insert_reservation(conn: &impl ConnectionTrait, model: reservation::Model) -> ServiceResult<()> {
-    reservation::ActiveModel::from(model).insert(conn).await?;
-    Ok(())
-}
-
-pub async fn insert_allocation(conn: &impl ConnectionTrait, model: allocation::Model) -> ServiceResult<()> {
-    allocation::ActiveModel::from(model).insert(conn).await?;
-    Ok(())
-}
-
 pub async fn find_reservation(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Option<ReservationView>> {
     let Some(reservation) = reservation::Entity::find_by_id(order_id.to_owned()).one(conn).await? else {
         return Ok(None);
@@ -267,21 +270,8 @@ pub async fn transition(
     Ok(update.exec(conn).await?.rows_affected == 1)
 }
 
-/// [`transition`] in the same statement as reading the reservation back: the
-/// reservation as changed, if this call changed it.
-pub async fn transition_returning(
-    conn: &impl ConnectionTrait,
-    order_id: &str,
-    from: &str,
-    to: &str,
-    unexpired_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> ServiceResult<Option<reservation::Model>> {
-    let update = transition_update(order_id, from, to, unexpired_at, now);
-    Ok(update.exec_with_returning(conn).await?.into_iter().next())
-}
-
-fn transition_update(
+/// The update of [`transition`], for a [`retail_kit::db::GuardedWrite`].
+pub fn transition_update(
     order_id: &str,
     from: &str,
     to: &str,
