@@ -61,8 +61,18 @@ impl ServiceError {
         Self::Internal(err.into())
     }
 
+    /// True for an internal error caused by a conflict the database asks to retry
+    /// (a busy SQLite database, a deadlock, a serialization failure) that escaped
+    /// the transaction helpers' own retries: nothing took effect and the caller may
+    /// retry, so it is ABORTED rather than INTERNAL.
+    fn is_retryable_conflict(&self) -> bool {
+        matches!(self, Self::Internal(cause)
+            if cause.downcast_ref::<sea_orm::DbErr>().is_some_and(crate::db::is_retryable))
+    }
+
     pub fn code(&self) -> Code {
         match self {
+            Self::Internal(_) if self.is_retryable_conflict() => Code::Aborted,
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::NotFound { .. } => Code::NotFound,
             Self::AlreadyExists(_) => Code::AlreadyExists,
@@ -101,6 +111,13 @@ impl From<ServiceError> for Status {
                 message,
                 retry_after: Some(delay),
             } => Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay))),
+            ServiceError::Internal(cause) if code == Code::Aborted => {
+                tracing::warn!(
+                    error = format!("{cause:#}"),
+                    "a database conflict ended the request; answered ABORTED"
+                );
+                Status::aborted("a concurrent change or a busy database interrupted the request; retry")
+            }
             ServiceError::Internal(cause) => {
                 let correlation_id = uuid::Uuid::new_v4();
                 tracing::error!(%correlation_id, error = format!("{cause:#}"), "internal error");
@@ -192,6 +209,18 @@ mod tests {
 
     fn code_of(err: ServiceError) -> Code {
         Status::from(err).code()
+    }
+
+    #[test]
+    fn a_database_conflict_is_aborted_and_other_database_errors_are_internal() {
+        let busy = ServiceError::from(sea_orm::DbErr::Custom("database is locked".into()));
+        assert_eq!(code_of(busy), Code::Aborted);
+        let deadlock = ServiceError::internal(sea_orm::DbErr::Custom("error returned from database: 40P01".into()));
+        assert_eq!(code_of(deadlock), Code::Aborted);
+        let broken = ServiceError::from(sea_orm::DbErr::Custom("disk I/O error".into()));
+        assert_eq!(code_of(broken), Code::Internal);
+        let not_db = ServiceError::internal(anyhow::anyhow!("database is locked"));
+        assert_eq!(code_of(not_db), Code::Internal);
     }
 
     #[test]

@@ -51,11 +51,7 @@ pub async fn insert_saga(conn: &impl ConnectionTrait, model: saga::Model) -> Ser
     {
         Ok(_) => Ok(true),
         Err(err) if retail_kit::db::is_unique_violation(&err) => Ok(false),
-        // A busy SQLite database (or a deadlock): nothing was claimed, so the caller
-        // may simply retry.
-        Err(err) if retail_kit::db::is_retryable(&err) => Err(ServiceError::Aborted(
-            "the order could not be claimed for a concurrent change; retry with the same request id".into(),
-        )),
+        // A busy database or a deadlock claimed nothing: the error answers ABORTED.
         Err(err) => Err(err.into()),
     }
 }
