@@ -340,11 +340,14 @@ impl State {
     pub async fn commit(&self, order: &str) -> ServiceResult<pb::Reservation> {
         let view = self.reservation(order).await?;
         let now = now();
-        if view.reservation.state == state::ACTIVE {
+        let current = if view.reservation.state == state::ACTIVE {
+            // Stock rows in the order reservations lock them.
+            let mut ordered: Vec<&allocation::Model> = view.allocations.iter().collect();
+            ordered.sort_by(|a, b| (&a.sku_code, &a.warehouse_code).cmp(&(&b.sku_code, &b.warehouse_code)));
             let mut writes = GuardedWrite::new(
                 db::transition_update(order, state::ACTIVE, state::COMMITTED, Some(now), now).into_query(),
             );
-            for a in &view.allocations {
+            for a in ordered {
                 let out = Delta {
                     reserved: -a.quantity,
                     ..Delta::default()
@@ -372,10 +375,13 @@ impl State {
                 };
                 return Ok(reservation_to_pb(&committed));
             }
-        }
+            // The state or expiry changed since the read above.
+            self.reservation(order).await?
+        } else {
+            view
+        };
         // Not committed by this call: already committed (by an earlier or racing
         // call: that is this call's outcome too), or it cannot be.
-        let current = self.reservation(order).await?;
         match current.reservation.state.as_str() {
             state::COMMITTED => Ok(reservation_to_pb(&current)),
             state::ACTIVE => Err(ServiceError::FailedPrecondition(
@@ -560,11 +566,16 @@ async fn apply_plan(
             &order,
             event.encode_to_vec(),
         )])?;
+    // A twin that inserted the reservation first makes this a unique violation
+    // (ALREADY_EXISTS), so stock is never held twice for one order.
     match idempotency::apply(conn, &writes).await {
-        Ok(_) => Ok(ReservationView {
+        Ok(true) => Ok(ReservationView {
             reservation: model,
             allocations: rows,
         }),
+        Ok(false) => Err(ServiceError::internal(anyhow::anyhow!(
+            "inserting reservation {order} matched nothing"
+        ))),
         Err(ServiceError::Internal(err))
             if err
                 .downcast_ref::<sea_orm::DbErr>()

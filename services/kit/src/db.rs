@@ -374,6 +374,11 @@ impl GuardedWrite {
 /// True when a CHECK constraint refused a write (on stock, a quantity that would
 /// turn negative).
 pub fn is_check_violation(err: &DbErr) -> bool {
-    let text = err.to_string();
-    text.contains("violates check constraint") || text.contains("CHECK constraint failed")
+    use sea_orm::RuntimeErr;
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e
+            .as_database_error()
+            .is_some_and(|d| matches!(d.kind(), sea_orm::sqlx::error::ErrorKind::CheckViolation)),
+        _ => false,
+    }
 }

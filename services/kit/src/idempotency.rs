@@ -261,12 +261,18 @@ where
 
 /// Applies guarded writes (see [`GuardedWrite`]) with a transaction's retries:
 /// true if they took effect, false if the guard matched nothing. A unique violation
-/// (a row that exists already) is ALREADY_EXISTS.
+/// (a row that exists already) is ALREADY_EXISTS; contention that outlasts the
+/// retries is ABORTED.
 pub async fn apply(db: &DatabaseConnection, writes: &GuardedWrite) -> ServiceResult<bool> {
-    match run_guarded(db, writes).await {
-        Ok(applied) => Ok(applied),
-        Err(Attempt::Failed(err)) => Err(err),
-        Err(Attempt::Retry(_)) => Err(ServiceError::Aborted("too much contention, retry".into())),
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match writes.run(db).await.map_err(Attempt::from) {
+            Ok(applied) => return Ok(applied),
+            Err(Attempt::Retry(err)) if pause_before_retry(attempt, &err).await => {}
+            Err(Attempt::Retry(_)) => return Err(ServiceError::Aborted("too much contention, retry".into())),
+            Err(Attempt::Failed(err)) => return Err(err),
+        }
     }
 }
 
@@ -289,31 +295,17 @@ where
     if let Some(key) = key {
         writes = writes.insert([key.row(stored_form(&response).encode_to_vec())])?;
     }
-    match (run_guarded(db, &writes).await, key) {
+    match (apply(db, &writes).await, key) {
         (Ok(true), _) => Ok(Some(response)),
         (Ok(false), None) => Ok(None),
         // A twin that committed first changed the state the guard expects, or
         // stored the key first: replay it.
         (Ok(false), Some(key)) => key.stored::<R>(db).await,
-        (Err(Attempt::Failed(ServiceError::AlreadyExists(_))), Some(key))
-            if let Some(replayed) = key.stored::<R>(db).await? =>
-        {
-            Ok(Some(replayed))
-        }
-        (Err(Attempt::Failed(err)), _) => Err(err),
-        (Err(Attempt::Retry(_)), _) => Err(ServiceError::Aborted("too much contention, retry".into())),
-    }
-}
-
-/// [`GuardedWrite::run`], retried like a transaction.
-async fn run_guarded(db: &DatabaseConnection, writes: &GuardedWrite) -> Result<bool, Attempt> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match writes.run(db).await.map_err(Attempt::from) {
-            Err(Attempt::Retry(err)) if pause_before_retry(attempt, &err).await => {}
-            outcome => return outcome,
-        }
+        (Err(ServiceError::AlreadyExists(collision)), Some(key)) => match key.stored::<R>(db).await? {
+            Some(replayed) => Ok(Some(replayed)),
+            None => Err(ServiceError::AlreadyExists(collision)),
+        },
+        (Err(err), _) => Err(err),
     }
 }
 

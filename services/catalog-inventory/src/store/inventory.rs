@@ -1,11 +1,13 @@
 //! Warehouses, stock and reservations.
 //!
-//! Stock changes only through [`change_stock`]: one conditional UPDATE that moves
-//! units between the parts of a row and refuses (0 rows) when any part would go below
-//! zero. Under PostgreSQL's row locks the condition is re-checked on the newest row
-//! version, so two reservations racing for the last unit cannot both pass; SQLite
-//! writers are serialised (`BEGIN IMMEDIATE`). The table's CHECK constraints hold the
-//! formula `total = sellable + reserved + unsellable` whatever the code does.
+//! Stock changes through [`change_stock`], one conditional UPDATE that moves units
+//! between the parts of a row and refuses (0 rows) when any part would go below
+//! zero, or through [`stock_update`] inside a guarded write, where the table's CHECK
+//! constraints refuse the same and undo the whole write. Under PostgreSQL's row locks
+//! either is checked on the newest row version, so two reservations racing for the
+//! last unit cannot both pass; SQLite writers are serialised (`BEGIN IMMEDIATE`).
+//! The CHECK constraints also hold the formula `total = sellable + reserved +
+//! unsellable` whatever the code does.
 
 use chrono::{DateTime, Utc};
 use retail_kit::error::{ServiceError, ServiceResult};
@@ -234,8 +236,7 @@ pub struct ReservationView {
     pub allocations: Vec<allocation::Model>,
 }
 
-/// Claims the order id. A twin that races this insert waits on the key and then
-/// fails with a unique violation, so stock is never reserved twice for one order.
+/// A reservation and its allocations, if it exists.
 pub async fn find_reservation(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Option<ReservationView>> {
     let Some(reservation) = reservation::Entity::find_by_id(order_id.to_owned()).one(conn).await? else {
         return Ok(None);
