@@ -141,6 +141,9 @@ impl Application {
             tokio::spawn(async move {
                 let mut expire = tokio::time::interval(expire_every);
                 let mut reevaluate = tokio::time::interval(reevaluate_every);
+                // Both run first one period after start (an interval's first tick is
+                // immediate), not while the service is still coming up.
+                expire.tick().await;
                 reevaluate.tick().await;
                 loop {
                     tokio::select! {
