@@ -308,9 +308,10 @@ pub async fn record(
     // Upgrades apply at once; downgrades wait for the re-evaluation.
     let mut tier = member.tier.clone();
     if rules.percentile.is_none() {
-        let purchases = loyalty::purchases_of(txn, member_id).await?;
+        let as_of = now.max(input.at);
+        let purchases = loyalty::purchases_after(txn, member_id, rules.spend_window.start(as_of)).await?;
         let records: Vec<_> = purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
-        let spend = rules.spend(&records, now.max(input.at));
+        let spend = rules.spend(&records, as_of);
         if let Some(level) = rules.ladder.upgrade(rules.level_of(&member.tier), spend) {
             tier = rules.tier_name(level);
             change_tier(txn, member_id, &member.tier, &tier, "purchase", now).await?;
@@ -409,7 +410,7 @@ impl State {
             let ids = loyalty::member_ids_after(&self.db, &after, 500).await?;
             let Some(last) = ids.last().cloned() else { break };
             for id in ids {
-                let purchases = loyalty::purchases_of(&self.db, &id).await?;
+                let purchases = loyalty::purchases_after(&self.db, &id, rules.spend_window.start(as_of)).await?;
                 let records: Vec<_> = purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
                 spends.push((id, rules.spend(&records, as_of)));
             }

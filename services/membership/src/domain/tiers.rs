@@ -131,6 +131,17 @@ pub enum SpendWindow {
     Lifetime,
 }
 
+impl SpendWindow {
+    /// The instant after which spend counts at `as_of` (the window is `(start,
+    /// as_of]`); `None` when all of it counts.
+    pub fn start(self, as_of: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            SpendWindow::Lifetime => None,
+            SpendWindow::Rolling(months) => as_of.checked_sub_months(Months::new(months)),
+        }
+    }
+}
+
 /// A paid order (positive) or a refund (negative), in minor units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpendEvent {
@@ -140,12 +151,7 @@ pub struct SpendEvent {
 
 /// Paid order value minus refunds inside the window ending at `as_of`, never negative.
 pub fn qualifying_spend(events: &[SpendEvent], as_of: DateTime<Utc>, window: SpendWindow) -> i64 {
-    let start = match window {
-        SpendWindow::Lifetime => DateTime::<Utc>::MIN_UTC,
-        SpendWindow::Rolling(months) => as_of
-            .checked_sub_months(Months::new(months))
-            .unwrap_or(DateTime::<Utc>::MIN_UTC),
-    };
+    let start = window.start(as_of).unwrap_or(DateTime::<Utc>::MIN_UTC);
     let total: i128 = events
         .iter()
         .filter(|e| e.at > start && e.at <= as_of)

@@ -22,6 +22,25 @@ pub async fn purchases_of(conn: &impl ConnectionTrait, member_id: &str) -> Servi
         .await?)
 }
 
+/// A member's purchases and refunds after `after` (all of them for `None`), oldest
+/// first: those a spend window starting there counts, read through the
+/// `(member_id, occurred_at)` index.
+pub async fn purchases_after(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    after: Option<DateTime<Utc>>,
+) -> ServiceResult<Vec<purchase::Model>> {
+    let mut query = purchase::Entity::find().filter(purchase::Column::MemberId.eq(member_id));
+    if let Some(after) = after {
+        query = query.filter(purchase::Column::OccurredAt.gt(after));
+    }
+    Ok(query
+        .order_by_asc(purchase::Column::OccurredAt)
+        .order_by_asc(purchase::Column::Id)
+        .all(conn)
+        .await?)
+}
+
 pub async fn find_purchase(
     conn: &impl ConnectionTrait,
     order_id: &str,

@@ -343,6 +343,27 @@ async fn upgrades_are_immediate_and_downgrades_wait_for_reevaluation_one_level_a
     );
 }
 
+/// Spend outside the rolling 12-month window does not count toward an upgrade.
+#[tokio::test]
+async fn only_spend_inside_the_window_upgrades() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000015").await;
+    assert_eq!(pay(&app, &m, "old", 280_000, 400).await.tier, "regular");
+    // With the old order, 310.00 would reach gold; without it, 30.00 is regular.
+    assert_eq!(pay(&app, &m, "new-1", 30_000, 0).await.tier, "regular");
+    assert_eq!(
+        pay(&app, &m, "new-2", 30_000, 0).await.tier,
+        "silver",
+        "60.00 in the window"
+    );
+    // A purchase just inside the window still counts.
+    assert_eq!(
+        pay(&app, &m, "new-3", 240_000, 360).await.tier,
+        "gold",
+        "300.00 in the window"
+    );
+}
+
 #[tokio::test]
 async fn the_profile_shows_lifecycle_and_qualifying_spend_from_purchases() {
     let app = spawn_app().await;
