@@ -118,9 +118,13 @@ impl EventHandler for OrderEvents {
             return Ok(None);
         }
         let kind = if input.refund { "refund" } else { "paid" };
-        if db::find_purchase(txn, &input.order_id, kind, &input.reference)
-            .await?
-            .is_some()
+        // A refund applied before would fail the refund checks (as exceeding the
+        // payment): it is looked for first. A payment applied before is found by
+        // the purchase insert itself (ALREADY_EXISTS below), without a read.
+        if input.refund
+            && db::find_purchase(txn, &input.order_id, kind, &input.reference)
+                .await?
+                .is_some()
         {
             return Ok(None);
         }
@@ -142,6 +146,8 @@ impl EventHandler for OrderEvents {
                     state.log.committed();
                 })))
             }
+            // Recorded already (through the admin RPC, or by a replay of the log): once.
+            Err(ServiceError::AlreadyExists(_)) => Ok(None),
             Err(
                 ServiceError::NotFound { .. } | ServiceError::FailedPrecondition(_) | ServiceError::InvalidArgument(_),
             ) => {

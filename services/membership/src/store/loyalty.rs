@@ -63,16 +63,31 @@ pub async fn refunds_of_order(conn: &impl ConnectionTrait, order_id: &str) -> Se
         .await?)
 }
 
+/// Records a purchase or refund once: the same order (or refund request) again is
+/// ALREADY_EXISTS. The duplicate is found by the unique index and written around
+/// (`ON CONFLICT DO NOTHING`), not raised as a database error, so a transaction
+/// applying a batch of order events stays usable and needs no read beforehand.
 pub async fn insert_purchase(conn: &impl ConnectionTrait, model: purchase::Model) -> ServiceResult<()> {
-    let active: purchase::ActiveModel = model.into();
-    active.insert(conn).await.map_err(|e| {
-        if is_unique_violation(&e) {
-            ServiceError::AlreadyExists("this purchase is already recorded".into())
-        } else {
-            e.into()
-        }
-    })?;
-    Ok(())
+    use sea_orm::TryInsertResult;
+    let inserted = purchase::Entity::insert(purchase::ActiveModel::from(model))
+        .on_conflict_do_nothing_on([
+            purchase::Column::OrderId,
+            purchase::Column::Kind,
+            purchase::Column::Reference,
+        ])
+        .exec_without_returning(conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                ServiceError::AlreadyExists("this purchase is already recorded".into())
+            } else {
+                e.into()
+            }
+        })?;
+    match inserted {
+        TryInsertResult::Inserted(rows) if rows > 0 => Ok(()),
+        _ => Err(ServiceError::AlreadyExists("this purchase is already recorded".into())),
+    }
 }
 
 /// Lots that still hold points, first expiring first.

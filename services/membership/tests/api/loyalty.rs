@@ -506,3 +506,54 @@ async fn a_read_mask_returns_only_its_fields_and_a_row_read_follows_every_change
     let unknown = format!("members/{}", uuid::Uuid::new_v4());
     assert_eq!(masked(&app, &unknown, &row).await.unwrap_err().code(), Code::NotFound);
 }
+
+/// An `OrderPaid` applied from the orders log credits the member once: again from
+/// the log, or after the admin RPC recorded the same order, it changes nothing.
+#[tokio::test]
+async fn an_order_paid_over_the_log_twice_or_after_the_admin_rpc_earns_once() {
+    use prost::Message;
+    use retail_kit::events::EventHandler;
+    use retail_proto::events as ev;
+    use sea_orm::TransactionTrait;
+
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000016").await;
+    let handler = retail_membership::order_events::OrderEvents::new(app.state.clone().unwrap());
+    let paid = |order: &str, minor: i64| ev::EventEnvelope {
+        r#type: "retail.events.v1.OrderPaid".into(),
+        aggregate_id: order.into(),
+        payload: Some(prost_types::Any {
+            type_url: "type.googleapis.com/retail.events.v1.OrderPaid".into(),
+            value: ev::OrderPaid {
+                order_id: order.into(),
+                parties: Some(ev::OrderParties {
+                    member_id: m.trim_start_matches("members/").into(),
+                    channel: "online".into(),
+                    ..Default::default()
+                }),
+                amount: eur(minor),
+                pay_time: Some(retail_kit::convert::timestamp(Utc::now())),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        }),
+        ..Default::default()
+    };
+    let apply = |event: ev::EventEnvelope| {
+        let (db, handler) = (app.db.clone(), handler.clone());
+        async move {
+            let txn = db.begin().await.unwrap();
+            let then = handler.handle(&txn, &event).await.unwrap();
+            txn.commit().await.unwrap();
+            then.is_some()
+        }
+    };
+    assert!(apply(paid("log-1", 12_345)).await, "the first application records it");
+    assert!(!apply(paid("log-1", 12_345)).await, "the second changes nothing");
+    assert_eq!(balance(&app, &m).await.balance, 123);
+
+    pay(&app, &m, "admin-1", 10_000, 0).await;
+    assert!(!apply(paid("admin-1", 10_000)).await);
+    assert_eq!(balance(&app, &m).await.balance, 223);
+    assert_eq!(entries_sum(&app, &m).await, 223);
+}
