@@ -514,7 +514,6 @@ async fn an_order_paid_over_the_log_twice_or_after_the_admin_rpc_earns_once() {
     use prost::Message;
     use retail_kit::events::EventHandler;
     use retail_proto::events as ev;
-    use sea_orm::TransactionTrait;
 
     let app = spawn_app().await;
     let m = member(&app, "+4916000000016").await;
@@ -542,7 +541,8 @@ async fn an_order_paid_over_the_log_twice_or_after_the_admin_rpc_earns_once() {
     let apply = |event: ev::EventEnvelope| {
         let (db, handler) = (app.db.clone(), handler.clone());
         async move {
-            let txn = db.begin().await.unwrap();
+            // As the consumer does: a write transaction from the start (SQLite).
+            let txn = retail_kit::db::begin_write(&db).await.unwrap();
             let then = handler.handle(&txn, &event).await.unwrap();
             txn.commit().await.unwrap();
             then.is_some()
