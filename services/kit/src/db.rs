@@ -100,6 +100,16 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
 /// True for errors a retry of the whole transaction may cure: serialization
 /// failures and deadlocks on PostgreSQL, a busy database on SQLite.
 pub fn is_retryable(err: &DbErr) -> bool {
+    // PostgreSQL's SQLSTATE (sqlx's message leaves it out): serialization failure,
+    // deadlock; SQLite's result codes: busy, locked, and their extended forms.
+    if let Some(code) = database_error(err).and_then(|d| d.code())
+        && matches!(
+            code.as_ref(),
+            "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" | "773"
+        )
+    {
+        return true;
+    }
     let text = err.to_string();
     text.contains("40001")
         || text.contains("40P01")
@@ -374,11 +384,14 @@ impl GuardedWrite {
 /// True when a CHECK constraint refused a write (on stock, a quantity that would
 /// turn negative).
 pub fn is_check_violation(err: &DbErr) -> bool {
+    database_error(err).is_some_and(|d| matches!(d.kind(), sea_orm::sqlx::error::ErrorKind::CheckViolation))
+}
+
+/// The database's own error behind `err`, if the database refused a statement.
+fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
     use sea_orm::RuntimeErr;
     match err {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e
-            .as_database_error()
-            .is_some_and(|d| matches!(d.kind(), sea_orm::sqlx::error::ErrorKind::CheckViolation)),
-        _ => false,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e.as_database_error(),
+        _ => None,
     }
 }

@@ -255,6 +255,10 @@ const APPENDER_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('retail.outbox
 const SESSION_LIMITS: &str = "SET statement_timeout = '30s'; SET tcp_keepalives_idle = 10; \
      SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3";
 
+/// The longest an appender pass may take on the client's side, beyond the server's
+/// own statement timeout.
+const PASS_TIMEOUT: Duration = Duration::from_secs(35);
+
 /// The appender's own PostgreSQL session, and whether it holds the appender lock.
 ///
 /// The replica whose session holds the (session-level) advisory lock is the appender:
@@ -397,7 +401,12 @@ impl EventLog {
         let appended = match self.db.get_database_backend() {
             DatabaseBackend::Postgres => {
                 let mut lease = self.lease.lock().await;
-                let pass = Lease::pass(&mut lease, &self.db).await;
+                // The server ends a hung statement (`SESSION_LIMITS`); this bounds a
+                // pass whose server or network vanished, which no reply would end.
+                let pass = match tokio::time::timeout(PASS_TIMEOUT, Lease::pass(&mut lease, &self.db)).await {
+                    Ok(pass) => pass.map_err(anyhow::Error::new),
+                    Err(_) => Err(anyhow::anyhow!("an appender pass took longer than {PASS_TIMEOUT:?}")),
+                };
                 if pass.is_err() {
                     // The session may be gone, and the lock with it: start over.
                     lease.take();

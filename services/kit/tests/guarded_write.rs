@@ -276,3 +276,40 @@ async fn an_idempotent_guarded_write_replays_for_its_twin_and_refuses_a_reused_i
         .unwrap();
     assert_eq!(missed, None);
 }
+
+/// A real deadlock on PostgreSQL is recognised as worth a retry (its SQLSTATE is
+/// not in sqlx's message); SQLite serialises writers and has none.
+#[tokio::test]
+async fn a_deadlock_is_retryable() {
+    use retail_kit::db::is_retryable;
+    use sea_orm::TransactionTrait;
+
+    let (db, keep) = database().await;
+    if keep.backend != "postgres" {
+        return;
+    }
+    consumer_position::ActiveModel {
+        consumer: Set("c".into()),
+        source: Set("t".into()),
+        log_position: Set(0),
+        updated_at: Set(Utc::now()),
+    }
+    .insert(&db)
+    .await
+    .unwrap();
+    let touch = |source: &'static str| {
+        consumer_position::Entity::update_many()
+            .col_expr(consumer_position::Column::LogPosition, Expr::value(1))
+            .filter(consumer_position::Column::Source.eq(source))
+    };
+    let (a, b) = (db.begin().await.unwrap(), db.begin().await.unwrap());
+    touch("s").exec(&a).await.unwrap();
+    touch("t").exec(&b).await.unwrap();
+    // Each now waits for the other's row: PostgreSQL ends one of them.
+    let (first, second) = tokio::join!(touch("t").exec(&a), touch("s").exec(&b));
+    let err = match (first, second) {
+        (Err(err), Ok(_)) | (Ok(_), Err(err)) => err,
+        other => panic!("expected exactly one deadlock victim, got {other:?}"),
+    };
+    assert!(is_retryable(&err), "{err}");
+}
