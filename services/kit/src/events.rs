@@ -471,7 +471,7 @@ impl EventLog {
                     // A full batch: more may be waiting.
                     Ok(n) if n >= APPEND_BATCH as u64 => continue,
                     Ok(_) => {}
-                    Err(err) => tracing::warn!(error = %err, source = log.source, "event appender pass failed"),
+                    Err(err) => tracing::warn!(error = ?err, source = log.source, "event appender pass failed"),
                 }
                 if *closed.borrow() {
                     break;
@@ -493,7 +493,7 @@ impl EventLog {
             loop {
                 tick.tick().await;
                 if let Err(err) = log.purge(Utc::now() - keep).await {
-                    tracing::warn!(error = %err, source = log.source, "event log retention failed");
+                    tracing::warn!(error = ?err, source = log.source, "event log retention failed");
                 }
             }
         })
@@ -942,7 +942,7 @@ impl Consumer {
                 () = &mut shutdown => return,
                 result = session => {
                     if let Err(err) = result {
-                        tracing::warn!(consumer = self.name, source = self.source, partition = self.partition.index, error = %err, "event subscription ended; reconnecting");
+                        tracing::warn!(consumer = self.name, source = self.source, partition = self.partition.index, error = ?err, "event subscription ended; reconnecting");
                     }
                 }
             }

@@ -139,12 +139,12 @@ impl Application {
             let expire_every = Duration::from_secs(self.settings.loyalty.expire_every_minutes.max(1) * 60);
             let reevaluate_every = Duration::from_secs(self.settings.loyalty.reevaluate_every_hours.max(1) * 3600);
             tokio::spawn(async move {
-                let mut expire = tokio::time::interval(expire_every);
-                let mut reevaluate = tokio::time::interval(reevaluate_every);
-                // Both run first one period after start (an interval's first tick is
-                // immediate), not while the service is still coming up.
-                expire.tick().await;
-                reevaluate.tick().await;
+                // Both run first a minute after start (not while the service is still
+                // coming up, and not only a whole period later: a replica restarted
+                // more often than that would never run them), then every period.
+                let first = tokio::time::Instant::now() + Duration::from_secs(60);
+                let mut expire = tokio::time::interval_at(first, expire_every);
+                let mut reevaluate = tokio::time::interval_at(first, reevaluate_every);
                 loop {
                     tokio::select! {
                         _ = expire.tick() => {
