@@ -272,12 +272,16 @@ fn caller<T>(request: &Request<T>, scope: &str) -> ServiceResult<Caller> {
 impl State {
     /// The order if the caller may see it; NOT_FOUND otherwise (existence never leaks).
     async fn visible(&self, caller: &Caller, id: &str) -> ServiceResult<order::Model> {
-        let not_found = || ServiceError::not_found("order", format!("orders/{id}"));
-        let order = store::find_order(&self.db, id).await?.ok_or_else(not_found)?;
-        match &caller.partner {
-            Some(partner) if *partner != order.partner_id => Err(not_found()),
-            _ => Ok(order),
-        }
+        let order = store::find_order(&self.db, id).await?;
+        visible_to(caller, id, order)
+    }
+
+    /// [`Self::visible`] with the order's lines, in the same query.
+    async fn visible_view(&self, caller: &Caller, id: &str) -> ServiceResult<OrderView> {
+        let view = store::find_view(&self.db, id).await?;
+        let order = visible_to(caller, id, view.as_ref().map(|v| v.order.clone()))?;
+        let lines = view.map(|v| v.lines).unwrap_or_default();
+        Ok(OrderView { order, lines })
     }
 
     async fn order_pb(&self, id: &str) -> ServiceResult<pb::Order> {
@@ -584,7 +588,7 @@ impl OrdersService for OrdersApi {
             v.add("payment.amount", "is required");
         }
         v.finish()?;
-        let order = s.visible(&who, &id).await?;
+        let OrderView { order, lines } = s.visible_view(&who, &id).await?;
         if let Some(key) = &key
             && let Some(stored) = key_replay(s, key).await?
         {
@@ -610,7 +614,6 @@ impl OrdersService for OrdersApi {
             .commit(&id)
             .await
             .map_err(|st| from_downstream("catalog", st))?;
-        let lines = store::lines_of(&s.db, &id).await?;
         let event = ev::OrderPaid {
             order_id: id.clone(),
             parties: Some(parties(&order)),
@@ -1131,6 +1134,17 @@ impl OrdersService for OrdersApi {
 }
 
 /// The stored response of an earlier request with this key, if any.
+/// `order` if the caller may see it: a partner sees only its own partner's orders,
+/// any other is NOT_FOUND like a missing one.
+fn visible_to(caller: &Caller, id: &str, order: Option<order::Model>) -> ServiceResult<order::Model> {
+    let not_found = || ServiceError::not_found("order", format!("orders/{id}"));
+    let order = order.ok_or_else(not_found)?;
+    match &caller.partner {
+        Some(partner) if *partner != order.partner_id => Err(not_found()),
+        _ => Ok(order),
+    }
+}
+
 async fn key_replay(s: &State, key: &IdempotencyKey) -> ServiceResult<Option<pb::Order>> {
     key.replay::<pb::Order>(&s.db).await
 }

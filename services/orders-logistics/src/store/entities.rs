@@ -37,7 +37,16 @@ pub mod order {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(has_many = "super::line::Entity")]
+        Lines,
+    }
+
+    impl Related<super::line::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Lines.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -60,7 +69,20 @@ pub mod line {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::order::Entity",
+            from = "Column::OrderId",
+            to = "super::order::Column::Id"
+        )]
+        Order,
+    }
+
+    impl Related<super::order::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Order.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

@@ -133,6 +133,19 @@ pub async fn find_order(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<
     Ok(order::Entity::find_by_id(id.to_owned()).one(conn).await?)
 }
 
+/// An order with its lines in order, in one query.
+pub async fn find_view(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<Option<OrderView>> {
+    let found = order::Entity::find_by_id(id.to_owned())
+        .find_with_related(line::Entity)
+        .order_by_asc(line::Column::Ordinal)
+        .all(conn)
+        .await?;
+    Ok(found
+        .into_iter()
+        .next()
+        .map(|(order, lines)| OrderView { order, lines }))
+}
+
 pub async fn lines_of(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Vec<line::Model>> {
     Ok(line::Entity::find()
         .filter(line::Column::OrderId.eq(order_id))
