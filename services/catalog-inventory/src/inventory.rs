@@ -341,19 +341,20 @@ impl State {
         let view = self.reservation(order).await?;
         let now = now();
         let current = if view.reservation.state == state::ACTIVE {
-            // Stock rows in the order reservations lock them.
-            let mut ordered: Vec<&allocation::Model> = view.allocations.iter().collect();
-            ordered.sort_by(|a, b| (&a.sku_code, &a.warehouse_code).cmp(&(&b.sku_code, &b.warehouse_code)));
-            let mut writes = GuardedWrite::new(
-                db::transition_update(order, state::ACTIVE, state::COMMITTED, Some(now), now).into_query(),
-            );
-            for a in ordered {
-                let out = Delta {
+            let out = view.allocations.iter().map(|a| {
+                let delta = Delta {
                     reserved: -a.quantity,
                     ..Delta::default()
                 };
-                writes = writes.update(db::stock_update(&a.sku_code, &a.warehouse_code, out, now).into_query());
-            }
+                (a.sku_code.as_str(), a.warehouse_code.as_str(), delta)
+            });
+            let writes = with_stock_moves(
+                GuardedWrite::new(
+                    db::transition_update(order, state::ACTIVE, state::COMMITTED, Some(now), now).into_query(),
+                ),
+                out,
+                now,
+            );
             let event = ev::ReservationCommitted {
                 order_id: order.to_owned(),
                 units: units(&view.allocations),
@@ -547,25 +548,25 @@ async fn apply_plan(
         units: units(&rows),
         expire_time: Some(timestamp(model.expires_at)),
     };
-    let mut writes = GuardedWrite::inserting(reservation::ActiveModel::from(model.clone()))?;
-    // In a stable order, so concurrent reservations lock stock rows alike.
-    let mut ordered: Vec<&plan::Allocation> = allocations.iter().collect();
-    ordered.sort_by(|a, b| (&a.sku, &a.warehouse).cmp(&(&b.sku, &b.warehouse)));
-    for a in ordered {
-        let hold = Delta {
+    let holds = allocations.iter().map(|a| {
+        let delta = Delta {
             sellable: -a.quantity,
             reserved: a.quantity,
             unsellable: 0,
         };
-        writes = writes.update(db::stock_update(a.sku.as_str(), a.warehouse.as_str(), hold, now).into_query());
-    }
-    let writes = writes
-        .insert(rows.iter().cloned().map(allocation::ActiveModel::from))?
-        .insert([events::outbox_row(
-            "retail.events.v1.ReservationCreated",
-            &order,
-            event.encode_to_vec(),
-        )])?;
+        (a.sku.as_str(), a.warehouse.as_str(), delta)
+    });
+    let writes = with_stock_moves(
+        GuardedWrite::inserting(reservation::ActiveModel::from(model.clone()))?,
+        holds,
+        now,
+    )
+    .insert(rows.iter().cloned().map(allocation::ActiveModel::from))?
+    .insert([events::outbox_row(
+        "retail.events.v1.ReservationCreated",
+        &order,
+        event.encode_to_vec(),
+    )])?;
     // A twin that inserted the reservation first makes this a unique violation
     // (ALREADY_EXISTS), so stock is never held twice for one order.
     match idempotency::apply(conn, &writes).await {
@@ -585,6 +586,21 @@ async fn apply_plan(
         }
         Err(err) => Err(err),
     }
+}
+
+/// `writes` with stock moves, `(sku, warehouse, delta)`, in one order of stock rows
+/// for every reservation and commit, so that concurrent ones lock rows alike.
+fn with_stock_moves<'a>(
+    mut writes: GuardedWrite,
+    moves: impl IntoIterator<Item = (&'a str, &'a str, Delta)>,
+    now: DateTime<Utc>,
+) -> GuardedWrite {
+    let mut moves: Vec<_> = moves.into_iter().collect();
+    moves.sort_by_key(|(sku, warehouse, _)| (*sku, *warehouse));
+    for (sku, warehouse, delta) in moves {
+        writes = writes.update(db::stock_update(sku, warehouse, delta, now).into_query());
+    }
+    writes
 }
 
 /// Moves an allocation's reserved units; the reservation's state change in the same

@@ -264,16 +264,7 @@ where
 /// (a row that exists already) is ALREADY_EXISTS; contention that outlasts the
 /// retries is ABORTED.
 pub async fn apply(db: &DatabaseConnection, writes: &GuardedWrite) -> ServiceResult<bool> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match writes.run(db).await.map_err(Attempt::from) {
-            Ok(applied) => return Ok(applied),
-            Err(Attempt::Retry(err)) if pause_before_retry(attempt, &err).await => {}
-            Err(Attempt::Retry(_)) => return Err(ServiceError::Aborted("too much contention, retry".into())),
-            Err(Attempt::Failed(err)) => return Err(err),
-        }
-    }
+    with_retries(|| async { writes.run(db).await.map_err(Attempt::from) }).await
 }
 
 /// Applies `writes` once per `key`, storing `response` with them (`stored_form` is
@@ -309,17 +300,30 @@ where
     }
 }
 
-/// Waits before another attempt of work the database asked to retry, if one of the
-/// [`ATTEMPTS`] remains; false when they are used up.
-async fn pause_before_retry(attempt: usize, err: &sea_orm::DbErr) -> bool {
-    if attempt >= ATTEMPTS {
-        // Contention, not a fault: the caller may retry later.
-        tracing::warn!(error = %err, "transaction still contended after retries");
-        return false;
+/// Runs `once` until it succeeds, fails for good, or the database has asked for a
+/// retry [`ATTEMPTS`] times (then ABORTED: contention, not a fault, so the caller
+/// may retry later).
+async fn with_retries<T, F, Fut>(mut once: F) -> ServiceResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match once().await {
+            Ok(done) => return Ok(done),
+            Err(Attempt::Failed(err)) => return Err(err),
+            Err(Attempt::Retry(err)) if attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = %err, "retrying transaction");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+            }
+            Err(Attempt::Retry(err)) => {
+                tracing::warn!(error = %err, "transaction still contended after retries");
+                return Err(ServiceError::Aborted("too much contention, retry".into()));
+            }
+        }
     }
-    tracing::debug!(attempt, error = %err, "retrying transaction");
-    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
-    true
 }
 
 async fn run<R, F>(
@@ -332,16 +336,8 @@ where
     R: Send,
     F: for<'t> Fn(&'t DatabaseTransaction) -> TxnWork<'t, R>,
 {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match attempt_once(db, key, &encode, &work).await {
-            Err(Attempt::Retry(err)) if pause_before_retry(attempt, &err).await => {}
-            Err(Attempt::Retry(_)) => return Err(ServiceError::Aborted("too much contention, retry".into())),
-            Err(Attempt::Failed(err)) => return Err(err),
-            Ok(response) => return Ok(response),
-        }
-    }
+    let (encode, work) = (&encode, &work);
+    with_retries(move || attempt_once(db, key, encode, work)).await
 }
 
 enum Attempt {

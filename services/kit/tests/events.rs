@@ -18,32 +18,13 @@ use retail_proto::events::EventEnvelope;
 use retail_proto::events::event_log_service_client::EventLogServiceClient;
 use retail_proto::events::event_log_service_server::{EventLogServiceServer, SERVICE_NAME};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Statement, TransactionTrait};
-use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(events::migration::CreateOutbox),
-            Box::new(events::migration::CreateConsumerPositions),
-        ]
-    }
-}
+mod common;
 
 async fn database() -> (DatabaseConnection, retail_testkit::TestDatabase) {
-    let test_db = retail_testkit::TestDatabase::new().await.unwrap();
-    let settings = DatabaseSettings {
-        url: test_db.secret_url(),
-        max_connections: 16,
-        ..DatabaseSettings::default()
-    };
-    let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings)
-        .await
-        .unwrap();
+    let (db, test_db) = common::kit_database().await;
     db.execute_unprepared(
         "CREATE TABLE applied_events (event_id VARCHAR(36) PRIMARY KEY, log_position BIGINT NOT NULL, \
          partition_key VARCHAR(16) NOT NULL, applied_seq BIGINT NOT NULL)",

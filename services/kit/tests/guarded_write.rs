@@ -7,52 +7,36 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use retail_kit::config::DatabaseSettings;
 use retail_kit::db::{GuardedWrite, is_unique_violation};
 use retail_kit::events::entity::{consumer_position, outbox};
-use retail_kit::events::{self, outbox_row};
+use retail_kit::events::outbox_row;
 use retail_kit::idempotency;
 use sea_orm::sea_query::{Expr, UpdateStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
     QueryTrait,
 };
-use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
-struct Migrator;
+mod common;
 
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(events::migration::CreateOutbox),
-            Box::new(events::migration::CreateConsumerPositions),
-            Box::new(idempotency::migration::Migration),
-        ]
-    }
+/// A database with one consumer position, `c` of source `s`, at 0.
+async fn database() -> (DatabaseConnection, retail_testkit::TestDatabase) {
+    let (db, test_db) = common::kit_database().await;
+    add_position(&db, "s").await;
+    (db, test_db)
 }
 
-/// A database with one consumer position, `c`, at 0.
-async fn database() -> (DatabaseConnection, retail_testkit::TestDatabase) {
-    let test_db = retail_testkit::TestDatabase::new().await.unwrap();
-    let settings = DatabaseSettings {
-        url: test_db.secret_url(),
-        max_connections: 16,
-        ..DatabaseSettings::default()
-    };
-    let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings)
-        .await
-        .unwrap();
+/// Adds consumer `c`'s position at 0 for `source`.
+async fn add_position(db: &DatabaseConnection, source: &str) {
     consumer_position::ActiveModel {
         consumer: Set("c".into()),
-        source: Set("s".into()),
+        source: Set(source.into()),
         log_position: Set(0),
         updated_at: Set(Utc::now()),
     }
-    .insert(&db)
+    .insert(db)
     .await
     .unwrap();
-    (db, test_db)
 }
 
 /// Moves `c` from `from` to `to`.
@@ -202,15 +186,7 @@ async fn an_inserted_row_as_the_guard_takes_its_updates_and_inserts_with_it_or_n
 #[tokio::test]
 async fn a_guard_matching_several_rows_writes_its_rows_once() {
     let (db, _keep) = database().await;
-    consumer_position::ActiveModel {
-        consumer: Set("c".into()),
-        source: Set("t".into()),
-        log_position: Set(0),
-        updated_at: Set(Utc::now()),
-    }
-    .insert(&db)
-    .await
-    .unwrap();
+    add_position(&db, "t").await;
     let writes = GuardedWrite::new(set_position(3))
         .insert((0..2u8).map(|i| outbox_row("test.Event", "both", vec![i])))
         .unwrap();
@@ -288,15 +264,7 @@ async fn a_deadlock_is_retryable() {
     if keep.backend != "postgres" {
         return;
     }
-    consumer_position::ActiveModel {
-        consumer: Set("c".into()),
-        source: Set("t".into()),
-        log_position: Set(0),
-        updated_at: Set(Utc::now()),
-    }
-    .insert(&db)
-    .await
-    .unwrap();
+    add_position(&db, "t").await;
     let touch = |source: &'static str| {
         consumer_position::Entity::update_many()
             .col_expr(consumer_position::Column::LogPosition, Expr::value(1))

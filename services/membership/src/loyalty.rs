@@ -308,10 +308,7 @@ pub async fn record(
     // Upgrades apply at once; downgrades wait for the re-evaluation.
     let mut tier = member.tier.clone();
     if rules.percentile.is_none() {
-        let as_of = now.max(input.at);
-        let purchases = loyalty::purchases_after(txn, member_id, rules.spend_window.start(as_of)).await?;
-        let records: Vec<_> = purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
-        let spend = rules.spend(&records, as_of);
+        let spend = spend_at(txn, rules, member_id, now.max(input.at)).await?;
         if let Some(level) = rules.ladder.upgrade(rules.level_of(&member.tier), spend) {
             tier = rules.tier_name(level);
             change_tier(txn, member_id, &member.tier, &tier, "purchase", now).await?;
@@ -322,6 +319,18 @@ pub async fn record(
         tier,
         version: standing.version,
     })
+}
+
+/// The member's qualifying spend at `as_of`, from the purchases inside the window.
+async fn spend_at(
+    conn: &impl sea_orm::ConnectionTrait,
+    rules: &LoyaltyRules,
+    member_id: &str,
+    as_of: DateTime<Utc>,
+) -> ServiceResult<i64> {
+    let purchases = loyalty::purchases_after(conn, member_id, rules.spend_window.start(as_of)).await?;
+    let records: Vec<_> = purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
+    Ok(rules.spend(&records, as_of))
 }
 
 async fn change_tier(
@@ -410,9 +419,8 @@ impl State {
             let ids = loyalty::member_ids_after(&self.db, &after, 500).await?;
             let Some(last) = ids.last().cloned() else { break };
             for id in ids {
-                let purchases = loyalty::purchases_after(&self.db, &id, rules.spend_window.start(as_of)).await?;
-                let records: Vec<_> = purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
-                spends.push((id, rules.spend(&records, as_of)));
+                let spend = spend_at(&self.db, rules, &id, as_of).await?;
+                spends.push((id, spend));
             }
             after = last;
         }

@@ -17,7 +17,7 @@ use retail_kit::paging::Page;
 use retail_proto::events as ev;
 use retail_proto::orders as pb;
 use retail_proto::orders::orders_service_server::OrdersService;
-use sea_orm::{DatabaseConnection, QueryTrait};
+use sea_orm::{ActiveModelTrait, DatabaseConnection, QueryTrait};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
@@ -278,10 +278,14 @@ impl State {
 
     /// [`Self::visible`] with the order's lines, in the same query.
     async fn visible_view(&self, caller: &Caller, id: &str) -> ServiceResult<OrderView> {
-        let view = store::find_view(&self.db, id).await?;
-        let order = visible_to(caller, id, view.as_ref().map(|v| v.order.clone()))?;
-        let lines = view.map(|v| v.lines).unwrap_or_default();
-        Ok(OrderView { order, lines })
+        let (order, lines) = match store::find_view(&self.db, id).await? {
+            Some(OrderView { order, lines }) => (Some(order), lines),
+            None => (None, Vec::new()),
+        };
+        Ok(OrderView {
+            order: visible_to(caller, id, order)?,
+            lines,
+        })
     }
 
     async fn order_pb(&self, id: &str) -> ServiceResult<pb::Order> {
@@ -323,7 +327,9 @@ impl State {
                         "the order changed meanwhile; read it again".into(),
                     ));
                 }
-                store::record_event(txn, &id, &kind, &tracking_kind, &detail, to.as_str(), at).await?;
+                store::timeline_row(&id, &kind, &tracking_kind, &detail, to.as_str(), at)
+                    .insert(txn)
+                    .await?;
                 if let Some((ty, payload)) = event {
                     publish_raw(txn, ty, &id, payload).await?;
                 }
@@ -892,7 +898,9 @@ impl OrdersService for OrdersApi {
                     })
                     .collect();
                 store::insert_return(txn, ret.clone(), rows).await?;
-                store::record_event(txn, &order.id, "return_requested", "", &ret.id, to.as_str(), at).await?;
+                store::timeline_row(&order.id, "return_requested", "", &ret.id, to.as_str(), at)
+                    .insert(txn)
+                    .await?;
                 let view = store::find_return(txn, &order.id, &ret.id)
                     .await?
                     .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("return vanished")))?;
@@ -964,7 +972,9 @@ impl OrdersService for OrdersApi {
                 if !store::transition(txn, &id, &[from.as_str()], "return_received", vec![], at).await? {
                     return Err(ServiceError::FailedPrecondition("the order changed meanwhile".into()));
                 }
-                store::record_event(txn, &id, "return_received", "", &return_id, "return_received", at).await?;
+                store::timeline_row(&id, "return_received", "", &return_id, "return_received", at)
+                    .insert(txn)
+                    .await?;
                 Ok(())
             })
         })
@@ -1040,7 +1050,9 @@ impl OrdersService for OrdersApi {
                 if !store::transition(txn, &id, &[from.as_str()], "refunded", vec![], at).await? {
                     return Err(ServiceError::FailedPrecondition("the order changed meanwhile".into()));
                 }
-                store::record_event(txn, &id, "refunded", "", &return_id, "refunded", at).await?;
+                store::timeline_row(&id, "refunded", "", &return_id, "refunded", at)
+                    .insert(txn)
+                    .await?;
                 publish_raw(txn, "retail.events.v1.OrderRefunded", &id, event).await?;
                 Ok(())
             })
@@ -1094,7 +1106,9 @@ impl OrdersService for OrdersApi {
             Box::pin(async move {
                 store::insert_rating(txn, rating.clone()).await?;
                 let detail = format!("satisfaction {}, recommend {}", rating.satisfaction, rating.recommend);
-                store::record_event(txn, &rating.order_id, "rated", "", &detail, &state, rating.created_at).await?;
+                store::timeline_row(&rating.order_id, "rated", "", &detail, &state, rating.created_at)
+                    .insert(txn)
+                    .await?;
                 publish_raw(txn, "retail.events.v1.OrderRated", &rating.order_id, event).await?;
                 Ok(())
             })

@@ -236,23 +236,8 @@ pub async fn add_refund(conn: &impl ConnectionTrait, order_id: &str, amount: i64
     Ok(r.rows_affected == 1)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn record_event(
-    conn: &impl ConnectionTrait,
-    order_id: &str,
-    kind: &str,
-    tracking_kind: &str,
-    detail: &str,
-    state: &str,
-    at: DateTime<Utc>,
-) -> ServiceResult<()> {
-    timeline_row(order_id, kind, tracking_kind, detail, state, at)
-        .insert(conn)
-        .await?;
-    Ok(())
-}
-
-/// The timeline entry of [`record_event`], for a [`retail_kit::db::GuardedWrite`].
+/// A timeline entry of the order (a state change or tracking event), to insert in
+/// the transaction or guarded write that makes the change.
 pub fn timeline_row(
     order_id: &str,
     kind: &str,
