@@ -298,35 +298,47 @@ impl GuardedWrite {
     /// Applies every write if the guard matches a row: true if it did, false if the
     /// guard matched nothing and nothing was written.
     pub async fn run(&self, db: &DatabaseConnection) -> Result<bool, DbErr> {
-        use sea_orm::ConnectionTrait;
-        match db.get_database_backend() {
-            sea_orm::DatabaseBackend::Postgres => {
-                let row = db.query_one_raw(self.postgres_statement()?).await?;
-                let matched: i64 = match row {
-                    Some(row) => row.try_get("", "matched")?,
-                    None => 0,
-                };
-                Ok(matched > 0)
-            }
-            _ => {
-                let txn = begin_write(db).await?;
-                let matched = match &self.guard {
-                    Guard::Update(update) => txn.execute(update.as_ref()).await?.rows_affected(),
-                    Guard::Insert(rows) => txn.execute(&rows.insert_values()?).await?.rows_affected(),
-                };
-                if matched == 0 {
-                    return Ok(false);
-                }
-                for update in &self.updates {
-                    txn.execute(update).await?;
-                }
-                for rows in &self.inserts {
-                    txn.execute(&rows.insert_values()?).await?;
-                }
-                txn.commit().await?;
-                Ok(true)
-            }
+        if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            return self.apply(db).await;
         }
+        let txn = begin_write(db).await?;
+        let matched = self.apply(&txn).await?;
+        if matched {
+            txn.commit().await?;
+        }
+        Ok(matched)
+    }
+
+    /// [`Self::run`] inside the caller's transaction, which commits (or rolls back)
+    /// the writes with its own.
+    pub async fn run_in(&self, txn: &DatabaseTransaction) -> Result<bool, DbErr> {
+        self.apply(txn).await
+    }
+
+    /// The writes on `conn`: one statement on PostgreSQL; on SQLite the guard, then
+    /// (if it matched) every other write, in order.
+    async fn apply(&self, conn: &impl sea_orm::ConnectionTrait) -> Result<bool, DbErr> {
+        if conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            let matched: i64 = match conn.query_one_raw(self.postgres_statement()?).await? {
+                Some(row) => row.try_get("", "matched")?,
+                None => 0,
+            };
+            return Ok(matched > 0);
+        }
+        let matched = match &self.guard {
+            Guard::Update(update) => conn.execute(update.as_ref()).await?.rows_affected(),
+            Guard::Insert(rows) => conn.execute(&rows.insert_values()?).await?.rows_affected(),
+        };
+        if matched == 0 {
+            return Ok(false);
+        }
+        for update in &self.updates {
+            conn.execute(update).await?;
+        }
+        for rows in &self.inserts {
+            conn.execute(&rows.insert_values()?).await?;
+        }
+        Ok(true)
     }
 
     /// `WITH "guard" AS (UPDATE ... RETURNING 1), u0 AS (UPDATE ... AND EXISTS

@@ -703,14 +703,17 @@ impl EventLogService for EventLogApi {
 /// knowing what the handler learned inside the transaction.
 pub type AfterCommit = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// What a consumer does with one event, inside the transaction that also stores its
-/// position. Must be deterministic; may be called again for the same event only if
+/// What a consumer does with its events, inside the transaction that also stores its
+/// position. Must be deterministic; may be called again for the same events only if
 /// the earlier transaction rolled back.
 #[async_trait::async_trait]
 pub trait EventHandler: Send + Sync {
-    /// Applies the event; what it returns runs after the commit, in log order (and
-    /// is dropped if the transaction rolls back).
-    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<Option<AfterCommit>>;
+    /// Applies a partition's events, consecutive in the log but for other
+    /// partitions' events, in log order: a handler may read and write for all of
+    /// them at once, as long as the effect is that of applying them one by one. What
+    /// it returns runs after the commit, in order (and is dropped if the transaction
+    /// rolls back).
+    async fn handle(&self, txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>>;
 
     /// What the order of effects hangs on: events with one key are applied in log
     /// order by one partition. `None` for an event the handler does nothing with:
@@ -871,7 +874,7 @@ impl Consumer {
                 .unwrap_or(0),
         };
         let mut next = current.max(passed) + 1;
-        let mut after_commit = Vec::new();
+        let mut owned = Vec::new();
         let mut gap = None;
         for event in events {
             if event.position < next {
@@ -881,10 +884,8 @@ impl Consumer {
                 gap = Some(next);
                 break;
             }
-            if self.owns(event)
-                && let Some(then) = self.handler.handle(&txn, event).await?
-            {
-                after_commit.push(then);
+            if self.owns(event) {
+                owned.push(event);
             }
             next += 1;
         }
@@ -894,6 +895,11 @@ impl Consumer {
                 None => Applied::Duplicate,
             });
         }
+        let after_commit = if owned.is_empty() {
+            Vec::new()
+        } else {
+            self.handler.handle(&txn, &owned).await?
+        };
         // Conditional on the position read (or known): a concurrent replica of this consumer
         // that applied the same events first makes this one roll back.
         let advanced = consumer_position::Entity::update_many()

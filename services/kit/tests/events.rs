@@ -156,31 +156,33 @@ fn key_of(event: &EventEnvelope) -> String {
 
 #[async_trait::async_trait]
 impl EventHandler for RecordEvents {
-    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<Option<AfterCommit>> {
+    async fn handle(&self, txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>> {
         let backend = txn.get_database_backend();
-        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        txn.execute_raw(Statement::from_sql_and_values(
-            backend,
-            match backend {
-                sea_orm::DatabaseBackend::Postgres => {
-                    "INSERT INTO applied_events (event_id, log_position, partition_key, applied_seq) \
-                     VALUES ($1, $2, $3, $4)"
-                }
-                _ => {
-                    "INSERT INTO applied_events (event_id, log_position, partition_key, applied_seq) \
-                     VALUES (?, ?, ?, ?)"
-                }
-            },
-            [
-                event.id.clone().into(),
-                (event.position as i64).into(),
-                key_of(event).into(),
-                seq.into(),
-            ],
-        ))
-        .await
-        .map_err(ServiceError::from)?;
-        Ok(None)
+        for event in events {
+            let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            txn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                match backend {
+                    sea_orm::DatabaseBackend::Postgres => {
+                        "INSERT INTO applied_events (event_id, log_position, partition_key, applied_seq) \
+                         VALUES ($1, $2, $3, $4)"
+                    }
+                    _ => {
+                        "INSERT INTO applied_events (event_id, log_position, partition_key, applied_seq) \
+                         VALUES (?, ?, ?, ?)"
+                    }
+                },
+                [
+                    event.id.clone().into(),
+                    (event.position as i64).into(),
+                    key_of(event).into(),
+                    seq.into(),
+                ],
+            ))
+            .await
+            .map_err(ServiceError::from)?;
+        }
+        Ok(Vec::new())
     }
 
     fn partition_key(&self, event: &EventEnvelope) -> Option<String> {

@@ -9,16 +9,19 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use prost::Message;
 use retail_kit::auth::Principal;
 use retail_kit::convert::{from_timestamp, timestamp};
+use retail_kit::db::GuardedWrite;
 use retail_kit::error::{ServiceError, ServiceResult, Violations};
 use retail_kit::events;
+use retail_kit::events::entity::outbox;
 use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_kit::paging::Page;
 use retail_proto::events as ev;
 use retail_proto::membership as pb;
 use retail_proto::membership::loyalty_service_server::LoyaltyService;
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction};
 use tonic::{Request, Response, Status};
 
 use crate::api::State;
@@ -112,21 +115,34 @@ async fn publish_points(
     reference: &str,
     standing: &Standing,
 ) -> ServiceResult<()> {
-    events::publish(
-        txn,
-        "retail.events.v1.PointsChanged",
-        id,
-        &ev::PointsChanged {
-            member_id: id.to_owned(),
-            kind: kind.to_owned(),
-            points,
-            balance: standing.points_balance,
-            debt: standing.points_debt,
-            reference: reference.to_owned(),
-        },
-    )
-    .await?;
+    points_changed(id, kind, points, reference, standing)
+        .insert(txn)
+        .await?;
     Ok(())
+}
+
+/// The outbox row of a `PointsChanged` event.
+fn points_changed(id: &str, kind: &str, points: i64, reference: &str, standing: &Standing) -> outbox::ActiveModel {
+    let event = ev::PointsChanged {
+        member_id: id.to_owned(),
+        kind: kind.to_owned(),
+        points,
+        balance: standing.points_balance,
+        debt: standing.points_debt,
+        reference: reference.to_owned(),
+    };
+    events::outbox_row("retail.events.v1.PointsChanged", id, event.encode_to_vec())
+}
+
+/// The outbox row of a `TierChanged` event.
+fn tier_changed(id: &str, from: &str, to: &str, reason: &str) -> outbox::ActiveModel {
+    let event = ev::TierChanged {
+        member_id: id.to_owned(),
+        from_tier: from.to_owned(),
+        to_tier: to.to_owned(),
+        reason: reason.to_owned(),
+    };
+    events::outbox_row("retail.events.v1.TierChanged", id, event.encode_to_vec())
 }
 
 /// Points to credit, and what they come from.
@@ -141,41 +157,49 @@ struct Earning<'a> {
     at: DateTime<Utc>,
 }
 
-/// Credits earned points: debt first, the rest as a new lot.
+/// Earned points as they are credited: the debt is repaid first, the rest makes a
+/// new lot with its ledger entry.
+struct Credit {
+    repaid: i64,
+    credit: i64,
+    /// The lot and its entry, if anything is left after the debt.
+    rows: Option<(store::points_lot::ActiveModel, store::points_entry::ActiveModel)>,
+}
+
+fn credit_of(rules: &LoyaltyRules, member_id: &str, debt: i64, e: &Earning<'_>) -> Credit {
+    let (repaid, credit) = points::settle_debt(debt, e.points);
+    let rows = (credit > 0).then(|| {
+        let lot_id = store::new_id();
+        let entry = loyalty::entry_row(member_id, e.kind, credit, e.reference, &lot_id, e.at);
+        let lot = store::points_lot::Model {
+            id: lot_id,
+            member_id: member_id.to_owned(),
+            order_id: e.order_id.to_owned(),
+            earned_at: e.at,
+            expires_at: points::lot_expiry(e.at, rules.lot_months),
+            points: credit,
+            remaining: credit,
+        };
+        (lot.into(), entry)
+    });
+    Credit { repaid, credit, rows }
+}
+
+/// Credits granted points: debt first, the rest as a new lot.
 async fn earn(
     txn: &DatabaseTransaction,
     rules: &LoyaltyRules,
     member: &store::member::Model,
     e: Earning<'_>,
 ) -> ServiceResult<Standing> {
-    let Earning {
-        points,
-        kind,
-        order_id,
-        reference,
-        at: now,
-    } = e;
-    let (repaid, credit) = points::settle_debt(member.points_debt, points);
-    if credit > 0 {
-        let lot_id = store::new_id();
-        loyalty::insert_lot(
-            txn,
-            store::points_lot::Model {
-                id: lot_id.clone(),
-                member_id: member.id.clone(),
-                order_id: order_id.to_owned(),
-                earned_at: now,
-                expires_at: points::lot_expiry(now, rules.lot_months),
-                points: credit,
-                remaining: credit,
-            },
-        )
-        .await?;
-        loyalty::insert_entry(txn, &member.id, kind, credit, reference, &lot_id, now).await?;
+    let Credit { repaid, credit, rows } = credit_of(rules, &member.id, member.points_debt, &e);
+    if let Some((lot, entry)) = rows {
+        lot.insert(txn).await?;
+        entry.insert(txn).await?;
     }
     // The credit is the member's change: it bumps the version the caller commits.
-    let standing = loyalty::credit(txn, &member.id, credit, repaid, now).await?;
-    publish_points(txn, &member.id, kind, credit, reference, &standing).await?;
+    let standing = loyalty::credit(txn, &member.id, credit, repaid, e.at).await?;
+    publish_points(txn, &member.id, e.kind, credit, e.reference, &standing).await?;
     Ok(standing)
 }
 
@@ -198,82 +222,41 @@ pub async fn record(
     input: &PurchaseInput,
     now: DateTime<Utc>,
 ) -> ServiceResult<Recorded> {
-    let member = live(txn, member_id).await?;
-    if input.refund {
-        let Some(paid) = loyalty::find_purchase(txn, &input.order_id, "paid", "").await? else {
-            return Err(ServiceError::FailedPrecondition(
-                "the order has no recorded payment".into(),
-            ));
+    if !input.refund {
+        return match record_payments(txn, rules, &[(member_id.to_owned(), input.clone())], now)
+            .await?
+            .pop()
+        {
+            Some(Paid::Recorded(recorded)) => Ok(recorded),
+            Some(Paid::AlreadyRecorded) => Err(ServiceError::AlreadyExists("this purchase is already recorded".into())),
+            Some(Paid::NoMember) | None => Err(ServiceError::not_found("member", format!("members/{member_id}"))),
         };
-        if paid.member_id != member_id {
-            return Err(ServiceError::FailedPrecondition(
-                "the order belongs to another member".into(),
-            ));
-        }
-        let refunds = loyalty::refunds_of_order(txn, &input.order_id).await?;
-        let refunded_before: i64 = refunds.iter().map(|r| -r.amount_minor).sum();
-        if refunded_before + input.amount_minor > paid.amount_minor {
-            return Err(ServiceError::invalid(
-                "purchase.amount",
-                "refunds would exceed the paid amount",
-            ));
-        }
-        let reversed_before: i64 = refunds.iter().map(|r| -r.points).sum();
-        let to_reverse = points::points_to_reverse(
-            paid.points,
-            reversed_before,
-            paid.amount_minor,
-            refunded_before + input.amount_minor,
-        );
-        loyalty::insert_purchase(
-            txn,
-            store::purchase::Model {
-                id: store::new_id(),
-                member_id: member_id.to_owned(),
-                order_id: input.order_id.clone(),
-                kind: "refund".into(),
-                reference: input.reference.clone(),
-                amount_minor: -input.amount_minor,
-                currency: rules.currency.clone(),
-                channel: input.channel.clone(),
-                occurred_at: input.at,
-                points: -to_reverse,
-            },
-        )
-        .await?;
-        // Points taken back from the balance, if any were to be reversed.
-        let mut reversed = None;
-        if to_reverse > 0 {
-            let lots = loyalty::open_lots(txn, member_id).await?;
-            let own_lot = lots.iter().find(|l| l.order_id == input.order_id).map(|l| l.id.clone());
-            // Expired lots are gone for good: only usable points are reversed.
-            let plan = points::plan_reversal(&lots_of(&lots), own_lot.as_ref(), to_reverse, now);
-            let taken: i64 = plan.from_lots.iter().map(|(_, n)| n).sum();
-            if taken > 0 && !loyalty::debit(txn, member_id, taken).await? {
-                return Err(ServiceError::Aborted("points changed concurrently, retry".into()));
-            }
-            take(txn, member_id, &plan.from_lots, "reverse", &input.order_id, now).await?;
-            if plan.debt > 0 {
-                loyalty::add_debt(txn, member_id, plan.debt).await?;
-            }
-            reversed = Some(taken);
-        }
-        let standing = store::touch(txn, member_id, now).await?;
-        if let Some(taken) = reversed {
-            publish_points(txn, member_id, "reverse", -taken, &input.order_id, &standing).await?;
-        }
-        return Ok(Recorded {
-            points: -to_reverse,
-            tier: member.tier,
-            version: standing.version,
-        });
     }
-
-    let earned = points::earned_points(
-        input.amount_minor,
-        rules.minor_exponent,
-        rules.base_rate,
-        rules.multiplier(&member.tier),
+    let member = live(txn, member_id).await?;
+    let Some(paid) = loyalty::find_purchase(txn, &input.order_id, "paid", "").await? else {
+        return Err(ServiceError::FailedPrecondition(
+            "the order has no recorded payment".into(),
+        ));
+    };
+    if paid.member_id != member_id {
+        return Err(ServiceError::FailedPrecondition(
+            "the order belongs to another member".into(),
+        ));
+    }
+    let refunds = loyalty::refunds_of_order(txn, &input.order_id).await?;
+    let refunded_before: i64 = refunds.iter().map(|r| -r.amount_minor).sum();
+    if refunded_before + input.amount_minor > paid.amount_minor {
+        return Err(ServiceError::invalid(
+            "purchase.amount",
+            "refunds would exceed the paid amount",
+        ));
+    }
+    let reversed_before: i64 = refunds.iter().map(|r| -r.points).sum();
+    let to_reverse = points::points_to_reverse(
+        paid.points,
+        reversed_before,
+        paid.amount_minor,
+        refunded_before + input.amount_minor,
     );
     loyalty::insert_purchase(
         txn,
@@ -281,44 +264,245 @@ pub async fn record(
             id: store::new_id(),
             member_id: member_id.to_owned(),
             order_id: input.order_id.clone(),
-            kind: "paid".into(),
-            reference: String::new(),
-            amount_minor: input.amount_minor,
+            kind: "refund".into(),
+            reference: input.reference.clone(),
+            amount_minor: -input.amount_minor,
             currency: rules.currency.clone(),
             channel: input.channel.clone(),
             occurred_at: input.at,
-            points: earned,
+            points: -to_reverse,
         },
     )
     .await?;
-    // The lot dates from the payment, so a backfilled order expires when it should.
-    let standing = earn(
-        txn,
-        rules,
-        &member,
-        Earning {
+    // Points taken back from the balance, if any were to be reversed.
+    let mut reversed = None;
+    if to_reverse > 0 {
+        let lots = loyalty::open_lots(txn, member_id).await?;
+        let own_lot = lots.iter().find(|l| l.order_id == input.order_id).map(|l| l.id.clone());
+        // Expired lots are gone for good: only usable points are reversed.
+        let plan = points::plan_reversal(&lots_of(&lots), own_lot.as_ref(), to_reverse, now);
+        let taken: i64 = plan.from_lots.iter().map(|(_, n)| n).sum();
+        if taken > 0 && !loyalty::debit(txn, member_id, taken).await? {
+            return Err(ServiceError::Aborted("points changed concurrently, retry".into()));
+        }
+        take(txn, member_id, &plan.from_lots, "reverse", &input.order_id, now).await?;
+        if plan.debt > 0 {
+            loyalty::add_debt(txn, member_id, plan.debt).await?;
+        }
+        reversed = Some(taken);
+    }
+    let standing = store::touch(txn, member_id, now).await?;
+    if let Some(taken) = reversed {
+        publish_points(txn, member_id, "reverse", -taken, &input.order_id, &standing).await?;
+    }
+    Ok(Recorded {
+        points: -to_reverse,
+        tier: member.tier,
+        version: standing.version,
+    })
+}
+
+/// What recording one payment came to.
+#[derive(Debug, Clone)]
+pub enum Paid {
+    Recorded(Recorded),
+    /// The order's payment is recorded already (through the admin RPC, by an
+    /// earlier pass over the log, or earlier in the same batch): it counts once.
+    AlreadyRecorded,
+    /// No such member, or one erased since.
+    NoMember,
+}
+
+/// A member's payments of one batch, as they will be written.
+struct Account {
+    /// The member as read, with balance, debt and tier as the batch leaves them.
+    member: store::member::Model,
+    read_version: i64,
+    credit: i64,
+    repaid: i64,
+    /// Purchases in the spend window (and possibly older ones, which the window
+    /// leaves out), the batch's included.
+    spend: Vec<(DateTime<Utc>, i64)>,
+    purchases: Vec<store::purchase::ActiveModel>,
+    lots: Vec<store::points_lot::ActiveModel>,
+    entries: Vec<store::points_entry::ActiveModel>,
+    tier_changes: Vec<store::tier_change::ActiveModel>,
+    events: Vec<outbox::ActiveModel>,
+}
+
+/// Records paid orders, each for its member (`(member id, payment)`), with the
+/// effect of recording them one by one in order: the purchase, points with the
+/// tier multiplier of the moment (debt repaid first, the rest as a lot), and an
+/// immediate upgrade when the qualifying spend reaches a higher tier (DOMAIN.md
+/// 2.3). Downgrades wait for the re-evaluation.
+///
+/// All of it takes two reads (the members; their purchases in the spend window
+/// with any earlier payment of the same orders) and one guarded write per member:
+/// the member's credit, conditioned on the version read, with every row it
+/// records. A member changed by anything else meanwhile fails the batch (ABORTED,
+/// nothing written), as does a payment recorded meanwhile by another writer
+/// (ALREADY_EXISTS); applied again, the batch reads what they wrote.
+pub async fn record_payments(
+    txn: &DatabaseTransaction,
+    rules: &LoyaltyRules,
+    payments: &[(String, PurchaseInput)],
+    now: DateTime<Utc>,
+) -> ServiceResult<Vec<Paid>> {
+    if payments.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<String> = payments.iter().map(|(m, _)| m.clone()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let orders: Vec<String> = payments.iter().map(|(_, p)| p.order_id.clone()).collect();
+    // The earliest window start any payment's upgrade check counts from (`None`:
+    // every purchase, for a lifetime window); percentile tiers need no spend here.
+    let spend_after = rules
+        .percentile
+        .is_none()
+        .then(|| {
+            payments
+                .iter()
+                .map(|(_, p)| rules.spend_window.start(now.max(p.at)))
+                .min()
+        })
+        .flatten();
+    let members = loyalty::live_members(txn, &ids).await?;
+    let known = loyalty::purchases_for_payments(txn, &ids, spend_after, &orders).await?;
+    let mut recorded: std::collections::HashSet<String> = known
+        .iter()
+        .filter(|p| p.kind == "paid" && p.reference.is_empty())
+        .map(|p| p.order_id.clone())
+        .collect();
+    let mut accounts: std::collections::HashMap<String, Account> = members
+        .into_iter()
+        .map(|member| {
+            let spend = known
+                .iter()
+                .filter(|p| p.member_id == member.id)
+                .map(|p| (p.occurred_at, p.amount_minor))
+                .collect();
+            let account = Account {
+                read_version: member.version,
+                member,
+                credit: 0,
+                repaid: 0,
+                spend,
+                purchases: Vec::new(),
+                lots: Vec::new(),
+                entries: Vec::new(),
+                tier_changes: Vec::new(),
+                events: Vec::new(),
+            };
+            (account.member.id.clone(), account)
+        })
+        .collect();
+    // Members in the order of their first payment: their writes run in that order.
+    let mut written: Vec<String> = Vec::new();
+    let mut outcomes = Vec::with_capacity(payments.len());
+    for (member_id, input) in payments {
+        if recorded.contains(&input.order_id) {
+            outcomes.push(Paid::AlreadyRecorded);
+            continue;
+        }
+        let Some(account) = accounts.get_mut(member_id) else {
+            outcomes.push(Paid::NoMember);
+            continue;
+        };
+        recorded.insert(input.order_id.clone());
+        if !written.contains(member_id) {
+            written.push(member_id.clone());
+        }
+        let earned = points::earned_points(
+            input.amount_minor,
+            rules.minor_exponent,
+            rules.base_rate,
+            rules.multiplier(&account.member.tier),
+        );
+        account.purchases.push(
+            store::purchase::Model {
+                id: store::new_id(),
+                member_id: member_id.clone(),
+                order_id: input.order_id.clone(),
+                kind: "paid".into(),
+                reference: String::new(),
+                amount_minor: input.amount_minor,
+                currency: rules.currency.clone(),
+                channel: input.channel.clone(),
+                occurred_at: input.at,
+                points: earned,
+            }
+            .into(),
+        );
+        // The lot dates from the payment, so a backfilled order expires when it should.
+        let earning = Earning {
             points: earned,
             kind: "earn",
             order_id: &input.order_id,
             reference: &input.order_id,
             at: input.at,
-        },
-    )
-    .await?;
-    // Upgrades apply at once; downgrades wait for the re-evaluation.
-    let mut tier = member.tier.clone();
-    if rules.percentile.is_none() {
-        let spend = spend_at(txn, rules, member_id, now.max(input.at)).await?;
-        if let Some(level) = rules.ladder.upgrade(rules.level_of(&member.tier), spend) {
-            tier = rules.tier_name(level);
-            change_tier(txn, member_id, &member.tier, &tier, "purchase", now).await?;
+        };
+        let Credit { repaid, credit, rows } = credit_of(rules, member_id, account.member.points_debt, &earning);
+        if let Some((lot, entry)) = rows {
+            account.lots.push(lot);
+            account.entries.push(entry);
+        }
+        account.credit += credit;
+        account.repaid += repaid;
+        account.member.points_balance += credit;
+        account.member.points_debt -= repaid;
+        let standing = Standing {
+            points_balance: account.member.points_balance,
+            points_debt: account.member.points_debt,
+            version: account.read_version + 1,
+        };
+        account
+            .events
+            .push(points_changed(member_id, "earn", credit, &input.order_id, &standing));
+        account.spend.push((input.at, input.amount_minor));
+        // Upgrades apply at once; downgrades wait for the re-evaluation.
+        if rules.percentile.is_none() {
+            let spend = rules.spend(&account.spend, now.max(input.at));
+            if let Some(level) = rules.ladder.upgrade(rules.level_of(&account.member.tier), spend) {
+                let to = rules.tier_name(level);
+                let from = std::mem::replace(&mut account.member.tier, to.clone());
+                account
+                    .tier_changes
+                    .push(loyalty::tier_change_row(member_id, &from, &to, "purchase", now));
+                account.events.push(tier_changed(member_id, &from, &to, "purchase"));
+            }
+        }
+        outcomes.push(Paid::Recorded(Recorded {
+            points: earned,
+            tier: account.member.tier.clone(),
+            version: standing.version,
+        }));
+    }
+    for member_id in written {
+        let Some(a) = accounts.remove(&member_id) else {
+            continue;
+        };
+        let credit = loyalty::credit_at_version(&member_id, a.read_version, a.credit, a.repaid, &a.member.tier, now);
+        let write = GuardedWrite::new(credit)
+            .insert(a.purchases)?
+            .insert(a.lots)?
+            .insert(a.entries)?
+            .insert(a.tier_changes)?
+            .insert(a.events)?;
+        match write.run_in(txn).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ServiceError::Aborted(
+                    "the member changed while its payments were recorded; retry".into(),
+                ));
+            }
+            Err(e) if retail_kit::db::is_unique_violation(&e) => {
+                return Err(ServiceError::AlreadyExists("this purchase is already recorded".into()));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(Recorded {
-        points: earned,
-        tier,
-        version: standing.version,
-    })
+    Ok(outcomes)
 }
 
 /// The member's qualifying spend at `as_of`, from the purchases inside the window.
@@ -342,18 +526,7 @@ async fn change_tier(
     now: DateTime<Utc>,
 ) -> ServiceResult<()> {
     loyalty::set_tier(txn, member_id, from, to, reason, now).await?;
-    events::publish(
-        txn,
-        "retail.events.v1.TierChanged",
-        member_id,
-        &ev::TierChanged {
-            member_id: member_id.to_owned(),
-            from_tier: from.to_owned(),
-            to_tier: to.to_owned(),
-            reason: reason.to_owned(),
-        },
-    )
-    .await?;
+    tier_changed(member_id, from, to, reason).insert(txn).await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use prost::Message;
 use retail_kit::convert::from_timestamp;
 use retail_kit::error::{ServiceError, ServiceResult};
@@ -19,7 +19,7 @@ use retail_proto::events::{self as ev, EventEnvelope};
 use sea_orm::DatabaseTransaction;
 
 use crate::api::State;
-use crate::loyalty::{self, PurchaseInput};
+use crate::loyalty::{self, Paid, PurchaseInput};
 use crate::store::loyalty as db;
 
 /// Consumer name and source, as stored with the position.
@@ -106,56 +106,117 @@ fn purchase_of(event: &EventEnvelope) -> ServiceResult<Option<(String, String, P
     Ok(Some((member, currency, input)))
 }
 
-#[async_trait::async_trait]
-impl EventHandler for OrderEvents {
-    async fn handle(&self, txn: &DatabaseTransaction, event: &EventEnvelope) -> ServiceResult<Option<AfterCommit>> {
-        let Some((member, currency, input)) = purchase_of(event)? else {
-            return Ok(None);
+impl OrderEvents {
+    /// Records a run of payments in one go; the members it changed, at the versions
+    /// the transaction commits, go to `changed`.
+    async fn pay(
+        &self,
+        txn: &DatabaseTransaction,
+        payments: Vec<(String, PurchaseInput)>,
+        now: DateTime<Utc>,
+        changed: &mut Vec<(String, u64)>,
+    ) -> ServiceResult<()> {
+        if payments.is_empty() {
+            return Ok(());
+        }
+        let outcomes = match loyalty::record_payments(txn, &self.state.rules, &payments, now).await {
+            Ok(outcomes) => outcomes,
+            // Recorded meanwhile through the admin RPC: the batch rolls back, and
+            // applied again it finds that payment.
+            Err(ServiceError::AlreadyExists(why)) => return Err(ServiceError::Aborted(why)),
+            Err(other) => return Err(other),
         };
-        let rules = &self.state.rules;
-        if currency != rules.currency {
-            tracing::warn!(order_id = %input.order_id, %currency, "order in another currency than membership's; not recorded");
-            return Ok(None);
-        }
-        let kind = if input.refund { "refund" } else { "paid" };
-        // A refund applied before would fail the refund checks (as exceeding the
-        // payment): it is looked for first. A payment applied before is found by
-        // the purchase insert itself (ALREADY_EXISTS below), without a read.
-        if input.refund
-            && db::find_purchase(txn, &input.order_id, kind, &input.reference)
-                .await?
-                .is_some()
-        {
-            return Ok(None);
-        }
-        // Checks that refuse before anything is written, so the transaction stays usable.
-        match loyalty::record(txn, rules, &member, &input, Utc::now()).await {
-            Ok(recorded) => {
-                // Fence the cache at the version this transaction commits, before
-                // the commit: from then on no older profile can be written back (if
-                // the process dies right after the commit, the fence in Redis still
-                // holds). After the commit it is invalidated again at that version,
-                // in case Redis missed this, and the appender is woken for the
-                // events the change published.
-                let key = crate::api::member_key(&member);
-                let version = recorded.version.max(0) as u64;
-                self.state.cache.invalidate(&key, version).await;
-                let state = self.state.clone();
-                Ok(Some(Box::pin(async move {
-                    state.cache.invalidate(&key, version).await;
-                    state.log.committed();
-                })))
+        for ((member, input), outcome) in payments.into_iter().zip(outcomes) {
+            match outcome {
+                Paid::Recorded(recorded) => changed.push((member, recorded.version.max(0) as u64)),
+                Paid::AlreadyRecorded => {}
+                Paid::NoMember => {
+                    tracing::warn!(order_id = %input.order_id, "order paid for a member that does not exist (or was erased); not recorded");
+                }
             }
-            // Recorded already (through the admin RPC, or by a replay of the log): once.
-            Err(ServiceError::AlreadyExists(_)) => Ok(None),
+        }
+        Ok(())
+    }
+
+    /// Records a refund unless it was recorded before.
+    async fn refund(
+        &self,
+        txn: &DatabaseTransaction,
+        member: String,
+        input: PurchaseInput,
+        now: DateTime<Utc>,
+        changed: &mut Vec<(String, u64)>,
+    ) -> ServiceResult<()> {
+        // A refund applied before would fail the refund checks (as exceeding the
+        // payment): it is looked for first.
+        if db::find_purchase(txn, &input.order_id, "refund", &input.reference)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        // The refund checks refuse before anything is written, so the transaction stays usable.
+        match loyalty::record(txn, &self.state.rules, &member, &input, now).await {
+            Ok(recorded) => changed.push((member, recorded.version.max(0) as u64)),
+            Err(ServiceError::AlreadyExists(_)) => {}
             Err(
                 ServiceError::NotFound { .. } | ServiceError::FailedPrecondition(_) | ServiceError::InvalidArgument(_),
             ) => {
-                tracing::warn!(order_id = %input.order_id, kind, "order event not applicable to the member; skipped");
-                Ok(None)
+                tracing::warn!(order_id = %input.order_id, "refund not applicable to the member; skipped");
             }
-            Err(other) => Err(other),
+            Err(other) => return Err(other),
         }
+        Ok(())
+    }
+}
+
+/// Invalidates each member's cached profile up to its version.
+async fn fence(state: &State, changed: &[(String, u64)]) {
+    futures::future::join_all(changed.iter().map(|(member, version)| async move {
+        state.cache.invalidate(&crate::api::member_key(member), *version).await
+    }))
+    .await;
+}
+
+#[async_trait::async_trait]
+impl EventHandler for OrderEvents {
+    /// Consecutive payments are recorded together ([`loyalty::record_payments`]),
+    /// refunds one by one between them, so each member's events apply in log order.
+    async fn handle(&self, txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>> {
+        let rules = &self.state.rules;
+        let now = Utc::now();
+        let mut changed = Vec::new();
+        let mut payments = Vec::new();
+        for event in events {
+            let Some((member, currency, input)) = purchase_of(event)? else {
+                continue;
+            };
+            if currency != rules.currency {
+                tracing::warn!(order_id = %input.order_id, %currency, "order in another currency than membership's; not recorded");
+                continue;
+            }
+            if input.refund {
+                self.pay(txn, std::mem::take(&mut payments), now, &mut changed).await?;
+                self.refund(txn, member, input, now, &mut changed).await?;
+            } else {
+                payments.push((member, input));
+            }
+        }
+        self.pay(txn, payments, now, &mut changed).await?;
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Fence the cache at the versions this transaction commits, before the
+        // commit: from then on no older profile can be written back (if the process
+        // dies right after the commit, the fences in Redis still hold). After the
+        // commit they are invalidated again, in case Redis missed one, and the
+        // appender is woken for the events the changes published.
+        fence(&self.state, &changed).await;
+        let state = self.state.clone();
+        Ok(vec![Box::pin(async move {
+            fence(&state, &changed).await;
+            state.log.committed();
+        })])
     }
 
     /// A member's purchases and refunds are applied in order, by one partition;

@@ -2,12 +2,13 @@
 //! conditional balance updates that keep the ledger from going negative.
 
 use chrono::{DateTime, Utc};
-use retail_kit::db::is_unique_violation;
+use retail_kit::db::{is_unique_violation, one_of};
 use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::paging::Page;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait,
 };
 
 use super::entities::{member, points_entry, points_lot, purchase, tier_change};
@@ -35,6 +36,37 @@ pub async fn purchases_after(
         query = query.filter(purchase::Column::OccurredAt.gt(after));
     }
     Ok(query
+        .order_by_asc(purchase::Column::OccurredAt)
+        .order_by_asc(purchase::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+/// What recording payments of `order_ids` for `member_ids` needs to know, in one
+/// read: the purchases and refunds of those members after `spend_after` (for their
+/// qualifying spend; none if `None`, all of them for `Some(None)`), and any payment
+/// already recorded for one of the orders, whoever it was for.
+pub async fn purchases_for_payments(
+    conn: &impl ConnectionTrait,
+    member_ids: &[String],
+    spend_after: Option<Option<DateTime<Utc>>>,
+    order_ids: &[String],
+) -> ServiceResult<Vec<purchase::Model>> {
+    let backend = conn.get_database_backend();
+    let recorded = Condition::all()
+        .add(one_of(backend, purchase::Column::OrderId, order_ids))
+        .add(purchase::Column::Kind.eq("paid"))
+        .add(purchase::Column::Reference.eq(""));
+    let mut wanted = Condition::any().add(recorded);
+    if let Some(after) = spend_after {
+        let mut window = Condition::all().add(one_of(backend, purchase::Column::MemberId, member_ids));
+        if let Some(after) = after {
+            window = window.add(purchase::Column::OccurredAt.gt(after));
+        }
+        wanted = wanted.add(window);
+    }
+    Ok(purchase::Entity::find()
+        .filter(wanted)
         .order_by_asc(purchase::Column::OccurredAt)
         .order_by_asc(purchase::Column::Id)
         .all(conn)
@@ -130,6 +162,21 @@ pub async fn insert_entry(
     lot_id: &str,
     now: DateTime<Utc>,
 ) -> ServiceResult<()> {
+    entry_row(member_id, kind, points, reference, lot_id, now)
+        .insert(conn)
+        .await?;
+    Ok(())
+}
+
+/// A ledger entry's row (the reference cut to its column's 128 characters).
+pub fn entry_row(
+    member_id: &str,
+    kind: &str,
+    points: i64,
+    reference: &str,
+    lot_id: &str,
+    now: DateTime<Utc>,
+) -> points_entry::ActiveModel {
     points_entry::ActiveModel {
         id: Set(new_id()),
         member_id: Set(member_id.to_owned()),
@@ -139,9 +186,6 @@ pub async fn insert_entry(
         lot_id: Set(lot_id.to_owned()),
         created_at: Set(now),
     }
-    .insert(conn)
-    .await?;
-    Ok(())
 }
 
 /// Adds `credit` to the balance and removes `repaid` from the debt.
@@ -206,6 +250,17 @@ pub async fn set_tier(
         .filter(member::Column::Id.eq(member_id))
         .exec(conn)
         .await?;
+    tier_change_row(member_id, from, to, reason, now).insert(conn).await?;
+    Ok(())
+}
+
+pub fn tier_change_row(
+    member_id: &str,
+    from: &str,
+    to: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> tier_change::ActiveModel {
     tier_change::ActiveModel {
         id: Set(new_id()),
         member_id: Set(member_id.to_owned()),
@@ -214,9 +269,44 @@ pub async fn set_tier(
         reason: Set(reason.to_owned()),
         created_at: Set(now),
     }
-    .insert(conn)
-    .await?;
-    Ok(())
+}
+
+/// The guard of a member's batch of payments: credits `credit` points after
+/// repaying `repaid` of the debt, sets the tier, and makes the change the member's
+/// next version, if the member is still at `version` (nothing else changed it since
+/// it was read).
+pub fn credit_at_version(
+    member_id: &str,
+    version: i64,
+    credit: i64,
+    repaid: i64,
+    tier: &str,
+    now: DateTime<Utc>,
+) -> sea_orm::sea_query::UpdateStatement {
+    member::Entity::update_many()
+        .col_expr(
+            member::Column::PointsBalance,
+            Expr::col(member::Column::PointsBalance).add(credit),
+        )
+        .col_expr(
+            member::Column::PointsDebt,
+            Expr::col(member::Column::PointsDebt).sub(repaid),
+        )
+        .col_expr(member::Column::Tier, Expr::value(tier))
+        .col_expr(member::Column::Version, Expr::value(version + 1))
+        .col_expr(member::Column::UpdatedAt, Expr::value(now))
+        .filter(member::Column::Id.eq(member_id))
+        .filter(member::Column::Version.eq(version))
+        .into_query()
+}
+
+/// Live (not erased) members among `ids`.
+pub async fn live_members(conn: &impl ConnectionTrait, ids: &[String]) -> ServiceResult<Vec<member::Model>> {
+    Ok(member::Entity::find()
+        .filter(one_of(conn.get_database_backend(), member::Column::Id, ids))
+        .filter(member::Column::ErasedAt.is_null())
+        .all(conn)
+        .await?)
 }
 
 pub async fn entries(

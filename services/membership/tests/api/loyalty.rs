@@ -507,18 +507,11 @@ async fn a_read_mask_returns_only_its_fields_and_a_row_read_follows_every_change
     assert_eq!(masked(&app, &unknown, &row).await.unwrap_err().code(), Code::NotFound);
 }
 
-/// An `OrderPaid` applied from the orders log credits the member once: again from
-/// the log, or after the admin RPC recorded the same order, it changes nothing.
-#[tokio::test]
-async fn an_order_paid_over_the_log_twice_or_after_the_admin_rpc_earns_once() {
+/// An `OrderPaid` event of the orders log for `member`.
+fn order_paid(member: &str, order: &str, minor: i64) -> retail_proto::events::EventEnvelope {
     use prost::Message;
-    use retail_kit::events::EventHandler;
     use retail_proto::events as ev;
-
-    let app = spawn_app().await;
-    let m = member(&app, "+4916000000016").await;
-    let handler = retail_membership::order_events::OrderEvents::new(app.state.clone().unwrap());
-    let paid = |order: &str, minor: i64| ev::EventEnvelope {
+    ev::EventEnvelope {
         r#type: "retail.events.v1.OrderPaid".into(),
         aggregate_id: order.into(),
         payload: Some(prost_types::Any {
@@ -526,7 +519,7 @@ async fn an_order_paid_over_the_log_twice_or_after_the_admin_rpc_earns_once() {
             value: ev::OrderPaid {
                 order_id: order.into(),
                 parties: Some(ev::OrderParties {
-                    member_id: m.trim_start_matches("members/").into(),
+                    member_id: member.trim_start_matches("members/").into(),
                     channel: "online".into(),
                     ..Default::default()
                 }),
@@ -537,23 +530,80 @@ async fn an_order_paid_over_the_log_twice_or_after_the_admin_rpc_earns_once() {
             .encode_to_vec(),
         }),
         ..Default::default()
-    };
-    let apply = |event: ev::EventEnvelope| {
-        let (db, handler) = (app.db.clone(), handler.clone());
-        async move {
-            // As the consumer does: a write transaction from the start (SQLite).
-            let txn = retail_kit::db::begin_write(&db).await.unwrap();
-            let then = handler.handle(&txn, &event).await.unwrap();
-            txn.commit().await.unwrap();
-            then.is_some()
-        }
-    };
-    assert!(apply(paid("log-1", 12_345)).await, "the first application records it");
-    assert!(!apply(paid("log-1", 12_345)).await, "the second changes nothing");
+    }
+}
+
+/// Applies `events` as the consumer does, in one write transaction; true if the
+/// handler changed anything (it returns what runs after the commit).
+async fn apply_order_events(app: &TestApp, events: Vec<retail_proto::events::EventEnvelope>) -> bool {
+    use retail_kit::events::EventHandler;
+    let handler = retail_membership::order_events::OrderEvents::new(app.state.clone().unwrap());
+    let txn = retail_kit::db::begin_write(&app.db).await.unwrap();
+    let events: Vec<_> = events.iter().collect();
+    let then = handler.handle(&txn, &events).await.unwrap();
+    txn.commit().await.unwrap();
+    !then.is_empty()
+}
+
+/// An `OrderPaid` applied from the orders log credits the member once: again from
+/// the log, or after the admin RPC recorded the same order, it changes nothing.
+#[tokio::test]
+async fn an_order_paid_over_the_log_twice_or_after_the_admin_rpc_earns_once() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000016").await;
+    let apply = |order: &str, minor: i64| apply_order_events(&app, vec![order_paid(&m, order, minor)]);
+    assert!(apply("log-1", 12_345).await, "the first application records it");
+    assert!(!apply("log-1", 12_345).await, "the second changes nothing");
     assert_eq!(balance(&app, &m).await.balance, 123);
 
     pay(&app, &m, "admin-1", 10_000, 0).await;
-    assert!(!apply(paid("admin-1", 10_000)).await);
+    assert!(!apply("admin-1", 10_000).await);
     assert_eq!(balance(&app, &m).await.balance, 223);
     assert_eq!(entries_sum(&app, &m).await, 223);
+}
+
+/// Payments applied from the log in one batch (two members, a tier reached
+/// mid-batch, an order twice) come to exactly what applying them one by one does.
+#[tokio::test]
+async fn a_batch_of_payments_comes_to_what_applying_them_one_by_one_does() {
+    let app = spawn_app().await;
+    let phones = ["+4916000000017", "+4916000000018", "+4916000000019", "+4916000000020"];
+    let mut names = Vec::new();
+    for p in phones {
+        names.push(member(&app, p).await);
+    }
+    let events = |x: &str, y: &str, tag: &str| {
+        vec![
+            order_paid(x, &format!("{tag}-1"), 40_000),
+            order_paid(y, &format!("{tag}-2"), 5_000),
+            // Reaches gold after earning at the regular rate ...
+            order_paid(x, &format!("{tag}-3"), 260_000),
+            // ... so this one earns at gold's x1.5.
+            order_paid(x, &format!("{tag}-4"), 10_000),
+            order_paid(x, &format!("{tag}-1"), 40_000),
+            order_paid(y, &format!("{tag}-5"), 7_000),
+        ]
+    };
+    assert!(apply_order_events(&app, events(&names[0], &names[1], "batch")).await);
+    for event in events(&names[2], &names[3], "single") {
+        apply_order_events(&app, vec![event]).await;
+    }
+    let tier = |i: usize| {
+        let app = &app;
+        async move { app.identify(phone(phones[i])).await.unwrap().tier }
+    };
+    for (batched, single) in [(0, 2), (1, 3)] {
+        let (b, s) = (
+            balance(&app, &names[batched]).await,
+            balance(&app, &names[single]).await,
+        );
+        assert_eq!((b.balance, b.debt), (s.balance, s.debt));
+        assert_eq!(b.lots.len(), s.lots.len());
+        assert_eq!(entries_sum(&app, &names[batched]).await, b.balance);
+        assert_eq!(tier(batched).await, tier(single).await);
+    }
+    assert_eq!(balance(&app, &names[0]).await.balance, 400 + 2_600 + 150);
+    assert_eq!(balance(&app, &names[1]).await.balance, 50 + 70);
+    assert_eq!(tier(0).await, "gold");
+    assert_eq!(tier(1).await, "regular");
 }
