@@ -342,7 +342,7 @@ impl Drop for ReleaseOnDrop<'_> {
 /// pass: under load one pass then positions the events of many transactions
 /// instead of one, and subscribers read them in one batch. It is added
 /// to the latency of every event.
-const APPEND_LINGER: Duration = Duration::from_millis(3);
+const APPEND_LINGER: Duration = Duration::from_millis(15);
 
 /// Events the followers of one log share, at most: the newest run appended or read.
 const RECENT_EVENTS: usize = 2048;
@@ -557,9 +557,16 @@ impl EventLog {
     }
 
     /// Positioned events after `after`, in order.
+    ///
+    /// Positions are consecutive, so the read is the range `after + 1 ..= after +
+    /// limit`. The upper bound also ends the index scan at the last positioned row:
+    /// with only `> after`, a scan past the newest event walks every unpositioned
+    /// (NULL) entry of the index, the dead ones each positioned event leaves
+    /// behind included, and an empty poll grows with the table.
     pub async fn read_after(&self, after: u64, limit: u64) -> ServiceResult<Vec<EventEnvelope>> {
         let rows = outbox::Entity::find()
             .filter(outbox::Column::LogPosition.gt(after as i64))
+            .filter(outbox::Column::LogPosition.lte(after.saturating_add(limit).min(i64::MAX as u64) as i64))
             .order_by_asc(outbox::Column::LogPosition)
             .limit(limit)
             .all(&self.db)
