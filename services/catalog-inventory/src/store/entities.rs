@@ -340,7 +340,16 @@ pub mod reservation {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(has_many = "super::allocation::Entity")]
+        Allocations,
+    }
+
+    impl Related<super::allocation::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Allocations.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -364,7 +373,20 @@ pub mod allocation {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::reservation::Entity",
+            from = "Column::OrderId",
+            to = "super::reservation::Column::OrderId"
+        )]
+        Reservation,
+    }
+
+    impl Related<super::reservation::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Reservation.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

@@ -237,24 +237,20 @@ pub struct ReservationView {
 }
 
 /// A reservation and its allocations, if it exists.
+/// A reservation with its allocations, in one query.
 pub async fn find_reservation(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Option<ReservationView>> {
-    let Some(reservation) = reservation::Entity::find_by_id(order_id.to_owned()).one(conn).await? else {
-        return Ok(None);
-    };
-    let allocations = allocations(conn, order_id).await?;
-    Ok(Some(ReservationView {
-        reservation,
-        allocations,
-    }))
-}
-
-/// A reservation's allocations, in order.
-pub async fn allocations(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Vec<allocation::Model>> {
-    Ok(allocation::Entity::find()
-        .filter(allocation::Column::OrderId.eq(order_id))
+    let found = reservation::Entity::find_by_id(order_id.to_owned())
+        .find_with_related(allocation::Entity)
         .order_by_asc(allocation::Column::Ordinal)
         .all(conn)
-        .await?)
+        .await?;
+    Ok(found
+        .into_iter()
+        .next()
+        .map(|(reservation, allocations)| ReservationView {
+            reservation,
+            allocations,
+        }))
 }
 
 /// Moves a reservation from `from` to `to` if it is in `from` (and, with
