@@ -342,7 +342,7 @@ impl Drop for ReleaseOnDrop<'_> {
 /// pass: under load one pass then positions the events of many transactions
 /// instead of one, and subscribers read them in one batch. It is added
 /// to the latency of every event.
-const APPEND_LINGER: Duration = Duration::from_millis(15);
+const APPEND_LINGER: Duration = Duration::from_millis(25);
 
 /// Events the followers of one log share, at most: the newest run appended or read.
 const RECENT_EVENTS: usize = 2048;
