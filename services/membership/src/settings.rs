@@ -39,7 +39,7 @@ impl Default for OrdersFeedSection {
     fn default() -> Self {
         Self {
             events_url: None,
-            partitions: 4,
+            partitions: 2,
         }
     }
 }
