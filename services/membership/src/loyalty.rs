@@ -336,12 +336,14 @@ struct Account {
 /// immediate upgrade when the qualifying spend reaches a higher tier (DOMAIN.md
 /// 2.3). Downgrades wait for the re-evaluation.
 ///
-/// All of it takes two reads (the members; their purchases in the spend window
-/// with any earlier payment of the same orders) and one guarded write per member:
-/// the member's credit, conditioned on the version read, with every row it
-/// records. A member changed by anything else meanwhile fails the batch (ABORTED,
-/// nothing written), as does a payment recorded meanwhile by another writer
-/// (ALREADY_EXISTS); applied again, the batch reads what they wrote.
+/// All of it takes two reads (the members, locked for the transaction; their
+/// purchases in the spend window with any earlier payment of the same orders) and
+/// one guarded write per member: the member's credit, conditioned on the version
+/// read, with every row it records. The lock makes other writers of the members
+/// wait; the version stays the guard (a member changed anyway fails the batch,
+/// ABORTED, nothing written), and a payment of the same order recorded meanwhile
+/// for another member fails it too (ALREADY_EXISTS). Applied again, the batch
+/// reads what they wrote.
 pub async fn record_payments(
     txn: &DatabaseTransaction,
     rules: &LoyaltyRules,

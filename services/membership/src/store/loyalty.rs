@@ -300,11 +300,17 @@ pub fn credit_at_version(
         .into_query()
 }
 
-/// Live (not erased) members among `ids`.
+/// Live (not erased) members among `ids`, locked for the caller's transaction
+/// (`FOR UPDATE`, in id order so that two such reads cannot deadlock): other
+/// writers of these members wait for its commit instead of changing them between
+/// this read and its writes. SQLite has no row locks; its write transactions run
+/// one at a time.
 pub async fn live_members(conn: &impl ConnectionTrait, ids: &[String]) -> ServiceResult<Vec<member::Model>> {
     Ok(member::Entity::find()
         .filter(one_of(conn.get_database_backend(), member::Column::Id, ids))
         .filter(member::Column::ErasedAt.is_null())
+        .order_by_asc(member::Column::Id)
+        .lock_exclusive()
         .all(conn)
         .await?)
 }

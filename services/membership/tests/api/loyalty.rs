@@ -170,6 +170,71 @@ async fn of_100_concurrent_redemptions_exactly_those_the_balance_covers_succeed(
     assert_eq!(entries_sum(&app, &m).await, 0, "balance = sum(entries)");
 }
 
+/// Payments recorded while redemptions of the same member race them: every one of
+/// both succeeds (a payment waits for the member instead of failing on a change
+/// made meanwhile), and the balance is what they add up to.
+#[tokio::test]
+async fn payments_racing_redemptions_of_one_member_all_succeed_and_add_up() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000021").await;
+    assert_eq!(pay(&app, &m, "first", 10_000, 0).await.points_change, 100);
+    let payments: Vec<_> = (0..20)
+        .map(|i| {
+            let mut client = loyalty(&app);
+            let m = m.clone();
+            tokio::spawn(async move {
+                client
+                    .record_purchase(with_token(
+                        &loyalty_token(),
+                        pb::RecordPurchaseRequest {
+                            name: m,
+                            purchase: Some(pb::Purchase {
+                                order_id: format!("race-{i}"),
+                                amount: eur(1_000),
+                                occur_time: None,
+                                channel: "store".into(),
+                            }),
+                            refund: false,
+                            request_id: String::new(),
+                        },
+                    ))
+                    .await
+                    .map(|r| r.into_inner().points_change)
+            })
+        })
+        .collect();
+    // The first purchase's 100 points cover all 20 redemptions of 5.
+    let redemptions: Vec<_> = (0..20)
+        .map(|_| {
+            let mut client = loyalty(&app);
+            let m = m.clone();
+            tokio::spawn(async move {
+                client
+                    .redeem_points(with_token(
+                        &loyalty_token(),
+                        pb::RedeemPointsRequest {
+                            name: m,
+                            points: 5,
+                            reason: "coffee".into(),
+                            request_id: String::new(),
+                        },
+                    ))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    for t in payments {
+        assert_eq!(t.await.unwrap().unwrap(), 10);
+    }
+    for t in redemptions {
+        t.await.unwrap().unwrap();
+    }
+    let b = balance(&app, &m).await;
+    assert_eq!(b.balance, 100 + 20 * 10 - 20 * 5);
+    assert_eq!(entries_sum(&app, &m).await, b.balance, "balance = sum(entries)");
+}
+
 #[tokio::test]
 async fn the_same_order_earns_once() {
     let app = spawn_app().await;
