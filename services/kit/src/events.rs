@@ -653,10 +653,22 @@ impl EventLog {
     /// newest so positions continue after it.
     pub async fn purge(&self, cutoff: DateTime<Utc>) -> ServiceResult<u64> {
         let max = self.max_position().await? as i64;
+        // Only ever a prefix of the log: times do not always rise with positions
+        // (a transaction commits after a later one, replicas' clocks differ), and a
+        // hole inside the kept log would stop every follower there.
+        let first_kept = outbox::Entity::find()
+            .select_only()
+            .column_as(outbox::Column::LogPosition.min(), "min")
+            .filter(outbox::Column::LogPosition.is_not_null())
+            .filter(outbox::Column::OccurredAt.gte(cutoff))
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten()
+            .map_or(max, |first| first.min(max));
         let result = outbox::Entity::delete_many()
             .filter(outbox::Column::LogPosition.is_not_null())
-            .filter(outbox::Column::LogPosition.lt(max))
-            .filter(outbox::Column::OccurredAt.lt(cutoff))
+            .filter(outbox::Column::LogPosition.lt(first_kept))
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected)

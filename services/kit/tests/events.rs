@@ -415,6 +415,41 @@ async fn a_rolled_back_transaction_publishes_nothing() {
     assert_eq!(events[0].r#type, "retail.common.v1.Money");
 }
 
+/// Retention removes only a prefix of the log: an event stamped later than the
+/// one after it (committed later, or by a replica whose clock runs ahead) keeps
+/// everything after it, so the kept log has no hole.
+#[tokio::test]
+async fn retention_removes_only_a_prefix_of_the_log() {
+    use retail_kit::events::entity::outbox;
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let (db, _d) = database().await;
+    let log = EventLog::new(db.clone(), "test", Duration::from_millis(50));
+    for i in 0..5 {
+        publish_one(&db, &log, i, true).await;
+    }
+    log.append_pending().await.unwrap();
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
+    outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::OccurredAt,
+            Expr::value(cutoff + chrono::Duration::hours(1)),
+        )
+        .filter(outbox::Column::LogPosition.eq(2))
+        .exec(&db)
+        .await
+        .unwrap();
+    assert_eq!(log.purge(cutoff).await.unwrap(), 1, "only position 1 goes");
+    let kept: Vec<u64> = log
+        .read_after(1, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(kept, [2, 3, 4, 5]);
+}
+
 #[tokio::test]
 async fn subscribing_from_before_the_retained_log_is_out_of_range() {
     let (db, _d) = database().await;
