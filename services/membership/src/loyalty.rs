@@ -519,6 +519,8 @@ async fn spend_at(
     Ok(rules.spend(&records, as_of))
 }
 
+/// Moves the member from `from` to `to` with its tier change and event; false (and
+/// nothing written) if the member is no longer in `from`.
 async fn change_tier(
     txn: &DatabaseTransaction,
     member_id: &str,
@@ -526,10 +528,12 @@ async fn change_tier(
     to: &str,
     reason: &str,
     now: DateTime<Utc>,
-) -> ServiceResult<()> {
-    loyalty::set_tier(txn, member_id, from, to, reason, now).await?;
+) -> ServiceResult<bool> {
+    if !loyalty::set_tier(txn, member_id, from, to, reason, now).await? {
+        return Ok(false);
+    }
     tier_changed(member_id, from, to, reason).insert(txn).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// A purchase or refund as the rules see it.
@@ -621,17 +625,23 @@ impl State {
                 continue;
             }
             let (from, to) = (member.tier.clone(), rules.tier_name(next));
-            idempotency::transaction(&self.db, |txn| {
+            // From the tier read only: a payment that upgraded the member since
+            // keeps its upgrade.
+            let moved = idempotency::transaction(&self.db, |txn| {
                 let (id, from, to) = (id.clone(), from.clone(), to.clone());
                 Box::pin(async move {
-                    change_tier(txn, &id, &from, &to, "reevaluation", as_of).await?;
-                    store::touch(txn, &id, as_of).await?;
-                    Ok(())
+                    let moved = change_tier(txn, &id, &from, &to, "reevaluation", as_of).await?;
+                    if moved {
+                        store::touch(txn, &id, as_of).await?;
+                    }
+                    Ok(moved)
                 })
             })
             .await?;
-            self.finish(&id).await;
-            changed += 1;
+            if moved {
+                self.finish(&id).await;
+                changed += 1;
+            }
         }
         Ok(changed)
     }

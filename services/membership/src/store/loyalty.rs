@@ -237,6 +237,8 @@ pub async fn add_debt(conn: &impl ConnectionTrait, member_id: &str, debt: i64) -
     Ok(())
 }
 
+/// Moves the member from tier `from` to `to`, with its tier change row; false (and
+/// nothing written) if the member is no longer in `from`, e.g. upgraded meanwhile.
 pub async fn set_tier(
     conn: &impl ConnectionTrait,
     member_id: &str,
@@ -244,14 +246,18 @@ pub async fn set_tier(
     to: &str,
     reason: &str,
     now: DateTime<Utc>,
-) -> ServiceResult<()> {
-    member::Entity::update_many()
+) -> ServiceResult<bool> {
+    let moved = member::Entity::update_many()
         .col_expr(member::Column::Tier, Expr::value(to))
         .filter(member::Column::Id.eq(member_id))
+        .filter(member::Column::Tier.eq(from))
         .exec(conn)
         .await?;
+    if moved.rows_affected != 1 {
+        return Ok(false);
+    }
     tier_change_row(member_id, from, to, reason, now).insert(conn).await?;
-    Ok(())
+    Ok(true)
 }
 
 pub fn tier_change_row(

@@ -235,6 +235,29 @@ async fn payments_racing_redemptions_of_one_member_all_succeed_and_add_up() {
     assert_eq!(entries_sum(&app, &m).await, b.balance, "balance = sum(entries)");
 }
 
+/// A tier change moves the member only from the tier it was decided on: a member
+/// upgraded since (by a payment) keeps its tier, and no change is recorded.
+#[tokio::test]
+async fn a_tier_change_from_a_tier_the_member_left_changes_nothing() {
+    use retail_membership::store::loyalty::{set_tier, tier_changes};
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000022").await;
+    let id = m.trim_start_matches("members/");
+    assert!(
+        !set_tier(&app.db, id, "gold", "silver", "reevaluation", Utc::now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(app.identify(phone("+4916000000022")).await.unwrap().tier, "regular");
+    assert!(tier_changes(&app.db, id, None).await.unwrap().is_empty());
+    assert!(
+        set_tier(&app.db, id, "regular", "silver", "reevaluation", Utc::now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(tier_changes(&app.db, id, None).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn the_same_order_earns_once() {
     let app = spawn_app().await;
