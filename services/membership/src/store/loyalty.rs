@@ -14,15 +14,6 @@ use sea_orm::{
 use super::entities::{member, points_entry, points_lot, purchase, tier_change};
 use super::{Standing, new_id};
 
-pub async fn purchases_of(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<purchase::Model>> {
-    Ok(purchase::Entity::find()
-        .filter(purchase::Column::MemberId.eq(member_id))
-        .order_by_asc(purchase::Column::OccurredAt)
-        .order_by_asc(purchase::Column::Id)
-        .all(conn)
-        .await?)
-}
-
 /// A member's purchases and refunds after `after` (all of them for `None`), oldest
 /// first: those a spend window starting there counts, read through the
 /// `(member_id, occurred_at)` index.

@@ -113,7 +113,7 @@ pub async fn view(conn: &impl ConnectionTrait, member: member::Model) -> Service
     for decision in history {
         current.insert(decision.channel.clone(), decision);
     }
-    let purchases = loyalty::purchases_of(conn, &member.id).await?;
+    let purchases = loyalty::purchases_after(conn, &member.id, None).await?;
     Ok(MemberView {
         member,
         identifiers,

@@ -178,61 +178,57 @@ async fn payments_racing_redemptions_of_one_member_all_succeed_and_add_up() {
     let app = spawn_app().await;
     let m = member(&app, "+4916000000021").await;
     assert_eq!(pay(&app, &m, "first", 10_000, 0).await.points_change, 100);
-    let payments: Vec<_> = (0..20)
-        .map(|i| {
-            let mut client = loyalty(&app);
-            let m = m.clone();
-            tokio::spawn(async move {
-                client
-                    .record_purchase(with_token(
-                        &loyalty_token(),
-                        pb::RecordPurchaseRequest {
-                            name: m,
-                            purchase: Some(pb::Purchase {
-                                order_id: format!("race-{i}"),
-                                amount: eur(1_000),
-                                occur_time: None,
-                                channel: "store".into(),
-                            }),
-                            refund: false,
-                            request_id: String::new(),
-                        },
-                    ))
-                    .await
-                    .map(|r| r.into_inner().points_change)
-            })
-        })
-        .collect();
-    // The first purchase's 100 points cover all 20 redemptions of 5.
-    let redemptions: Vec<_> = (0..20)
-        .map(|_| {
-            let mut client = loyalty(&app);
-            let m = m.clone();
-            tokio::spawn(async move {
-                client
-                    .redeem_points(with_token(
-                        &loyalty_token(),
-                        pb::RedeemPointsRequest {
-                            name: m,
-                            points: 5,
-                            reason: "coffee".into(),
-                            request_id: String::new(),
-                        },
-                    ))
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .collect();
-    for t in payments {
-        assert_eq!(t.await.unwrap().unwrap(), 10);
+    let orders: Vec<String> = (0..20).map(|i| format!("race-{i}")).collect();
+    // All in flight at once; the first purchase's 100 points cover all 20
+    // redemptions of 5.
+    let payments = futures::future::join_all(orders.iter().map(|order| pay(&app, &m, order, 1_000, 0)));
+    let redemptions = futures::future::join_all((0..20).map(|_| redeem(&app, &m, 5)));
+    let (paid, redeemed) = tokio::join!(payments, redemptions);
+    for p in paid {
+        assert_eq!(p.points_change, 10);
     }
-    for t in redemptions {
-        t.await.unwrap().unwrap();
+    for r in redeemed {
+        r.unwrap();
     }
     let b = balance(&app, &m).await;
     assert_eq!(b.balance, 100 + 20 * 10 - 20 * 5);
     assert_eq!(entries_sum(&app, &m).await, b.balance, "balance = sum(entries)");
+}
+
+/// A debt is repaid once across a batch: the first payment repays what it can,
+/// the next repays the rest and credits the remainder, as one by one.
+#[tokio::test]
+async fn a_debt_is_repaid_once_across_a_batch_of_payments() {
+    let app = spawn_app().await;
+    let (batched, single) = (
+        member(&app, "+4916000000023").await,
+        member(&app, "+4916000000024").await,
+    );
+    let order = |m: &str, n: &str| format!("{}-{n}", m.trim_start_matches("members/"));
+    for m in [&batched, &single] {
+        pay(&app, m, &order(m, "pre"), 10_000, 0).await; // 100 points
+        redeem(&app, m, 100).await.unwrap();
+        refund(&app, m, &order(m, "pre"), 10_000, &order(m, "refund"))
+            .await
+            .unwrap(); // 100 debt
+        assert_eq!(balance(&app, m).await.debt, 100);
+    }
+    let events = |m: &str| {
+        vec![
+            order_paid(m, &order(m, "1"), 5_000),
+            order_paid(m, &order(m, "2"), 8_000),
+        ]
+    };
+    assert!(apply_order_events(&app, events(&batched)).await);
+    for event in events(&single) {
+        apply_order_events(&app, vec![event]).await;
+    }
+    for m in [&batched, &single] {
+        let b = balance(&app, m).await;
+        // 50 + 80 earned: 100 repay the debt, 30 are credited.
+        assert_eq!((b.balance, b.debt), (30, 0));
+        assert_eq!(entries_sum(&app, m).await, 30);
+    }
 }
 
 /// A tier change moves the member only from the tier it was decided on: a member
