@@ -47,6 +47,8 @@ pub struct State {
     pub skus: Arc<crate::sku_cache::SkuCache>,
     /// List prices and price rules for quotes, dropped on every price change.
     pub prices: Arc<crate::price_cache::PriceCache>,
+    /// Reservations this process made and that may still be active, by order id.
+    pub held: crate::inventory::HeldReservations,
     pub settings: Settings,
 }
 

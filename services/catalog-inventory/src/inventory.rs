@@ -46,6 +46,37 @@ const PLAN_ATTEMPTS: usize = 20;
 /// Reservations the sweeper releases per pass, at most.
 const SWEEP_BATCH: u64 = 500;
 
+/// Reservations remembered for their commit, at most.
+const HELD_CAPACITY: u64 = 20_000;
+/// How long a reservation is remembered for its commit.
+const HELD_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// The reservations this process made, by order id, so that committing one (most
+/// often moments after) needs no read. A reservation's allocations never change and
+/// its order id is never reused, and the commit's guarded write checks that it is
+/// still active and unexpired; so a remembered view is either right or refused, and
+/// a miss (another replica made it, or it was forgotten) reads it.
+#[derive(Debug, Clone)]
+pub struct HeldReservations(moka::sync::Cache<String, Arc<ReservationView>>);
+
+impl HeldReservations {
+    /// Forgets the reservation of `order` (its commit will read it).
+    pub fn forget(&self, order: &str) {
+        self.0.invalidate(order);
+    }
+}
+
+impl Default for HeldReservations {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(HELD_CAPACITY)
+                .time_to_live(HELD_FOR)
+                .build(),
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct InventoryApi {
     state: Arc<State>,
@@ -272,7 +303,9 @@ impl State {
             match apply_plan(&self.db, model, allocations).await {
                 Ok(view) => {
                     self.log.committed();
-                    return Ok(reservation_to_pb(&view));
+                    let reservation = reservation_to_pb(&view);
+                    self.held.0.insert(order.to_owned(), Arc::new(view));
+                    return Ok(reservation);
                 }
                 Err(ServiceError::Aborted(msg)) if msg == STALE_PLAN => continue,
                 // A twin claimed the order id first: replay it.
@@ -338,7 +371,10 @@ impl State {
     /// `ReservationCommitted` in one guarded write (allocations never change while a
     /// reservation is active, so they are read before it).
     pub async fn commit(&self, order: &str) -> ServiceResult<pb::Reservation> {
-        let view = self.reservation(order).await?;
+        let view = match self.held.0.remove(order) {
+            Some(held) => Arc::unwrap_or_clone(held),
+            None => self.reservation(order).await?,
+        };
         let now = now();
         let current = if view.reservation.state == state::ACTIVE {
             let out = view.allocations.iter().map(|a| {
@@ -433,6 +469,7 @@ impl State {
 
     /// Releases a reservation before commit.
     pub async fn release(&self, order: &str) -> ServiceResult<pb::Reservation> {
+        self.held.forget(order);
         let view = idempotency::transaction(&self.db, |txn| {
             let order = order.to_owned();
             Box::pin(async move {

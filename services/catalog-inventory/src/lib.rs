@@ -78,6 +78,7 @@ impl Application {
                     settings.sku_cache.capacity,
                     Duration::from_secs(settings.sku_cache.ttl_secs),
                 ),
+                held: inventory::HeldReservations::default(),
                 settings,
             }),
             verifier,

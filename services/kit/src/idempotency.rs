@@ -153,13 +153,6 @@ impl IdempotencyKey {
         }))
     }
 
-    /// The response stored by an earlier run of this request, if any, so a caller can
-    /// answer a replay before doing work that would refuse it (INVALID_ARGUMENT if
-    /// the id came with another request).
-    pub async fn replay<R: prost::Message + Default>(&self, db: &impl ConnectionTrait) -> ServiceResult<Option<R>> {
-        self.stored(db).await
-    }
-
     /// The row that stores `response` under this key.
     fn row(&self, response: Vec<u8>) -> entity::ActiveModel {
         entity::ActiveModel {
@@ -171,22 +164,60 @@ impl IdempotencyKey {
         }
     }
 
+    /// The stored fingerprint and response as scalar subqueries with their aliases
+    /// (NULL when nothing is stored), so that a read the caller makes anyway fetches
+    /// them in the same statement; [`Self::replay_stored`] turns them into the replay.
+    pub fn stored_columns(&self) -> [(sea_orm::sea_query::Expr, &'static str); 2] {
+        use sea_orm::ColumnTrait;
+        use sea_orm::sea_query::{Expr, Query};
+        let of = |col: entity::Column| {
+            let select = Query::select()
+                .column(col)
+                .from(entity::Entity)
+                .and_where(entity::Column::Scope.eq(self.scope.as_str()))
+                .and_where(entity::Column::RequestId.eq(self.request_id.as_str()))
+                .to_owned();
+            Expr::SubQuery(None, Box::new(select.into()))
+        };
+        [
+            (of(entity::Column::Fingerprint), STORED_FINGERPRINT),
+            (of(entity::Column::Response), STORED_RESPONSE),
+        ]
+    }
+
+    /// The replay from a row read with [`Self::stored_columns`].
+    pub fn replay_stored<R: prost::Message + Default>(&self, row: &sea_orm::QueryResult) -> ServiceResult<Option<R>> {
+        let fingerprint: Option<Vec<u8>> = row.try_get("", STORED_FINGERPRINT)?;
+        let response: Option<Vec<u8>> = row.try_get("", STORED_RESPONSE)?;
+        self.replay_of(fingerprint.zip(response))
+    }
+
     async fn stored<R: prost::Message + Default>(&self, db: &impl ConnectionTrait) -> ServiceResult<Option<R>> {
         let row = entity::Entity::find_by_id((self.scope.clone(), self.request_id.clone()))
             .one(db)
             .await?;
-        match row {
+        self.replay_of(row.map(|row| (row.fingerprint, row.response)))
+    }
+
+    /// The response of a stored (fingerprint, response); INVALID_ARGUMENT if the id
+    /// was stored with another request.
+    fn replay_of<R: prost::Message + Default>(&self, stored: Option<(Vec<u8>, Vec<u8>)>) -> ServiceResult<Option<R>> {
+        match stored {
             None => Ok(None),
-            Some(row) if row.fingerprint != self.fingerprint => Err(ServiceError::invalid(
+            Some((fingerprint, _)) if fingerprint != self.fingerprint => Err(ServiceError::invalid(
                 "request_id",
                 "was already used for a different request",
             )),
-            Some(row) => R::decode(row.response.as_slice())
+            Some((_, response)) => R::decode(response.as_slice())
                 .map(Some)
                 .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("stored response is unreadable"))),
         }
     }
 }
+
+/// Aliases of [`IdempotencyKey::stored_columns`].
+const STORED_FINGERPRINT: &str = "stored_key_fingerprint";
+const STORED_RESPONSE: &str = "stored_key_response";
 
 /// The work of a transaction: borrows the transaction, returns the response.
 pub type TxnWork<'t, R> = Pin<Box<dyn Future<Output = ServiceResult<R>> + Send + 't>>;

@@ -276,16 +276,21 @@ impl State {
         visible_to(caller, id, order)
     }
 
-    /// [`Self::visible`] with the order's lines, in the same query.
-    async fn visible_view(&self, caller: &Caller, id: &str) -> ServiceResult<OrderView> {
-        let (order, lines) = match store::find_view(&self.db, id).await? {
+    /// The order with its lines if `caller` may see it, and the response `key`
+    /// stored if this request ran before, in one read.
+    async fn visible_view(
+        &self,
+        caller: &Caller,
+        id: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> ServiceResult<(OrderView, Option<pb::Order>)> {
+        let (view, replay) = store::find_view_keyed(&self.db, id, key).await?;
+        let (order, lines) = match view {
             Some(OrderView { order, lines }) => (Some(order), lines),
             None => (None, Vec::new()),
         };
-        Ok(OrderView {
-            order: visible_to(caller, id, order)?,
-            lines,
-        })
+        let order = visible_to(caller, id, order)?;
+        Ok((OrderView { order, lines }, replay))
     }
 
     async fn order_pb(&self, id: &str) -> ServiceResult<pb::Order> {
@@ -594,10 +599,8 @@ impl OrdersService for OrdersApi {
             v.add("payment.amount", "is required");
         }
         v.finish()?;
-        let OrderView { order, lines } = s.visible_view(&who, &id).await?;
-        if let Some(key) = &key
-            && let Some(stored) = key_replay(s, key).await?
-        {
+        let (OrderView { order, lines }, replay) = s.visible_view(&who, &id, key.as_ref()).await?;
+        if let Some(stored) = replay {
             return ok(stored);
         }
         if amount.currency_code != order.currency || amount.amount_minor != order.total_minor {
@@ -1157,10 +1160,6 @@ fn visible_to(caller: &Caller, id: &str, order: Option<order::Model>) -> Service
         Some(partner) if *partner != order.partner_id => Err(not_found()),
         _ => Ok(order),
     }
-}
-
-async fn key_replay(s: &State, key: &IdempotencyKey) -> ServiceResult<Option<pb::Order>> {
-    key.replay::<pb::Order>(&s.db).await
 }
 
 /// The `OrderProgressed` event of `order` reaching `state` at `at`, for

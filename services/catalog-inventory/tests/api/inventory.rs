@@ -139,6 +139,39 @@ async fn replays_of_a_reservation_reserve_once_even_when_they_race() {
     assert_eq!(app.events_of_type("retail.events.v1.ReservationCreated").await.len(), 1);
 }
 
+/// A commit moves the stock once whether or not this replica remembers making the
+/// reservation (another replica or an earlier process may have made it); a second
+/// commit is answered from the stored state.
+#[tokio::test]
+async fn a_reservation_commits_once_whether_or_not_this_replica_remembers_it() {
+    let app = spawn_app().await;
+    app.warehouse("W1", 0).await;
+    app.skus(&["T"]).await;
+    app.receive("T", "W1", 10).await;
+    app.reserve("remembered", &[("T", 2)]).await.unwrap();
+    app.reserve("forgotten", &[("T", 3)]).await.unwrap();
+    app.state.held.forget("forgotten");
+    assert_eq!(app.totals("T").await, (10, 5, 5, 0));
+    for order in ["remembered", "forgotten", "remembered", "forgotten"] {
+        let r = app
+            .inventory()
+            .commit_reservation(authed(pb::CommitReservationRequest { name: name(order) }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.state, pb::ReservationState::Committed as i32);
+        assert_eq!(
+            r.allocations.iter().map(|a| a.quantity).sum::<i64>(),
+            if order == "remembered" { 2 } else { 3 }
+        );
+    }
+    assert_eq!(app.totals("T").await, (5, 5, 0, 0));
+    assert_eq!(
+        app.events_of_type("retail.events.v1.ReservationCommitted").await.len(),
+        2
+    );
+}
+
 #[tokio::test]
 async fn an_uncommitted_reservation_expires_after_its_ttl_and_a_late_commit_fails() {
     let app = spawn_app().await;

@@ -10,10 +10,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use retail_kit::error::{ServiceError, ServiceResult};
+use retail_kit::idempotency::IdempotencyKey;
 use retail_kit::paging::Page;
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 
 pub use entities::{line, order, order_event, order_return, rating, return_line, saga};
@@ -144,6 +146,39 @@ pub async fn find_view(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<O
         .into_iter()
         .next()
         .map(|(order, lines)| OrderView { order, lines }))
+}
+
+/// An order with its lines, and what `key` stored for a replay (see
+/// [`IdempotencyKey::stored_columns`]), in one query. No order, no replay: the
+/// caller answers NOT_FOUND first.
+pub async fn find_view_keyed<R: prost::Message + Default>(
+    conn: &impl ConnectionTrait,
+    id: &str,
+    key: Option<&IdempotencyKey>,
+) -> ServiceResult<(Option<OrderView>, Option<R>)> {
+    let Some(key) = key else {
+        return Ok((find_view(conn, id).await?, None));
+    };
+    let mut select = order::Entity::find_by_id(id.to_owned())
+        .find_with_related(line::Entity)
+        .order_by_asc(line::Column::Ordinal);
+    for (expr, alias) in key.stored_columns() {
+        select = select.expr_as(expr, alias);
+    }
+    let rows = conn.query_all(&select.into_query()).await?;
+    let Some(first) = rows.first() else {
+        return Ok((None, None));
+    };
+    // The prefixes `find_with_related` gives the two entities' columns.
+    let order = order::Model::from_query_result(first, "A_")?;
+    let mut lines = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(line) = line::Model::from_query_result_optional(row, "B_")? {
+            lines.push(line);
+        }
+    }
+    let replay = key.replay_stored(first)?;
+    Ok((Some(OrderView { order, lines }), replay))
 }
 
 pub async fn lines_of(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Vec<line::Model>> {
