@@ -60,6 +60,13 @@ pub(crate) fn member_key(id: &str) -> String {
     format!("member:{id}")
 }
 
+/// The cache key of a member's tier alone. It is invalidated when the tier changes
+/// (and on every change of the profile through [`State::after_commit`]), not when
+/// points or spend do, so pricing's tier reads stay hits while the member buys.
+pub(crate) fn tier_key(id: &str) -> String {
+    format!("member-tier:{id}")
+}
+
 fn decode_member(bytes: &[u8]) -> ServiceResult<pb::Member> {
     pb::Member::decode(bytes)
         .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("cached member is unreadable")))
@@ -113,6 +120,13 @@ impl ReadMask {
         self.0
             .as_ref()
             .is_some_and(|paths| paths.iter().all(|p| ROW_FIELDS.contains(&p.as_str())))
+    }
+
+    /// Whether the mask asks for the tier and nothing else of the member's own.
+    fn tier_only(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|paths| paths.iter().all(|p| p == "name" || p == "tier"))
     }
 
     /// The member with every field outside the mask cleared.
@@ -372,9 +386,31 @@ impl State {
         }
     }
 
+    /// The member's name and tier, through the tier's own cache key ([`tier_key`]).
+    async fn member_tier(&self, id: &str) -> ServiceResult<pb::Member> {
+        let tier = self
+            .cache
+            .get_or_load(&tier_key(id), || async {
+                Ok(match store::find_member(&self.db, id).await? {
+                    Some(m) if m.erased_at.is_none() => Some((m.version.max(0) as u64, m.tier.into_bytes())),
+                    _ => None,
+                })
+            })
+            .await?
+            .ok_or_else(|| member_not_found(id))?;
+        let tier = String::from_utf8(tier.to_vec())
+            .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("cached tier is unreadable")))?;
+        Ok(pb::Member {
+            name: format!("members/{id}"),
+            tier,
+            ..pb::Member::default()
+        })
+    }
+
     async fn after_commit(&self, member_id: &str, version: i64, identifiers: &[Identifier]) {
         let version = version.max(0) as u64;
         self.cache.invalidate(&member_key(member_id), version).await;
+        self.cache.invalidate(&tier_key(member_id), version).await;
         for id in identifiers {
             self.cache.invalidate(&id.cache_key(), version).await;
         }
@@ -511,7 +547,9 @@ impl MembershipService for MembershipApi {
         let req = request.get_ref();
         let id = resource_id("name", &req.name)?;
         let mask = ReadMask::parse("read_mask", req.read_mask.as_ref())?;
-        let member = if mask.row_only() {
+        let member = if mask.tier_only() {
+            self.state.member_tier(&id).await?
+        } else if mask.row_only() {
             self.state.member_row(&id).await?
         } else {
             self.state.cached_member(&id).await?

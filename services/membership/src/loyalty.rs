@@ -135,7 +135,7 @@ fn points_changed(id: &str, kind: &str, points: i64, reference: &str, standing: 
 }
 
 /// The outbox row of a `TierChanged` event.
-fn tier_changed(id: &str, from: &str, to: &str, reason: &str) -> outbox::ActiveModel {
+fn tier_changed_event(id: &str, from: &str, to: &str, reason: &str) -> outbox::ActiveModel {
     let event = ev::TierChanged {
         member_id: id.to_owned(),
         from_tier: from.to_owned(),
@@ -212,6 +212,8 @@ pub struct Recorded {
     pub tier: String,
     /// The member's version the transaction commits.
     pub version: i64,
+    /// Whether this recording moved the member to another tier.
+    pub tier_changed: bool,
 }
 
 /// Applies a paid order or a refund: the one code path for the RPC and order events.
@@ -299,6 +301,7 @@ pub async fn record(
         points: -to_reverse,
         tier: member.tier,
         version: standing.version,
+        tier_changed: false,
     })
 }
 
@@ -463,6 +466,7 @@ pub async fn record_payments(
             .push(points_changed(member_id, "earn", credit, &input.order_id, &standing));
         account.spend.push((input.at, input.amount_minor));
         // Upgrades apply at once; downgrades wait for the re-evaluation.
+        let mut tier_changed = false;
         if rules.percentile.is_none() {
             let spend = rules.spend(&account.spend, now.max(input.at));
             if let Some(level) = rules.ladder.upgrade(rules.level_of(&account.member.tier), spend) {
@@ -471,13 +475,17 @@ pub async fn record_payments(
                 account
                     .tier_changes
                     .push(loyalty::tier_change_row(member_id, &from, &to, "purchase", now));
-                account.events.push(tier_changed(member_id, &from, &to, "purchase"));
+                account
+                    .events
+                    .push(tier_changed_event(member_id, &from, &to, "purchase"));
+                tier_changed = true;
             }
         }
         outcomes.push(Paid::Recorded(Recorded {
             points: earned,
             tier: account.member.tier.clone(),
             version: standing.version,
+            tier_changed,
         }));
     }
     for member_id in written {
@@ -532,7 +540,7 @@ async fn change_tier(
     if !loyalty::set_tier(txn, member_id, from, to, reason, now).await? {
         return Ok(false);
     }
-    tier_changed(member_id, from, to, reason).insert(txn).await?;
+    tier_changed_event(member_id, from, to, reason).insert(txn).await?;
     Ok(true)
 }
 
@@ -549,12 +557,13 @@ pub struct PurchaseInput {
 }
 
 impl State {
-    /// After a committed change: the cache forgets the member, subscribers wake up.
+    /// After a committed change: the cache forgets the member (profile and tier),
+    /// subscribers wake up.
     pub(crate) async fn finish(&self, member_id: &str) {
         if let Ok(Some(m)) = store::find_member(&self.db, member_id).await {
-            self.cache
-                .invalidate(&crate::api::member_key(member_id), m.version.max(0) as u64)
-                .await;
+            let version = m.version.max(0) as u64;
+            self.cache.invalidate(&crate::api::member_key(member_id), version).await;
+            self.cache.invalidate(&crate::api::tier_key(member_id), version).await;
         }
         self.log.committed();
     }

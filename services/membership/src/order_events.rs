@@ -108,13 +108,13 @@ fn purchase_of(event: &EventEnvelope) -> ServiceResult<Option<(String, String, P
 
 impl OrderEvents {
     /// Records a run of payments in one go; the members it changed, at the versions
-    /// the transaction commits, go to `changed`.
+    /// the transaction commits (and whether their tier changed), go to `changed`.
     async fn pay(
         &self,
         txn: &DatabaseTransaction,
         payments: Vec<(String, PurchaseInput)>,
         now: DateTime<Utc>,
-        changed: &mut Vec<(String, u64)>,
+        changed: &mut Vec<Changed>,
     ) -> ServiceResult<()> {
         if payments.is_empty() {
             return Ok(());
@@ -128,7 +128,7 @@ impl OrderEvents {
         };
         for ((member, input), outcome) in payments.into_iter().zip(outcomes) {
             match outcome {
-                Paid::Recorded(recorded) => changed.push((member, recorded.version.max(0) as u64)),
+                Paid::Recorded(recorded) => changed.push(Changed::of(member, &recorded)),
                 Paid::AlreadyRecorded => {}
                 Paid::NoMember => {
                     tracing::warn!(order_id = %input.order_id, "order paid for a member that does not exist (or was erased); not recorded");
@@ -145,7 +145,7 @@ impl OrderEvents {
         member: String,
         input: PurchaseInput,
         now: DateTime<Utc>,
-        changed: &mut Vec<(String, u64)>,
+        changed: &mut Vec<Changed>,
     ) -> ServiceResult<()> {
         // A refund applied before would fail the refund checks (as exceeding the
         // payment): it is looked for first.
@@ -157,7 +157,7 @@ impl OrderEvents {
         }
         // The refund checks refuse before anything is written, so the transaction stays usable.
         match loyalty::record(txn, &self.state.rules, &member, &input, now).await {
-            Ok(recorded) => changed.push((member, recorded.version.max(0) as u64)),
+            Ok(recorded) => changed.push(Changed::of(member, &recorded)),
             Err(ServiceError::AlreadyExists(_)) => {}
             Err(
                 ServiceError::NotFound { .. } | ServiceError::FailedPrecondition(_) | ServiceError::InvalidArgument(_),
@@ -170,10 +170,38 @@ impl OrderEvents {
     }
 }
 
-/// Invalidates each member's cached profile up to its version.
-async fn fence(state: &State, changed: &[(String, u64)]) {
-    futures::future::join_all(changed.iter().map(|(member, version)| async move {
-        state.cache.invalidate(&crate::api::member_key(member), *version).await
+/// A member a batch changed.
+struct Changed {
+    member: String,
+    /// The version the batch's transaction commits.
+    version: u64,
+    tier_changed: bool,
+}
+
+impl Changed {
+    fn of(member: String, recorded: &loyalty::Recorded) -> Self {
+        Self {
+            member,
+            version: recorded.version.max(0) as u64,
+            tier_changed: recorded.tier_changed,
+        }
+    }
+}
+
+/// Invalidates each member's cached profile up to its version, and its cached tier
+/// if that changed.
+async fn fence(state: &State, changed: &[Changed]) {
+    futures::future::join_all(changed.iter().map(|c| async move {
+        state
+            .cache
+            .invalidate(&crate::api::member_key(&c.member), c.version)
+            .await;
+        if c.tier_changed {
+            state
+                .cache
+                .invalidate(&crate::api::tier_key(&c.member), c.version)
+                .await;
+        }
     }))
     .await;
 }

@@ -591,6 +591,48 @@ async fn a_read_mask_returns_only_its_fields_and_a_row_read_follows_every_change
     assert_eq!(masked(&app, &unknown, &row).await.unwrap_err().code(), Code::NotFound);
 }
 
+/// Pricing's tier read (`name`, `tier`) is cached apart from the profile: payments
+/// that leave the tier alone keep it a hit, and every tier change (a payment's
+/// upgrade over the log or through the admin RPC, a re-evaluation) shows at once.
+#[tokio::test]
+async fn a_cached_tier_read_survives_payments_and_follows_every_tier_change() {
+    use std::sync::atomic::Ordering;
+    let app = spawn_app().await;
+    let state = app.state.clone().unwrap();
+    let loads = || state.cache.stats.loads.load(Ordering::Relaxed);
+    let tier = |m: String| {
+        let app = &app;
+        async move { masked(app, &m, &["name", "tier"]).await.unwrap() }
+    };
+    let (a, b) = (
+        member(&app, "+4916000000030").await,
+        member(&app, "+4916000000031").await,
+    );
+
+    let first = tier(a.clone()).await;
+    assert_eq!((first.name.as_str(), first.tier.as_str()), (a.as_str(), "regular"));
+    assert_eq!(first.points_balance, 0, "only the masked fields");
+    // A payment that changes points but not the tier: the tier is read from the cache.
+    assert!(apply_order_events(&app, vec![order_paid(&a, "tier-1", 40_000)]).await);
+    let before = loads();
+    assert_eq!(tier(a.clone()).await.tier, "regular");
+    assert_eq!(loads(), before, "a payment without a tier change keeps the tier cached");
+    // An upgrade over the orders log.
+    assert!(apply_order_events(&app, vec![order_paid(&a, "tier-2", 260_000)]).await);
+    assert_eq!(tier(a.clone()).await.tier, "gold");
+    // A downgrade by re-evaluation, a year and more later.
+    state
+        .reevaluate_tiers(Utc::now() + chrono::Duration::days(400))
+        .await
+        .unwrap();
+    assert_eq!(tier(a.clone()).await.tier, "silver");
+
+    // An upgrade through the admin RPC.
+    assert_eq!(tier(b.clone()).await.tier, "regular");
+    assert_eq!(pay(&app, &b, "tier-3", 300_000, 0).await.tier, "gold");
+    assert_eq!(tier(b.clone()).await.tier, "gold");
+}
+
 /// An `OrderPaid` event of the orders log for `member`.
 fn order_paid(member: &str, order: &str, minor: i64) -> retail_proto::events::EventEnvelope {
     use prost::Message;

@@ -196,8 +196,19 @@ async fn erasure_removes_personal_data_everywhere_and_the_cache_forgets_at_once(
         )
         .await
         .unwrap();
-    // Warm both cache entries first.
+    // Warm the cache entries first: identifier, profile and tier.
     app.identify(phone("+4915133333333")).await.unwrap();
+    let tier_read = app
+        .client()
+        .get_member(authed(pb::GetMemberRequest {
+            name: member.name.clone(),
+            read_mask: Some(FieldMask {
+                paths: vec!["name".into(), "tier".into()],
+            }),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(tier_read.into_inner().tier, "regular");
     app.client()
         .erase_member(authed(pb::EraseMemberRequest {
             name: member.name.clone(),
