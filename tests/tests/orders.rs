@@ -497,6 +497,28 @@ async fn partners_see_and_change_only_their_own_orders() {
         .unwrap()
         .into_inner();
     assert_eq!(placed.partner_id, "alpha", "the principal's own partner");
+    // Beta pays an order of its own with the request id it then tries on alpha's:
+    // the key it stored must not give alpha's order away either.
+    let beta_order = orders
+        .place_order(authed(
+            &beta,
+            opb::PlaceOrderRequest {
+                order: Some(opb::Order {
+                    channel: opb::OrderChannel::Partner as i32,
+                    lines: vec![opb::OrderLine {
+                        sku: "skus/P-1".into(),
+                        quantity: 2,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    suite.pay(&beta, &beta_order, "beta-pay").await.unwrap();
     // Beta cannot see, pay or cancel alpha's order: it does not exist for beta.
     let err = orders
         .get_order(authed(

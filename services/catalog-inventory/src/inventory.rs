@@ -369,7 +369,8 @@ impl State {
 
     /// Ships a reservation's units out: its state change, the stock moves and
     /// `ReservationCommitted` in one guarded write (allocations never change while a
-    /// reservation is active, so they are read before it).
+    /// reservation is active, so they come from before it: remembered from the
+    /// reserve, else read).
     pub async fn commit(&self, order: &str) -> ServiceResult<pb::Reservation> {
         let view = match self.held.0.remove(order) {
             Some(held) => Arc::unwrap_or_clone(held),

@@ -166,7 +166,8 @@ impl IdempotencyKey {
 
     /// The stored fingerprint and response as scalar subqueries with their aliases
     /// (NULL when nothing is stored), so that a read the caller makes anyway fetches
-    /// them in the same statement; [`Self::replay_stored`] turns them into the replay.
+    /// them in the same statement; [`Self::stored_in`] takes them from its row and
+    /// [`Self::replay`] turns them into the replay.
     pub fn stored_columns(&self) -> [(sea_orm::sea_query::Expr, &'static str); 2] {
         use sea_orm::ColumnTrait;
         use sea_orm::sea_query::{Expr, Query};
@@ -185,24 +186,25 @@ impl IdempotencyKey {
         ]
     }
 
-    /// The replay from a row read with [`Self::stored_columns`].
-    pub fn replay_stored<R: prost::Message + Default>(&self, row: &sea_orm::QueryResult) -> ServiceResult<Option<R>> {
+    /// What a row read with [`Self::stored_columns`] holds of this key.
+    pub fn stored_in(&self, row: &sea_orm::QueryResult) -> ServiceResult<Stored> {
         let fingerprint: Option<Vec<u8>> = row.try_get("", STORED_FINGERPRINT)?;
         let response: Option<Vec<u8>> = row.try_get("", STORED_RESPONSE)?;
-        self.replay_of(fingerprint.zip(response))
+        Ok(Stored(fingerprint.zip(response)))
     }
 
     async fn stored<R: prost::Message + Default>(&self, db: &impl ConnectionTrait) -> ServiceResult<Option<R>> {
         let row = entity::Entity::find_by_id((self.scope.clone(), self.request_id.clone()))
             .one(db)
             .await?;
-        self.replay_of(row.map(|row| (row.fingerprint, row.response)))
+        self.replay(Stored(row.map(|row| (row.fingerprint, row.response))))
     }
 
-    /// The response of a stored (fingerprint, response); INVALID_ARGUMENT if the id
-    /// was stored with another request.
-    fn replay_of<R: prost::Message + Default>(&self, stored: Option<(Vec<u8>, Vec<u8>)>) -> ServiceResult<Option<R>> {
-        match stored {
+    /// The response an earlier run of this request stored, if any; INVALID_ARGUMENT
+    /// if the id was stored with another request. A caller that answers NOT_FOUND to
+    /// some callers decides that first, so the answer here reveals nothing to them.
+    pub fn replay<R: prost::Message + Default>(&self, stored: Stored) -> ServiceResult<Option<R>> {
+        match stored.0 {
             None => Ok(None),
             Some((fingerprint, _)) if fingerprint != self.fingerprint => Err(ServiceError::invalid(
                 "request_id",
@@ -214,6 +216,11 @@ impl IdempotencyKey {
         }
     }
 }
+
+/// What an earlier run of a request stored under its key (fingerprint, response),
+/// read with [`IdempotencyKey::stored_columns`].
+#[derive(Debug, Default)]
+pub struct Stored(Option<(Vec<u8>, Vec<u8>)>);
 
 /// Aliases of [`IdempotencyKey::stored_columns`].
 const STORED_FINGERPRINT: &str = "stored_key_fingerprint";

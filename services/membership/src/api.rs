@@ -60,9 +60,10 @@ pub(crate) fn member_key(id: &str) -> String {
     format!("member:{id}")
 }
 
-/// The cache key of a member's tier alone. It is invalidated when the tier changes
-/// (and on every change of the profile through [`State::after_commit`]), not when
-/// points or spend do, so pricing's tier reads stay hits while the member buys.
+/// The cache key of a member's tier alone. Every change through the RPCs and jobs
+/// invalidates it ([`State::after_commit`], `State::finish`), but a payment from the
+/// orders log only when it changed the tier, so pricing's tier reads stay hits
+/// while the member buys.
 pub(crate) fn tier_key(id: &str) -> String {
     format!("member-tier:{id}")
 }

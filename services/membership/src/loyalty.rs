@@ -557,11 +557,23 @@ pub struct PurchaseInput {
 }
 
 impl State {
-    /// After a committed change: the cache forgets the member (profile and tier),
-    /// subscribers wake up.
-    pub(crate) async fn finish(&self, member_id: &str) {
-        if let Ok(Some(m)) = store::find_member(&self.db, member_id).await {
-            let version = m.version.max(0) as u64;
+    /// After a committed change: the cache forgets the member (profile and tier) up
+    /// to `committed`, the version the change committed (read when the caller does
+    /// not know it), and subscribers wake up.
+    pub(crate) async fn finish(&self, member_id: &str, committed: Option<i64>) {
+        let version = match committed {
+            Some(version) => Some(version),
+            None => match store::find_member(&self.db, member_id).await {
+                Ok(member) => member.map(|m| m.version),
+                Err(e) => {
+                    // The cached entries stay until their time to live runs out.
+                    tracing::warn!(member_id, error = %e, "the member's version could not be read to invalidate the cache");
+                    None
+                }
+            },
+        };
+        if let Some(version) = version {
+            let version = version.max(0) as u64;
             self.cache.invalidate(&crate::api::member_key(member_id), version).await;
             self.cache.invalidate(&crate::api::tier_key(member_id), version).await;
         }
@@ -572,14 +584,14 @@ impl State {
     pub async fn expire_points(&self, as_of: DateTime<Utc>) -> ServiceResult<i64> {
         let mut total = 0;
         for member_id in loyalty::members_with_expired_lots(&self.db, as_of).await? {
-            let written_off = idempotency::transaction(&self.db, |txn| {
+            let (written_off, committed) = idempotency::transaction(&self.db, |txn| {
                 let member_id = member_id.clone();
                 Box::pin(async move {
                     let lots = loyalty::open_lots(txn, &member_id).await?;
                     let plan = points::plan_expiry(&lots_of(&lots), as_of);
                     let sum: i64 = plan.iter().map(|(_, n)| n).sum();
                     if sum == 0 {
-                        return Ok(0);
+                        return Ok((0, None));
                     }
                     if !loyalty::debit(txn, &member_id, sum).await? {
                         return Err(ServiceError::Aborted("points changed concurrently, retry".into()));
@@ -587,12 +599,14 @@ impl State {
                     take(txn, &member_id, &plan, "expire", "lot expiry", as_of).await?;
                     let standing = store::touch(txn, &member_id, as_of).await?;
                     publish_points(txn, &member_id, "expire", -sum, "lot expiry", &standing).await?;
-                    Ok(sum)
+                    Ok((sum, Some(standing.version)))
                 })
             })
             .await?;
             total += written_off;
-            self.finish(&member_id).await;
+            if committed.is_some() {
+                self.finish(&member_id, committed).await;
+            }
         }
         Ok(total)
     }
@@ -636,19 +650,18 @@ impl State {
             let (from, to) = (member.tier.clone(), rules.tier_name(next));
             // From the tier read only: a payment that upgraded the member since
             // keeps its upgrade.
-            let moved = idempotency::transaction(&self.db, |txn| {
+            let committed = idempotency::transaction(&self.db, |txn| {
                 let (id, from, to) = (id.clone(), from.clone(), to.clone());
                 Box::pin(async move {
-                    let moved = change_tier(txn, &id, &from, &to, "reevaluation", as_of).await?;
-                    if moved {
-                        store::touch(txn, &id, as_of).await?;
+                    if !change_tier(txn, &id, &from, &to, "reevaluation", as_of).await? {
+                        return Ok(None);
                     }
-                    Ok(moved)
+                    Ok(Some(store::touch(txn, &id, as_of).await?.version))
                 })
             })
             .await?;
-            if moved {
-                self.finish(&id).await;
+            if committed.is_some() {
+                self.finish(&id, committed).await;
                 changed += 1;
             }
         }
@@ -775,8 +788,8 @@ impl LoyaltyService for LoyaltyApi {
             Box::pin(async move { record(txn, &rules, &id, &input, now).await })
         })
         .await;
-        let (points_change, tier) = match outcome {
-            Ok(done) => (done.points, done.tier),
+        let (points_change, tier, committed) = match outcome {
+            Ok(done) => (done.points, done.tier, Some(done.version)),
             // The same order (or refund request) again: report what it did the first time.
             Err(ServiceError::AlreadyExists(_)) => {
                 let kind = if input.refund { "refund" } else { "paid" };
@@ -787,11 +800,11 @@ impl LoyaltyService for LoyaltyApi {
                     return Err(ServiceError::AlreadyExists("the order is recorded for another member".into()).into());
                 }
                 let member = live(&s.db, &id).await?;
-                (existing.points, member.tier)
+                (existing.points, member.tier, Some(member.version))
             }
             Err(err) => return Err(err.into()),
         };
-        s.finish(&id).await;
+        s.finish(&id, committed).await;
         ok(pb::RecordPurchaseResponse {
             points_change,
             tier,
@@ -829,7 +842,7 @@ impl LoyaltyService for LoyaltyApi {
             })
         })
         .await?;
-        s.finish(&id).await;
+        s.finish(&id, None).await;
         ok(balance)
     }
 
@@ -865,7 +878,7 @@ impl LoyaltyService for LoyaltyApi {
             })
         })
         .await?;
-        s.finish(&id).await;
+        s.finish(&id, None).await;
         ok(balance)
     }
 

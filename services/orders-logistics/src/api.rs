@@ -284,12 +284,18 @@ impl State {
         id: &str,
         key: Option<&IdempotencyKey>,
     ) -> ServiceResult<(OrderView, Option<pb::Order>)> {
-        let (view, replay) = store::find_view_keyed(&self.db, id, key).await?;
+        let (view, stored) = store::find_view_keyed(&self.db, id, key).await?;
         let (order, lines) = match view {
             Some(OrderView { order, lines }) => (Some(order), lines),
             None => (None, Vec::new()),
         };
+        // Visibility first: to a caller who may not see the order, a request id it
+        // used elsewhere must not tell that the order exists.
         let order = visible_to(caller, id, order)?;
+        let replay = match key {
+            Some(key) => key.replay(stored)?,
+            None => None,
+        };
         Ok((OrderView { order, lines }, replay))
     }
 

@@ -659,8 +659,8 @@ fn order_paid(member: &str, order: &str, minor: i64) -> retail_proto::events::Ev
     }
 }
 
-/// Applies `events` as the consumer does, in one write transaction; true if the
-/// handler changed anything (it returns what runs after the commit).
+/// Applies `events` as the consumer does, in one write transaction, then what the
+/// handler runs after the commit; true if the handler changed anything.
 async fn apply_order_events(app: &TestApp, events: Vec<retail_proto::events::EventEnvelope>) -> bool {
     use retail_kit::events::EventHandler;
     let handler = retail_membership::order_events::OrderEvents::new(app.state.clone().unwrap());
@@ -668,7 +668,11 @@ async fn apply_order_events(app: &TestApp, events: Vec<retail_proto::events::Eve
     let events: Vec<_> = events.iter().collect();
     let then = handler.handle(&txn, &events).await.unwrap();
     txn.commit().await.unwrap();
-    !then.is_empty()
+    let changed = !then.is_empty();
+    for after in then {
+        after.await;
+    }
+    changed
 }
 
 /// An `OrderPaid` applied from the orders log credits the member once: again from

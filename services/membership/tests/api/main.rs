@@ -234,7 +234,17 @@ async fn erasure_removes_personal_data_everywhere_and_the_cache_forgets_at_once(
             }))
             .await
             .map(|_| ()),
-        // A read of the member row alone refuses the erased member too.
+        // A read of the member row alone refuses the erased member too ...
+        app.client()
+            .get_member(authed(pb::GetMemberRequest {
+                name: member.name.clone(),
+                read_mask: Some(FieldMask {
+                    paths: vec!["name".into(), "points_balance".into()],
+                }),
+            }))
+            .await
+            .map(|_| ()),
+        // ... and so does the (cached) tier read.
         app.client()
             .get_member(authed(pb::GetMemberRequest {
                 name: member.name.clone(),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use retail_kit::error::{ServiceError, ServiceResult};
-use retail_kit::idempotency::IdempotencyKey;
+use retail_kit::idempotency::{IdempotencyKey, Stored};
 use retail_kit::paging::Page;
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{
@@ -148,16 +148,16 @@ pub async fn find_view(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<O
         .map(|(order, lines)| OrderView { order, lines }))
 }
 
-/// An order with its lines, and what `key` stored for a replay (see
-/// [`IdempotencyKey::stored_columns`]), in one query. No order, no replay: the
+/// An order with its lines, and what `key` stored (see
+/// [`IdempotencyKey::stored_columns`]), in one query. No order, nothing stored: the
 /// caller answers NOT_FOUND first.
-pub async fn find_view_keyed<R: prost::Message + Default>(
+pub async fn find_view_keyed(
     conn: &impl ConnectionTrait,
     id: &str,
     key: Option<&IdempotencyKey>,
-) -> ServiceResult<(Option<OrderView>, Option<R>)> {
+) -> ServiceResult<(Option<OrderView>, Stored)> {
     let Some(key) = key else {
-        return Ok((find_view(conn, id).await?, None));
+        return Ok((find_view(conn, id).await?, Stored::default()));
     };
     let mut select = order::Entity::find_by_id(id.to_owned())
         .find_with_related(line::Entity)
@@ -167,7 +167,7 @@ pub async fn find_view_keyed<R: prost::Message + Default>(
     }
     let rows = conn.query_all(&select.into_query()).await?;
     let Some(first) = rows.first() else {
-        return Ok((None, None));
+        return Ok((None, Stored::default()));
     };
     // The prefixes `find_with_related` gives the two entities' columns.
     let order = order::Model::from_query_result(first, "A_")?;
@@ -177,8 +177,8 @@ pub async fn find_view_keyed<R: prost::Message + Default>(
             lines.push(line);
         }
     }
-    let replay = key.replay_stored(first)?;
-    Ok((Some(OrderView { order, lines }), replay))
+    let stored = key.stored_in(first)?;
+    Ok((Some(OrderView { order, lines }), stored))
 }
 
 pub async fn lines_of(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Vec<line::Model>> {
