@@ -469,6 +469,39 @@ async fn illegal_transitions_are_failed_precondition_and_change_nothing() {
     assert_eq!(err.code(), Code::FailedPrecondition);
 }
 
+/// A partner order of `quantity` units of P-1 placed by `bearer`, for `partner_id`
+/// (empty: the principal's own partner).
+async fn place_partner_order(
+    suite: &Suite,
+    bearer: &str,
+    partner_id: &str,
+    sales_rep: &str,
+    quantity: i64,
+) -> Result<opb::Order, tonic::Status> {
+    suite
+        .orders_client()
+        .await
+        .place_order(authed(
+            bearer,
+            opb::PlaceOrderRequest {
+                order: Some(opb::Order {
+                    channel: opb::OrderChannel::Partner as i32,
+                    partner_id: partner_id.into(),
+                    sales_rep: sales_rep.into(),
+                    lines: vec![opb::OrderLine {
+                        sku: "skus/P-1".into(),
+                        quantity,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
 #[tokio::test]
 async fn partners_see_and_change_only_their_own_orders() {
     let suite = Suite::start().await;
@@ -476,48 +509,11 @@ async fn partners_see_and_change_only_their_own_orders() {
     let alpha = suite.partner_token("alpha").await;
     let beta = suite.partner_token("beta").await;
     let mut orders = suite.orders_client().await;
-    let placed = orders
-        .place_order(authed(
-            &alpha,
-            opb::PlaceOrderRequest {
-                order: Some(opb::Order {
-                    channel: opb::OrderChannel::Partner as i32,
-                    sales_rep: "rep-7".into(),
-                    lines: vec![opb::OrderLine {
-                        sku: "skus/P-1".into(),
-                        quantity: 1,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let placed = place_partner_order(&suite, &alpha, "", "rep-7", 1).await.unwrap();
     assert_eq!(placed.partner_id, "alpha", "the principal's own partner");
     // Beta pays an order of its own with the request id it then tries on alpha's:
     // the key it stored must not give alpha's order away either.
-    let beta_order = orders
-        .place_order(authed(
-            &beta,
-            opb::PlaceOrderRequest {
-                order: Some(opb::Order {
-                    channel: opb::OrderChannel::Partner as i32,
-                    lines: vec![opb::OrderLine {
-                        sku: "skus/P-1".into(),
-                        quantity: 2,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let beta_order = place_partner_order(&suite, &beta, "", "", 2).await.unwrap();
     suite.pay(&beta, &beta_order, "beta-pay").await.unwrap();
     // Beta cannot see, pay or cancel alpha's order: it does not exist for beta.
     let err = orders
@@ -555,25 +551,7 @@ async fn partners_see_and_change_only_their_own_orders() {
         .into_inner();
     assert!(listed.orders.is_empty());
     // Nor place orders for alpha.
-    let err = orders
-        .place_order(authed(
-            &beta,
-            opb::PlaceOrderRequest {
-                order: Some(opb::Order {
-                    channel: opb::OrderChannel::Partner as i32,
-                    partner_id: "alpha".into(),
-                    lines: vec![opb::OrderLine {
-                        sku: "skus/P-1".into(),
-                        quantity: 1,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = place_partner_order(&suite, &beta, "alpha", "", 1).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // Alpha sees its own.
     let own = orders
