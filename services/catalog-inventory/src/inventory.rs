@@ -60,6 +60,15 @@ const HELD_FOR: Duration = Duration::from_secs(15 * 60);
 pub struct HeldReservations(moka::sync::Cache<String, Arc<ReservationView>>);
 
 impl HeldReservations {
+    fn remember(&self, view: ReservationView) {
+        self.0.insert(view.reservation.order_id.clone(), Arc::new(view));
+    }
+
+    /// The remembered reservation of `order`, forgotten as it is taken.
+    fn take(&self, order: &str) -> Option<ReservationView> {
+        self.0.remove(order).map(Arc::unwrap_or_clone)
+    }
+
     /// Forgets the reservation of `order` (its commit will read it).
     pub fn forget(&self, order: &str) {
         self.0.invalidate(order);
@@ -304,7 +313,7 @@ impl State {
                 Ok(view) => {
                     self.log.committed();
                     let reservation = reservation_to_pb(&view);
-                    self.held.0.insert(order.to_owned(), Arc::new(view));
+                    self.held.remember(view);
                     return Ok(reservation);
                 }
                 Err(ServiceError::Aborted(msg)) if msg == STALE_PLAN => continue,
@@ -372,8 +381,8 @@ impl State {
     /// reservation is active, so they come from before it: remembered from the
     /// reserve, else read).
     pub async fn commit(&self, order: &str) -> ServiceResult<pb::Reservation> {
-        let view = match self.held.0.remove(order) {
-            Some(held) => Arc::unwrap_or_clone(held),
+        let view = match self.held.take(order) {
+            Some(held) => held,
             None => self.reservation(order).await?,
         };
         let now = now();

@@ -61,9 +61,9 @@ pub(crate) fn member_key(id: &str) -> String {
 }
 
 /// The cache key of a member's tier alone. Every change through the RPCs and jobs
-/// invalidates it ([`State::after_commit`], `State::finish`), but a payment from the
-/// orders log only when it changed the tier, so pricing's tier reads stay hits
-/// while the member buys.
+/// invalidates it, but a payment from the orders log only when it changed the tier
+/// (see [`State::forget_member`]), so pricing's tier reads stay hits while the
+/// member buys.
 pub(crate) fn tier_key(id: &str) -> String {
     format!("member-tier:{id}")
 }
@@ -408,10 +408,19 @@ impl State {
         })
     }
 
-    async fn after_commit(&self, member_id: &str, version: i64, identifiers: &[Identifier]) {
+    /// Invalidates the member's cached profile up to `version`, and its cached tier
+    /// too unless the change left the tier alone (`tier_changed` false).
+    pub(crate) async fn forget_member(&self, member_id: &str, version: i64, tier_changed: bool) {
         let version = version.max(0) as u64;
         self.cache.invalidate(&member_key(member_id), version).await;
-        self.cache.invalidate(&tier_key(member_id), version).await;
+        if tier_changed {
+            self.cache.invalidate(&tier_key(member_id), version).await;
+        }
+    }
+
+    async fn after_commit(&self, member_id: &str, version: i64, identifiers: &[Identifier]) {
+        self.forget_member(member_id, version, true).await;
+        let version = version.max(0) as u64;
         for id in identifiers {
             self.cache.invalidate(&id.cache_key(), version).await;
         }

@@ -573,9 +573,7 @@ impl State {
             },
         };
         if let Some(version) = version {
-            let version = version.max(0) as u64;
-            self.cache.invalidate(&crate::api::member_key(member_id), version).await;
-            self.cache.invalidate(&crate::api::tier_key(member_id), version).await;
+            self.forget_member(member_id, version, true).await;
         }
         self.log.committed();
     }

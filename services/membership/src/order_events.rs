@@ -174,7 +174,7 @@ impl OrderEvents {
 struct Changed {
     member: String,
     /// The version the batch's transaction commits.
-    version: u64,
+    version: i64,
     tier_changed: bool,
 }
 
@@ -182,7 +182,7 @@ impl Changed {
     fn of(member: String, recorded: &loyalty::Recorded) -> Self {
         Self {
             member,
-            version: recorded.version.max(0) as u64,
+            version: recorded.version,
             tier_changed: recorded.tier_changed,
         }
     }
@@ -191,18 +191,11 @@ impl Changed {
 /// Invalidates each member's cached profile up to its version, and its cached tier
 /// if that changed.
 async fn fence(state: &State, changed: &[Changed]) {
-    futures::future::join_all(changed.iter().map(|c| async move {
-        state
-            .cache
-            .invalidate(&crate::api::member_key(&c.member), c.version)
-            .await;
-        if c.tier_changed {
-            state
-                .cache
-                .invalidate(&crate::api::tier_key(&c.member), c.version)
-                .await;
-        }
-    }))
+    futures::future::join_all(
+        changed
+            .iter()
+            .map(|c| state.forget_member(&c.member, c.version, c.tier_changed)),
+    )
     .await;
 }
 

@@ -124,3 +124,16 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 }
+
+/// `GetMember` of `member` (`members/{id}`) with a read mask of `paths`.
+pub async fn masked(app: &TestApp, member: &str, paths: &[&str]) -> Result<pb::Member, tonic::Status> {
+    app.client()
+        .get_member(authed(pb::GetMemberRequest {
+            name: member.into(),
+            read_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+        }))
+        .await
+        .map(|r| r.into_inner())
+}

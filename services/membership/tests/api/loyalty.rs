@@ -529,18 +529,6 @@ async fn bad_loyalty_input_is_refused_precisely() {
     let _ = Duration::ZERO;
 }
 
-async fn masked(app: &TestApp, member: &str, paths: &[&str]) -> Result<pb::Member, tonic::Status> {
-    app.client()
-        .get_member(authed(pb::GetMemberRequest {
-            name: member.into(),
-            read_mask: Some(prost_types::FieldMask {
-                paths: paths.iter().map(|p| p.to_string()).collect(),
-            }),
-        }))
-        .await
-        .map(|r| r.into_inner())
-}
-
 #[tokio::test]
 async fn a_read_mask_returns_only_its_fields_and_a_row_read_follows_every_change() {
     let app = spawn_app().await;

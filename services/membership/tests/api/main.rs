@@ -198,17 +198,8 @@ async fn erasure_removes_personal_data_everywhere_and_the_cache_forgets_at_once(
         .unwrap();
     // Warm the cache entries first: identifier, profile and tier.
     app.identify(phone("+4915133333333")).await.unwrap();
-    let tier_read = app
-        .client()
-        .get_member(authed(pb::GetMemberRequest {
-            name: member.name.clone(),
-            read_mask: Some(FieldMask {
-                paths: vec!["name".into(), "tier".into()],
-            }),
-        }))
-        .await
-        .unwrap();
-    assert_eq!(tier_read.into_inner().tier, "regular");
+    let tier_read = masked(&app, &member.name, &["name", "tier"]).await.unwrap();
+    assert_eq!(tier_read.tier, "regular");
     app.client()
         .erase_member(authed(pb::EraseMemberRequest {
             name: member.name.clone(),
@@ -235,25 +226,11 @@ async fn erasure_removes_personal_data_everywhere_and_the_cache_forgets_at_once(
             .await
             .map(|_| ()),
         // A read of the member row alone refuses the erased member too ...
-        app.client()
-            .get_member(authed(pb::GetMemberRequest {
-                name: member.name.clone(),
-                read_mask: Some(FieldMask {
-                    paths: vec!["name".into(), "points_balance".into()],
-                }),
-            }))
+        masked(&app, &member.name, &["name", "points_balance"])
             .await
             .map(|_| ()),
         // ... and so does the (cached) tier read.
-        app.client()
-            .get_member(authed(pb::GetMemberRequest {
-                name: member.name.clone(),
-                read_mask: Some(FieldMask {
-                    paths: vec!["name".into(), "tier".into()],
-                }),
-            }))
-            .await
-            .map(|_| ()),
+        masked(&app, &member.name, &["name", "tier"]).await.map(|_| ()),
     ] {
         assert_eq!(call.unwrap_err().code(), Code::NotFound);
     }
