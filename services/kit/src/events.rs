@@ -160,6 +160,60 @@ pub mod migration {
         }
     }
 
+    /// Keeps each of the outbox's position indexes to the rows it serves:
+    /// `idx_outbox_unpositioned` to the rows waiting for a position (the appender's
+    /// queue, in its order), the unique position index to positioned rows. A row then
+    /// enters one of them when it is written and the other when it is positioned,
+    /// where before it entered both twice; and a read of the newest positions never
+    /// walks entries of unpositioned rows. (SQLite keeps the table's inline unique
+    /// constraint, which it cannot drop; it ignores NULLs anyway.)
+    #[derive(Debug)]
+    pub struct PartialOutboxIndexes;
+
+    impl MigrationName for PartialOutboxIndexes {
+        fn name(&self) -> &str {
+            "m20261124_000005_partial_outbox_indexes"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for PartialOutboxIndexes {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            let db = m.get_connection();
+            db.execute_unprepared("DROP INDEX IF EXISTS idx_outbox_unpositioned")
+                .await?;
+            db.execute_unprepared(
+                "CREATE INDEX idx_outbox_unpositioned ON outbox (occurred_at, id) WHERE log_position IS NULL",
+            )
+            .await?;
+            if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+                db.execute_unprepared(
+                    "CREATE UNIQUE INDEX uq_outbox_log_position ON outbox (log_position) \
+                     WHERE log_position IS NOT NULL",
+                )
+                .await?;
+                db.execute_unprepared("ALTER TABLE outbox DROP CONSTRAINT outbox_log_position_key")
+                    .await?;
+            }
+            Ok(())
+        }
+
+        async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            let db = m.get_connection();
+            if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+                db.execute_unprepared(
+                    "ALTER TABLE outbox ADD CONSTRAINT outbox_log_position_key UNIQUE (log_position)",
+                )
+                .await?;
+                db.execute_unprepared("DROP INDEX uq_outbox_log_position").await?;
+            }
+            db.execute_unprepared("DROP INDEX idx_outbox_unpositioned").await?;
+            db.execute_unprepared("CREATE INDEX idx_outbox_unpositioned ON outbox (log_position, occurred_at)")
+                .await?;
+            Ok(())
+        }
+    }
+
     #[derive(Debug)]
     pub struct CreateConsumerPositions;
 

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateCatalogTables),
             Box::new(CreatePricingTables),
             Box::new(CreateInventoryTables),
+            Box::new(retail_kit::events::migration::PartialOutboxIndexes),
         ]
     }
 }

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(events::migration::CreateOutbox),
             Box::new(events::migration::CreateConsumerPositions),
             Box::new(idempotency::migration::Migration),
+            Box::new(events::migration::PartialOutboxIndexes),
         ]
     }
 }

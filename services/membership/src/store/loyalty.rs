@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use retail_kit::db::{is_unique_violation, one_of};
 use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::paging::Page;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, UnionType};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait,
 };
 
@@ -36,7 +36,11 @@ pub async fn purchases_after(
 /// What recording payments of `order_ids` for `member_ids` needs to know, in one
 /// read: the purchases and refunds of those members after `spend_after` (for their
 /// qualifying spend; none if `None`, all of them for `Some(None)`), and any payment
-/// already recorded for one of the orders, whoever it was for.
+/// already recorded for one of the orders, whoever it was for. Oldest first.
+///
+/// The two questions are two branches of a `UNION ALL`, each answered by its own
+/// index (`uq_purchases_order_kind_reference`, `idx_purchases_member`): as one `OR`
+/// the planner may scan the whole table, testing every row against both lists.
 pub async fn purchases_for_payments(
     conn: &impl ConnectionTrait,
     member_ids: &[String],
@@ -44,24 +48,26 @@ pub async fn purchases_for_payments(
     order_ids: &[String],
 ) -> ServiceResult<Vec<purchase::Model>> {
     let backend = conn.get_database_backend();
-    let recorded = Condition::all()
-        .add(one_of(backend, purchase::Column::OrderId, order_ids))
-        .add(purchase::Column::Kind.eq("paid"))
-        .add(purchase::Column::Reference.eq(""));
-    let mut wanted = Condition::any().add(recorded);
+    let mut query = purchase::Entity::find()
+        .filter(one_of(backend, purchase::Column::OrderId, order_ids))
+        .filter(purchase::Column::Kind.eq("paid"))
+        .filter(purchase::Column::Reference.eq(""))
+        .into_query();
     if let Some(after) = spend_after {
-        let mut window = Condition::all().add(one_of(backend, purchase::Column::MemberId, member_ids));
+        let mut window = purchase::Entity::find().filter(one_of(backend, purchase::Column::MemberId, member_ids));
         if let Some(after) = after {
-            window = window.add(purchase::Column::OccurredAt.gt(after));
+            window = window.filter(purchase::Column::OccurredAt.gt(after));
         }
-        wanted = wanted.add(window);
+        query.union(UnionType::All, window.into_query());
     }
-    Ok(purchase::Entity::find()
-        .filter(wanted)
-        .order_by_asc(purchase::Column::OccurredAt)
-        .order_by_asc(purchase::Column::Id)
+    let mut rows = purchase::Entity::find()
+        .from_raw_sql(backend.build(&query))
         .all(conn)
-        .await?)
+        .await?;
+    // A payment of one of the members for one of the orders answers both branches.
+    rows.sort_by(|a, b| (a.occurred_at, &a.id).cmp(&(b.occurred_at, &b.id)));
+    rows.dedup_by(|a, b| a.id == b.id);
+    Ok(rows)
 }
 
 pub async fn find_purchase(

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::CreateConsumerPositions),
             Box::new(CreateMemberTables),
             Box::new(CreateLoyaltyTables),
+            Box::new(retail_kit::events::migration::PartialOutboxIndexes),
         ]
     }
 }

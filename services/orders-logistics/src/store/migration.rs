@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::idempotency::migration::Migration),
             Box::new(retail_kit::events::migration::CreateOutbox),
             Box::new(CreateOrderTables),
+            Box::new(retail_kit::events::migration::PartialOutboxIndexes),
         ]
     }
 }
