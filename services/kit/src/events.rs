@@ -161,12 +161,13 @@ pub mod migration {
     }
 
     /// Keeps each of the outbox's position indexes to the rows it serves:
-    /// `idx_outbox_unpositioned` to the rows waiting for a position (the appender's
-    /// queue, in its order), the unique position index to positioned rows. A row then
-    /// enters one of them when it is written and the other when it is positioned,
-    /// where before it entered both twice; and a read of the newest positions never
-    /// walks entries of unpositioned rows. (SQLite keeps the table's inline unique
-    /// constraint, which it cannot drop; it ignores NULLs anyway.)
+    /// `idx_outbox_queue`, replacing `idx_outbox_unpositioned`, to the rows waiting
+    /// for a position (the appender's queue, in its order), and the unique position
+    /// index to positioned rows. A row then enters one of them when it is written
+    /// and the other when it is positioned, where before it entered both each time;
+    /// and a read of the newest positions never walks entries of unpositioned rows.
+    /// (SQLite keeps the table's inline unique constraint, which it cannot drop and
+    /// which holds no NULLs anyway.)
     #[derive(Debug)]
     pub struct PartialOutboxIndexes;
 
@@ -180,12 +181,11 @@ pub mod migration {
     impl MigrationTrait for PartialOutboxIndexes {
         async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
             let db = m.get_connection();
-            db.execute_unprepared("DROP INDEX IF EXISTS idx_outbox_unpositioned")
-                .await?;
             db.execute_unprepared(
-                "CREATE INDEX idx_outbox_unpositioned ON outbox (occurred_at, id) WHERE log_position IS NULL",
+                "CREATE INDEX idx_outbox_queue ON outbox (occurred_at, id) WHERE log_position IS NULL",
             )
             .await?;
+            db.execute_unprepared("DROP INDEX idx_outbox_unpositioned").await?;
             if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
                 db.execute_unprepared(
                     "CREATE UNIQUE INDEX uq_outbox_log_position ON outbox (log_position) \
@@ -207,9 +207,9 @@ pub mod migration {
                 .await?;
                 db.execute_unprepared("DROP INDEX uq_outbox_log_position").await?;
             }
-            db.execute_unprepared("DROP INDEX idx_outbox_unpositioned").await?;
             db.execute_unprepared("CREATE INDEX idx_outbox_unpositioned ON outbox (log_position, occurred_at)")
                 .await?;
+            db.execute_unprepared("DROP INDEX idx_outbox_queue").await?;
             Ok(())
         }
     }
