@@ -7,8 +7,8 @@ use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::paging::Page;
 use sea_orm::sea_query::{Expr, ExprTrait, UnionType};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 
 use super::entities::{member, points_entry, points_lot, purchase, tier_change};
@@ -38,9 +38,13 @@ pub async fn purchases_after(
 /// qualifying spend; none if `None`, all of them for `Some(None)`), and any payment
 /// already recorded for one of the orders, whoever it was for. Oldest first.
 ///
-/// The two questions are two branches of a `UNION ALL`, each answered by its own
-/// index (`uq_purchases_order_kind_reference`, `idx_purchases_member`): as one `OR`
-/// the planner may scan the whole table, testing every row against both lists.
+/// Two questions, each answered by its own index (`uq_purchases_order_kind_reference`,
+/// `idx_purchases_member`), in one `UNION ALL`. On PostgreSQL each branch looks up
+/// its keys one by one (`unnest` and a `LATERAL` subquery that `OFFSET 0` keeps from
+/// being flattened into a join): the prepared statement's cached generic plan,
+/// made while the table was small, would otherwise stay a scan of the whole table
+/// (testing every row against the key lists) as the table grows, until the next
+/// ANALYZE.
 pub async fn purchases_for_payments(
     conn: &impl ConnectionTrait,
     member_ids: &[String],
@@ -48,22 +52,43 @@ pub async fn purchases_for_payments(
     order_ids: &[String],
 ) -> ServiceResult<Vec<purchase::Model>> {
     let backend = conn.get_database_backend();
-    let mut query = purchase::Entity::find()
-        .filter(one_of(backend, purchase::Column::OrderId, order_ids))
-        .filter(purchase::Column::Kind.eq("paid"))
-        .filter(purchase::Column::Reference.eq(""))
-        .into_query();
-    if let Some(after) = spend_after {
-        let mut window = purchase::Entity::find().filter(one_of(backend, purchase::Column::MemberId, member_ids));
-        if let Some(after) = after {
-            window = window.filter(purchase::Column::OccurredAt.gt(after));
+    let statement = if backend == DatabaseBackend::Postgres {
+        let mut sql = String::from(
+            "SELECT p.* FROM unnest($1::varchar[]) AS wanted(order_id) CROSS JOIN LATERAL (\
+             SELECT * FROM purchases WHERE purchases.order_id = wanted.order_id \
+             AND purchases.kind = 'paid' AND purchases.reference = '' OFFSET 0) AS p",
+        );
+        let mut values: Vec<sea_orm::Value> = vec![order_ids.to_vec().into()];
+        if let Some(after) = spend_after {
+            sql.push_str(
+                " UNION ALL SELECT p.* FROM unnest($2::varchar[]) AS wanted(member_id) CROSS JOIN LATERAL (\
+                 SELECT * FROM purchases WHERE purchases.member_id = wanted.member_id",
+            );
+            values.push(member_ids.to_vec().into());
+            if let Some(after) = after {
+                sql.push_str(" AND purchases.occurred_at > $3");
+                values.push(after.into());
+            }
+            sql.push_str(" OFFSET 0) AS p");
         }
-        query.union(UnionType::All, window.into_query());
-    }
-    let mut rows = purchase::Entity::find()
-        .from_raw_sql(backend.build(&query))
-        .all(conn)
-        .await?;
+        Statement::from_sql_and_values(backend, sql, values)
+    } else {
+        let mut query = purchase::Entity::find()
+            .filter(purchase::Column::OrderId.is_in(order_ids.iter().cloned()))
+            .filter(purchase::Column::Kind.eq("paid"))
+            .filter(purchase::Column::Reference.eq(""))
+            .into_query();
+        if let Some(after) = spend_after {
+            let mut window =
+                purchase::Entity::find().filter(purchase::Column::MemberId.is_in(member_ids.iter().cloned()));
+            if let Some(after) = after {
+                window = window.filter(purchase::Column::OccurredAt.gt(after));
+            }
+            query.union(UnionType::All, window.into_query());
+        }
+        backend.build(&query)
+    };
+    let mut rows = purchase::Entity::find().from_raw_sql(statement).all(conn).await?;
     // A payment of one of the members for one of the orders answers both branches.
     rows.sort_by(|a, b| (a.occurred_at, &a.id).cmp(&(b.occurred_at, &b.id)));
     rows.dedup_by(|a, b| a.id == b.id);
