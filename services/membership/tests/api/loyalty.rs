@@ -680,6 +680,26 @@ async fn an_order_paid_over_the_log_twice_or_after_the_admin_rpc_earns_once() {
     assert_eq!(entries_sum(&app, &m).await, 223);
 }
 
+/// An order already recorded that comes again in a batch beside a new payment of the
+/// same member is read twice (as recorded, and in the member's spend window) but
+/// counts once towards the qualifying spend.
+#[tokio::test]
+async fn a_recorded_order_that_comes_again_in_a_batch_counts_once_towards_the_tier() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000032").await;
+    assert!(apply_order_events(&app, vec![order_paid(&m, "again-1", 30_000)]).await);
+    // 300.00 and 150.00 stay below silver's 500.00; 300.00 counted twice would not.
+    assert!(
+        apply_order_events(
+            &app,
+            vec![order_paid(&m, "again-1", 30_000), order_paid(&m, "again-2", 15_000)]
+        )
+        .await
+    );
+    assert_eq!(app.identify(phone("+4916000000032")).await.unwrap().tier, "regular");
+    assert_eq!(balance(&app, &m).await.balance, 450);
+}
+
 /// Payments applied from the log in one batch (two members, a tier reached
 /// mid-batch, an order twice) come to exactly what applying them one by one does.
 #[tokio::test]
