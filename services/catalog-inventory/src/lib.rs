@@ -58,7 +58,12 @@ impl Application {
     /// Builds with a given key source (tests use a static one).
     pub async fn build_with_keys(settings: Settings, keys: Arc<dyn KeySource>) -> anyhow::Result<Self> {
         let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings.database).await?;
-        let log = EventLog::new(db.clone(), "catalog", settings.events.poll());
+        let log = EventLog::new(
+            db.clone(),
+            "catalog",
+            settings.events.poll(),
+            settings.events.append_linger(),
+        );
         let verifier = Arc::new(Verifier::new(
             &settings.auth.issuer,
             keys,

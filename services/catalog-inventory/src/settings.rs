@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::codes;
 use crate::domain::pricing::MAX_DISCOUNT_BP;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -20,6 +20,26 @@ pub struct Settings {
     pub inventory: InventorySection,
     pub pricing: PricingSection,
     pub sku_cache: SkuCacheSection,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            telemetry: TelemetrySettings::default(),
+            auth: AuthSettings::default(),
+            // The SKU view cache follows this log, so the appender's wait is how stale
+            // a view of this replica's own change may be: short.
+            events: EventsSettings {
+                append_linger_ms: 25,
+                ..EventsSettings::default()
+            },
+            inventory: InventorySection::default(),
+            pricing: PricingSection::default(),
+            sku_cache: SkuCacheSection::default(),
+        }
+    }
 }
 
 impl Validate for Settings {
@@ -107,5 +127,19 @@ impl Default for SkuCacheSection {
             capacity: 200_000,
             ttl_secs: 300,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    #[test]
+    fn the_log_behind_the_sku_cache_keeps_a_short_linger_when_other_event_keys_are_set() {
+        let env = [("RETAIL_CATALOG__EVENTS__POLL_MS".to_owned(), "50".to_owned())];
+        let settings: Settings = retail_kit::config::load_from("catalog", None, env).unwrap();
+        assert_eq!(settings.events.poll_ms, 50);
+        assert_eq!(settings.events.append_linger_ms, 25);
+        assert_eq!(retail_kit::config::EventsSettings::default().append_linger_ms, 100);
     }
 }

@@ -215,6 +215,11 @@ pub enum LogFormat {
 pub struct EventsSettings {
     /// How often the appender and subscribers look for other replicas' events.
     pub poll_ms: u64,
+    /// How long the appender lets further commits gather after a commit before it
+    /// positions them: one pass, and each subscriber's batch, then covers the commits
+    /// of that moment. It is added to every event's latency. The default (100) suits
+    /// logs whose subscribers apply each batch in a transaction of their own.
+    pub append_linger_ms: u64,
     /// Events older than this are removed from the log.
     pub retention_hours: u64,
 }
@@ -223,6 +228,7 @@ impl Default for EventsSettings {
     fn default() -> Self {
         Self {
             poll_ms: 200,
+            append_linger_ms: 100,
             retention_hours: 7 * 24,
         }
     }
@@ -231,6 +237,10 @@ impl Default for EventsSettings {
 impl EventsSettings {
     pub fn poll(&self) -> Duration {
         Duration::from_millis(self.poll_ms.max(1))
+    }
+
+    pub fn append_linger(&self) -> Duration {
+        Duration::from_millis(self.append_linger_ms.min(60_000))
     }
 
     /// Retention, capped at about 11 years so it always fits a `chrono::Duration`.

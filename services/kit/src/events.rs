@@ -392,12 +392,6 @@ impl Drop for ReleaseOnDrop<'_> {
     }
 }
 
-/// How long the appender lets further commits gather after a commit notice before a
-/// pass: under load one pass then positions the events of many transactions
-/// instead of one, and subscribers read them in one batch. It is added
-/// to the latency of every event.
-const APPEND_LINGER: Duration = Duration::from_millis(25);
-
 /// Events the followers of one log share, at most: the newest run appended or read.
 const RECENT_EVENTS: usize = 2048;
 
@@ -419,10 +413,15 @@ pub struct EventLog {
     wake: Notify,
     closed: watch::Sender<bool>,
     poll: Duration,
+    /// How long the appender lets further commits gather after a commit notice before
+    /// a pass: under load one pass then positions the events of many transactions
+    /// instead of one, and subscribers read and apply them in one batch. It is added
+    /// to the latency of every event.
+    linger: Duration,
 }
 
 impl EventLog {
-    pub fn new(db: DatabaseConnection, source: &'static str, poll: Duration) -> Arc<Self> {
+    pub fn new(db: DatabaseConnection, source: &'static str, poll: Duration, linger: Duration) -> Arc<Self> {
         Arc::new(Self {
             db,
             source,
@@ -432,6 +431,7 @@ impl EventLog {
             wake: Notify::new(),
             closed: watch::channel(false).0,
             poll,
+            linger,
         })
     }
 
@@ -531,7 +531,7 @@ impl EventLog {
                     break;
                 }
                 tokio::select! {
-                    () = log.wake.notified() => tokio::time::sleep(APPEND_LINGER).await,
+                    () = log.wake.notified() => tokio::time::sleep(log.linger).await,
                     () = tokio::time::sleep(log.poll) => {}
                     _ = closed.changed() => {}
                 }

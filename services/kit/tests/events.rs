@@ -23,6 +23,9 @@ use tonic::transport::Channel;
 
 mod common;
 
+/// The appender's wait after a commit notice.
+const LINGER: Duration = Duration::from_millis(25);
+
 async fn database() -> (DatabaseConnection, retail_testkit::TestDatabase) {
     let (db, test_db) = common::kit_database().await;
     db.execute_unprepared(
@@ -215,7 +218,7 @@ async fn publish_one(db: &DatabaseConnection, log: &EventLog, i: i64, commit: bo
 async fn events_the_handler_ignores_are_passed_over_and_positions_still_reach_the_end() {
     let (publisher_db, _p) = database().await;
     let (consumer_db, _c) = database().await;
-    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50));
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50), LINGER);
     let appender = log.spawn_appender();
     let (addr, token) = serve_log(log.clone()).await;
     let handler = Arc::new(RecordEvents {
@@ -284,7 +287,7 @@ async fn partitioned_consumers_apply_each_event_once_and_each_key_in_log_order_a
 async fn arrive_once_in_order_across_restarts(partitions: u32) {
     let (publisher_db, _p) = database().await;
     let (consumer_db, _c) = database().await;
-    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50));
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50), LINGER);
     let appender = log.spawn_appender();
     let (addr, token) = serve_log(log.clone()).await;
 
@@ -402,7 +405,7 @@ async fn arrive_once_in_order_across_restarts(partitions: u32) {
 #[tokio::test]
 async fn a_rolled_back_transaction_publishes_nothing() {
     let (db, _d) = database().await;
-    let log = EventLog::new(db.clone(), "test", Duration::from_millis(50));
+    let log = EventLog::new(db.clone(), "test", Duration::from_millis(50), LINGER);
     publish_one(&db, &log, 1, false).await;
     assert_eq!(log.append_pending().await.unwrap(), 0);
     assert!(log.read_after(0, 10).await.unwrap().is_empty());
@@ -424,7 +427,7 @@ async fn retention_removes_only_a_prefix_of_the_log() {
     use sea_orm::sea_query::Expr;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let (db, _d) = database().await;
-    let log = EventLog::new(db.clone(), "test", Duration::from_millis(50));
+    let log = EventLog::new(db.clone(), "test", Duration::from_millis(50), LINGER);
     for i in 0..5 {
         publish_one(&db, &log, i, true).await;
     }
@@ -453,7 +456,7 @@ async fn retention_removes_only_a_prefix_of_the_log() {
 #[tokio::test]
 async fn subscribing_from_before_the_retained_log_is_out_of_range() {
     let (db, _d) = database().await;
-    let log = EventLog::new(db.clone(), "test", Duration::from_millis(50));
+    let log = EventLog::new(db.clone(), "test", Duration::from_millis(50), LINGER);
     for i in 0..5 {
         publish_one(&db, &log, i, true).await;
     }
@@ -492,7 +495,7 @@ async fn subscribing_from_before_the_retained_log_is_out_of_range() {
 #[tokio::test]
 async fn followers_side_by_side_each_receive_the_whole_log_in_order() {
     let (db, _d) = database().await;
-    let log = EventLog::new(db.clone(), "test", Duration::from_millis(20));
+    let log = EventLog::new(db.clone(), "test", Duration::from_millis(20), LINGER);
     const TOTAL: u64 = 300;
     let follow = |after: u64, batch: u64| {
         let mut rx = log.follow(after, batch);
@@ -557,8 +560,8 @@ async fn two_replicas_share_one_log_and_either_carries_on_alone() {
     })
     .await
     .unwrap();
-    let a = EventLog::new(db_a.clone(), "test", Duration::from_millis(20));
-    let b = EventLog::new(db_b.clone(), "test", Duration::from_millis(20));
+    let a = EventLog::new(db_a.clone(), "test", Duration::from_millis(20), LINGER);
+    let b = EventLog::new(db_b.clone(), "test", Duration::from_millis(20), LINGER);
     let a_appender = a.spawn_appender();
     publish_one(&db_a, &a, 0, true).await;
     let mut from_b = b.follow(0, 50);

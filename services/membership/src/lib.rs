@@ -90,7 +90,12 @@ impl Application {
             timeout: Duration::from_millis(settings.cache.timeout_ms),
             local_capacity: settings.cache.local_capacity,
         })?;
-        let log = EventLog::new(db.clone(), "membership", settings.events.poll());
+        let log = EventLog::new(
+            db.clone(),
+            "membership",
+            settings.events.poll(),
+            settings.events.append_linger(),
+        );
         let verifier = Arc::new(Verifier::new(
             &settings.auth.issuer,
             keys,

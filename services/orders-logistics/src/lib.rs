@@ -93,7 +93,12 @@ impl Application {
         hook: Arc<dyn StepHook>,
     ) -> anyhow::Result<Self> {
         let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings.database).await?;
-        let log = EventLog::new(db.clone(), "orders", settings.events.poll());
+        let log = EventLog::new(
+            db.clone(),
+            "orders",
+            settings.events.poll(),
+            settings.events.append_linger(),
+        );
         let verifier = Arc::new(Verifier::new(
             &settings.auth.issuer,
             keys,

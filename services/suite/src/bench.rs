@@ -785,6 +785,9 @@ impl Scratch {
     }
 }
 
+/// One paid order in this many is a probe of the lag from payment to points.
+const PROBE_EVERY: u64 = 50;
+
 /// The unmeasured load that gives the order benchmarks' tables their first rows.
 const FIRST_ROWS_LOAD: Duration = Duration::from_secs(3);
 
@@ -858,8 +861,10 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
             let mut client = clients[worker % clients.len()].clone();
             let members_client = MembershipServiceClient::new(membership_channel.clone());
             let i = cursor.fetch_add(1, Ordering::Relaxed);
-            // Every 25th paid order is a probe member's first.
-            let probe = (pay && i.is_multiple_of(25))
+            // Every 50th paid order is a probe member's first. Each probe's profile
+            // is loaded twice (before and after its points), seven statements a
+            // load: one in 50 keeps that under 0.3 statements an order.
+            let probe = (pay && i.is_multiple_of(PROBE_EVERY))
                 .then(|| next_probe.fetch_add(1, Ordering::Relaxed) as usize)
                 .filter(|p| *p < probes.len())
                 .map(|p| probes[p].clone());
