@@ -413,10 +413,7 @@ pub struct EventLog {
     wake: Notify,
     closed: watch::Sender<bool>,
     poll: Duration,
-    /// How long the appender lets further commits gather after a commit notice before
-    /// a pass: under load one pass then positions the events of many transactions
-    /// instead of one, and subscribers read and apply them in one batch. It is added
-    /// to the latency of every event.
+    /// The appender's wait after a commit notice (`EventsSettings::append_linger_ms`).
     linger: Duration,
 }
 
