@@ -473,47 +473,57 @@ impl VersionedCache {
     }
 
     /// Forgets `key` after a commit that produced `version`, and fences off older
-    /// write-backs. Failures are counted and logged, never returned.
-    pub async fn invalidate(&self, key: &str, version: u64) {
+    /// write-backs. Failures are counted and logged, never returned: false if Redis
+    /// was not reached (its value expires with its ttl).
+    pub async fn invalidate(&self, key: &str, version: u64) -> bool {
+        self.invalidate_here(key, version);
+        let Backend::Redis {
+            invalidate, channel, ..
+        } = &self.backend
+        else {
+            return true;
+        };
+        let Some(mut conn) = self.connection().await else {
+            self.fell_back("invalidate", "not connected");
+            return false;
+        };
+        let mut invocation = invalidate.key(self.key(key));
+        invocation
+            .key(self.fence_key(key))
+            .arg(version)
+            .arg((self.settings.ttl * 2).as_millis() as u64)
+            .arg(channel.as_str())
+            .arg(key);
+        // Invalidation matters more than latency: allow a few timeouts' worth.
+        let bound = self.settings.timeout * 4;
+        match tokio::time::timeout(bound, invocation.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "cache invalidation failed; the value expires with its ttl");
+                self.fell_back("invalidate", &err.to_string());
+                false
+            }
+            Err(_) => {
+                tracing::warn!("cache invalidation timed out; the value expires with its ttl");
+                self.fell_back("invalidate", "timeout");
+                false
+            }
+        }
+    }
+
+    /// [`Self::invalidate`] in this process alone: its loads in flight, its near
+    /// cache (or its whole cache without Redis). For a second invalidation after a
+    /// commit whose fence Redis already holds: Redis refuses every older write-back
+    /// since, so only a load in flight here, which may have read the row before the
+    /// commit, could still hand out the old value.
+    pub fn invalidate_here(&self, key: &str, version: u64) {
         // A load already in flight may have read the old row: readers from now on
         // start a load of their own instead of joining it.
         self.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         match &self.backend {
             Backend::Local { slots } => slots.fence(key, version),
-            Backend::Redis {
-                invalidate,
-                near,
-                channel,
-                ..
-            } => {
-                if let Some(near) = near {
-                    near.invalidate(key, version);
-                }
-                let Some(mut conn) = self.connection().await else {
-                    self.fell_back("invalidate", "not connected");
-                    return;
-                };
-                let mut invocation = invalidate.key(self.key(key));
-                invocation
-                    .key(self.fence_key(key))
-                    .arg(version)
-                    .arg((self.settings.ttl * 2).as_millis() as u64)
-                    .arg(channel.as_str())
-                    .arg(key);
-                // Invalidation matters more than latency: allow a few timeouts' worth.
-                let bound = self.settings.timeout * 4;
-                match tokio::time::timeout(bound, invocation.invoke_async::<i64>(&mut conn)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => {
-                        tracing::warn!(error = %err, "cache invalidation failed; the value expires with its ttl");
-                        self.fell_back("invalidate", &err.to_string());
-                    }
-                    Err(_) => {
-                        tracing::warn!("cache invalidation timed out; the value expires with its ttl");
-                        self.fell_back("invalidate", "timeout");
-                    }
-                }
-            }
+            Backend::Redis { near: Some(near), .. } => near.invalidate(key, version),
+            Backend::Redis { near: None, .. } => {}
         }
     }
 

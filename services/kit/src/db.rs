@@ -299,10 +299,10 @@ impl GuardedWrite {
     /// guard matched nothing and nothing was written.
     pub async fn run(&self, db: &DatabaseConnection) -> Result<bool, DbErr> {
         if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-            return self.apply(db).await;
+            return Ok(self.apply(db).await? > 0);
         }
         let txn = begin_write(db).await?;
-        let matched = self.apply(&txn).await?;
+        let matched = self.apply(&txn).await? > 0;
         if matched {
             txn.commit().await?;
         }
@@ -310,27 +310,31 @@ impl GuardedWrite {
     }
 
     /// [`Self::run`] inside the caller's transaction, which commits (or rolls back)
-    /// the writes with its own.
-    pub async fn run_in(&self, txn: &DatabaseTransaction) -> Result<bool, DbErr> {
+    /// the writes with its own. Returns the number of rows the guard matched (0:
+    /// nothing was written). A guard that must match several rows, say one per
+    /// member of a batch, is checked by the caller, who rolls the transaction back
+    /// when fewer matched: the rows that did match were changed.
+    pub async fn run_in(&self, txn: &DatabaseTransaction) -> Result<u64, DbErr> {
         self.apply(txn).await
     }
 
-    /// The writes on `conn`: one statement on PostgreSQL; on SQLite the guard, then
-    /// (if it matched) every other write, in order.
-    async fn apply(&self, conn: &impl sea_orm::ConnectionTrait) -> Result<bool, DbErr> {
+    /// The writes on `conn`, and how many rows the guard matched: one statement on
+    /// PostgreSQL; on SQLite the guard, then (if it matched) every other write, in
+    /// order.
+    async fn apply(&self, conn: &impl sea_orm::ConnectionTrait) -> Result<u64, DbErr> {
         if conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
             let matched: i64 = match conn.query_one_raw(self.postgres_statement()?).await? {
                 Some(row) => row.try_get("", "matched")?,
                 None => 0,
             };
-            return Ok(matched > 0);
+            return Ok(matched.max(0) as u64);
         }
         let matched = match &self.guard {
             Guard::Update(update) => conn.execute(update.as_ref()).await?.rows_affected(),
             Guard::Insert(rows) => conn.execute(&rows.insert_values()?).await?.rows_affected(),
         };
         if matched == 0 {
-            return Ok(false);
+            return Ok(0);
         }
         for update in &self.updates {
             conn.execute(update).await?;
@@ -338,7 +342,7 @@ impl GuardedWrite {
         for rows in &self.inserts {
             conn.execute(&rows.insert_values()?).await?;
         }
-        Ok(true)
+        Ok(matched)
     }
 
     /// `WITH "guard" AS (UPDATE ... RETURNING 1), u0 AS (UPDATE ... AND EXISTS

@@ -203,6 +203,34 @@ async fn a_guard_matching_several_rows_writes_its_rows_once() {
 }
 
 #[tokio::test]
+async fn in_the_callers_transaction_the_write_counts_the_rows_its_guard_matched() {
+    let (db, _keep) = database().await;
+    add_position(&db, "t").await;
+    let txn = retail_kit::db::begin_write(&db).await.unwrap();
+    // Both positions are at 0: the guard matches two rows, the event is written once.
+    let both = GuardedWrite::new(advance(0, 1))
+        .insert([outbox_row("test.Event", "counted", vec![1])])
+        .unwrap();
+    assert_eq!(both.run_in(&txn).await.unwrap(), 2);
+    // None is at 7 any more: nothing is written.
+    let none = GuardedWrite::new(advance(7, 8))
+        .insert([outbox_row("test.Event", "unmatched", vec![2])])
+        .unwrap();
+    assert_eq!(none.run_in(&txn).await.unwrap(), 0);
+    txn.commit().await.unwrap();
+    assert_eq!(events_of(&db, "counted").await.len(), 1);
+    assert!(events_of(&db, "unmatched").await.is_empty());
+    let positions: Vec<i64> = consumer_position::Entity::find()
+        .all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.log_position)
+        .collect();
+    assert_eq!(positions, vec![1, 1]);
+}
+
+#[tokio::test]
 async fn an_idempotent_guarded_write_replays_for_its_twin_and_refuses_a_reused_id() {
     use retail_kit::ServiceError;
     use retail_kit::idempotency::{IdempotencyKey, write_guarded};

@@ -409,12 +409,23 @@ impl State {
     }
 
     /// Invalidates the member's cached profile up to `version`, and its cached tier
-    /// too unless the change left the tier alone (`tier_changed` false).
-    pub(crate) async fn forget_member(&self, member_id: &str, version: i64, tier_changed: bool) {
+    /// too unless the change left the tier alone (`tier_changed` false). False if
+    /// Redis missed one of them.
+    pub(crate) async fn forget_member(&self, member_id: &str, version: i64, tier_changed: bool) -> bool {
         let version = version.max(0) as u64;
-        self.cache.invalidate(&member_key(member_id), version).await;
+        let mut reached = self.cache.invalidate(&member_key(member_id), version).await;
         if tier_changed {
-            self.cache.invalidate(&tier_key(member_id), version).await;
+            reached &= self.cache.invalidate(&tier_key(member_id), version).await;
+        }
+        reached
+    }
+
+    /// [`Self::forget_member`] in this process alone ([`VersionedCache::invalidate_here`]).
+    pub(crate) fn forget_member_here(&self, member_id: &str, version: i64, tier_changed: bool) {
+        let version = version.max(0) as u64;
+        self.cache.invalidate_here(&member_key(member_id), version);
+        if tier_changed {
+            self.cache.invalidate_here(&tier_key(member_id), version);
         }
     }
 

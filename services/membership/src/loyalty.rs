@@ -341,10 +341,10 @@ struct Account {
 ///
 /// All of it takes two reads (the members, locked for the transaction; their
 /// purchases in the spend window with any earlier payment of the same orders) and
-/// one guarded write per member: the member's credit, conditioned on the version
-/// read, with every row it records. The lock makes other writers of the members
-/// wait; the version stays the guard (a member changed anyway fails the batch,
-/// ABORTED, nothing written), and a payment of the same order recorded meanwhile
+/// one guarded write for up to [`MEMBERS_PER_WRITE`] members: their credits, each
+/// conditioned on the version read, with every row they record. The lock makes other
+/// writers of the members wait; the version stays the guard (a member changed anyway
+/// fails the batch, ABORTED, nothing written), and a payment of the same order recorded meanwhile
 /// for another member fails it too (ALREADY_EXISTS). Applied again, the batch
 /// reads what they wrote.
 pub async fn record_payments(
@@ -402,7 +402,7 @@ pub async fn record_payments(
             (account.member.id.clone(), account)
         })
         .collect();
-    // Members in the order of their first payment: their writes run in that order.
+    // Members in the order of their first payment: their rows are written in that order.
     let mut written: Vec<String> = Vec::new();
     let mut outcomes = Vec::with_capacity(payments.len());
     for (member_id, input) in payments {
@@ -488,31 +488,51 @@ pub async fn record_payments(
             tier_changed,
         }));
     }
-    for member_id in written {
-        let Some(a) = accounts.remove(&member_id) else {
-            continue;
-        };
-        let credit = loyalty::credit_at_version(&member_id, a.read_version, a.credit, a.repaid, &a.member.tier, now);
-        let write = GuardedWrite::new(credit)
-            .insert(a.purchases)?
-            .insert(a.lots)?
-            .insert(a.entries)?
-            .insert(a.tier_changes)?
-            .insert(a.events)?;
-        match write.run_in(txn).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(ServiceError::Aborted(
-                    "the member changed while its payments were recorded; retry".into(),
-                ));
-            }
-            Err(e) if retail_kit::db::is_unique_violation(&e) => {
-                return Err(ServiceError::AlreadyExists("this purchase is already recorded".into()));
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let written: Vec<Account> = written.iter().filter_map(|id| accounts.remove(id)).collect();
+    for batch in written.chunks(MEMBERS_PER_WRITE) {
+        write_accounts(txn, batch, now).await?;
     }
     Ok(outcomes)
+}
+
+/// Members whose payments one statement writes: a batch of the orders log (up to
+/// 500 events) takes a few statements, each well under PostgreSQL's 65,535 parameters.
+const MEMBERS_PER_WRITE: usize = 100;
+
+/// Writes the accounts' payments in one guarded write: every member's credit,
+/// conditioned on the version read, with every row they record. ABORTED (the
+/// caller's transaction rolls back) if any member changed anyway, ALREADY_EXISTS if
+/// a payment of one of the orders was recorded meanwhile.
+async fn write_accounts(txn: &DatabaseTransaction, accounts: &[Account], now: DateTime<Utc>) -> ServiceResult<()> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let credited: Vec<loyalty::Credited<'_>> = accounts
+        .iter()
+        .map(|a| loyalty::Credited {
+            member_id: &a.member.id,
+            version: a.read_version,
+            credit: a.credit,
+            repaid: a.repaid,
+            tier: &a.member.tier,
+        })
+        .collect();
+    let write = GuardedWrite::new(loyalty::credit_at_versions(&credited, now))
+        .insert(accounts.iter().flat_map(|a| a.purchases.iter().cloned()))?
+        .insert(accounts.iter().flat_map(|a| a.lots.iter().cloned()))?
+        .insert(accounts.iter().flat_map(|a| a.entries.iter().cloned()))?
+        .insert(accounts.iter().flat_map(|a| a.tier_changes.iter().cloned()))?
+        .insert(accounts.iter().flat_map(|a| a.events.iter().cloned()))?;
+    match write.run_in(txn).await {
+        Ok(matched) if matched == accounts.len() as u64 => Ok(()),
+        Ok(_) => Err(ServiceError::Aborted(
+            "a member changed while its payments were recorded; retry".into(),
+        )),
+        Err(e) if retail_kit::db::is_unique_violation(&e) => {
+            Err(ServiceError::AlreadyExists("this purchase is already recorded".into()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The member's qualifying spend at `as_of`, from the purchases inside the window.

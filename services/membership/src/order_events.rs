@@ -176,6 +176,8 @@ struct Changed {
     /// The version the batch's transaction commits.
     version: i64,
     tier_changed: bool,
+    /// Whether Redis holds the fence at that version (set by [`fence`]).
+    fenced: bool,
 }
 
 impl Changed {
@@ -184,18 +186,36 @@ impl Changed {
             member,
             version: recorded.version,
             tier_changed: recorded.tier_changed,
+            fenced: false,
         }
     }
 }
 
 /// Invalidates each member's cached profile up to its version, and its cached tier
-/// if that changed.
-async fn fence(state: &State, changed: &[Changed]) {
-    futures::future::join_all(
+/// if that changed, noting which fences Redis holds.
+async fn fence(state: &State, changed: &mut [Changed]) {
+    let reached = futures::future::join_all(
         changed
             .iter()
             .map(|c| state.forget_member(&c.member, c.version, c.tier_changed)),
     )
+    .await;
+    for (c, reached) in changed.iter_mut().zip(reached) {
+        c.fenced = reached;
+    }
+}
+
+/// After the commit: invalidates again, in Redis only where the fence before the
+/// commit did not reach it; in this process always, for loads that read the rows
+/// before the commit.
+async fn refence(state: &State, changed: &[Changed]) {
+    futures::future::join_all(changed.iter().map(|c| async move {
+        if c.fenced {
+            state.forget_member_here(&c.member, c.version, c.tier_changed);
+        } else {
+            state.forget_member(&c.member, c.version, c.tier_changed).await;
+        }
+    }))
     .await;
 }
 
@@ -230,12 +250,12 @@ impl EventHandler for OrderEvents {
         // Fence the cache at the versions this transaction commits, before the
         // commit: from then on no older profile can be written back (if the process
         // dies right after the commit, the fences in Redis still hold). After the
-        // commit they are invalidated again, in case Redis missed one, and the
-        // appender is woken for the events the changes published.
-        fence(&self.state, &changed).await;
+        // commit they are invalidated again where Redis missed one, and in this
+        // process, and the appender is woken for the events the changes published.
+        fence(&self.state, &mut changed).await;
         let state = self.state.clone();
         Ok(vec![Box::pin(async move {
-            fence(&state, &changed).await;
+            refence(&state, &changed).await;
             state.log.committed();
         })])
     }

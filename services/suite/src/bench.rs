@@ -97,6 +97,11 @@ pub struct BenchArgs {
     /// Redis for membership's cache; default: the in-process cache.
     #[arg(long, env = "RETAIL_BENCH_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Database connections of each measured service's pool (`database.max_connections`).
+    /// The order benchmarks run four services on one PostgreSQL: on a small machine
+    /// fewer connections each keep its backends from crowding the cores.
+    #[arg(long, default_value_t = 16)]
+    pub db_connections: u32,
     /// Members seeded before a membership benchmark.
     #[arg(long, default_value_t = 100_000)]
     pub seed_members: u64,
@@ -386,7 +391,7 @@ async fn bench_identity(args: &BenchArgs, target: Target) -> anyhow::Result<Repo
         ..Default::default()
     };
     settings.database.url = scratch.url(0);
-    settings.database.max_connections = 16;
+    settings.database.max_connections = args.db_connections;
     settings.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
     let app = retail_identity::Application::build(settings).await?;
     let addr = app.local_addr();
@@ -466,7 +471,7 @@ async fn bench_membership(args: &BenchArgs, target: Target) -> anyhow::Result<Re
     };
     settings.auth.identity_url = format!("http://{}", identity.addr);
     settings.database.url = scratch.url(0);
-    settings.database.max_connections = 16;
+    settings.database.max_connections = args.db_connections;
     settings.cache.redis_url = args.redis_url.clone();
     settings.cache.namespace = format!("bench-{}", rand::random::<u32>());
     let membership = retail_membership::Application::build(settings).await?;
@@ -622,7 +627,7 @@ async fn bench_catalog(args: &BenchArgs, target: Target) -> anyhow::Result<Repor
     };
     settings.auth.identity_url = format!("http://{}", identity.addr);
     settings.database.url = scratch.url(0);
-    settings.database.max_connections = 16;
+    settings.database.max_connections = args.db_connections;
     if target == Target::CatalogBatchGetUncached {
         settings.sku_cache.capacity = 0;
     }
@@ -820,7 +825,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     .zip(&scratch.urls)
     {
         db.url = SecretString::from(url.clone());
-        db.max_connections = 16;
+        db.max_connections = args.db_connections;
     }
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = futures::FutureExt::shared(futures::FutureExt::boxed(async move {

@@ -299,32 +299,46 @@ pub fn tier_change_row(
     }
 }
 
-/// The guard of a member's batch of payments: credits `credit` points after
-/// repaying `repaid` of the debt, sets the tier, and makes the change the member's
-/// next version, if the member is still at `version` (nothing else changed it since
-/// it was read).
-pub fn credit_at_version(
-    member_id: &str,
-    version: i64,
-    credit: i64,
-    repaid: i64,
-    tier: &str,
-    now: DateTime<Utc>,
-) -> sea_orm::sea_query::UpdateStatement {
+/// A member's share of a batch of payments, as its guard writes it.
+#[derive(Debug, Clone)]
+pub struct Credited<'a> {
+    pub member_id: &'a str,
+    /// The version read: the member must still be at it.
+    pub version: i64,
+    pub credit: i64,
+    pub repaid: i64,
+    pub tier: &'a str,
+}
+
+/// The guard of a batch of payments, for all its members in one statement: credits
+/// each member's points after repaying its debt, sets its tier, and makes the change
+/// its next version, for each member still at the version read (nothing else changed
+/// it since). The caller counts the rows it matched: one per member.
+pub fn credit_at_versions(members: &[Credited<'_>], now: DateTime<Utc>) -> sea_orm::sea_query::UpdateStatement {
+    use sea_orm::sea_query::CaseStatement;
+    // `CASE WHEN id = <member> THEN <its value> ...`, one branch per member.
+    let per_member = |value: &dyn Fn(&Credited<'_>) -> Expr| -> Expr {
+        members
+            .iter()
+            .fold(CaseStatement::new(), |case, m| {
+                case.case(Expr::col(member::Column::Id).eq(m.member_id), value(m))
+            })
+            .into()
+    };
     member::Entity::update_many()
         .col_expr(
             member::Column::PointsBalance,
-            Expr::col(member::Column::PointsBalance).add(credit),
+            Expr::col(member::Column::PointsBalance).add(per_member(&|m| Expr::val(m.credit))),
         )
         .col_expr(
             member::Column::PointsDebt,
-            Expr::col(member::Column::PointsDebt).sub(repaid),
+            Expr::col(member::Column::PointsDebt).sub(per_member(&|m| Expr::val(m.repaid))),
         )
-        .col_expr(member::Column::Tier, Expr::value(tier))
-        .col_expr(member::Column::Version, Expr::value(version + 1))
+        .col_expr(member::Column::Tier, per_member(&|m| Expr::val(m.tier)))
+        .col_expr(member::Column::Version, Expr::col(member::Column::Version).add(1))
         .col_expr(member::Column::UpdatedAt, Expr::value(now))
-        .filter(member::Column::Id.eq(member_id))
-        .filter(member::Column::Version.eq(version))
+        .filter(member::Column::Id.is_in(members.iter().map(|m| m.member_id)))
+        .filter(Expr::col(member::Column::Version).eq(per_member(&|m| Expr::val(m.version))))
         .into_query()
 }
 

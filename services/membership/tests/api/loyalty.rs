@@ -745,3 +745,29 @@ async fn a_batch_of_payments_comes_to_what_applying_them_one_by_one_does() {
     assert_eq!(tier(0).await, "gold");
     assert_eq!(tier(1).await, "regular");
 }
+
+/// A batch of payments of more members than one statement writes (a hundred)
+/// credits every one of them, once.
+#[tokio::test]
+async fn a_batch_of_payments_for_more_members_than_one_statement_writes_credits_each_once() {
+    let app = spawn_app().await;
+    let mut names = Vec::new();
+    for i in 0..105 {
+        names.push(member(&app, &format!("+491610000{i:04}")).await);
+    }
+    let events: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, m)| order_paid(m, &format!("wide-{i}"), 10_000 + 100 * i as i64))
+        .collect();
+    assert!(apply_order_events(&app, events.clone()).await);
+    assert!(
+        !apply_order_events(&app, events).await,
+        "applied again, it changes nothing"
+    );
+    for (i, m) in names.iter().enumerate() {
+        let expected = 100 + i as i64;
+        assert_eq!(balance(&app, m).await.balance, expected, "member {i}");
+        assert_eq!(entries_sum(&app, m).await, expected, "member {i}");
+    }
+}
