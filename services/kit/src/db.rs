@@ -183,6 +183,24 @@ struct Rows {
     columns: Vec<sea_orm::sea_query::DynIden>,
     /// Each value as the column saves it (`ColumnTrait::save_as`: casts for enums).
     values: Vec<Vec<sea_orm::sea_query::Expr>>,
+    /// The same values as they are, while each is a non-null scalar its column saves
+    /// unchanged (what PostgreSQL can take as one array per column); else `None`.
+    plain: Option<Vec<Vec<sea_orm::sea_query::Value>>>,
+}
+
+/// A value that goes into a PostgreSQL array parameter as it is: not null, and of a
+/// type the driver binds as an array.
+fn arrayable(value: &sea_orm::sea_query::Value) -> bool {
+    use sea_orm::sea_query::Value;
+    matches!(
+        value,
+        Value::Bool(Some(_))
+            | Value::Int(Some(_))
+            | Value::BigInt(Some(_))
+            | Value::String(Some(_))
+            | Value::Bytes(Some(_))
+            | Value::ChronoDateTimeUtc(Some(_))
+    )
 }
 
 impl Rows {
@@ -193,21 +211,43 @@ impl Rows {
         let table = || A::Entity::default().table_name();
         let mut rows: Option<Rows> = None;
         for model in models {
-            let (columns, values): (Vec<_>, Vec<_>) = <A::Entity as EntityTrait>::Column::iter()
-                .filter_map(|c| {
-                    let value = model.get(c).into_value()?;
-                    Some((c.into_iden(), c.save_as(Expr::val(value))))
-                })
-                .unzip();
+            let mut columns = Vec::new();
+            let mut values = Vec::new();
+            let mut plain = Some(Vec::new());
+            for c in <A::Entity as EntityTrait>::Column::iter() {
+                let Some(value) = model.get(c).into_value() else {
+                    continue;
+                };
+                let saved = c.save_as(Expr::val(value.clone()));
+                plain = plain.filter(|_| arrayable(&value) && saved == Expr::val(value.clone()));
+                if let Some(plain) = &mut plain {
+                    plain.push(value);
+                }
+                columns.push(c.into_iden());
+                values.push(saved);
+            }
             match &mut rows {
                 None => {
                     rows = Some(Rows {
                         table: A::Entity::default().table_ref(),
                         columns,
                         values: vec![values],
+                        plain: plain.map(|p| vec![p]),
                     })
                 }
-                Some(rows) if rows.columns == columns => rows.values.push(values),
+                Some(rows) if rows.columns == columns => {
+                    rows.values.push(values);
+                    rows.plain = match (rows.plain.take(), plain) {
+                        // Each column's values must be of one type to make one array.
+                        (Some(mut all), Some(row))
+                            if all[0].iter().zip(&row).all(|(a, b)| a.array_type() == b.array_type()) =>
+                        {
+                            all.push(row);
+                            Some(all)
+                        }
+                        _ => None,
+                    };
+                }
                 Some(_) => return Err(DbErr::Custom(format!("rows for {} set different columns", table()))),
             }
         }
@@ -228,20 +268,39 @@ impl Rows {
 
     /// `INSERT ... SELECT <row> WHERE EXISTS (SELECT 1 FROM guard) UNION ALL ...`:
     /// the rows once if the guard matched, whatever the number of rows it matched.
+    ///
+    /// Several rows of plain values go as one array per column instead, `SELECT
+    /// unnest($1), unnest($2), ... WHERE EXISTS (...)`: the text is then the same for
+    /// any number of rows, so PostgreSQL plans it once per connection (a text that
+    /// changes with every batch's shape is planned at every execution, which for a
+    /// batch of dozens of rows costs more than running it).
     fn insert_from_guard(&self) -> Result<Option<sea_orm::sea_query::InsertStatement>, DbErr> {
-        use sea_orm::sea_query::{Query, UnionType};
-        let mut selects = self.values.iter().map(|values| {
-            Query::select()
-                .exprs(values.iter().cloned())
-                .and_where(guard_matched())
-                .to_owned()
-        });
-        let Some(mut select) = selects.next() else {
-            return Ok(None);
+        use sea_orm::sea_query::{Expr, Func, Query, UnionType, Value};
+        let select = match &self.plain {
+            Some(plain) if plain.len() > 1 => {
+                let columns = (0..self.columns.len()).map(|i| {
+                    let values: Vec<Value> = plain.iter().map(|row| row[i].clone()).collect();
+                    let array = Value::Array(plain[0][i].array_type(), Some(Box::new(values)));
+                    Func::cust("unnest").arg(Expr::val(array))
+                });
+                Query::select().exprs(columns).and_where(guard_matched()).to_owned()
+            }
+            _ => {
+                let mut selects = self.values.iter().map(|values| {
+                    Query::select()
+                        .exprs(values.iter().cloned())
+                        .and_where(guard_matched())
+                        .to_owned()
+                });
+                let Some(mut select) = selects.next() else {
+                    return Ok(None);
+                };
+                for more in selects {
+                    select.union(UnionType::All, more);
+                }
+                select
+            }
         };
-        for more in selects {
-            select.union(UnionType::All, more);
-        }
         let mut insert = Query::insert();
         insert
             .into_table(self.table.clone())
@@ -348,7 +407,9 @@ impl GuardedWrite {
     /// `WITH "guard" AS (UPDATE ... RETURNING 1), u0 AS (UPDATE ... AND EXISTS
     /// (SELECT 1 FROM "guard")), w0 AS (INSERT ... SELECT ... WHERE EXISTS (...)),
     /// ... SELECT COUNT(*) AS matched FROM "guard"`, parameters numbered across the
-    /// parts. The text varies only with the number of rows per table.
+    /// parts. The text varies only with the number of rows per table, and for plain
+    /// values only with whether a table has one row or several (see
+    /// [`Rows::insert_from_guard`]).
     fn postgres_statement(&self) -> Result<sea_orm::Statement, DbErr> {
         use std::fmt::Write;
 

@@ -272,7 +272,10 @@ pub async fn publish(
 pub fn outbox_row(event_type: &str, aggregate_id: &str, payload: Vec<u8>) -> outbox::ActiveModel {
     outbox::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
-        log_position: Set(None),
+        // Left out of the insert: the column's default, NULL, until the appender
+        // positions the row (and rows of several events stay plain values that a
+        // guarded write can insert as one array per column).
+        log_position: sea_orm::ActiveValue::NotSet,
         event_type: Set(event_type.to_owned()),
         aggregate_id: Set(aggregate_id.to_owned()),
         payload: Set(payload),

@@ -517,7 +517,7 @@ async fn write_accounts(txn: &DatabaseTransaction, accounts: &[Account], now: Da
             tier: &a.member.tier,
         })
         .collect();
-    let write = GuardedWrite::new(loyalty::credit_at_versions(&credited, now))
+    let write = GuardedWrite::new(loyalty::credit_at_versions(txn.get_database_backend(), &credited, now))
         .insert(accounts.iter().flat_map(|a| a.purchases.iter().cloned()))?
         .insert(accounts.iter().flat_map(|a| a.lots.iter().cloned()))?
         .insert(accounts.iter().flat_map(|a| a.entries.iter().cloned()))?

@@ -314,8 +314,61 @@ pub struct Credited<'a> {
 /// each member's points after repaying its debt, sets its tier, and makes the change
 /// its next version, for each member still at the version read (nothing else changed
 /// it since). The caller counts the rows it matched: one per member.
-pub fn credit_at_versions(members: &[Credited<'_>], now: DateTime<Utc>) -> sea_orm::sea_query::UpdateStatement {
-    use sea_orm::sea_query::CaseStatement;
+///
+/// On PostgreSQL the members' values go as one array per column (`UPDATE ... FROM
+/// (SELECT unnest($1) AS id, ...)`), so the text is the same for any number of
+/// members and is planned once per connection; on SQLite, as `CASE` per member.
+pub fn credit_at_versions(
+    backend: DatabaseBackend,
+    members: &[Credited<'_>],
+    now: DateTime<Utc>,
+) -> sea_orm::sea_query::UpdateStatement {
+    use sea_orm::sea_query::{Alias, CaseStatement, Func, Query, TableRef};
+    let update = member::Entity::update_many().col_expr(member::Column::UpdatedAt, Expr::value(now));
+    if backend == DatabaseBackend::Postgres {
+        // Qualified: the values' columns are named alike.
+        let own = |c: member::Column| Expr::col((member::Entity, c));
+        let credited = Alias::new("credited");
+        let of = |field: &str| Expr::col((credited.clone(), Alias::new(field)));
+        let column =
+            |values: sea_orm::Value, field: &str| (Func::cust("unnest").arg(Expr::val(values)), Alias::new(field));
+        let mut values = Query::select();
+        for (expr, name) in [
+            column(
+                members
+                    .iter()
+                    .map(|m| m.member_id.to_owned())
+                    .collect::<Vec<_>>()
+                    .into(),
+                "id",
+            ),
+            column(members.iter().map(|m| m.version).collect::<Vec<_>>().into(), "version"),
+            column(members.iter().map(|m| m.credit).collect::<Vec<_>>().into(), "credit"),
+            column(members.iter().map(|m| m.repaid).collect::<Vec<_>>().into(), "repaid"),
+            column(
+                members.iter().map(|m| m.tier.to_owned()).collect::<Vec<_>>().into(),
+                "tier",
+            ),
+        ] {
+            values.expr_as(expr, name);
+        }
+        let mut query = update
+            .col_expr(
+                member::Column::PointsBalance,
+                own(member::Column::PointsBalance).add(of("credit")),
+            )
+            .col_expr(
+                member::Column::PointsDebt,
+                own(member::Column::PointsDebt).sub(of("repaid")),
+            )
+            .col_expr(member::Column::Tier, of("tier"))
+            .col_expr(member::Column::Version, own(member::Column::Version).add(1))
+            .filter(own(member::Column::Id).eq(of("id")))
+            .filter(own(member::Column::Version).eq(of("version")))
+            .into_query();
+        query.from(TableRef::SubQuery(Box::new(values), credited.into()));
+        return query;
+    }
     // `CASE WHEN id = <member> THEN <its value> ...`, one branch per member.
     let per_member = |value: &dyn Fn(&Credited<'_>) -> Expr| -> Expr {
         members
@@ -325,7 +378,7 @@ pub fn credit_at_versions(members: &[Credited<'_>], now: DateTime<Utc>) -> sea_o
             })
             .into()
     };
-    member::Entity::update_many()
+    update
         .col_expr(
             member::Column::PointsBalance,
             Expr::col(member::Column::PointsBalance).add(per_member(&|m| Expr::val(m.credit))),
@@ -336,7 +389,6 @@ pub fn credit_at_versions(members: &[Credited<'_>], now: DateTime<Utc>) -> sea_o
         )
         .col_expr(member::Column::Tier, per_member(&|m| Expr::val(m.tier)))
         .col_expr(member::Column::Version, Expr::col(member::Column::Version).add(1))
-        .col_expr(member::Column::UpdatedAt, Expr::value(now))
         .filter(member::Column::Id.is_in(members.iter().map(|m| m.member_id)))
         .filter(Expr::col(member::Column::Version).eq(per_member(&|m| Expr::val(m.version))))
         .into_query()
