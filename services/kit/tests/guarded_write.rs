@@ -231,6 +231,51 @@ async fn in_the_callers_transaction_the_write_counts_the_rows_its_guard_matched(
 }
 
 #[tokio::test]
+async fn rows_with_a_null_value_are_written_as_rows_of_plain_values_are() {
+    let (db, _keep) = database().await;
+    // A row that sets a column to NULL cannot go as arrays (PostgreSQL takes the
+    // fallback, one SELECT per row); rows of plain values can.
+    fn rows(aggregate: &str, null_position: bool) -> Vec<outbox::ActiveModel> {
+        (0..2u8)
+            .map(|i| {
+                let mut row = outbox_row("test.Event", aggregate, vec![i]);
+                if null_position {
+                    row.log_position = Set(None);
+                }
+                row
+            })
+            .collect()
+    }
+    let write = |from, tag: &str| {
+        GuardedWrite::new(advance(from, from + 1))
+            .insert(rows(&format!("{tag}-null"), true))
+            .unwrap()
+            .insert(rows(&format!("{tag}-plain"), false))
+            .unwrap()
+    };
+    assert!(write(0, "first").run(&db).await.unwrap());
+    // The guard no longer matches: neither kind is written.
+    assert!(!write(0, "again").run(&db).await.unwrap());
+    for (aggregate, expected) in [
+        ("first-null", 2),
+        ("first-plain", 2),
+        ("again-null", 0),
+        ("again-plain", 0),
+    ] {
+        let events = events_of(&db, aggregate).await;
+        assert_eq!(events.len(), expected, "{aggregate}");
+        assert!(events.iter().all(|e| e.log_position.is_none()));
+    }
+    let mut payloads: Vec<Vec<u8>> = events_of(&db, "first-plain")
+        .await
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    payloads.sort();
+    assert_eq!(payloads, vec![vec![0u8], vec![1u8]]);
+}
+
+#[tokio::test]
 async fn an_idempotent_guarded_write_replays_for_its_twin_and_refuses_a_reused_id() {
     use retail_kit::ServiceError;
     use retail_kit::idempotency::{IdempotencyKey, write_guarded};
