@@ -183,9 +183,6 @@ struct Rows {
     columns: Vec<sea_orm::sea_query::DynIden>,
     /// Each value as the column saves it (`ColumnTrait::save_as`: casts for enums).
     values: Vec<Vec<sea_orm::sea_query::Expr>>,
-    /// The same values as they are, while each is a non-null scalar its column saves
-    /// unchanged (what PostgreSQL can take as one array per column); else `None`.
-    plain: Option<Vec<Vec<sea_orm::sea_query::Value>>>,
 }
 
 /// A value that goes into a PostgreSQL array parameter as it is: not null, and of a
@@ -211,43 +208,21 @@ impl Rows {
         let table = || A::Entity::default().table_name();
         let mut rows: Option<Rows> = None;
         for model in models {
-            let mut columns = Vec::new();
-            let mut values = Vec::new();
-            let mut plain = Some(Vec::new());
-            for c in <A::Entity as EntityTrait>::Column::iter() {
-                let Some(value) = model.get(c).into_value() else {
-                    continue;
-                };
-                let saved = c.save_as(Expr::val(value.clone()));
-                plain = plain.filter(|_| arrayable(&value) && saved == Expr::val(value.clone()));
-                if let Some(plain) = &mut plain {
-                    plain.push(value);
-                }
-                columns.push(c.into_iden());
-                values.push(saved);
-            }
+            let (columns, values): (Vec<_>, Vec<_>) = <A::Entity as EntityTrait>::Column::iter()
+                .filter_map(|c| {
+                    let value = model.get(c).into_value()?;
+                    Some((c.into_iden(), c.save_as(Expr::val(value))))
+                })
+                .unzip();
             match &mut rows {
                 None => {
                     rows = Some(Rows {
                         table: A::Entity::default().table_ref(),
                         columns,
                         values: vec![values],
-                        plain: plain.map(|p| vec![p]),
                     })
                 }
-                Some(rows) if rows.columns == columns => {
-                    rows.values.push(values);
-                    rows.plain = match (rows.plain.take(), plain) {
-                        // Each column's values must be of one type to make one array.
-                        (Some(mut all), Some(row))
-                            if all[0].iter().zip(&row).all(|(a, b)| a.array_type() == b.array_type()) =>
-                        {
-                            all.push(row);
-                            Some(all)
-                        }
-                        _ => None,
-                    };
-                }
+                Some(rows) if rows.columns == columns => rows.values.push(values),
                 Some(_) => return Err(DbErr::Custom(format!("rows for {} set different columns", table()))),
             }
         }
@@ -266,6 +241,31 @@ impl Rows {
         Ok(insert)
     }
 
+    /// One array per column, if there are several rows and every value is a plain
+    /// one ([`arrayable`], saved by its column as it is, of its column's one type).
+    fn arrays(&self) -> Option<Vec<sea_orm::sea_query::Value>> {
+        use sea_orm::sea_query::{Expr, Value};
+        if self.values.len() < 2 {
+            return None;
+        }
+        (0..self.columns.len())
+            .map(|i| {
+                let mut column = Vec::with_capacity(self.values.len());
+                for row in &self.values {
+                    match &row[i] {
+                        Expr::Value(v) if arrayable(v) => column.push(v.clone()),
+                        _ => return None,
+                    }
+                }
+                let kind = column[0].array_type();
+                column
+                    .iter()
+                    .all(|v| v.array_type() == kind)
+                    .then(|| Value::Array(kind, Some(Box::new(column))))
+            })
+            .collect()
+    }
+
     /// `INSERT ... SELECT <row> WHERE EXISTS (SELECT 1 FROM guard) UNION ALL ...`:
     /// the rows once if the guard matched, whatever the number of rows it matched.
     ///
@@ -275,17 +275,13 @@ impl Rows {
     /// changes with every batch's shape is planned at every execution, which for a
     /// batch of dozens of rows costs more than running it).
     fn insert_from_guard(&self) -> Result<Option<sea_orm::sea_query::InsertStatement>, DbErr> {
-        use sea_orm::sea_query::{Expr, Func, Query, UnionType, Value};
-        let select = match &self.plain {
-            Some(plain) if plain.len() > 1 => {
-                let columns = (0..self.columns.len()).map(|i| {
-                    let values: Vec<Value> = plain.iter().map(|row| row[i].clone()).collect();
-                    let array = Value::Array(plain[0][i].array_type(), Some(Box::new(values)));
-                    Func::cust("unnest").arg(Expr::val(array))
-                });
+        use sea_orm::sea_query::{Expr, Func, Query, UnionType};
+        let select = match self.arrays() {
+            Some(arrays) => {
+                let columns = arrays.into_iter().map(|a| Func::cust("unnest").arg(Expr::val(a)));
                 Query::select().exprs(columns).and_where(guard_matched()).to_owned()
             }
-            _ => {
+            None => {
                 let mut selects = self.values.iter().map(|values| {
                     Query::select()
                         .exprs(values.iter().cloned())

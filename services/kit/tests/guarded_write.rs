@@ -57,6 +57,17 @@ async fn position(db: &DatabaseConnection) -> i64 {
         .log_position
 }
 
+/// Every consumer position's value.
+async fn positions(db: &DatabaseConnection) -> Vec<i64> {
+    consumer_position::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.log_position)
+        .collect()
+}
+
 async fn events_of(db: &DatabaseConnection, aggregate: &str) -> Vec<outbox::Model> {
     outbox::Entity::find()
         .filter(outbox::Column::AggregateId.eq(aggregate))
@@ -192,14 +203,7 @@ async fn a_guard_matching_several_rows_writes_its_rows_once() {
         .unwrap();
     assert!(writes.run(&db).await.unwrap());
     assert_eq!(events_of(&db, "both").await.len(), 2);
-    let positions: Vec<i64> = consumer_position::Entity::find()
-        .all(&db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.log_position)
-        .collect();
-    assert_eq!(positions, vec![3, 3]);
+    assert_eq!(positions(&db).await, vec![3, 3]);
 }
 
 #[tokio::test]
@@ -220,14 +224,7 @@ async fn in_the_callers_transaction_the_write_counts_the_rows_its_guard_matched(
     txn.commit().await.unwrap();
     assert_eq!(events_of(&db, "counted").await.len(), 1);
     assert!(events_of(&db, "unmatched").await.is_empty());
-    let positions: Vec<i64> = consumer_position::Entity::find()
-        .all(&db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.log_position)
-        .collect();
-    assert_eq!(positions, vec![1, 1]);
+    assert_eq!(positions(&db).await, vec![1, 1]);
 }
 
 #[tokio::test]

@@ -504,9 +504,6 @@ const MEMBERS_PER_WRITE: usize = 100;
 /// caller's transaction rolls back) if any member changed anyway, ALREADY_EXISTS if
 /// a payment of one of the orders was recorded meanwhile.
 async fn write_accounts(txn: &DatabaseTransaction, accounts: &[Account], now: DateTime<Utc>) -> ServiceResult<()> {
-    if accounts.is_empty() {
-        return Ok(());
-    }
     let credited: Vec<loyalty::Credited<'_>> = accounts
         .iter()
         .map(|a| loyalty::Credited {
