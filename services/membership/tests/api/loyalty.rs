@@ -771,3 +771,58 @@ async fn a_batch_of_payments_for_more_members_than_one_statement_writes_credits_
         assert_eq!(entries_sum(&app, m).await, expected, "member {i}");
     }
 }
+
+/// The batch guard counts the members still at the version read, so the consumer can
+/// tell a batch that one member's change overtook (fewer matched than written: the
+/// batch rolls back as ABORTED) from one that took effect for every member. Were it
+/// to count only "some", that member's credit would be lost or given twice.
+#[tokio::test]
+async fn the_batch_guard_matches_only_the_members_still_at_the_version_read() {
+    use retail_kit::db::GuardedWrite;
+    use retail_membership::store::{self, loyalty::Credited};
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let app = spawn_app().await;
+    let ids: Vec<String> = [
+        member(&app, "+4916100009001").await,
+        member(&app, "+4916100009002").await,
+    ]
+    .iter()
+    .map(|name| name.trim_start_matches("members/").to_owned())
+    .collect();
+    let mut read = Vec::new();
+    for id in &ids {
+        read.push(store::find_member(&app.db, id).await.unwrap().unwrap());
+    }
+    let credit = |stale: bool| -> Vec<Credited<'_>> {
+        read.iter()
+            .enumerate()
+            .map(|(i, m)| Credited {
+                member_id: &m.id,
+                // The second member as if it changed after the read.
+                version: if stale && i == 1 { m.version - 1 } else { m.version },
+                credit: 7,
+                repaid: 0,
+                tier: &m.tier,
+            })
+            .collect()
+    };
+    let backend = app.db.get_database_backend();
+    for (stale, expected) in [(true, 1), (false, 2)] {
+        let txn = app.db.begin().await.unwrap();
+        let matched = GuardedWrite::new(store::loyalty::credit_at_versions(backend, &credit(stale), Utc::now()))
+            .run_in(&txn)
+            .await
+            .unwrap();
+        assert_eq!(matched, expected, "stale: {stale}");
+        txn.rollback().await.unwrap();
+    }
+    for m in &read {
+        let now = store::find_member(&app.db, &m.id).await.unwrap().unwrap();
+        assert_eq!(
+            (now.points_balance, now.version),
+            (m.points_balance, m.version),
+            "rolled back"
+        );
+    }
+}

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::CreateOutbox),
             Box::new(CreateOrderTables),
             Box::new(retail_kit::events::migration::PartialOutboxIndexes),
+            Box::new(DropOrdersDueIndex),
         ]
     }
 }
@@ -352,5 +353,44 @@ impl MigrationTrait for CreateOrderTables {
             m.drop_table(Table::drop().table(t).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// Drops `idx_orders_due` (state, payment_due_at). Every order write paid for it
+/// (place, pay and each later state change, none of which can be HOT while the state
+/// is indexed), and only the expiry sweep read it: the sweep finds the unpaid orders
+/// through `idx_orders_state` (state, id) and sorts the few still inside their
+/// payment window by due time.
+#[derive(Debug)]
+struct DropOrdersDueIndex;
+
+impl MigrationName for DropOrdersDueIndex {
+    fn name(&self) -> &str {
+        "m20261124_000020_drop_orders_due_index"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DropOrdersDueIndex {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(
+            Index::drop()
+                .name("idx_orders_due")
+                .table(Orders::Table)
+                .if_exists()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        index(
+            m,
+            "idx_orders_due",
+            Orders::Table,
+            vec![Orders::State.into_iden(), Orders::PaymentDueAt.into_iden()],
+            false,
+        )
+        .await
     }
 }
