@@ -780,7 +780,7 @@ async fn a_batch_of_payments_for_more_members_than_one_statement_writes_credits_
 async fn the_batch_guard_matches_only_the_members_still_at_the_version_read() {
     use retail_kit::db::GuardedWrite;
     use retail_membership::store::{self, loyalty::Credited};
-    use sea_orm::{ConnectionTrait, TransactionTrait};
+    use sea_orm::TransactionTrait;
 
     let app = spawn_app().await;
     let ids: Vec<String> = [
