@@ -745,3 +745,35 @@ async fn members_earn_exactly_once_from_orders_while_membership_restarts() {
         assert_eq!(m.qualifying_spend.unwrap().amount_minor, spend);
     }
 }
+
+/// DOMAIN 4: unpaid orders expire with their reservation. Once its payment window has
+/// closed, the sweep cancels an order still unpaid and its stock is sellable again;
+/// an order paid in time is left alone.
+#[tokio::test]
+async fn an_unpaid_order_expires_with_its_reservation_when_its_payment_window_closes() {
+    let suite = Suite::start_with(Arc::new(retail_orders::saga::NoHook), |o| {
+        o.orders.payment_window_secs = 2;
+        o.orders.sweep_every_secs = 1;
+    })
+    .await;
+    let admin = suite.admin.clone();
+    suite.stock_skus(&[("E-1", 1_000, 4)]).await;
+    let unpaid = suite.place(&admin, None, &[("E-1", 3)], "expiring").await.unwrap();
+    let paid = suite.place(&admin, None, &[("E-1", 1)], "paid-in-time").await.unwrap();
+    suite.pay(&admin, &paid, "pay-in-time").await.unwrap();
+    assert_eq!(suite.stock("E-1").await, (3, 0, 3, 0), "3 reserved, 1 shipped out");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while get(&suite, &unpaid.name).await.state != opb::OrderState::Cancelled as i32 {
+        assert!(tokio::time::Instant::now() < deadline, "the unpaid order never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        suite.stock("E-1").await,
+        (3, 3, 0, 0),
+        "its reservation is sellable again"
+    );
+    assert_eq!(get(&suite, &paid.name).await.state, opb::OrderState::Paid as i32);
+    let err = suite.pay(&admin, &unpaid, "too-late").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+}

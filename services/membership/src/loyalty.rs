@@ -344,9 +344,9 @@ struct Account {
 /// one guarded write for up to [`MEMBERS_PER_WRITE`] members: their credits, each
 /// conditioned on the version read, with every row they record. The lock makes other
 /// writers of the members wait; the version stays the guard (a member changed anyway
-/// fails the batch, ABORTED, nothing written), and a payment of the same order recorded meanwhile
-/// for another member fails it too (ALREADY_EXISTS). Applied again, the batch
-/// reads what they wrote.
+/// fails the batch, ABORTED, nothing written), and a payment of the same order
+/// recorded meanwhile for another member fails it too (ALREADY_EXISTS). Applied
+/// again, the batch reads what they wrote.
 pub async fn record_payments(
     txn: &DatabaseTransaction,
     rules: &LoyaltyRules,
