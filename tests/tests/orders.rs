@@ -777,3 +777,106 @@ async fn an_unpaid_order_expires_with_its_reservation_when_its_payment_window_cl
     let err = suite.pay(&admin, &unpaid, "too-late").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn a_placement_retried_while_its_first_attempt_is_unfinished_is_answered_aborted_at_once() {
+    // Regression: the retry waited for the first attempt as long as the server lets a
+    // request run, and the caller got CANCELLED ("Timeout expired"), which standard
+    // retry policies do not retry.
+    let stall = Arc::new(Fault {
+        step: Step::Store,
+        stall: true,
+        armed: AtomicBool::new(true),
+    });
+    let mut suite = Suite::start_with(stall, |_| {}).await;
+    suite.stock_skus(&[("R-1", 1_000, 5)]).await;
+    let first = {
+        let suite_orders = suite.orders_client().await;
+        let admin = suite.admin.clone();
+        tokio::spawn(async move {
+            let mut client = suite_orders;
+            client
+                .place_order(authed(
+                    &admin,
+                    opb::PlaceOrderRequest {
+                        order: Some(opb::Order {
+                            channel: opb::OrderChannel::Online as i32,
+                            lines: vec![opb::OrderLine {
+                                sku: "skus/R-1".into(),
+                                quantity: 1,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }),
+                        request_id: "stuck-1".into(),
+                    },
+                ))
+                .await
+        })
+    };
+    for _ in 0..200 {
+        if suite.stock("R-1").await.2 == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(suite.stock("R-1").await.2, 1, "the first attempt holds the stock");
+    let retry = suite.place(&suite.admin, None, &[("R-1", 1)], "stuck-1").await.unwrap_err();
+    assert_eq!(retry.code(), Code::Aborted, "{retry:?}");
+    assert!(retry.message().contains("retry with the same request id"), "{retry:?}");
+    // The process placing it dies: a retry is still answered ABORTED, not left hanging.
+    suite.orders.take().unwrap().kill().await;
+    first.abort();
+    suite.start_orders(Arc::new(retail_orders::saga::NoHook)).await;
+    let retry = suite.place(&suite.admin, None, &[("R-1", 1)], "stuck-1").await.unwrap_err();
+    assert_eq!(retry.code(), Code::Aborted, "{retry:?}");
+}
+
+#[tokio::test]
+async fn a_partner_replaying_a_payment_through_another_of_its_keys_gets_the_first_answer() {
+    // Regression: request ids were scoped to the principal, so the same partner's
+    // second system replaying a payment got FAILED_PRECONDITION.
+    let suite = Suite::start().await;
+    suite.stock_skus(&[("P-1", 1_000, 10)]).await;
+    let pos = suite.partner_token("alpha").await;
+    let erp = suite.partner_token("alpha").await;
+    let other = suite.partner_token("beta").await;
+    let order = place_partner_order(&suite, &pos, "", "", 1).await.unwrap();
+    let first = suite.pay(&pos, &order, "alpha-pay-1").await.unwrap();
+    let replay = suite.pay(&erp, &order, "alpha-pay-1").await.unwrap();
+    assert_eq!(replay, first, "the same partner's request id answers the same");
+    // Another partner's request ids stay its own.
+    let beta_order = place_partner_order(&suite, &other, "", "", 1).await.unwrap();
+    let beta_paid = suite.pay(&other, &beta_order, "alpha-pay-1").await.unwrap();
+    assert_eq!(beta_paid.name, beta_order.name);
+    // Placing through two keys of one partner with one request id makes one order.
+    let placed = |bearer: String| {
+        let suite = &suite;
+        async move {
+            suite
+                .orders_client()
+                .await
+                .place_order(authed(
+                    &bearer,
+                    opb::PlaceOrderRequest {
+                        order: Some(opb::Order {
+                            channel: opb::OrderChannel::Partner as i32,
+                            lines: vec![opb::OrderLine {
+                                sku: "skus/P-1".into(),
+                                quantity: 1,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }),
+                        request_id: "alpha-cart-1".into(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let a = placed(pos.clone()).await;
+    let b = placed(erp.clone()).await;
+    assert_eq!(a.name, b.name, "one order for one partner request id");
+}

@@ -5,6 +5,8 @@
 //! same port and database.
 #![allow(dead_code)]
 
+pub mod flaky;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +66,8 @@ pub struct Suite {
     pub admin: String,
     /// A token of the orders service account, for building its downstream.
     orders_tokens: Arc<ServiceTokenSource>,
+    /// Failures injected into orders' calls to catalog (none unless a test asks).
+    pub faults: Arc<flaky::Faults>,
     _databases: Vec<TestDatabase>,
 }
 
@@ -183,6 +187,7 @@ impl Suite {
             orders_settings: orders,
             admin,
             orders_tokens,
+            faults: Arc::new(flaky::Faults::default()),
             _databases: databases,
         };
         suite.start_membership().await;
@@ -216,7 +221,7 @@ impl Suite {
     /// Starts orders (on the port it had before, if any) with `hook`.
     pub async fn start_orders(&mut self, hook: Arc<dyn StepHook>) {
         let identity = channel(self.identity).await;
-        let downstream = Arc::new(GrpcDownstream::new(
+        let grpc = Arc::new(GrpcDownstream::new(
             Channel::from_shared(self.orders_settings.downstream.membership_url.clone())
                 .unwrap()
                 .connect_lazy(),
@@ -226,6 +231,10 @@ impl Suite {
             Some(self.orders_tokens.clone()),
             self.orders_settings.downstream.policy(),
         ));
+        let downstream = Arc::new(flaky::Flaky {
+            inner: grpc,
+            faults: self.faults.clone(),
+        });
         let app = retail_orders::Application::build_with(
             self.orders_settings.clone(),
             Arc::new(GrpcKeySource::new(identity)),
