@@ -75,6 +75,7 @@ async fn request_return(suite: &Suite, order: &str, sku: &str, quantity: i64) ->
                     lines: vec![opb::ReturnLine {
                         sku: format!("skus/{sku}"),
                         quantity,
+                        ..Default::default()
                     }],
                     reason: "too small".into(),
                     ..Default::default()
@@ -150,7 +151,8 @@ async fn paying_and_cancelling_the_same_order_at_once_never_loses_its_units() {
     let races = placed.iter().enumerate().map(|(i, order)| {
         let suite = &suite;
         async move {
-            let pay = suite.pay(&suite.admin, order, &format!("pay-{i}"));
+            let pay_id = format!("pay-{i}");
+            let pay = suite.pay(&suite.admin, order, &pay_id);
             let cancel = cancel(suite, &order.name);
             let (paid, cancelled) = tokio::join!(pay, cancel);
             (paid.is_ok(), cancelled.is_ok())
