@@ -821,14 +821,20 @@ async fn a_placement_retried_while_its_first_attempt_is_unfinished_is_answered_a
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(suite.stock("R-1").await.2, 1, "the first attempt holds the stock");
-    let retry = suite.place(&suite.admin, None, &[("R-1", 1)], "stuck-1").await.unwrap_err();
+    let retry = suite
+        .place(&suite.admin, None, &[("R-1", 1)], "stuck-1")
+        .await
+        .unwrap_err();
     assert_eq!(retry.code(), Code::Aborted, "{retry:?}");
     assert!(retry.message().contains("retry with the same request id"), "{retry:?}");
     // The process placing it dies: a retry is still answered ABORTED, not left hanging.
     suite.orders.take().unwrap().kill().await;
     first.abort();
     suite.start_orders(Arc::new(retail_orders::saga::NoHook)).await;
-    let retry = suite.place(&suite.admin, None, &[("R-1", 1)], "stuck-1").await.unwrap_err();
+    let retry = suite
+        .place(&suite.admin, None, &[("R-1", 1)], "stuck-1")
+        .await
+        .unwrap_err();
     assert_eq!(retry.code(), Code::Aborted, "{retry:?}");
 }
 

@@ -55,10 +55,7 @@ async fn ship_and_deliver(suite: &Suite, order: &str) -> Result<(), tonic::Statu
         ))
         .await?;
     orders
-        .confirm_delivery(authed(
-            &suite.admin,
-            opb::ConfirmDeliveryRequest { name: order.into() },
-        ))
+        .confirm_delivery(authed(&suite.admin, opb::ConfirmDeliveryRequest { name: order.into() }))
         .await?;
     Ok(())
 }
@@ -171,7 +168,13 @@ async fn paying_and_cancelling_the_same_order_at_once_never_loses_its_units() {
             paid += 1;
         }
     }
-    let after = settle(&suite, "PC-1", (PAIRS - paid, PAIRS - paid, 0, 0), Duration::from_secs(10)).await;
+    let after = settle(
+        &suite,
+        "PC-1",
+        (PAIRS - paid, PAIRS - paid, 0, 0),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(
         after,
         (PAIRS - paid, PAIRS - paid, 0, 0),
@@ -266,7 +269,11 @@ async fn a_received_return_reaches_stock_when_catalog_fails_around_the_call_or_o
             let after = settle(&suite, "RX-1", (total, total, 0, 0), Duration::from_secs(10)).await;
             assert_eq!(after, (total, total, 0, 0), "{strike:?}, restart {restart}");
             refund(&suite, &ret.name).await.unwrap();
-            assert_eq!(suite.stock("RX-1").await, (total, total, 0, 0), "a refund moves no stock");
+            assert_eq!(
+                suite.stock("RX-1").await,
+                (total, total, 0, 0),
+                "a refund moves no stock"
+            );
         }
     }
 }

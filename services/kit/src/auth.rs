@@ -129,6 +129,16 @@ impl Principal {
             None
         }
     }
+
+    /// Whose request ids the principal's are: a partner's systems and users act as
+    /// one client (a retry may come through another of its keys), anyone else is
+    /// its own.
+    pub fn request_owner(&self) -> String {
+        match self.partner_scope() {
+            Some(partner) => format!("partner:{partner}"),
+            None => self.subject.clone(),
+        }
+    }
 }
 
 /// A public key that verifies tokens with its key id.

@@ -255,7 +255,8 @@ fn short_text(v: &mut Violations, field: &str, raw: &str, max: usize, required: 
 
 /// The caller's principal as orders needs it.
 pub(crate) struct Caller {
-    subject: String,
+    /// Whose request ids these are (a partner's, for partner principals).
+    owner: String,
     /// The partner a partner principal is confined to.
     partner: Option<String>,
 }
@@ -264,7 +265,7 @@ fn caller<T>(request: &Request<T>, scope: &str) -> ServiceResult<Caller> {
     let p = Principal::of(request)?;
     p.require_scope(scope)?;
     Ok(Caller {
-        subject: p.subject.clone(),
+        owner: p.request_owner(),
         partner: p.partner_scope().map(str::to_owned),
     })
 }
@@ -319,18 +320,20 @@ impl State {
         detail: &str,
         at: DateTime<Utc>,
         event: Option<(&'static str, Vec<u8>)>,
+        work: Option<store::stock_work::ActiveModel>,
     ) -> ServiceResult<()> {
         let from = OrderState::parse(&order.state)
             .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("unknown stored order state")))?;
         let to = lifecycle::next(from, action).map_err(ServiceError::FailedPrecondition)?;
         idempotency::transaction(&self.db, |txn| {
-            let (id, changes, kind, tracking_kind, detail, event) = (
+            let (id, changes, kind, tracking_kind, detail, event, work) = (
                 order.id.clone(),
                 changes.clone(),
                 kind.to_owned(),
                 tracking_kind.to_owned(),
                 detail.to_owned(),
                 event.clone(),
+                work.clone(),
             );
             Box::pin(async move {
                 if !store::transition(txn, &id, &[from.as_str()], to.as_str(), changes, at).await? {
@@ -343,6 +346,9 @@ impl State {
                     .await?;
                 if let Some((ty, payload)) = event {
                     publish_raw(txn, ty, &id, payload).await?;
+                }
+                if let Some(work) = work {
+                    work.insert(txn).await?;
                 }
                 Ok(())
             })
@@ -388,25 +394,11 @@ impl State {
             reason,
             at,
             Some(("retail.events.v1.OrderCancelled", event.encode_to_vec())),
+            Some(store::cancel_work(id, at)),
         )
         .await?;
-        // The order is cancelled now; the stock follows (both calls are idempotent,
-        // and an unpaid reservation also expires by itself).
-        let stock = if was_paid {
-            let lines: Vec<Units> = store::lines_of(&self.db, id)
-                .await?
-                .into_iter()
-                .map(|l| (l.sku_code, l.quantity))
-                .collect();
-            self.downstream
-                .return_stock(id, &lines, false, &format!("cancel-{id}"))
-                .await
-        } else {
-            self.downstream.release(id).await
-        };
-        if let Err(status) = stock {
-            tracing::error!(order_id = id, error = %status.message(), "stock of a cancelled order was not given back");
-        }
+        // The order is cancelled now; its stock follows (see `crate::stock`).
+        self.follow_up(&store::cancel_work_id(id)).await;
         self.order_pb(id).await
     }
 }
@@ -466,7 +458,7 @@ impl OrdersService for OrdersApi {
         let s = &self.state;
         let who = caller(&request, WRITE)?;
         let req = request.into_inner();
-        let key = IdempotencyKey::from_request("orders.PlaceOrder", &who.subject, &req.request_id, &req)?;
+        let key = IdempotencyKey::from_request("orders.PlaceOrder", &who.owner, &req.request_id, &req)?;
         let Some(o) = req.order.as_ref() else {
             return Err(ServiceError::invalid("order", "is required").into());
         };
@@ -524,7 +516,7 @@ impl OrdersService for OrdersApi {
         }
         v.finish()?;
         let input = PlaceInput {
-            request_key: key.as_ref().map(|_| format!("{}:{}", who.subject, req.request_id)),
+            request_key: key.as_ref().map(|_| format!("{}:{}", who.owner, req.request_id)),
             fingerprint: fingerprint(&req),
             member_id: member,
             channel: channel.to_owned(),
@@ -592,7 +584,7 @@ impl OrdersService for OrdersApi {
         let s = &self.state;
         let who = caller(&request, WRITE)?;
         let req = request.into_inner();
-        let key = IdempotencyKey::from_request("orders.PayOrder", &who.subject, &req.request_id, &req)?;
+        let key = IdempotencyKey::from_request("orders.PayOrder", &who.owner, &req.request_id, &req)?;
         let id = order_id("name", &req.name)?;
         let mut v = Violations::new();
         let payment = req.payment.clone().unwrap_or_default();
@@ -711,6 +703,7 @@ impl OrdersService for OrdersApi {
             &format!("{carrier} {tracking_number}"),
             at,
             progressed(&order, "shipped", at),
+            None,
         )
         .await?;
         ok(s.order_pb(&id).await?)
@@ -763,6 +756,7 @@ impl OrdersService for OrdersApi {
                 &detail,
                 at,
                 progressed(&order, "delivered", at),
+                None,
             )
             .await?;
         } else {
@@ -774,6 +768,7 @@ impl OrdersService for OrdersApi {
                 kind.as_str(),
                 &detail,
                 at,
+                None,
                 None,
             )
             .await?;
@@ -797,6 +792,7 @@ impl OrdersService for OrdersApi {
             "confirmed by the customer",
             at,
             progressed(&order, "delivered", at),
+            None,
         )
         .await?;
         ok(s.order_pb(&id).await?)
@@ -818,6 +814,7 @@ impl OrdersService for OrdersApi {
             "",
             at,
             progressed(&order, "completed", at),
+            None,
         )
         .await?;
         ok(s.order_pb(&id).await?)
@@ -828,7 +825,7 @@ impl OrdersService for OrdersApi {
         let s = &self.state;
         let who = caller(&request, WRITE)?;
         let req = request.into_inner();
-        let key = IdempotencyKey::from_request("orders.RequestReturn", &who.subject, &req.request_id, &req)?;
+        let key = IdempotencyKey::from_request("orders.RequestReturn", &who.owner, &req.request_id, &req)?;
         let id = order_id("parent", &req.parent)?;
         let Some(r) = req.r#return.as_ref() else {
             return Err(ServiceError::invalid("return", "is required").into());
@@ -953,21 +950,8 @@ impl OrdersService for OrdersApi {
             Action::ReceiveReturn,
         )
         .map_err(ServiceError::FailedPrecondition)?;
-        // Stock first: the calls are idempotent by return id, so a retry after a
-        // failure below puts nothing back twice.
-        let (bad, good): (Vec<_>, Vec<_>) = ret
-            .lines
-            .iter()
-            .map(|l| (l.sku_code.clone(), l.quantity))
-            .partition(|(sku, _)| damaged.contains(sku));
-        for (units, is_damaged, suffix) in [(good, false, "sellable"), (bad, true, "damaged")] {
-            if !units.is_empty() {
-                s.downstream
-                    .return_stock(&id, &units, is_damaged, &format!("{return_id}-{suffix}"))
-                    .await
-                    .map_err(|st| from_downstream("catalog", st))?;
-            }
-        }
+        // The goods are here: the return is received, and its stock work is written
+        // with it; catalog gets the units right after (see `crate::stock`).
         let at = now();
         idempotency::transaction(&s.db, |txn| {
             let (id, return_id, damaged, from) = (id.clone(), return_id.clone(), damaged.clone(), order.state.clone());
@@ -984,10 +968,12 @@ impl OrdersService for OrdersApi {
                 store::timeline_row(&id, "return_received", "", &return_id, "return_received", at)
                     .insert(txn)
                     .await?;
+                store::return_work(&id, &return_id, at).insert(txn).await?;
                 Ok(())
             })
         })
         .await?;
+        s.follow_up(&store::return_work_id(&return_id)).await;
         let ret = store::find_return(&s.db, &id, &return_id)
             .await?
             .ok_or_else(not_found)?;

@@ -22,6 +22,17 @@ use tonic::{Code, Status};
 /// A line to price or reserve: SKU code and units.
 pub type Units = (String, i64);
 
+/// What catalog holds for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// No stock: never reserved, released, or expired.
+    Nothing,
+    /// Reserved, not shipped out.
+    Reserved,
+    /// Shipped out (the reservation is committed).
+    Shipped,
+}
+
 #[async_trait::async_trait]
 pub trait Downstream: Send + Sync + std::fmt::Debug {
     /// The member's current tier; NOT_FOUND for unknown or erased members.
@@ -32,6 +43,8 @@ pub trait Downstream: Send + Sync + std::fmt::Debug {
     async fn reserve(&self, order_id: &str, lines: &[Units], ttl: Duration) -> Result<(), Status>;
     /// Ships the reserved stock out (idempotent).
     async fn commit(&self, order_id: &str) -> Result<(), Status>;
+    /// What catalog holds for the order.
+    async fn held(&self, order_id: &str) -> Result<Held, Status>;
     /// Gives the reserved stock back; a reservation that never came to be is fine.
     async fn release(&self, order_id: &str) -> Result<(), Status>;
     /// Takes shipped units back into stock (idempotent by `request_id`).
@@ -184,6 +197,32 @@ impl Downstream for GrpcDownstream {
             })
             .await
             .map(|_| ())
+    }
+
+    async fn held(&self, order_id: &str) -> Result<Held, Status> {
+        let result = self
+            .catalog_breaker
+            .call_idempotent(|timeout| {
+                let mut client = self.inventory.clone();
+                let req = request(
+                    cpb::GetReservationRequest {
+                        name: format!("reservations/{order_id}"),
+                    },
+                    timeout,
+                );
+                async move { client.get_reservation(req).await }
+            })
+            .await;
+        match result {
+            Ok(reservation) => match cpb::ReservationState::try_from(reservation.get_ref().state) {
+                Ok(cpb::ReservationState::Active) => Ok(Held::Reserved),
+                Ok(cpb::ReservationState::Committed) => Ok(Held::Shipped),
+                Ok(cpb::ReservationState::Released | cpb::ReservationState::Expired) => Ok(Held::Nothing),
+                _ => Err(Status::internal("catalog answered a reservation without a known state")),
+            },
+            Err(status) if status.code() == Code::NotFound => Ok(Held::Nothing),
+            Err(status) => Err(status),
+        }
     }
 
     async fn release(&self, order_id: &str) -> Result<(), Status> {

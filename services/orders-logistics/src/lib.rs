@@ -13,6 +13,7 @@ pub mod domain;
 pub mod downstream;
 pub mod saga;
 pub mod settings;
+mod stock;
 pub mod store;
 
 use std::future::Future;
@@ -136,6 +137,10 @@ impl Application {
         // Sagas left behind by a crash are compensated before serving.
         if let Err(err) = state.recover_sagas(retail_kit::convert::now()).await {
             tracing::warn!(error = %err, "saga recovery at start failed");
+        }
+        // So is the stock work of state changes the last process did not finish.
+        if let Err(err) = state.finish_stock_work().await {
+            tracing::warn!(error = %err, "finishing stock work at start failed");
         }
         let mut background = server::Background::new();
         background.add(state.log.spawn_appender());

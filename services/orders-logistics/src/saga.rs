@@ -163,10 +163,13 @@ impl State {
                     // The earlier attempt failed and was compensated: try again.
                     store::forget_failed_saga(&self.db, &existing.order_id).await?;
                 }
-                _ if waited_since.elapsed() < Duration::from_secs(10) => {
+                _ if waited_since.elapsed() < self.settings.orders.placement_wait() => {
                     // A twin is placing this order right now: wait for its outcome.
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
+                // Still unfinished (a slow downstream, or a process that died placing it
+                // and whose saga the sweeper has not taken over yet): answer now, well
+                // inside the request's deadline, with a status clients retry.
                 _ => {
                     return Err(ServiceError::Aborted(
                         "this order is still being placed; retry with the same request id".into(),
@@ -352,7 +355,7 @@ impl State {
         Ok(expired)
     }
 
-    /// Runs recovery and expiry until the task is aborted.
+    /// Runs recovery, expiry and unfinished stock work until the task is aborted.
     pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let state = self.clone();
         let every = Duration::from_secs(self.settings.orders.sweep_every_secs.max(1));
@@ -365,6 +368,9 @@ impl State {
                 }
                 if let Err(err) = state.expire_unpaid(now()).await {
                     tracing::warn!(error = %err, "expiring unpaid orders failed");
+                }
+                if let Err(err) = state.finish_stock_work().await {
+                    tracing::warn!(error = %err, "finishing stock work failed");
                 }
             }
         })

@@ -48,6 +48,15 @@ impl Validate for Settings {
                 "windows must be positive",
             ));
         }
+        if self.orders.placement_wait_ms >= self.server.request_timeout_ms {
+            return Err(ConfigError::invalid(
+                "orders.placement_wait_ms",
+                format!(
+                    "must be less than server.request_timeout_ms ({})",
+                    self.server.request_timeout_ms
+                ),
+            ));
+        }
         // A saga is only taken for dead after every remote step could have timed out.
         let longest = self.downstream.timeout_ms * u64::from(self.downstream.attempts) * 3 / 1000;
         if self.orders.saga_stale_after_secs <= longest {
@@ -110,8 +119,12 @@ pub struct OrdersSection {
     pub payment_window_secs: u64,
     /// A saga untouched for this long is taken for dead and compensated.
     pub saga_stale_after_secs: u64,
-    /// How often unpaid orders and dead sagas are looked for.
+    /// How often unpaid orders, dead sagas and unfinished stock work are looked for.
     pub sweep_every_secs: u64,
+    /// How long a retried placement waits for its first attempt to finish before it
+    /// is answered ABORTED ("retry with the same request id"); less than the
+    /// server's request timeout, so the caller gets that answer and not CANCELLED.
+    pub placement_wait_ms: u64,
 }
 
 impl Default for OrdersSection {
@@ -121,6 +134,13 @@ impl Default for OrdersSection {
             payment_window_secs: 15 * 60,
             saga_stale_after_secs: 60,
             sweep_every_secs: 15,
+            placement_wait_ms: 2_000,
         }
+    }
+}
+
+impl OrdersSection {
+    pub fn placement_wait(&self) -> Duration {
+        Duration::from_millis(self.placement_wait_ms)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use retail_orders::downstream::{Downstream, Units};
+use retail_orders::downstream::{Downstream, Held, Units};
 use std::sync::Arc;
 use tonic::Status;
 
@@ -66,19 +66,29 @@ pub struct Flaky {
 #[async_trait::async_trait]
 impl Downstream for Flaky {
     async fn member_tier(&self, member_id: &str) -> Result<String, Status> {
-        self.faults.around("member_tier", self.inner.member_tier(member_id)).await
+        self.faults
+            .around("member_tier", self.inner.member_tier(member_id))
+            .await
     }
 
     async fn quote(&self, currency: &str, tier: &str, lines: &[Units]) -> Result<Vec<i64>, Status> {
-        self.faults.around("quote", self.inner.quote(currency, tier, lines)).await
+        self.faults
+            .around("quote", self.inner.quote(currency, tier, lines))
+            .await
     }
 
     async fn reserve(&self, order_id: &str, lines: &[Units], ttl: Duration) -> Result<(), Status> {
-        self.faults.around("reserve", self.inner.reserve(order_id, lines, ttl)).await
+        self.faults
+            .around("reserve", self.inner.reserve(order_id, lines, ttl))
+            .await
     }
 
     async fn commit(&self, order_id: &str) -> Result<(), Status> {
         self.faults.around("commit", self.inner.commit(order_id)).await
+    }
+
+    async fn held(&self, order_id: &str) -> Result<Held, Status> {
+        self.faults.around("held", self.inner.held(order_id)).await
     }
 
     async fn release(&self, order_id: &str) -> Result<(), Status> {
@@ -93,7 +103,10 @@ impl Downstream for Flaky {
         request_id: &str,
     ) -> Result<(), Status> {
         self.faults
-            .around("return_stock", self.inner.return_stock(order_id, lines, damaged, request_id))
+            .around(
+                "return_stock",
+                self.inner.return_stock(order_id, lines, damaged, request_id),
+            )
             .await
     }
 }

@@ -200,3 +200,36 @@ pub mod saga {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod stock_work {
+    use sea_orm::entity::prelude::*;
+
+    /// Stock that has to follow an order's state change in catalog (a cancellation
+    /// gives back what the order holds, a received return puts goods back). Written
+    /// in the transaction of the state change, so the intent survives a crash, and
+    /// done from here until catalog has taken it: every catalog call it makes is
+    /// idempotent, so doing it again after a crash counts nothing twice.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "order_stock_work")]
+    pub struct Model {
+        /// `cancel:{order_id}` or `return:{return_id}`: one per state change.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub order_id: String,
+        /// `cancel` or `return`.
+        pub kind: String,
+        /// The return, for `return`; empty otherwise.
+        pub return_id: String,
+        /// `pending`, `done`, or `failed` (catalog refused it for good; logged).
+        pub state: String,
+        pub attempts: i32,
+        pub last_error: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

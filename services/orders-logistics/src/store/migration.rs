@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateOrderTables),
             Box::new(retail_kit::events::migration::PartialOutboxIndexes),
             Box::new(DropOrdersDueIndex),
+            Box::new(CreateStockWork),
         ]
     }
 }
@@ -392,5 +393,68 @@ impl MigrationTrait for DropOrdersDueIndex {
             false,
         )
         .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum OrderStockWork {
+    Table,
+    Id,
+    OrderId,
+    Kind,
+    ReturnId,
+    State,
+    Attempts,
+    LastError,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// Creates `order_stock_work`: the stock each cancellation and received return owes
+/// catalog, kept until catalog has it (see `store::stock_work`).
+#[derive(Debug)]
+struct CreateStockWork;
+
+impl MigrationName for CreateStockWork {
+    fn name(&self) -> &str {
+        "m20261203_000030_create_order_stock_work"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateStockWork {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(OrderStockWork::Table)
+                .if_not_exists()
+                .col(string_len(OrderStockWork::Id, 80).primary_key())
+                .col(string_len(OrderStockWork::OrderId, 36))
+                .col(string_len(OrderStockWork::Kind, 16))
+                .col(string_len(OrderStockWork::ReturnId, 36))
+                .col(string_len(OrderStockWork::State, 16))
+                .col(integer(OrderStockWork::Attempts))
+                .col(string_len(OrderStockWork::LastError, 500))
+                .col(timestamp_with_time_zone(OrderStockWork::CreatedAt))
+                .col(timestamp_with_time_zone(OrderStockWork::UpdatedAt))
+                .check(Expr::col(OrderStockWork::Kind).is_in(["cancel", "return"]))
+                .check(Expr::col(OrderStockWork::State).is_in(["pending", "done", "failed"]))
+                .to_owned(),
+        )
+        .await?;
+        // The sweeper reads the pending work, oldest first.
+        index(
+            m,
+            "idx_order_stock_work_state",
+            OrderStockWork::Table,
+            vec![OrderStockWork::State.into_iden(), OrderStockWork::UpdatedAt.into_iden()],
+            false,
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(OrderStockWork::Table).to_owned())
+            .await
     }
 }

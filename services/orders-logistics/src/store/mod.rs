@@ -18,7 +18,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, QueryTrait,
 };
 
-pub use entities::{line, order, order_event, order_return, rating, return_line, saga};
+pub use entities::{line, order, order_event, order_return, rating, return_line, saga, stock_work};
 
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -454,4 +454,84 @@ pub async fn insert_rating(conn: &impl ConnectionTrait, model: rating::Model) ->
 
 pub async fn find_rating(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Option<rating::Model>> {
     Ok(rating::Entity::find_by_id(order_id.to_owned()).one(conn).await?)
+}
+
+/// States of [`stock_work`].
+pub mod work_state {
+    pub const PENDING: &str = "pending";
+    pub const DONE: &str = "done";
+    pub const FAILED: &str = "failed";
+}
+
+/// The id of the stock work a cancellation of `order_id` owes catalog.
+pub fn cancel_work_id(order_id: &str) -> String {
+    format!("cancel:{order_id}")
+}
+
+/// The id of the stock work a received return owes catalog.
+pub fn return_work_id(return_id: &str) -> String {
+    format!("return:{return_id}")
+}
+
+/// The stock work a cancellation of `order_id` owes catalog.
+pub fn cancel_work(order_id: &str, at: DateTime<Utc>) -> stock_work::ActiveModel {
+    new_work(cancel_work_id(order_id), order_id, "cancel", "", at)
+}
+
+/// The stock work a received return owes catalog.
+pub fn return_work(order_id: &str, return_id: &str, at: DateTime<Utc>) -> stock_work::ActiveModel {
+    new_work(return_work_id(return_id), order_id, "return", return_id, at)
+}
+
+fn new_work(id: String, order_id: &str, kind: &str, return_id: &str, at: DateTime<Utc>) -> stock_work::ActiveModel {
+    stock_work::ActiveModel::from(stock_work::Model {
+        id,
+        order_id: order_id.to_owned(),
+        kind: kind.to_owned(),
+        return_id: return_id.to_owned(),
+        state: work_state::PENDING.into(),
+        attempts: 0,
+        last_error: String::new(),
+        created_at: at,
+        updated_at: at,
+    })
+}
+
+pub async fn find_work(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<Option<stock_work::Model>> {
+    Ok(stock_work::Entity::find_by_id(id.to_owned()).one(conn).await?)
+}
+
+/// Pending work, least recently tried first.
+pub async fn pending_work(conn: &impl ConnectionTrait, limit: u64) -> ServiceResult<Vec<stock_work::Model>> {
+    Ok(stock_work::Entity::find()
+        .filter(stock_work::Column::State.eq(work_state::PENDING))
+        .order_by_asc(stock_work::Column::UpdatedAt)
+        .limit(limit)
+        .all(conn)
+        .await?)
+}
+
+/// Ends pending work as `state` (done, or failed with `error`); counts an attempt
+/// that left it pending. Work already ended stays as it is.
+pub async fn end_work(
+    conn: &impl ConnectionTrait,
+    id: &str,
+    state: &str,
+    error: &str,
+    at: DateTime<Utc>,
+) -> ServiceResult<()> {
+    let error: String = error.chars().take(500).collect();
+    stock_work::Entity::update_many()
+        .col_expr(stock_work::Column::State, Expr::value(state))
+        .col_expr(
+            stock_work::Column::Attempts,
+            Expr::col(stock_work::Column::Attempts).add(1),
+        )
+        .col_expr(stock_work::Column::LastError, Expr::value(error))
+        .col_expr(stock_work::Column::UpdatedAt, Expr::value(at))
+        .filter(stock_work::Column::Id.eq(id))
+        .filter(stock_work::Column::State.eq(work_state::PENDING))
+        .exec(conn)
+        .await?;
+    Ok(())
 }
