@@ -280,7 +280,7 @@ async fn a_crash_between_reserving_and_storing_releases_the_stock_on_restart() {
         armed: AtomicBool::new(true),
     });
     let mut suite = Suite::start_with(stall, |o| {
-        o.downstream.timeout_ms = 100;
+        o.downstream.timeout_ms = 300;
         o.downstream.attempts = 1;
         o.orders.saga_stale_after_secs = 1;
     })
