@@ -33,6 +33,12 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(out_dir.join("retail_descriptor.bin"), fds.encode_to_vec())?;
     // BTreeMap for map fields: encoding is then deterministic, which request
     // fingerprints (idempotency) rely on.
-    tonic_prost_build::configure().btree_map(".").compile_fds(fds)?;
+    // Type names (`prost::Name`): an event's type is its message's full name, never
+    // a string written out by hand.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
+    tonic_prost_build::configure()
+        .btree_map(".")
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

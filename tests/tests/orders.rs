@@ -9,15 +9,14 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::future::join_all;
-use retail_kit::error::{ServiceError, ServiceResult};
-use retail_orders::saga::{Step, StepHook};
 use retail_proto::catalog::{self as cpb};
 use retail_proto::membership::{self as mpb};
 use retail_proto::orders::{self as opb};
+use support::flaky::Strike;
 use support::*;
 use tonic::Code;
 
@@ -219,37 +218,17 @@ async fn the_whole_journey_from_registration_to_a_partial_refund() {
     );
 }
 
-/// Fails (or stalls) one saga step.
-#[derive(Debug)]
-struct Fault {
-    step: Step,
-    stall: bool,
-    armed: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl StepHook for Fault {
-    async fn before(&self, step: Step, _order_id: &str) -> ServiceResult<()> {
-        if step == self.step && self.armed.load(Ordering::SeqCst) {
-            if self.stall {
-                std::future::pending::<()>().await;
-            }
-            return Err(ServiceError::Unavailable(format!("injected failure before {step:?}")));
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_failure_at_any_saga_step_leaves_no_reservation_and_no_order() {
-    for step in [Step::Price, Step::Reserve, Step::Store] {
-        let fault = Arc::new(Fault {
-            step,
-            stall: false,
-            armed: AtomicBool::new(true),
-        });
-        let suite = Suite::start_with(fault.clone(), |_| {}).await;
+    // Pricing fails; reserving fails; the reservation is made but its answer lost.
+    for step in [
+        ("quote", Strike::Before),
+        ("reserve", Strike::Before),
+        ("reserve", Strike::After),
+    ] {
+        let suite = Suite::start().await;
         suite.stock_skus(&[("F-1", 1_000, 5)]).await;
+        suite.faults.fail(step.0, step.1);
         let err = suite
             .place(&suite.admin, None, &[("F-1", 2)], "fail-1")
             .await
@@ -265,7 +244,7 @@ async fn a_failure_at_any_saga_step_leaves_no_reservation_and_no_order() {
             .into_inner();
         assert!(listed.orders.is_empty(), "{step:?}: no order stored");
         // The same request goes through once the fault is gone.
-        fault.armed.store(false, Ordering::SeqCst);
+        suite.faults.heal();
         let order = suite.place(&suite.admin, None, &[("F-1", 2)], "fail-1").await.unwrap();
         assert_eq!(order.state, opb::OrderState::PendingPayment as i32);
         assert_eq!(suite.stock("F-1").await, (5, 3, 2, 0));
@@ -274,18 +253,15 @@ async fn a_failure_at_any_saga_step_leaves_no_reservation_and_no_order() {
 
 #[tokio::test]
 async fn a_crash_between_reserving_and_storing_releases_the_stock_on_restart() {
-    let stall = Arc::new(Fault {
-        step: Step::Store,
-        stall: true,
-        armed: AtomicBool::new(true),
-    });
-    let mut suite = Suite::start_with(stall, |o| {
+    let mut suite = Suite::start_with(|o| {
         o.downstream.timeout_ms = 300;
         o.downstream.attempts = 1;
         o.orders.saga_stale_after_secs = 1;
     })
     .await;
     suite.stock_skus(&[("C-1", 1_000, 5)]).await;
+    // The reservation is made; then the saga stops, as a process hung or dying there.
+    suite.faults.fail("reserve", Strike::Stall);
     let placing = {
         let mut client = suite.orders_client().await;
         let admin = suite.admin.clone();
@@ -321,7 +297,7 @@ async fn a_crash_between_reserving_and_storing_releases_the_stock_on_restart() {
     assert!(placing.await.unwrap().is_err(), "the caller saw the crash");
     // Restarted after the saga went stale: recovery at start compensates it.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    suite.start_orders(Arc::new(retail_orders::saga::NoHook)).await;
+    suite.start_orders().await;
     for _ in 0..200 {
         if suite.stock("C-1").await == (5, 5, 0, 0) {
             break;
@@ -751,7 +727,7 @@ async fn members_earn_exactly_once_from_orders_while_membership_restarts() {
 /// an order paid in time is left alone.
 #[tokio::test]
 async fn an_unpaid_order_expires_with_its_reservation_when_its_payment_window_closes() {
-    let suite = Suite::start_with(Arc::new(retail_orders::saga::NoHook), |o| {
+    let suite = Suite::start_with(|o| {
         o.orders.payment_window_secs = 2;
         o.orders.sweep_every_secs = 1;
     })
@@ -783,13 +759,10 @@ async fn a_placement_retried_while_its_first_attempt_is_unfinished_is_answered_a
     // Regression: the retry waited for the first attempt as long as the server lets a
     // request run, and the caller got CANCELLED ("Timeout expired"), which standard
     // retry policies do not retry.
-    let stall = Arc::new(Fault {
-        step: Step::Store,
-        stall: true,
-        armed: AtomicBool::new(true),
-    });
-    let mut suite = Suite::start_with(stall, |_| {}).await;
+    let mut suite = Suite::start().await;
     suite.stock_skus(&[("R-1", 1_000, 5)]).await;
+    // The reservation is made; then the saga stops, as a process hung or dying there.
+    suite.faults.fail("reserve", Strike::Stall);
     let first = {
         let suite_orders = suite.orders_client().await;
         let admin = suite.admin.clone();
@@ -830,7 +803,7 @@ async fn a_placement_retried_while_its_first_attempt_is_unfinished_is_answered_a
     // The process placing it dies: a retry is still answered ABORTED, not left hanging.
     suite.orders.take().unwrap().kill().await;
     first.abort();
-    suite.start_orders(Arc::new(retail_orders::saga::NoHook)).await;
+    suite.start_orders().await;
     let retry = suite
         .place(&suite.admin, None, &[("R-1", 1)], "stuck-1")
         .await

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -123,7 +122,7 @@ async fn settle(suite: &Suite, sku: &str, want: (i64, i64, i64, i64), within: Du
 
 /// Orders' sweeper every second, so that unfinished stock work is picked up quickly.
 async fn suite() -> Suite {
-    Suite::start_with(Arc::new(retail_orders::saga::NoHook), |o| {
+    Suite::start_with(|o| {
         o.orders.sweep_every_secs = 1;
     })
     .await
@@ -211,7 +210,7 @@ async fn a_cancel_gives_the_stock_back_when_catalog_fails_around_the_call_or_ord
                     // finishes it at start.
                     suite.orders.take().unwrap().kill().await;
                     suite.faults.heal();
-                    suite.start_orders(Arc::new(retail_orders::saga::NoHook)).await;
+                    suite.start_orders().await;
                 } else {
                     // Catalog recovers; the sweeper finishes the work.
                     suite.faults.heal();
@@ -258,7 +257,7 @@ async fn a_received_return_reaches_stock_when_catalog_fails_around_the_call_or_o
             if restart {
                 suite.orders.take().unwrap().kill().await;
                 suite.faults.heal();
-                suite.start_orders(Arc::new(retail_orders::saga::NoHook)).await;
+                suite.start_orders().await;
             } else {
                 suite.faults.heal();
             }

@@ -123,9 +123,30 @@ impl From<ServiceError> for Status {
                 tracing::error!(%correlation_id, error = format!("{cause:#}"), "internal error");
                 Status::internal(format!("internal error (correlation id {correlation_id})"))
             }
+            // The resource travels as data (`google.rpc.ResourceInfo`), so a calling
+            // service learns what was missing without reading the message.
+            ServiceError::NotFound { entity, ref id } => {
+                let message = err.to_string();
+                Status::with_error_details(
+                    code,
+                    message,
+                    ErrorDetails::with_resource_info(entity, id.clone(), "", ""),
+                )
+            }
             other => Status::new(code, other.to_string()),
         }
     }
+}
+
+/// The resource a NOT_FOUND status from another service names (type and name, from
+/// its `google.rpc.ResourceInfo`), if it carries one.
+pub fn missing_resource(status: &Status) -> Option<(String, String)> {
+    if status.code() != Code::NotFound {
+        return None;
+    }
+    status
+        .get_details_resource_info()
+        .map(|info| (info.resource_type, info.resource_name))
 }
 
 /// Collects field violations while a request is parsed, so a client learns every bad
@@ -281,5 +302,17 @@ mod tests {
         let details = status.get_error_details();
         let retry = details.retry_info().and_then(|r| r.retry_delay);
         assert_eq!(retry, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_not_found_names_its_resource_as_data_for_the_caller() {
+        let status = Status::from(ServiceError::not_found("sku", "skus/RUN-42"));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            missing_resource(&status),
+            Some(("sku".to_owned(), "skus/RUN-42".to_owned()))
+        );
+        assert_eq!(missing_resource(&Status::not_found("no details")), None);
+        assert_eq!(missing_resource(&Status::internal("x")), None);
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retail_kit::auth::{ClientInterceptor, ServiceTokenSource};
+use retail_kit::error::{ServiceError, missing_resource};
 use retail_kit::resilience::{Breaker, CallPolicy, request};
 use retail_proto::catalog::inventory_service_client::InventoryServiceClient;
 use retail_proto::catalog::pricing_service_client::PricingServiceClient;
@@ -55,6 +56,31 @@ pub trait Downstream: Send + Sync + std::fmt::Debug {
         damaged: bool,
         request_id: &str,
     ) -> Result<(), Status>;
+}
+
+/// A downstream's answer as orders' caller should see it: what it did not find is
+/// named from the status's `google.rpc.ResourceInfo`; a refusal is
+/// FAILED_PRECONDITION; an outage is UNAVAILABLE (retry).
+pub(crate) fn from_downstream(what: &str, status: Status) -> ServiceError {
+    match status.code() {
+        Code::NotFound => {
+            let (kind, id) = missing_resource(&status).unwrap_or_default();
+            let entity = match kind.as_str() {
+                "sku" => "sku",
+                "member" => "member",
+                "reservation" => "reservation",
+                "warehouse" => "warehouse",
+                _ => "resource",
+            };
+            ServiceError::NotFound { entity, id }
+        }
+        Code::FailedPrecondition | Code::AlreadyExists => ServiceError::FailedPrecondition(status.message().to_owned()),
+        Code::InvalidArgument => ServiceError::FailedPrecondition(format!("{what} refused: {}", status.message())),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Cancelled => {
+            ServiceError::Unavailable(format!("{what} is unavailable, retry: {}", status.message()))
+        }
+        _ => ServiceError::internal(anyhow::anyhow!("{what} failed: {} {}", status.code(), status.message())),
+    }
 }
 
 type Authed = InterceptedService<Channel, ClientInterceptor>;

@@ -2,19 +2,21 @@
 //! payments, cancellations, shipments and tracking, returns and refunds, ratings, and
 //! the event log membership, channel-partner and analytics subscribe to.
 //!
-//! Layout: [`api`] is the gRPC adapter, [`saga`] places orders (and recovers from
-//! crashes), [`downstream`] the calls to other services, [`domain`] the rules without
-//! I/O, [`store`] the tables.
+//! Layout: `api` is the gRPC adapter (parse, authorise, convert), `app` the use
+//! cases (the placement saga, payments, cancellations, shipping, returns, and the
+//! stock work that follows them into catalog), [`domain`] the rules without I/O,
+//! `events` what orders publishes, [`downstream`] the calls to other services,
+//! `store` the tables.
 
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod domain;
+mod api;
+mod app;
+mod domain;
 pub mod downstream;
-pub mod saga;
+mod events;
 pub mod settings;
-mod stock;
-pub mod store;
+mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,15 +34,15 @@ use tonic::transport::Channel;
 
 pub use settings::Settings;
 
-use crate::api::{OrdersApi, State};
+use crate::api::OrdersApi;
+use crate::app::App;
 use crate::downstream::{Downstream, GrpcDownstream};
-use crate::saga::{NoHook, StepHook};
 use crate::store::migration::Migrator;
 
 #[derive(Debug)]
 pub struct Application {
     bound: Bound,
-    state: Arc<State>,
+    app: Arc<App>,
     verifier: Arc<Verifier>,
 }
 
@@ -77,21 +79,14 @@ impl Application {
             tokens,
             settings.downstream.policy(),
         ));
-        Self::build_with(
-            settings,
-            Arc::new(GrpcKeySource::new(identity)),
-            downstream,
-            Arc::new(NoHook),
-        )
-        .await
+        Self::build_with(settings, Arc::new(GrpcKeySource::new(identity)), downstream).await
     }
 
-    /// Builds with given key source, downstreams and saga hook (tests).
+    /// Builds with the given key source and downstream services (tests fake them).
     pub async fn build_with(
         settings: Settings,
         keys: Arc<dyn KeySource>,
         downstream: Arc<dyn Downstream>,
-        hook: Arc<dyn StepHook>,
     ) -> anyhow::Result<Self> {
         let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings.database).await?;
         let log = EventLog::new(
@@ -108,13 +103,7 @@ impl Application {
         let bound = server::bind(&settings.server).await?;
         Ok(Self {
             bound,
-            state: Arc::new(State {
-                db,
-                log,
-                settings,
-                downstream,
-                hook,
-            }),
+            app: Arc::new(App::new(db, log, settings, downstream)),
             verifier,
         })
     }
@@ -124,16 +113,11 @@ impl Application {
     }
 
     pub fn db(&self) -> DatabaseConnection {
-        self.state.db.clone()
-    }
-
-    /// The shared state, for the periodic jobs (tests drive them with their own time).
-    pub fn state(&self) -> Arc<State> {
-        self.state.clone()
+        self.app.db.clone()
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let state = self.state;
+        let state = self.app;
         // Sagas left behind by a crash are compensated before serving.
         if let Err(err) = state.recover_sagas(retail_kit::convert::now()).await {
             tracing::warn!(error = %err, "saga recovery at start failed");

@@ -1,6 +1,6 @@
-//! A downstream for orders that fails chosen catalog calls on demand: before the
-//! call reaches catalog (catalog unavailable), or after catalog has done it (the
-//! answer lost, as when the process dies right after the call).
+//! A downstream for orders that fails chosen calls on demand: before the call
+//! reaches the service (it is unavailable), after the service has done it (the
+//! answer lost), or by hanging after it (a process stopped right there).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +17,8 @@ pub enum Strike {
     Before,
     /// Catalog does the call; its answer is lost.
     After,
+    /// Catalog does the call; the caller then hangs, as a process that stopped there.
+    Stall,
 }
 
 /// Which calls fail, and how. Every call is counted.
@@ -52,6 +54,11 @@ impl Faults {
                 let _ = inner.await;
                 self.struck.fetch_add(1, Ordering::SeqCst);
                 Err(Status::unavailable(format!("injected: the answer to {call} was lost")))
+            }
+            Some(Strike::Stall) => {
+                let _ = inner.await;
+                self.struck.fetch_add(1, Ordering::SeqCst);
+                std::future::pending().await
             }
         }
     }

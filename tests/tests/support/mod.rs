@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use retail_kit::auth::{GrpcKeySource, ServiceTokenSource};
 use retail_orders::downstream::GrpcDownstream;
-use retail_orders::saga::{NoHook, StepHook};
 use retail_proto::catalog::catalog_service_client::CatalogServiceClient;
 use retail_proto::catalog::inventory_service_client::InventoryServiceClient;
 use retail_proto::catalog::pricing_service_client::PricingServiceClient;
@@ -81,11 +80,11 @@ pub fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
 
 impl Suite {
     pub async fn start() -> Self {
-        Self::start_with(Arc::new(NoHook), |_| {}).await
+        Self::start_with(|_| {}).await
     }
 
-    /// Starts everything; `hook` sees every saga step, `configure` adjusts orders.
-    pub async fn start_with(hook: Arc<dyn StepHook>, configure: impl FnOnce(&mut retail_orders::Settings)) -> Self {
+    /// Starts everything; `configure` adjusts orders.
+    pub async fn start_with(configure: impl FnOnce(&mut retail_orders::Settings)) -> Self {
         // Warnings and internal errors of every service show in a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("warn,sqlx=error"))
@@ -192,7 +191,7 @@ impl Suite {
         };
         suite.start_membership().await;
         suite.orders_settings.downstream.membership_url = format!("http://{}", suite.membership.as_ref().unwrap().addr);
-        suite.start_orders(hook).await;
+        suite.start_orders().await;
         // Membership subscribes to the orders log wherever orders listens; restart it
         // with the address now known.
         suite.membership_settings.orders.events_url = Some(format!("http://{}", suite.orders.as_ref().unwrap().addr));
@@ -218,8 +217,9 @@ impl Suite {
         self.start_membership().await;
     }
 
-    /// Starts orders (on the port it had before, if any) with `hook`.
-    pub async fn start_orders(&mut self, hook: Arc<dyn StepHook>) {
+    /// Starts orders (on the port it had before, if any); its calls to other services
+    /// go through [`flaky::Faults`].
+    pub async fn start_orders(&mut self) {
         let identity = channel(self.identity).await;
         let grpc = Arc::new(GrpcDownstream::new(
             Channel::from_shared(self.orders_settings.downstream.membership_url.clone())
@@ -239,7 +239,6 @@ impl Suite {
             self.orders_settings.clone(),
             Arc::new(GrpcKeySource::new(identity)),
             downstream,
-            hook,
         )
         .await
         .unwrap();

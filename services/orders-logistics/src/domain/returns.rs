@@ -3,6 +3,30 @@
 
 use std::collections::HashMap;
 
+/// The state of a return: `requested -> received -> refunded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnState {
+    Requested,
+    Received,
+    Refunded,
+}
+
+impl ReturnState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Received => "received",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Requested, Self::Received, Self::Refunded]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
 /// A line of an order as returns see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bought {

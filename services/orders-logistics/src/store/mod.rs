@@ -65,10 +65,6 @@ pub async fn saga_by_key(conn: &impl ConnectionTrait, key: &str) -> ServiceResul
         .await?)
 }
 
-pub async fn find_saga(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Option<saga::Model>> {
-    Ok(saga::Entity::find_by_id(order_id.to_owned()).one(conn).await?)
-}
-
 /// Removes a failed saga so that its request id can be tried again.
 pub async fn forget_failed_saga(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<bool> {
     let r = saga::Entity::delete_many()
@@ -450,10 +446,6 @@ pub async fn insert_rating(conn: &impl ConnectionTrait, model: rating::Model) ->
         }
     })?;
     Ok(())
-}
-
-pub async fn find_rating(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Option<rating::Model>> {
-    Ok(rating::Entity::find_by_id(order_id.to_owned()).one(conn).await?)
 }
 
 /// States of [`stock_work`].

@@ -18,91 +18,47 @@
 //! does for sagas whose process died), the reservation is released, and the saga is
 //! `failed`. The sweeper retries releases that failed and recovers stale sagas.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use retail_kit::convert::now;
 use retail_kit::db::GuardedWrite;
 use retail_kit::error::{ServiceError, ServiceResult};
-use retail_kit::events;
 use retail_kit::idempotency;
-use retail_proto::common::Money;
-use retail_proto::events as ev;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
-use tonic::{Code, Status};
+use tonic::Code;
 
-use crate::api::State;
-use crate::downstream::Units;
+use super::{App, Caller};
+use crate::domain::ids::{MemberId, SkuCode};
+use crate::domain::order::Channel;
+use crate::downstream::{Units, from_downstream};
+use crate::events;
 use crate::store::{self, OrderView, saga_state};
 
-/// A saga step, for fault injection in tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Price,
-    Reserve,
-    Store,
-}
-
-/// Called before each step; the default does nothing. Tests fail or stall steps.
-#[async_trait::async_trait]
-pub trait StepHook: Send + Sync + std::fmt::Debug {
-    async fn before(&self, step: Step, order_id: &str) -> ServiceResult<()>;
-}
-
-#[derive(Debug)]
-pub struct NoHook;
-
-#[async_trait::async_trait]
-impl StepHook for NoHook {
-    async fn before(&self, _: Step, _: &str) -> ServiceResult<()> {
-        Ok(())
-    }
-}
-
-/// Where and for whom an order is placed, parsed.
+/// An order to place, parsed.
 #[derive(Debug, Clone)]
-pub struct PlaceInput {
-    /// Caller and request id; unique per idempotent request.
-    pub request_key: Option<String>,
+pub struct PlaceOrder {
+    /// The caller's request id, if the request is to be idempotent.
+    pub request_id: Option<String>,
     /// Hash of the request, to refuse a reused request id with another request.
     pub fingerprint: Vec<u8>,
-    pub member_id: Option<String>,
-    pub channel: String,
+    pub member: Option<MemberId>,
+    pub channel: Channel,
+    /// For partner sales: the partner (a partner principal's own).
     pub partner_id: String,
     pub sales_rep: String,
     pub store: String,
-    pub lines: Vec<Units>,
+    /// Each SKU once, with its units.
+    pub lines: Vec<(SkuCode, i64)>,
 }
 
 const COMPENSATING: &str = "compensating";
 
-/// A downstream's answer as the caller of PlaceOrder should see it.
-pub fn from_downstream(what: &str, status: Status) -> ServiceError {
-    match status.code() {
-        // Catalog names what it did not find: "sku not found: skus/X".
-        Code::NotFound => {
-            let message = status.message();
-            let id = message.split_once("not found: ").map_or(message, |(_, id)| id);
-            ServiceError::NotFound {
-                entity: "sku",
-                id: id.to_owned(),
-            }
-        }
-        Code::FailedPrecondition | Code::AlreadyExists => ServiceError::FailedPrecondition(status.message().to_owned()),
-        Code::InvalidArgument => ServiceError::FailedPrecondition(format!("{what} refused: {}", status.message())),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Cancelled => {
-            ServiceError::Unavailable(format!("{what} is unavailable, retry: {}", status.message()))
-        }
-        _ => ServiceError::internal(anyhow::anyhow!("{what} failed: {} {}", status.code(), status.message())),
-    }
-}
-
-impl State {
+impl App {
     /// Places an order; see the module documentation.
-    pub async fn place(&self, input: PlaceInput) -> ServiceResult<OrderView> {
-        let order_id = match self.claim(&input).await? {
+    pub async fn place(&self, caller: &Caller, input: PlaceOrder) -> ServiceResult<OrderView> {
+        let request_key = input.request_id.as_ref().map(|id| format!("{}:{id}", caller.owner));
+        let order_id = match self.claim(request_key.as_deref(), &input.fingerprint).await? {
             Claim::New(order_id) => order_id,
             Claim::Replay(view) => return Ok(*view),
         };
@@ -118,18 +74,15 @@ impl State {
         }
     }
 
-    async fn claim(&self, input: &PlaceInput) -> ServiceResult<Claim> {
+    async fn claim(&self, request_key: Option<&str>, fingerprint: &[u8]) -> ServiceResult<Claim> {
         let waited_since = std::time::Instant::now();
         loop {
             let order_id = store::new_id();
             let at = now();
             let row = store::saga::Model {
                 order_id: order_id.clone(),
-                request_key: input
-                    .request_key
-                    .clone()
-                    .unwrap_or_else(|| format!("anonymous:{order_id}")),
-                fingerprint: input.fingerprint.clone(),
+                request_key: request_key.map_or_else(|| format!("anonymous:{order_id}"), str::to_owned),
+                fingerprint: fingerprint.to_vec(),
                 state: saga_state::STARTED.into(),
                 step: "started".into(),
                 error: String::new(),
@@ -140,13 +93,13 @@ impl State {
             if store::insert_saga(&self.db, row).await? {
                 return Ok(Claim::New(order_id));
             }
-            let Some(key) = &input.request_key else {
+            let Some(key) = request_key else {
                 continue;
             };
             let Some(existing) = store::saga_by_key(&self.db, key).await? else {
                 continue;
             };
-            if existing.fingerprint != input.fingerprint {
+            if existing.fingerprint != fingerprint {
                 return Err(ServiceError::invalid(
                     "request_id",
                     "was already used for a different request",
@@ -179,40 +132,52 @@ impl State {
         }
     }
 
-    async fn run_saga(&self, order_id: &str, input: &PlaceInput) -> ServiceResult<OrderView> {
+    async fn run_saga(&self, order_id: &str, input: &PlaceOrder) -> ServiceResult<OrderView> {
         let settings = &self.settings.orders;
-        self.hook.before(Step::Price, order_id).await?;
-        let tier = match &input.member_id {
-            Some(member) => self.downstream.member_tier(member).await.map_err(|s| match s.code() {
-                Code::NotFound => ServiceError::not_found("member", format!("members/{member}")),
-                _ => from_downstream("membership", s),
-            })?,
+        let tier = match &input.member {
+            Some(member) => self
+                .downstream
+                .member_tier(member.as_str())
+                .await
+                .map_err(|s| match s.code() {
+                    Code::NotFound => ServiceError::not_found("member", format!("members/{}", member.as_str())),
+                    _ => from_downstream("membership", s),
+                })?,
             None => String::new(),
         };
+        let lines: Vec<Units> = input
+            .lines
+            .iter()
+            .map(|(sku, q)| (sku.as_str().to_owned(), *q))
+            .collect();
         let prices = self
             .downstream
-            .quote(&settings.currency, &tier, &input.lines)
+            .quote(&settings.currency, &tier, &lines)
             .await
             .map_err(|s| from_downstream("catalog", s))?;
 
-        self.hook.before(Step::Reserve, order_id).await?;
         let window = Duration::from_secs(settings.payment_window_secs);
         self.downstream
-            .reserve(order_id, &input.lines, window)
+            .reserve(order_id, &lines, window)
             .await
             .map_err(|s| from_downstream("catalog", s))?;
         // No separate "reserved" step is stored: the store write below only
         // completes a saga still STARTED, and a compensation releases by order id
         // whether or not a reservation was made.
 
-        self.hook.before(Step::Store, order_id).await?;
         let at = now();
-        let total: i64 = input.lines.iter().zip(&prices).map(|((_, q), p)| q * p).sum();
+        let total = lines
+            .iter()
+            .zip(&prices)
+            .try_fold(0i64, |sum, ((_, q), p)| {
+                q.checked_mul(*p).and_then(|t| sum.checked_add(t))
+            })
+            .ok_or_else(|| ServiceError::invalid("order.lines", "the order total is too large"))?;
         let order = store::order::Model {
             id: order_id.to_owned(),
-            member_id: input.member_id.clone().unwrap_or_default(),
+            member_id: input.member.as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default(),
             member_tier: tier,
-            channel: input.channel.clone(),
+            channel: input.channel.as_str().to_owned(),
             partner_id: input.partner_id.clone(),
             sales_rep: input.sales_rep.clone(),
             store: input.store.clone(),
@@ -234,8 +199,7 @@ impl State {
             created_at: at,
             updated_at: at,
         };
-        let lines: Vec<store::line::Model> = input
-            .lines
+        let lines: Vec<store::line::Model> = lines
             .iter()
             .zip(&prices)
             .enumerate()
@@ -250,12 +214,9 @@ impl State {
             .collect();
         // One guarded write: stored only if the saga is still started, so a saga the
         // recovery took over is never stored late.
-        let event = ev::OrderPlaced {
-            order_id: order.id.clone(),
-            parties: Some(parties(&order)),
-            lines: ordered_units(&order.currency, &lines),
-            total: money(&order.currency, order.total_minor),
-        };
+        let view = OrderView { order, lines };
+        let event = events::placed(&view);
+        let OrderView { order, lines } = view;
         let writes = GuardedWrite::new(
             store::saga_progress_update(&order.id, saga_state::DONE, "stored", "", order.created_at).into_query(),
         )
@@ -269,11 +230,7 @@ impl State {
             "pending_payment",
             order.created_at,
         )])?
-        .insert([events::outbox_row(
-            "retail.events.v1.OrderPlaced",
-            &order.id,
-            event.encode_to_vec(),
-        )])?;
+        .insert([event.outbox_row(&order.id)])?;
         if !idempotency::apply(&self.db, &writes).await? {
             return Err(ServiceError::Aborted("placing the order was abandoned; retry".into()));
         }
@@ -340,80 +297,9 @@ impl State {
         }
         Ok(recovered)
     }
-
-    /// Cancels unpaid orders whose payment window closed at `as_of`.
-    pub async fn expire_unpaid(&self, as_of: DateTime<Utc>) -> ServiceResult<u64> {
-        let due = store::overdue_unpaid(&self.db, as_of, 500).await?;
-        let mut expired = 0;
-        for order_id in due {
-            match self.cancel(&order_id, None, "payment window elapsed", as_of).await {
-                Ok(_) => expired += 1,
-                Err(ServiceError::FailedPrecondition(_)) => {}
-                Err(err) => tracing::warn!(order_id, error = %err, "cancelling an unpaid order failed"),
-            }
-        }
-        Ok(expired)
-    }
-
-    /// Runs recovery, expiry and unfinished stock work until the task is aborted.
-    pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let state = self.clone();
-        let every = Duration::from_secs(self.settings.orders.sweep_every_secs.max(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(err) = state.recover_sagas(now()).await {
-                    tracing::warn!(error = %err, "saga recovery failed");
-                }
-                if let Err(err) = state.expire_unpaid(now()).await {
-                    tracing::warn!(error = %err, "expiring unpaid orders failed");
-                }
-                if let Err(err) = state.finish_stock_work().await {
-                    tracing::warn!(error = %err, "finishing stock work failed");
-                }
-            }
-        })
-    }
 }
 
 enum Claim {
     New(String),
     Replay(Box<OrderView>),
-}
-
-pub fn money(currency: &str, amount_minor: i64) -> Option<Money> {
-    Some(Money {
-        currency_code: currency.to_owned(),
-        amount_minor,
-    })
-}
-
-pub fn parties(o: &store::order::Model) -> ev::OrderParties {
-    ev::OrderParties {
-        member_id: o.member_id.clone(),
-        channel: o.channel.clone(),
-        partner_id: o.partner_id.clone(),
-        sales_rep: o.sales_rep.clone(),
-        store: o.store.clone(),
-    }
-}
-
-pub fn ordered_units(currency: &str, lines: &[store::line::Model]) -> Vec<ev::OrderedUnits> {
-    lines
-        .iter()
-        .map(|l| ev::OrderedUnits {
-            sku_code: l.sku_code.clone(),
-            quantity: l.quantity,
-            unit_price: money(currency, l.unit_minor),
-        })
-        .collect()
-}
-
-/// An order column set to a value, for [`store::transition`].
-pub fn set<V: Into<sea_orm::Value>>(
-    col: store::order::Column,
-    value: V,
-) -> (store::order::Column, sea_orm::sea_query::SimpleExpr) {
-    (col, sea_orm::sea_query::Expr::value(value.into()))
 }

@@ -14,17 +14,17 @@
 //! cancellation - is returned in full. So a payment and a cancellation racing on one
 //! order cannot lose its units whichever of them wins.
 
+use retail_kit::convert::now;
 use tonic::{Code, Status};
 
-use crate::api::State;
+use super::App;
 use crate::downstream::{Held, Units};
 use crate::store::{self, stock_work, work_state};
-use retail_kit::convert::now;
 
 /// How many pending pieces of work one sweep takes on.
 const SWEEP_BATCH: u64 = 200;
 
-impl State {
+impl App {
     /// Does stock work `id` now, right after the commit that wrote it; what fails is
     /// left to the sweeper.
     pub(crate) async fn follow_up(&self, id: &str) {
