@@ -145,7 +145,9 @@ fn a_refused_configuration_never_prints_a_secret_value() {
     let secret = "s3cr3t-value-0123456789-0123456789";
     let accounts = format!(r#"[{{"client_id":"orders","client_secret":"{secret}","scopes":["catalog.read"],"x":1}}]"#);
     let short = r#"[{"client_id":"orders","client_secret":"s3cr3t-short","scopes":[]}]"#;
-    let cases: Vec<(&str, Vec<(&str, &str)>, Option<String>)> = vec![
+    // What, the environment, the content of a configuration file.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<String>);
+    let cases: Vec<Case> = vec![
         (
             "service accounts with an unknown key",
             vec![("RETAIL_IDENTITY__BOOTSTRAP__SERVICE_ACCOUNTS", accounts.as_str())],
