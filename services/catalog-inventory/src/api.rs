@@ -496,7 +496,7 @@ impl CatalogService for CatalogApi {
         let mut active = existing.clone().into_active_model();
         let mut new_tags = None;
         let mut v = Violations::new();
-        for path in &paths {
+        for path in v.mask_paths("update_mask", &paths) {
             match path.as_str() {
                 "category" => {
                     if let Some(c) = v.field("product.category", codes::path(&p.category)) {

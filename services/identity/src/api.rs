@@ -15,6 +15,7 @@ use retail_kit::auth::{AUDIENCE, Claims, Principal, PrincipalKind, Verifier};
 use retail_kit::convert::{duration, from_timestamp, opt_timestamp, timestamp};
 use retail_kit::error::{ServiceError, ServiceResult, Violations};
 use retail_kit::idempotency::{self, IdempotencyKey};
+use retail_kit::limits;
 use retail_kit::paging::Page;
 use retail_proto::identity as pb;
 use retail_proto::identity::identity_service_server::IdentityService;
@@ -810,7 +811,8 @@ impl IdentityService for IdentityApi {
             }
         };
         let mut roles = Vec::new();
-        for (i, r) in user.roles.iter().enumerate() {
+        let n = v.at_most("user.roles", &user.roles, limits::MAX_ROLES);
+        for (i, r) in user.roles.iter().enumerate().take(n) {
             match role_of_pb(*r) {
                 Some(role) => roles.push(role),
                 None => v.add(format!("user.roles[{i}]"), "is not a role"),
@@ -933,7 +935,7 @@ impl IdentityService for IdentityApi {
         let old_roles = parse_roles(&current.roles);
         let mut new_roles = old_roles.clone();
         let mut disable = None;
-        for path in &paths {
+        for path in v.mask_paths("update_mask", &paths) {
             match path.as_str() {
                 "email" => {
                     if let Some(email) = v.check(Email::parse_optional("user.email", &changes.email)) {
@@ -958,7 +960,8 @@ impl IdentityService for IdentityApi {
                         continue;
                     }
                     let mut roles = Vec::new();
-                    for (i, r) in changes.roles.iter().enumerate() {
+                    let n = v.at_most("user.roles", &changes.roles, limits::MAX_ROLES);
+                    for (i, r) in changes.roles.iter().enumerate().take(n) {
                         match role_of_pb(*r) {
                             Some(role) => roles.push(role),
                             None => v.add(format!("user.roles[{i}]"), "is not a role"),
@@ -1115,7 +1118,7 @@ impl IdentityService for IdentityApi {
         if spec.scopes.len() > scopes::PARTNER.len() {
             v.add("api_key.scopes", "too many scopes");
         }
-        for (i, scope) in spec.scopes.iter().enumerate() {
+        for (i, scope) in spec.scopes.iter().enumerate().take(scopes::PARTNER.len()) {
             if !scopes::is_partner_scope(scope) {
                 v.add(
                     format!("api_key.scopes[{i}]"),
@@ -1265,7 +1268,8 @@ impl IdentityService for IdentityApi {
         };
         let mut v = Violations::new();
         let client_id = v.check(fields::external_id("service_account.client_id", &spec.client_id));
-        for (i, scope) in spec.scopes.iter().enumerate() {
+        let n = v.at_most("service_account.scopes", &spec.scopes, limits::MAX_SCOPES);
+        for (i, scope) in spec.scopes.iter().enumerate().take(n) {
             if !scopes::is_known(scope) {
                 v.add(format!("service_account.scopes[{i}]"), "is not a known scope");
             }

@@ -65,6 +65,12 @@ impl Validate for Settings {
                     "must not be empty",
                 ));
             }
+            if account.scopes.len() > retail_kit::limits::MAX_SCOPES {
+                return Err(ConfigError::invalid(
+                    format!("bootstrap.service_accounts[{i}].scopes"),
+                    format!("must have at most {} entries", retail_kit::limits::MAX_SCOPES),
+                ));
+            }
             // Stored as a fast hash, so it must be a long random value, not a password.
             if secrecy::ExposeSecret::expose_secret(&account.client_secret).len() < 32 {
                 return Err(ConfigError::invalid(
@@ -166,6 +172,10 @@ pub struct BootstrapSettings {
     #[serde(serialize_with = "serialize_secret")]
     pub admin_password: SecretString,
     /// Service accounts kept in line with this list at every start (secret, scopes).
+    /// A TOML array of tables, or one JSON list in a string, the form an environment
+    /// variable carries: `RETAIL_IDENTITY__BOOTSTRAP__SERVICE_ACCOUNTS='[{"client_id":
+    /// "orders","client_secret":"...","scopes":["catalog.read"]}]'`.
+    #[serde(deserialize_with = "retail_kit::config::list_or_json")]
     pub service_accounts: Vec<BootstrapServiceAccount>,
 }
 

@@ -123,3 +123,101 @@ async fn secrets_are_stored_only_hashed_and_never_logged() {
     }
     assert!(!log_text.contains(&admin.access_token), "an access token was logged");
 }
+
+/// What a refused configuration prints: the error's Display and Debug with its chain.
+fn refusal(env: &[(&str, &str)], file: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.toml");
+    if let Some(content) = file {
+        std::fs::write(&path, content).unwrap();
+    }
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let result =
+        retail_kit::config::load_from::<retail_identity::Settings, _>("identity", file.map(|_| path.as_path()), env);
+    let err = anyhow::Error::new(result.expect_err("the configuration is refused"));
+    format!("{err:#}\n{err:?}")
+}
+
+/// Regression: a service-account list given as one JSON value was refused with the
+/// whole value, client secret included, in the message.
+#[test]
+fn a_refused_configuration_never_prints_a_secret_value() {
+    let secret = "s3cr3t-value-0123456789-0123456789";
+    let accounts = format!(r#"[{{"client_id":"orders","client_secret":"{secret}","scopes":["catalog.read"],"x":1}}]"#);
+    let short = r#"[{"client_id":"orders","client_secret":"s3cr3t-short","scopes":[]}]"#;
+    // What, the environment, the content of a configuration file.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<String>);
+    let cases: Vec<Case> = vec![
+        (
+            "service accounts with an unknown key",
+            vec![("RETAIL_IDENTITY__BOOTSTRAP__SERVICE_ACCOUNTS", accounts.as_str())],
+            None,
+        ),
+        (
+            "service accounts that are not JSON",
+            vec![(
+                "RETAIL_IDENTITY__BOOTSTRAP__SERVICE_ACCOUNTS",
+                "[{\"client_secret\": s3cr3t",
+            )],
+            None,
+        ),
+        (
+            "a service account secret too short",
+            vec![("RETAIL_IDENTITY__BOOTSTRAP__SERVICE_ACCOUNTS", short)],
+            None,
+        ),
+        (
+            "a database URL of another database",
+            vec![("RETAIL_IDENTITY__DATABASE__URL", "mysql://root:s3cr3t@db/identity")],
+            None,
+        ),
+        (
+            "a database URL given as a table",
+            vec![(
+                "RETAIL_IDENTITY__DATABASE__URL__HOST",
+                "postgres://u:s3cr3t@db/identity",
+            )],
+            None,
+        ),
+        (
+            "an admin password given as a table",
+            vec![("RETAIL_IDENTITY__BOOTSTRAP__ADMIN_PASSWORD__X", "s3cr3t")],
+            None,
+        ),
+        (
+            "a file with an unquoted database URL",
+            vec![],
+            Some("[database]\nurl = postgres://u:s3cr3t@db/identity\n".into()),
+        ),
+        (
+            "a file with an unquoted admin password",
+            vec![],
+            Some("[bootstrap]\nadmin_password = s3cr3t s3cr3t\n".into()),
+        ),
+        (
+            "a file with a service account secret of the wrong type",
+            vec![],
+            Some(
+                "[[bootstrap.service_accounts]]\nclient_id = \"x\"\nclient_secret = [\"s3cr3t\"]\nscopes = []\n".into(),
+            ),
+        ),
+    ];
+    for (what, env, file) in cases {
+        let printed = refusal(&env, file.as_deref());
+        assert!(!printed.contains("s3cr3t"), "{what}: {printed}");
+        assert!(printed.contains("invalid configuration"), "{what}: {printed}");
+    }
+}
+
+#[test]
+fn service_accounts_are_accepted_as_one_json_value_as_kubernetes_passes_them() {
+    let accounts = r#"[{"client_id":"orders","client_secret":"orders-secret-0123456789-0123456789","scopes":["catalog.read","membership.members.read"]}]"#;
+    let env = vec![(
+        "RETAIL_IDENTITY__BOOTSTRAP__SERVICE_ACCOUNTS".to_owned(),
+        accounts.to_owned(),
+    )];
+    let settings: retail_identity::Settings = retail_kit::config::load_from("identity", None, env).unwrap();
+    let account = &settings.bootstrap.service_accounts[0];
+    assert_eq!(account.client_id, "orders");
+    assert_eq!(account.scopes, ["catalog.read", "membership.members.read"]);
+}

@@ -5,6 +5,11 @@
 //! `RETAIL_IDENTITY__DATABASE__URL`). Unknown keys and bad values are errors naming the
 //! key. Secrets are [`secrecy::SecretString`] so they cannot be printed by accident.
 //!
+//! Errors never repeat a value: what failed to parse may be a password, a client
+//! secret or a database URL with credentials, and start-up errors end up in logs. They
+//! name the key, the expected type and the kind of value found, and a file's parse
+//! error keeps its position but not the quoted line.
+//!
 //! The sections every service shares live here; each service adds its own.
 
 use std::path::Path;
@@ -13,11 +18,14 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// Why configuration could not be loaded; the message names the bad key.
+/// Why configuration could not be loaded; the message names the bad key, never its value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A file or variable that could not be read or did not fit the settings, already
+    /// described without any value (the `config` crate's own error quotes values, so
+    /// it is not kept as the source either).
     #[error("invalid configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(String),
     #[error("invalid configuration: `{key}` {reason}")]
     Invalid { key: String, reason: String },
 }
@@ -28,6 +36,161 @@ impl ConfigError {
             key: key.into(),
             reason: reason.into(),
         }
+    }
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(err: config::ConfigError) -> Self {
+        Self::Load(without_values(&err))
+    }
+}
+
+/// `err` described by key, expectation and kind of value, never the value itself.
+fn without_values(err: &config::ConfigError) -> String {
+    use config::ConfigError as E;
+    match err {
+        E::Type {
+            unexpected,
+            expected,
+            key,
+            ..
+        } => {
+            let unexpected = unexpected.to_string();
+            let found = kind_of_value(&unexpected);
+            match key {
+                Some(key) => format!("`{key}` has the wrong type: expected {expected}, found {found}"),
+                None => format!("wrong type: expected {expected}, found {found}"),
+            }
+        }
+        E::At { error, key, .. } => match key {
+            Some(key) => format!("`{key}`: {}", without_values(error)),
+            None => without_values(error),
+        },
+        E::NotFound(key) => format!("`{key}` is missing"),
+        E::Message(message) => serde_message_without_values(message),
+        E::FileParse { uri, cause } => {
+            let file = uri.as_deref().unwrap_or("a configuration file");
+            format!(
+                "{file} could not be parsed: {}",
+                without_quoted_source(&cause.to_string())
+            )
+        }
+        // I/O errors of reading the file: they name the path, not its content.
+        E::Foreign(cause) => cause.to_string(),
+        E::PathParse { .. } => "a key could not be parsed".into(),
+        _ => "the configuration could not be loaded".into(),
+    }
+}
+
+/// `string "..."` -> `string`, ``64-bit integer `5` `` -> `64-bit integer`.
+fn kind_of_value(unexpected: &str) -> &str {
+    unexpected.split(['`', '"']).next().unwrap_or_default().trim()
+}
+
+/// Serde's messages without the values they quote. Messages of other shapes may
+/// quote anything, so they are replaced.
+pub fn serde_message_without_values(message: &str) -> String {
+    for shape in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(shape)
+            && let Some((found, expected)) = rest.rsplit_once(", expected ")
+        {
+            return format!("{shape}{}, expected {expected}", kind_of_value(found));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        return match rest.rsplit_once(", expected ") {
+            Some((_, expected)) => format!("unknown variant, expected {expected}"),
+            None => "unknown variant".into(),
+        };
+    }
+    // These quote a key or a length, not a value; [`list_or_json`]'s own are already
+    // without values.
+    if [
+        "unknown field ",
+        "missing field ",
+        "duplicate field ",
+        "invalid length ",
+        NOT_A_JSON_LIST,
+    ]
+    .iter()
+    .any(|shape| message.starts_with(shape))
+    {
+        return message.to_owned();
+    }
+    "has an invalid value".into()
+}
+
+/// A TOML parse error without the quoted source lines (`1 | url = "..."`, `  |  ^`),
+/// which would print whatever secret sits on that line.
+fn without_quoted_source(message: &str) -> String {
+    message
+        .lines()
+        .filter(|line| {
+            let rest = line.trim_start().trim_start_matches(|c: char| c.is_ascii_digit());
+            !rest.trim_start().starts_with('|') && !line.trim().is_empty()
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+const NOT_A_JSON_LIST: &str = "is not a JSON list of the expected entries";
+
+/// A list setting given either as a list (TOML, the default layer) or as one JSON
+/// string, the form an environment variable can carry: indexed variable names such
+/// as `..._SERVICE_ACCOUNTS[0]__SCOPES[0]` are not valid in every environment
+/// (Kubernetes, shells). Parse errors name the position, never the content.
+pub fn list_or_json<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    struct ListOrJson<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: DeserializeOwned> serde::de::Visitor<'de> for ListOrJson<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list, or a JSON list in a string")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<Self::Value, E> {
+            if raw.trim().is_empty() {
+                return Ok(Vec::new());
+            }
+            serde_json::from_str(raw).map_err(|err| {
+                let message = json_message(&err);
+                // Syntax messages describe the text ("expected `,`"), data messages
+                // may quote a value.
+                let reason = match err.classify() {
+                    serde_json::error::Category::Data => serde_message_without_values(&message),
+                    _ => message,
+                };
+                E::custom(format!(
+                    "{NOT_A_JSON_LIST} (line {}, column {}: {reason})",
+                    err.line(),
+                    err.column(),
+                ))
+            })
+        }
+    }
+
+    deserializer.deserialize_any(ListOrJson(std::marker::PhantomData))
+}
+
+/// serde_json's message without its ` at line L column C` suffix.
+fn json_message(err: &serde_json::Error) -> String {
+    let message = err.to_string();
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message,
     }
 }
 
@@ -357,6 +520,133 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("prot"), "{err}");
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct WithSecrets {
+        database: DatabaseSettings,
+        auth: AuthSettings,
+        accounts: Vec<Account>,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Account {
+        client_id: String,
+        #[serde(serialize_with = "serialize_secret")]
+        client_secret: SecretString,
+    }
+
+    impl Validate for WithSecrets {
+        fn validate(&self) -> Result<(), ConfigError> {
+            self.database.validate("database")
+        }
+    }
+
+    /// The error as a start-up failure prints it: Display and Debug, with its chain.
+    fn print_error<T: std::fmt::Debug>(result: Result<T, ConfigError>) -> String {
+        let err = anyhow::Error::new(result.unwrap_err());
+        format!("{err:#}\n{err:?}")
+    }
+
+    #[test]
+    fn a_refused_configuration_value_is_never_repeated_in_the_error() {
+        // Regression: a service-account list given as one JSON value was refused with
+        // the whole value, client secret included, in the message.
+        let json = r#"[{"client_id":"x","client_secret":"s3cr3t-in-json"}]"#;
+        let printed = print_error(load_from::<WithSecrets, _>(
+            "sample",
+            None,
+            env(&[("RETAIL_SAMPLE__ACCOUNTS", json)]),
+        ));
+        assert!(printed.contains("accounts"), "{printed}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+
+        // A TOML error quotes the offending line: here an unquoted database URL.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[database]\nurl = postgres://u:s3cr3t-in-file@h/db\n").unwrap();
+        let printed = print_error(load_from::<WithSecrets, _>("sample", Some(&file), env(&[])));
+        assert!(printed.contains("line 2"), "{printed}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+
+        for (key, value) in [
+            ("RETAIL_SAMPLE__DATABASE__URL", "mysql://u:s3cr3t-url@h/db"),
+            ("RETAIL_SAMPLE__DATABASE__URL__X", "s3cr3t-nested"),
+            ("RETAIL_SAMPLE__AUTH__CLIENT_SECRET__X", "s3cr3t-nested"),
+            ("RETAIL_SAMPLE__DATABASE__MAX_CONNECTIONS", "s3cr3t-number"),
+            ("RETAIL_SAMPLE__SERVER__PORT", "s3cr3t-unknown-section"),
+        ] {
+            let printed = print_error(load_from::<WithSecrets, _>("sample", None, env(&[(key, value)])));
+            assert!(!printed.contains("s3cr3t"), "{key}: {printed}");
+        }
+    }
+
+    #[test]
+    fn serde_messages_keep_keys_and_expectations_but_drop_values() {
+        assert_eq!(
+            serde_message_without_values(r#"invalid type: string "hunter2, expected x", expected a sequence"#),
+            "invalid type: string, expected a sequence"
+        );
+        assert_eq!(
+            serde_message_without_values("unknown variant `hunter2`, expected `pretty` or `json`"),
+            "unknown variant, expected `pretty` or `json`"
+        );
+        assert_eq!(
+            serde_message_without_values("unknown field `prot`, expected `port`"),
+            "unknown field `prot`, expected `port`"
+        );
+        assert_eq!(serde_message_without_values("bad url hunter2"), "has an invalid value");
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct JsonAccounts {
+        #[serde(deserialize_with = "list_or_json")]
+        accounts: Vec<Account>,
+    }
+
+    impl Validate for JsonAccounts {
+        fn validate(&self) -> Result<(), ConfigError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_list_setting_is_accepted_as_one_json_value_or_as_a_toml_array() {
+        let json = r#"[{"client_id":"a","client_secret":"one"},{"client_id":"b","client_secret":"two"}]"#;
+        let s: JsonAccounts = load_from("sample", None, env(&[("RETAIL_SAMPLE__ACCOUNTS", json)])).unwrap();
+        let ids: Vec<_> = s.accounts.iter().map(|a| a.client_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(s.accounts[1].client_secret.expose_secret(), "two");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[[accounts]]\nclient_id = \"t\"\nclient_secret = \"three\"\n").unwrap();
+        let s: JsonAccounts = load_from("sample", Some(&file), env(&[])).unwrap();
+        assert_eq!(s.accounts[0].client_id, "t");
+
+        let s: JsonAccounts = load_from("sample", None, env(&[])).unwrap();
+        assert!(s.accounts.is_empty());
+
+        for bad in [
+            r#"[{"client_id":"a","client_secret":"s3cr3t","extra":1}]"#,
+            r#"[{"client_id":"a","client_secret":12345678}]"#,
+            r#"[{"client_id":"a","client_secret":"s3cr3t""#,
+            r#"{"client_id":"a","client_secret":"s3cr3t"}"#,
+        ] {
+            let printed = print_error(load_from::<JsonAccounts, _>(
+                "sample",
+                None,
+                env(&[("RETAIL_SAMPLE__ACCOUNTS", bad)]),
+            ));
+            assert!(printed.contains("accounts"), "{printed}");
+            assert!(
+                !printed.contains("s3cr3t") && !printed.contains("12345678"),
+                "{printed}"
+            );
+        }
     }
 
     #[test]

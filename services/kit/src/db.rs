@@ -47,13 +47,40 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
         match Database::connect(options.clone()).await {
             Ok(db) => return Ok(db),
             Err(err) if tokio::time::Instant::now() + delay < deadline => {
-                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database not reachable yet");
+                let error = without_credentials(&err, settings.url.expose_secret());
+                tracing::warn!(
+                    error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database not reachable yet"
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(err) => return Err(err).context("failed to connect to the database"),
+            // The cause is kept as text only: its chain would print the URL again.
+            Err(err) => {
+                return Err(anyhow::anyhow!(without_credentials(&err, settings.url.expose_secret())))
+                    .context("failed to connect to the database");
+            }
         }
     }
+}
+
+/// The error's text without the database URL or its password: sea-orm quotes the
+/// whole connection string when it cannot parse it.
+fn without_credentials(err: &DbErr, url: &str) -> String {
+    let mut text = err.to_string().replace(url, "<database url>");
+    if let Some(password) = password_of(url).filter(|p| !p.is_empty()) {
+        text = text.replace(password, "<redacted>");
+    }
+    text
+}
+
+/// The password of `scheme://user:password@host/...`; everything up to the last `@`
+/// counts, so a password with unescaped `/` or `@` is still found.
+fn password_of(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, password)| password)
 }
 
 /// Creates the directory of a SQLite file so a fresh checkout can start at once.
@@ -466,5 +493,22 @@ fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseErr
     match err {
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e.as_database_error(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_error_quoting_the_url_prints_neither_url_nor_password() {
+        let url = "postgres://u:s3/cr@t@127.0.0.1:port/db";
+        let err = DbErr::Conn(sea_orm::RuntimeErr::Internal(format!(
+            "The connection string '{url}' cannot be parsed; password s3/cr@t"
+        )));
+        let text = without_credentials(&err, url);
+        assert!(!text.contains("s3/cr@t"), "{text}");
+        assert!(text.contains("<database url>"), "{text}");
+        assert_eq!(password_of("postgres://127.0.0.1/db"), None);
     }
 }

@@ -3,12 +3,16 @@
 //! Handlers and stores return [`ServiceError`]; variants are named from the caller's
 //! point of view. Invalid arguments carry `google.rpc.BadRequest` field violations.
 //! Internal causes are logged once, with their chain and a correlation id, and never
-//! sent to the caller.
+//! sent to the caller. A status stays within the metadata size every common client
+//! accepts (see [`crate::limits`]): a few violations in the message, at most
+//! [`limits::MAX_VIOLATIONS`] in the details, each of bounded length.
 
 use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::limits;
 
 /// What went wrong, as the caller should see it.
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +42,49 @@ pub enum ServiceError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The first violations and how many more there were: a short message for the
+/// status and the log (every violation is in the status details).
 fn describe(violations: &[FieldViolation]) -> String {
-    violations
+    const SHOWN: usize = 2;
+    let mut message = violations
         .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
+        .take(SHOWN)
+        // Each shown violation gets an equal share of the status message, which keeps
+        // room for the count of the others.
+        .map(|v| limits::truncate(&format!("{}: {}", v.field, v.description), 120))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if violations.len() > SHOWN {
+        message += &format!(" (and {} more)", violations.len() - SHOWN);
+    }
+    message
+}
+
+/// The violations a status carries: at most [`limits::MAX_VIOLATIONS`], each cut to
+/// its size limits, then an entry with an empty field saying how many were left out.
+fn capped(violations: Vec<FieldViolation>) -> Vec<FieldViolation> {
+    let total = violations.len();
+    let mut kept: Vec<_> = violations
+        .into_iter()
+        .take(limits::MAX_VIOLATIONS)
+        .map(|v| {
+            FieldViolation::new(
+                limits::truncate(&v.field, limits::MAX_VIOLATION_FIELD_BYTES),
+                limits::truncate(&v.description, limits::MAX_VIOLATION_DESCRIPTION_BYTES),
+            )
+        })
+        .collect();
+    if total > kept.len() {
+        kept.push(FieldViolation::new(
+            "",
+            format!(
+                "{} more violations left out; only the first {} are listed",
+                total - kept.len(),
+                limits::MAX_VIOLATIONS
+            ),
+        ));
+    }
+    kept
 }
 
 impl ServiceError {
@@ -104,13 +145,13 @@ impl From<ServiceError> for Status {
         let code = err.code();
         match err {
             ServiceError::InvalidArgument(violations) => {
-                let message = format!("invalid argument: {}", describe(&violations));
-                Status::with_error_details(code, message, ErrorDetails::with_bad_request(violations))
+                let message = short(format!("invalid argument: {}", describe(&violations)));
+                Status::with_error_details(code, message, ErrorDetails::with_bad_request(capped(violations)))
             }
             ServiceError::ResourceExhausted {
                 message,
                 retry_after: Some(delay),
-            } => Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay))),
+            } => Status::with_error_details(code, short(message), ErrorDetails::with_retry_info(Some(delay))),
             ServiceError::Internal(cause) if code == Code::Aborted => {
                 tracing::warn!(
                     error = format!("{cause:#}"),
@@ -124,16 +165,22 @@ impl From<ServiceError> for Status {
                 Status::internal(format!("internal error (correlation id {correlation_id})"))
             }
             // The resource travels as data (`google.rpc.ResourceInfo`), so a calling
-            // service learns what was missing without reading the message.
+            // service learns what was missing without reading the message; the message
+            // and the name may quote what the caller sent, of any length.
             ServiceError::NotFound { entity, ref id } => {
-                let message = err.to_string();
+                let message = short(err.to_string());
                 Status::with_error_details(
                     code,
                     message,
-                    ErrorDetails::with_resource_info(entity, id.clone(), "", ""),
+                    ErrorDetails::with_resource_info(
+                        entity,
+                        limits::truncate(id, limits::MAX_STATUS_MESSAGE_BYTES),
+                        "",
+                        "",
+                    ),
                 )
             }
-            other => Status::new(code, other.to_string()),
+            other => Status::new(code, short(other.to_string())),
         }
     }
 }
@@ -147,6 +194,14 @@ pub fn missing_resource(status: &Status) -> Option<(String, String)> {
     status
         .get_details_resource_info()
         .map(|info| (info.resource_type, info.resource_name))
+}
+
+fn short(message: String) -> String {
+    if message.len() <= limits::MAX_STATUS_MESSAGE_BYTES {
+        message
+    } else {
+        limits::truncate(&message, limits::MAX_STATUS_MESSAGE_BYTES)
+    }
 }
 
 /// Collects field violations while a request is parsed, so a client learns every bad
@@ -188,6 +243,25 @@ impl Violations {
     /// Free text (see [`text`]).
     pub fn text(&mut self, field: &str, raw: &str, max: usize, required: bool) -> String {
         self.check(text(field, raw, max, required)).unwrap_or_default()
+    }
+
+    /// Flags a repeated field with more than `max` entries (see [`crate::limits`]) and
+    /// returns how many entries to look at, so an oversized list costs no more work
+    /// than a full one.
+    pub fn at_most<T>(&mut self, field: &str, items: &[T], max: usize) -> usize {
+        if items.len() > max {
+            self.add(field, format!("must have at most {max} entries"));
+            max
+        } else {
+            items.len()
+        }
+    }
+
+    /// The paths of a field mask to look at, flagging more than
+    /// [`limits::MAX_MASK_PATHS`].
+    pub fn mask_paths<'a>(&mut self, field: &str, paths: &'a [String]) -> &'a [String] {
+        let n = self.at_most(field, paths, limits::MAX_MASK_PATHS);
+        &paths[..n]
     }
 
     pub fn is_empty(&self) -> bool {
@@ -284,6 +358,86 @@ mod tests {
         let fields: Vec<_> = bad.field_violations.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(fields, ["user.email", "password"]);
         assert!(status.message().contains("user.email"));
+    }
+
+    /// Bytes of metadata the status takes on the wire, counted as HTTP/2 and gRPC
+    /// clients count it against their limit (name, value and 32 bytes per entry).
+    fn metadata_bytes(status: &Status) -> usize {
+        let mut headers = http::HeaderMap::new();
+        status.add_header(&mut headers).unwrap();
+        headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum()
+    }
+
+    #[test]
+    fn a_status_of_ten_thousand_long_violations_fits_in_the_8_kib_clients_accept() {
+        // Regression: every violation went into both the message and the details, so a
+        // request with many bad lines produced trailers C++ and Python clients refuse.
+        let mut v = Violations::new();
+        for i in 0..10_000 {
+            v.add(
+                format!("order.lines[{i}].sku.{}", "ü".repeat(200)),
+                format!("must be a known SKU, not {}", "\u{1F600}x".repeat(500)),
+            );
+        }
+        let status = Status::from(v.finish().unwrap_err());
+        let size = metadata_bytes(&status);
+        assert!(size < 8 * 1024, "{size} bytes of metadata");
+        assert!(
+            status.message().len() <= limits::MAX_STATUS_MESSAGE_BYTES,
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("order.lines[0]"), "{}", status.message());
+        assert!(status.message().contains("9998 more"), "{}", status.message());
+        let bad = status.get_error_details().bad_request().cloned().unwrap();
+        assert_eq!(bad.field_violations.len(), limits::MAX_VIOLATIONS + 1);
+        assert!(bad.field_violations[0].field.starts_with("order.lines[0].sku"));
+        for violation in &bad.field_violations {
+            assert!(violation.field.len() <= limits::MAX_VIOLATION_FIELD_BYTES);
+            assert!(violation.description.len() <= limits::MAX_VIOLATION_DESCRIPTION_BYTES);
+        }
+        let last = bad.field_violations.last().unwrap();
+        assert_eq!(last.field, "");
+        assert!(last.description.contains("9980 more"), "{}", last.description);
+    }
+
+    #[test]
+    fn a_status_of_a_few_violations_lists_each_of_them_whole() {
+        let mut v = Violations::new();
+        v.add("a", "is required");
+        v.add("b", "is required");
+        v.add("c", "is required");
+        let status = Status::from(v.finish().unwrap_err());
+        let bad = status.get_error_details().bad_request().cloned().unwrap();
+        let fields: Vec<_> = bad.field_violations.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["a", "b", "c"]);
+        assert_eq!(
+            status.message(),
+            "invalid argument: a: is required; b: is required (and 1 more)"
+        );
+    }
+
+    #[test]
+    fn a_message_quoting_a_huge_caller_value_is_cut() {
+        let status = Status::from(ServiceError::not_found("member", "x".repeat(100_000)));
+        assert!(status.message().len() <= limits::MAX_STATUS_MESSAGE_BYTES);
+        assert!(metadata_bytes(&status) < 1024);
+    }
+
+    #[test]
+    fn an_oversized_repeated_field_is_flagged_and_only_its_limit_is_looked_at() {
+        let mut v = Violations::new();
+        let paths: Vec<String> = (0..1_000).map(|i| format!("p{i}")).collect();
+        assert_eq!(v.mask_paths("update_mask", &paths).len(), limits::MAX_MASK_PATHS);
+        assert_eq!(v.at_most("scopes", &paths[..3], 3), 3);
+        let ServiceError::InvalidArgument(found) = v.finish().unwrap_err() else {
+            panic!("not an invalid argument")
+        };
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].field, "update_mask");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`db`]: connecting to PostgreSQL or SQLite, migrations.
 //! - [`events`]: the outbox event log, its Subscribe server, the consumer runner.
 //! - [`idempotency`]: `request_id`-keyed creates and retried transactions.
+//! - [`limits`]: size limits of requests and of error statuses.
 //! - [`paging`]: AIP-158 page sizes and tokens.
 //! - [`resilience`]: deadlines, retries and circuit breakers for calls to other services.
 //! - [`convert`]: small proto <-> domain conversions (timestamps, durations).
@@ -23,6 +24,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod limits;
 pub mod paging;
 pub mod resilience;
 pub mod server;

@@ -1,6 +1,15 @@
 //! Server bootstrap shared by every service: bind first (port 0 works; the bound
 //! address is reported), then serve the service's routes with health, reflection and
 //! the standard tower stack until shutdown, then drain.
+//!
+//! Request size: every generated service server (the services' own, health,
+//! reflection) decodes messages of at most tonic's default 4 MiB, which is
+//! [`crate::limits::MAX_REQUEST_BYTES`]; a larger message is refused with
+//! OUT_OF_RANGE (tonic's code for it) before a handler runs. Generated servers take
+//! the limit only one by one, so the services leave tonic's default in place and the
+//! kit's test pins it. Within it, each repeated field has its
+//! own limit (see [`crate::limits`]). Responses are not limited on the sending side;
+//! clients of large lists page through them.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -302,6 +311,49 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unavailable);
         let other = overloaded_to_status("boom".into());
         assert!(other.downcast::<tonic::Status>().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_request_larger_than_the_request_limit_is_refused_before_any_handler() {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+
+        let settings = ServerSettings::default();
+        let bound = bind(&settings).await.unwrap();
+        let addr = bound.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let service = ServiceRoutes {
+                routes: Routes::default(),
+                names: vec![],
+                auth: None,
+            };
+            serve(bound, &ServerSettings::default(), service, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(channel).max_encoding_message_size(usize::MAX);
+        let check = |bytes: usize| HealthCheckRequest {
+            service: "x".repeat(bytes),
+        };
+        let within = client
+            .check(check(crate::limits::MAX_REQUEST_BYTES - 64))
+            .await
+            .unwrap_err();
+        assert_eq!(within.code(), tonic::Code::NotFound, "{within:?}");
+        let over = client
+            .check(check(crate::limits::MAX_REQUEST_BYTES + 1))
+            .await
+            .unwrap_err();
+        assert_eq!(over.code(), tonic::Code::OutOfRange, "{over:?}");
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]

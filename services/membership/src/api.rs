@@ -31,7 +31,7 @@ pub const READ: &str = "membership.members.read";
 pub const WRITE: &str = "membership.members.write";
 
 /// Identifiers per member, at most.
-const MAX_IDENTIFIERS: usize = 20;
+const MAX_IDENTIFIERS: usize = retail_kit::limits::MAX_IDENTIFIERS;
 /// Tags per member, at most; and per request.
 const MAX_TAGS: usize = 100;
 
@@ -107,7 +107,7 @@ impl ReadMask {
             return Ok(Self(None));
         }
         let mut v = Violations::new();
-        for path in paths {
+        for path in v.mask_paths(field, paths) {
             if !ROW_FIELDS.contains(&path.as_str()) && !VIEW_FIELDS.contains(&path.as_str()) {
                 v.add(field, format!("unknown field `{path}`"));
             }
@@ -509,7 +509,7 @@ impl MembershipService for MembershipApi {
             v.add("member.identifiers", format!("at most {MAX_IDENTIFIERS}"));
         }
         let mut identifiers = Vec::new();
-        for (i, id) in m.identifiers.iter().enumerate() {
+        for (i, id) in m.identifiers.iter().enumerate().take(MAX_IDENTIFIERS) {
             if let Some(parsed) = v.check(parse_identifier(&format!("member.identifiers[{i}]"), Some(id))) {
                 if identifiers.contains(&parsed) {
                     v.add(format!("member.identifiers[{i}]"), "is listed twice");
@@ -689,7 +689,7 @@ impl MembershipService for MembershipApi {
         }
         let mut v = Violations::new();
         let (display_name, gender, birth_date, region, attributes_json) = profile_fields(&mut v, m, false);
-        for path in &paths {
+        for path in v.mask_paths("update_mask", &paths) {
             if !matches!(
                 path.as_str(),
                 "display_name" | "gender" | "birth_date" | "region" | "attributes"

@@ -214,3 +214,121 @@ async fn sigterm_under_load_lets_in_flight_rpcs_finish_and_exits_zero() {
     let status = wait_exit(&mut suite.child, Duration::from_secs(30));
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Runs `retail-suite serve <service>` with `env` until it exits or `within` passes,
+/// and returns what it printed on stdout and stderr.
+fn serve_output(service: &str, env: &[(&str, &str)], within: Duration) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("RETAIL_{}__", service.to_uppercase());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_retail-suite"));
+    command
+        .args(["serve", service])
+        .env(
+            format!("{prefix}DATABASE__URL"),
+            format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()),
+        )
+        .env(format!("{prefix}SERVER__PORT"), "0")
+        .env(format!("{prefix}DATABASE__STARTUP_RETRY_MS"), "300")
+        .env(format!("{prefix}AUTH__IDENTITY_URL"), "http://127.0.0.1:1")
+        .stdout(std::fs::File::create(dir.path().join("out.log")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("err.log")).unwrap());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+    let err = std::fs::read_to_string(dir.path().join("err.log")).unwrap();
+    format!("{out}{err}")
+}
+
+/// Regression: a service-account list given as one JSON value was refused with the
+/// whole value, client secret included, in the error the process printed. Every
+/// secret-bearing setting of every service gets a bad value here, refused at start
+/// or failing at run time, and none may appear in what the process prints.
+#[test]
+fn no_refused_or_failing_secret_setting_is_printed_by_a_service_process() {
+    let identity_accounts =
+        r#"[{"client_id":"orders","client_secret":"s3cr3t-account-0123456789-0123456789","scopes":[],"x":1}]"#;
+    // What, which service, its environment, seconds to let it run.
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u64);
+    let cases: Vec<Case> = vec![
+        (
+            "service accounts as JSON with an unknown key",
+            "identity",
+            vec![("RETAIL_IDENTITY__BOOTSTRAP__SERVICE_ACCOUNTS", identity_accounts)],
+            10,
+        ),
+        (
+            "a service account secret too short",
+            "identity",
+            vec![(
+                "RETAIL_IDENTITY__BOOTSTRAP__SERVICE_ACCOUNTS",
+                r#"[{"client_id":"orders","client_secret":"s3cr3t","scopes":[]}]"#,
+            )],
+            10,
+        ),
+        (
+            "a weak admin password",
+            "identity",
+            vec![("RETAIL_IDENTITY__BOOTSTRAP__ADMIN_PASSWORD", "s3cr3t")],
+            20,
+        ),
+        (
+            "a database URL of another database",
+            "identity",
+            vec![("RETAIL_IDENTITY__DATABASE__URL", "mysql://root:s3cr3t@db/identity")],
+            10,
+        ),
+        (
+            "an unreachable PostgreSQL with a password",
+            "identity",
+            vec![(
+                "RETAIL_IDENTITY__DATABASE__URL",
+                "postgres://u:s3cr3t@127.0.0.1:1/identity",
+            )],
+            20,
+        ),
+        (
+            "a PostgreSQL URL that does not parse",
+            "catalog",
+            vec![(
+                "RETAIL_CATALOG__DATABASE__URL",
+                "postgres://u:s3cr3t@127.0.0.1:port/catalog",
+            )],
+            20,
+        ),
+        (
+            "a client secret given as a table",
+            "orders",
+            vec![("RETAIL_ORDERS__AUTH__CLIENT_SECRET__X", "s3cr3t")],
+            10,
+        ),
+        (
+            "a Redis URL of another scheme",
+            "membership",
+            vec![("RETAIL_MEMBERSHIP__CACHE__REDIS_URL", "http://:s3cr3t@127.0.0.1:1")],
+            10,
+        ),
+        (
+            "an unreachable Redis with a password and an unreachable identity",
+            "membership",
+            vec![
+                ("RETAIL_MEMBERSHIP__CACHE__REDIS_URL", "redis://:s3cr3t@127.0.0.1:1"),
+                ("RETAIL_MEMBERSHIP__AUTH__CLIENT_ID", "membership"),
+                ("RETAIL_MEMBERSHIP__AUTH__CLIENT_SECRET", "s3cr3t-client-0123456789"),
+            ],
+            4,
+        ),
+    ];
+    for (what, service, env, secs) in cases {
+        let printed = serve_output(service, &env, Duration::from_secs(secs));
+        assert!(!printed.trim().is_empty(), "{what}: the process printed nothing");
+        assert!(!printed.contains("s3cr3t"), "{what}:\n{printed}");
+    }
+}

@@ -1166,4 +1166,74 @@ mod bad_input {
             .users;
         assert_eq!(users.len(), 1, "no bad request wrote a user");
     }
+
+    /// Bytes of trailers a status takes, as HTTP/2 clients count them against their
+    /// limit: names, values (the message percent-encoded, details in base64) and 32
+    /// bytes per entry.
+    fn trailer_bytes(status: &tonic::Status) -> usize {
+        let message: usize = status
+            .message()
+            .bytes()
+            .map(|b| if (0x20..0x7f).contains(&b) && b != b'%' { 1 } else { 3 })
+            .sum();
+        let details = status.details().len().div_ceil(3) * 4;
+        "grpc-status".len() + 2 + "grpc-message".len() + message + "grpc-status-details-bin".len() + details + 3 * 32
+    }
+
+    /// Regression: each violation was written into the message and the details, so
+    /// a request with thousands of bad entries got trailers far beyond the 8 KiB C++
+    /// and Python clients accept, which then reported RESOURCE_EXHAUSTED instead.
+    #[tokio::test]
+    async fn a_huge_bad_request_gets_an_error_every_client_can_read() {
+        let app = spawn_app().await;
+        let admin = app.admin_token().await;
+        let mut c = app.client();
+        let status = c
+            .create_service_account(authed(
+                &admin,
+                pb::CreateServiceAccountRequest {
+                    service_account: Some(pb::ServiceAccount {
+                        client_id: "ü".repeat(5_000),
+                        scopes: (0..50_000)
+                            .map(|i| format!("no.such.scope.{i}.{}", "x".repeat(40)))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        let size = trailer_bytes(&status);
+        assert!(size < 8 * 1024, "{size} bytes of trailers");
+        let fields = violated_fields(&status);
+        assert_eq!(fields.len(), retail_kit::limits::MAX_VIOLATIONS + 1, "{fields:?}");
+        assert_eq!(fields[0], "service_account.client_id");
+        assert_eq!(fields[1], "service_account.scopes", "the list is flagged as too long");
+        assert_eq!(fields.last().unwrap(), "", "the last entry counts the ones left out");
+
+        let paths: Vec<String> = (0..10_000).map(|i| format!("no_such_field_{i}")).collect();
+        let me = c
+            .get_current_principal(authed(&admin, pb::GetCurrentPrincipalRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let status = c
+            .update_user(authed(
+                &admin,
+                pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        name: format!("users/{}", me.subject),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(trailer_bytes(&status) < 8 * 1024);
+        assert_eq!(violated_fields(&status)[0], "update_mask");
+    }
 }

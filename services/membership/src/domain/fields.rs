@@ -53,7 +53,7 @@ impl Identifier {
         if raw.is_empty() {
             return Err(violation(&value_field, "is required"));
         }
-        if raw.len() > 128 {
+        if raw.len() > retail_kit::limits::MAX_IDENTIFIER_BYTES {
             return Err(violation(&value_field, "must be at most 128 characters"));
         }
         let (channel, value) = match kind {
