@@ -10,6 +10,7 @@
 //! - [`events`]: the outbox event log, its Subscribe server, the consumer runner.
 //! - [`idempotency`]: `request_id`-keyed creates and retried transactions.
 //! - [`paging`]: AIP-158 page sizes and tokens.
+//! - [`money`]: the bound of money amounts every service accepts.
 //! - [`resilience`]: deadlines, retries and circuit breakers for calls to other services.
 //! - [`convert`]: small proto <-> domain conversions (timestamps, durations).
 
@@ -23,6 +24,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod money;
 pub mod paging;
 pub mod resilience;
 pub mod server;
