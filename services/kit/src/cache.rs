@@ -7,7 +7,17 @@
 //! - Concurrent misses of one key load once (single flight); the others wait for it.
 //!   An invalidation ends the flight's admission: readers arriving after it load anew.
 //! - Redis is given a tight timeout; when it is slow or down, reads go to the loader
-//!   and keep succeeding, and a counter records each fallback.
+//!   and keep succeeding, and a counter records each fallback. Redis calls go through
+//!   a circuit breaker: after a few failures in a row it opens, and reads go straight
+//!   to the loader without waiting for Redis, until a probe after a cool-down finds
+//!   it answering again.
+//! - An invalidation that does not reach Redis (slow, down, restarted) is not given
+//!   up: the key is marked pending before Redis is asked, and while it is pending this
+//!   process neither reads nor writes it in Redis (reads go to the loader), and a
+//!   background task retries the invalidation until Redis takes it. So this process
+//!   never serves a value older than a change it invalidated, and other processes
+//!   sharing the Redis serve one at most [`STALENESS_BOUND`] after Redis answers
+//!   again (they read the loader while Redis does not answer at all).
 //! - With Redis, a near cache in this process serves repeated reads without a round
 //!   trip. Every invalidation is published on a Redis channel in the same script that
 //!   drops the value, and every replica applies it to its near cache. The near cache
@@ -17,8 +27,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -27,6 +38,7 @@ use opentelemetry::KeyValue;
 use tokio::sync::{RwLock, watch};
 
 use crate::error::ServiceResult;
+use crate::resilience::{Breaker, CallPolicy};
 
 /// Keeps the newest version; refuses older ones and ones below the key's fence.
 const WRITE_BACK: &str = r"
@@ -53,6 +65,21 @@ return 1
 
 /// How often the invalidation subscription is checked with a PING.
 const SUBSCRIPTION_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Redis failures in a row (timeouts, errors) that open the breaker.
+const BREAKER_FAILURES: u32 = 3;
+/// How long an open breaker keeps Redis out of reads and writes before a probe.
+const BREAKER_COOL_DOWN: Duration = Duration::from_millis(500);
+/// Pause before the first retry of a failed invalidation; it doubles up to
+/// [`RETRY_MAX_PAUSE`] while Redis keeps failing.
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(100);
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long after Redis answers again another process sharing it may still serve a
+/// value older than a change whose invalidation this process could not deliver:
+/// the retry's longest pause, once more if the breaker's probe came too early.
+/// The process that made the change never serves the older value.
+pub const STALENESS_BOUND: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
@@ -268,6 +295,39 @@ async fn follow_invalidations(client: redis::Client, channel: String, near: Arc<
     }
 }
 
+fn unavailable(err: redis::RedisError) -> tonic::Status {
+    tonic::Status::unavailable(err.to_string())
+}
+
+/// Runs a script by its hash. Where Redis lost it (restart, `SCRIPT FLUSH`) redis-rs
+/// answers NOSCRIPT by loading it and running it again. What fails after a restart
+/// is the first call on the old connection (broken pipe; the connection manager
+/// reconnects behind it), and a frozen Redis times calls out: both leave the key
+/// pending, and the retry runs the script on the new connection.
+async fn run_script(
+    conn: &mut redis::aio::ConnectionManager,
+    invocation: &redis::ScriptInvocation<'_>,
+) -> Result<i64, tonic::Status> {
+    invocation.invoke_async::<i64>(conn).await.map_err(unavailable)
+}
+
+/// Retries pending invalidations after each failure, with a growing pause while
+/// Redis keeps failing, until none is left; for as long as the cache lives.
+async fn retry_invalidations(cache: Weak<VersionedCache>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        wake.notified().await;
+        let mut pause = RETRY_FIRST_PAUSE;
+        loop {
+            tokio::time::sleep(pause).await;
+            let Some(cache) = cache.upgrade() else { return };
+            if cache.retry_pending().await {
+                break;
+            }
+            pause = (pause * 2).min(RETRY_MAX_PAUSE);
+        }
+    }
+}
+
 type Flight = watch::Receiver<Option<Option<Arc<Vec<u8>>>>>;
 
 /// Counts of what the cache did, for tests and benchmarks.
@@ -280,6 +340,9 @@ pub struct CacheStats {
     pub misses: AtomicU64,
     pub loads: AtomicU64,
     pub fallbacks: AtomicU64,
+    /// Invalidations that did not reach Redis at first and were retried until it
+    /// took them.
+    pub invalidations_retried: AtomicU64,
 }
 
 pub struct VersionedCache {
@@ -288,7 +351,16 @@ pub struct VersionedCache {
     flights: Mutex<HashMap<String, Flight>>,
     pub stats: Arc<CacheStats>,
     fallback_counter: opentelemetry::metrics::Counter<u64>,
-    /// Background tasks (connection, invalidation subscription), stopped with the cache.
+    /// Every Redis call goes through it.
+    breaker: Breaker,
+    /// Keys whose invalidation Redis has not confirmed, with the version to fence.
+    pending: Mutex<HashMap<String, u64>>,
+    /// `pending.len()`, read without the lock on every lookup.
+    pending_count: AtomicUsize,
+    /// Wakes the task that retries pending invalidations.
+    retry: Arc<tokio::sync::Notify>,
+    /// Background tasks (connection, invalidation subscription, retries), stopped
+    /// with the cache.
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -365,14 +437,88 @@ impl VersionedCache {
             .u64_counter("cache.fallbacks")
             .with_description("Cache operations that fell back to the database because Redis was slow or down")
             .build();
-        Ok(Arc::new(Self {
-            backend,
-            settings,
-            flights: Mutex::new(HashMap::new()),
-            stats: Arc::default(),
-            fallback_counter,
-            tasks,
+        let breaker = Breaker::new(
+            "redis cache",
+            CallPolicy {
+                timeout: settings.timeout,
+                attempts: 1,
+                backoff: Duration::ZERO,
+                failure_threshold: BREAKER_FAILURES,
+                cool_down: BREAKER_COOL_DOWN,
+            },
+        );
+        let retry = Arc::new(tokio::sync::Notify::new());
+        let redis = matches!(backend, Backend::Redis { .. });
+        Ok(Arc::new_cyclic(|cache| {
+            if redis {
+                tasks.push(tokio::spawn(retry_invalidations(cache.clone(), retry.clone())).abort_handle());
+            }
+            Self {
+                backend,
+                settings,
+                flights: Mutex::new(HashMap::new()),
+                stats: Arc::default(),
+                fallback_counter,
+                breaker,
+                pending: Mutex::new(HashMap::new()),
+                pending_count: AtomicUsize::new(0),
+                retry,
+                tasks,
+            }
         }))
+    }
+
+    /// The breaker in front of Redis (for tests and health reporting).
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// How many keys wait for their invalidation to reach Redis; their reads go to
+    /// the loader meanwhile.
+    pub fn pending_invalidations(&self) -> usize {
+        self.pending_count.load(Ordering::SeqCst)
+    }
+
+    fn is_pending(&self, key: &str) -> bool {
+        self.pending_count.load(Ordering::SeqCst) > 0
+            && self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains_key(key)
+    }
+
+    /// Marks `key` pending up to `version`, before Redis is asked to invalidate it.
+    fn hold(&self, key: &str, version: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let fence = pending.entry(key.to_owned()).or_insert(version);
+        *fence = (*fence).max(version);
+        self.pending_count.store(pending.len(), Ordering::SeqCst);
+    }
+
+    /// Redis holds the fence at `version`: the key is no longer pending unless a
+    /// newer invalidation is still on its way.
+    fn release(&self, key: &str, version: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.get(key).is_some_and(|fence| *fence <= version) {
+            pending.remove(key);
+        }
+        self.pending_count.store(pending.len(), Ordering::SeqCst);
+    }
+
+    /// Retries every pending invalidation once; true when none is left.
+    async fn retry_pending(&self) -> bool {
+        let due: Vec<(String, u64)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for (key, version) in due {
+            if !self.invalidate_in_redis(&key, version).await {
+                return false;
+            }
+            self.stats.invalidations_retried.fetch_add(1, Ordering::Relaxed);
+            self.release(&key, version);
+        }
+        self.pending_invalidations() == 0
     }
 
     /// True once the near cache in front of Redis is subscribed to invalidations and
@@ -405,8 +551,13 @@ impl VersionedCache {
         }
     }
 
-    /// Cached value, `Ok(None)` on a miss, `Err(())` when the cache could not answer.
+    /// Cached value, `Ok(None)` on a miss, `Err(())` when the cache could not answer
+    /// or must not (an invalidation of the key is pending).
     async fn lookup(&self, key: &str) -> Result<Option<Arc<Vec<u8>>>, ()> {
+        if self.is_pending(key) {
+            self.fell_back("get", "invalidation pending");
+            return Err(());
+        }
         let near = match &self.backend {
             Backend::Local { slots } => return Ok(slots.get(key)),
             Backend::Redis { near, .. } => near.as_deref(),
@@ -422,13 +573,16 @@ impl VersionedCache {
             return Err(());
         };
         let cmd = redis::cmd("HMGET").arg(self.key(key)).arg("v").arg("p").to_owned();
-        let reply = tokio::time::timeout(
-            self.settings.timeout,
-            cmd.query_async::<(Option<u64>, Option<Vec<u8>>)>(&mut conn),
-        )
-        .await;
+        let reply = self
+            .breaker
+            .call(|_| async move {
+                cmd.query_async::<(Option<u64>, Option<Vec<u8>>)>(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await;
         match reply {
-            Ok(Ok((version, Some(bytes)))) => {
+            Ok((version, Some(bytes))) => {
                 let bytes = Arc::new(bytes);
                 if let (Some(near), Some(version), Some(changes)) = (near, version, changes) {
                     near.slots.put(key, version, bytes.clone(), || {
@@ -437,13 +591,9 @@ impl VersionedCache {
                 }
                 Ok(Some(bytes))
             }
-            Ok(Ok((_, None))) => Ok(None),
-            Ok(Err(err)) => {
-                self.fell_back("get", &err.to_string());
-                Err(())
-            }
-            Err(_) => {
-                self.fell_back("get", "timeout");
+            Ok((_, None)) => Ok(None),
+            Err(status) => {
+                self.fell_back("get", status.message());
                 Err(())
             }
         }
@@ -453,6 +603,11 @@ impl VersionedCache {
         match &self.backend {
             Backend::Local { slots } => slots.put(key, version, value, || true),
             Backend::Redis { write_back, .. } => {
+                // Redis may not hold the fence of a change yet: nothing is written
+                // back until it does.
+                if self.is_pending(key) {
+                    return;
+                }
                 let Some(mut conn) = self.connection().await else {
                     self.fell_back("write_back", "not connected");
                     return;
@@ -463,20 +618,43 @@ impl VersionedCache {
                     .arg(version)
                     .arg(value.as_slice())
                     .arg(self.settings.ttl.as_millis() as u64);
-                match tokio::time::timeout(self.settings.timeout, invocation.invoke_async::<i64>(&mut conn)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => self.fell_back("write_back", &err.to_string()),
-                    Err(_) => self.fell_back("write_back", "timeout"),
+                let written = self
+                    .breaker
+                    .call(|_| async move { run_script(&mut conn, &invocation).await })
+                    .await;
+                if let Err(status) = written {
+                    self.fell_back("write_back", status.message());
                 }
             }
         }
     }
 
     /// Forgets `key` after a commit that produced `version`, and fences off older
-    /// write-backs. Failures are counted and logged, never returned: false if Redis
-    /// was not reached (its value expires with its ttl).
+    /// write-backs. Never fails the caller: false if Redis did not take it at once,
+    /// in which case the key stays pending (read from the loader here, never from
+    /// Redis) and the invalidation is retried in the background until Redis takes it.
     pub async fn invalidate(&self, key: &str, version: u64) -> bool {
         self.invalidate_here(key, version);
+        if !matches!(self.backend, Backend::Redis { .. }) {
+            return true;
+        }
+        // Pending before Redis is asked: no read here may trust Redis until it has
+        // answered.
+        self.hold(key, version);
+        if self.invalidate_in_redis(key, version).await {
+            self.release(key, version);
+            true
+        } else {
+            tracing::warn!(
+                "cache invalidation did not reach redis; the key is read from the database until a retry delivers it"
+            );
+            self.retry.notify_one();
+            false
+        }
+    }
+
+    /// Runs the invalidation script: true once Redis holds the fence.
+    async fn invalidate_in_redis(&self, key: &str, version: u64) -> bool {
         let Backend::Redis {
             invalidate, channel, ..
         } = &self.backend
@@ -496,16 +674,14 @@ impl VersionedCache {
             .arg(key);
         // Invalidation matters more than latency: allow a few timeouts' worth.
         let bound = self.settings.timeout * 4;
-        match tokio::time::timeout(bound, invocation.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "cache invalidation failed; the value expires with its ttl");
-                self.fell_back("invalidate", &err.to_string());
-                false
-            }
-            Err(_) => {
-                tracing::warn!("cache invalidation timed out; the value expires with its ttl");
-                self.fell_back("invalidate", "timeout");
+        match self
+            .breaker
+            .call_within(bound, |_| async move { run_script(&mut conn, &invocation).await })
+            .await
+        {
+            Ok(_) => true,
+            Err(status) => {
+                self.fell_back("invalidate", status.message());
                 false
             }
         }

@@ -108,6 +108,25 @@ pub mod migration {
     }
 }
 
+/// The check of every request id a request carries: at most
+/// [`MAX_REQUEST_ID_LEN`] characters of printable ASCII without spaces. An empty
+/// id passes; whether one is required is the caller's rule.
+pub fn check_request_id(field: &str, request_id: &str) -> Result<(), crate::error::Violation> {
+    if request_id.len() > MAX_REQUEST_ID_LEN {
+        return Err(crate::error::Violation::new(
+            field,
+            format!("must be at most {MAX_REQUEST_ID_LEN} characters"),
+        ));
+    }
+    if !request_id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(crate::error::Violation::new(
+            field,
+            "must be printable ASCII without spaces",
+        ));
+    }
+    Ok(())
+}
+
 /// A validated request id bound to its operation and request.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
@@ -132,18 +151,7 @@ impl IdempotencyKey {
         if request_id.is_empty() {
             return Ok(None);
         }
-        if request_id.len() > MAX_REQUEST_ID_LEN {
-            return Err(ServiceError::invalid(
-                "request_id",
-                format!("must be at most {MAX_REQUEST_ID_LEN} characters"),
-            ));
-        }
-        if !request_id.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ServiceError::invalid(
-                "request_id",
-                "must be printable ASCII without spaces",
-            ));
-        }
+        check_request_id("request_id", request_id)?;
         let mut caller_hash = crate::convert::sha256_hex(caller.as_bytes());
         caller_hash.truncate(16);
         Ok(Some(Self {

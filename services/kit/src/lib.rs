@@ -11,6 +11,7 @@
 //! - [`idempotency`]: `request_id`-keyed creates and retried transactions.
 //! - [`limits`]: size limits of requests and of error statuses.
 //! - [`paging`]: AIP-158 page sizes and tokens.
+//! - [`money`]: the bound of money amounts every service accepts.
 //! - [`resilience`]: deadlines, retries and circuit breakers for calls to other services.
 //! - [`convert`]: small proto <-> domain conversions (timestamps, durations).
 
@@ -25,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod limits;
+pub mod money;
 pub mod paging;
 pub mod resilience;
 pub mod server;

@@ -5,11 +5,14 @@
 //! (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED); after `failure_threshold`
 //! of them it opens and calls fail at once with UNAVAILABLE for `cool_down`; then one
 //! trial call is let through (half-open): success closes it, failure opens it again.
+//! A trial that never reports (its caller gave up on it) is replaced by another
+//! after a further `cool_down`, so a lost trial cannot keep the circuit half-open.
 //! Answers such as NOT_FOUND or FAILED_PRECONDITION are the downstream working and
 //! reset the count.
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
@@ -41,9 +44,16 @@ impl Default for CallPolicy {
 
 #[derive(Debug)]
 enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen,
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One trial call is out since `since`.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 /// A circuit breaker for one downstream.
@@ -52,6 +62,8 @@ pub struct Breaker {
     name: &'static str,
     policy: CallPolicy,
     state: Mutex<BreakerState>,
+    /// Calls refused at once because the circuit was open.
+    rejected: AtomicU64,
 }
 
 fn unwell(status: &Status) -> bool {
@@ -67,7 +79,21 @@ impl Breaker {
             name,
             policy,
             state: Mutex::new(BreakerState::Closed { failures: 0 }),
+            rejected: AtomicU64::new(0),
         }
+    }
+
+    /// Whether calls are refused now (open, or half-open with its trial out).
+    pub fn is_open(&self) -> bool {
+        !matches!(
+            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            BreakerState::Closed { .. }
+        )
+    }
+
+    /// How many calls the open circuit refused without making them.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     pub fn policy(&self) -> &CallPolicy {
@@ -77,16 +103,24 @@ impl Breaker {
     /// Whether a call may go out now.
     fn admit(&self) -> Result<(), Status> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
         match *state {
             BreakerState::Closed { .. } => Ok(()),
-            BreakerState::Open { until } if Instant::now() >= until => {
-                *state = BreakerState::HalfOpen;
+            BreakerState::Open { until } if now >= until => {
+                *state = BreakerState::HalfOpen { since: now };
                 Ok(())
             }
-            BreakerState::Open { .. } | BreakerState::HalfOpen => Err(Status::unavailable(format!(
-                "{} is unavailable (circuit open)",
-                self.name
-            ))),
+            BreakerState::HalfOpen { since } if now >= since + self.policy.cool_down => {
+                *state = BreakerState::HalfOpen { since: now };
+                Ok(())
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(Status::unavailable(format!(
+                    "{} is unavailable (circuit open)",
+                    self.name
+                )))
+            }
         }
     }
 
@@ -113,8 +147,18 @@ impl Breaker {
         F: FnOnce(Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        self.call_within(self.policy.timeout, call).await
+    }
+
+    /// [`Self::call`] with a deadline of its own, for the odd call that may take
+    /// longer than the policy's.
+    pub async fn call_within<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, Status>
+    where
+        F: FnOnce(Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
         self.admit()?;
-        let result = match tokio::time::timeout(self.policy.timeout, call(self.policy.timeout)).await {
+        let result = match tokio::time::timeout(timeout, call(timeout)).await {
             Ok(result) => result,
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "{} did not answer in time",
@@ -234,5 +278,24 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(120)).await;
         b.call(|_| async { Ok(()) }).await.unwrap();
         b.call(|_| async { Ok(()) }).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_trial_call_that_is_given_up_does_not_keep_the_circuit_half_open() {
+        let b = breaker();
+        for _ in 0..3 {
+            let _: Result<(), _> = b.call(|_| async { Err(Status::unavailable("down")) }).await;
+        }
+        assert!(b.is_open());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // The trial's caller drops it before it reports.
+        let trial = b.call(|_| std::future::pending::<Result<(), Status>>());
+        let _ = tokio::time::timeout(Duration::from_millis(5), trial).await;
+        assert!(b.call(|_| async { Ok(()) }).await.is_err(), "its trial is still out");
+        let rejected = b.rejected();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        b.call(|_| async { Ok(()) }).await.unwrap();
+        assert!(!b.is_open());
+        assert_eq!(b.rejected(), rejected);
     }
 }

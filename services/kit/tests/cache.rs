@@ -431,3 +431,123 @@ async fn replicas_racing_commits_both_end_on_the_last_committed_version() {
         }
     }
 }
+
+/// A cache on a redis-server of the test's own (see [`RedisServer`]), connected.
+async fn cache_on(redis: &retail_testkit::redis_server::RedisServer) -> Arc<VersionedCache> {
+    let cache = VersionedCache::new(CacheSettings {
+        redis_url: Some(redis.url()),
+        namespace: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        timeout: Duration::from_millis(25),
+        ..CacheSettings::default()
+    })
+    .unwrap();
+    eventually("redis answers", || async {
+        let before = cache.stats.fallbacks.load(Ordering::SeqCst);
+        cache.get_or_load("warm-up", || async { Ok(None) }).await.is_ok()
+            && cache.stats.fallbacks.load(Ordering::SeqCst) == before
+    })
+    .await;
+    cache
+}
+
+/// With Redis frozen every read used to wait out its timeout (25 ms, twice with the
+/// write-back): once the breaker is open, reads go to the loader without asking
+/// Redis, and a probe after the cool-down closes it again.
+#[tokio::test]
+async fn with_redis_frozen_the_breaker_opens_and_reads_stop_waiting_for_redis_until_a_probe_succeeds() {
+    let Some(redis) = retail_testkit::redis_server::RedisServer::start() else {
+        return;
+    };
+    let cache = cache_on(&redis).await;
+    redis.freeze();
+    for i in 0..20u64 {
+        let got = cache.get_or_load(&format!("frozen-{i}"), || loader(i)).await.unwrap();
+        assert_eq!(got, value(&i.to_string()), "reads keep succeeding from the loader");
+    }
+    assert!(cache.breaker().is_open(), "repeated timeouts open the breaker");
+    assert!(
+        cache.breaker().rejected() >= 17,
+        "after the breaker opened, reads did not ask Redis (only the first few waited): {} refused",
+        cache.breaker().rejected()
+    );
+    redis.resume();
+    eventually("a probe closes the breaker", || async {
+        cache.get_or_load("probe", || loader(1)).await.unwrap();
+        !cache.breaker().is_open()
+    })
+    .await;
+    let hits = cache.stats.hits.load(Ordering::SeqCst);
+    cache.get_or_load("frozen-after", || loader(1)).await.unwrap();
+    cache.get_or_load("frozen-after", || loader(1)).await.unwrap();
+    assert_eq!(cache.stats.hits.load(Ordering::SeqCst), hits + 1, "Redis serves again");
+}
+
+/// An invalidation Redis does not take (frozen, or restarted and without its
+/// scripts) used to be given up, leaving the old value to be served for its TTL:
+/// the key is now read from the loader until a retry delivers the invalidation.
+#[tokio::test]
+async fn an_invalidation_redis_misses_while_frozen_or_restarted_is_retried_and_the_old_value_is_never_served() {
+    let Some(mut redis) = retail_testkit::redis_server::RedisServer::start() else {
+        return;
+    };
+    let cache = cache_on(&redis).await;
+    let committed = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let read = |cache: Arc<VersionedCache>, committed: Arc<std::sync::atomic::AtomicU64>| async move {
+        let got = cache
+            .get_or_load("profile", || loader(committed.load(Ordering::SeqCst)))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            value(&committed.load(Ordering::SeqCst).to_string()),
+            "a read after a commit returned an older value"
+        );
+    };
+    // Cached in Redis at version 1.
+    read(cache.clone(), committed.clone()).await;
+    read(cache.clone(), committed.clone()).await;
+
+    redis.freeze();
+    committed.store(2, Ordering::SeqCst);
+    assert!(!cache.invalidate("profile", 2).await, "frozen Redis cannot take it");
+    assert_eq!(cache.pending_invalidations(), 1);
+    read(cache.clone(), committed.clone()).await;
+    redis.resume();
+    // Reads right after Redis answers again, while the retry is on its way.
+    let deadline = tokio::time::Instant::now() + retail_kit::cache::STALENESS_BOUND * 2;
+    while tokio::time::Instant::now() < deadline {
+        read(cache.clone(), committed.clone()).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(cache.pending_invalidations(), 0, "the retry delivered the invalidation");
+    assert!(cache.stats.invalidations_retried.load(Ordering::SeqCst) >= 1);
+
+    // Scripts gone while values stay: the invalidation loads its script.
+    read(cache.clone(), committed.clone()).await;
+    assert_eq!(redis.command(&["SCRIPT", "FLUSH"]).as_deref(), Some("+OK"));
+    committed.store(3, Ordering::SeqCst);
+    assert!(
+        cache.invalidate("profile", 3).await,
+        "NOSCRIPT is answered by loading the script"
+    );
+    read(cache.clone(), committed.clone()).await;
+
+    // A restart: values, fences and scripts are gone, connections broken.
+    read(cache.clone(), committed.clone()).await;
+    redis.restart();
+    committed.store(4, Ordering::SeqCst);
+    cache.invalidate("profile", 4).await;
+    let deadline = tokio::time::Instant::now() + retail_kit::cache::STALENESS_BOUND * 2;
+    while tokio::time::Instant::now() < deadline {
+        read(cache.clone(), committed.clone()).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(cache.pending_invalidations(), 0);
+    // And the cache serves from Redis again (its write-back loaded its script).
+    eventually("the cache serves hits again", || async {
+        let hits = cache.stats.hits.load(Ordering::SeqCst);
+        read(cache.clone(), committed.clone()).await;
+        cache.stats.hits.load(Ordering::SeqCst) > hits
+    })
+    .await;
+}

@@ -2,6 +2,11 @@
 //! store in one transaction with its events, invalidate the cache after the commit.
 //!
 //! Reads of a member and recognition by identifier go through the versioned cache.
+//! A committed change is never hidden here by an older cached profile, and an
+//! erased member is never served: an invalidation Redis misses keeps the key on the
+//! database until a retry delivers it. Other replicas sharing the Redis may serve
+//! the older profile for at most [`retail_kit::cache::STALENESS_BOUND`] (2 s) after
+//! Redis answers again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -480,6 +485,63 @@ fn profile_fields(
     (display_name, gender, birth, region, attributes_json)
 }
 
+/// The tags of a registration, checked as `SetTags` checks them (a tag without a
+/// source is the caller's); their member id is set when the member is written.
+fn registration_tags(
+    v: &mut Violations,
+    tags: &[pb::Tag],
+    caller: &str,
+    now: chrono::DateTime<Utc>,
+) -> Vec<store::tag::Model> {
+    if tags.len() > MAX_TAGS {
+        v.add("member.tags", format!("at most {MAX_TAGS} tags"));
+    }
+    let mut parsed: Vec<store::tag::Model> = Vec::new();
+    for (i, t) in tags.iter().enumerate().take(MAX_TAGS) {
+        let path = v.check(fields::tag_path(&format!("member.tags[{i}].path"), &t.path));
+        let value = v.check(text(&format!("member.tags[{i}].value"), &t.value, 200, false));
+        let source = v.check(text(&format!("member.tags[{i}].source"), &t.source, 64, false));
+        let (Some(path), Some(value), Some(source)) = (path, value, source) else {
+            continue;
+        };
+        if parsed.iter().any(|p| p.path == path) {
+            v.add(format!("member.tags[{i}].path"), "is listed twice");
+            continue;
+        }
+        parsed.push(store::tag::Model {
+            member_id: String::new(),
+            path,
+            value,
+            dynamic: t.dynamic,
+            source: if source.is_empty() { caller.to_owned() } else { source },
+            updated_at: now,
+        });
+    }
+    parsed
+}
+
+/// The consents of a registration, checked as `SetConsent` checks one; one per
+/// channel.
+fn registration_consents(v: &mut Violations, consents: &[pb::Consent]) -> Vec<(ConsentChannel, bool, String)> {
+    let mut parsed: Vec<(ConsentChannel, bool, String)> = Vec::new();
+    for (i, c) in consents.iter().enumerate() {
+        let channel = channel_of_pb(c.channel);
+        if channel.is_none() {
+            v.add(format!("member.consents[{i}].channel"), "must be set");
+        }
+        let source = v.check(text(&format!("member.consents[{i}].source"), &c.source, 64, true));
+        let (Some(channel), Some(source)) = (channel, source) else {
+            continue;
+        };
+        if parsed.iter().any(|(known, _, _)| *known == channel) {
+            v.add(format!("member.consents[{i}].channel"), "is listed twice");
+            continue;
+        }
+        parsed.push((channel, c.granted, source));
+    }
+    parsed
+}
+
 /// Whether the page's last member is also the last row the scan read.
 fn member_is_last(members: &[pb::Member], last_id: &str) -> bool {
     members.last().is_some_and(|m| m.name.ends_with(last_id))
@@ -518,8 +580,10 @@ impl MembershipService for MembershipApi {
                 }
             }
         }
-        v.finish()?;
         let now = Utc::now();
+        let tags = registration_tags(&mut v, &m.tags, &caller, now);
+        let consents = registration_consents(&mut v, &m.consents);
+        v.finish()?;
         let model = store::member::Model {
             id: store::new_id(),
             display_name,
@@ -538,10 +602,46 @@ impl MembershipService for MembershipApi {
         let rules = s.rules.clone();
         let response = idempotency::execute(&s.db, key.as_ref(), Clone::clone, |txn| {
             let (model, identifiers, rules) = (model.clone(), identifiers.clone(), rules.clone());
+            let (tags, consents) = (tags.clone(), consents.clone());
             Box::pin(async move {
                 store::insert_member(txn, model.clone()).await?;
                 for id in &identifiers {
                     store::insert_identifier(txn, &model.id, id, now).await?;
+                }
+                for tag in tags {
+                    store::upsert_tag(
+                        txn,
+                        store::tag::Model {
+                            member_id: model.id.clone(),
+                            ..tag
+                        },
+                    )
+                    .await?;
+                }
+                for (channel, granted, source) in consents {
+                    store::insert_consent(
+                        txn,
+                        store::consent::Model {
+                            id: store::new_id(),
+                            member_id: model.id.clone(),
+                            channel: channel.as_str().to_owned(),
+                            granted,
+                            source,
+                            decided_at: now,
+                        },
+                    )
+                    .await?;
+                    events::publish(
+                        txn,
+                        "retail.events.v1.ConsentChanged",
+                        &model.id,
+                        &ev::ConsentChanged {
+                            member_id: model.id.clone(),
+                            channel: channel.as_str().to_owned(),
+                            granted,
+                        },
+                    )
+                    .await?;
                 }
                 events::publish(
                     txn,

@@ -5,6 +5,12 @@
 //! changes and events; the cache forgets the member after the commit. The balance
 //! can only be lowered by a conditional update, so concurrent redemptions can never
 //! take it below zero (a CHECK constraint stands behind it).
+//!
+//! Amounts are bounded by the suite's [`MAX_AMOUNT_MINOR`](retail_kit::money::MAX_AMOUNT_MINOR)
+//! and balances by [`points::MAX_POINTS`]: a payment earns at most what still fits
+//! below the cap (the rest is not earned, and the purchase records what was), a
+//! grant that would pass it is refused, and the database refuses a balance above
+//! it, so no balance can overflow.
 
 use std::sync::Arc;
 
@@ -185,7 +191,8 @@ fn credit_of(rules: &LoyaltyRules, member_id: &str, debt: i64, e: &Earning<'_>) 
     Credit { repaid, credit, rows }
 }
 
-/// Credits granted points: debt first, the rest as a new lot.
+/// Credits granted points: debt first, the rest as a new lot. FAILED_PRECONDITION
+/// if the balance would pass [`points::MAX_POINTS`].
 async fn earn(
     txn: &DatabaseTransaction,
     rules: &LoyaltyRules,
@@ -193,6 +200,13 @@ async fn earn(
     e: Earning<'_>,
 ) -> ServiceResult<Standing> {
     let Credit { repaid, credit, rows } = credit_of(rules, &member.id, member.points_debt, &e);
+    if member
+        .points_balance
+        .checked_add(credit)
+        .is_none_or(|balance| balance > points::MAX_POINTS)
+    {
+        return Err(balance_full());
+    }
     if let Some((lot, entry)) = rows {
         lot.insert(txn).await?;
         entry.insert(txn).await?;
@@ -201,6 +215,13 @@ async fn earn(
     let standing = loyalty::credit(txn, &member.id, credit, repaid, e.at).await?;
     publish_points(txn, &member.id, e.kind, credit, e.reference, &standing).await?;
     Ok(standing)
+}
+
+fn balance_full() -> ServiceError {
+    ServiceError::FailedPrecondition(format!(
+        "the points balance would pass its maximum of {}",
+        points::MAX_POINTS
+    ))
 }
 
 /// What recording a purchase or refund did.
@@ -246,20 +267,19 @@ pub async fn record(
         ));
     }
     let refunds = loyalty::refunds_of_order(txn, &input.order_id).await?;
-    let refunded_before: i64 = refunds.iter().map(|r| -r.amount_minor).sum();
-    if refunded_before + input.amount_minor > paid.amount_minor {
+    // Saturating: rows written before amounts were bounded may hold anything.
+    let refunded_before = refunds.iter().fold(0i64, |sum, r| sum.saturating_sub(r.amount_minor));
+    let Some(refunded_total) = refunded_before
+        .checked_add(input.amount_minor)
+        .filter(|total| *total <= paid.amount_minor)
+    else {
         return Err(ServiceError::invalid(
             "purchase.amount",
             "refunds would exceed the paid amount",
         ));
-    }
-    let reversed_before: i64 = refunds.iter().map(|r| -r.points).sum();
-    let to_reverse = points::points_to_reverse(
-        paid.points,
-        reversed_before,
-        paid.amount_minor,
-        refunded_before + input.amount_minor,
-    );
+    };
+    let reversed_before = refunds.iter().fold(0i64, |sum, r| sum.saturating_sub(r.points));
+    let to_reverse = points::points_to_reverse(paid.points, reversed_before, paid.amount_minor, refunded_total);
     loyalty::insert_purchase(
         txn,
         store::purchase::Model {
@@ -418,12 +438,19 @@ pub async fn record_payments(
         if !written.contains(member_id) {
             written.push(member_id.clone());
         }
+        // What the balance still holds below its cap (the debt is repaid first): a
+        // payment earns no more, so no balance can pass it.
+        let room = points::MAX_POINTS
+            .saturating_sub(account.member.points_balance)
+            .saturating_add(account.member.points_debt)
+            .max(0);
         let earned = points::earned_points(
             input.amount_minor,
             rules.minor_exponent,
             rules.base_rate,
             rules.multiplier(&account.member.tier),
-        );
+        )
+        .min(room);
         account.purchases.push(
             store::purchase::Model {
                 id: store::new_id(),
@@ -761,8 +788,12 @@ impl LoyaltyService for LoyaltyApi {
             Some(m) if m.currency_code != s.rules.currency => {
                 v.add("purchase.amount.currency_code", format!("must be {}", s.rules.currency))
             }
-            Some(m) if m.amount_minor <= 0 => v.add("purchase.amount.amount_minor", "must be positive"),
-            Some(_) => {}
+            Some(m) => {
+                v.check(retail_kit::money::positive_amount(
+                    "purchase.amount.amount_minor",
+                    m.amount_minor,
+                ));
+            }
         }
         let at = match &p.occur_time {
             None => Some(Utc::now()),
@@ -774,8 +805,12 @@ impl LoyaltyService for LoyaltyApi {
                 }
             },
         };
-        if req.refund && (req.request_id.is_empty() || req.request_id.len() > 128) {
+        // Checked with or without `refund`, like every request id, though only a
+        // refund keeps it.
+        if req.refund && req.request_id.is_empty() {
             v.add("request_id", "a refund needs a request id of 1-128 characters");
+        } else {
+            v.check(idempotency::check_request_id("request_id", &req.request_id));
         }
         if p.channel.len() > 32 {
             v.add("purchase.channel", "must be at most 32 characters");

@@ -6,7 +6,9 @@
 //! The kit's consumer applies each event and stores its position in one transaction,
 //! so every event takes effect exactly once; partitions by member apply the log in
 //! parallel, each member's events in log order; an order already recorded (by the RPC,
-//! say) is skipped, and so are members that no longer exist.
+//! say) is skipped, and so are members that no longer exist. An amount above the
+//! suite's bound ([`MAX_AMOUNT_MINOR`]) is skipped with a warning, as the RPC refuses
+//! it; points a payment would earn above the balance's cap are not earned.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use prost::Message;
 use retail_kit::convert::from_timestamp;
 use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::events::{AfterCommit, EventHandler};
+use retail_kit::money::MAX_AMOUNT_MINOR;
 use retail_proto::events::{self as ev, EventEnvelope};
 use sea_orm::DatabaseTransaction;
 
@@ -234,6 +237,12 @@ impl EventHandler for OrderEvents {
             };
             if currency != rules.currency {
                 tracing::warn!(order_id = %input.order_id, %currency, "order in another currency than membership's; not recorded");
+                continue;
+            }
+            // Refused like the same amount through the RPC, and passed over: the
+            // event cannot be applied, and retrying it would stop the partition.
+            if input.amount_minor > MAX_AMOUNT_MINOR {
+                tracing::warn!(order_id = %input.order_id, "order amount above the suite's bound; not recorded");
                 continue;
             }
             if input.refund {

@@ -5,9 +5,11 @@
 //! - [`capture_logs`]: installs a subscriber that records every log line of the test
 //!   process, so a test can assert that no secret was logged.
 //! - [`tokens`]: tokens signed by a test key the services under test trust.
+//! - [`redis_server`]: a redis-server of a test's own, to freeze and restart.
 
 #![forbid(unsafe_code)]
 
+pub mod redis_server;
 pub mod tokens;
 
 use std::io::Write;

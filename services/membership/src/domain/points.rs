@@ -11,6 +11,11 @@ use chrono::{DateTime, Datelike, Months, TimeZone, Utc};
 
 use super::money::Factor;
 
+/// The most points a balance (or a debt) may hold: 10^15, exact in any client's
+/// 64-bit float. Earnings that would pass it are cut to what fits; the database
+/// refuses a balance above it (CHECK constraint or trigger).
+pub const MAX_POINTS: i64 = 1_000_000_000_000_000;
+
 /// Points earned on a paid amount.
 pub fn earned_points(amount_paid_minor: i64, minor_exponent: u32, base_rate: Factor, multiplier: Factor) -> i64 {
     if amount_paid_minor <= 0 {

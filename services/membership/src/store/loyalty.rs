@@ -13,6 +13,7 @@ use sea_orm::{
 
 use super::entities::{member, points_entry, points_lot, purchase, tier_change};
 use super::{Standing, new_id};
+use crate::domain::points::MAX_POINTS;
 
 /// A member's purchases and refunds after `after` (all of them for `None`), oldest
 /// first: those a spend window starting there counts, read through the
@@ -210,9 +211,9 @@ pub fn entry_row(
     }
 }
 
-/// Adds `credit` to the balance and removes `repaid` from the debt.
 /// Credits points after repaying `repaid` of the debt, as a change of the member (new
-/// version), in one statement that returns the standing.
+/// version), in one statement that returns the standing. Only while the balance
+/// stays within [`MAX_POINTS`]: FAILED_PRECONDITION (nothing changed) otherwise.
 pub async fn credit(
     conn: &impl ConnectionTrait,
     member_id: &str,
@@ -228,8 +229,14 @@ pub async fn credit(
         .col_expr(
             member::Column::PointsDebt,
             Expr::col(member::Column::PointsDebt).sub(repaid),
-        );
-    super::update_returning_standing(conn, update, member_id, now).await
+        )
+        .filter(member::Column::PointsBalance.lte(MAX_POINTS.saturating_sub(credit)));
+    match super::update_returning_standing(conn, update, member_id, now).await {
+        Err(ServiceError::NotFound { .. }) => Err(ServiceError::FailedPrecondition(format!(
+            "the points balance would pass its maximum of {MAX_POINTS}"
+        ))),
+        other => other,
+    }
 }
 
 /// Takes `points` from the balance if it covers them: the one place redemptions race,
@@ -247,12 +254,19 @@ pub async fn debit(conn: &impl ConnectionTrait, member_id: &str, points: i64) ->
     Ok(result.rows_affected == 1)
 }
 
+/// Adds `debt` to the member's debt, which stops at [`MAX_POINTS`]: a debt beyond
+/// it could never be repaid by a balance that cannot pass it.
 pub async fn add_debt(conn: &impl ConnectionTrait, member_id: &str, debt: i64) -> ServiceResult<()> {
-    member::Entity::update_many()
-        .col_expr(
-            member::Column::PointsDebt,
-            Expr::col(member::Column::PointsDebt).add(debt),
+    use sea_orm::sea_query::CaseStatement;
+    let capped: Expr = CaseStatement::new()
+        .case(
+            Expr::col(member::Column::PointsDebt).gt(MAX_POINTS.saturating_sub(debt)),
+            Expr::val(MAX_POINTS),
         )
+        .finally(Expr::col(member::Column::PointsDebt).add(debt))
+        .into();
+    member::Entity::update_many()
+        .col_expr(member::Column::PointsDebt, capped)
         .filter(member::Column::Id.eq(member_id))
         .exec(conn)
         .await?;

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateMemberTables),
             Box::new(CreateLoyaltyTables),
             Box::new(retail_kit::events::migration::PartialOutboxIndexes),
+            Box::new(BoundPoints),
         ]
     }
 }
@@ -417,6 +418,66 @@ impl MigrationTrait for CreateLoyaltyTables {
             Purchases::Table.into_iden(),
         ] {
             m.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Bounds the points balance and debt above by `MAX_POINTS` (they are bounded below
+/// by zero already), and on SQLite also to integers: SQLite turns an integer sum
+/// that overflows into a REAL, which no reader of the row can decode. PostgreSQL
+/// gets a CHECK constraint; SQLite, which cannot add one to a table, triggers that
+/// abort the offending statement.
+#[derive(Debug)]
+struct BoundPoints;
+
+impl MigrationName for BoundPoints {
+    fn name(&self) -> &str {
+        "m20261215_000001_bound_points"
+    }
+}
+
+/// The members' points within range, as SQL over `row` (`NEW` in a trigger).
+fn points_in_range(row: &str) -> String {
+    let max = crate::domain::points::MAX_POINTS;
+    format!("{row}points_balance BETWEEN 0 AND {max} AND {row}points_debt BETWEEN 0 AND {max}")
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for BoundPoints {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            for event in ["INSERT", "UPDATE"] {
+                db.execute_unprepared(&format!(
+                    "CREATE TRIGGER IF NOT EXISTS members_points_range_{} BEFORE {event} ON members \
+                     WHEN NOT ({} AND typeof(NEW.points_balance) = 'integer' AND typeof(NEW.points_debt) = 'integer') \
+                     BEGIN SELECT RAISE(ABORT, 'members_points_range'); END",
+                    event.to_lowercase(),
+                    points_in_range("NEW.")
+                ))
+                .await?;
+            }
+        } else {
+            db.execute_unprepared(&format!(
+                "ALTER TABLE members ADD CONSTRAINT members_points_range CHECK ({})",
+                points_in_range("")
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            for event in ["insert", "update"] {
+                db.execute_unprepared(&format!("DROP TRIGGER IF EXISTS members_points_range_{event}"))
+                    .await?;
+            }
+        } else {
+            db.execute_unprepared("ALTER TABLE members DROP CONSTRAINT IF EXISTS members_points_range")
+                .await?;
         }
         Ok(())
     }

@@ -826,3 +826,195 @@ async fn the_batch_guard_matches_only_the_members_still_at_the_version_read() {
         );
     }
 }
+
+async fn record_purchase(
+    app: &TestApp,
+    member: &str,
+    order: &str,
+    minor: i64,
+    refund: bool,
+    request_id: &str,
+) -> Result<pb::RecordPurchaseResponse, tonic::Status> {
+    loyalty(app)
+        .record_purchase(with_token(
+            &loyalty_token(),
+            pb::RecordPurchaseRequest {
+                name: member.into(),
+                purchase: Some(pb::Purchase {
+                    order_id: order.into(),
+                    amount: eur(minor),
+                    occur_time: None,
+                    channel: "store".into(),
+                }),
+                refund,
+                request_id: request_id.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Every read of `member` a client makes answers (none is INTERNAL).
+async fn readable(app: &TestApp, member: &str, phone_number: &str) {
+    let mut client = app.client();
+    client
+        .get_member(authed(pb::GetMemberRequest {
+            name: member.into(),
+            read_mask: None,
+        }))
+        .await
+        .unwrap();
+    app.identify(phone(phone_number)).await.unwrap();
+    client
+        .export_member(authed(pb::ExportMemberRequest { name: member.into() }))
+        .await
+        .unwrap();
+    client
+        .list_members(authed(pb::ListMembersRequest {
+            page_size: 50,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    balance(app, member).await;
+    entries_sum(app, member).await;
+    redeem(app, member, 1).await.unwrap();
+}
+
+/// Amounts are bounded like the suite's prices (`MAX_AMOUNT_MINOR`): any amount up
+/// to 2^63-1 used to be accepted, and some fifty of them overflowed the balance
+/// into a REAL that made the member unreadable for good.
+#[tokio::test]
+async fn purchase_and_refund_amounts_outside_one_to_the_shared_bound_are_refused() {
+    use retail_kit::money::MAX_AMOUNT_MINOR;
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000091").await;
+    for (i, minor) in [i64::MIN, -1, 0, MAX_AMOUNT_MINOR + 1, i64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        for refund in [false, true] {
+            let err = record_purchase(&app, &m, &format!("huge-{i}"), minor, refund, &format!("r-{i}"))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "amount {minor} (refund: {refund})");
+            assert_eq!(
+                violated_fields(&err),
+                ["purchase.amount.amount_minor"],
+                "amount {minor}"
+            );
+        }
+    }
+    let at_bound = record_purchase(&app, &m, "at-bound", MAX_AMOUNT_MINOR, false, "")
+        .await
+        .unwrap();
+    assert_eq!(at_bound.points_change, MAX_AMOUNT_MINOR / 100, "one point per euro");
+    let refunded = record_purchase(&app, &m, "at-bound", MAX_AMOUNT_MINOR, true, "refund-all")
+        .await
+        .unwrap();
+    assert_eq!(refunded.points_change, -(MAX_AMOUNT_MINOR / 100));
+    record_purchase(&app, &m, "after", 10_000, false, "").await.unwrap();
+    readable(&app, &m, "+4916000000091").await;
+}
+
+/// Sets a member's balance directly, as if after many large purchases.
+async fn set_balance(app: &TestApp, member: &str, points: i64) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::ConnectionTrait;
+    let backend = app.db.get_database_backend();
+    let id = member.trim_start_matches("members/").to_owned();
+    let sql = match backend {
+        sea_orm::DatabaseBackend::Postgres => "UPDATE members SET points_balance = $1 WHERE id = $2",
+        _ => "UPDATE members SET points_balance = ? WHERE id = ?",
+    };
+    app.db
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            sql,
+            [points.into(), id.into()],
+        ))
+        .await
+        .map(|_| ())
+}
+
+/// The balance has a cap (`MAX_POINTS`) the database enforces too: a credit from the
+/// orders log that would pass it is cut to what fits, an absurd order amount is
+/// refused without wedging the consumer, a grant that would pass it is refused, and
+/// the member stays readable throughout.
+#[tokio::test]
+async fn no_credit_takes_the_balance_past_its_cap_and_an_absurd_order_amount_does_not_wedge_the_consumer() {
+    use retail_membership::domain::points::MAX_POINTS;
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000092").await;
+    set_balance(&app, &m, MAX_POINTS - 10).await.unwrap();
+    // 10,000 points earned, 10 fit.
+    assert!(apply_order_events(&app, vec![order_paid(&m, "cap-1", 1_000_000)]).await);
+    assert_eq!(balance(&app, &m).await.balance, MAX_POINTS);
+    // An absurd amount beside an ordinary payment: the batch applies, the amount is
+    // refused, the balance stays at its cap.
+    apply_order_events(
+        &app,
+        vec![order_paid(&m, "absurd", i64::MAX), order_paid(&m, "cap-2", 100)],
+    )
+    .await;
+    assert_eq!(balance(&app, &m).await.balance, MAX_POINTS);
+    let grant = loyalty(&app)
+        .grant_points(with_token(
+            &loyalty_token(),
+            pb::GrantPointsRequest {
+                name: m.clone(),
+                points: 5,
+                reason: "goodwill".into(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(grant.code(), Code::FailedPrecondition);
+    let paid = record_purchase(&app, &m, "cap-3", 10_000, false, "").await.unwrap();
+    assert_eq!(paid.points_change, 0, "nothing fits above the cap");
+    assert!(
+        set_balance(&app, &m, MAX_POINTS + 1).await.is_err(),
+        "the database refuses a balance above the cap"
+    );
+    assert!(set_balance(&app, &m, i64::MAX).await.is_err());
+    assert!(set_balance(&app, &m, i64::MIN).await.is_err());
+    readable(&app, &m, "+4916000000092").await;
+    assert_eq!(balance(&app, &m).await.balance, MAX_POINTS - 1);
+}
+
+/// RecordPurchase checks its request id like every request id (1-128 printable
+/// characters) with or without `refund`: a refund's id with a NUL, and a payment's
+/// id of a megabyte, used to be accepted.
+#[tokio::test]
+async fn a_purchase_request_id_with_control_characters_or_over_128_characters_is_refused_with_or_without_refund() {
+    let app = spawn_app().await;
+    let m = member(&app, "+4916000000093").await;
+    pay(&app, &m, "rid-1", 10_000, 0).await;
+    for (refund, order, request_id) in [
+        (true, "rid-1", "refund\0one".to_string()),
+        (true, "rid-1", "refund\none".to_string()),
+        (true, "rid-1", "x".repeat(129)),
+        (false, "rid-2", "x".repeat(1 << 20)),
+        (false, "rid-2", "pay\u{7}".to_string()),
+        (false, "rid-2", "x".repeat(129)),
+    ] {
+        let err = record_purchase(&app, &m, order, 1_000, refund, &request_id)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "request id of {} bytes",
+            request_id.len()
+        );
+        assert_eq!(violated_fields(&err), ["request_id"]);
+    }
+    assert_eq!(balance(&app, &m).await.balance, 100, "nothing was recorded");
+    record_purchase(&app, &m, "rid-2", 1_000, false, "pay-rid-2")
+        .await
+        .unwrap();
+    record_purchase(&app, &m, "rid-1", 1_000, true, "refund-rid-1")
+        .await
+        .unwrap();
+    assert_eq!(balance(&app, &m).await.balance, 100);
+}

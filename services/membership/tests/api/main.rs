@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
+mod cache;
 mod helpers;
 mod loyalty;
 
@@ -473,4 +474,117 @@ async fn bad_input_gets_precise_errors_and_writes_nothing() {
         .into_inner()
         .members;
     assert!(all.is_empty(), "no bad request wrote a member");
+}
+
+/// Tags and consents given with the registration are stored with it, in its
+/// transaction (they used to be dropped without a word); bad ones are refused by
+/// field, and then nothing is registered.
+#[tokio::test]
+async fn tags_and_consents_given_at_registration_are_stored_with_the_member() {
+    let app = spawn_app().await;
+    let registration = |tags: Vec<pb::Tag>, consents: Vec<pb::Consent>| pb::RegisterMemberRequest {
+        member: Some(pb::Member {
+            display_name: "Gus".into(),
+            identifiers: vec![email("gus@example.com")],
+            tags,
+            consents,
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    let tag = |path: &str, value: &str| pb::Tag {
+        path: path.into(),
+        value: value.into(),
+        ..Default::default()
+    };
+    let consent = |channel: pb::ConsentChannel, granted: bool, source: &str| pb::Consent {
+        channel: channel as i32,
+        granted,
+        source: source.into(),
+        update_time: None,
+    };
+    let err = app
+        .client()
+        .register_member(authed(registration(
+            vec![tag("Not A Path!", ""), tag("interest/outdoor", "")],
+            vec![
+                consent(pb::ConsentChannel::Unspecified, true, "pos"),
+                consent(pb::ConsentChannel::Sms, true, ""),
+            ],
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&err),
+        [
+            "member.tags[0].path",
+            "member.consents[0].channel",
+            "member.consents[1].source"
+        ]
+    );
+    assert_eq!(
+        app.identify(email("gus@example.com")).await.unwrap_err().code(),
+        Code::NotFound,
+        "a refused registration writes nothing"
+    );
+
+    let registered = app
+        .client()
+        .register_member(authed(registration(
+            vec![tag("interest/outdoor", ""), tag("last_category", "shoes")],
+            vec![
+                consent(pb::ConsentChannel::Sms, true, "pos"),
+                consent(pb::ConsentChannel::Email, false, "pos"),
+            ],
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let stored = app
+        .client()
+        .get_member(authed(pb::GetMemberRequest {
+            name: registered.name.clone(),
+            read_mask: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    for member in [&registered, &stored] {
+        let tags: Vec<_> = member
+            .tags
+            .iter()
+            .map(|t| (t.path.as_str(), t.value.as_str()))
+            .collect();
+        assert_eq!(tags, [("interest/outdoor", ""), ("last_category", "shoes")]);
+        assert!(
+            member
+                .tags
+                .iter()
+                .all(|t| !t.source.is_empty() && t.update_time.is_some())
+        );
+        let mut consents: Vec<_> = member
+            .consents
+            .iter()
+            .map(|c| (c.channel, c.granted, c.source.as_str()))
+            .collect();
+        consents.sort();
+        assert_eq!(
+            consents,
+            [
+                (pb::ConsentChannel::Sms as i32, true, "pos"),
+                (pb::ConsentChannel::Email as i32, false, "pos")
+            ]
+        );
+    }
+    let history = app
+        .client()
+        .export_member(authed(pb::ExportMemberRequest {
+            name: registered.name.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .consent_history;
+    assert_eq!(history.len(), 2, "the decisions are in the consent history");
 }
