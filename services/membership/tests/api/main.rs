@@ -5,6 +5,7 @@
 
 mod helpers;
 mod loyalty;
+mod partners;
 
 use std::time::Duration;
 
