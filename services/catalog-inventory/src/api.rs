@@ -646,7 +646,10 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::ListListingChangesRequest>,
     ) -> Rpc<pb::ListListingChangesResponse> {
-        Principal::of(&request)?.require_scope(READ)?;
+        let principal = Principal::of(&request)?;
+        principal.require_scope(READ)?;
+        // Who changed a listing is a staff identity: partners see the change, not them.
+        let show_actor = principal.partner_scope().is_none();
         let req = request.into_inner();
         let code = sku_name("sku", &req.sku)?;
         let page = Page::parse(req.page_size, &req.page_token, code.as_str())?;
@@ -662,7 +665,7 @@ impl CatalogService for CatalogApi {
                     sku: format!("skus/{}", c.sku_code),
                     channel: pb_channel(&c.channel),
                     listed: c.listed,
-                    actor: c.actor,
+                    actor: if show_actor { c.actor } else { String::new() },
                     reason: c.reason,
                     update_time: Some(timestamp(c.created_at)),
                 })

@@ -45,6 +45,8 @@ const MAX_LINES: usize = 200;
 const PLAN_ATTEMPTS: usize = 20;
 /// Reservations the sweeper releases per pass, at most.
 const SWEEP_BATCH: u64 = 500;
+/// The actor of the movements of expired reservations: no principal asked for them.
+pub const SWEEPER: &str = "reservation-sweeper";
 
 /// Reservations remembered for their commit, at most.
 const HELD_CAPACITY: u64 = 20_000;
@@ -274,12 +276,14 @@ impl State {
         Ok(level)
     }
 
-    /// Reserves `lines` for `order`, or returns the reservation made before for it.
+    /// Reserves `lines` for `order`, or returns the reservation made before for it;
+    /// `actor` is audited on the movements of a new one.
     pub async fn reserve(
         &self,
         order: &str,
         lines: &[(SkuCode, i64)],
         ttl: chrono::Duration,
+        actor: &str,
     ) -> ServiceResult<pb::Reservation> {
         let mut canonical: Vec<(String, i64)> = lines.iter().map(|(c, q)| (c.as_str().to_owned(), *q)).collect();
         canonical.sort();
@@ -309,7 +313,7 @@ impl State {
                 created_at: now,
                 updated_at: now,
             };
-            match apply_plan(&self.db, model, allocations).await {
+            match apply_plan(&self.db, model, allocations, actor).await {
                 Ok(view) => {
                     self.log.committed();
                     let reservation = reservation_to_pb(&view);
@@ -376,11 +380,11 @@ impl State {
             .ok_or_else(|| ServiceError::not_found("reservation", format!("reservations/{order}")))
     }
 
-    /// Ships a reservation's units out: its state change, the stock moves and
-    /// `ReservationCommitted` in one guarded write (allocations never change while a
-    /// reservation is active, so they come from before it: remembered from the
-    /// reserve, else read).
-    pub async fn commit(&self, order: &str) -> ServiceResult<pb::Reservation> {
+    /// Ships a reservation's units out: its state change, the stock moves, their
+    /// audit rows and `ReservationCommitted` in one guarded write (allocations never
+    /// change while a reservation is active, so they come from before it: remembered
+    /// from the reserve, else read).
+    pub async fn commit(&self, order: &str, actor: &str) -> ServiceResult<pb::Reservation> {
         let view = match self.held.take(order) {
             Some(held) => held,
             None => self.reservation(order).await?,
@@ -405,7 +409,14 @@ impl State {
                 order_id: order.to_owned(),
                 units: units(&view.allocations),
             };
-            let writes = writes.insert([events::outbox_row(
+            let audit = view.allocations.iter().map(|a| {
+                let delta = Delta {
+                    reserved: -a.quantity,
+                    ..Delta::default()
+                };
+                db::movement_row(movement(a, "commit", delta, order, actor), now)
+            });
+            let writes = writes.insert(audit)?.insert([events::outbox_row(
                 "retail.events.v1.ReservationCommitted",
                 order,
                 event.encode_to_vec(),
@@ -440,13 +451,15 @@ impl State {
         }
     }
 
-    /// Gives an active reservation's units back to sellable: on request (`released`)
-    /// or by the sweeper (`expired`). Returns false when it was no longer active.
+    /// Gives an active reservation's units back to sellable, audited: on request
+    /// (`released`) or by the sweeper (`expired`). Returns false when it was no longer
+    /// active.
     async fn give_back(
         txn: &DatabaseTransaction,
         view: &ReservationView,
         to: &'static str,
         now: DateTime<Utc>,
+        actor: &str,
     ) -> ServiceResult<bool> {
         let order = &view.reservation.order_id;
         if !db::transition(txn, order, state::ACTIVE, to, None, now).await? {
@@ -459,6 +472,8 @@ impl State {
                 unsellable: 0,
             };
             move_reserved(txn, a, back, now).await?;
+            let kind = if to == state::EXPIRED { "expire" } else { "release" };
+            db::record_movement(txn, movement(a, kind, back, order, actor), now).await?;
         }
         let units = units(&view.allocations);
         if to == state::EXPIRED {
@@ -478,10 +493,10 @@ impl State {
     }
 
     /// Releases a reservation before commit.
-    pub async fn release(&self, order: &str) -> ServiceResult<pb::Reservation> {
+    pub async fn release(&self, order: &str, actor: &str) -> ServiceResult<pb::Reservation> {
         self.held.forget(order);
         let view = idempotency::transaction(&self.db, |txn| {
-            let order = order.to_owned();
+            let (order, actor) = (order.to_owned(), actor.to_owned());
             Box::pin(async move {
                 let view = db::find_reservation(txn, &order)
                     .await?
@@ -495,7 +510,7 @@ impl State {
                     }
                     _ => {}
                 }
-                Self::give_back(txn, &view, state::RELEASED, now()).await?;
+                Self::give_back(txn, &view, state::RELEASED, now(), &actor).await?;
                 db::find_reservation(txn, &order)
                     .await?
                     .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("reservation vanished")))
@@ -519,7 +534,7 @@ impl State {
                     Box::pin(async move {
                         match db::find_reservation(txn, &order).await? {
                             Some(view) if view.reservation.state == state::ACTIVE => {
-                                Self::give_back(txn, &view, state::EXPIRED, as_of).await
+                                Self::give_back(txn, &view, state::EXPIRED, as_of, SWEEPER).await
                             }
                             _ => Ok(false),
                         }
@@ -567,14 +582,15 @@ fn replay(existing: ReservationView, fingerprint: &[u8]) -> ServiceResult<pb::Re
     Ok(reservation_to_pb(&existing))
 }
 
-/// Holds the planned units and records the reservation, its allocations and
-/// `ReservationCreated` in one guarded write. A plan that stock changed under (a part
-/// would turn negative) is STALE_PLAN; a reservation that exists already is
+/// Holds the planned units and records the reservation, its allocations, their audit
+/// rows and `ReservationCreated` in one guarded write. A plan that stock changed under
+/// (a part would turn negative) is STALE_PLAN; a reservation that exists already is
 /// ALREADY_EXISTS.
 async fn apply_plan(
     conn: &sea_orm::DatabaseConnection,
     model: reservation::Model,
     allocations: Vec<plan::Allocation>,
+    actor: &str,
 ) -> ServiceResult<ReservationView> {
     let now = model.created_at;
     let order = model.order_id.clone();
@@ -609,6 +625,14 @@ async fn apply_plan(
         now,
     )
     .insert(rows.iter().cloned().map(allocation::ActiveModel::from))?
+    .insert(rows.iter().map(|a| {
+        let delta = Delta {
+            sellable: -a.quantity,
+            reserved: a.quantity,
+            unsellable: 0,
+        };
+        db::movement_row(movement(a, "reserve", delta, &order, actor), now)
+    }))?
     .insert([events::outbox_row(
         "retail.events.v1.ReservationCreated",
         &order,
@@ -650,6 +674,24 @@ fn with_stock_moves<'a>(
     writes
 }
 
+/// The audit row of a change of an allocation's units, with the order as its reason.
+fn movement<'a>(
+    a: &'a allocation::Model,
+    kind: &'static str,
+    delta: Delta,
+    order: &'a str,
+    actor: &'a str,
+) -> Movement<'a> {
+    Movement {
+        sku_code: &a.sku_code,
+        warehouse_code: &a.warehouse_code,
+        kind,
+        delta,
+        reason: order,
+        actor,
+    }
+}
+
 /// Moves an allocation's reserved units; the reservation's state change in the same
 /// transaction guarantees they are still reserved, so a refusal is a broken invariant.
 async fn move_reserved(
@@ -688,9 +730,12 @@ async fn publish_stock_changed(txn: &DatabaseTransaction, kind: &str, row: &stor
     Ok(())
 }
 
+/// A quantity of 1-`max` units, or 0 with a violation: a refused value is never
+/// computed with (negating `i64::MIN` overflows).
 fn quantity(v: &mut Violations, field: &str, q: i64, max: i64) -> i64 {
     if q <= 0 || q > max {
         v.add(field, format!("must be 1-{max}"));
+        return 0;
     }
     q
 }
@@ -770,7 +815,8 @@ impl InventoryService for InventoryApi {
         let mut v = Violations::new();
         let sku = v.check(sku_name("sku", &req.sku).map_err(first_violation));
         let wh = v.check(warehouse_name("warehouse", &req.warehouse).map_err(first_violation));
-        if req.delta == 0 || req.delta.abs() > MAX_UNITS {
+        // Compared without negating: `i64::MIN` has no positive counterpart.
+        if req.delta == 0 || !(-MAX_UNITS..=MAX_UNITS).contains(&req.delta) {
             v.add("delta", format!("must be non-zero and at most {MAX_UNITS} either way"));
         }
         let delta = v.check(bucket_delta("bucket", req.bucket, req.delta).map_err(first_violation));
@@ -850,7 +896,13 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::ListStockMovementsRequest>,
     ) -> Rpc<pb::ListStockMovementsResponse> {
-        Principal::of(&request)?.require_scope(READ)?;
+        let principal = Principal::of(&request)?;
+        principal.require_scope(READ)?;
+        // The trail names orders (of every partner) and the staff who made each change,
+        // and catalog cannot tell which orders are a partner's own.
+        if principal.partner_scope().is_some() {
+            return Err(ServiceError::PermissionDenied("the stock audit trail is not open to partners".into()).into());
+        }
         let req = request.into_inner();
         let sku = sku_name("sku", &req.sku)?;
         let page = Page::parse(req.page_size, &req.page_token, sku.as_str())?;
@@ -878,7 +930,11 @@ impl InventoryService for InventoryApi {
 
     #[tracing::instrument(skip_all)]
     async fn reserve_stock(&self, request: Request<pb::ReserveStockRequest>) -> Rpc<pb::Reservation> {
-        Principal::of(&request)?.require_scope(RESERVE)?;
+        let actor = {
+            let principal = Principal::of(&request)?;
+            principal.require_scope(RESERVE)?;
+            principal.subject.clone()
+        };
         let req = request.into_inner();
         let inv = &self.state.settings.inventory;
         let mut v = Violations::new();
@@ -900,7 +956,11 @@ impl InventoryService for InventoryApi {
         }
         let ttl_secs = match &req.ttl {
             None => Some(inv.reservation_ttl_secs as i64),
-            Some(d) if d.seconds > 0 && d.nanos >= 0 && d.seconds as u64 <= inv.max_reservation_ttl_secs => {
+            Some(d)
+                if d.seconds > 0
+                    && (0..1_000_000_000).contains(&d.nanos)
+                    && d.seconds as u64 <= inv.max_reservation_ttl_secs =>
+            {
                 Some(d.seconds)
             }
             Some(_) => {
@@ -914,28 +974,37 @@ impl InventoryService for InventoryApi {
         };
         ok(self
             .state
-            .reserve(&order, &lines, chrono::Duration::seconds(ttl_secs))
+            .reserve(&order, &lines, chrono::Duration::seconds(ttl_secs), &actor)
             .await?)
     }
 
     async fn get_reservation(&self, request: Request<pb::GetReservationRequest>) -> Rpc<pb::Reservation> {
-        Principal::of(&request)?.require_scope(READ)?;
+        let principal = Principal::of(&request)?;
+        principal.require_scope(READ)?;
         let order = reservation_name("name", &request.get_ref().name)?;
+        // A reservation does not record whose order it is, so a partner cannot be told
+        // its own from another's: to partners every reservation is NOT_FOUND, worded as
+        // for one that does not exist.
+        if principal.partner_scope().is_some() {
+            return Err(ServiceError::not_found("reservation", format!("reservations/{order}")).into());
+        }
         ok(reservation_to_pb(&self.state.reservation(&order).await?))
     }
 
     #[tracing::instrument(skip_all)]
     async fn commit_reservation(&self, request: Request<pb::CommitReservationRequest>) -> Rpc<pb::Reservation> {
-        Principal::of(&request)?.require_scope(RESERVE)?;
+        let principal = Principal::of(&request)?;
+        principal.require_scope(RESERVE)?;
         let order = reservation_name("name", &request.get_ref().name)?;
-        ok(self.state.commit(&order).await?)
+        ok(self.state.commit(&order, &principal.subject).await?)
     }
 
     #[tracing::instrument(skip_all)]
     async fn release_reservation(&self, request: Request<pb::ReleaseReservationRequest>) -> Rpc<pb::Reservation> {
-        Principal::of(&request)?.require_scope(RESERVE)?;
+        let principal = Principal::of(&request)?;
+        principal.require_scope(RESERVE)?;
         let order = reservation_name("name", &request.get_ref().name)?;
-        ok(self.state.release(&order).await?)
+        ok(self.state.release(&order, &principal.subject).await?)
     }
 
     #[tracing::instrument(skip_all)]

@@ -187,7 +187,10 @@ pub struct Movement<'a> {
     pub actor: &'a str,
 }
 
-pub async fn record_movement(conn: &impl ConnectionTrait, m: Movement<'_>, now: DateTime<Utc>) -> ServiceResult<()> {
+/// The audit row of `m`, made at `now`: written on its own ([`record_movement`]) or
+/// with a [`retail_kit::db::GuardedWrite`], so that the row and the change it audits
+/// commit together.
+pub fn movement_row(m: Movement<'_>, now: DateTime<Utc>) -> stock_movement::ActiveModel {
     stock_movement::ActiveModel {
         id: Set(new_id()),
         sku_code: Set(m.sku_code.to_owned()),
@@ -200,8 +203,10 @@ pub async fn record_movement(conn: &impl ConnectionTrait, m: Movement<'_>, now: 
         actor: Set(m.actor.to_owned()),
         created_at: Set(now),
     }
-    .insert(conn)
-    .await?;
+}
+
+pub async fn record_movement(conn: &impl ConnectionTrait, m: Movement<'_>, now: DateTime<Utc>) -> ServiceResult<()> {
+    movement_row(m, now).insert(conn).await?;
     Ok(())
 }
 

@@ -213,3 +213,24 @@ pub fn assert_formula(stock: &pb::SkuStock) {
         assert!(l.sellable >= 0 && l.reserved >= 0 && l.unsellable >= 0, "{l:?}");
     }
 }
+
+/// What an extreme numeric input must get: INVALID_ARGUMENT naming `field`, or, with
+/// `None`, any answer but a failure of the service (INTERNAL, UNKNOWN: a panic or an
+/// overflow that reached the database).
+pub fn assert_extreme(label: &str, result: Result<(), tonic::Status>, field: Option<&str>) {
+    match (field, result) {
+        (Some(field), Ok(())) => panic!("{label}: accepted, expected INVALID_ARGUMENT on {field}"),
+        (Some(field), Err(status)) => {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{label}: {status:?}");
+            assert!(
+                violated_fields(&status).iter().any(|f| f == field),
+                "{label}: no violation of {field} in {status:?}"
+            );
+        }
+        (None, Ok(())) => {}
+        (None, Err(status)) => assert!(
+            !matches!(status.code(), tonic::Code::Internal | tonic::Code::Unknown),
+            "{label}: {status:?}"
+        ),
+    }
+}

@@ -308,7 +308,7 @@ async fn commit_ships_out_and_returns_come_back_sellable_or_damaged() {
         .unwrap()
         .into_inner();
     let kinds: Vec<_> = moves.movements.iter().map(|m| m.kind.as_str()).collect();
-    assert_eq!(kinds, ["return", "return", "receive"]);
+    assert_eq!(kinds, ["return", "return", "commit", "reserve", "receive"]);
 
     // Release gives reserved units back to sellable.
     app.reserve("o-2", &[("G", 8)]).await.unwrap();
@@ -716,4 +716,260 @@ async fn run_step(app: &TestApp, code: &str, case: usize, model: &mut Model, op:
             assert!(expired >= expected, "{expired} < {expected}");
         }
     }
+}
+
+/// `i64::MIN` and `i64::MAX` (and the `i32` ends) in every numeric input of inventory:
+/// a delta of `i64::MIN` used to reach the range check's negation and answer
+/// INTERNAL. Each is refused with a field violation or answered; nothing changes.
+#[tokio::test]
+async fn the_extremes_of_every_numeric_inventory_input_are_refused_with_a_field_violation() {
+    let app = spawn_app().await;
+    app.warehouse("W1", 0).await;
+    app.skus(&["N"]).await;
+    app.receive("N", "W1", 5).await;
+    app.reserve("shipped", &[("N", 1)]).await.unwrap();
+    app.inventory()
+        .commit_reservation(authed(pb::CommitReservationRequest { name: name("shipped") }))
+        .await
+        .unwrap();
+    let before = app.totals("N").await;
+    let mut inv = app.inventory();
+    for (i, extreme) in [i64::MIN, i64::MAX, i64::MIN + 1].into_iter().enumerate() {
+        for bucket in [pb::StockBucket::Sellable, pb::StockBucket::Unsellable] {
+            let r = inv
+                .adjust_stock(authed(pb::AdjustStockRequest {
+                    sku: "skus/N".into(),
+                    warehouse: "warehouses/W1".into(),
+                    bucket: bucket as i32,
+                    delta: extreme,
+                    reason: "count".into(),
+                }))
+                .await;
+            assert_extreme(&format!("adjust {bucket:?} {extreme}"), r.map(drop), Some("delta"));
+        }
+        let r = inv
+            .receive_stock(authed(pb::ReceiveStockRequest {
+                sku: "skus/N".into(),
+                warehouse: "warehouses/W1".into(),
+                quantity: extreme,
+                reference: "PO".into(),
+                request_id: format!("extreme-{i}"),
+            }))
+            .await;
+        assert_extreme(&format!("receive {extreme}"), r.map(drop), Some("quantity"));
+        for from in [pb::StockBucket::Sellable, pb::StockBucket::Unsellable] {
+            let r = inv
+                .move_stock(authed(pb::MoveStockRequest {
+                    sku: "skus/N".into(),
+                    warehouse: "warehouses/W1".into(),
+                    from_bucket: from as i32,
+                    quantity: extreme,
+                    reason: "inspection".into(),
+                }))
+                .await;
+            assert_extreme(&format!("move from {from:?} {extreme}"), r.map(drop), Some("quantity"));
+        }
+        let line = vec![pb::ReservationLine {
+            sku: "skus/N".into(),
+            quantity: extreme,
+        }];
+        let r = inv
+            .reserve_stock(authed(pb::ReserveStockRequest {
+                order_id: format!("extreme-{i}"),
+                lines: line.clone(),
+                ttl: None,
+            }))
+            .await;
+        assert_extreme(&format!("reserve {extreme}"), r.map(drop), Some("lines[0].quantity"));
+        let r = inv
+            .reserve_stock(authed(pb::ReserveStockRequest {
+                order_id: format!("extreme-ttl-{i}"),
+                lines: vec![pb::ReservationLine {
+                    sku: "skus/N".into(),
+                    quantity: 1,
+                }],
+                ttl: Some(prost_types::Duration {
+                    seconds: extreme,
+                    nanos: 0,
+                }),
+            }))
+            .await;
+        assert_extreme(&format!("reserve ttl {extreme}s"), r.map(drop), Some("ttl"));
+        let r = inv
+            .return_stock(authed(pb::ReturnStockRequest {
+                name: name("shipped"),
+                lines: line,
+                damaged: false,
+                request_id: format!("extreme-{i}"),
+            }))
+            .await;
+        assert_extreme(&format!("return {extreme}"), r.map(drop), Some("lines[0].quantity"));
+    }
+    for nanos in [i32::MIN, i32::MAX] {
+        let r = inv
+            .reserve_stock(authed(pb::ReserveStockRequest {
+                order_id: format!("extreme-nanos-{nanos}"),
+                lines: vec![pb::ReservationLine {
+                    sku: "skus/N".into(),
+                    quantity: 1,
+                }],
+                ttl: Some(prost_types::Duration { seconds: 60, nanos }),
+            }))
+            .await;
+        assert_extreme(&format!("reserve ttl nanos {nanos}"), r.map(drop), Some("ttl"));
+    }
+    for priority in [i32::MIN, i32::MAX] {
+        let r = inv
+            .create_warehouse(authed(pb::CreateWarehouseRequest {
+                warehouse: Some(pb::Warehouse {
+                    code: "X1".into(),
+                    display_name: "extreme".into(),
+                    priority,
+                    ..Default::default()
+                }),
+            }))
+            .await;
+        assert_extreme(
+            &format!("warehouse priority {priority}"),
+            r.map(drop),
+            Some("warehouse.priority"),
+        );
+    }
+    for (page_size, field) in [(i32::MIN, Some("page_size")), (i32::MAX, None)] {
+        let r = inv
+            .list_stock_movements(authed(pb::ListStockMovementsRequest {
+                sku: "skus/N".into(),
+                page_size,
+                page_token: String::new(),
+            }))
+            .await;
+        assert_extreme(&format!("movements page size {page_size}"), r.map(drop), field);
+    }
+    assert_eq!(app.totals("N").await, before, "nothing changed");
+    let warehouses = inv
+        .list_warehouses(authed(pb::ListWarehousesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .warehouses;
+    assert_eq!(warehouses.len(), 1);
+}
+
+/// One audited movement as the test compares it: kind, warehouse, the three deltas
+/// and the reason.
+type Moved = (String, String, i64, i64, i64, String);
+
+async fn movements_of(app: &TestApp, sku: &str) -> Vec<pb::StockMovement> {
+    app.inventory()
+        .list_stock_movements(authed(pb::ListStockMovementsRequest {
+            sku: format!("skus/{sku}"),
+            page_size: 500,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .movements
+}
+
+fn moved(m: &pb::StockMovement) -> Moved {
+    (
+        m.kind.clone(),
+        m.warehouse.trim_start_matches("warehouses/").to_owned(),
+        m.sellable_delta,
+        m.reserved_delta,
+        m.unsellable_delta,
+        m.reason.clone(),
+    )
+}
+
+/// The audit trail used to leave out reservations, commits, releases and expiries:
+/// now each of them is a movement per SKU and warehouse allocation, with the order id
+/// as its reason, and the trail adds up to the stock.
+#[tokio::test]
+async fn every_reservation_commit_release_and_expiry_is_an_audited_stock_movement() {
+    let app = spawn_app().await;
+    app.warehouse("W1", 0).await;
+    app.warehouse("W2", 1).await;
+    app.skus(&["M"]).await;
+    app.receive("M", "W1", 3).await;
+    app.receive("M", "W2", 4).await;
+    let started = Utc::now().timestamp() - 1;
+    // Split across both warehouses, then shipped.
+    app.reserve("o-ship", &[("M", 5)]).await.unwrap();
+    app.inventory()
+        .commit_reservation(authed(pb::CommitReservationRequest { name: name("o-ship") }))
+        .await
+        .unwrap();
+    // Released on request.
+    app.reserve("o-back", &[("M", 1)]).await.unwrap();
+    app.inventory()
+        .release_reservation(authed(pb::ReleaseReservationRequest { name: name("o-back") }))
+        .await
+        .unwrap();
+    // Released by the sweeper.
+    app.reserve("o-late", &[("M", 1)]).await.unwrap();
+    assert_eq!(
+        app.state
+            .expire_reservations(Utc::now() + chrono::Duration::days(1))
+            .await
+            .unwrap(),
+        1
+    );
+    // Replays and repeated commits or releases move nothing and audit nothing.
+    app.reserve("o-ship", &[("M", 5)]).await.unwrap();
+    app.inventory()
+        .commit_reservation(authed(pb::CommitReservationRequest { name: name("o-ship") }))
+        .await
+        .unwrap();
+    app.inventory()
+        .release_reservation(authed(pb::ReleaseReservationRequest { name: name("o-back") }))
+        .await
+        .unwrap();
+    app.inventory()
+        .release_reservation(authed(pb::ReleaseReservationRequest { name: name("o-late") }))
+        .await
+        .unwrap();
+
+    let moves = movements_of(&app, "M").await;
+    let m = |kind: &str, wh: &str, s: i64, r: i64, order: &str| -> Moved {
+        (kind.into(), wh.into(), s, r, 0, order.into())
+    };
+    let want = vec![
+        m("expire", "W2", 1, -1, "o-late"),
+        m("reserve", "W2", -1, 1, "o-late"),
+        m("release", "W2", 1, -1, "o-back"),
+        m("reserve", "W2", -1, 1, "o-back"),
+        m("commit", "W2", 0, -2, "o-ship"),
+        m("commit", "W1", 0, -3, "o-ship"),
+        m("reserve", "W2", -2, 2, "o-ship"),
+        m("reserve", "W1", -3, 3, "o-ship"),
+        m("receive", "W2", 4, 0, "PO-1"),
+        m("receive", "W1", 3, 0, "PO-1"),
+    ];
+    assert_eq!(moves.iter().map(moved).collect::<Vec<_>>(), want);
+    for mv in &moves {
+        let at = mv.create_time.as_ref().unwrap().seconds;
+        assert!(at >= started - 60, "{mv:?}");
+        let by_sweeper = mv.kind == "expire";
+        assert!(!mv.actor.is_empty(), "{mv:?}");
+        assert_eq!(mv.actor == "staff-1", !by_sweeper, "{mv:?}");
+    }
+    // The trail adds up to the stock in every warehouse.
+    let stock = app.stock("M").await;
+    for level in &stock.levels {
+        let of = |f: fn(&pb::StockMovement) -> i64| -> i64 {
+            moves.iter().filter(|mv| mv.warehouse == level.warehouse).map(f).sum()
+        };
+        assert_eq!(
+            (
+                of(|m| m.sellable_delta),
+                of(|m| m.reserved_delta),
+                of(|m| m.unsellable_delta)
+            ),
+            (level.sellable, level.reserved, level.unsellable),
+            "{level:?}"
+        );
+    }
+    assert_eq!(app.totals("M").await, (2, 2, 0, 0));
 }

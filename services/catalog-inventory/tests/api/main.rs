@@ -4,6 +4,7 @@
 
 mod helpers;
 mod inventory;
+mod partners;
 mod pricing;
 
 use helpers::*;

@@ -478,3 +478,187 @@ async fn bad_pricing_input_gets_precise_errors() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 }
+
+/// `i64::MIN` and `i64::MAX` (and the ends of the narrower types) in every numeric
+/// input of pricing and the catalog's lists: each is refused with a field violation
+/// or answered, never INTERNAL.
+#[tokio::test]
+async fn the_extremes_of_every_numeric_pricing_and_catalog_input_are_refused_with_a_field_violation() {
+    let app = spawn_app().await;
+    app.skus(&["E-1"]).await;
+    list_price(&app, "E-1", 1_000).await;
+    let mut p = app.pricing();
+    let mut c = app.catalog();
+    let at = |seconds: i64| Some(prost_types::Timestamp { seconds, nanos: 0 });
+    for extreme in [i64::MIN, i64::MAX] {
+        let r = p
+            .set_list_price(authed(pb::SetListPriceRequest {
+                sku: "skus/E-1".into(),
+                price: eur(extreme),
+            }))
+            .await;
+        assert_extreme(
+            &format!("list price {extreme}"),
+            r.map(drop),
+            Some("price.amount_minor"),
+        );
+        let r = p
+            .set_partner_price(authed(pb::SetPartnerPriceRequest {
+                partner_price: Some(pb::PartnerPrice {
+                    partner_level: "gold".into(),
+                    sku: "skus/E-1".into(),
+                    price: eur(extreme),
+                }),
+            }))
+            .await;
+        assert_extreme(
+            &format!("partner price {extreme}"),
+            r.map(drop),
+            Some("partner_price.price.amount_minor"),
+        );
+        let r = p
+            .record_competitor_price(authed(pb::RecordCompetitorPriceRequest {
+                observation: Some(pb::CompetitorPrice {
+                    sku: "skus/E-1".into(),
+                    source: "shop.example/1".into(),
+                    price: eur(extreme),
+                    ..Default::default()
+                }),
+            }))
+            .await;
+        assert_extreme(
+            &format!("competitor price {extreme}"),
+            r.map(drop),
+            Some("observation.price.amount_minor"),
+        );
+        let r = p
+            .record_competitor_price(authed(pb::RecordCompetitorPriceRequest {
+                observation: Some(pb::CompetitorPrice {
+                    sku: "skus/E-1".into(),
+                    source: "shop.example/1".into(),
+                    price: eur(900),
+                    observe_time: at(extreme),
+                    ..Default::default()
+                }),
+            }))
+            .await;
+        assert_extreme(
+            &format!("competitor observed at {extreme}"),
+            r.map(drop),
+            Some("observation.observe_time"),
+        );
+        let r = p
+            .quote_prices(authed(quote_request(
+                pb::SalesChannel::Store,
+                "",
+                Utc::now(),
+                &[("E-1", extreme)],
+            )))
+            .await;
+        assert_extreme(
+            &format!("quote quantity {extreme}"),
+            r.map(drop),
+            Some("lines[0].quantity"),
+        );
+        let mut request = quote_request(pb::SalesChannel::Store, "", Utc::now(), &[("E-1", 1)]);
+        request.price_time = at(extreme);
+        let r = p.quote_prices(authed(request)).await;
+        assert_extreme(&format!("quote at {extreme}"), r.map(drop), Some("price_time"));
+        for (start, end, field) in [
+            (at(extreme), Some(timestamp(Utc::now())), "promotion.start_time"),
+            (Some(timestamp(Utc::now())), at(extreme), "promotion.end_time"),
+        ] {
+            let r = p
+                .create_promotion(authed(pb::CreatePromotionRequest {
+                    promotion: Some(pb::Promotion {
+                        display_name: "extreme".into(),
+                        discount_bp: 1_000,
+                        start_time: start,
+                        end_time: end,
+                        skus: vec!["skus/E-1".into()],
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                }))
+                .await;
+            assert_extreme(&format!("promotion {field} {extreme}"), r.map(drop), Some(field));
+        }
+        let r = p
+            .list_promotions(authed(pb::ListPromotionsRequest {
+                active_at: at(extreme),
+                ..Default::default()
+            }))
+            .await;
+        assert_extreme(
+            &format!("promotions active at {extreme}"),
+            r.map(drop),
+            Some("active_at"),
+        );
+    }
+    let r = p
+        .set_tier_discount(authed(pb::SetTierDiscountRequest {
+            tier_discount: Some(pb::TierDiscount {
+                tier: "gold".into(),
+                discount_bp: u32::MAX,
+            }),
+        }))
+        .await;
+    assert_extreme("tier discount u32::MAX", r.map(drop), Some("tier_discount.discount_bp"));
+    let r = p
+        .create_promotion(authed(pb::CreatePromotionRequest {
+            promotion: Some(pb::Promotion {
+                display_name: "extreme".into(),
+                discount_bp: u32::MAX,
+                start_time: Some(timestamp(Utc::now())),
+                end_time: Some(timestamp(Utc::now() + Duration::days(1))),
+                skus: vec!["skus/E-1".into()],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        }))
+        .await;
+    assert_extreme("promotion u32::MAX", r.map(drop), Some("promotion.discount_bp"));
+    for (page_size, field) in [(i32::MIN, Some("page_size")), (i32::MAX, None)] {
+        let r = p
+            .list_promotions(authed(pb::ListPromotionsRequest {
+                page_size,
+                ..Default::default()
+            }))
+            .await;
+        assert_extreme(&format!("promotions page size {page_size}"), r.map(drop), field);
+        let r = p
+            .list_competitor_alerts(authed(pb::ListCompetitorAlertsRequest {
+                page_size,
+                ..Default::default()
+            }))
+            .await;
+        assert_extreme(&format!("alerts page size {page_size}"), r.map(drop), field);
+        let r = c
+            .list_products(authed(pb::ListProductsRequest {
+                page_size,
+                ..Default::default()
+            }))
+            .await;
+        assert_extreme(&format!("products page size {page_size}"), r.map(drop), field);
+        let r = c
+            .list_listing_changes(authed(pb::ListListingChangesRequest {
+                sku: "skus/E-1".into(),
+                page_size,
+                ..Default::default()
+            }))
+            .await;
+        assert_extreme(&format!("listing changes page size {page_size}"), r.map(drop), field);
+    }
+    let promos = p
+        .list_promotions(authed(pb::ListPromotionsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(promos.promotions.is_empty(), "no promotion was made");
+    let tiers = p
+        .list_tier_discounts(authed(pb::ListTierDiscountsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(tiers.tier_discounts.is_empty(), "no tier discount was set");
+}

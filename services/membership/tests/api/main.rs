@@ -6,6 +6,7 @@
 mod cache;
 mod helpers;
 mod loyalty;
+mod partners;
 
 use std::time::Duration;
 
