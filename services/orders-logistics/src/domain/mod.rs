@@ -1,4 +1,4 @@
-//! Orders' rules (DOMAIN.md section 4), without I/O.
+//! Orders' rules (docs/domain.md, Orders and logistics), without I/O.
 //!
 //! - [`lifecycle`]: the order state machine: which action is allowed in which state.
 //! - [`tracking`]: tracking events appended in order.
