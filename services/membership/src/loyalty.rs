@@ -356,8 +356,8 @@ struct Account {
 /// Records paid orders, each for its member (`(member id, payment)`), with the
 /// effect of recording them one by one in order: the purchase, points with the
 /// tier multiplier of the moment (debt repaid first, the rest as a lot), and an
-/// immediate upgrade when the qualifying spend reaches a higher tier (DOMAIN.md
-/// 2.3). Downgrades wait for the re-evaluation.
+/// immediate upgrade when the qualifying spend reaches a higher tier (docs/domain.md,
+/// Points and Tiers). Downgrades wait for the re-evaluation.
 ///
 /// All of it takes two reads (the members, locked for the transaction; their
 /// purchases in the spend window with any earlier payment of the same orders) and

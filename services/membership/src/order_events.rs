@@ -1,6 +1,6 @@
 //! Membership's reaction to the orders event log: a paid order adds spend, a purchase
 //! (for the lifecycle) and points with the tier multiplier; a refunded return or a
-//! cancelled paid order reverses spend and points (DOMAIN.md 2.3). The same
+//! cancelled paid order reverses spend and points (docs/domain.md, Points). The same
 //! [`loyalty::record`] serves the back-office `RecordPurchase` RPC.
 //!
 //! The kit's consumer applies each event and stores its position in one transaction,

@@ -1,4 +1,4 @@
-//! Catalog-inventory's rules (DOMAIN.md section 3), without I/O. Everything that
+//! Catalog-inventory's rules (docs/domain.md, Catalog and inventory), without I/O. Everything that
 //! depends on "now" takes an explicit time.
 //!
 //! - [`codes`]: SKU and warehouse codes, channels, roles, titles, tags, categories.

@@ -1,4 +1,4 @@
-//! Prices of lines (DOMAIN.md section 3, prices).
+//! Prices of lines (docs/domain.md, Prices).
 //!
 //! A consumer price depends only on the SKU, the member's tier and the time, never on
 //! the consumer channel or the caller, so the same member pays the same on every

@@ -1,4 +1,4 @@
-//! The listing reconciliation of one channel (DOMAIN.md section 3, listing state):
+//! The listing reconciliation of one channel (docs/domain.md, Products, SKUs and listings):
 //! listed SKUs without sellable stock, unlisted SKUs with sellable stock, and the same
 //! goods listed more than once (listed SKUs whose composed title and variant
 //! attributes are equal, ignoring case and spacing).

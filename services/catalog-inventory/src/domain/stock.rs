@@ -1,4 +1,4 @@
-//! Which warehouses hold a reservation (DOMAIN.md section 3, reservation).
+//! Which warehouses hold a reservation (docs/domain.md, Reservations).
 //!
 //! The rule, per line: the first warehouse, by priority then code, whose sellable
 //! stock covers the whole line holds it (one parcel per line where possible);

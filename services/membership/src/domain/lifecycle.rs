@@ -1,5 +1,5 @@
-//! Lifecycle state relative to `as_of` with a window W (default 3 months), DOMAIN.md
-//! 2.4. "Within the last W" means at or after `as_of - W`; "in (W, 2W]" means before
+//! Lifecycle state relative to `as_of` with a window W (default 3 months; see docs/domain.md,
+//! Lifecycle). "Within the last W" means at or after `as_of - W`; "in (W, 2W]" means before
 //! `as_of - W` and at or after `as_of - 2W`; likewise for 2W and 4W. Windows are
 //! calendar months (clamped to month ends). Purchases after `as_of` are ignored.
 

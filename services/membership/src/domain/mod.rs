@@ -1,4 +1,4 @@
-//! Membership's rules (DOMAIN.md section 2), deterministic: everything that depends
+//! Membership's rules (docs/domain.md, Membership), deterministic: everything that depends
 //! on "now" takes an explicit `as_of`.
 //!
 //! - [`fields`]: identifiers, tags, consent channels, birth dates.

@@ -1,4 +1,4 @@
-//! The points ledger's arithmetic (DOMAIN.md 2.3), planned here and executed by the
+//! The points ledger's arithmetic (docs/domain.md, Points), planned here and executed by the
 //! store in one transaction:
 //! - earn `floor(amount_paid_major_units * base_rate * tier_multiplier)`, exactly,
 //!   in integers; earnings first repay debt;

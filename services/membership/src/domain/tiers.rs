@@ -1,4 +1,4 @@
-//! Tiers (DOMAIN.md 2.2): a configurable ladder of spend thresholds, or percentiles of
+//! Tiers (docs/domain.md, Tiers): a configurable ladder of spend thresholds, or percentiles of
 //! members by spend. Upgrades apply at once; downgrades only at a periodic
 //! re-evaluation and by at most a configured number of levels.
 

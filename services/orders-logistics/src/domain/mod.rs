@@ -1,4 +1,4 @@
-//! Orders' rules, without I/O (docs/domain.md, Orders).
+//! Orders' rules (docs/domain.md, Orders and logistics), without I/O.
 //!
 //! - [`ids`]: order, return, member and SKU identifiers, parsed from names.
 //! - [`order`]: channels and line bounds.
