@@ -1,0 +1,149 @@
+//! Orders' own integration tests: the gRPC server on port 0 against a fresh database
+//! (PostgreSQL when `RETAIL_TEST_DATABASE_URL` is set), with catalog and membership
+//! faked in process, so every downstream answer and failure is chosen by the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod fakes;
+mod helpers;
+
+use helpers::*;
+use retail_proto::orders::{self as pb};
+use tonic::Code;
+
+#[tokio::test]
+async fn placing_prices_with_the_members_tier_reserves_for_the_payment_window_and_paying_commits() {
+    let app = spawn_app().await;
+    let mut order = order_of(&[("A", 2), ("B", 1)]);
+    order.member = format!("members/{GOLD_MEMBER}");
+    let placed = app.place(order, "cart-1").await.unwrap();
+    assert_eq!(placed.state, pb::OrderState::PendingPayment as i32);
+    assert_eq!(placed.total, eur(2 * 1_000 + 2_500));
+    assert_eq!(placed.member_tier, "gold");
+    let id = placed.name.trim_start_matches("orders/").to_owned();
+    assert_eq!(app.fakes.world().quoted_tiers, ["gold"]);
+    assert_eq!(app.fakes.calls_of("reserve"), [format!("reserve {id}")]);
+    assert_eq!(app.fakes.world().sellable["A"], 8);
+    let paid = app.pay(&placed).await.unwrap();
+    assert_eq!(paid.state, pb::OrderState::Paid as i32);
+    assert_eq!(app.fakes.calls_of("commit"), [format!("commit {id}")]);
+    // The same request id answers the same order, without a second reservation.
+    let again = app.place(order_of(&[("A", 2), ("B", 1)]), "cart-1").await;
+    assert_eq!(
+        again.unwrap_err().code(),
+        Code::InvalidArgument,
+        "another request under the same id"
+    );
+    assert_eq!(app.fakes.calls_of("reserve").len(), 1);
+}
+
+#[tokio::test]
+async fn a_sku_catalog_does_not_know_is_named_from_catalogs_error_details() {
+    // Regression: the SKU was cut out of catalog's message text.
+    let app = spawn_app().await;
+    let err = app.place(order_of(&[("A", 1), ("NOPE-1", 1)]), "").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("skus/NOPE-1"), "{err:?}");
+    assert!(app.fakes.calls_of("reserve").is_empty(), "nothing reserved");
+}
+
+#[tokio::test]
+async fn an_unknown_member_is_not_found_and_nothing_is_reserved() {
+    let app = spawn_app().await;
+    let mut order = order_of(&[("A", 1)]);
+    order.member = "members/0190f5b2-8d3e-7c41-9a6b-000000000000".into();
+    let err = app.place(order, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(app.fakes.calls_of("reserve").is_empty());
+}
+
+#[tokio::test]
+async fn a_reservation_catalog_refuses_fails_the_placement_and_is_compensated() {
+    let app = spawn_app().await;
+    let err = app.place(order_of(&[("B", 6)]), "too-many").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    // Compensation asked catalog to release whatever the order id held.
+    assert_eq!(app.fakes.calls_of("release").len(), 1);
+    let listed = app
+        .client
+        .clone()
+        .list_orders(authed(pb::ListOrdersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.orders.is_empty());
+}
+
+#[tokio::test]
+async fn a_cancelled_paid_order_returns_its_units_once_even_when_catalog_fails_first() {
+    let app = spawn_app().await;
+    let placed = app.place(order_of(&[("A", 3)]), "").await.unwrap();
+    app.pay(&placed).await.unwrap();
+    assert_eq!(app.fakes.world().sellable["A"], 7);
+    app.fakes.world().failures.push(("get_reservation", Code::Unavailable));
+    app.fakes.world().failures.push(("return_stock", Code::Unavailable));
+    let cancelled = app.cancel(&placed).await.unwrap();
+    assert_eq!(cancelled.state, pb::OrderState::Cancelled as i32);
+    assert_eq!(cancelled.refunded, eur(3_000));
+    // The sweeper keeps at it until catalog has taken the units back, once.
+    app.eventually("the units are back", |w| w.sellable["A"] == 10).await;
+    let id = placed.name.trim_start_matches("orders/");
+    assert_eq!(app.fakes.world().returns, [format!("cancel-{id}")]);
+}
+
+#[tokio::test]
+async fn a_cancelled_unpaid_order_releases_its_reservation() {
+    let app = spawn_app().await;
+    let placed = app.place(order_of(&[("B", 2)]), "").await.unwrap();
+    assert_eq!(app.fakes.world().sellable["B"], 3);
+    app.cancel(&placed).await.unwrap();
+    app.eventually("the reservation is released", |w| w.sellable["B"] == 5)
+        .await;
+    assert!(app.fakes.world().returns.is_empty(), "nothing was shipped out");
+}
+
+#[tokio::test]
+async fn numeric_extremes_and_bad_names_are_field_violations() {
+    let app = spawn_app().await;
+    for quantity in [i64::MIN, i64::MIN + 1, -1, 0, 10_001, i64::MAX] {
+        let err = app.place(order_of(&[("A", quantity)]), "").await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{quantity}");
+        assert_eq!(violated_fields(&err), ["order.lines[0].quantity"], "{quantity}");
+    }
+    let mut order = order_of(&[("a b", 1)]);
+    order.member = "members/42".into();
+    order.channel = i32::MAX;
+    let err = app.place(order, "").await.unwrap_err();
+    let mut fields = violated_fields(&err);
+    fields.sort();
+    assert_eq!(fields, ["order.channel", "order.lines[0].sku", "order.member"]);
+    let err = app
+        .client
+        .clone()
+        .list_orders(authed(pb::ListOrdersRequest {
+            page_size: i32::MIN,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    for amount in [i64::MIN, i64::MAX] {
+        let placed = app.place(order_of(&[("A", 1)]), "").await.unwrap();
+        let err = app
+            .client
+            .clone()
+            .pay_order(authed(pb::PayOrderRequest {
+                name: placed.name.clone(),
+                payment: Some(pb::Payment {
+                    reference: "psp".into(),
+                    amount: eur(amount),
+                    pay_time: None,
+                }),
+                request_id: String::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&err), ["payment.amount"], "{amount}");
+    }
+    assert!(app.fakes.calls_of("commit").is_empty());
+}
