@@ -39,14 +39,8 @@ pub mod retail {
             tonic::include_proto!("retail.orders.v1");
         }
     }
-    pub mod bench {
-        pub mod v1 {
-            tonic::include_proto!("retail.bench.v1");
-        }
-    }
 }
 
-pub use retail::bench::v1 as bench;
 pub use retail::catalog::v1 as catalog;
 pub use retail::common::v1 as common;
 pub use retail::events::v1 as events;

@@ -87,10 +87,15 @@ pub async fn serve(
         health.set_service_status(name, ServingStatus::Serving).await;
     }
     // Both reflection versions: grpcurl before 1.8.8 and many tools speak only v1alpha.
+    // Each lists what this port serves, and only that: its own services, health and
+    // reflection (the descriptor sets hold every contract, for resolving types).
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(retail_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        advertised(&service.names)
+            .into_iter()
+            .fold(builder, |builder, name| builder.with_service_name(name))
     };
     let reflection_v1 = reflection()
         .build_v1()
@@ -239,6 +244,17 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
         .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
+/// The services a port's reflection lists: `names`, health and reflection.
+fn advertised(names: &[&'static str]) -> Vec<&'static str> {
+    let mut all = names.to_vec();
+    all.extend([
+        tonic_health::pb::health_server::SERVICE_NAME,
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+    ]);
+    all
+}
+
 async fn report_not_serving(health: &HealthReporter, names: &[&'static str]) {
     health.set_service_status("", ServingStatus::NotServing).await;
     for name in names {
@@ -311,6 +327,63 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unavailable);
         let other = overloaded_to_status("boom".into());
         assert!(other.downcast::<tonic::Status>().is_err());
+    }
+
+    #[tokio::test]
+    async fn reflection_lists_only_what_the_port_serves() {
+        // Regression: every port listed every contract (catalog, orders, the bench
+        // echo...), and a user following `grpcurl list` got UNIMPLEMENTED.
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+        let bound = bind(&ServerSettings::default()).await.unwrap();
+        let addr = bound.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let names = vec![retail_proto::events::event_log_service_server::SERVICE_NAME];
+        let server = tokio::spawn(async move {
+            let service = ServiceRoutes {
+                routes: Routes::default(),
+                names,
+                auth: None,
+            };
+            serve(bound, &ServerSettings::default(), service, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let answer = answers.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a list: {answer:?}");
+        };
+        let mut listed: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+                "retail.events.v1.EventLogService",
+            ]
+        );
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]

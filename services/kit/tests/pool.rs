@@ -112,3 +112,96 @@ async fn a_connection_that_broke_in_use_is_closed_not_handed_out_again() {
         assert_ne!(value(&db, "SELECT pg_backend_pid()::int8 AS v").await, pid);
     }
 }
+
+/// A TCP proxy in front of PostgreSQL that counts the `Sync` messages clients send:
+/// each is one round trip the client waits for.
+async fn sync_counting_proxy(upstream: String) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let syncs = Arc::new(AtomicU64::new(0));
+    let counter = syncs.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                // The first message (startup) has no type byte; every later one is a
+                // type byte and a length that counts itself.
+                let mut pending: Vec<u8> = Vec::new();
+                let mut started = false;
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = match client_read.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if server_write.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    pending.extend_from_slice(&chunk[..n]);
+                    loop {
+                        let header = if started { 5 } else { 4 };
+                        if pending.len() < header {
+                            break;
+                        }
+                        let at = if started { 1 } else { 0 };
+                        let len = u32::from_be_bytes(pending[at..at + 4].try_into().unwrap()) as usize;
+                        if pending.len() < at + len {
+                            break;
+                        }
+                        if started && pending[0] == b'S' {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                        pending.drain(..at + len);
+                        started = true;
+                    }
+                }
+            });
+        }
+    });
+    (addr, syncs)
+}
+
+#[tokio::test]
+async fn a_statement_on_the_pool_costs_one_round_trip_not_two() {
+    // Guards the vendored sqlx patch (vendor/README.md): without it, every connection
+    // released to the pool is pinged (one more Sync and wait per statement).
+    let test_db = retail_testkit::TestDatabase::new().await.unwrap();
+    if test_db.backend != "postgres" {
+        eprintln!("PostgreSQL only: set RETAIL_TEST_DATABASE_URL");
+        return;
+    }
+    use secrecy::ExposeSecret;
+    let url = test_db.secret_url().expose_secret().to_owned();
+    let (scheme_auth, rest) = url.split_once('@').unwrap();
+    let (host_port, path) = rest.split_once('/').unwrap();
+    let (proxy, syncs) = sync_counting_proxy(host_port.to_owned()).await;
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let proxied = format!("{scheme_auth}@{proxy}/{path}{separator}sslmode=disable");
+    let settings = DatabaseSettings {
+        url: secrecy::SecretString::from(proxied),
+        max_connections: 1,
+        ..DatabaseSettings::default()
+    };
+    let db = retail_kit::db::connect(&settings).await.unwrap();
+    // Warm up: the statement gets prepared and cached on the connection.
+    for _ in 0..3 {
+        value(&db, "SELECT 1::int8 AS v").await;
+    }
+    let before = syncs.load(std::sync::atomic::Ordering::SeqCst);
+    const STATEMENTS: u64 = 20;
+    for _ in 0..STATEMENTS {
+        value(&db, "SELECT 1::int8 AS v").await;
+    }
+    let spent = syncs.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(spent, STATEMENTS, "round trips for {STATEMENTS} statements");
+}

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::echo::pb::EchoRequest;
+use crate::echo::pb::echo_service_client::EchoServiceClient;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use retail_kit::config::ServerSettings;
-use retail_proto::bench::EchoRequest;
-use retail_proto::bench::echo_service_client::EchoServiceClient;
 use retail_proto::identity::identity_service_client::IdentityServiceClient;
 use retail_proto::identity::{self as pb};
 use secrecy::SecretString;

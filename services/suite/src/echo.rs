@@ -2,10 +2,16 @@
 //! stack as every service (tracing, metrics, load shedding) but does no work, so a
 //! service's figures divided by the echo's show what the service itself costs.
 
+use pb::echo_service_server::{EchoService, EchoServiceServer, SERVICE_NAME};
+use pb::{EchoRequest, EchoResponse};
 use retail_kit::config::ServerSettings;
 use retail_kit::server::{self, Bound, ServiceRoutes};
-use retail_proto::bench::echo_service_server::{EchoService, EchoServiceServer, SERVICE_NAME};
-use retail_proto::bench::{EchoRequest, EchoResponse};
+
+/// The echo contract (`retail.bench.v1`), a benchmark's, not a production service's.
+pub mod pb {
+    #![allow(clippy::doc_lazy_continuation)]
+    tonic::include_proto!("retail.bench.v1");
+}
 use tonic::{Request, Response, Status};
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -9,11 +9,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod bench;
-mod echo;
-mod seed;
-mod settings;
-mod up;
+use retail_suite::{bench, seed, up};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -100,6 +100,31 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// What `grpcurl list` shows for a port: its reflection's services, sorted.
+async fn listed_services(addr: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(connect(addr).await)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a list of services: {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
 #[tokio::test]
 async fn up_serves_every_service_and_the_printed_credentials_log_in() {
     let mut suite = start_suite();
@@ -124,6 +149,40 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
             "{service}"
         );
+    }
+    // Each port's reflection lists what that port serves, and health and reflection.
+    for (service, served) in [
+        ("identity", &["retail.identity.v1.IdentityService"][..]),
+        (
+            "membership",
+            &[
+                "retail.events.v1.EventLogService",
+                "retail.membership.v1.LoyaltyService",
+                "retail.membership.v1.MembershipService",
+            ][..],
+        ),
+        (
+            "catalog",
+            &[
+                "retail.catalog.v1.CatalogService",
+                "retail.catalog.v1.InventoryService",
+                "retail.catalog.v1.PricingService",
+                "retail.events.v1.EventLogService",
+            ][..],
+        ),
+        (
+            "orders",
+            &["retail.events.v1.EventLogService", "retail.orders.v1.OrdersService"][..],
+        ),
+    ] {
+        let mut expected: Vec<&str> = served.to_vec();
+        expected.extend([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]);
+        expected.sort();
+        assert_eq!(listed_services(&suite.addrs[service]).await, expected, "{service}");
     }
     let channel = connect(&suite.addr).await;
 
