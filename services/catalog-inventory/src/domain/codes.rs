@@ -342,11 +342,6 @@ pub fn path(raw: &str) -> Result<String, String> {
     Ok(p)
 }
 
-/// True when `path` is `prefix` or lies below it.
-pub fn is_at_or_below(path: &str, prefix: &str) -> bool {
-    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
-}
-
 /// An ISO-4217 code: three upper-case letters.
 pub fn currency(raw: &str) -> Result<String, String> {
     if raw.len() == 3 && raw.chars().all(|c| c.is_ascii_uppercase()) {
@@ -430,9 +425,6 @@ mod tests {
         assert_eq!(path("Scenario/Trail").unwrap(), "scenario/trail");
         assert!(path("a//b").is_err());
         assert!(path("/a").is_err());
-        assert!(is_at_or_below("footwear/running", "footwear"));
-        assert!(is_at_or_below("footwear", "footwear"));
-        assert!(!is_at_or_below("footwearx", "footwear"));
     }
 
     #[test]
