@@ -2,20 +2,19 @@
 //! their reconciliation, prices and quotes, warehouses, stock and reservations that
 //! never oversell, and the event log other services subscribe to.
 //!
-//! Layout: [`api`] (catalog), [`pricing`] and [`inventory`] are the gRPC adapters,
-//! [`domain`] the rules without I/O, [`store`] the tables and conditional updates.
+//! Layout: `api` is the gRPC adapter of the three services (catalog, pricing,
+//! inventory: parse, authorise, convert), `app` the use cases and the read caches,
+//! `domain` the rules without I/O, `events` what catalog publishes, `store` the
+//! tables and conditional updates.
 
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod domain;
-pub mod inventory;
-pub mod price_cache;
-pub mod pricing;
-pub mod read_cache;
+mod api;
+mod app;
+mod domain;
+mod events;
 pub mod settings;
-pub mod sku_cache;
-pub mod store;
+mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,16 +32,15 @@ use sea_orm::DatabaseConnection;
 
 pub use settings::Settings;
 
-use crate::api::{CatalogApi, State};
-use crate::domain::codes::Channel;
-use crate::inventory::InventoryApi;
-use crate::pricing::PricingApi;
+pub use app::App;
+
+use crate::api::{CatalogApi, InventoryApi, PricingApi};
 use crate::store::migration::Migrator;
 
 #[derive(Debug)]
 pub struct Application {
     bound: Bound,
-    state: Arc<State>,
+    app: Arc<App>,
     verifier: Arc<Verifier>,
 }
 
@@ -72,20 +70,7 @@ impl Application {
         let bound = server::bind(&settings.server).await?;
         Ok(Self {
             bound,
-            state: Arc::new(State {
-                db,
-                log,
-                skus: sku_cache::SkuCache::new(
-                    settings.sku_cache.capacity,
-                    Duration::from_secs(settings.sku_cache.ttl_secs),
-                ),
-                prices: price_cache::PriceCache::new(
-                    settings.sku_cache.capacity,
-                    Duration::from_secs(settings.sku_cache.ttl_secs),
-                ),
-                held: inventory::HeldReservations::default(),
-                settings,
-            }),
+            app: Arc::new(App::new(db, log, settings)),
             verifier,
         })
     }
@@ -95,25 +80,23 @@ impl Application {
     }
 
     pub fn db(&self) -> DatabaseConnection {
-        self.state.db.clone()
+        self.app.db.clone()
     }
 
-    /// The shared state, for the periodic jobs (tests drive them with their own time).
-    pub fn state(&self) -> Arc<State> {
-        self.state.clone()
+    /// The service's state, for the periodic jobs (tests drive them with their own
+    /// time).
+    pub fn state(&self) -> Arc<App> {
+        self.app.clone()
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let state = self.state;
+        let state = self.app;
         let mut background = server::Background::new();
         background.add(state.log.spawn_appender());
         background.add(state.log.spawn_retention(state.settings.events.retention()));
         background.add(state.spawn_sweeper());
-        background.add(spawn_daily_reconciliation(state.clone()));
-        background.add(read_cache::spawn_follower(
-            state.log.clone(),
-            vec![state.skus.clone(), state.prices.clone()],
-        ));
+        background.add(state.spawn_daily_reconciliation());
+        background.add(state.spawn_cache_follower());
         let log = state.log.clone();
         // Open subscriptions end when shutdown starts, so the drain can finish.
         let shutdown = async move {
@@ -135,30 +118,6 @@ impl Application {
         };
         server::serve(self.bound, &state.settings.server, routes, shutdown).await
     }
-}
-
-/// Logs the reconciliation of every channel once a day (the report is also on demand
-/// through `ReconcileListings`).
-fn spawn_daily_reconciliation(state: Arc<State>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            for channel in Channel::ALL {
-                match state.reconcile(channel).await {
-                    Ok(r) => tracing::info!(
-                        channel = channel.as_str(),
-                        listed_without_stock = r.listed_without_stock.len(),
-                        unlisted_with_stock = r.unlisted_with_stock.len(),
-                        duplicates = r.duplicates.len(),
-                        "listing reconciliation"
-                    ),
-                    Err(err) => tracing::warn!(error = %err, "listing reconciliation failed"),
-                }
-            }
-        }
-    })
 }
 
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {

@@ -110,8 +110,8 @@ impl Default for PricingSection {
     }
 }
 
-/// The read caches of SKU views (`BatchGetSkus`, quotes; see [`crate::sku_cache`])
-/// and of prices (quotes; see [`crate::price_cache`]).
+/// The read caches of SKU views (`BatchGetSkus`, quotes) and of prices (quotes),
+/// both kept current by following the service's own event log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SkuCacheSection {

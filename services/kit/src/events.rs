@@ -253,6 +253,43 @@ pub mod migration {
 
 use entity::{consumer_position, outbox};
 
+/// An event ready for the outbox, typed by its message's full name
+/// (`prost::Name`, e.g. `retail.events.v1.OrderPaid`): no event type is written out
+/// by hand, and a consumer compares with the same name.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    type_name: String,
+    payload: Vec<u8>,
+}
+
+impl Outgoing {
+    pub fn of<M: prost::Message + prost::Name>(message: &M) -> Self {
+        Self {
+            type_name: M::full_name(),
+            payload: message.encode_to_vec(),
+        }
+    }
+
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The outbox row that publishes it for `aggregate_id`, for a guarded write.
+    pub fn outbox_row(&self, aggregate_id: &str) -> outbox::ActiveModel {
+        outbox_row(&self.type_name, aggregate_id, self.payload.clone())
+    }
+
+    /// Writes it into the outbox of the caller's transaction; see [`publish`].
+    pub async fn publish(&self, txn: &DatabaseTransaction, aggregate_id: &str) -> ServiceResult<String> {
+        let row = self.outbox_row(aggregate_id).insert(txn).await?;
+        Ok(row.id)
+    }
+}
+
 /// Writes an event into the outbox of the caller's transaction. Call
 /// [`EventLog::committed`] after the commit to deliver it without waiting for a poll.
 pub async fn publish(

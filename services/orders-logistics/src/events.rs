@@ -3,34 +3,12 @@
 //! type is its message's full name.
 
 use chrono::{DateTime, Utc};
-use prost::{Message, Name};
 use retail_kit::convert::timestamp;
-use retail_kit::events::entity::outbox;
+use retail_kit::events::Outgoing;
 use retail_proto::common::Money;
 use retail_proto::events as ev;
 
 use crate::store::{self, OrderView, order};
-
-/// An event ready for the outbox.
-#[derive(Debug, Clone)]
-pub(crate) struct Outgoing {
-    type_name: String,
-    payload: Vec<u8>,
-}
-
-impl Outgoing {
-    fn of<M: Message + Name>(message: &M) -> Self {
-        Self {
-            type_name: M::full_name(),
-            payload: message.encode_to_vec(),
-        }
-    }
-
-    /// The outbox row that publishes it for the order `aggregate`.
-    pub(crate) fn outbox_row(&self, aggregate: &str) -> outbox::ActiveModel {
-        retail_kit::events::outbox_row(&self.type_name, aggregate, self.payload.clone())
-    }
-}
 
 pub(crate) fn money(currency: &str, amount_minor: i64) -> Option<Money> {
     Some(Money {
@@ -143,7 +121,10 @@ mod tests {
 
     #[test]
     fn an_event_type_is_its_message_name() {
-        assert_eq!(ev::OrderPaid::full_name(), "retail.events.v1.OrderPaid");
+        assert_eq!(
+            <ev::OrderPaid as prost::Name>::full_name(),
+            "retail.events.v1.OrderPaid"
+        );
         let o = order::Model {
             id: "o-1".into(),
             member_id: String::new(),
@@ -171,8 +152,8 @@ mod tests {
             updated_at: Utc::now(),
         };
         let out = cancelled(&o, 100, "why", Utc::now());
-        assert_eq!(out.type_name, "retail.events.v1.OrderCancelled");
-        let back = ev::OrderCancelled::decode(out.payload.as_slice()).unwrap();
+        assert_eq!(out.type_name(), "retail.events.v1.OrderCancelled");
+        let back = <ev::OrderCancelled as prost::Message>::decode(out.payload()).unwrap();
         assert_eq!(back.refunded.unwrap().amount_minor, 100);
     }
 }

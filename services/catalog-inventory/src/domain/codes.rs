@@ -1,5 +1,6 @@
 //! Parsed identifiers and small value types of the catalog: SKU and warehouse codes,
-//! sales channels, merchandising roles, composed titles, tags and category paths.
+//! product and promotion ids, the order ids of reservations, sales channels,
+//! merchandising roles, composed titles, tags and category paths.
 
 use std::fmt;
 
@@ -82,6 +83,116 @@ impl fmt::Display for SkuCode {
 }
 
 impl fmt::Display for WarehouseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses `{prefix}{uuid}` into the UUID's canonical text.
+fn uuid_of(name: &str, prefix: &str, shape: &str) -> Result<String, String> {
+    let id = name.strip_prefix(prefix).ok_or_else(|| format!("must be {shape}"))?;
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| format!("must be {shape} with a UUID id"))
+}
+
+/// A product's id (a UUID v7).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProductId(String);
+
+impl ProductId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Parses `products/{product_id}`.
+    pub fn from_resource_name(name: &str) -> Result<Self, String> {
+        uuid_of(name, "products/", "products/{product_id}").map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `products/{product_id}`.
+    pub fn resource_name(&self) -> String {
+        format!("products/{}", self.0)
+    }
+}
+
+impl Default for ProductId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A promotion's id (a UUID v7).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PromotionId(String);
+
+impl PromotionId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Parses `promotions/{promotion_id}`.
+    pub fn from_resource_name(name: &str) -> Result<Self, String> {
+        uuid_of(name, "promotions/", "promotions/{promotion_id}").map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `promotions/{promotion_id}`.
+    pub fn resource_name(&self) -> String {
+        format!("promotions/{}", self.0)
+    }
+}
+
+impl Default for PromotionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The order a reservation is for, by the id orders gave it: 1-128 printable ASCII
+/// characters (catalog does not rely on the form orders' ids take).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderId(String);
+
+impl OrderId {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        if raw.is_empty() || raw.len() > 128 || !raw.chars().all(|c| c.is_ascii_graphic()) {
+            return Err("must be 1-128 printable ASCII characters without spaces");
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Parses `reservations/{order_id}`: a reservation is named by its order.
+    pub fn from_reservation_name(name: &str) -> Result<Self, &'static str> {
+        let id = name
+            .strip_prefix("reservations/")
+            .ok_or("must be reservations/{order_id}")?;
+        Self::parse(id)
+    }
+
+    /// From an id read back from storage (written by this service).
+    pub fn from_stored(id: String) -> Self {
+        Self(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `reservations/{order_id}`.
+    pub fn reservation_name(&self) -> String {
+        format!("reservations/{}", self.0)
+    }
+}
+
+impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -231,11 +342,6 @@ pub fn path(raw: &str) -> Result<String, String> {
     Ok(p)
 }
 
-/// True when `path` is `prefix` or lies below it.
-pub fn is_at_or_below(path: &str, prefix: &str) -> bool {
-    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
-}
-
 /// An ISO-4217 code: three upper-case letters.
 pub fn currency(raw: &str) -> Result<String, String> {
     if raw.len() == 3 && raw.chars().all(|c| c.is_ascii_uppercase()) {
@@ -271,6 +377,33 @@ mod tests {
     }
 
     #[test]
+    fn product_and_promotion_names_carry_uuids() {
+        let id = "0190a0b4-0000-7000-8000-000000000001";
+        let p = ProductId::from_resource_name(&format!("products/{}", id.to_uppercase())).unwrap();
+        assert_eq!(p.resource_name(), format!("products/{id}"));
+        assert_eq!(
+            ProductId::from_resource_name("products/x").unwrap_err(),
+            "must be products/{product_id} with a UUID id"
+        );
+        assert_eq!(
+            PromotionId::from_resource_name(id).unwrap_err(),
+            "must be promotions/{promotion_id}"
+        );
+        assert_eq!(ProductId::new().as_str().len(), 36);
+    }
+
+    #[test]
+    fn order_ids_are_printable_ascii_and_name_their_reservation() {
+        let id = OrderId::from_reservation_name("reservations/o-1").unwrap();
+        assert_eq!(id.as_str(), "o-1");
+        assert_eq!(id.reservation_name(), "reservations/o-1");
+        for bad in ["", "o 1", "ö", &"a".repeat(129)] {
+            assert!(OrderId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(OrderId::from_reservation_name("o-1").is_err());
+    }
+
+    #[test]
     fn titles_read_brand_attribute_category_selling_point_promotion() {
         let parts = TitleParts {
             category: vec!["running shoe".into()],
@@ -292,9 +425,6 @@ mod tests {
         assert_eq!(path("Scenario/Trail").unwrap(), "scenario/trail");
         assert!(path("a//b").is_err());
         assert!(path("/a").is_err());
-        assert!(is_at_or_below("footwear/running", "footwear"));
-        assert!(is_at_or_below("footwear", "footwear"));
-        assert!(!is_at_or_below("footwearx", "footwear"));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! what the percentages give. Partner sales use the wholesale price of the partner's
 //! level instead; consumer promotions and tier discounts never apply to them.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 
 /// Basis points per 100 %.
@@ -34,6 +36,42 @@ impl Promotion {
     /// Active from `starts_at` (inclusive) to `ends_at` (exclusive).
     pub fn is_active(&self, at: DateTime<Utc>) -> bool {
         self.starts_at <= at && at < self.ends_at
+    }
+}
+
+/// The price rules of consumer quotes, as loaded at one time.
+#[derive(Debug, Clone)]
+pub struct PriceRules {
+    /// Valid for quotes at or after this time: promotions that ended before it were
+    /// not loaded.
+    pub loaded_at: DateTime<Utc>,
+    /// Discount in basis points, by tier.
+    pub tier_discounts: HashMap<String, u32>,
+    /// Promotions that had not ended at `loaded_at`, by id, each with its SKUs
+    /// (`None`: every SKU).
+    pub promotions: Vec<(Promotion, Option<HashSet<String>>)>,
+}
+
+impl PriceRules {
+    pub fn tier_discount(&self, tier: &str) -> Option<u32> {
+        self.tier_discounts.get(tier).copied()
+    }
+
+    /// The promotions active at `at` for each of `codes`, in the order they were
+    /// loaded (by id).
+    pub fn active_promotions(&self, codes: &[String], at: DateTime<Utc>) -> HashMap<String, Vec<Promotion>> {
+        let mut out: HashMap<String, Vec<Promotion>> = HashMap::new();
+        for (promotion, skus) in &self.promotions {
+            if !promotion.is_active(at) {
+                continue;
+            }
+            for code in codes {
+                if skus.as_ref().is_none_or(|skus| skus.contains(code)) {
+                    out.entry(code.clone()).or_default().push(promotion.clone());
+                }
+            }
+        }
+        out
     }
 }
 
@@ -250,6 +288,40 @@ mod tests {
         assert!(is_alert(501, 500));
         assert!(!is_alert(500, 500));
         assert_eq!(undercut_bp(0, 5), 0);
+    }
+
+    #[test]
+    fn active_promotions_follow_their_window_and_skus() {
+        let now = Utc::now();
+        let promotion = |id: &str, from: i64, to: i64| Promotion {
+            id: id.to_owned(),
+            display_name: id.to_owned(),
+            discount_bp: 1000,
+            starts_at: now + chrono::Duration::days(from),
+            ends_at: now + chrono::Duration::days(to),
+        };
+        let rules = PriceRules {
+            loaded_at: now,
+            tier_discounts: HashMap::new(),
+            promotions: vec![
+                (promotion("all", -1, 1), None),
+                (promotion("a-later", 2, 3), Some(HashSet::from(["A".to_owned()]))),
+                (promotion("b", -1, 1), Some(HashSet::from(["B".to_owned()]))),
+            ],
+        };
+        let codes = vec!["A".to_owned(), "C".to_owned()];
+        let ids = |m: &HashMap<String, Vec<Promotion>>, code: &str| {
+            m.get(code)
+                .map(|ps| ps.iter().map(|p| p.id.clone()).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let active = rules.active_promotions(&codes, now);
+        assert_eq!(ids(&active, "A"), ["all"]);
+        assert_eq!(ids(&active, "C"), ["all"]);
+        assert!(!active.contains_key("B"), "only the SKUs asked for");
+        let later = rules.active_promotions(&codes, now + chrono::Duration::days(2));
+        assert_eq!(ids(&later, "A"), ["a-later"]);
+        assert!(!later.contains_key("C"));
     }
 
     proptest! {

@@ -1,4 +1,5 @@
-//! Which warehouses hold a reservation (docs/domain.md, Reservations).
+//! Which warehouses hold a reservation (docs/domain.md, Reservations), the states a
+//! reservation goes through, and why stock moves.
 //!
 //! The rule, per line: the first warehouse, by priority then code, whose sellable
 //! stock covers the whole line holds it (one parcel per line where possible);
@@ -11,6 +12,86 @@
 //! not this plan, is what never oversells.
 
 use super::codes::{SkuCode, WarehouseCode};
+
+/// Where a reservation stands. Active holds units; committed shipped them out;
+/// released and expired gave them back (on request, or when its time ran out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationState {
+    Active,
+    Committed,
+    Released,
+    Expired,
+}
+
+impl ReservationState {
+    pub const ALL: [Self; 4] = [Self::Active, Self::Committed, Self::Released, Self::Expired];
+
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Committed => "committed",
+            Self::Released => "released",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// Why stock moved, as its audit row and its `StockChanged` event say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MovementKind {
+    /// Goods received into a warehouse.
+    Receive,
+    /// A correction of one bucket (a count, damage found).
+    Adjust,
+    /// Units moved between the sellable and unsellable buckets.
+    Move,
+    /// Sellable units held for an order.
+    Reserve,
+    /// Held units shipped out.
+    Commit,
+    /// Held units given back on request.
+    Release,
+    /// Held units given back when the reservation's time ran out.
+    Expire,
+    /// Shipped units that came back.
+    Return,
+}
+
+impl MovementKind {
+    pub const ALL: [Self; 8] = [
+        Self::Receive,
+        Self::Adjust,
+        Self::Move,
+        Self::Reserve,
+        Self::Commit,
+        Self::Release,
+        Self::Expire,
+        Self::Return,
+    ];
+
+    /// As stored and published.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Receive => "receive",
+            Self::Adjust => "adjust",
+            Self::Move => "move",
+            Self::Reserve => "reserve",
+            Self::Commit => "commit",
+            Self::Release => "release",
+            Self::Expire => "expire",
+            Self::Return => "return",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
 
 /// Sellable stock of one SKU in one warehouse, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +188,18 @@ mod tests {
 
     fn sku() -> SkuCode {
         SkuCode::parse("SKU-1").unwrap()
+    }
+
+    #[test]
+    fn reservation_states_and_movement_kinds_round_trip_and_refuse_the_unknown() {
+        for s in ReservationState::ALL {
+            assert_eq!(ReservationState::parse(s.as_str()), Some(s));
+        }
+        for k in MovementKind::ALL {
+            assert_eq!(MovementKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(ReservationState::parse("Active"), None);
+        assert_eq!(MovementKind::parse("steal"), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use sea_orm::{
 };
 
 use super::{allocation, new_id, reservation, stock, stock_movement, warehouse};
+use crate::domain::stock::{MovementKind, ReservationState};
 
 pub async fn insert_warehouse(conn: &impl ConnectionTrait, model: warehouse::Model) -> ServiceResult<()> {
     let code = model.code.clone();
@@ -181,7 +182,7 @@ pub async fn sellable_rows(conn: &impl ConnectionTrait, sku_codes: &[String]) ->
 pub struct Movement<'a> {
     pub sku_code: &'a str,
     pub warehouse_code: &'a str,
-    pub kind: &'static str,
+    pub kind: MovementKind,
     pub delta: Delta,
     pub reason: &'a str,
     pub actor: &'a str,
@@ -195,7 +196,7 @@ pub fn movement_row(m: Movement<'_>, now: DateTime<Utc>) -> stock_movement::Acti
         id: Set(new_id()),
         sku_code: Set(m.sku_code.to_owned()),
         warehouse_code: Set(m.warehouse_code.to_owned()),
-        kind: Set(m.kind.to_owned()),
+        kind: Set(m.kind.as_str().to_owned()),
         sellable_delta: Set(m.delta.sellable),
         reserved_delta: Set(m.delta.reserved),
         unsellable_delta: Set(m.delta.unsellable),
@@ -226,14 +227,6 @@ pub async fn movements(
     Ok(query.all(conn).await?)
 }
 
-/// Reservation states as stored.
-pub mod state {
-    pub const ACTIVE: &str = "active";
-    pub const COMMITTED: &str = "committed";
-    pub const RELEASED: &str = "released";
-    pub const EXPIRED: &str = "expired";
-}
-
 /// A reservation with its allocations in plan order.
 #[derive(Debug, Clone)]
 pub struct ReservationView {
@@ -241,8 +234,7 @@ pub struct ReservationView {
     pub allocations: Vec<allocation::Model>,
 }
 
-/// A reservation and its allocations, if it exists.
-/// A reservation with its allocations, in one query.
+/// A reservation with its allocations, if it exists, in one query.
 pub async fn find_reservation(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Option<ReservationView>> {
     let found = reservation::Entity::find_by_id(order_id.to_owned())
         .find_with_related(allocation::Entity)
@@ -263,8 +255,8 @@ pub async fn find_reservation(conn: &impl ConnectionTrait, order_id: &str) -> Se
 pub async fn transition(
     conn: &impl ConnectionTrait,
     order_id: &str,
-    from: &str,
-    to: &str,
+    from: ReservationState,
+    to: ReservationState,
     unexpired_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> ServiceResult<bool> {
@@ -275,16 +267,16 @@ pub async fn transition(
 /// The update of [`transition`], for a [`retail_kit::db::GuardedWrite`].
 pub fn transition_update(
     order_id: &str,
-    from: &str,
-    to: &str,
+    from: ReservationState,
+    to: ReservationState,
     unexpired_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> sea_orm::UpdateMany<reservation::Entity> {
     let mut update = reservation::Entity::update_many()
-        .col_expr(reservation::Column::State, Expr::value(to))
+        .col_expr(reservation::Column::State, Expr::value(to.as_str()))
         .col_expr(reservation::Column::UpdatedAt, Expr::value(now))
         .filter(reservation::Column::OrderId.eq(order_id))
-        .filter(reservation::Column::State.eq(from));
+        .filter(reservation::Column::State.eq(from.as_str()));
     if let Some(at) = unexpired_at {
         update = update.filter(reservation::Column::ExpiresAt.gt(at));
     }
@@ -316,7 +308,7 @@ pub async fn overdue(conn: &impl ConnectionTrait, as_of: DateTime<Utc>, limit: u
     Ok(reservation::Entity::find()
         .select_only()
         .column(reservation::Column::OrderId)
-        .filter(reservation::Column::State.eq(state::ACTIVE))
+        .filter(reservation::Column::State.eq(ReservationState::Active.as_str()))
         .filter(reservation::Column::ExpiresAt.lte(as_of))
         .order_by_asc(reservation::Column::ExpiresAt)
         .limit(limit)

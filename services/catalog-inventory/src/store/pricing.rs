@@ -6,15 +6,14 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use retail_kit::error::ServiceResult;
 use retail_kit::paging::Page;
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
 
 use super::{competitor_price, list_price, partner_price, promotion, promotion_sku, tier_discount};
-use crate::domain::pricing::Promotion;
-use crate::price_cache::PriceRules;
+use crate::domain::pricing::{PriceRules, Promotion};
 
 pub async fn upsert_list_price(conn: &impl ConnectionTrait, row: list_price::Model) -> ServiceResult<()> {
     list_price::Entity::insert(list_price::ActiveModel::from(row))
@@ -66,13 +65,6 @@ pub async fn tier_discounts(conn: &impl ConnectionTrait) -> ServiceResult<Vec<ti
         .order_by_asc(tier_discount::Column::Tier)
         .all(conn)
         .await?)
-}
-
-pub async fn tier_discount(conn: &impl ConnectionTrait, tier: &str) -> ServiceResult<Option<u32>> {
-    Ok(tier_discount::Entity::find_by_id(tier.to_owned())
-        .one(conn)
-        .await?
-        .map(|t| t.discount_bp.max(0) as u32))
 }
 
 pub async fn insert_promotion(
@@ -140,59 +132,8 @@ pub async fn list_promotions(
     Ok(query.all(conn).await?)
 }
 
-/// Promotions active at `at` for each of `sku_codes` (those on every SKU included).
-pub async fn active_promotions(
-    conn: &impl ConnectionTrait,
-    sku_codes: &[String],
-    at: DateTime<Utc>,
-) -> ServiceResult<HashMap<String, Vec<Promotion>>> {
-    let for_skus = Query::select()
-        .column(promotion_sku::Column::PromotionId)
-        .from(promotion_sku::Entity)
-        .and_where(promotion_sku::Column::SkuCode.is_in(sku_codes.iter().cloned()))
-        .to_owned();
-    let promos = promotion::Entity::find()
-        .filter(promotion::Column::StartsAt.lte(at))
-        .filter(promotion::Column::EndsAt.gt(at))
-        .filter(
-            Condition::any()
-                .add(promotion::Column::AllSkus.eq(true))
-                .add(promotion::Column::Id.in_subquery(for_skus)),
-        )
-        .all(conn)
-        .await?;
-    let mut out: HashMap<String, Vec<Promotion>> = HashMap::new();
-    if promos.is_empty() {
-        return Ok(out);
-    }
-    let specific = promotion_sku::Entity::find()
-        .filter(promotion_sku::Column::PromotionId.is_in(promos.iter().map(|p| p.id.clone())))
-        .filter(promotion_sku::Column::SkuCode.is_in(sku_codes.iter().cloned()))
-        .all(conn)
-        .await?;
-    for p in &promos {
-        let domain = Promotion {
-            id: p.id.clone(),
-            display_name: p.display_name.clone(),
-            discount_bp: p.discount_bp.max(0) as u32,
-            starts_at: p.starts_at,
-            ends_at: p.ends_at,
-        };
-        if p.all_skus {
-            for code in sku_codes {
-                out.entry(code.clone()).or_default().push(domain.clone());
-            }
-        } else {
-            for s in specific.iter().filter(|s| s.promotion_id == p.id) {
-                out.entry(s.sku_code.clone()).or_default().push(domain.clone());
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Every tier discount and every promotion not ended at `at`, with its SKUs: the
-/// rules of consumer quotes at `at` or later (see [`crate::price_cache`]).
+/// rules of consumer quotes at `at` or later (cached by the app's price cache).
 pub async fn price_rules(conn: &impl ConnectionTrait, at: DateTime<Utc>) -> ServiceResult<PriceRules> {
     let tier_discounts = tier_discounts(conn)
         .await?

@@ -42,7 +42,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub db: DatabaseConnection,
     pub channel: Channel,
-    pub state: Arc<retail_catalog::api::State>,
+    pub state: Arc<retail_catalog::App>,
     pub backend: &'static str,
     _database: TestDatabase,
 }

@@ -27,9 +27,9 @@ use sea_orm::{ActiveModelTrait, DatabaseConnection};
 use crate::domain::ids::OrderId;
 use crate::domain::lifecycle::{self as rules, Action, State as OrderState};
 use crate::downstream::Downstream;
-use crate::events::Outgoing;
 use crate::settings::Settings;
 use crate::store::{self, OrderView, order};
+use retail_kit::events::Outgoing;
 
 pub use feedback::Rating;
 pub use lifecycle::{Payment, TrackingEvent};

@@ -1,13 +1,13 @@
-//! The read cache of SKU views (`BatchGetSkus`): each SKU as the API shows it, with
-//! its sellable stock and listed channels, kept until the catalog's own event log
-//! says it changed.
+//! The read cache of SKU views (`BatchGetSkus`, quotes): each SKU with its sellable
+//! stock and listed channels, kept until the catalog's own event log says it changed.
 //!
 //! Every change to what a view shows publishes an event naming the SKU (stock,
 //! reservations, listings; anything unknown clears everything), so each replica
-//! follows the log (see [`crate::read_cache`]) and evicts what the events name. A view is therefore at most one
-//! log delivery old: a few milliseconds for changes made by this replica, up to
-//! `events.poll_ms` for other replicas'. Reservations never read this cache; they
-//! decide on the stock rows themselves.
+//! follows the log (see [`super::read_cache`]) and evicts what the events name
+//! ([`crate::events::seen`]). A view is therefore at most one log delivery old: a
+//! few milliseconds for changes made by this replica, up to `events.poll_ms` for
+//! other replicas'. Reservations never read this cache; they decide on the stock
+//! rows themselves.
 //!
 //! A slow load must not put back a view older than a change whose event was already
 //! applied: loads note the last applied position before reading, and a view is kept
@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prost::Message;
-use retail_proto::catalog as pb;
 use retail_proto::events as ev;
 
-use crate::read_cache::FollowsLog;
+use super::read_cache::FollowsLog;
+use crate::events::{self, Seen};
+use crate::store::SkuView;
 
 /// Eviction stripes (8 bytes each).
 const STRIPES: usize = 1 << 16;
@@ -31,8 +31,8 @@ const STRIPES: usize = 1 << 16;
 /// No position applied yet: the follower has not started, so nothing may be cached.
 const NOT_FOLLOWING: u64 = u64::MAX;
 
-pub struct SkuCache {
-    views: moka::sync::Cache<String, Arc<pb::Sku>>,
+pub(crate) struct SkuCache {
+    views: moka::sync::Cache<String, Arc<SkuView>>,
     /// Log position of the last eviction, per stripe of SKU codes (by hash): bounded
     /// memory, and a collision only keeps a fresh view out of the cache, never lets a
     /// stale one in.
@@ -57,12 +57,12 @@ impl std::fmt::Debug for SkuCache {
 
 /// Where a load stands relative to the log: taken before reading the database.
 #[derive(Debug, Clone, Copy)]
-pub struct LoadTicket(u64);
+pub(crate) struct LoadTicket(u64);
 
 impl SkuCache {
     /// `capacity` views at most (0 disables caching), each dropped after `ttl` at the
     /// latest.
-    pub fn new(capacity: u64, ttl: Duration) -> Arc<Self> {
+    pub(crate) fn new(capacity: u64, ttl: Duration) -> Arc<Self> {
         Arc::new(Self {
             views: moka::sync::Cache::builder()
                 .max_capacity(capacity)
@@ -76,7 +76,7 @@ impl SkuCache {
     }
 
     /// Those of `codes` not known to exist, each once.
-    pub fn not_known_to_exist(&self, codes: &[String]) -> Vec<String> {
+    pub(crate) fn not_known_to_exist(&self, codes: &[String]) -> Vec<String> {
         let mut unknown: Vec<String> = Vec::new();
         for code in codes {
             if !self.existing.contains_key(code) && !unknown.contains(code) {
@@ -87,7 +87,7 @@ impl SkuCache {
     }
 
     /// The cached views of `codes` (by code) and the codes to load, each once.
-    pub fn get_many(&self, codes: &[String]) -> (HashMap<String, Arc<pb::Sku>>, Vec<String>) {
+    pub(crate) fn get_many(&self, codes: &[String]) -> (HashMap<String, Arc<SkuView>>, Vec<String>) {
         let mut found = HashMap::with_capacity(codes.len());
         let mut missing = Vec::new();
         for code in codes {
@@ -105,14 +105,14 @@ impl SkuCache {
     }
 
     /// Taken before a load reads the database.
-    pub fn ticket(&self) -> LoadTicket {
+    pub(crate) fn ticket(&self) -> LoadTicket {
         LoadTicket(self.applied.load(Ordering::SeqCst))
     }
 
     /// Keeps a loaded view unless an event applied after `ticket` touched its SKU.
     /// Either way the SKU is known to exist from then on.
-    pub fn put(&self, ticket: LoadTicket, view: Arc<pb::Sku>) {
-        let code = view.sku_code.clone();
+    pub(crate) fn put(&self, ticket: LoadTicket, view: Arc<SkuView>) {
+        let code = view.sku.code.clone();
         self.existing.insert(code.clone(), ());
         if ticket.0 == NOT_FOLLOWING {
             return;
@@ -154,39 +154,13 @@ impl FollowsLog for SkuCache {
     /// not know).
     fn apply(&self, event: &ev::EventEnvelope) {
         let p = event.position;
-        let payload = event
-            .payload
-            .as_ref()
-            .map(|any| any.value.as_slice())
-            .unwrap_or_default();
-        let units = |units: Vec<ev::ReservedUnits>| units.into_iter().map(|u| u.sku_code).collect::<Vec<_>>();
-        let codes: Option<Vec<String>> = match event.r#type.as_str() {
-            "retail.events.v1.StockChanged" => ev::StockChanged::decode(payload).ok().map(|e| vec![e.sku_code]),
-            "retail.events.v1.ListingChanged" => ev::ListingChanged::decode(payload).ok().map(|e| vec![e.sku_code]),
-            "retail.events.v1.ReservationCreated" => {
-                ev::ReservationCreated::decode(payload).ok().map(|e| units(e.units))
-            }
-            "retail.events.v1.ReservationCommitted" => {
-                ev::ReservationCommitted::decode(payload).ok().map(|e| units(e.units))
-            }
-            "retail.events.v1.ReservationReleased" => {
-                ev::ReservationReleased::decode(payload).ok().map(|e| units(e.units))
-            }
-            "retail.events.v1.ReservationExpired" => {
-                ev::ReservationExpired::decode(payload).ok().map(|e| units(e.units))
-            }
+        match events::seen(event) {
+            Seen::Skus(Some(codes)) => codes.iter().for_each(|c| self.evict(c, p)),
             // None of these shows in a SKU view (a SKU's attributes never change; a
             // new SKU was never cached, as misses are not).
-            "retail.events.v1.PriceChanged"
-            | "retail.events.v1.CompetitorUndercut"
-            | "retail.events.v1.ProductCreated"
-            | "retail.events.v1.ProductUpdated" => Some(Vec::new()),
-            // Anything this build does not know: start over.
-            _ => None,
-        };
-        match codes {
-            Some(codes) => codes.iter().for_each(|c| self.evict(c, p)),
-            None => self.clear(p),
+            Seen::Price | Seen::Neither => {}
+            // Unreadable, or anything this build does not know: start over.
+            Seen::Skus(None) | Seen::Unknown => self.clear(p),
         }
         self.applied.store(p, Ordering::SeqCst);
     }
@@ -199,32 +173,39 @@ impl FollowsLog for SkuCache {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use retail_kit::events::Outgoing;
 
-    fn view(code: &str, sellable: i64) -> Arc<pb::Sku> {
-        Arc::new(pb::Sku {
-            sku_code: code.into(),
-            sellable_quantity: sellable,
-            ..Default::default()
+    use super::*;
+    use crate::events::envelope;
+    use crate::store::sku;
+
+    fn view(code: &str, sellable: i64) -> Arc<SkuView> {
+        Arc::new(SkuView {
+            sku: sku::Model {
+                code: code.into(),
+                product_id: "p".into(),
+                attributes_json: "{}".into(),
+                created_at: chrono::Utc::now(),
+            },
+            sellable,
+            listed_channels: Vec::new(),
         })
     }
 
-    fn event(position: u64, event_type: &str, payload: impl Message) -> ev::EventEnvelope {
-        ev::EventEnvelope {
-            position,
-            r#type: event_type.into(),
-            payload: Some(prost_types::Any {
-                type_url: format!("type.googleapis.com/{event_type}"),
-                value: payload.encode_to_vec(),
-            }),
-            ..Default::default()
-        }
+    fn event<M: prost::Message + prost::Name>(position: u64, payload: M) -> ev::EventEnvelope {
+        envelope(position, &Outgoing::of(&payload))
+    }
+
+    /// An event of a type this build does not know.
+    fn something_new(position: u64) -> ev::EventEnvelope {
+        let mut e = event(position, ev::PriceChanged::default());
+        e.r#type = "SomethingNew".into();
+        e
     }
 
     fn stock_changed(position: u64, code: &str) -> ev::EventEnvelope {
         event(
             position,
-            "retail.events.v1.StockChanged",
             ev::StockChanged {
                 sku_code: code.into(),
                 ..Default::default()
@@ -238,7 +219,7 @@ mod tests {
     }
 
     fn cached(cache: &SkuCache, code: &str) -> Option<i64> {
-        cache.views.get(code).map(|v| v.sellable_quantity)
+        cache.views.get(code).map(|v| v.sellable)
     }
 
     #[test]
@@ -260,7 +241,7 @@ mod tests {
         cache.put(cache.ticket(), view("A", 1));
         following(&cache, 10);
         cache.apply(&stock_changed(11, "A"));
-        cache.apply(&event(12, "retail.events.v1.SomethingNew", ev::StockChanged::default()));
+        cache.apply(&something_new(12));
         assert_eq!(cached(&cache, "A"), None);
         assert_eq!(cache.not_known_to_exist(&codes), ["B"]);
     }
@@ -300,7 +281,6 @@ mod tests {
             stock_changed(1, "A"),
             event(
                 2,
-                "retail.events.v1.ListingChanged",
                 ev::ListingChanged {
                     sku_code: "A".into(),
                     channel: "online".into(),
@@ -309,7 +289,6 @@ mod tests {
             ),
             event(
                 3,
-                "retail.events.v1.ReservationCreated",
                 ev::ReservationCreated {
                     units: units(&["A", "B"]),
                     ..Default::default()
@@ -317,7 +296,6 @@ mod tests {
             ),
             event(
                 4,
-                "retail.events.v1.ReservationCommitted",
                 ev::ReservationCommitted {
                     units: units(&["A", "B"]),
                     ..Default::default()
@@ -325,7 +303,6 @@ mod tests {
             ),
             event(
                 5,
-                "retail.events.v1.ReservationReleased",
                 ev::ReservationReleased {
                     units: units(&["A", "B"]),
                     ..Default::default()
@@ -333,7 +310,6 @@ mod tests {
             ),
             event(
                 6,
-                "retail.events.v1.ReservationExpired",
                 ev::ReservationExpired {
                     units: units(&["A", "B"]),
                     ..Default::default()
@@ -347,16 +323,16 @@ mod tests {
             cache.apply(e);
             assert_eq!(cached(&cache, "A"), None, "{} must evict A", e.r#type);
             assert_eq!(cached(&cache, "C"), Some(1), "{} must keep C", e.r#type);
-            if e.r#type.starts_with("retail.events.v1.Reservation") {
+            if e.r#type.contains(".Reservation") {
                 assert_eq!(cached(&cache, "B"), None, "{} must evict B", e.r#type);
             }
         }
         // Events that change no view keep everything; unknown ones clear everything.
         cache.put(cache.ticket(), view("A", 1));
-        cache.apply(&event(7, "retail.events.v1.PriceChanged", ev::PriceChanged::default()));
+        cache.apply(&event(7, ev::PriceChanged::default()));
         assert_eq!(cached(&cache, "A"), Some(1));
         let before = cache.ticket();
-        cache.apply(&event(8, "retail.events.v1.SomethingNew", ev::PriceChanged::default()));
+        cache.apply(&something_new(8));
         assert_eq!(cached(&cache, "A"), None);
         assert_eq!(cached(&cache, "C"), None);
         cache.put(before, view("C", 1));

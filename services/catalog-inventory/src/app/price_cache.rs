@@ -3,7 +3,7 @@
 //! until a price changes.
 //!
 //! Every price change publishes `PriceChanged` on the catalog's own log. Each replica
-//! follows the log (see [`crate::read_cache`]) and drops everything cached when it
+//! follows the log (see [`super::read_cache`]) and drops everything cached when it
 //! applies one; the replica that made the change also drops it right after its
 //! commit, so it quotes its own change at once. Other replicas quote it within one
 //! log delivery: a few milliseconds, up to `events.poll_ms`.
@@ -13,7 +13,7 @@
 //! count it was read at, and an entry from before the latest change is a miss (so a
 //! load that races a change may insert, but is never served).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,48 +21,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use retail_proto::events as ev;
 
-use crate::domain::pricing::Promotion;
-use crate::read_cache::FollowsLog;
-
-/// The price rules of consumer quotes, as loaded at one time.
-#[derive(Debug, Clone)]
-pub struct PriceRules {
-    /// Valid for quotes at or after this time: promotions that ended before it were
-    /// not loaded.
-    pub loaded_at: DateTime<Utc>,
-    /// Discount in basis points, by tier.
-    pub tier_discounts: HashMap<String, u32>,
-    /// Promotions that had not ended at `loaded_at`, by id, each with its SKUs
-    /// (`None`: every SKU).
-    pub promotions: Vec<(Promotion, Option<HashSet<String>>)>,
-}
-
-impl PriceRules {
-    pub fn tier_discount(&self, tier: &str) -> Option<u32> {
-        self.tier_discounts.get(tier).copied()
-    }
-
-    /// The promotions active at `at` for each of `codes`, in the order they were
-    /// loaded (by id).
-    pub fn active_promotions(&self, codes: &[String], at: DateTime<Utc>) -> HashMap<String, Vec<Promotion>> {
-        let mut out: HashMap<String, Vec<Promotion>> = HashMap::new();
-        for (promotion, skus) in &self.promotions {
-            if !promotion.is_active(at) {
-                continue;
-            }
-            for code in codes {
-                if skus.as_ref().is_none_or(|skus| skus.contains(code)) {
-                    out.entry(code.clone()).or_default().push(promotion.clone());
-                }
-            }
-        }
-        out
-    }
-}
+use super::read_cache::FollowsLog;
+use crate::domain::pricing::PriceRules;
+use crate::events::{self, Seen};
 
 /// Where a load stands: the count of changes before it read the database.
 #[derive(Debug, Clone, Copy)]
-pub struct LoadTicket(u64);
+pub(crate) struct LoadTicket(u64);
 
 pub struct PriceCache {
     /// List price by (currency, SKU code) with the count of changes it was read at;
@@ -90,7 +55,7 @@ impl std::fmt::Debug for PriceCache {
 impl PriceCache {
     /// `capacity` list prices at most (0 turns the whole cache off), each kept `ttl`
     /// at the longest, as are the rules.
-    pub fn new(capacity: u64, ttl: Duration) -> Arc<Self> {
+    pub(crate) fn new(capacity: u64, ttl: Duration) -> Arc<Self> {
         Arc::new(Self {
             list: moka::sync::Cache::builder()
                 .max_capacity(capacity)
@@ -105,7 +70,7 @@ impl PriceCache {
     }
 
     /// Taken before a load reads the database.
-    pub fn ticket(&self) -> LoadTicket {
+    pub(crate) fn ticket(&self) -> LoadTicket {
         LoadTicket(self.changes.load(Ordering::SeqCst))
     }
 
@@ -119,7 +84,7 @@ impl PriceCache {
     }
 
     /// The cached list prices in `currency` of `codes`, and the codes to load.
-    pub fn list_prices(&self, currency: &str, codes: &[String]) -> (HashMap<String, i64>, Vec<String>) {
+    pub(crate) fn list_prices(&self, currency: &str, codes: &[String]) -> (HashMap<String, i64>, Vec<String>) {
         let mut found = HashMap::with_capacity(codes.len());
         let mut missing = Vec::new();
         for code in codes {
@@ -136,7 +101,13 @@ impl PriceCache {
 
     /// Keeps loaded list prices (of `codes`, found in `prices` or without one)
     /// unless a price changed since `ticket`.
-    pub fn put_list_prices(&self, ticket: LoadTicket, currency: &str, codes: &[String], prices: &HashMap<String, i64>) {
+    pub(crate) fn put_list_prices(
+        &self,
+        ticket: LoadTicket,
+        currency: &str,
+        codes: &[String],
+        prices: &HashMap<String, i64>,
+    ) {
         if !self.still_current(ticket) {
             return;
         }
@@ -162,7 +133,7 @@ impl PriceCache {
     }
 
     /// Keeps loaded rules unless a price changed since `ticket`.
-    pub fn put_rules(&self, ticket: LoadTicket, rules: Arc<PriceRules>) {
+    pub(crate) fn put_rules(&self, ticket: LoadTicket, rules: Arc<PriceRules>) {
         if !self.still_current(ticket) {
             return;
         }
@@ -175,7 +146,7 @@ impl PriceCache {
 
     /// A price changed: everything cached goes, and no load that started before
     /// keeps what it read.
-    pub fn changed(&self) {
+    pub(crate) fn changed(&self) {
         self.changes.fetch_add(1, Ordering::SeqCst);
         self.list.invalidate_all();
         self.drop_rules();
@@ -189,19 +160,11 @@ impl FollowsLog for PriceCache {
     }
 
     fn apply(&self, event: &ev::EventEnvelope) {
-        match event.r#type.as_str() {
+        match events::seen(event) {
             // None of these changes a quote.
-            "retail.events.v1.StockChanged"
-            | "retail.events.v1.ListingChanged"
-            | "retail.events.v1.ReservationCreated"
-            | "retail.events.v1.ReservationCommitted"
-            | "retail.events.v1.ReservationReleased"
-            | "retail.events.v1.ReservationExpired"
-            | "retail.events.v1.CompetitorUndercut"
-            | "retail.events.v1.ProductCreated"
-            | "retail.events.v1.ProductUpdated" => {}
+            Seen::Skus(_) | Seen::Neither => {}
             // A price change, or anything this build does not know: start over.
-            _ => self.changed(),
+            Seen::Price | Seen::Unknown => self.changed(),
         }
     }
 
@@ -252,13 +215,13 @@ mod tests {
         assert_eq!(cache.list_prices("USD", &codes).1, codes, "by currency");
 
         // A price change on the log drops it all; a stock change does not.
-        let event = |ty: &str| ev::EventEnvelope {
-            r#type: ty.to_owned(),
+        let event = |ty: String| ev::EventEnvelope {
+            r#type: ty,
             ..Default::default()
         };
-        cache.apply(&event("retail.events.v1.StockChanged"));
+        cache.apply(&event(<ev::StockChanged as prost::Name>::full_name()));
         assert!(cache.rules(now).is_some());
-        cache.apply(&event("retail.events.v1.PriceChanged"));
+        cache.apply(&event(<ev::PriceChanged as prost::Name>::full_name()));
         assert!(cache.rules(now).is_none());
         assert_eq!(cache.list_prices("EUR", &codes).1, codes);
     }
@@ -294,39 +257,5 @@ mod tests {
         off.start(0);
         off.put_rules(off.ticket(), rules(now));
         assert!(off.rules(now).is_none());
-    }
-
-    #[test]
-    fn active_promotions_follow_their_window_and_skus() {
-        let now = Utc::now();
-        let promotion = |id: &str, from: i64, to: i64| Promotion {
-            id: id.to_owned(),
-            display_name: id.to_owned(),
-            discount_bp: 1000,
-            starts_at: now + chrono::Duration::days(from),
-            ends_at: now + chrono::Duration::days(to),
-        };
-        let rules = PriceRules {
-            loaded_at: now,
-            tier_discounts: HashMap::new(),
-            promotions: vec![
-                (promotion("all", -1, 1), None),
-                (promotion("a-later", 2, 3), Some(HashSet::from(["A".to_owned()]))),
-                (promotion("b", -1, 1), Some(HashSet::from(["B".to_owned()]))),
-            ],
-        };
-        let codes = vec!["A".to_owned(), "C".to_owned()];
-        let ids = |m: &HashMap<String, Vec<Promotion>>, code: &str| {
-            m.get(code)
-                .map(|ps| ps.iter().map(|p| p.id.clone()).collect::<Vec<_>>())
-                .unwrap_or_default()
-        };
-        let active = rules.active_promotions(&codes, now);
-        assert_eq!(ids(&active, "A"), ["all"]);
-        assert_eq!(ids(&active, "C"), ["all"]);
-        assert!(!active.contains_key("B"), "only the SKUs asked for");
-        let later = rules.active_promotions(&codes, now + chrono::Duration::days(2));
-        assert_eq!(ids(&later, "A"), ["a-later"]);
-        assert!(!later.contains_key("C"));
     }
 }

@@ -9,7 +9,7 @@ use retail_kit::events::EventLog;
 use retail_proto::events::EventEnvelope;
 
 /// A cache that the catalog's log keeps current.
-pub trait FollowsLog: Send + Sync {
+pub(crate) trait FollowsLog: Send + Sync {
     /// Following starts after `position`: nothing cached or loaded before may stay.
     fn start(&self, position: u64);
     /// One event of the log, in order.
@@ -20,7 +20,7 @@ pub trait FollowsLog: Send + Sync {
 
 /// Follows `log` from its current end and applies every event to `caches`, until the
 /// log closes. After a read error everything cached is dropped and following resumes.
-pub fn spawn_follower(log: Arc<EventLog>, caches: Vec<Arc<dyn FollowsLog>>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_follower(log: Arc<EventLog>, caches: Vec<Arc<dyn FollowsLog>>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let start = match log.max_position().await {
