@@ -9,9 +9,9 @@
 //! - [`lockout`]: the brute-force policy (slow down, then lock).
 
 pub mod fields;
-pub mod ids;
-pub mod lockout;
-pub mod passwords;
-pub mod scopes;
-pub mod secrets;
-pub mod users;
+pub(crate) mod ids;
+pub(crate) mod lockout;
+pub(crate) mod passwords;
+pub(crate) mod scopes;
+pub(crate) mod secrets;
+pub(crate) mod users;
