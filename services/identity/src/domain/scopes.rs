@@ -112,6 +112,29 @@ impl Role {
     }
 }
 
+/// Roles as stored: space-separated names; a name this build does not know grants
+/// nothing and is dropped.
+pub fn roles_of(stored: &str) -> Vec<Role> {
+    stored.split_whitespace().filter_map(Role::parse).collect()
+}
+
+/// Roles as stored: their names, sorted, each once, space-separated.
+pub fn join_roles(roles: &[Role]) -> String {
+    let set: BTreeSet<_> = roles.iter().map(|r| r.as_str()).collect();
+    set.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+/// Scopes as stored: space-separated.
+pub fn split(stored: &str) -> Vec<String> {
+    stored.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Scopes to store: sorted, each once, space-separated.
+pub fn join<'a>(scopes: impl IntoIterator<Item = &'a String>) -> String {
+    let set: BTreeSet<_> = scopes.into_iter().map(String::as_str).collect();
+    set.into_iter().collect::<Vec<_>>().join(" ")
+}
+
 /// Union of the scopes of `roles`, sorted.
 pub fn for_roles(roles: &[Role]) -> BTreeSet<&'static str> {
     roles.iter().flat_map(|r| r.scopes()).collect()
@@ -152,5 +175,21 @@ mod tests {
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }
         assert!(PARTNER.iter().all(|s| is_known(s)));
+    }
+
+    #[test]
+    fn stored_roles_and_scopes_are_sorted_sets_and_unknown_roles_are_dropped() {
+        assert_eq!(
+            join_roles(&[Role::Support, Role::Admin, Role::Support]),
+            "admin support"
+        );
+        assert_eq!(roles_of("support bogus admin"), vec![Role::Support, Role::Admin]);
+        let scopes = vec![
+            "orders.read".to_owned(),
+            "catalog.read".to_owned(),
+            "orders.read".to_owned(),
+        ];
+        assert_eq!(join(&scopes), "catalog.read orders.read");
+        assert_eq!(split(" catalog.read  orders.read"), vec!["catalog.read", "orders.read"]);
     }
 }

@@ -4,8 +4,8 @@
 //! inside one transaction. Database errors are translated here: a unique violation
 //! becomes `AlreadyExists`, everything else `Internal`.
 
-pub mod entities;
-pub mod migration;
+mod entities;
+pub(crate) mod migration;
 
 use chrono::{DateTime, Utc};
 use retail_kit::db::is_unique_violation;
@@ -19,7 +19,7 @@ use sea_orm::{
 pub use entities::{api_key, audit_event, login_throttle, refresh_token, service_account, session, signing_key, user};
 
 /// A new time-ordered id.
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
@@ -33,7 +33,7 @@ fn translate(err: sea_orm::DbErr, what: &str) -> ServiceError {
 
 // ---- users ----
 
-pub async fn insert_user(conn: &impl ConnectionTrait, model: user::Model) -> ServiceResult<user::Model> {
+pub(crate) async fn insert_user(conn: &impl ConnectionTrait, model: user::Model) -> ServiceResult<user::Model> {
     let active: user::ActiveModel = model.into();
     active
         .insert(conn)
@@ -41,18 +41,21 @@ pub async fn insert_user(conn: &impl ConnectionTrait, model: user::Model) -> Ser
         .map_err(|e| translate(e, "a user with this username or email"))
 }
 
-pub async fn find_user(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<Option<user::Model>> {
+pub(crate) async fn find_user(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<Option<user::Model>> {
     Ok(user::Entity::find_by_id(id.to_owned()).one(conn).await?)
 }
 
-pub async fn find_user_by_username(conn: &impl ConnectionTrait, username: &str) -> ServiceResult<Option<user::Model>> {
+pub(crate) async fn find_user_by_username(
+    conn: &impl ConnectionTrait,
+    username: &str,
+) -> ServiceResult<Option<user::Model>> {
     Ok(user::Entity::find()
         .filter(user::Column::Username.eq(username))
         .one(conn)
         .await?)
 }
 
-pub async fn list_users(
+pub(crate) async fn list_users(
     conn: &impl ConnectionTrait,
     page: &Page,
     partner_id: Option<&str>,
@@ -69,14 +72,14 @@ pub async fn list_users(
     Ok(query.all(conn).await?)
 }
 
-pub async fn update_user(conn: &impl ConnectionTrait, active: user::ActiveModel) -> ServiceResult<user::Model> {
+pub(crate) async fn update_user(conn: &impl ConnectionTrait, active: user::ActiveModel) -> ServiceResult<user::Model> {
     active
         .update(conn)
         .await
         .map_err(|e| translate(e, "a user with this email"))
 }
 
-pub async fn record_login(conn: &impl ConnectionTrait, user_id: &str, at: DateTime<Utc>) -> ServiceResult<()> {
+pub(crate) async fn record_login(conn: &impl ConnectionTrait, user_id: &str, at: DateTime<Utc>) -> ServiceResult<()> {
     user::Entity::update_many()
         .col_expr(user::Column::LastLoginAt, Expr::value(at))
         .filter(user::Column::Id.eq(user_id))
@@ -85,7 +88,7 @@ pub async fn record_login(conn: &impl ConnectionTrait, user_id: &str, at: DateTi
     Ok(())
 }
 
-pub async fn set_password(
+pub(crate) async fn set_password(
     conn: &impl ConnectionTrait,
     user_id: &str,
     password_hash: String,
@@ -103,7 +106,7 @@ pub async fn set_password(
 
 // ---- sessions and refresh tokens ----
 
-pub async fn create_session(
+pub(crate) async fn create_session(
     conn: &impl ConnectionTrait,
     user_id: &str,
     now: DateTime<Utc>,
@@ -123,7 +126,7 @@ pub async fn create_session(
     Ok(id)
 }
 
-pub async fn insert_refresh_token(
+pub(crate) async fn insert_refresh_token(
     conn: &impl ConnectionTrait,
     token_hash: String,
     session_id: &str,
@@ -144,7 +147,7 @@ pub async fn insert_refresh_token(
 
 /// What presenting a refresh token found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefreshUse {
+pub(crate) enum RefreshUse {
     /// First use of a live token of a live session: it is now used up.
     Exchanged(session::Model),
     /// The token was used before: the session must be treated as stolen.
@@ -155,7 +158,7 @@ pub enum RefreshUse {
 
 /// Uses up a refresh token with one conditional update, so of two racing exchanges
 /// exactly one wins.
-pub async fn use_refresh_token(
+pub(crate) async fn use_refresh_token(
     conn: &impl ConnectionTrait,
     token_hash: &str,
     now: DateTime<Utc>,
@@ -188,7 +191,7 @@ pub async fn use_refresh_token(
     }
 }
 
-pub async fn find_session_of_refresh_token(
+pub(crate) async fn find_session_of_refresh_token(
     conn: &impl ConnectionTrait,
     token_hash: &str,
 ) -> ServiceResult<Option<session::Model>> {
@@ -201,7 +204,7 @@ pub async fn find_session_of_refresh_token(
     Ok(session::Entity::find_by_id(token.session_id).one(conn).await?)
 }
 
-pub async fn revoke_session(
+pub(crate) async fn revoke_session(
     conn: &impl ConnectionTrait,
     session_id: &str,
     reason: &str,
@@ -218,7 +221,7 @@ pub async fn revoke_session(
 }
 
 /// Ends every live session of a user, except `keep`.
-pub async fn revoke_user_sessions(
+pub(crate) async fn revoke_user_sessions(
     conn: &impl ConnectionTrait,
     user_id: &str,
     keep: Option<&str>,
@@ -238,7 +241,10 @@ pub async fn revoke_user_sessions(
 
 // ---- API keys ----
 
-pub async fn insert_api_key(conn: &impl ConnectionTrait, model: api_key::Model) -> ServiceResult<api_key::Model> {
+pub(crate) async fn insert_api_key(
+    conn: &impl ConnectionTrait,
+    model: api_key::Model,
+) -> ServiceResult<api_key::Model> {
     let active: api_key::ActiveModel = model.into();
     active
         .insert(conn)
@@ -246,11 +252,11 @@ pub async fn insert_api_key(conn: &impl ConnectionTrait, model: api_key::Model) 
         .map_err(|e| translate(e, "an API key with this prefix"))
 }
 
-pub async fn find_api_key(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<Option<api_key::Model>> {
+pub(crate) async fn find_api_key(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<Option<api_key::Model>> {
     Ok(api_key::Entity::find_by_id(id.to_owned()).one(conn).await?)
 }
 
-pub async fn find_api_key_by_prefix(
+pub(crate) async fn find_api_key_by_prefix(
     conn: &impl ConnectionTrait,
     prefix: &str,
 ) -> ServiceResult<Option<api_key::Model>> {
@@ -260,7 +266,7 @@ pub async fn find_api_key_by_prefix(
         .await?)
 }
 
-pub async fn list_api_keys(
+pub(crate) async fn list_api_keys(
     conn: &impl ConnectionTrait,
     page: &Page,
     partner_id: Option<&str>,
@@ -278,7 +284,7 @@ pub async fn list_api_keys(
 }
 
 /// Revokes once; false if it was already revoked.
-pub async fn revoke_api_key(conn: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> ServiceResult<bool> {
+pub(crate) async fn revoke_api_key(conn: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> ServiceResult<bool> {
     let result = api_key::Entity::update_many()
         .col_expr(api_key::Column::RevokedAt, Expr::value(now))
         .filter(api_key::Column::Id.eq(id))
@@ -288,7 +294,7 @@ pub async fn revoke_api_key(conn: &impl ConnectionTrait, id: &str, now: DateTime
     Ok(result.rows_affected > 0)
 }
 
-pub async fn touch_api_key(conn: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> ServiceResult<()> {
+pub(crate) async fn touch_api_key(conn: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> ServiceResult<()> {
     api_key::Entity::update_many()
         .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
         .filter(api_key::Column::Id.eq(id))
@@ -299,7 +305,7 @@ pub async fn touch_api_key(conn: &impl ConnectionTrait, id: &str, now: DateTime<
 
 // ---- service accounts ----
 
-pub async fn insert_service_account(
+pub(crate) async fn insert_service_account(
     conn: &impl ConnectionTrait,
     model: service_account::Model,
 ) -> ServiceResult<service_account::Model> {
@@ -310,7 +316,7 @@ pub async fn insert_service_account(
         .map_err(|e| translate(e, "a service account with this client id"))
 }
 
-pub async fn find_service_account_by_client_id(
+pub(crate) async fn find_service_account_by_client_id(
     conn: &impl ConnectionTrait,
     client_id: &str,
 ) -> ServiceResult<Option<service_account::Model>> {
@@ -320,7 +326,7 @@ pub async fn find_service_account_by_client_id(
         .await?)
 }
 
-pub async fn list_service_accounts(
+pub(crate) async fn list_service_accounts(
     conn: &impl ConnectionTrait,
     page: &Page,
 ) -> ServiceResult<Vec<service_account::Model>> {
@@ -333,7 +339,7 @@ pub async fn list_service_accounts(
     Ok(query.all(conn).await?)
 }
 
-pub async fn update_service_account_credentials(
+pub(crate) async fn update_service_account_credentials(
     conn: &impl ConnectionTrait,
     id: &str,
     secret_hash: String,
@@ -350,14 +356,14 @@ pub async fn update_service_account_credentials(
 
 // ---- signing keys ----
 
-pub async fn insert_signing_key(conn: &impl ConnectionTrait, model: signing_key::Model) -> ServiceResult<()> {
+pub(crate) async fn insert_signing_key(conn: &impl ConnectionTrait, model: signing_key::Model) -> ServiceResult<()> {
     let active: signing_key::ActiveModel = model.into();
     active.insert(conn).await?;
     Ok(())
 }
 
 /// The newest key that still signs.
-pub async fn current_signing_key(conn: &impl ConnectionTrait) -> ServiceResult<Option<signing_key::Model>> {
+pub(crate) async fn current_signing_key(conn: &impl ConnectionTrait) -> ServiceResult<Option<signing_key::Model>> {
     Ok(signing_key::Entity::find()
         .filter(signing_key::Column::RetiredAt.is_null())
         .order_by_desc(signing_key::Column::CreatedAt)
@@ -367,7 +373,10 @@ pub async fn current_signing_key(conn: &impl ConnectionTrait) -> ServiceResult<O
 }
 
 /// Keys that may still verify a valid token, newest first.
-pub async fn verifying_keys(conn: &impl ConnectionTrait, now: DateTime<Utc>) -> ServiceResult<Vec<signing_key::Model>> {
+pub(crate) async fn verifying_keys(
+    conn: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+) -> ServiceResult<Vec<signing_key::Model>> {
     Ok(signing_key::Entity::find()
         .filter(
             sea_orm::Condition::any()
@@ -380,7 +389,7 @@ pub async fn verifying_keys(conn: &impl ConnectionTrait, now: DateTime<Utc>) -> 
 }
 
 /// Retires every signing key but `keep`; they verify until `expires_at`.
-pub async fn retire_signing_keys(
+pub(crate) async fn retire_signing_keys(
     conn: &impl ConnectionTrait,
     keep: &str,
     now: DateTime<Utc>,
@@ -400,14 +409,18 @@ pub async fn retire_signing_keys(
 
 /// A security event to record. `detail` must never hold a secret.
 #[derive(Debug, Clone)]
-pub struct Audit<'a> {
-    pub action: &'a str,
-    pub actor: &'a str,
-    pub target: &'a str,
-    pub detail: serde_json::Value,
+pub(crate) struct Audit<'a> {
+    pub(crate) action: &'a str,
+    pub(crate) actor: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) detail: serde_json::Value,
 }
 
-pub async fn record_audit(conn: &impl ConnectionTrait, event: Audit<'_>, now: DateTime<Utc>) -> ServiceResult<()> {
+pub(crate) async fn record_audit(
+    conn: &impl ConnectionTrait,
+    event: Audit<'_>,
+    now: DateTime<Utc>,
+) -> ServiceResult<()> {
     audit_event::ActiveModel {
         id: Set(new_id()),
         action: Set(event.action.to_owned()),
@@ -422,7 +435,7 @@ pub async fn record_audit(conn: &impl ConnectionTrait, event: Audit<'_>, now: Da
 }
 
 /// Newest first: the keyset runs backwards over the time-ordered ids.
-pub async fn list_audit_events(
+pub(crate) async fn list_audit_events(
     conn: &impl ConnectionTrait,
     page: &Page,
     action: Option<&str>,
@@ -441,12 +454,19 @@ pub async fn list_audit_events(
 
 // ---- brute-force throttle ----
 
-pub async fn throttle(conn: &impl ConnectionTrait, subject: &str) -> ServiceResult<Option<login_throttle::Model>> {
+pub(crate) async fn throttle(
+    conn: &impl ConnectionTrait,
+    subject: &str,
+) -> ServiceResult<Option<login_throttle::Model>> {
     Ok(login_throttle::Entity::find_by_id(subject.to_owned()).one(conn).await?)
 }
 
 /// Counts one more attempt atomically and returns the new count.
-pub async fn count_failure(conn: &impl ConnectionTrait, subject: &str, now: DateTime<Utc>) -> ServiceResult<u32> {
+pub(crate) async fn count_failure(
+    conn: &impl ConnectionTrait,
+    subject: &str,
+    now: DateTime<Utc>,
+) -> ServiceResult<u32> {
     let inserted = login_throttle::ActiveModel {
         subject: Set(subject.to_owned()),
         failures: Set(1),
@@ -476,7 +496,7 @@ pub async fn count_failure(conn: &impl ConnectionTrait, subject: &str, now: Date
 
 /// Moves the throttle's times forward, never back: racing failures cannot undo a
 /// lock or a wait another one set.
-pub async fn raise_throttle(
+pub(crate) async fn raise_throttle(
     conn: &impl ConnectionTrait,
     subject: &str,
     next_attempt_at: Option<DateTime<Utc>>,
@@ -510,7 +530,11 @@ pub async fn raise_throttle(
 }
 
 /// Starts a fresh count once a lock has run out (only if it has).
-pub async fn reset_expired_lock(conn: &impl ConnectionTrait, subject: &str, now: DateTime<Utc>) -> ServiceResult<()> {
+pub(crate) async fn reset_expired_lock(
+    conn: &impl ConnectionTrait,
+    subject: &str,
+    now: DateTime<Utc>,
+) -> ServiceResult<()> {
     login_throttle::Entity::update_many()
         .col_expr(login_throttle::Column::Failures, Expr::value(0))
         .col_expr(
@@ -528,7 +552,7 @@ pub async fn reset_expired_lock(conn: &impl ConnectionTrait, subject: &str, now:
     Ok(())
 }
 
-pub async fn clear_throttle(conn: &impl ConnectionTrait, subject: &str) -> ServiceResult<()> {
+pub(crate) async fn clear_throttle(conn: &impl ConnectionTrait, subject: &str) -> ServiceResult<()> {
     login_throttle::Entity::delete_by_id(subject.to_owned())
         .exec(conn)
         .await?;

@@ -18,7 +18,7 @@ fn err(e: retail_kit::ServiceError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-pub async fn run(
+pub(crate) async fn run(
     db: &DatabaseConnection,
     settings: &BootstrapSettings,
     hasher: &PasswordHasherConfig,

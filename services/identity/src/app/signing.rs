@@ -28,7 +28,7 @@ struct ActiveKey {
 }
 
 /// Signs tokens with the current key.
-pub struct KeyRing {
+pub(crate) struct KeyRing {
     db: DatabaseConnection,
     current: RwLock<Arc<ActiveKey>>,
     /// How long a retired key keeps verifying: the longest token lifetime plus the
@@ -70,7 +70,11 @@ fn activate(model: &signing_key::Model) -> Arc<ActiveKey> {
 
 impl KeyRing {
     /// Loads the current key, creating the first one on a fresh database.
-    pub async fn load(db: DatabaseConnection, verify_grace: Duration, rotation: Duration) -> anyhow::Result<Self> {
+    pub(crate) async fn load(
+        db: DatabaseConnection,
+        verify_grace: Duration,
+        rotation: Duration,
+    ) -> anyhow::Result<Self> {
         let model = match store::current_signing_key(&db).await.map_err(anyhow_of)? {
             Some(model) => model,
             None => {
@@ -92,11 +96,11 @@ impl KeyRing {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn current_kid(&self) -> String {
+    pub(crate) fn current_kid(&self) -> String {
         self.current().kid.clone()
     }
 
-    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
+    pub(crate) fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
         let key = self.current();
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
@@ -104,7 +108,7 @@ impl KeyRing {
     }
 
     /// Creates a new key, retires the others, and starts signing with the new one.
-    pub async fn rotate(&self) -> ServiceResult<signing_key::Model> {
+    pub(crate) async fn rotate(&self) -> ServiceResult<signing_key::Model> {
         let model = generate()?;
         let now = Utc::now();
         let expires_at = now + chrono::Duration::from_std(self.verify_grace).unwrap_or(chrono::Duration::hours(1));
@@ -118,7 +122,7 @@ impl KeyRing {
     }
 
     /// Picks up a rotation made by another replica; rotates when the key is too old.
-    pub async fn maintain(&self) -> ServiceResult<()> {
+    pub(crate) async fn maintain(&self) -> ServiceResult<()> {
         if let Some(model) = store::current_signing_key(&self.db).await?
             && model.id != self.current().kid
         {
@@ -140,8 +144,8 @@ fn anyhow_of(err: retail_kit::ServiceError) -> anyhow::Error {
 /// Identity verifies its own tokens from its own table, through the same verifier
 /// the other services use.
 #[derive(Debug, Clone)]
-pub struct StoreKeySource {
-    pub db: DatabaseConnection,
+pub(crate) struct StoreKeySource {
+    pub(crate) db: DatabaseConnection,
 }
 
 #[async_trait::async_trait]

@@ -1,0 +1,73 @@
+//! Users: staff (who hold roles) and partner users (who belong to one partner and
+//! hold the partner scopes), and what their tokens grant.
+
+use retail_kit::auth::PrincipalKind;
+
+use super::scopes::{self, Role};
+
+/// The kind of a user, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserKind {
+    Staff,
+    PartnerUser,
+}
+
+impl UserKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Staff => "staff",
+            Self::PartnerUser => "partner_user",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "staff" => Some(Self::Staff),
+            "partner_user" => Some(Self::PartnerUser),
+            _ => None,
+        }
+    }
+
+    /// The kind of principal the user's tokens name.
+    pub fn principal(self) -> PrincipalKind {
+        match self {
+            Self::Staff => PrincipalKind::Staff,
+            Self::PartnerUser => PrincipalKind::PartnerUser,
+        }
+    }
+
+    /// Only staff hold roles.
+    pub fn has_roles(self) -> bool {
+        self == Self::Staff
+    }
+
+    /// The scopes a user of this kind with `roles` holds.
+    pub fn scopes(self, roles: &[Role]) -> Vec<String> {
+        match self {
+            Self::PartnerUser => scopes::PARTNER.iter().map(|s| s.to_string()).collect(),
+            Self::Staff => scopes::for_roles(roles).into_iter().map(str::to_owned).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_and_unknown_ones_do_not_parse() {
+        for kind in [UserKind::Staff, UserKind::PartnerUser] {
+            assert_eq!(UserKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(UserKind::parse("service"), None);
+        assert_eq!(UserKind::PartnerUser.principal(), PrincipalKind::PartnerUser);
+    }
+
+    #[test]
+    fn partner_users_hold_the_partner_scopes_whatever_roles_say() {
+        let scopes = UserKind::PartnerUser.scopes(&[Role::Admin]);
+        assert_eq!(scopes.len(), scopes::PARTNER.len());
+        assert!(UserKind::Staff.scopes(&[Role::Admin]).len() > scopes.len());
+        assert!(UserKind::Staff.scopes(&[]).is_empty());
+    }
+}
