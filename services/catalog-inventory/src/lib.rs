@@ -124,3 +124,31 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let db = retail_kit::db::connect(&settings.database).await?;
     retail_kit::db::migrate::<Migrator>(&db).await
 }
+
+#[async_trait::async_trait]
+impl retail_kit::service::Service for Application {
+    const NAME: &'static str = "catalog";
+    const BINARY: &'static str = "retail-catalog";
+    const ABOUT: &'static str = "The retail suite's catalog-inventory service: products, prices, stock, reservations";
+    type Settings = Settings;
+
+    fn telemetry(settings: &Settings) -> &retail_kit::config::TelemetrySettings {
+        &settings.telemetry
+    }
+
+    async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Application::build(settings).await
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        Application::local_addr(self)
+    }
+
+    async fn serve(self, shutdown: retail_kit::service::BoxFuture<'static, ()>) -> anyhow::Result<()> {
+        self.run(shutdown).await
+    }
+
+    async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+        migrate(settings).await
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`limits`]: size limits of requests and of error statuses.
 //! - [`paging`]: AIP-158 page sizes and tokens.
 //! - [`money`]: the bound of money amounts every service accepts.
+//! - [`service`]: one service as its binary and the suite run it (the generic main).
 //! - [`resilience`]: deadlines, retries and circuit breakers for calls to other services.
 //! - [`convert`]: small proto <-> domain conversions (timestamps, durations).
 
@@ -30,6 +31,7 @@ pub mod money;
 pub mod paging;
 pub mod resilience;
 pub mod server;
+pub mod service;
 pub mod telemetry;
 
 pub use error::{ServiceError, ServiceResult};

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use retail_kit::service as kit;
 use retail_suite::{bench, seed, up};
 
 #[derive(Debug, Parser)]
@@ -25,8 +26,12 @@ struct Cli {
 enum Command {
     /// Run every service in this process (embedded default: SQLite, local ports).
     Up(up::UpArgs),
-    /// Apply every service's pending database migrations and exit.
+    /// Apply pending database migrations and exit: of one service, configured by its
+    /// `RETAIL_<SERVICE>__...` variables, or of every service from the suite's
+    /// settings.
     Migrate {
+        #[arg(value_enum)]
+        service: Option<Service>,
         #[arg(long, env = "RETAIL_SUITE_CONFIG")]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -58,7 +63,24 @@ enum Service {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up::up(args).await,
-        Command::Migrate { config, data_dir } => {
+        // One service, configured like `serve` (its `RETAIL_<SERVICE>__...` variables):
+        // what a deployment's migration job runs.
+        Command::Migrate {
+            service: Some(service),
+            config,
+            ..
+        } => match service {
+            Service::Identity => kit::migrate::<retail_identity::Application>(config.as_deref()).await,
+            Service::Membership => kit::migrate::<retail_membership::Application>(config.as_deref()).await,
+            Service::Catalog => kit::migrate::<retail_catalog::Application>(config.as_deref()).await,
+            Service::Orders => kit::migrate::<retail_orders::Application>(config.as_deref()).await,
+        },
+        // Every service, from the suite's settings (as `up` runs them).
+        Command::Migrate {
+            service: None,
+            config,
+            data_dir,
+        } => {
             let settings = up::load_settings(config.as_deref(), data_dir)?;
             let _telemetry = retail_kit::telemetry::init("retail-suite", &settings.telemetry)?;
             retail_identity::migrate(&settings.identity).await?;
@@ -69,34 +91,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { service, config } => match service {
-            Service::Identity => {
-                let settings: retail_identity::Settings = retail_kit::config::load("identity", config.as_deref())?;
-                let _telemetry = retail_kit::telemetry::init("identity", &settings.telemetry)?;
-                let app = retail_identity::Application::build(settings).await?;
-                tracing::info!(address = %app.local_addr(), "identity listening");
-                app.run(retail_kit::server::shutdown_signal()).await
-            }
-            Service::Membership => {
-                let settings: retail_membership::Settings = retail_kit::config::load("membership", config.as_deref())?;
-                let _telemetry = retail_kit::telemetry::init("membership", &settings.telemetry)?;
-                let app = retail_membership::Application::build(settings).await?;
-                tracing::info!(address = %app.local_addr(), "membership listening");
-                app.run(retail_kit::server::shutdown_signal()).await
-            }
-            Service::Catalog => {
-                let settings: retail_catalog::Settings = retail_kit::config::load("catalog", config.as_deref())?;
-                let _telemetry = retail_kit::telemetry::init("catalog", &settings.telemetry)?;
-                let app = retail_catalog::Application::build(settings).await?;
-                tracing::info!(address = %app.local_addr(), "catalog listening");
-                app.run(retail_kit::server::shutdown_signal()).await
-            }
-            Service::Orders => {
-                let settings: retail_orders::Settings = retail_kit::config::load("orders", config.as_deref())?;
-                let _telemetry = retail_kit::telemetry::init("orders", &settings.telemetry)?;
-                let app = retail_orders::Application::build(settings).await?;
-                tracing::info!(address = %app.local_addr(), "orders listening");
-                app.run(retail_kit::server::shutdown_signal()).await
-            }
+            Service::Identity => kit::serve::<retail_identity::Application>(config.as_deref()).await,
+            Service::Membership => kit::serve::<retail_membership::Application>(config.as_deref()).await,
+            Service::Catalog => kit::serve::<retail_catalog::Application>(config.as_deref()).await,
+            Service::Orders => kit::serve::<retail_orders::Application>(config.as_deref()).await,
         },
         Command::Seed(args) => {
             let telemetry = retail_kit::config::TelemetrySettings {

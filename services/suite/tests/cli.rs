@@ -391,3 +391,27 @@ fn no_refused_or_failing_secret_setting_is_printed_by_a_service_process() {
         assert!(!printed.contains("s3cr3t"), "{what}:\n{printed}");
     }
 }
+
+#[test]
+fn migrating_one_service_uses_its_own_settings_and_creates_its_tables_there() {
+    // Regression: `migrate` read only the suite's settings, so a service's
+    // `RETAIL_<SERVICE>__DATABASE__URL` was ignored and the tables went elsewhere.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("orders.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_retail-suite"))
+        .args(["migrate", "orders"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "RETAIL_ORDERS__DATABASE__URL",
+            format!("sqlite://{}?mode=rwc", db.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let bytes = std::fs::read(&db).expect("the orders database was created where configured");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("order_stock_work"), "orders' tables are in it");
+    assert!(!dir.path().join("data").exists(), "nothing written anywhere else");
+}
