@@ -47,9 +47,7 @@ pub struct Application {
 impl Application {
     /// Builds with identity's public keys fetched from `auth.identity_url`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Channel::from_shared(settings.auth.identity_url.clone())?
-            .connect_timeout(Duration::from_secs(3))
-            .connect_lazy();
+        let channel = retail_kit::resilience::lazy_channel("auth.identity_url", &settings.auth.identity_url)?;
         Self::build_with_keys(settings, Arc::new(GrpcKeySource::new(channel))).await
     }
 

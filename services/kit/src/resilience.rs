@@ -15,6 +15,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How calls to one downstream behave.
@@ -198,6 +200,22 @@ pub fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
+/// A channel to another service at `url` (setting `key`), connected on first use:
+/// a service starts while the other is still coming up. TCP_NODELAY, since every
+/// call is a small request waiting for its answer. A bad URL is an error naming
+/// `key`, never the URL (it may carry credentials).
+pub fn lazy_channel(key: &str, url: &str) -> anyhow::Result<Channel> {
+    let valid = url.starts_with("http://") || url.starts_with("https://");
+    let endpoint = Channel::from_shared(url.to_owned())
+        .ok()
+        .filter(|_| valid)
+        .with_context(|| format!("invalid configuration: `{key}` must be an http:// or https:// URL"))?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -297,5 +315,15 @@ mod tests {
         b.call(|_| async { Ok(()) }).await.unwrap();
         assert!(!b.is_open());
         assert_eq!(b.rejected(), rejected);
+    }
+
+    #[tokio::test]
+    async fn a_bad_downstream_url_is_refused_naming_its_setting_not_its_value() {
+        for bad in ["identity:53051", "ftp://x", "http://user:s3cret@bad host"] {
+            let err = lazy_channel("auth.identity_url", bad).unwrap_err().to_string();
+            assert!(err.contains("auth.identity_url"), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("53051"), "{err}");
+        }
+        assert!(lazy_channel("auth.identity_url", "http://127.0.0.1:50051").is_ok());
     }
 }

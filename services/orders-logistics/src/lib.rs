@@ -23,14 +23,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use retail_kit::auth::{AuthLayer, GrpcKeySource, KeySource, ServiceTokenSource, Verifier};
 use retail_kit::events::{EventLog, EventLogApi};
+use retail_kit::resilience::lazy_channel;
 use retail_kit::server::{self, Bound, ServiceRoutes};
 use retail_proto::events::event_log_service_server::{self, EventLogServiceServer};
 use retail_proto::orders::orders_service_server::{self, OrdersServiceServer};
 use sea_orm::DatabaseConnection;
-use tonic::transport::Channel;
 
 pub use settings::Settings;
 
@@ -46,19 +45,11 @@ pub struct Application {
     verifier: Arc<Verifier>,
 }
 
-fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(url.to_owned())
-        .with_context(|| format!("invalid URL {url}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect_lazy())
-}
-
 impl Application {
     /// Builds with identity's keys and this service's own token from identity, and
     /// the real downstream services.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let identity = lazy_channel(&settings.auth.identity_url)?;
+        let identity = lazy_channel("auth.identity_url", &settings.auth.identity_url)?;
         let tokens = if settings.auth.client_id.is_empty() {
             tracing::warn!("auth.client_id is not set: calls to other services carry no token");
             None
@@ -74,8 +65,8 @@ impl Application {
             )
         };
         let downstream = Arc::new(GrpcDownstream::new(
-            lazy_channel(&settings.downstream.membership_url)?,
-            lazy_channel(&settings.downstream.catalog_url)?,
+            lazy_channel("downstream.membership_url", &settings.downstream.membership_url)?,
+            lazy_channel("downstream.catalog_url", &settings.downstream.catalog_url)?,
             tokens,
             settings.downstream.policy(),
         ));
