@@ -611,3 +611,112 @@ async fn two_replicas_share_one_log_and_either_carries_on_alone() {
     let expected: Vec<i64> = (0..=100).chain(1001..1101).chain(2001..2051).collect();
     assert_eq!(amounts, expected);
 }
+
+/// Records the events one partition applies, with the partition's index.
+struct RecordPartition {
+    index: u32,
+    decodes: Arc<std::sync::atomic::AtomicUsize>,
+    applied: Arc<std::sync::Mutex<Vec<(u32, EventEnvelope)>>>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for RecordPartition {
+    async fn handle(&self, _txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>> {
+        self.decodes
+            .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
+        let mut applied = self.applied.lock().unwrap();
+        applied.extend(events.iter().map(|e| (self.index, (*e).clone())));
+        Ok(Vec::new())
+    }
+}
+
+/// Publishes event `i` keyed by `m{i % 5}` (its aggregate is its own).
+async fn publish_keyed(db: &DatabaseConnection, log: &EventLog, i: i64) {
+    let txn = db.begin().await.unwrap();
+    events::Outgoing::of(&Money {
+        currency_code: "EUR".into(),
+        amount_minor: i,
+    })
+    .partitioned_by(&format!("m{}", i % 5))
+    .publish(&txn, &format!("agg-{i}"))
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    log.committed();
+}
+
+/// The key a publisher gives an event travels in its envelope, and a partitioned
+/// consumer routes by it: each key's events are applied by the one partition that
+/// owns the key, in log order, and no partition decodes a payload to route it.
+#[tokio::test]
+async fn a_partitioned_consumer_routes_each_event_by_the_publishers_key_in_the_envelope() {
+    let (publisher_db, _p) = database().await;
+    let (consumer_db, _c) = database().await;
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50), LINGER);
+    for i in 0..60 {
+        publish_keyed(&publisher_db, &log, i).await;
+    }
+    publish_one(&publisher_db, &log, 60, true).await;
+    log.append_pending().await.unwrap();
+    let envelopes = log.read_after(0, 100).await.unwrap();
+    assert_eq!(envelopes.len(), 61);
+    assert_eq!(
+        (envelopes[7].aggregate_id.as_str(), envelopes[7].partition_key.as_str()),
+        ("agg-7", "m2")
+    );
+    assert_eq!(
+        envelopes[60].partition_key, "agg-60",
+        "by default the aggregate is the key"
+    );
+
+    let appender = log.spawn_appender();
+    let (addr, token) = serve_log(log.clone()).await;
+    let decodes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let applied = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let consumer = |partition: events::Partition| Consumer {
+        name: "routing",
+        source: "test",
+        db: consumer_db.clone(),
+        handler: Arc::new(RecordPartition {
+            index: partition.index,
+            decodes: decodes.clone(),
+            applied: applied.clone(),
+        }),
+        partition,
+    };
+    let tasks: Vec<_> = events::Partition::all(3)
+        .map(|partition| {
+            let (consumer, token) = (consumer(partition), token.clone());
+            tokio::spawn(async move {
+                let client = client(addr, &token).await;
+                consumer.run(client, std::future::pending()).await;
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while applied.lock().unwrap().len() < 61 {
+        assert!(tokio::time::Instant::now() < deadline, "the consumer did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in tasks {
+        task.abort();
+    }
+    appender.abort();
+    let applied = applied.lock().unwrap().clone();
+    assert_eq!(applied.len(), 61, "every event once");
+    assert_eq!(
+        decodes.load(std::sync::atomic::Ordering::SeqCst),
+        61,
+        "one decode per event"
+    );
+    for (index, event) in &applied {
+        let owner = events::Partition::all(3)
+            .find(|p| p.owns(&event.partition_key))
+            .unwrap();
+        assert_eq!(
+            *index, owner.index,
+            "{} applied by another partition",
+            event.partition_key
+        );
+    }
+}

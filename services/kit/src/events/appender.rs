@@ -25,10 +25,11 @@ const APPEND: &str = "UPDATE outbox SET log_position = numbered.p FROM (\
        FROM outbox WHERE log_position IS NULL ORDER BY occurred_at, id LIMIT 1000\
      ) AS numbered WHERE outbox.id = numbered.id \
      RETURNING outbox.id AS id, outbox.log_position AS log_position, outbox.event_type AS event_type, \
-               outbox.aggregate_id AS aggregate_id, outbox.payload AS payload, outbox.occurred_at AS occurred_at";
+               outbox.aggregate_id AS aggregate_id, outbox.payload AS payload, outbox.occurred_at AS occurred_at, \
+               outbox.partition_key AS partition_key";
 
 /// A row as [`APPEND`] returns it, read by sqlx (PostgreSQL).
-type AppendedRow = (String, i64, String, String, Vec<u8>, DateTime<Utc>);
+type AppendedRow = (String, i64, String, String, Vec<u8>, DateTime<Utc>, Option<String>);
 
 /// The PostgreSQL advisory lock that makes one replica of a service its appender.
 const APPENDER_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('retail.outbox.appender'))";
@@ -94,13 +95,14 @@ impl Lease {
         Ok(rows
             .into_iter()
             .map(
-                |(id, position, event_type, aggregate_id, payload, occurred_at)| outbox::Model {
+                |(id, position, event_type, aggregate_id, payload, occurred_at, partition_key)| outbox::Model {
                     id,
                     log_position: Some(position),
                     event_type,
                     aggregate_id,
                     payload,
                     occurred_at,
+                    partition_key,
                 },
             )
             .collect())

@@ -56,10 +56,21 @@ pub trait EventHandler: Send + Sync {
 
     /// What the order of effects hangs on: events with one key are applied in log
     /// order by one partition. `None` for an event the handler does nothing with:
-    /// every partition passes over it without a transaction. Default: the event's
-    /// aggregate.
+    /// every partition passes over it without a transaction. Called by every
+    /// partition for every event, so it should not decode the payload. Default:
+    /// the key the publisher put in the envelope ([`partition_key_of`]).
     fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
-        Some(event.aggregate_id.clone())
+        Some(partition_key_of(event).to_owned())
+    }
+}
+
+/// The envelope's partition key as the publisher set it, or, for an event published
+/// before envelopes carried one, its aggregate.
+pub fn partition_key_of(event: &EventEnvelope) -> &str {
+    if event.partition_key.is_empty() {
+        &event.aggregate_id
+    } else {
+        &event.partition_key
     }
 }
 

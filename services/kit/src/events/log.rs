@@ -254,6 +254,7 @@ impl EventLog {
                 type_url: format!("type.googleapis.com/{}", row.event_type),
                 value: row.payload,
             }),
+            partition_key: row.partition_key.unwrap_or_default(),
         }
     }
 

@@ -11,6 +11,7 @@ enum Outbox {
     AggregateId,
     Payload,
     OccurredAt,
+    PartitionKey,
 }
 
 #[derive(DeriveIden)]
@@ -147,5 +148,40 @@ impl MigrationTrait for CreateConsumerPositions {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(ConsumerPositions::Table).to_owned())
             .await
+    }
+}
+
+/// `outbox.partition_key`: the key a partitioned consumer routes an event by, set
+/// when the event is written and carried in its envelope. Rows written before stay
+/// NULL (their envelopes carry no key, and consumers fall back to the payload).
+#[derive(Debug)]
+pub struct OutboxPartitionKey;
+
+impl MigrationName for OutboxPartitionKey {
+    fn name(&self) -> &str {
+        "m20261203_000007_outbox_partition_key"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutboxPartitionKey {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Outbox::Table)
+                .add_column(string_len_null(Outbox::PartitionKey, 128))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Outbox::Table)
+                .drop_column(Outbox::PartitionKey)
+                .to_owned(),
+        )
+        .await
     }
 }

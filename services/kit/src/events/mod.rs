@@ -26,7 +26,7 @@ mod log;
 pub mod migration;
 mod outbox;
 
-pub use consumer::{AfterCommit, Applied, Consumer, EventHandler, Partition};
+pub use consumer::{AfterCommit, Applied, Consumer, EventHandler, Partition, partition_key_of};
 pub use log::{EventLog, EventLogApi};
 pub use outbox::{Outgoing, outbox_row, publish};
 

@@ -23,6 +23,9 @@ pub mod entity {
         pub aggregate_id: String,
         pub payload: Vec<u8>,
         pub occurred_at: DateTimeUtc,
+        /// What a partitioned consumer routes the event by (the envelope's
+        /// `partition_key`); NULL for rows written before the column existed.
+        pub partition_key: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -38,6 +41,8 @@ pub mod entity {
 pub struct Outgoing {
     type_name: String,
     payload: Vec<u8>,
+    /// The key consumers partition by, when it is not the aggregate.
+    partition_key: Option<String>,
 }
 
 impl Outgoing {
@@ -45,7 +50,23 @@ impl Outgoing {
         Self {
             type_name: M::full_name(),
             payload: message.encode_to_vec(),
+            partition_key: None,
         }
+    }
+
+    /// Keys the event by `key` instead of its aggregate: a partitioned consumer
+    /// applies the events of one key in log order, in one partition (order events
+    /// by their member, say, whose points they change). An empty key leaves the
+    /// aggregate as the key.
+    #[must_use]
+    pub fn partitioned_by(mut self, key: &str) -> Self {
+        self.partition_key = Some(key.to_owned()).filter(|k| !k.is_empty());
+        self
+    }
+
+    /// The key consumers partition it by, if it is not the aggregate.
+    pub fn partition_key(&self) -> Option<&str> {
+        self.partition_key.as_deref()
     }
 
     pub fn type_name(&self) -> &str {
@@ -58,7 +79,11 @@ impl Outgoing {
 
     /// The outbox row that publishes it for `aggregate_id`, for a guarded write.
     pub fn outbox_row(&self, aggregate_id: &str) -> outbox::ActiveModel {
-        outbox_row(&self.type_name, aggregate_id, self.payload.clone())
+        let mut row = outbox_row(&self.type_name, aggregate_id, self.payload.clone());
+        if let Some(key) = &self.partition_key {
+            row.partition_key = Set(Some(key.clone()));
+        }
+        row
     }
 
     /// Writes it into the outbox of the caller's transaction; see [`publish`].
@@ -84,6 +109,8 @@ pub async fn publish(
 
 /// An event's outbox row, not yet positioned, for [`publish`] or for a
 /// [`crate::db::GuardedWrite`] that records the event with the change it reports.
+/// Consumers partition it by its aggregate ([`Outgoing::partitioned_by`] for
+/// another key).
 pub fn outbox_row(event_type: &str, aggregate_id: &str, payload: Vec<u8>) -> outbox::ActiveModel {
     outbox::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
@@ -95,5 +122,6 @@ pub fn outbox_row(event_type: &str, aggregate_id: &str, payload: Vec<u8>) -> out
         aggregate_id: Set(aggregate_id.to_owned()),
         payload: Set(payload),
         occurred_at: Set(Utc::now()),
+        partition_key: Set(Some(aggregate_id.to_owned())),
     }
 }

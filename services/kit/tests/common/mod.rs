@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(events::migration::CreateConsumerPositions),
             Box::new(idempotency::migration::Migration),
             Box::new(events::migration::PartialOutboxIndexes),
+            Box::new(events::migration::OutboxPartitionKey),
         ]
     }
 }

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateLoyaltyTables),
             Box::new(retail_kit::events::migration::PartialOutboxIndexes),
             Box::new(BoundPoints),
+            Box::new(retail_kit::events::migration::OutboxPartitionKey),
         ]
     }
 }
