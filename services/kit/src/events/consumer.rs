@@ -10,9 +10,14 @@ use retail_proto::events::event_log_service_client::EventLogServiceClient;
 use retail_proto::events::{EventEnvelope, SubscribeRequest};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
 };
 
+use tokio::sync::watch;
+
+use super::lease::Replica;
+use super::partitioning::{self, Carried};
 use crate::error::{ServiceError, ServiceResult};
 
 pub mod position_entity {
@@ -98,14 +103,24 @@ impl Partition {
     /// Whether the event with `key` is this partition's. The hash (FNV-1a) is fixed
     /// so that partitions keep their events across releases.
     pub fn owns(self, key: &str) -> bool {
-        if self.count <= 1 {
-            return true;
-        }
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        hash % u64::from(self.count) == u64::from(self.index)
+        self.count <= 1 || hash(key) % u64::from(self.count) == u64::from(self.index)
     }
+
+    /// The partition of `count` that owns `key`.
+    pub fn of_key(key: &str, count: u32) -> Self {
+        let count = count.max(1);
+        Self {
+            index: (hash(key) % u64::from(count)) as u32,
+            count,
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: part of the stored positions' meaning, so it must not change.
+pub(super) fn hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A partition stores how far it has passed over other partitions' events at least
@@ -132,6 +147,66 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
+/// The partitions of a consumer that one replica of a service runs: on
+/// PostgreSQL each partition is applied by one replica at a time, the replicas
+/// share the partitions out evenly, and a replica takes over the partitions of one
+/// that ended within about a second (see the module docs). On SQLite, one
+/// process's database, the replica runs every partition.
+pub struct ConsumerGroup {
+    replica: Replica,
+}
+
+impl std::fmt::Debug for ConsumerGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerGroup")
+            .field("name", &self.replica.name)
+            .field("source", &self.replica.source)
+            .field("partitions", &self.replica.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsumerGroup {
+    /// The `partitions` partitions of consumer `name` of `source`'s log.
+    pub fn new(
+        name: &'static str,
+        source: &'static str,
+        db: DatabaseConnection,
+        handler: Arc<dyn EventHandler>,
+        partitions: u32,
+    ) -> Self {
+        Self {
+            replica: Replica {
+                name,
+                source,
+                db,
+                handler,
+                partitions: partitions.max(1),
+                only: None,
+                owned: watch::channel(Vec::new()).0,
+            },
+        }
+    }
+
+    /// The indexes of the partitions this replica runs at the moment, ascending.
+    pub fn owned(&self) -> watch::Receiver<Vec<u32>> {
+        self.replica.owned.subscribe()
+    }
+
+    /// Runs the partitions this replica holds the leases of until `shutdown`,
+    /// taking and giving up leases as replicas come and go.
+    pub async fn run<T>(self, client: EventLogServiceClient<T>, shutdown: impl std::future::Future<Output = ()>)
+    where
+        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
+        T::Error: Into<tonic::codegen::StdError>,
+        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+        T::Future: Send,
+    {
+        self.replica.run(client, shutdown).await;
+    }
+}
+
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -148,17 +223,28 @@ impl Consumer {
     /// The name its position is stored under: the consumer's, with the partition
     /// when there are several.
     fn position_name(&self) -> String {
-        match self.partition.count {
-            0 | 1 => self.name.to_owned(),
-            n => format!("{}#{}/{n}", self.name, self.partition.index),
-        }
+        partitioning::position_name(self.name, self.partition)
     }
 
-    /// Whether this partition applies `event`.
-    fn owns(&self, event: &EventEnvelope) -> bool {
+    /// Whether this partition applies `event`: its key is this partition's, and no
+    /// partition of an earlier count applied it already (`carried`).
+    fn owns(&self, event: &EventEnvelope, carried: &Carried) -> bool {
         self.handler
             .partition_key(event)
-            .is_some_and(|key| self.partition.owns(&key))
+            .is_some_and(|key| self.partition.owns(&key) && !carried.applied(&key, event.position))
+    }
+
+    /// What earlier partition counts applied beyond the positions, if the stored
+    /// count is this consumer's.
+    async fn carried(&self) -> ServiceResult<Carried> {
+        match partitioning::settle(&self.db, self.name, self.source, self.partition.count).await? {
+            partitioning::Settled::Ready(carried) => Ok(carried),
+            partitioning::Settled::Changed { from } => Err(ServiceError::FailedPrecondition(format!(
+                "consumer {} of {} has positions for {from} partitions, this runner is one of {}; \
+                 they are carried over once no runner of the old count is left",
+                self.name, self.source, self.partition.count
+            ))),
+        }
     }
 
     /// The last applied position (0 if none).
@@ -169,9 +255,26 @@ impl Consumer {
         Ok(row.map(|r| r.log_position.max(0) as u64).unwrap_or(0))
     }
 
+    /// Creates the partition's position at 0 if it has none, unless the stored
+    /// partition count is not this consumer's: then the positions are being carried
+    /// over, and a position created now would apply the log again from the start.
     async fn ensure_row(&self) -> ServiceResult<()> {
+        let txn = crate::db::begin_write(&self.db).await?;
+        let mut stored = partitioning::entity::Entity::find_by_id((self.name.to_owned(), self.source.to_owned()));
+        if txn.get_database_backend() == DatabaseBackend::Postgres {
+            // A carry-over updates this row first: it waits for this transaction,
+            // or this one reads the new count.
+            stored = stored.lock_shared();
+        }
+        let count = stored.one(&txn).await?.map(|row| row.partitions.max(1) as u32);
+        if count != Some(self.partition.count.max(1)) {
+            return Err(ServiceError::Aborted(format!(
+                "the partition count of consumer {} changed; starting over",
+                self.name
+            )));
+        }
         if consumer_position::Entity::find_by_id((self.position_name(), self.source.to_owned()))
-            .one(&self.db)
+            .one(&txn)
             .await?
             .is_none()
         {
@@ -181,14 +284,16 @@ impl Consumer {
                 log_position: Set(0),
                 updated_at: Set(Utc::now()),
             }
-            .insert(&self.db)
+            .insert(&txn)
             .await;
             match inserted {
                 Ok(_) => {}
-                Err(err) if crate::db::is_unique_violation(&err) => {}
+                // Created meanwhile by another replica; this transaction is spent.
+                Err(err) if crate::db::is_unique_violation(&err) => return Ok(()),
                 Err(err) => return Err(err.into()),
             }
         }
+        txn.commit().await?;
         Ok(())
     }
 
@@ -204,7 +309,8 @@ impl Consumer {
     /// gap, after applying what came before it. If any event fails, nothing of the
     /// batch takes effect.
     pub async fn apply_batch(&self, events: &[EventEnvelope]) -> ServiceResult<Applied> {
-        self.apply_after(events, 0, None).await
+        let carried = self.carried().await?;
+        self.apply_after(events, 0, None, &carried).await
     }
 
     /// [`Self::apply_batch`] for a subscription that has already passed over every
@@ -213,7 +319,13 @@ impl Consumer {
     /// `stored` is the position the subscription stored last, if it knows it: then it
     /// is not read again, and if another replica of the consumer moved it meanwhile
     /// nothing takes effect and the subscription must start over (ABORTED).
-    async fn apply_after(&self, events: &[EventEnvelope], passed: u64, stored: Option<u64>) -> ServiceResult<Applied> {
+    async fn apply_after(
+        &self,
+        events: &[EventEnvelope],
+        passed: u64,
+        stored: Option<u64>,
+        carried: &Carried,
+    ) -> ServiceResult<Applied> {
         let txn = crate::db::begin_write(&self.db).await?;
         let current = match stored {
             Some(stored) => stored,
@@ -234,7 +346,7 @@ impl Consumer {
                 gap = Some(next);
                 break;
             }
-            if self.owns(event) {
+            if self.owns(event, carried) {
                 owned.push(event);
             }
             next += 1;
@@ -278,10 +390,40 @@ impl Consumer {
         })
     }
 
-    /// Subscribes to `channel` (the source's event log) from the stored position and
-    /// applies events until `shutdown`, reconnecting with backoff on any failure.
+    /// Subscribes to `client` (the source's event log) from the stored position and
+    /// applies events until `shutdown`, reconnecting with backoff on any failure,
+    /// while it holds the lease of its partition (see the module docs): replicas
+    /// of a consumer that each run this partition take turns, and a replica takes
+    /// the partition over within about a second of its holder's end. The
+    /// partitions of a replica are better run together by a [`ConsumerGroup`],
+    /// which also shares them out among the replicas.
     pub async fn run<T>(self, client: EventLogServiceClient<T>, shutdown: impl std::future::Future<Output = ()>)
     where
+        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
+        T::Error: Into<tonic::codegen::StdError>,
+        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+        T::Future: Send,
+    {
+        let replica = Replica {
+            name: self.name,
+            source: self.source,
+            db: self.db,
+            handler: self.handler,
+            partitions: self.partition.count.max(1),
+            only: Some(self.partition.index),
+            owned: watch::channel(Vec::new()).0,
+        };
+        replica.run(client, shutdown).await;
+    }
+
+    /// Follows the log for this partition until `shutdown`, without a lease: the
+    /// caller holds it.
+    pub(super) async fn follow<T>(
+        self,
+        client: EventLogServiceClient<T>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) where
         T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
         T::Error: Into<tonic::codegen::StdError>,
         T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
@@ -322,6 +464,7 @@ impl Consumer {
         T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
         <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
     {
+        let carried = self.carried().await?;
         self.ensure_row().await?;
         let after = self.position().await?;
         // `seen`: every event up to it was applied or is another partition's;
@@ -342,7 +485,7 @@ impl Consumer {
                 match tokio::time::timeout(PASSED_SAVE_AFTER, stream.message()).await {
                     Ok(received) => received,
                     Err(_) => {
-                        self.apply_after(&[], seen, Some(stored)).await?;
+                        self.apply_after(&[], seen, Some(stored), &carried).await?;
                         stored = seen;
                         continue;
                     }
@@ -359,12 +502,12 @@ impl Consumer {
                 continue;
             };
             let (first, last) = (first.position, last.position);
-            let nothing_to_apply = !batch.events.iter().any(|e| self.owns(e));
+            let nothing_to_apply = !batch.events.iter().any(|e| self.owns(e, &carried));
             if nothing_to_apply && first == seen + 1 && last - stored < PASSED_SAVE_EVERY {
                 seen = last;
                 continue;
             }
-            if let Applied::Gap { expected } = self.apply_after(&batch.events, seen, Some(stored)).await? {
+            if let Applied::Gap { expected } = self.apply_after(&batch.events, seen, Some(stored), &carried).await? {
                 return Err(ServiceError::Aborted(format!(
                     "expected position {expected}; resubscribing"
                 )));

@@ -1,4 +1,5 @@
-//! `outbox` (for publishers) and `consumer_positions` (for consumers).
+//! `outbox` (for publishers), `consumer_positions` and `consumer_partitions` (for
+//! consumers).
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -20,6 +21,16 @@ enum ConsumerPositions {
     Consumer,
     Source,
     LogPosition,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ConsumerPartitions {
+    Table,
+    Consumer,
+    Source,
+    Partitions,
+    Carried,
     UpdatedAt,
 }
 
@@ -183,5 +194,45 @@ impl MigrationTrait for OutboxPartitionKey {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// `consumer_partitions`: how many partitions a consumer's positions are for, and
+/// the positions of an earlier count that still decide what was applied, so that
+/// a change of the count carries the positions over instead of starting again.
+#[derive(Debug)]
+pub struct CreateConsumerPartitions;
+
+impl MigrationName for CreateConsumerPartitions {
+    fn name(&self) -> &str {
+        "m20261203_000008_create_consumer_partitions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateConsumerPartitions {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(ConsumerPartitions::Table)
+                .if_not_exists()
+                .col(string_len(ConsumerPartitions::Consumer, 64))
+                .col(string_len(ConsumerPartitions::Source, 64))
+                .col(integer(ConsumerPartitions::Partitions))
+                .col(text_null(ConsumerPartitions::Carried))
+                .col(timestamp_with_time_zone(ConsumerPartitions::UpdatedAt))
+                .primary_key(
+                    Index::create()
+                        .col(ConsumerPartitions::Consumer)
+                        .col(ConsumerPartitions::Source),
+                )
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(ConsumerPartitions::Table).to_owned())
+            .await
     }
 }

@@ -22,11 +22,13 @@
 
 mod appender;
 mod consumer;
+mod lease;
 mod log;
 pub mod migration;
 mod outbox;
+mod partitioning;
 
-pub use consumer::{AfterCommit, Applied, Consumer, EventHandler, Partition, partition_key_of};
+pub use consumer::{AfterCommit, Applied, Consumer, ConsumerGroup, EventHandler, Partition, partition_key_of};
 pub use log::{EventLog, EventLogApi};
 pub use outbox::{Outgoing, outbox_row, publish};
 
@@ -37,4 +39,5 @@ pub const EVENTS_READ: &str = "events.read";
 pub mod entity {
     pub use super::consumer::position_entity as consumer_position;
     pub use super::outbox::entity as outbox;
+    pub use super::partitioning::entity as consumer_partitioning;
 }

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(idempotency::migration::Migration),
             Box::new(events::migration::PartialOutboxIndexes),
             Box::new(events::migration::OutboxPartitionKey),
+            Box::new(events::migration::CreateConsumerPartitions),
         ]
     }
 }

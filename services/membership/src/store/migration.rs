@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::PartialOutboxIndexes),
             Box::new(BoundPoints),
             Box::new(retail_kit::events::migration::OutboxPartitionKey),
+            Box::new(retail_kit::events::migration::CreateConsumerPartitions),
         ]
     }
 }
