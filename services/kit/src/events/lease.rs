@@ -100,7 +100,8 @@ impl Replica {
     /// this partition count (a lone partition's sessions are not counted).
     fn tag(&self) -> String {
         let kind = if self.only.is_some() { "lone" } else { "group" };
-        format!("retail-consumer {kind} {:08x} {} ", self.key() as u32, self.partitions)
+        // With the replica's 32-digit id it stays within PostgreSQL's 63 bytes.
+        format!("retail-lease {kind} {:08x} {} ", self.key() as u32, self.partitions)
     }
 
     fn candidates(&self) -> Vec<u32> {

@@ -58,7 +58,8 @@
 //! Each partition is applied by one replica at a time. A [`ConsumerGroup`] (one per
 //! replica and consumer) keeps a PostgreSQL session of its own and holds, on it, a
 //! session-level advisory lock per partition it runs. Every 250 ms it counts the
-//! replicas of the consumer (their lease sessions, by `application_name`) and keeps
+//! replicas of the consumer (their lease sessions in `pg_stat_activity`, by
+//! `application_name`, so the replicas must connect as one role) and keeps
 //! its share, `ceil(partitions / replicas)`: it gives up leases above it and takes free
 //! ones below it, so the replicas share the partitions out. A lock lives exactly as
 //! long as its session, so a replica that is stopped, killed or cut off frees its
