@@ -1005,3 +1005,77 @@ async fn replicas_share_the_partitions_and_a_survivor_takes_over_a_dead_ones() {
         "every event, none skipped"
     );
 }
+
+/// In a rolling update that changes the partition count, the replicas with the new
+/// count wait while a replica still runs the old one (on PostgreSQL: it holds the
+/// consumer's partitioning lock), then carry the positions over and apply the
+/// rest: every event exactly once.
+#[tokio::test]
+async fn a_new_partition_count_waits_until_no_replica_runs_the_old_one() {
+    let (publisher_db, _p) = database().await;
+    let (db_a, consumer_test_db) = database().await;
+    applications_table(&db_a).await;
+    let db_b = retail_kit::db::connect(&DatabaseSettings {
+        url: consumer_test_db.secret_url(),
+        max_connections: 16,
+        ..DatabaseSettings::default()
+    })
+    .await
+    .unwrap();
+    let postgres = db_a.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(20), LINGER);
+    let appender = log.spawn_appender();
+    let (addr, token) = serve_log(log.clone()).await;
+    for i in 0..100 {
+        publish_one(&publisher_db, &log, i, true).await;
+    }
+    let replica = |db: DatabaseConnection, count: u32| {
+        let group = events::ConsumerGroup::new("rolling", "test", db, Arc::new(CountApplications::default()), count);
+        let owned = group.owned();
+        let token = token.clone();
+        let task = tokio::spawn(async move {
+            let client = client(addr, &token).await;
+            group.run(client, std::future::pending()).await;
+        });
+        (task, owned)
+    };
+    let (old, _) = replica(db_a.clone(), 2);
+    wait_for_positions(&db_a, "rolling", 2, 100).await;
+    let (new, mut owned_new) = replica(db_b.clone(), 3);
+    for i in 100..200 {
+        publish_one(&publisher_db, &log, i, true).await;
+    }
+    if postgres {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            owned_new.borrow().is_empty(),
+            "a replica of the new count ran while one of the old count did"
+        );
+        wait_for_positions(&db_a, "rolling", 2, 200).await;
+    }
+    old.abort();
+    let _ = old.await;
+    db_a.close().await.unwrap();
+    if postgres {
+        let took = tokio::time::timeout(
+            Duration::from_secs(5),
+            owned_new.wait_for(|owned| owned.as_slice() == [0, 1, 2]),
+        )
+        .await
+        .is_ok();
+        assert!(took, "the new count did not take over");
+    }
+    wait_for_positions(&db_b, "rolling", 3, 200).await;
+    new.abort();
+    let _ = new.await;
+    appender.abort();
+
+    let applied = applications(&db_b).await;
+    let twice: Vec<_> = applied.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "applied more than once: {twice:?}");
+    assert_eq!(
+        applied.keys().copied().collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>(),
+        "every event, none skipped"
+    );
+}
