@@ -127,21 +127,15 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
 /// True for errors a retry of the whole transaction may cure: serialization
 /// failures and deadlocks on PostgreSQL, a busy database on SQLite.
 pub fn is_retryable(err: &DbErr) -> bool {
-    // PostgreSQL's SQLSTATE (sqlx's message leaves it out): serialization failure,
-    // deadlock; SQLite's result codes: busy, locked, and their extended forms.
-    if let Some(code) = database_error(err).and_then(|d| d.code())
-        && matches!(
+    // By the database's own code only: PostgreSQL's SQLSTATE (serialization
+    // failure, deadlock), SQLite's result codes (busy, locked, and their extended
+    // forms). An error's text may quote anything, a value holding "40001" included.
+    database_error(err).and_then(|d| d.code()).is_some_and(|code| {
+        matches!(
             code.as_ref(),
             "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" | "773"
         )
-    {
-        return true;
-    }
-    let text = err.to_string();
-    text.contains("40001")
-        || text.contains("40P01")
-        || text.contains("database is locked")
-        || text.contains("could not serialize")
+    })
 }
 
 /// Begins a transaction that will write. On SQLite it takes the write lock at once
@@ -491,7 +485,9 @@ pub fn is_check_violation(err: &DbErr) -> bool {
 fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
     use sea_orm::RuntimeErr;
     match err {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e.as_database_error(),
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => e.as_database_error(),
         _ => None,
     }
 }
@@ -510,5 +506,23 @@ mod tests {
         assert!(!text.contains("s3/cr@t"), "{text}");
         assert!(text.contains("<database url>"), "{text}");
         assert_eq!(password_of("postgres://127.0.0.1/db"), None);
+    }
+
+    /// Regression: an error was taken for a serialization failure when its text
+    /// held "40001" (an order number, a value in a constraint message), and the
+    /// whole transaction was retried for it.
+    #[test]
+    fn an_error_is_retryable_by_its_sqlstate_not_by_its_text() {
+        for text in [
+            "duplicate key value violates unique constraint: order-40001",
+            "40001",
+            "could not serialize access due to concurrent update",
+            "database is locked",
+        ] {
+            let custom = DbErr::Custom(text.to_owned());
+            assert!(!is_retryable(&custom), "{custom}");
+            let internal = DbErr::Query(sea_orm::RuntimeErr::Internal(text.to_owned()));
+            assert!(!is_retryable(&internal), "{internal}");
+        }
     }
 }

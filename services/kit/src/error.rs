@@ -306,16 +306,62 @@ mod tests {
         Status::from(err).code()
     }
 
+    /// A statement the database refused with `code`.
+    #[derive(Debug)]
+    struct Refused(&'static str, &'static str);
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.1)
+        }
+    }
+
+    impl std::error::Error for Refused {}
+
+    impl sea_orm::sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            self.1
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sea_orm::sqlx::error::ErrorKind {
+            sea_orm::sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn refused(code: &'static str, message: &'static str) -> sea_orm::DbErr {
+        sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(
+            sea_orm::sqlx::Error::Database(Box::new(Refused(code, message))),
+        )))
+    }
+
     #[test]
     fn a_database_conflict_is_aborted_and_other_database_errors_are_internal() {
-        let busy = ServiceError::from(sea_orm::DbErr::Custom("database is locked".into()));
+        let busy = ServiceError::from(refused("5", "database is locked"));
         assert_eq!(code_of(busy), Code::Aborted);
-        let deadlock = ServiceError::internal(sea_orm::DbErr::Custom("error returned from database: 40P01".into()));
+        let deadlock = ServiceError::internal(refused("40P01", "deadlock detected"));
         assert_eq!(code_of(deadlock), Code::Aborted);
+        let serialization = ServiceError::from(refused("40001", "could not serialize access"));
+        assert_eq!(code_of(serialization), Code::Aborted);
         let broken = ServiceError::from(sea_orm::DbErr::Custom("disk I/O error".into()));
         assert_eq!(code_of(broken), Code::Internal);
         let not_db = ServiceError::internal(anyhow::anyhow!("database is locked"));
         assert_eq!(code_of(not_db), Code::Internal);
+        // The code decides, not the text: a message quoting one is no conflict.
+        let quoting = ServiceError::from(sea_orm::DbErr::Custom("error returned from database: 40001".into()));
+        assert_eq!(code_of(quoting), Code::Internal);
+        let constraint = ServiceError::from(refused("23505", "duplicate key: order 40001"));
+        assert_eq!(code_of(constraint), Code::Internal);
     }
 
     #[test]

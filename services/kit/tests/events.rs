@@ -611,3 +611,471 @@ async fn two_replicas_share_one_log_and_either_carries_on_alone() {
     let expected: Vec<i64> = (0..=100).chain(1001..1101).chain(2001..2051).collect();
     assert_eq!(amounts, expected);
 }
+
+/// Records the events one partition applies, with the partition's index.
+struct RecordPartition {
+    index: u32,
+    decodes: Arc<std::sync::atomic::AtomicUsize>,
+    applied: Arc<std::sync::Mutex<Vec<(u32, EventEnvelope)>>>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for RecordPartition {
+    async fn handle(&self, _txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>> {
+        self.decodes
+            .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
+        let mut applied = self.applied.lock().unwrap();
+        applied.extend(events.iter().map(|e| (self.index, (*e).clone())));
+        Ok(Vec::new())
+    }
+}
+
+/// Publishes event `i` keyed by `m{i % 5}` (its aggregate is its own).
+async fn publish_keyed(db: &DatabaseConnection, log: &EventLog, i: i64) {
+    let txn = db.begin().await.unwrap();
+    events::Outgoing::of(&Money {
+        currency_code: "EUR".into(),
+        amount_minor: i,
+    })
+    .partitioned_by(&format!("m{}", i % 5))
+    .publish(&txn, &format!("agg-{i}"))
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    log.committed();
+}
+
+/// The key a publisher gives an event travels in its envelope, and a partitioned
+/// consumer routes by it: each key's events are applied by the one partition that
+/// owns the key, in log order, and no partition decodes a payload to route it.
+#[tokio::test]
+async fn a_partitioned_consumer_routes_each_event_by_the_publishers_key_in_the_envelope() {
+    let (publisher_db, _p) = database().await;
+    let (consumer_db, _c) = database().await;
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50), LINGER);
+    for i in 0..60 {
+        publish_keyed(&publisher_db, &log, i).await;
+    }
+    publish_one(&publisher_db, &log, 60, true).await;
+    log.append_pending().await.unwrap();
+    let envelopes = log.read_after(0, 100).await.unwrap();
+    assert_eq!(envelopes.len(), 61);
+    assert_eq!(
+        (envelopes[7].aggregate_id.as_str(), envelopes[7].partition_key.as_str()),
+        ("agg-7", "m2")
+    );
+    assert_eq!(
+        envelopes[60].partition_key, "agg-60",
+        "by default the aggregate is the key"
+    );
+
+    let appender = log.spawn_appender();
+    let (addr, token) = serve_log(log.clone()).await;
+    let decodes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let applied = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let consumer = |partition: events::Partition| Consumer {
+        name: "routing",
+        source: "test",
+        db: consumer_db.clone(),
+        handler: Arc::new(RecordPartition {
+            index: partition.index,
+            decodes: decodes.clone(),
+            applied: applied.clone(),
+        }),
+        partition,
+    };
+    let tasks: Vec<_> = events::Partition::all(3)
+        .map(|partition| {
+            let (consumer, token) = (consumer(partition), token.clone());
+            tokio::spawn(async move {
+                let client = client(addr, &token).await;
+                consumer.run(client, std::future::pending()).await;
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while applied.lock().unwrap().len() < 61 {
+        assert!(tokio::time::Instant::now() < deadline, "the consumer did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in tasks {
+        task.abort();
+    }
+    appender.abort();
+    let applied = applied.lock().unwrap().clone();
+    assert_eq!(applied.len(), 61, "every event once");
+    assert_eq!(
+        decodes.load(std::sync::atomic::Ordering::SeqCst),
+        61,
+        "one decode per event"
+    );
+    for (index, event) in &applied {
+        let owner = events::Partition::all(3)
+            .find(|p| p.owns(&event.partition_key))
+            .unwrap();
+        assert_eq!(
+            *index, owner.index,
+            "{} applied by another partition",
+            event.partition_key
+        );
+    }
+}
+
+/// Counts every application of an event in the consumer's database (a row per
+/// application, committed with the position), so an event applied twice shows
+/// twice. With `stall_partition_of`, the events of one partition of that count
+/// beyond a position fail, so that partition stops there.
+#[derive(Default)]
+struct CountApplications {
+    stall: Option<(events::Partition, u64)>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for CountApplications {
+    async fn handle(&self, txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>> {
+        let backend = txn.get_database_backend();
+        for event in events {
+            if let Some((partition, after)) = self.stall
+                && partition.owns(&key_of(event))
+                && event.position > after
+            {
+                return Err(ServiceError::Unavailable("stalled".into()));
+            }
+            txn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                match backend {
+                    sea_orm::DatabaseBackend::Postgres => {
+                        "INSERT INTO applications (event_id, log_position) VALUES ($1, $2)"
+                    }
+                    _ => "INSERT INTO applications (event_id, log_position) VALUES (?, ?)",
+                },
+                [event.id.clone().into(), (event.position as i64).into()],
+            ))
+            .await
+            .map_err(ServiceError::from)?;
+        }
+        Ok(Vec::new())
+    }
+
+    fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
+        Some(key_of(event))
+    }
+}
+
+async fn applications_table(db: &DatabaseConnection) {
+    db.execute_unprepared("CREATE TABLE applications (event_id VARCHAR(36) NOT NULL, log_position BIGINT NOT NULL)")
+        .await
+        .unwrap();
+}
+
+/// How often each position was applied, by position.
+async fn applications(db: &DatabaseConnection) -> std::collections::BTreeMap<i64, i64> {
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT log_position, COUNT(*) FROM applications GROUP BY log_position",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get_by_index::<i64>(0).unwrap(),
+                r.try_get_by_index::<i64>(1).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every partition of consumer `name` (of `count`) stored `position`.
+async fn wait_for_positions(db: &DatabaseConnection, name: &'static str, count: u32, position: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut lowest = u64::MAX;
+        for partition in events::Partition::all(count) {
+            let consumer = Consumer {
+                name,
+                source: "test",
+                db: db.clone(),
+                handler: Arc::new(CountApplications::default()),
+                partition,
+            };
+            lowest = lowest.min(consumer.position().await.unwrap());
+        }
+        if lowest >= position {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "positions stopped at {lowest}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Regression: a consumer whose partition count changed started its new
+/// partitions at position 0 and applied the log again. Now the count is stored with
+/// the positions, the new partitions start after the lowest old position, and the
+/// events an old partition had applied beyond it are passed over: with one old
+/// partition far behind the other, every event still takes effect exactly once.
+#[tokio::test]
+async fn changing_the_partition_count_applies_every_event_exactly_once() {
+    let (publisher_db, _p) = database().await;
+    let (consumer_db, _c) = database().await;
+    applications_table(&consumer_db).await;
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(50), LINGER);
+    for i in 0..60 {
+        publish_one(&publisher_db, &log, i, true).await;
+    }
+    log.append_pending().await.unwrap();
+    let appender = log.spawn_appender();
+    let (addr, token) = serve_log(log.clone()).await;
+    let run = |count: u32, handler: Arc<CountApplications>| {
+        let (db, token) = (consumer_db.clone(), token.clone());
+        tokio::spawn(async move {
+            let client = client(addr, &token).await;
+            events::ConsumerGroup::new("resized", "test", db, handler, count)
+                .run(client, std::future::pending())
+                .await;
+        })
+    };
+
+    // Two partitions apply the first 60 events; of the next 90, the second
+    // partition applies none (they fail for it), the first one all of its own.
+    let warm = run(2, Arc::new(CountApplications::default()));
+    wait_for_positions(&consumer_db, "resized", 2, 60).await;
+    warm.abort();
+    let _ = warm.await;
+    for i in 60..150 {
+        publish_one(&publisher_db, &log, i, true).await;
+    }
+    let stalled = events::Partition { index: 1, count: 2 };
+    let first = run(
+        2,
+        Arc::new(CountApplications {
+            stall: Some((stalled, 60)),
+        }),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let positions = loop {
+        let mut positions = Vec::new();
+        for partition in events::Partition::all(2) {
+            let consumer = Consumer {
+                name: "resized",
+                source: "test",
+                db: consumer_db.clone(),
+                handler: Arc::new(CountApplications::default()),
+                partition,
+            };
+            positions.push(consumer.position().await.unwrap());
+        }
+        if positions[0] == 150 {
+            break positions;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "positions stopped at {positions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    first.abort();
+    let _ = first.await;
+    assert_eq!(positions[1], 60, "the second partition stopped");
+    let before = applications(&consumer_db).await;
+    assert!(before.len() > 100 && before.len() < 150, "{} applied", before.len());
+
+    // Three partitions from now on.
+    let second = run(3, Arc::new(CountApplications::default()));
+    wait_for_positions(&consumer_db, "resized", 3, 150).await;
+    second.abort();
+    let _ = second.await;
+    appender.abort();
+
+    let applied = applications(&consumer_db).await;
+    let twice: Vec<_> = applied.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "applied more than once: {twice:?}");
+    assert_eq!(
+        applied.keys().copied().collect::<Vec<_>>(),
+        (1..=150).collect::<Vec<_>>(),
+        "every event, none skipped"
+    );
+    use retail_kit::events::entity::consumer_partitioning;
+    use sea_orm::EntityTrait;
+    let stored = consumer_partitioning::Entity::find_by_id(("resized".to_owned(), "test".to_owned()))
+        .one(&consumer_db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.partitions, 3, "the count is stored with the positions");
+}
+
+/// Regression: two replicas of a consumer both applied every partition (each
+/// batch twice, the slower one rolled back). Now each partition has one owner at a
+/// time: the replicas share the partitions, and when one dies (its task aborted and
+/// its connections dropped) the other takes its partitions over; every event takes
+/// effect exactly once. On SQLite, one process's database, each runs every
+/// partition and only the effects are checked.
+#[tokio::test]
+async fn replicas_share_the_partitions_and_a_survivor_takes_over_a_dead_ones() {
+    let (publisher_db, _p) = database().await;
+    let (db_a, consumer_test_db) = database().await;
+    applications_table(&db_a).await;
+    let db_b = retail_kit::db::connect(&DatabaseSettings {
+        url: consumer_test_db.secret_url(),
+        max_connections: 16,
+        ..DatabaseSettings::default()
+    })
+    .await
+    .unwrap();
+    let postgres = db_a.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(20), LINGER);
+    let appender = log.spawn_appender();
+    let (addr, token) = serve_log(log.clone()).await;
+    const TOTAL: i64 = 400;
+    let publisher = {
+        let (db, log) = (publisher_db.clone(), log.clone());
+        tokio::spawn(async move {
+            for i in 0..TOTAL {
+                publish_one(&db, &log, i, true).await;
+                if i % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        })
+    };
+    let replica = |db: DatabaseConnection| {
+        let group = events::ConsumerGroup::new("shared", "test", db, Arc::new(CountApplications::default()), 4);
+        let owned = group.owned();
+        let token = token.clone();
+        let task = tokio::spawn(async move {
+            let client = client(addr, &token).await;
+            group.run(client, std::future::pending()).await;
+        });
+        (task, owned)
+    };
+    let (task_a, owned_a) = replica(db_a.clone());
+    let (task_b, mut owned_b) = replica(db_b.clone());
+
+    if postgres {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (a, b) = (owned_a.borrow().clone(), owned_b.borrow().clone());
+            if a.len() == 2 && b.len() == 2 {
+                let mut all: Vec<u32> = a.iter().chain(&b).copied().collect();
+                all.sort_unstable();
+                assert_eq!(all, [0, 1, 2, 3], "each partition has one owner");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replicas did not share the partitions: {a:?} and {b:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Let some events flow through both, then the first replica dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    task_a.abort();
+    let _ = task_a.await;
+    db_a.close().await.unwrap();
+    let died = tokio::time::Instant::now();
+    if postgres {
+        let taken = tokio::time::timeout(
+            Duration::from_secs(5),
+            owned_b.wait_for(|owned| owned.as_slice() == [0, 1, 2, 3]),
+        )
+        .await
+        .is_ok();
+        assert!(
+            taken,
+            "the survivor did not take the dead replica's partitions over: it runs {:?}",
+            owned_b.borrow().clone()
+        );
+        println!("taken over after {:?}", died.elapsed());
+    }
+    publisher.await.unwrap();
+    wait_for_positions(&db_b, "shared", 4, TOTAL as u64).await;
+    task_b.abort();
+    let _ = task_b.await;
+    appender.abort();
+
+    let applied = applications(&db_b).await;
+    let twice: Vec<_> = applied.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "applied more than once: {twice:?}");
+    assert_eq!(
+        applied.keys().copied().collect::<Vec<_>>(),
+        (1..=TOTAL).collect::<Vec<_>>(),
+        "every event, none skipped"
+    );
+}
+
+/// In a rolling update that changes the partition count, the replicas with the new
+/// count wait while a replica still runs the old one (on PostgreSQL: it holds the
+/// consumer's partitioning lock), then carry the positions over and apply the
+/// rest: every event exactly once.
+#[tokio::test]
+async fn a_new_partition_count_waits_until_no_replica_runs_the_old_one() {
+    let (publisher_db, _p) = database().await;
+    let (db_a, consumer_test_db) = database().await;
+    applications_table(&db_a).await;
+    let db_b = retail_kit::db::connect(&DatabaseSettings {
+        url: consumer_test_db.secret_url(),
+        max_connections: 16,
+        ..DatabaseSettings::default()
+    })
+    .await
+    .unwrap();
+    let postgres = db_a.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+    let log = EventLog::new(publisher_db.clone(), "test", Duration::from_millis(20), LINGER);
+    let appender = log.spawn_appender();
+    let (addr, token) = serve_log(log.clone()).await;
+    for i in 0..100 {
+        publish_one(&publisher_db, &log, i, true).await;
+    }
+    let replica = |db: DatabaseConnection, count: u32| {
+        let group = events::ConsumerGroup::new("rolling", "test", db, Arc::new(CountApplications::default()), count);
+        let owned = group.owned();
+        let token = token.clone();
+        let task = tokio::spawn(async move {
+            let client = client(addr, &token).await;
+            group.run(client, std::future::pending()).await;
+        });
+        (task, owned)
+    };
+    let (old, _) = replica(db_a.clone(), 2);
+    wait_for_positions(&db_a, "rolling", 2, 100).await;
+    let (new, mut owned_new) = replica(db_b.clone(), 3);
+    for i in 100..200 {
+        publish_one(&publisher_db, &log, i, true).await;
+    }
+    if postgres {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            owned_new.borrow().is_empty(),
+            "a replica of the new count ran while one of the old count did"
+        );
+        wait_for_positions(&db_a, "rolling", 2, 200).await;
+    }
+    old.abort();
+    let _ = old.await;
+    db_a.close().await.unwrap();
+    if postgres {
+        let took = tokio::time::timeout(
+            Duration::from_secs(5),
+            owned_new.wait_for(|owned| owned.as_slice() == [0, 1, 2]),
+        )
+        .await
+        .is_ok();
+        assert!(took, "the new count did not take over");
+    }
+    wait_for_positions(&db_b, "rolling", 3, 200).await;
+    new.abort();
+    let _ = new.await;
+    appender.abort();
+
+    let applied = applications(&db_b).await;
+    let twice: Vec<_> = applied.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "applied more than once: {twice:?}");
+    assert_eq!(
+        applied.keys().copied().collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>(),
+        "every event, none skipped"
+    );
+}

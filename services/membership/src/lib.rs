@@ -177,22 +177,19 @@ impl Application {
                     ClientInterceptor::new(self.tokens.clone()),
                 );
                 let handler = Arc::new(order_events::OrderEvents::new(self.state.clone()));
-                let tasks: Vec<_> = retail_kit::events::Partition::all(self.settings.orders.partitions)
-                    .map(|partition| {
-                        let consumer = retail_kit::events::Consumer {
-                            name: order_events::CONSUMER,
-                            source: order_events::SOURCE,
-                            db: self.state.db.clone(),
-                            handler: handler.clone(),
-                            partition,
-                        };
-                        let mut stopped = consumer_stopped.clone();
-                        background.add(tokio::spawn(consumer.run(client.clone(), async move {
-                            let _ = stopped.wait_for(|s| *s).await;
-                        })))
-                    })
-                    .collect();
-                Some(tasks)
+                // Each partition is applied by one replica at a time; the replicas
+                // share them out and take over those of a replica that ends.
+                let group = retail_kit::events::ConsumerGroup::new(
+                    order_events::CONSUMER,
+                    order_events::SOURCE,
+                    self.state.db.clone(),
+                    handler,
+                    self.settings.orders.partitions,
+                );
+                let mut stopped = consumer_stopped.clone();
+                Some(vec![background.add(tokio::spawn(group.run(client, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })))])
             }
             None => None,
         };

@@ -270,13 +270,64 @@ impl EventHandler for OrderEvents {
     }
 
     /// A member's purchases and refunds are applied in order, by one partition;
-    /// other order events are passed over. An unreadable event goes to the handler,
-    /// which refuses it.
+    /// other order events are passed over ([`route`]).
     fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
-        match purchase_of(event) {
-            Ok(Some((member, _, _))) => Some(member),
-            Ok(None) => None,
-            Err(_) => Some(event.aggregate_id.clone()),
-        }
+        route(event)
+    }
+}
+
+/// The partition key of an order event: its member for the events membership
+/// applies, `None` for the others. Orders keys its events by member in the
+/// envelope, so routing decodes nothing; an event published before envelopes
+/// carried the key is decoded for it, and an unreadable one goes to the handler,
+/// which refuses it.
+fn route(event: &EventEnvelope) -> Option<String> {
+    if !matches!(
+        event.r#type.as_str(),
+        "retail.events.v1.OrderPaid" | "retail.events.v1.OrderRefunded" | "retail.events.v1.OrderCancelled"
+    ) {
+        return None;
+    }
+    if !event.partition_key.is_empty() {
+        return Some(event.partition_key.clone());
+    }
+    match purchase_of(event) {
+        Ok(Some((member, _, _))) => Some(member),
+        Ok(None) => None,
+        Err(_) => Some(event.aggregate_id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use retail_proto::events::EventEnvelope;
+
+    use super::{purchase_of, route};
+
+    /// Regression: every partition decoded every order event to find its key.
+    /// An unreadable payload shows whether routing decodes it.
+    #[test]
+    fn an_order_event_is_routed_by_the_envelope_key_without_decoding_its_payload() {
+        let event = EventEnvelope {
+            r#type: "retail.events.v1.OrderPaid".into(),
+            aggregate_id: "o-1".into(),
+            partition_key: "m-7".into(),
+            payload: Some(prost_types::Any {
+                type_url: "type.googleapis.com/retail.events.v1.OrderPaid".into(),
+                value: vec![0xff, 0xff, 0xff],
+            }),
+            ..Default::default()
+        };
+        assert!(purchase_of(&event).is_err(), "the payload is unreadable");
+        assert_eq!(route(&event), Some("m-7".to_owned()));
+        let placed = EventEnvelope {
+            r#type: "retail.events.v1.OrderPlaced".into(),
+            ..event
+        };
+        assert_eq!(
+            route(&placed),
+            None,
+            "an event membership does nothing with is passed over"
+        );
     }
 }

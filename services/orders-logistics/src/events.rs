@@ -1,6 +1,8 @@
 //! What orders publishes on its event log (`retail.events.v1`), built from the order
 //! as stored; membership, channel-partner and analytics subscribe to it. Each event's
-//! type is its message's full name.
+//! type is its message's full name. Every event of an order is keyed by its member
+//! (a guest order's by the order itself): membership applies a member's purchases
+//! and refunds in log order, in the partition of that key.
 
 use chrono::{DateTime, Utc};
 use retail_kit::convert::timestamp;
@@ -46,6 +48,7 @@ pub(crate) fn placed(view: &OrderView) -> Outgoing {
         lines: ordered_units(&o.currency, &view.lines),
         total: money(&o.currency, o.total_minor),
     })
+    .partitioned_by(&o.member_id)
 }
 
 pub(crate) fn paid(view: &OrderView, at: DateTime<Utc>) -> Outgoing {
@@ -57,6 +60,7 @@ pub(crate) fn paid(view: &OrderView, at: DateTime<Utc>) -> Outgoing {
         amount: money(&o.currency, o.total_minor),
         pay_time: Some(timestamp(at)),
     })
+    .partitioned_by(&o.member_id)
 }
 
 pub(crate) fn cancelled(o: &order::Model, refunded: i64, reason: &str, at: DateTime<Utc>) -> Outgoing {
@@ -67,6 +71,7 @@ pub(crate) fn cancelled(o: &order::Model, refunded: i64, reason: &str, at: DateT
         reason: reason.to_owned(),
         cancel_time: Some(timestamp(at)),
     })
+    .partitioned_by(&o.member_id)
 }
 
 /// The order reached `state` (shipped, delivered, completed).
@@ -77,6 +82,7 @@ pub(crate) fn progressed(o: &order::Model, state: &str, at: DateTime<Utc>) -> Ou
         state: state.into(),
         event_time: Some(timestamp(at)),
     })
+    .partitioned_by(&o.member_id)
 }
 
 /// A return refunded: its lines at the prices paid for them.
@@ -104,6 +110,7 @@ pub(crate) fn refunded(view: &OrderView, ret: &store::ReturnView, at: DateTime<U
         amount: money(&o.currency, ret.ret.refund_minor),
         refund_time: Some(timestamp(at)),
     })
+    .partitioned_by(&o.member_id)
 }
 
 pub(crate) fn rated(o: &order::Model, rating: &store::rating::Model) -> Outgoing {
@@ -113,19 +120,15 @@ pub(crate) fn rated(o: &order::Model, rating: &store::rating::Model) -> Outgoing
         satisfaction: rating.satisfaction,
         recommend: rating.recommend,
     })
+    .partitioned_by(&o.member_id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_event_type_is_its_message_name() {
-        assert_eq!(
-            <ev::OrderPaid as prost::Name>::full_name(),
-            "retail.events.v1.OrderPaid"
-        );
-        let o = order::Model {
+    fn guest_order() -> order::Model {
+        order::Model {
             id: "o-1".into(),
             member_id: String::new(),
             member_tier: String::new(),
@@ -150,10 +153,36 @@ mod tests {
             payment_due_at: Utc::now(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
-        };
+        }
+    }
+
+    #[test]
+    fn an_event_type_is_its_message_name() {
+        assert_eq!(
+            <ev::OrderPaid as prost::Name>::full_name(),
+            "retail.events.v1.OrderPaid"
+        );
+        let o = guest_order();
         let out = cancelled(&o, 100, "why", Utc::now());
         assert_eq!(out.type_name(), "retail.events.v1.OrderCancelled");
         let back = <ev::OrderCancelled as prost::Message>::decode(out.payload()).unwrap();
         assert_eq!(back.refunded.unwrap().amount_minor, 100);
+    }
+
+    #[test]
+    fn an_order_event_is_keyed_by_its_member_and_a_guest_order_by_the_order() {
+        let guest = guest_order();
+        let out = progressed(&guest, "shipped", Utc::now());
+        assert_eq!(out.partition_key(), None, "the aggregate, the order, is the key");
+        let member = order::Model {
+            member_id: "m-7".into(),
+            ..guest_order()
+        };
+        for out in [
+            progressed(&member, "shipped", Utc::now()),
+            cancelled(&member, 0, "why", Utc::now()),
+        ] {
+            assert_eq!(out.partition_key(), Some("m-7"), "{}", out.type_name());
+        }
     }
 }

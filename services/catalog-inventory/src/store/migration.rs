@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreatePricingTables),
             Box::new(CreateInventoryTables),
             Box::new(retail_kit::events::migration::PartialOutboxIndexes),
+            Box::new(retail_kit::events::migration::OutboxPartitionKey),
         ]
     }
 }

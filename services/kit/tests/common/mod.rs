@@ -16,6 +16,8 @@ impl MigratorTrait for Migrator {
             Box::new(events::migration::CreateConsumerPositions),
             Box::new(idempotency::migration::Migration),
             Box::new(events::migration::PartialOutboxIndexes),
+            Box::new(events::migration::OutboxPartitionKey),
+            Box::new(events::migration::CreateConsumerPartitions),
         ]
     }
 }

@@ -16,6 +16,8 @@ impl MigratorTrait for Migrator {
             Box::new(CreateLoyaltyTables),
             Box::new(retail_kit::events::migration::PartialOutboxIndexes),
             Box::new(BoundPoints),
+            Box::new(retail_kit::events::migration::OutboxPartitionKey),
+            Box::new(retail_kit::events::migration::CreateConsumerPartitions),
         ]
     }
 }

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::PartialOutboxIndexes),
             Box::new(DropOrdersDueIndex),
             Box::new(CreateStockWork),
+            Box::new(retail_kit::events::migration::OutboxPartitionKey),
         ]
     }
 }
