@@ -36,6 +36,17 @@ impl LifecycleState {
             Self::Lost => "lost",
         }
     }
+
+    pub const ALL: [Self; 8] = [
+        Self::Prospect,
+        Self::NewOnce,
+        Self::NewRepeat,
+        Self::OldOnce,
+        Self::OldRepeat,
+        Self::Silent,
+        Self::Sleeping,
+        Self::Lost,
+    ];
 }
 
 /// `as_of` minus `months` calendar months; far past dates saturate to the minimum.

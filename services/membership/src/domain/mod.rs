@@ -10,6 +10,7 @@
 //! - [`lifecycle`]: the lifecycle state of a purchase history.
 
 pub mod fields;
+pub mod ids;
 pub mod lifecycle;
 pub mod money;
 pub mod points;

@@ -16,6 +16,59 @@ use super::money::Factor;
 /// refuses a balance above it (CHECK constraint or trigger).
 pub const MAX_POINTS: i64 = 1_000_000_000_000_000;
 
+/// What a ledger entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// Points a paid order earned.
+    Earn,
+    /// Points granted by staff.
+    Grant,
+    Redeem,
+    /// A lot's rest written off at its expiry.
+    Expire,
+    /// Points taken back for a refund.
+    Reverse,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Earn => "earn",
+            Self::Grant => "grant",
+            Self::Redeem => "redeem",
+            Self::Expire => "expire",
+            Self::Reverse => "reverse",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Earn, Self::Grant, Self::Redeem, Self::Expire, Self::Reverse]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// What a purchase record stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PurchaseKind {
+    /// A paid order (one per order).
+    Paid,
+    Refund,
+}
+
+impl PurchaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Refund => "refund",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Paid, Self::Refund].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 /// Points earned on a paid amount.
 pub fn earned_points(amount_paid_minor: i64, minor_exponent: u32, base_rate: Factor, multiplier: Factor) -> i64 {
     if amount_paid_minor <= 0 {
@@ -160,6 +213,24 @@ mod tests {
 
     fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, 10, 0, 0).single().unwrap()
+    }
+
+    #[test]
+    fn entry_and_purchase_kinds_read_back_what_they_write() {
+        for k in [
+            EntryKind::Earn,
+            EntryKind::Grant,
+            EntryKind::Redeem,
+            EntryKind::Expire,
+            EntryKind::Reverse,
+        ] {
+            assert_eq!(EntryKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(EntryKind::parse("bonus"), None);
+        for k in [PurchaseKind::Paid, PurchaseKind::Refund] {
+            assert_eq!(PurchaseKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(PurchaseKind::parse("PAID"), None);
     }
 
     #[test]

@@ -113,11 +113,34 @@ impl Ladder {
     /// At the periodic re-evaluation: up to the earned tier, or down by at most
     /// `max_steps_down` levels towards it.
     pub fn reevaluate(&self, current: usize, spend_minor: i64, max_steps_down: usize) -> usize {
-        let earned = self.level_for_spend(spend_minor);
-        if earned >= current {
-            earned
-        } else {
-            earned.max(current.saturating_sub(max_steps_down))
+        step_towards(current, self.level_for_spend(spend_minor), max_steps_down)
+    }
+}
+
+/// The level a re-evaluation moves a member at `current` to when it has earned
+/// `earned` (by threshold or by rank): up at once, down by at most `max_steps_down`.
+pub fn step_towards(current: usize, earned: usize, max_steps_down: usize) -> usize {
+    if earned >= current {
+        earned
+    } else {
+        earned.max(current.saturating_sub(max_steps_down))
+    }
+}
+
+/// Why a member's tier changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierChangeReason {
+    /// A payment reached a higher threshold.
+    Purchase,
+    /// The periodic re-evaluation.
+    Reevaluation,
+}
+
+impl TierChangeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Purchase => "purchase",
+            Self::Reevaluation => "reevaluation",
         }
     }
 }
