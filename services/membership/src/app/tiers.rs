@@ -114,3 +114,6 @@ impl App {
         Ok(changed)
     }
 }
+
+#[cfg(test)]
+mod tests;
