@@ -1,49 +1,31 @@
-//! Tiers: a member's tier changes and the periodic re-evaluation.
+//! Tiers: the ladder as configured, a member's tier changes, and the periodic
+//! re-evaluation.
+//!
+//! The re-evaluation is set-based: one statement reads the tier and qualifying spend
+//! of each batch of [`MEMBERS_PER_BATCH`] members (summed by the database), the
+//! domain's rules decide each member's next tier, and one statement per batch moves
+//! those whose tier changes, in one transaction with their tier change rows and
+//! events. Upgrades by payments are applied at once elsewhere; here the tier moves to
+//! what the spend earns, downwards by at most `max_steps_down` levels (or by rank of
+//! spend, in percentile mode).
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use retail_kit::error::ServiceResult;
 use retail_kit::idempotency;
 use retail_kit::paging::Page;
-use sea_orm::{ActiveModelTrait, DatabaseTransaction};
 
 use super::{App, live};
 use crate::domain::ids::MemberId;
-use crate::domain::rules::LoyaltyRules;
-use crate::domain::tiers::{TierChangeReason, percentile_levels};
+use crate::domain::tiers::{TierChangeReason, percentile_levels, step_towards};
 use crate::events;
-use crate::store::{self, loyalty};
+use crate::store;
+use crate::store::loyalty::{self, TierMove, TierStanding};
 
-/// The member's qualifying spend at `as_of`, from the purchases inside the window.
-async fn spend_at(
-    conn: &impl sea_orm::ConnectionTrait,
-    rules: &LoyaltyRules,
-    member_id: &str,
-    as_of: DateTime<Utc>,
-) -> ServiceResult<i64> {
-    let purchases = loyalty::purchases_after(conn, member_id, rules.spend_window.start(as_of)).await?;
-    let records: Vec<_> = purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
-    Ok(rules.spend(&records, as_of))
-}
-
-/// Moves the member from `from` to `to` with its tier change and event; false (and
-/// nothing written) if the member is no longer in `from`.
-async fn change_tier(
-    txn: &DatabaseTransaction,
-    member_id: &str,
-    from: &str,
-    to: &str,
-    reason: TierChangeReason,
-    now: DateTime<Utc>,
-) -> ServiceResult<bool> {
-    if !loyalty::set_tier(txn, member_id, from, to, reason.as_str(), now).await? {
-        return Ok(false);
-    }
-    events::tier_changed(member_id, from, to, reason)
-        .outbox_row(member_id)
-        .insert(txn)
-        .await?;
-    Ok(true)
-}
+/// Members whose tiers one statement reads, and one transaction moves.
+const MEMBERS_PER_BATCH: u64 = 10_000;
+/// Cache invalidations after a batch that run at once.
+const INVALIDATIONS_AT_ONCE: usize = 64;
 
 impl App {
     /// A page of the member's tier changes, newest first, with the next page's token.
@@ -57,61 +39,105 @@ impl App {
         Ok(page.finish(rows, |c| c.id.clone()))
     }
 
-    /// The periodic re-evaluation: tiers move to what the spend earns, downwards by
-    /// at most the configured number of levels (or by percentile rank).
+    /// The periodic re-evaluation at `as_of`: each live member's tier moves to what
+    /// its spend earns, downwards by at most the configured number of levels (or by
+    /// percentile rank). Returns how many members moved.
     pub async fn reevaluate_tiers(&self, as_of: DateTime<Utc>) -> ServiceResult<u64> {
+        self.reevaluate_tiers_by(as_of, MEMBERS_PER_BATCH).await
+    }
+
+    /// [`Self::reevaluate_tiers`] `batch` members at a time.
+    async fn reevaluate_tiers_by(&self, as_of: DateTime<Utc>, batch: u64) -> ServiceResult<u64> {
         let rules = &self.rules;
-        let mut spends = Vec::new();
+        let level_of = |s: &TierStanding| rules.level_of(&s.tier);
+        let Some(shares) = &rules.percentile else {
+            // By threshold: each batch is decided and moved on its own.
+            let mut moved = 0;
+            let mut after = String::new();
+            loop {
+                let standings = self.tier_standings(&after, batch, as_of).await?;
+                let Some(last) = standings.last() else { break };
+                after = last.member_id.clone();
+                let moves = standings.iter().filter_map(|s| {
+                    let earned = rules.ladder.level_for_spend(s.spend);
+                    self.tier_move(s, step_towards(level_of(s), earned, rules.max_steps_down))
+                });
+                moved += self.move_tiers(moves.collect(), as_of).await?;
+                if (standings.len() as u64) < batch {
+                    break;
+                }
+            }
+            return Ok(moved);
+        };
+        // By rank: every member's spend first, then the moves batch by batch.
+        let mut standings = Vec::new();
         let mut after = String::new();
         loop {
-            let ids = loyalty::member_ids_after(&self.db, &after, 500).await?;
-            let Some(last) = ids.last().cloned() else { break };
-            for id in ids {
-                let spend = spend_at(&self.db, rules, &id, as_of).await?;
-                spends.push((id, spend));
+            let read = self.tier_standings(&after, batch, as_of).await?;
+            let Some(last) = read.last() else { break };
+            after = last.member_id.clone();
+            let full = read.len() as u64 == batch;
+            standings.extend(read);
+            if !full {
+                break;
             }
-            after = last;
         }
-        let targets: Vec<(String, usize)> = match &rules.percentile {
-            Some(shares) => percentile_levels(&spends, shares),
-            None => spends
-                .iter()
-                .map(|(id, spend)| (id.clone(), rules.ladder.level_for_spend(*spend)))
-                .collect(),
-        };
-        let mut changed = 0;
-        for (id, earned) in targets {
-            let Some(member) = store::find_member(&self.db, &id).await? else {
-                continue;
-            };
-            let current = rules.level_of(&member.tier);
-            let next = if earned >= current {
-                earned
-            } else {
-                earned.max(current.saturating_sub(rules.max_steps_down))
-            };
-            if next == current {
-                continue;
+        let spends: Vec<(usize, i64)> = standings.iter().map(|s| s.spend).enumerate().collect();
+        let mut earned = vec![0; standings.len()];
+        for (i, level) in percentile_levels(&spends, shares) {
+            earned[i] = level;
+        }
+        let moves: Vec<TierMove> = standings
+            .iter()
+            .zip(earned)
+            .filter_map(|(s, earned)| self.tier_move(s, step_towards(level_of(s), earned, rules.max_steps_down)))
+            .collect();
+        let mut moved = 0;
+        for chunk in moves.chunks(batch.max(1) as usize) {
+            moved += self.move_tiers(chunk.to_vec(), as_of).await?;
+        }
+        Ok(moved)
+    }
+
+    async fn tier_standings(&self, after: &str, batch: u64, as_of: DateTime<Utc>) -> ServiceResult<Vec<TierStanding>> {
+        let spend_after = self.rules.spend_window.start(as_of);
+        loyalty::tier_standings(&self.db, after, batch, spend_after, as_of).await
+    }
+
+    /// The move of a member at `standing` to level `next`, if that is another tier.
+    fn tier_move(&self, standing: &TierStanding, next: usize) -> Option<TierMove> {
+        (next != self.rules.level_of(&standing.tier)).then(|| {
+            let to = self.rules.tier_name(next);
+            let event = events::tier_changed(&standing.member_id, &standing.tier, &to, TierChangeReason::Reevaluation);
+            TierMove {
+                member_id: standing.member_id.clone(),
+                from: standing.tier.clone(),
+                to,
+                event,
             }
-            let (from, to) = (member.tier.clone(), rules.tier_name(next));
-            // From the tier read only: a payment that upgraded the member since
-            // keeps its upgrade.
-            let committed = idempotency::transaction(&self.db, |txn| {
-                let (id, from, to) = (id.clone(), from.clone(), to.clone());
-                Box::pin(async move {
-                    if !change_tier(txn, &id, &from, &to, TierChangeReason::Reevaluation, as_of).await? {
-                        return Ok(None);
-                    }
-                    Ok(Some(store::touch(txn, &id, as_of).await?.version))
-                })
+        })
+    }
+
+    /// Moves the members in one transaction, each only from the tier read (a payment
+    /// that upgraded the member since keeps its upgrade), with a tier change and a
+    /// `TierChanged` event for each member moved; then the cache forgets them.
+    async fn move_tiers(&self, moves: Vec<TierMove>, as_of: DateTime<Utc>) -> ServiceResult<u64> {
+        if moves.is_empty() {
+            return Ok(0);
+        }
+        let reason = TierChangeReason::Reevaluation.as_str();
+        let moved = idempotency::transaction(&self.db, |txn| {
+            let moves = moves.clone();
+            Box::pin(async move { loyalty::move_tiers(txn, &moves, reason, as_of).await })
+        })
+        .await?;
+        futures::stream::iter(&moved)
+            .for_each_concurrent(INVALIDATIONS_AT_ONCE, |(id, version)| async move {
+                self.forget_member(id, *version, true).await;
             })
-            .await?;
-            if committed.is_some() {
-                self.finish(&MemberId::from_stored(id), committed).await;
-                changed += 1;
-            }
-        }
-        Ok(changed)
+            .await;
+        self.log.committed();
+        Ok(moved.len() as u64)
     }
 }
 

@@ -14,6 +14,8 @@ use sea_orm::{
 use super::entities::{member, points_entry, points_lot, purchase, tier_change};
 use super::{Standing, new_id};
 use crate::domain::points::MAX_POINTS;
+use retail_kit::events::Outgoing;
+use retail_kit::events::entity::outbox;
 
 /// A member's purchases and refunds after `after` (all of them for `None`), oldest
 /// first: those a spend window starting there counts, read through the
@@ -480,17 +482,184 @@ pub async fn members_with_expired_lots(
     Ok(rows)
 }
 
-/// Ids of live members, in pages, for periodic jobs.
-pub async fn member_ids_after(conn: &impl ConnectionTrait, after: &str, limit: u64) -> ServiceResult<Vec<String>> {
-    let rows: Vec<String> = member::Entity::find()
-        .select_only()
-        .column(member::Column::Id)
-        .filter(member::Column::ErasedAt.is_null())
-        .filter(member::Column::Id.gt(after))
-        .order_by_asc(member::Column::Id)
-        .limit(limit)
-        .into_tuple()
-        .all(conn)
+/// A live member's tier and qualifying spend, as the re-evaluation reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierStanding {
+    pub member_id: String,
+    pub tier: String,
+    /// Paid amounts minus refunds in `(spend_after, as_of]`, never negative.
+    pub spend: i64,
+}
+
+/// The next `limit` live members after `after` (by id), each with its tier and its
+/// qualifying spend in `(spend_after, as_of]` (from the beginning for `None`),
+/// in one statement: the spend is summed by the database, through the
+/// `(member_id, occurred_at)` index, not read row by row.
+///
+/// PostgreSQL sums exactly (as `numeric`) and the sum is clamped to `0..=i64::MAX`,
+/// as the rules clamp it; SQLite sums as a float (`TOTAL`, which cannot overflow),
+/// exact while a member's window totals less than 2^53 minor units.
+pub async fn tier_standings(
+    conn: &impl ConnectionTrait,
+    after: &str,
+    limit: u64,
+    spend_after: Option<DateTime<Utc>>,
+    as_of: DateTime<Utc>,
+) -> ServiceResult<Vec<TierStanding>> {
+    let backend = conn.get_database_backend();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let param = |n: usize| if postgres { format!("${n}") } else { "?".to_owned() };
+    let sum = if postgres {
+        "LEAST(GREATEST(SUM(p.amount_minor), 0), 9223372036854775807)::bigint"
+    } else {
+        "CAST(MAX(TOTAL(p.amount_minor), 0) AS INTEGER)"
+    };
+    let mut values: Vec<sea_orm::Value> = vec![as_of.into()];
+    let mut window = format!("p.occurred_at <= {}", param(1));
+    if let Some(start) = spend_after {
+        values.push(start.into());
+        window.push_str(&format!(" AND p.occurred_at > {}", param(2)));
+    }
+    let (after_param, limit_param) = (param(values.len() + 1), param(values.len() + 2));
+    values.push(after.into());
+    values.push((limit as i64).into());
+    let sql = format!(
+        "SELECT m.id, m.tier, COALESCE((SELECT {sum} FROM purchases p \
+         WHERE p.member_id = m.id AND {window}), 0) AS spend \
+         FROM members m WHERE m.erased_at IS NULL AND m.id > {after_param} \
+         ORDER BY m.id LIMIT {limit_param}"
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    Ok(rows)
+    rows.iter()
+        .map(|row| {
+            Ok(TierStanding {
+                member_id: row.try_get("", "id")?,
+                tier: row.try_get("", "tier")?,
+                spend: row.try_get("", "spend")?,
+            })
+        })
+        .collect()
+}
+
+/// A member to move from one tier to another, with the event that reports it.
+#[derive(Debug, Clone)]
+pub struct TierMove {
+    pub member_id: String,
+    pub from: String,
+    pub to: String,
+    pub event: Outgoing,
+}
+
+/// Members one statement moves on SQLite, whose statements take one value per
+/// member and column (PostgreSQL takes one array per column, for any number).
+const MOVES_PER_SQLITE_STATEMENT: usize = 2_000;
+/// Rows one insert writes on SQLite.
+const ROWS_PER_SQLITE_INSERT: usize = 1_000;
+
+/// Moves each member still in its `from` tier to `to`, as a change of the member
+/// (next version, `updated_at` = `at`), with a tier change row (`reason`, `at`) and
+/// its event in the outbox for each member moved. A member no longer in `from`
+/// (upgraded by a payment meanwhile, say) is left alone, and nothing is written for
+/// it. Returns the members moved with the versions their change commits.
+///
+/// On PostgreSQL all of it is one statement, the values one array per column (the
+/// text is the same for any number of members): the update, and inserts that
+/// select their rows from what it moved. On SQLite, in the caller's transaction: the
+/// updates (`CASE` per member), then the inserts for the members they returned.
+pub async fn move_tiers(
+    conn: &impl ConnectionTrait,
+    moves: &[TierMove],
+    reason: &str,
+    at: DateTime<Utc>,
+) -> ServiceResult<Vec<(String, i64)>> {
+    use sea_orm::sea_query::{ArrayType, CaseStatement, Query, Value};
+    let backend = conn.get_database_backend();
+    let read = |rows: Vec<sea_orm::QueryResult>| -> ServiceResult<Vec<(String, i64)>> {
+        rows.iter()
+            .map(|row| Ok((row.try_get("", "id")?, row.try_get("", "version")?)))
+            .collect()
+    };
+    if moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    if backend == DatabaseBackend::Postgres {
+        let text = |f: &dyn Fn(&TierMove) -> String| -> Value { moves.iter().map(f).collect::<Vec<_>>().into() };
+        let payloads = moves
+            .iter()
+            .map(|m| Value::Bytes(Some(m.event.payload().to_vec())))
+            .collect();
+        let sql = "WITH moves AS (\
+              SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], \
+              $5::varchar[], $6::varchar[], $7::bytea[]) \
+              AS m(id, from_tier, to_tier, change_id, event_id, event_type, payload)\
+            ), moved AS (\
+              UPDATE members SET tier = moves.to_tier, version = members.version + 1, updated_at = $8 \
+              FROM moves WHERE members.id = moves.id AND members.tier = moves.from_tier \
+              RETURNING members.id, members.version\
+            ), changes AS (\
+              INSERT INTO tier_changes (id, member_id, from_tier, to_tier, reason, created_at) \
+              SELECT moves.change_id, moves.id, moves.from_tier, moves.to_tier, $9, $8 \
+              FROM moves JOIN moved ON moved.id = moves.id\
+            ), events AS (\
+              INSERT INTO outbox (id, event_type, aggregate_id, payload, occurred_at) \
+              SELECT moves.event_id, moves.event_type, moves.id, moves.payload, $10 \
+              FROM moves JOIN moved ON moved.id = moves.id\
+            ) SELECT id, version FROM moved";
+        let values = vec![
+            text(&|m| m.member_id.clone()),
+            text(&|m| m.from.clone()),
+            text(&|m| m.to.clone()),
+            text(&|_| new_id()),
+            text(&|_| new_id()),
+            text(&|m| m.event.type_name().to_owned()),
+            Value::Array(ArrayType::Bytes, Some(Box::new(payloads))),
+            at.into(),
+            reason.into(),
+            Utc::now().into(),
+        ];
+        let rows = conn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        return read(rows);
+    }
+    let mut moved = Vec::with_capacity(moves.len());
+    for chunk in moves.chunks(MOVES_PER_SQLITE_STATEMENT) {
+        let per_member = |value: fn(&TierMove) -> &String| -> Expr {
+            chunk
+                .iter()
+                .fold(CaseStatement::new(), |case, m| {
+                    case.case(
+                        Expr::col(member::Column::Id).eq(m.member_id.as_str()),
+                        Expr::val(value(m).as_str()),
+                    )
+                })
+                .into()
+        };
+        let mut query = member::Entity::update_many()
+            .col_expr(member::Column::Tier, per_member(|m| &m.to))
+            .col_expr(member::Column::Version, Expr::col(member::Column::Version).add(1))
+            .col_expr(member::Column::UpdatedAt, Expr::value(at))
+            .filter(member::Column::Id.is_in(chunk.iter().map(|m| m.member_id.as_str())))
+            .filter(Expr::col(member::Column::Tier).eq(per_member(|m| &m.from)))
+            .into_query();
+        query.returning(Query::returning().columns([member::Column::Id, member::Column::Version]));
+        moved.extend(read(conn.query_all_raw(backend.build(&query)).await?)?);
+    }
+    let done: std::collections::HashSet<&str> = moved.iter().map(|(id, _)| id.as_str()).collect();
+    let done: Vec<&TierMove> = moves.iter().filter(|m| done.contains(m.member_id.as_str())).collect();
+    for chunk in done.chunks(ROWS_PER_SQLITE_INSERT) {
+        tier_change::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|m| tier_change_row(&m.member_id, &m.from, &m.to, reason, at)),
+        )
+        .exec_without_returning(conn)
+        .await?;
+        outbox::Entity::insert_many(chunk.iter().map(|m| m.event.outbox_row(&m.member_id)))
+            .exec_without_returning(conn)
+            .await?;
+    }
+    Ok(moved)
 }

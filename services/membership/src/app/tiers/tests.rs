@@ -12,7 +12,7 @@ use retail_kit::cache::{CacheSettings, VersionedCache};
 use retail_kit::events::EventLog;
 use retail_kit::events::entity::outbox;
 use retail_testkit::TestDatabase;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::app::App;
 use crate::domain::points::PurchaseKind;
@@ -186,8 +186,8 @@ fn spend(rules: &LoyaltyRules, s: &Seed) -> i64 {
 
 /// Runs the re-evaluation; every member's tier afterwards, by name, and how many
 /// moved.
-async fn run(app: &App, ids: &BTreeMap<&'static str, String>) -> (BTreeMap<&'static str, String>, u64) {
-    let moved = app.reevaluate_tiers(as_of()).await.unwrap();
+async fn run(app: &App, ids: &BTreeMap<&'static str, String>, batch: u64) -> (BTreeMap<&'static str, String>, u64) {
+    let moved = app.reevaluate_tiers_by(as_of(), batch).await.unwrap();
     let mut tiers = BTreeMap::new();
     for (name, id) in ids {
         let m = store::find_member(&app.db, id).await.unwrap().unwrap();
@@ -196,21 +196,41 @@ async fn run(app: &App, ids: &BTreeMap<&'static str, String>) -> (BTreeMap<&'sta
     (tiers, moved)
 }
 
+/// The re-evaluation's tier changes and `TierChanged` events, which must tell the
+/// same moves.
 async fn tier_changes_and_events(app: &App) -> (u64, u64) {
-    let changes = tier_change::Entity::find()
+    use prost::{Message, Name};
+    use retail_proto::events::TierChanged;
+    let mut changes: Vec<(String, String, String)> = tier_change::Entity::find()
         .filter(tier_change::Column::Reason.eq("reevaluation"))
-        .count(&app.db)
+        .all(&app.db)
         .await
-        .unwrap();
-    let events = outbox::Entity::find()
-        .filter(outbox::Column::EventType.contains("TierChanged"))
-        .count(&app.db)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.member_id, c.from_tier, c.to_tier))
+        .collect();
+    let mut events: Vec<(String, String, String)> = outbox::Entity::find()
+        .filter(outbox::Column::EventType.eq(TierChanged::full_name()))
+        .all(&app.db)
         .await
-        .unwrap();
-    (changes, events)
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let e = TierChanged::decode(row.payload.as_slice()).unwrap();
+            assert_eq!(
+                (row.aggregate_id.as_str(), e.reason.as_str()),
+                (e.member_id.as_str(), "reevaluation")
+            );
+            (e.member_id, e.from_tier, e.to_tier)
+        })
+        .collect();
+    changes.sort();
+    events.sort();
+    assert_eq!(changes, events);
+    (changes.len() as u64, events.len() as u64)
 }
 
-async fn check_threshold_run(max_steps_down: usize) {
+async fn check_threshold_run(max_steps_down: usize, batch: u64) {
     let rules = LoyaltyRules {
         max_steps_down,
         ..LoyaltyRules::standard()
@@ -219,13 +239,13 @@ async fn check_threshold_run(max_steps_down: usize) {
     let seeds = members();
     let ids = write(&app, &seeds).await;
     let want = per_member(&rules, &seeds, |s| rules.ladder.level_for_spend(spend(&rules, s)));
-    let (got, moved) = run(&app, &ids).await;
+    let (got, moved) = run(&app, &ids, batch).await;
     assert_eq!(got, want);
     let expected_moves = seeds.iter().filter(|s| want[s.name] != s.tier).count() as u64;
     assert_eq!(moved, expected_moves);
     assert_eq!(tier_changes_and_events(&app).await, (expected_moves, expected_moves));
     // Settled: a second run at the same instant moves only those still stepping down.
-    let (again, _) = run(&app, &ids).await;
+    let (again, _) = run(&app, &ids, batch).await;
     let stepped: Vec<Seed> = seeds
         .iter()
         .map(|s| Seed {
@@ -241,7 +261,7 @@ async fn check_threshold_run(max_steps_down: usize) {
 
 #[tokio::test]
 async fn a_reevaluation_gives_every_member_what_the_per_member_rule_gives_one_step_down() {
-    check_threshold_run(1).await;
+    check_threshold_run(1, 10_000).await;
     // The rule is not vacuous: the cases say what they say.
     let rules = LoyaltyRules::standard();
     let want = per_member(&rules, &members(), |s| rules.ladder.level_for_spend(spend(&rules, s)));
@@ -268,7 +288,14 @@ async fn a_reevaluation_gives_every_member_what_the_per_member_rule_gives_one_st
 
 #[tokio::test]
 async fn a_reevaluation_gives_every_member_what_the_per_member_rule_gives_two_steps_down() {
-    check_threshold_run(2).await;
+    check_threshold_run(2, 10_000).await;
+}
+
+#[tokio::test]
+async fn a_reevaluation_in_batches_smaller_than_the_membership_gives_what_one_batch_gives() {
+    for batch in [1, 4, 14, 15] {
+        check_threshold_run(1, batch).await;
+    }
 }
 
 #[tokio::test]
@@ -303,7 +330,7 @@ async fn a_percentile_reevaluation_gives_every_member_what_ranking_them_one_by_o
         .into_iter()
         .collect();
     let want = per_member(&rules, &seeds, |s| ranked[s.name]);
-    let (got, moved) = run(&app, &ids).await;
+    let (got, moved) = run(&app, &ids, 5).await;
     assert_eq!(got, want);
     let expected_moves = seeds.iter().filter(|s| want[s.name] != s.tier).count() as u64;
     assert_eq!(moved, expected_moves);
