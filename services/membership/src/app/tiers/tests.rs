@@ -17,7 +17,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use crate::app::App;
 use crate::domain::points::PurchaseKind;
 use crate::domain::rules::LoyaltyRules;
-use crate::domain::tiers::{PercentileShares, percentile_levels, step_towards};
+use crate::domain::tiers::{PercentileShares, SpendWindow, percentile_levels, step_towards};
 use crate::store::{self, loyalty, member, migration::Migrator, tier_change};
 
 async fn app_with(rules: LoyaltyRules) -> (Arc<App>, TestDatabase) {
@@ -231,10 +231,17 @@ async fn tier_changes_and_events(app: &App) -> (u64, u64) {
 }
 
 async fn check_threshold_run(max_steps_down: usize, batch: u64) {
-    let rules = LoyaltyRules {
-        max_steps_down,
-        ..LoyaltyRules::standard()
-    };
+    check_run_with(
+        LoyaltyRules {
+            max_steps_down,
+            ..LoyaltyRules::standard()
+        },
+        batch,
+    )
+    .await;
+}
+
+async fn check_run_with(rules: LoyaltyRules, batch: u64) {
     let (app, _db) = app_with(rules.clone()).await;
     let seeds = members();
     let ids = write(&app, &seeds).await;
@@ -289,6 +296,18 @@ async fn a_reevaluation_gives_every_member_what_the_per_member_rule_gives_one_st
 #[tokio::test]
 async fn a_reevaluation_gives_every_member_what_the_per_member_rule_gives_two_steps_down() {
     check_threshold_run(2, 10_000).await;
+}
+
+#[tokio::test]
+async fn a_reevaluation_over_a_lifetime_window_counts_every_purchase_up_to_as_of() {
+    check_run_with(
+        LoyaltyRules {
+            spend_window: SpendWindow::Lifetime,
+            ..LoyaltyRules::standard()
+        },
+        4,
+    )
+    .await;
 }
 
 #[tokio::test]
