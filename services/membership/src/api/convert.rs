@@ -6,6 +6,7 @@ use retail_proto::common::Money;
 use retail_proto::membership as pb;
 
 use crate::app::{Balance, Export};
+use crate::domain::points::EntryKind;
 use crate::domain::rules::LoyaltyRules;
 use crate::store;
 
@@ -24,10 +25,10 @@ pub(super) fn balance(b: &Balance) -> pb::PointsBalance {
     }
 }
 
-pub(super) fn entry(member_id: &str, e: &store::points_entry::Model) -> pb::PointsEntry {
+pub(super) fn entry(member_id: &str, (kind, e): &(EntryKind, store::points_entry::Model)) -> pb::PointsEntry {
     pb::PointsEntry {
         name: format!("members/{member_id}/pointsEntries/{}", e.id),
-        kind: e.kind.clone(),
+        kind: kind.as_str().to_owned(),
         points: e.points,
         reference: e.reference.clone(),
         create_time: Some(timestamp(e.created_at)),

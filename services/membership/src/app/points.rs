@@ -20,13 +20,22 @@ use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_kit::paging::Page;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction};
 
-use super::{App, live, member_not_found};
+use super::{App, live, member_not_found, stored};
 use crate::domain::ids::MemberId;
 use crate::domain::points::{self, EntryKind, Lot, PurchaseKind};
 use crate::domain::rules::LoyaltyRules;
 use crate::domain::tiers::TierChangeReason;
 use crate::events;
 use crate::store::{self, Standing, loyalty};
+
+/// Ledger entries with their kinds.
+pub(crate) fn with_kinds(
+    rows: Vec<store::points_entry::Model>,
+) -> ServiceResult<Vec<(EntryKind, store::points_entry::Model)>> {
+    rows.into_iter()
+        .map(|e| Ok((stored("points entry kind", &e.kind, EntryKind::parse)?, e)))
+        .collect()
+}
 
 /// A member's points: balance, debt, and the usable lots (remaining, expiry).
 #[derive(Debug, Clone)]
@@ -679,9 +688,10 @@ impl App {
         &self,
         id: &MemberId,
         page: Page,
-    ) -> ServiceResult<(Vec<store::points_entry::Model>, String)> {
+    ) -> ServiceResult<(Vec<(EntryKind, store::points_entry::Model)>, String)> {
         live(&self.db, id.as_str()).await?;
         let rows = loyalty::entries(&self.db, id.as_str(), &page).await?;
-        Ok(page.finish(rows, |e| e.id.clone()))
+        let (rows, next) = page.finish(rows, |e| e.id.clone());
+        Ok((with_kinds(rows)?, next))
     }
 }

@@ -5,9 +5,11 @@ use retail_kit::error::ServiceResult;
 use retail_kit::idempotency;
 use retail_proto::membership as pb;
 
+use super::points::with_kinds;
 use super::{App, live, stored};
 use crate::domain::fields::{Identifier, IdentifierKind};
 use crate::domain::ids::MemberId;
+use crate::domain::points::EntryKind;
 use crate::events;
 use crate::store::{self, loyalty};
 
@@ -18,7 +20,7 @@ pub(crate) struct Export {
     pub(crate) view: store::MemberView,
     /// Every consent decision, oldest first.
     pub(crate) consent_history: Vec<store::consent::Model>,
-    pub(crate) points_entries: Vec<store::points_entry::Model>,
+    pub(crate) points_entries: Vec<(EntryKind, store::points_entry::Model)>,
     pub(crate) tier_changes: Vec<store::tier_change::Model>,
 }
 
@@ -31,7 +33,7 @@ impl App {
             member: self.profile(&view)?,
             view,
             consent_history,
-            points_entries: loyalty::all_entries(&self.db, id.as_str()).await?,
+            points_entries: with_kinds(loyalty::all_entries(&self.db, id.as_str()).await?)?,
             tier_changes: loyalty::tier_changes(&self.db, id.as_str(), None).await?,
         })
     }

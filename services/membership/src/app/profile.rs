@@ -71,12 +71,12 @@ pub(crate) fn profile(rules: &LoyaltyRules, v: &MemberView) -> ServiceResult<pb:
     let m = &v.member;
     let now = Utc::now();
     let spend_records: Vec<_> = v.purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
-    let paid_at: Vec<_> = v
-        .purchases
-        .iter()
-        .filter(|p| p.kind == PurchaseKind::Paid.as_str())
-        .map(|p| p.occurred_at)
-        .collect();
+    let mut paid_at = Vec::new();
+    for p in &v.purchases {
+        if stored("purchase kind", &p.kind, PurchaseKind::parse)? == PurchaseKind::Paid {
+            paid_at.push(p.occurred_at);
+        }
+    }
     let attributes: BTreeMap<String, String> = serde_json::from_str(&m.attributes_json).unwrap_or_default();
     Ok(pb::Member {
         name: format!("members/{}", m.id),

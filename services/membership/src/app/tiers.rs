@@ -59,8 +59,7 @@ impl App {
                 let Some(last) = standings.last() else { break };
                 after = last.member_id.clone();
                 let moves = standings.iter().filter_map(|s| {
-                    let earned = rules.ladder.level_for_spend(s.spend);
-                    self.tier_move(s, step_towards(level_of(s), earned, rules.max_steps_down))
+                    self.tier_move(s, rules.ladder.reevaluate(level_of(s), s.spend, rules.max_steps_down))
                 });
                 moved += self.move_tiers(moves.collect(), as_of).await?;
                 if (standings.len() as u64) < batch {

@@ -4,15 +4,15 @@ use std::fmt;
 
 /// A member's id (a UUID v7: ids sort by registration, which paging relies on).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MemberId(String);
+pub(crate) struct MemberId(String);
 
 impl MemberId {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
     }
 
     /// From `members/{member_id}`.
-    pub fn parse_name(name: &str) -> Result<Self, &'static str> {
+    pub(crate) fn parse_name(name: &str) -> Result<Self, &'static str> {
         let id = name.strip_prefix("members/").ok_or("must be members/{id}")?;
         uuid::Uuid::parse_str(id)
             .map(|u| Self(u.to_string()))
@@ -20,16 +20,12 @@ impl MemberId {
     }
 
     /// From an id read back from storage (written by this service).
-    pub fn from_stored(id: String) -> Self {
+    pub(crate) fn from_stored(id: String) -> Self {
         Self(id)
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
-    }
-
-    pub fn resource_name(&self) -> String {
-        format!("members/{}", self.0)
     }
 }
 
@@ -54,7 +50,6 @@ mod tests {
         let id = "0190F5B2-8D3E-7C41-9A6B-2F0E1D3C4B5A";
         let parsed = MemberId::parse_name(&format!("members/{id}")).unwrap();
         assert_eq!(parsed.as_str(), id.to_lowercase());
-        assert_eq!(parsed.resource_name(), format!("members/{}", id.to_lowercase()));
         assert_eq!(MemberId::parse_name(id).unwrap_err(), "must be members/{id}");
         assert!(MemberId::parse_name("members/42").unwrap_err().contains("UUID"));
     }

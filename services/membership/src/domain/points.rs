@@ -18,7 +18,7 @@ pub const MAX_POINTS: i64 = 1_000_000_000_000_000;
 
 /// What a ledger entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntryKind {
+pub(crate) enum EntryKind {
     /// Points a paid order earned.
     Earn,
     /// Points granted by staff.
@@ -31,7 +31,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Earn => "earn",
             Self::Grant => "grant",
@@ -41,7 +41,7 @@ impl EntryKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [Self::Earn, Self::Grant, Self::Redeem, Self::Expire, Self::Reverse]
             .into_iter()
             .find(|k| k.as_str() == s)
@@ -50,27 +50,27 @@ impl EntryKind {
 
 /// What a purchase record stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PurchaseKind {
+pub(crate) enum PurchaseKind {
     /// A paid order (one per order).
     Paid,
     Refund,
 }
 
 impl PurchaseKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Paid => "paid",
             Self::Refund => "refund",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [Self::Paid, Self::Refund].into_iter().find(|k| k.as_str() == s)
     }
 }
 
 /// Points earned on a paid amount.
-pub fn earned_points(amount_paid_minor: i64, minor_exponent: u32, base_rate: Factor, multiplier: Factor) -> i64 {
+pub(crate) fn earned_points(amount_paid_minor: i64, minor_exponent: u32, base_rate: Factor, multiplier: Factor) -> i64 {
     if amount_paid_minor <= 0 {
         return 0;
     }
@@ -81,7 +81,7 @@ pub fn earned_points(amount_paid_minor: i64, minor_exponent: u32, base_rate: Fac
 
 /// When a lot earned at `earned_at` expires: the first instant after the end of the
 /// month `months` months later (exclusive bound: the lot is usable before it).
-pub fn lot_expiry(earned_at: DateTime<Utc>, months: u32) -> DateTime<Utc> {
+pub(crate) fn lot_expiry(earned_at: DateTime<Utc>, months: u32) -> DateTime<Utc> {
     let first_of_month = Utc
         .with_ymd_and_hms(earned_at.year(), earned_at.month(), 1, 0, 0, 0)
         .single()
@@ -93,14 +93,14 @@ pub fn lot_expiry(earned_at: DateTime<Utc>, months: u32) -> DateTime<Utc> {
 
 /// A lot as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lot<Id> {
-    pub id: Id,
-    pub expires_at: DateTime<Utc>,
-    pub remaining: i64,
+pub(crate) struct Lot<Id> {
+    pub(crate) id: Id,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) remaining: i64,
 }
 
 impl<Id> Lot<Id> {
-    pub fn usable(&self, as_of: DateTime<Utc>) -> bool {
+    pub(crate) fn usable(&self, as_of: DateTime<Utc>) -> bool {
         self.remaining > 0 && as_of < self.expires_at
     }
 }
@@ -108,18 +108,18 @@ impl<Id> Lot<Id> {
 /// Not enough points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("insufficient points: {available} available, {requested} requested")]
-pub struct Insufficient {
-    pub available: i64,
-    pub requested: i64,
+pub(crate) struct Insufficient {
+    pub(crate) available: i64,
+    pub(crate) requested: i64,
 }
 
 /// Usable balance at `as_of`.
-pub fn available<Id>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> i64 {
+pub(crate) fn available<Id>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> i64 {
     lots.iter().filter(|l| l.usable(as_of)).map(|l| l.remaining).sum()
 }
 
 /// Which lots a redemption of `points` takes from: first expiring first, then oldest id.
-pub fn plan_redemption<Id: Clone + Ord>(
+pub(crate) fn plan_redemption<Id: Clone + Ord>(
     lots: &[Lot<Id>],
     points: i64,
     as_of: DateTime<Utc>,
@@ -147,7 +147,7 @@ pub fn plan_redemption<Id: Clone + Ord>(
 }
 
 /// Lots to write off at `as_of`, with the points they still hold.
-pub fn plan_expiry<Id: Clone>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> Vec<(Id, i64)> {
+pub(crate) fn plan_expiry<Id: Clone>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> Vec<(Id, i64)> {
     lots.iter()
         .filter(|l| l.remaining > 0 && as_of >= l.expires_at)
         .map(|l| (l.id.clone(), l.remaining))
@@ -156,7 +156,7 @@ pub fn plan_expiry<Id: Clone>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> Vec<(Id
 
 /// Points to reverse for a refund: the order's points scale with the amount still
 /// paid; `already_reversed` makes repeated partial refunds add up exactly.
-pub fn points_to_reverse(earned: i64, already_reversed: i64, paid_minor: i64, refunded_total_minor: i64) -> i64 {
+pub(crate) fn points_to_reverse(earned: i64, already_reversed: i64, paid_minor: i64, refunded_total_minor: i64) -> i64 {
     if earned <= 0 || paid_minor <= 0 {
         return 0;
     }
@@ -168,12 +168,12 @@ pub fn points_to_reverse(earned: i64, already_reversed: i64, paid_minor: i64, re
 /// How a reversal is carried out: taken from lots (the order's own lot first, then
 /// first-expiring-first), the rest recorded as debt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReversalPlan<Id> {
-    pub from_lots: Vec<(Id, i64)>,
-    pub debt: i64,
+pub(crate) struct ReversalPlan<Id> {
+    pub(crate) from_lots: Vec<(Id, i64)>,
+    pub(crate) debt: i64,
 }
 
-pub fn plan_reversal<Id: Clone + Ord>(
+pub(crate) fn plan_reversal<Id: Clone + Ord>(
     lots: &[Lot<Id>],
     order_lot: Option<&Id>,
     points: i64,
@@ -201,7 +201,7 @@ pub fn plan_reversal<Id: Clone + Ord>(
 }
 
 /// An earning first repays debt: `(repaid, credited as a new lot)`.
-pub fn settle_debt(debt: i64, earned: i64) -> (i64, i64) {
+pub(crate) fn settle_debt(debt: i64, earned: i64) -> (i64, i64) {
     let repaid = debt.max(0).min(earned.max(0));
     (repaid, earned.max(0) - repaid)
 }

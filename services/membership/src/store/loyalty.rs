@@ -20,7 +20,7 @@ use retail_kit::events::entity::outbox;
 /// A member's purchases and refunds after `after` (all of them for `None`), oldest
 /// first: those a spend window starting there counts, read through the
 /// `(member_id, occurred_at)` index.
-pub async fn purchases_after(
+pub(crate) async fn purchases_after(
     conn: &impl ConnectionTrait,
     member_id: &str,
     after: Option<DateTime<Utc>>,
@@ -48,7 +48,7 @@ pub async fn purchases_after(
 /// made while the table was small, would otherwise stay a scan of the whole table
 /// (testing every row against the key lists) as the table grows, until the next
 /// ANALYZE.
-pub async fn purchases_for_payments(
+pub(crate) async fn purchases_for_payments(
     conn: &impl ConnectionTrait,
     member_ids: &[String],
     spend_after: Option<Option<DateTime<Utc>>>,
@@ -98,7 +98,7 @@ pub async fn purchases_for_payments(
     Ok(rows)
 }
 
-pub async fn find_purchase(
+pub(crate) async fn find_purchase(
     conn: &impl ConnectionTrait,
     order_id: &str,
     kind: &str,
@@ -112,7 +112,10 @@ pub async fn find_purchase(
         .await?)
 }
 
-pub async fn refunds_of_order(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Vec<purchase::Model>> {
+pub(crate) async fn refunds_of_order(
+    conn: &impl ConnectionTrait,
+    order_id: &str,
+) -> ServiceResult<Vec<purchase::Model>> {
     Ok(purchase::Entity::find()
         .filter(purchase::Column::OrderId.eq(order_id))
         .filter(purchase::Column::Kind.eq("refund"))
@@ -124,7 +127,7 @@ pub async fn refunds_of_order(conn: &impl ConnectionTrait, order_id: &str) -> Se
 /// ALREADY_EXISTS. The duplicate is found by the unique index and written around
 /// (`ON CONFLICT DO NOTHING`), not raised as a database error, so a transaction
 /// applying a batch of order events stays usable and needs no read beforehand.
-pub async fn insert_purchase(conn: &impl ConnectionTrait, model: purchase::Model) -> ServiceResult<()> {
+pub(crate) async fn insert_purchase(conn: &impl ConnectionTrait, model: purchase::Model) -> ServiceResult<()> {
     use sea_orm::TryInsertResult;
     let inserted = purchase::Entity::insert(purchase::ActiveModel::from(model))
         .on_conflict_do_nothing_on([
@@ -148,7 +151,7 @@ pub async fn insert_purchase(conn: &impl ConnectionTrait, model: purchase::Model
 }
 
 /// Lots that still hold points, first expiring first.
-pub async fn open_lots(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<points_lot::Model>> {
+pub(crate) async fn open_lots(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<points_lot::Model>> {
     Ok(points_lot::Entity::find()
         .filter(points_lot::Column::MemberId.eq(member_id))
         .filter(points_lot::Column::Remaining.gt(0))
@@ -158,14 +161,8 @@ pub async fn open_lots(conn: &impl ConnectionTrait, member_id: &str) -> ServiceR
         .await?)
 }
 
-pub async fn insert_lot(conn: &impl ConnectionTrait, model: points_lot::Model) -> ServiceResult<()> {
-    let active: points_lot::ActiveModel = model.into();
-    active.insert(conn).await?;
-    Ok(())
-}
-
 /// Takes `points` from a lot; false (and nothing changed) if it holds fewer.
-pub async fn take_from_lot(conn: &impl ConnectionTrait, lot_id: &str, points: i64) -> ServiceResult<bool> {
+pub(crate) async fn take_from_lot(conn: &impl ConnectionTrait, lot_id: &str, points: i64) -> ServiceResult<bool> {
     let result = points_lot::Entity::update_many()
         .col_expr(
             points_lot::Column::Remaining,
@@ -178,7 +175,7 @@ pub async fn take_from_lot(conn: &impl ConnectionTrait, lot_id: &str, points: i6
     Ok(result.rows_affected == 1)
 }
 
-pub async fn insert_entry(
+pub(crate) async fn insert_entry(
     conn: &impl ConnectionTrait,
     member_id: &str,
     kind: &str,
@@ -194,7 +191,7 @@ pub async fn insert_entry(
 }
 
 /// A ledger entry's row (the reference cut to its column's 128 characters).
-pub fn entry_row(
+pub(crate) fn entry_row(
     member_id: &str,
     kind: &str,
     points: i64,
@@ -216,7 +213,7 @@ pub fn entry_row(
 /// Credits points after repaying `repaid` of the debt, as a change of the member (new
 /// version), in one statement that returns the standing. Only while the balance
 /// stays within [`MAX_POINTS`]: FAILED_PRECONDITION (nothing changed) otherwise.
-pub async fn credit(
+pub(crate) async fn credit(
     conn: &impl ConnectionTrait,
     member_id: &str,
     credit: i64,
@@ -243,7 +240,7 @@ pub async fn credit(
 
 /// Takes `points` from the balance if it covers them: the one place redemptions race,
 /// settled by the row's conditional update (and the CHECK constraint behind it).
-pub async fn debit(conn: &impl ConnectionTrait, member_id: &str, points: i64) -> ServiceResult<bool> {
+pub(crate) async fn debit(conn: &impl ConnectionTrait, member_id: &str, points: i64) -> ServiceResult<bool> {
     let result = member::Entity::update_many()
         .col_expr(
             member::Column::PointsBalance,
@@ -258,7 +255,7 @@ pub async fn debit(conn: &impl ConnectionTrait, member_id: &str, points: i64) ->
 
 /// Adds `debt` to the member's debt, which stops at [`MAX_POINTS`]: a debt beyond
 /// it could never be repaid by a balance that cannot pass it.
-pub async fn add_debt(conn: &impl ConnectionTrait, member_id: &str, debt: i64) -> ServiceResult<()> {
+pub(crate) async fn add_debt(conn: &impl ConnectionTrait, member_id: &str, debt: i64) -> ServiceResult<()> {
     use sea_orm::sea_query::CaseStatement;
     let capped: Expr = CaseStatement::new()
         .case(
@@ -298,7 +295,7 @@ pub async fn set_tier(
     Ok(true)
 }
 
-pub fn tier_change_row(
+pub(crate) fn tier_change_row(
     member_id: &str,
     from: &str,
     to: &str,
@@ -415,7 +412,7 @@ pub fn credit_at_versions(
 /// writers of these members wait for its commit instead of changing them between
 /// this read and its writes. SQLite has no row locks; its write transactions run
 /// one at a time.
-pub async fn live_members(conn: &impl ConnectionTrait, ids: &[String]) -> ServiceResult<Vec<member::Model>> {
+pub(crate) async fn live_members(conn: &impl ConnectionTrait, ids: &[String]) -> ServiceResult<Vec<member::Model>> {
     Ok(member::Entity::find()
         .filter(one_of(conn.get_database_backend(), member::Column::Id, ids))
         .filter(member::Column::ErasedAt.is_null())
@@ -425,7 +422,7 @@ pub async fn live_members(conn: &impl ConnectionTrait, ids: &[String]) -> Servic
         .await?)
 }
 
-pub async fn entries(
+pub(crate) async fn entries(
     conn: &impl ConnectionTrait,
     member_id: &str,
     page: &Page,
@@ -440,7 +437,10 @@ pub async fn entries(
     Ok(query.all(conn).await?)
 }
 
-pub async fn all_entries(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<points_entry::Model>> {
+pub(crate) async fn all_entries(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+) -> ServiceResult<Vec<points_entry::Model>> {
     Ok(points_entry::Entity::find()
         .filter(points_entry::Column::MemberId.eq(member_id))
         .order_by_asc(points_entry::Column::Id)
@@ -466,7 +466,7 @@ pub async fn tier_changes(
 }
 
 /// Members with lots that have expired but still hold points.
-pub async fn members_with_expired_lots(
+pub(crate) async fn members_with_expired_lots(
     conn: &impl ConnectionTrait,
     as_of: DateTime<Utc>,
 ) -> ServiceResult<Vec<String>> {
@@ -484,11 +484,11 @@ pub async fn members_with_expired_lots(
 
 /// A live member's tier and qualifying spend, as the re-evaluation reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TierStanding {
-    pub member_id: String,
-    pub tier: String,
+pub(crate) struct TierStanding {
+    pub(crate) member_id: String,
+    pub(crate) tier: String,
     /// Paid amounts minus refunds in `(spend_after, as_of]`, never negative.
-    pub spend: i64,
+    pub(crate) spend: i64,
 }
 
 /// The next `limit` live members after `after` (by id), each with its tier and its
@@ -499,7 +499,7 @@ pub struct TierStanding {
 /// PostgreSQL sums exactly (as `numeric`) and the sum is clamped to `0..=i64::MAX`,
 /// as the rules clamp it; SQLite sums as a float (`TOTAL`, which cannot overflow),
 /// exact while a member's window totals less than 2^53 minor units.
-pub async fn tier_standings(
+pub(crate) async fn tier_standings(
     conn: &impl ConnectionTrait,
     after: &str,
     limit: u64,
@@ -545,11 +545,11 @@ pub async fn tier_standings(
 
 /// A member to move from one tier to another, with the event that reports it.
 #[derive(Debug, Clone)]
-pub struct TierMove {
-    pub member_id: String,
-    pub from: String,
-    pub to: String,
-    pub event: Outgoing,
+pub(crate) struct TierMove {
+    pub(crate) member_id: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) event: Outgoing,
 }
 
 /// Members one statement moves on SQLite, whose statements take one value per
@@ -568,7 +568,7 @@ const ROWS_PER_SQLITE_INSERT: usize = 1_000;
 /// text is the same for any number of members): the update, and inserts that
 /// select their rows from what it moved. On SQLite, in the caller's transaction: the
 /// updates (`CASE` per member), then the inserts for the members they returned.
-pub async fn move_tiers(
+pub(crate) async fn move_tiers(
     conn: &impl ConnectionTrait,
     moves: &[TierMove],
     reason: &str,
