@@ -51,24 +51,41 @@ async fn tier_run_over_a_large_database() {
     let db = app.db();
     let backend = db.get_database_backend();
     let started = Instant::now();
-    for sql in [SEED, SEED_PURCHASES] {
-        db.execute_raw(sea_orm::Statement::from_sql_and_values(backend, sql, [members.into()]))
+    let seeded = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            backend,
+            "SELECT COUNT(*) AS n FROM members",
+        ))
+        .await
+        .unwrap()
+        .map(|row| row.try_get::<i64>("", "n").unwrap())
+        .unwrap_or(0);
+    // Run again over a database seeded before, the run finds it as the last left it.
+    let seeds: &[&str] = if seeded == 0 { &[SEED, SEED_PURCHASES] } else { &[] };
+    for sql in seeds {
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(backend, *sql, [members.into()]))
             .await
             .unwrap();
     }
     db.execute_unprepared("ANALYZE members; ANALYZE purchases")
         .await
         .unwrap();
-    eprintln!(
-        "seeded {members} members, {} purchases in {:?}",
-        members * 3,
-        started.elapsed()
-    );
+    if seeded == 0 {
+        eprintln!(
+            "seeded {members} members, {} purchases in {:?}",
+            members * 3,
+            started.elapsed()
+        );
+    } else {
+        eprintln!("{seeded} members as the last run left them");
+    }
     let started = Instant::now();
     let moved = app.app().reevaluate_tiers(Utc::now()).await.unwrap();
     eprintln!(
         "tier run over {members} members: {moved} moved in {:?}",
         started.elapsed()
     );
-    assert!(moved > 0);
+    if seeded == 0 {
+        assert!(moved > 0);
+    }
 }
