@@ -10,15 +10,10 @@ use retail_kit::paging::Page;
 use retail_proto::membership as pb;
 
 use crate::app::{ListMembers, ProfileChange, PurchaseInput, Registration, TagChange};
-use crate::domain::fields::{self, ConsentChannel, Identifier, IdentifierKind};
+use crate::domain::fields::{self, ConsentChannel, Identifier, IdentifierKind, MAX_IDENTIFIERS, MAX_TAGS};
 use crate::domain::ids::MemberId;
 use crate::domain::lifecycle::LifecycleState;
 use crate::store::MemberFilter;
-
-/// Identifiers per member, at most.
-const MAX_IDENTIFIERS: usize = retail_kit::limits::MAX_IDENTIFIERS;
-/// Tags per member, at most; and per request.
-const MAX_TAGS: usize = 100;
 
 /// A member's resource name; INVALID_ARGUMENT on `field` otherwise.
 pub(super) fn member_id(field: &str, name: &str) -> ServiceResult<MemberId> {

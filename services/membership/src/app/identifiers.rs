@@ -6,13 +6,10 @@ use retail_kit::idempotency;
 use retail_proto::membership as pb;
 
 use super::{App, live};
-use crate::domain::fields::Identifier;
+use crate::domain::fields::{Identifier, MAX_IDENTIFIERS};
 use crate::domain::ids::MemberId;
 use crate::events;
 use crate::store;
-
-/// Identifiers per member, at most.
-pub(crate) const MAX_IDENTIFIERS: usize = retail_kit::limits::MAX_IDENTIFIERS;
 
 impl App {
     /// Adds an identifier; ALREADY_EXISTS if it belongs to a member already.

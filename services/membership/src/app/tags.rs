@@ -6,12 +6,10 @@ use retail_kit::idempotency;
 use retail_proto::membership as pb;
 
 use super::{App, live};
+use crate::domain::fields::MAX_TAGS;
 use crate::domain::ids::MemberId;
 use crate::events;
 use crate::store;
-
-/// Tags per member, at most; and per request.
-pub(crate) const MAX_TAGS: usize = 100;
 
 /// A tag to set, checked; an empty source is the caller's.
 #[derive(Debug, Clone)]

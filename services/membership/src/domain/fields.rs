@@ -3,6 +3,11 @@
 
 use retail_kit::error::Violation;
 
+/// Identifiers per member, at most.
+pub(crate) const MAX_IDENTIFIERS: usize = retail_kit::limits::MAX_IDENTIFIERS;
+/// Tags per member, at most; and per request.
+pub(crate) const MAX_TAGS: usize = 100;
+
 fn violation(field: &str, description: impl Into<String>) -> Violation {
     Violation::new(field, description)
 }
