@@ -2,15 +2,16 @@
 //! the hot-profile cache), tags, consents, export and erasure, and the event log
 //! other services subscribe to.
 //!
-//! Layout: [`api`] is the gRPC adapter, [`domain`] the rules without I/O (tiers,
-//! points and lifecycle are ready for the loyalty API), [`store`] the tables.
+//! Layout: `api` is the gRPC adapter (authorise, parse, convert), `app` the use
+//! cases, [`domain`] the rules without I/O, `events` what membership publishes and
+//! how it follows the orders log, [`store`] the tables.
 
 #![forbid(unsafe_code)]
 
-pub mod api;
+mod api;
+mod app;
 pub mod domain;
-pub mod loyalty;
-pub mod order_events;
+mod events;
 pub mod settings;
 pub mod store;
 
@@ -29,8 +30,10 @@ use sea_orm::DatabaseConnection;
 
 pub use settings::Settings;
 
-use crate::api::{MembershipApi, State};
-use crate::loyalty::LoyaltyApi;
+pub use crate::app::App;
+pub use crate::events::OrderEvents;
+
+use crate::api::{LoyaltyApi, MembershipApi};
 use crate::store::migration::Migrator;
 use retail_proto::membership::loyalty_service_server::LoyaltyServiceServer;
 
@@ -38,7 +41,7 @@ use retail_proto::membership::loyalty_service_server::LoyaltyServiceServer;
 pub struct Application {
     bound: Bound,
     settings: Settings,
-    state: Arc<State>,
+    app: Arc<App>,
     verifier: Arc<Verifier>,
     /// This service's own token, to subscribe to other services' event logs.
     tokens: Option<Arc<ServiceTokenSource>>,
@@ -101,17 +104,12 @@ impl Application {
             keys,
             Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
         ));
-        let state = Arc::new(State {
-            db,
-            cache,
-            log,
-            rules: settings.loyalty.rules()?,
-        });
+        let app = Arc::new(App::new(db, cache, log, settings.loyalty.rules()?));
         let bound = server::bind(&settings.server).await?;
         Ok(Self {
             bound,
             settings,
-            state,
+            app,
             verifier,
             tokens: None,
         })
@@ -122,25 +120,25 @@ impl Application {
     }
 
     pub fn db(&self) -> DatabaseConnection {
-        self.state.db.clone()
+        self.app.db.clone()
     }
 
     pub fn cache(&self) -> Arc<VersionedCache> {
-        self.state.cache.clone()
+        self.app.cache.clone()
     }
 
-    /// The shared state, for the periodic jobs (tests drive them with their own
+    /// The use cases, for the periodic jobs (tests drive them with their own
     /// `as_of`).
-    pub fn state(&self) -> Arc<State> {
-        self.state.clone()
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let mut background = server::Background::new();
-        background.add(self.state.log.spawn_appender());
-        background.add(self.state.log.spawn_retention(self.settings.events.retention()));
+        background.add(self.app.log.spawn_appender());
+        background.add(self.app.log.spawn_retention(self.settings.events.retention()));
         background.add({
-            let state = self.state.clone();
+            let app = self.app.clone();
             let expire_every = Duration::from_secs(self.settings.loyalty.expire_every_minutes.max(1) * 60);
             let reevaluate_every = Duration::from_secs(self.settings.loyalty.reevaluate_every_hours.max(1) * 3600);
             tokio::spawn(async move {
@@ -153,12 +151,12 @@ impl Application {
                 loop {
                     tokio::select! {
                         _ = expire.tick() => {
-                            if let Err(err) = state.expire_points(chrono::Utc::now()).await {
+                            if let Err(err) = app.expire_points(chrono::Utc::now()).await {
                                 tracing::warn!(error = %err, "points expiry failed");
                             }
                         }
                         _ = reevaluate.tick() => {
-                            if let Err(err) = state.reevaluate_tiers(chrono::Utc::now()).await {
+                            if let Err(err) = app.reevaluate_tiers(chrono::Utc::now()).await {
                                 tracing::warn!(error = %err, "tier re-evaluation failed");
                             }
                         }
@@ -169,20 +167,18 @@ impl Application {
         let (stop_consumer, consumer_stopped) = tokio::sync::watch::channel(false);
         let consumer = match &self.settings.orders.events_url {
             Some(url) => {
-                let channel = tonic::transport::Channel::from_shared(url.clone())?
-                    .connect_timeout(Duration::from_secs(3))
-                    .connect_lazy();
+                let channel = retail_kit::resilience::lazy_channel("orders.events_url", url)?;
                 let client = retail_proto::events::event_log_service_client::EventLogServiceClient::with_interceptor(
                     channel,
                     ClientInterceptor::new(self.tokens.clone()),
                 );
-                let handler = Arc::new(order_events::OrderEvents::new(self.state.clone()));
+                let handler = Arc::new(OrderEvents::new(self.app.clone()));
                 // Each partition is applied by one replica at a time; the replicas
                 // share them out and take over those of a replica that ends.
                 let group = retail_kit::events::ConsumerGroup::new(
-                    order_events::CONSUMER,
-                    order_events::SOURCE,
-                    self.state.db.clone(),
+                    events::CONSUMER,
+                    events::SOURCE,
+                    self.app.db.clone(),
                     handler,
                     self.settings.orders.partitions,
                 );
@@ -193,7 +189,7 @@ impl Application {
             }
             None => None,
         };
-        let log = self.state.log.clone();
+        let log = self.app.log.clone();
         // Open subscriptions end when shutdown starts, so the drain can finish.
         let shutdown = async move {
             shutdown.await;
@@ -201,9 +197,9 @@ impl Application {
             log.close();
         };
         let routes = ServiceRoutes {
-            routes: tonic::service::Routes::new(MembershipServiceServer::new(MembershipApi::new(self.state.clone())))
-                .add_service(LoyaltyServiceServer::new(LoyaltyApi::new(self.state.clone())))
-                .add_service(EventLogServiceServer::new(EventLogApi::new(self.state.log.clone()))),
+            routes: tonic::service::Routes::new(MembershipServiceServer::new(MembershipApi::new(self.app.clone())))
+                .add_service(LoyaltyServiceServer::new(LoyaltyApi::new(self.app.clone())))
+                .add_service(EventLogServiceServer::new(EventLogApi::new(self.app.log.clone()))),
             names: vec![
                 retail_proto::membership::membership_service_server::SERVICE_NAME,
                 retail_proto::membership::loyalty_service_server::SERVICE_NAME,

@@ -150,7 +150,7 @@ impl Default for LoyaltySection {
 
 impl LoyaltySection {
     /// The rules these settings describe; the message names the bad key.
-    pub fn rules(&self) -> Result<LoyaltyRules, ConfigError> {
+    pub(crate) fn rules(&self) -> Result<LoyaltyRules, ConfigError> {
         let minor_exponent = crate::domain::money::minor_exponent(&self.currency)
             .ok_or_else(|| ConfigError::invalid("loyalty.currency", "must be an ISO-4217 code"))?;
         let ladder =

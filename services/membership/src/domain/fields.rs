@@ -3,12 +3,17 @@
 
 use retail_kit::error::Violation;
 
+/// Identifiers per member, at most.
+pub(crate) const MAX_IDENTIFIERS: usize = retail_kit::limits::MAX_IDENTIFIERS;
+/// Tags per member, at most; and per request.
+pub(crate) const MAX_TAGS: usize = 100;
+
 fn violation(field: &str, description: impl Into<String>) -> Violation {
     Violation::new(field, description)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IdentifierKind {
+pub(crate) enum IdentifierKind {
     Phone,
     Email,
     Card,
@@ -16,7 +21,7 @@ pub enum IdentifierKind {
 }
 
 impl IdentifierKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Phone => "phone",
             Self::Email => "email",
@@ -25,7 +30,7 @@ impl IdentifierKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "phone" => Some(Self::Phone),
             "email" => Some(Self::Email),
@@ -39,15 +44,15 @@ impl IdentifierKind {
 /// A normalised identifier: the same person typing `+49 151 1234-5678` or
 /// `+4915112345678` is recognised as one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Identifier {
-    pub kind: IdentifierKind,
+pub(crate) struct Identifier {
+    pub(crate) kind: IdentifierKind,
     /// Empty except for external ids.
-    pub channel: String,
-    pub value: String,
+    pub(crate) channel: String,
+    pub(crate) value: String,
 }
 
 impl Identifier {
-    pub fn parse(field: &str, kind: IdentifierKind, channel: &str, raw: &str) -> Result<Self, Violation> {
+    pub(crate) fn parse(field: &str, kind: IdentifierKind, channel: &str, raw: &str) -> Result<Self, Violation> {
         let value_field = format!("{field}.value");
         let raw = raw.trim();
         if raw.is_empty() {
@@ -124,7 +129,7 @@ impl Identifier {
 
     /// The cache key of this identifier: a hash, so neither Redis keys nor the
     /// invalidation messages carry phone numbers or email addresses.
-    pub fn cache_key(&self) -> String {
+    pub(crate) fn cache_key(&self) -> String {
         let plain = format!("{}:{}:{}", self.kind.as_str(), self.channel, self.value);
         format!("ident:{}", retail_kit::convert::sha256_hex(plain.as_bytes()))
     }
@@ -132,7 +137,7 @@ impl Identifier {
 
 /// Consent channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConsentChannel {
+pub(crate) enum ConsentChannel {
     Sms,
     Email,
     AppPush,
@@ -140,7 +145,7 @@ pub enum ConsentChannel {
 }
 
 impl ConsentChannel {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Sms => "sms",
             Self::Email => "email",
@@ -149,7 +154,7 @@ impl ConsentChannel {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "sms" => Some(Self::Sms),
             "email" => Some(Self::Email),
@@ -161,7 +166,7 @@ impl ConsentChannel {
 }
 
 /// Tag paths: 1-8 segments of `a-z 0-9 _ -` joined by `/`, at most 200 characters.
-pub fn tag_path(field: &str, raw: &str) -> Result<String, Violation> {
+pub(crate) fn tag_path(field: &str, raw: &str) -> Result<String, Violation> {
     let path = raw.trim().to_lowercase();
     let segments: Vec<_> = path.split('/').collect();
     let ok = !path.is_empty()
@@ -182,13 +187,19 @@ pub fn tag_path(field: &str, raw: &str) -> Result<String, Violation> {
     }
 }
 
-/// Whether `path` is `prefix` or lies below it.
-pub fn tag_matches(path: &str, prefix: &str) -> bool {
+/// Whether `path` is `prefix` or lies below it: the rule the member list's tag
+/// filter applies in SQL (`path = prefix OR path LIKE prefix/%`).
+#[cfg(test)]
+pub(crate) fn tag_matches(path: &str, prefix: &str) -> bool {
     path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// ISO date `YYYY-MM-DD`, not in the future; empty = unknown.
-pub fn birth_date(field: &str, raw: &str, today: chrono::NaiveDate) -> Result<Option<chrono::NaiveDate>, Violation> {
+pub(crate) fn birth_date(
+    field: &str,
+    raw: &str,
+    today: chrono::NaiveDate,
+) -> Result<Option<chrono::NaiveDate>, Violation> {
     if raw.trim().is_empty() {
         return Ok(None);
     }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Months, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum LifecycleState {
+pub(crate) enum LifecycleState {
     Prospect,
     NewOnce,
     NewRepeat,
@@ -20,21 +20,9 @@ pub enum LifecycleState {
 
 impl LifecycleState {
     /// The four active states.
-    pub fn is_active(self) -> bool {
+    #[cfg(test)]
+    fn is_active(self) -> bool {
         matches!(self, Self::NewOnce | Self::NewRepeat | Self::OldOnce | Self::OldRepeat)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Prospect => "prospect",
-            Self::NewOnce => "new_once",
-            Self::NewRepeat => "new_repeat",
-            Self::OldOnce => "old_once",
-            Self::OldRepeat => "old_repeat",
-            Self::Silent => "silent",
-            Self::Sleeping => "sleeping",
-            Self::Lost => "lost",
-        }
     }
 }
 
@@ -46,7 +34,7 @@ fn months_before(as_of: DateTime<Utc>, months: u32) -> DateTime<Utc> {
 }
 
 /// Classifies a member's purchase times (in any order) at `as_of`.
-pub fn classify(purchases: &[DateTime<Utc>], as_of: DateTime<Utc>, window_months: u32) -> LifecycleState {
+pub(crate) fn classify(purchases: &[DateTime<Utc>], as_of: DateTime<Utc>, window_months: u32) -> LifecycleState {
     let past: Vec<_> = purchases.iter().copied().filter(|t| *t <= as_of).collect();
     let Some(first) = past.iter().min().copied() else {
         return LifecycleState::Prospect;

@@ -9,9 +9,10 @@
 //!   with debt.
 //! - [`lifecycle`]: the lifecycle state of a purchase history.
 
-pub mod fields;
-pub mod lifecycle;
-pub mod money;
+pub(crate) mod fields;
+pub(crate) mod ids;
+pub(crate) mod lifecycle;
+pub(crate) mod money;
 pub mod points;
-pub mod rules;
-pub mod tiers;
+pub(crate) mod rules;
+pub(crate) mod tiers;

@@ -2,7 +2,7 @@
 
 /// Decimal places of a currency's minor unit (ISO 4217). Unknown codes are rejected
 /// by the API before they reach the rules.
-pub fn minor_exponent(currency: &str) -> Option<u32> {
+pub(crate) fn minor_exponent(currency: &str) -> Option<u32> {
     match currency {
         "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "UGX" | "XAF" | "XOF" => Some(0),
         "BHD" | "KWD" | "OMR" | "JOD" | "TND" | "LYD" | "IQD" => Some(3),
@@ -14,11 +14,11 @@ pub fn minor_exponent(currency: &str) -> Option<u32> {
 /// Fixed-point factor with four decimals: 1.5 is `Factor(15_000)`. Multipliers and
 /// rates are configured this way so that point arithmetic stays exact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct Factor(pub u32);
+pub(crate) struct Factor(pub u32);
 
 impl Factor {
-    pub const ONE: Factor = Factor(10_000);
-    pub const SCALE: i128 = 10_000;
+    pub(crate) const ONE: Factor = Factor(10_000);
+    pub(crate) const SCALE: i128 = 10_000;
 }
 
 #[cfg(test)]

@@ -16,8 +16,61 @@ use super::money::Factor;
 /// refuses a balance above it (CHECK constraint or trigger).
 pub const MAX_POINTS: i64 = 1_000_000_000_000_000;
 
+/// What a ledger entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum EntryKind {
+    /// Points a paid order earned.
+    Earn,
+    /// Points granted by staff.
+    Grant,
+    Redeem,
+    /// A lot's rest written off at its expiry.
+    Expire,
+    /// Points taken back for a refund.
+    Reverse,
+}
+
+impl EntryKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Earn => "earn",
+            Self::Grant => "grant",
+            Self::Redeem => "redeem",
+            Self::Expire => "expire",
+            Self::Reverse => "reverse",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [Self::Earn, Self::Grant, Self::Redeem, Self::Expire, Self::Reverse]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// What a purchase record stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum PurchaseKind {
+    /// A paid order (one per order).
+    Paid,
+    Refund,
+}
+
+impl PurchaseKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Refund => "refund",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [Self::Paid, Self::Refund].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 /// Points earned on a paid amount.
-pub fn earned_points(amount_paid_minor: i64, minor_exponent: u32, base_rate: Factor, multiplier: Factor) -> i64 {
+pub(crate) fn earned_points(amount_paid_minor: i64, minor_exponent: u32, base_rate: Factor, multiplier: Factor) -> i64 {
     if amount_paid_minor <= 0 {
         return 0;
     }
@@ -28,7 +81,7 @@ pub fn earned_points(amount_paid_minor: i64, minor_exponent: u32, base_rate: Fac
 
 /// When a lot earned at `earned_at` expires: the first instant after the end of the
 /// month `months` months later (exclusive bound: the lot is usable before it).
-pub fn lot_expiry(earned_at: DateTime<Utc>, months: u32) -> DateTime<Utc> {
+pub(crate) fn lot_expiry(earned_at: DateTime<Utc>, months: u32) -> DateTime<Utc> {
     let first_of_month = Utc
         .with_ymd_and_hms(earned_at.year(), earned_at.month(), 1, 0, 0, 0)
         .single()
@@ -40,14 +93,14 @@ pub fn lot_expiry(earned_at: DateTime<Utc>, months: u32) -> DateTime<Utc> {
 
 /// A lot as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lot<Id> {
-    pub id: Id,
-    pub expires_at: DateTime<Utc>,
-    pub remaining: i64,
+pub(crate) struct Lot<Id> {
+    pub(crate) id: Id,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) remaining: i64,
 }
 
 impl<Id> Lot<Id> {
-    pub fn usable(&self, as_of: DateTime<Utc>) -> bool {
+    pub(crate) fn usable(&self, as_of: DateTime<Utc>) -> bool {
         self.remaining > 0 && as_of < self.expires_at
     }
 }
@@ -55,18 +108,18 @@ impl<Id> Lot<Id> {
 /// Not enough points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("insufficient points: {available} available, {requested} requested")]
-pub struct Insufficient {
-    pub available: i64,
-    pub requested: i64,
+pub(crate) struct Insufficient {
+    pub(crate) available: i64,
+    pub(crate) requested: i64,
 }
 
 /// Usable balance at `as_of`.
-pub fn available<Id>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> i64 {
+pub(crate) fn available<Id>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> i64 {
     lots.iter().filter(|l| l.usable(as_of)).map(|l| l.remaining).sum()
 }
 
 /// Which lots a redemption of `points` takes from: first expiring first, then oldest id.
-pub fn plan_redemption<Id: Clone + Ord>(
+pub(crate) fn plan_redemption<Id: Clone + Ord>(
     lots: &[Lot<Id>],
     points: i64,
     as_of: DateTime<Utc>,
@@ -94,7 +147,7 @@ pub fn plan_redemption<Id: Clone + Ord>(
 }
 
 /// Lots to write off at `as_of`, with the points they still hold.
-pub fn plan_expiry<Id: Clone>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> Vec<(Id, i64)> {
+pub(crate) fn plan_expiry<Id: Clone>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> Vec<(Id, i64)> {
     lots.iter()
         .filter(|l| l.remaining > 0 && as_of >= l.expires_at)
         .map(|l| (l.id.clone(), l.remaining))
@@ -103,7 +156,7 @@ pub fn plan_expiry<Id: Clone>(lots: &[Lot<Id>], as_of: DateTime<Utc>) -> Vec<(Id
 
 /// Points to reverse for a refund: the order's points scale with the amount still
 /// paid; `already_reversed` makes repeated partial refunds add up exactly.
-pub fn points_to_reverse(earned: i64, already_reversed: i64, paid_minor: i64, refunded_total_minor: i64) -> i64 {
+pub(crate) fn points_to_reverse(earned: i64, already_reversed: i64, paid_minor: i64, refunded_total_minor: i64) -> i64 {
     if earned <= 0 || paid_minor <= 0 {
         return 0;
     }
@@ -115,12 +168,12 @@ pub fn points_to_reverse(earned: i64, already_reversed: i64, paid_minor: i64, re
 /// How a reversal is carried out: taken from lots (the order's own lot first, then
 /// first-expiring-first), the rest recorded as debt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReversalPlan<Id> {
-    pub from_lots: Vec<(Id, i64)>,
-    pub debt: i64,
+pub(crate) struct ReversalPlan<Id> {
+    pub(crate) from_lots: Vec<(Id, i64)>,
+    pub(crate) debt: i64,
 }
 
-pub fn plan_reversal<Id: Clone + Ord>(
+pub(crate) fn plan_reversal<Id: Clone + Ord>(
     lots: &[Lot<Id>],
     order_lot: Option<&Id>,
     points: i64,
@@ -148,7 +201,7 @@ pub fn plan_reversal<Id: Clone + Ord>(
 }
 
 /// An earning first repays debt: `(repaid, credited as a new lot)`.
-pub fn settle_debt(debt: i64, earned: i64) -> (i64, i64) {
+pub(crate) fn settle_debt(debt: i64, earned: i64) -> (i64, i64) {
     let repaid = debt.max(0).min(earned.max(0));
     (repaid, earned.max(0) - repaid)
 }
@@ -160,6 +213,24 @@ mod tests {
 
     fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, 10, 0, 0).single().unwrap()
+    }
+
+    #[test]
+    fn entry_and_purchase_kinds_read_back_what_they_write() {
+        for k in [
+            EntryKind::Earn,
+            EntryKind::Grant,
+            EntryKind::Redeem,
+            EntryKind::Expire,
+            EntryKind::Reverse,
+        ] {
+            assert_eq!(EntryKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(EntryKind::parse("bonus"), None);
+        for k in [PurchaseKind::Paid, PurchaseKind::Refund] {
+            assert_eq!(PurchaseKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(PurchaseKind::parse("PAID"), None);
     }
 
     #[test]

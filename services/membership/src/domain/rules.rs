@@ -7,24 +7,25 @@ use super::money::Factor;
 use super::tiers::{Ladder, PercentileShares, SpendEvent, SpendWindow, qualifying_spend};
 
 #[derive(Debug, Clone)]
-pub struct LoyaltyRules {
-    pub currency: String,
-    pub minor_exponent: u32,
+pub(crate) struct LoyaltyRules {
+    pub(crate) currency: String,
+    pub(crate) minor_exponent: u32,
     /// Points per major currency unit before the tier multiplier.
-    pub base_rate: Factor,
+    pub(crate) base_rate: Factor,
     /// Lots expire at the end of the month this many months after earning.
-    pub lot_months: u32,
-    pub ladder: Ladder,
-    pub spend_window: SpendWindow,
-    pub lifecycle_months: u32,
+    pub(crate) lot_months: u32,
+    pub(crate) ladder: Ladder,
+    pub(crate) spend_window: SpendWindow,
+    pub(crate) lifecycle_months: u32,
     /// Levels a re-evaluation may move down at once.
-    pub max_steps_down: usize,
+    pub(crate) max_steps_down: usize,
     /// Set in percentile mode: tiers by rank of spend instead of thresholds.
-    pub percentile: Option<PercentileShares>,
+    pub(crate) percentile: Option<PercentileShares>,
 }
 
 impl LoyaltyRules {
-    pub fn standard() -> Self {
+    #[cfg(test)]
+    pub(crate) fn standard() -> Self {
         Self {
             currency: "EUR".into(),
             minor_exponent: 2,
@@ -38,12 +39,12 @@ impl LoyaltyRules {
         }
     }
 
-    pub fn base_tier(&self) -> &str {
+    pub(crate) fn base_tier(&self) -> &str {
         self.ladder.get(0).map(|t| t.name.as_str()).unwrap_or("regular")
     }
 
     /// Spend events of `(time, signed amount)` records.
-    pub fn spend(&self, records: &[(DateTime<Utc>, i64)], as_of: DateTime<Utc>) -> i64 {
+    pub(crate) fn spend(&self, records: &[(DateTime<Utc>, i64)], as_of: DateTime<Utc>) -> i64 {
         let events: Vec<_> = records
             .iter()
             .map(|(at, amount_minor)| SpendEvent {
@@ -54,22 +55,22 @@ impl LoyaltyRules {
         qualifying_spend(&events, as_of, self.spend_window)
     }
 
-    pub fn lifecycle(&self, paid_at: &[DateTime<Utc>], as_of: DateTime<Utc>) -> LifecycleState {
+    pub(crate) fn lifecycle(&self, paid_at: &[DateTime<Utc>], as_of: DateTime<Utc>) -> LifecycleState {
         lifecycle::classify(paid_at, as_of, self.lifecycle_months)
     }
 
-    pub fn level_of(&self, tier: &str) -> usize {
+    pub(crate) fn level_of(&self, tier: &str) -> usize {
         self.ladder.level_of(tier).unwrap_or(0)
     }
 
-    pub fn tier_name(&self, level: usize) -> String {
+    pub(crate) fn tier_name(&self, level: usize) -> String {
         self.ladder
             .get(level)
             .map(|t| t.name.clone())
             .unwrap_or_else(|| self.base_tier().to_owned())
     }
 
-    pub fn multiplier(&self, tier: &str) -> Factor {
+    pub(crate) fn multiplier(&self, tier: &str) -> Factor {
         self.ladder
             .get(self.level_of(tier))
             .map(|t| t.multiplier)

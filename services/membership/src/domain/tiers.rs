@@ -9,23 +9,23 @@ use super::money::Factor;
 /// One rung of the ladder.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TierDef {
-    pub name: String,
+    pub(crate) name: String,
     /// Qualifying spend (minor units) from which the tier applies.
-    pub threshold_minor: i64,
+    pub(crate) threshold_minor: i64,
     /// Points multiplier of the tier.
-    pub multiplier: Factor,
+    pub(crate) multiplier: Factor,
     #[serde(default)]
-    pub free_shipping: bool,
+    pub(crate) free_shipping: bool,
     /// Tier discount in basis points; applied by catalog's pricing, published here.
     #[serde(default)]
-    pub discount_bp: u32,
+    pub(crate) discount_bp: u32,
     #[serde(default)]
-    pub privileges: Vec<String>,
+    pub(crate) privileges: Vec<String>,
 }
 
 /// Why a ladder is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LadderError {
+pub(crate) enum LadderError {
     #[error("the ladder needs at least one tier")]
     Empty,
     #[error("the first tier must start at 0")]
@@ -38,7 +38,7 @@ pub enum LadderError {
 
 /// Tiers from lowest to highest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ladder {
+pub(crate) struct Ladder {
     tiers: Vec<TierDef>,
 }
 
@@ -54,7 +54,7 @@ fn tier(name: &str, threshold_minor: i64, multiplier: u32, free_shipping: bool, 
 }
 
 impl Ladder {
-    pub fn new(tiers: Vec<TierDef>) -> Result<Self, LadderError> {
+    pub(crate) fn new(tiers: Vec<TierDef>) -> Result<Self, LadderError> {
         let first = tiers.first().ok_or(LadderError::Empty)?;
         if first.threshold_minor != 0 {
             return Err(LadderError::FirstNotZero);
@@ -73,7 +73,7 @@ impl Ladder {
     }
 
     /// regular (any purchase), silver >= 500.00, gold >= 3,000.00, platinum >= 8,000.00.
-    pub fn standard() -> Self {
+    pub(crate) fn standard() -> Self {
         Self {
             tiers: vec![
                 tier("regular", 0, 10_000, false, 0),
@@ -84,20 +84,20 @@ impl Ladder {
         }
     }
 
-    pub fn tiers(&self) -> &[TierDef] {
+    pub(crate) fn tiers(&self) -> &[TierDef] {
         &self.tiers
     }
 
-    pub fn get(&self, level: usize) -> Option<&TierDef> {
+    pub(crate) fn get(&self, level: usize) -> Option<&TierDef> {
         self.tiers.get(level)
     }
 
-    pub fn level_of(&self, name: &str) -> Option<usize> {
+    pub(crate) fn level_of(&self, name: &str) -> Option<usize> {
         self.tiers.iter().position(|t| t.name == name)
     }
 
     /// The highest tier whose threshold the spend reaches.
-    pub fn level_for_spend(&self, spend_minor: i64) -> usize {
+    pub(crate) fn level_for_spend(&self, spend_minor: i64) -> usize {
         self.tiers
             .iter()
             .rposition(|t| spend_minor >= t.threshold_minor)
@@ -105,19 +105,42 @@ impl Ladder {
     }
 
     /// After a purchase: the new level if the spend earns a higher tier (at once).
-    pub fn upgrade(&self, current: usize, spend_minor: i64) -> Option<usize> {
+    pub(crate) fn upgrade(&self, current: usize, spend_minor: i64) -> Option<usize> {
         let earned = self.level_for_spend(spend_minor);
         (earned > current).then_some(earned)
     }
 
     /// At the periodic re-evaluation: up to the earned tier, or down by at most
     /// `max_steps_down` levels towards it.
-    pub fn reevaluate(&self, current: usize, spend_minor: i64, max_steps_down: usize) -> usize {
-        let earned = self.level_for_spend(spend_minor);
-        if earned >= current {
-            earned
-        } else {
-            earned.max(current.saturating_sub(max_steps_down))
+    pub(crate) fn reevaluate(&self, current: usize, spend_minor: i64, max_steps_down: usize) -> usize {
+        step_towards(current, self.level_for_spend(spend_minor), max_steps_down)
+    }
+}
+
+/// The level a re-evaluation moves a member at `current` to when it has earned
+/// `earned` (by threshold or by rank): up at once, down by at most `max_steps_down`.
+pub(crate) fn step_towards(current: usize, earned: usize, max_steps_down: usize) -> usize {
+    if earned >= current {
+        earned
+    } else {
+        earned.max(current.saturating_sub(max_steps_down))
+    }
+}
+
+/// Why a member's tier changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TierChangeReason {
+    /// A payment reached a higher threshold.
+    Purchase,
+    /// The periodic re-evaluation.
+    Reevaluation,
+}
+
+impl TierChangeReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Purchase => "purchase",
+            Self::Reevaluation => "reevaluation",
         }
     }
 }
@@ -125,7 +148,7 @@ impl Ladder {
 /// Over which period spend qualifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "months")]
-pub enum SpendWindow {
+pub(crate) enum SpendWindow {
     /// The last N calendar months up to `as_of`.
     Rolling(u32),
     Lifetime,
@@ -134,7 +157,7 @@ pub enum SpendWindow {
 impl SpendWindow {
     /// The instant after which spend counts at `as_of` (the window is `(start,
     /// as_of]`); `None` when all of it counts.
-    pub fn start(self, as_of: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn start(self, as_of: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             SpendWindow::Lifetime => None,
             SpendWindow::Rolling(months) => as_of.checked_sub_months(Months::new(months)),
@@ -144,13 +167,13 @@ impl SpendWindow {
 
 /// A paid order (positive) or a refund (negative), in minor units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpendEvent {
-    pub at: DateTime<Utc>,
-    pub amount_minor: i64,
+pub(crate) struct SpendEvent {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) amount_minor: i64,
 }
 
 /// Paid order value minus refunds inside the window ending at `as_of`, never negative.
-pub fn qualifying_spend(events: &[SpendEvent], as_of: DateTime<Utc>, window: SpendWindow) -> i64 {
+pub(crate) fn qualifying_spend(events: &[SpendEvent], as_of: DateTime<Utc>, window: SpendWindow) -> i64 {
     let start = window.start(as_of).unwrap_or(DateTime::<Utc>::MIN_UTC);
     let total: i128 = events
         .iter()
@@ -163,14 +186,14 @@ pub fn qualifying_spend(events: &[SpendEvent], as_of: DateTime<Utc>, window: Spe
 /// Percentile mode: shares of the ranked members, from the top tier down, in basis
 /// points (top 5% = 500). Members below every share get the lowest tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PercentileShares {
+pub(crate) struct PercentileShares {
     /// `(level, share_bp)` from the highest level down.
-    pub bands: Vec<(usize, u32)>,
+    pub(crate) bands: Vec<(usize, u32)>,
 }
 
 impl PercentileShares {
     /// Top 5% platinum, next 15% gold, next 30% silver.
-    pub fn standard() -> Self {
+    pub(crate) fn standard() -> Self {
         Self {
             bands: vec![(3, 500), (2, 1_500), (1, 3_000)],
         }
@@ -179,7 +202,7 @@ impl PercentileShares {
 
 /// Assigns levels by rank of spend. Members with equal spend share a level (the
 /// level of the best rank among them); members without spend get level 0.
-pub fn percentile_levels<K: Clone + Ord>(spends: &[(K, i64)], shares: &PercentileShares) -> Vec<(K, usize)> {
+pub(crate) fn percentile_levels<K: Clone + Ord>(spends: &[(K, i64)], shares: &PercentileShares) -> Vec<(K, usize)> {
     let mut ranked: Vec<_> = spends.iter().filter(|(_, s)| *s > 0).cloned().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let n = ranked.len() as u64;

@@ -14,11 +14,13 @@ use sea_orm::{
 use super::entities::{member, points_entry, points_lot, purchase, tier_change};
 use super::{Standing, new_id};
 use crate::domain::points::MAX_POINTS;
+use retail_kit::events::Outgoing;
+use retail_kit::events::entity::outbox;
 
 /// A member's purchases and refunds after `after` (all of them for `None`), oldest
 /// first: those a spend window starting there counts, read through the
 /// `(member_id, occurred_at)` index.
-pub async fn purchases_after(
+pub(crate) async fn purchases_after(
     conn: &impl ConnectionTrait,
     member_id: &str,
     after: Option<DateTime<Utc>>,
@@ -46,7 +48,7 @@ pub async fn purchases_after(
 /// made while the table was small, would otherwise stay a scan of the whole table
 /// (testing every row against the key lists) as the table grows, until the next
 /// ANALYZE.
-pub async fn purchases_for_payments(
+pub(crate) async fn purchases_for_payments(
     conn: &impl ConnectionTrait,
     member_ids: &[String],
     spend_after: Option<Option<DateTime<Utc>>>,
@@ -96,7 +98,7 @@ pub async fn purchases_for_payments(
     Ok(rows)
 }
 
-pub async fn find_purchase(
+pub(crate) async fn find_purchase(
     conn: &impl ConnectionTrait,
     order_id: &str,
     kind: &str,
@@ -110,7 +112,10 @@ pub async fn find_purchase(
         .await?)
 }
 
-pub async fn refunds_of_order(conn: &impl ConnectionTrait, order_id: &str) -> ServiceResult<Vec<purchase::Model>> {
+pub(crate) async fn refunds_of_order(
+    conn: &impl ConnectionTrait,
+    order_id: &str,
+) -> ServiceResult<Vec<purchase::Model>> {
     Ok(purchase::Entity::find()
         .filter(purchase::Column::OrderId.eq(order_id))
         .filter(purchase::Column::Kind.eq("refund"))
@@ -122,7 +127,7 @@ pub async fn refunds_of_order(conn: &impl ConnectionTrait, order_id: &str) -> Se
 /// ALREADY_EXISTS. The duplicate is found by the unique index and written around
 /// (`ON CONFLICT DO NOTHING`), not raised as a database error, so a transaction
 /// applying a batch of order events stays usable and needs no read beforehand.
-pub async fn insert_purchase(conn: &impl ConnectionTrait, model: purchase::Model) -> ServiceResult<()> {
+pub(crate) async fn insert_purchase(conn: &impl ConnectionTrait, model: purchase::Model) -> ServiceResult<()> {
     use sea_orm::TryInsertResult;
     let inserted = purchase::Entity::insert(purchase::ActiveModel::from(model))
         .on_conflict_do_nothing_on([
@@ -146,7 +151,7 @@ pub async fn insert_purchase(conn: &impl ConnectionTrait, model: purchase::Model
 }
 
 /// Lots that still hold points, first expiring first.
-pub async fn open_lots(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<points_lot::Model>> {
+pub(crate) async fn open_lots(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<points_lot::Model>> {
     Ok(points_lot::Entity::find()
         .filter(points_lot::Column::MemberId.eq(member_id))
         .filter(points_lot::Column::Remaining.gt(0))
@@ -156,14 +161,8 @@ pub async fn open_lots(conn: &impl ConnectionTrait, member_id: &str) -> ServiceR
         .await?)
 }
 
-pub async fn insert_lot(conn: &impl ConnectionTrait, model: points_lot::Model) -> ServiceResult<()> {
-    let active: points_lot::ActiveModel = model.into();
-    active.insert(conn).await?;
-    Ok(())
-}
-
 /// Takes `points` from a lot; false (and nothing changed) if it holds fewer.
-pub async fn take_from_lot(conn: &impl ConnectionTrait, lot_id: &str, points: i64) -> ServiceResult<bool> {
+pub(crate) async fn take_from_lot(conn: &impl ConnectionTrait, lot_id: &str, points: i64) -> ServiceResult<bool> {
     let result = points_lot::Entity::update_many()
         .col_expr(
             points_lot::Column::Remaining,
@@ -176,7 +175,7 @@ pub async fn take_from_lot(conn: &impl ConnectionTrait, lot_id: &str, points: i6
     Ok(result.rows_affected == 1)
 }
 
-pub async fn insert_entry(
+pub(crate) async fn insert_entry(
     conn: &impl ConnectionTrait,
     member_id: &str,
     kind: &str,
@@ -192,7 +191,7 @@ pub async fn insert_entry(
 }
 
 /// A ledger entry's row (the reference cut to its column's 128 characters).
-pub fn entry_row(
+pub(crate) fn entry_row(
     member_id: &str,
     kind: &str,
     points: i64,
@@ -214,7 +213,7 @@ pub fn entry_row(
 /// Credits points after repaying `repaid` of the debt, as a change of the member (new
 /// version), in one statement that returns the standing. Only while the balance
 /// stays within [`MAX_POINTS`]: FAILED_PRECONDITION (nothing changed) otherwise.
-pub async fn credit(
+pub(crate) async fn credit(
     conn: &impl ConnectionTrait,
     member_id: &str,
     credit: i64,
@@ -241,7 +240,7 @@ pub async fn credit(
 
 /// Takes `points` from the balance if it covers them: the one place redemptions race,
 /// settled by the row's conditional update (and the CHECK constraint behind it).
-pub async fn debit(conn: &impl ConnectionTrait, member_id: &str, points: i64) -> ServiceResult<bool> {
+pub(crate) async fn debit(conn: &impl ConnectionTrait, member_id: &str, points: i64) -> ServiceResult<bool> {
     let result = member::Entity::update_many()
         .col_expr(
             member::Column::PointsBalance,
@@ -256,7 +255,7 @@ pub async fn debit(conn: &impl ConnectionTrait, member_id: &str, points: i64) ->
 
 /// Adds `debt` to the member's debt, which stops at [`MAX_POINTS`]: a debt beyond
 /// it could never be repaid by a balance that cannot pass it.
-pub async fn add_debt(conn: &impl ConnectionTrait, member_id: &str, debt: i64) -> ServiceResult<()> {
+pub(crate) async fn add_debt(conn: &impl ConnectionTrait, member_id: &str, debt: i64) -> ServiceResult<()> {
     use sea_orm::sea_query::CaseStatement;
     let capped: Expr = CaseStatement::new()
         .case(
@@ -296,7 +295,7 @@ pub async fn set_tier(
     Ok(true)
 }
 
-pub fn tier_change_row(
+pub(crate) fn tier_change_row(
     member_id: &str,
     from: &str,
     to: &str,
@@ -413,7 +412,7 @@ pub fn credit_at_versions(
 /// writers of these members wait for its commit instead of changing them between
 /// this read and its writes. SQLite has no row locks; its write transactions run
 /// one at a time.
-pub async fn live_members(conn: &impl ConnectionTrait, ids: &[String]) -> ServiceResult<Vec<member::Model>> {
+pub(crate) async fn live_members(conn: &impl ConnectionTrait, ids: &[String]) -> ServiceResult<Vec<member::Model>> {
     Ok(member::Entity::find()
         .filter(one_of(conn.get_database_backend(), member::Column::Id, ids))
         .filter(member::Column::ErasedAt.is_null())
@@ -423,7 +422,7 @@ pub async fn live_members(conn: &impl ConnectionTrait, ids: &[String]) -> Servic
         .await?)
 }
 
-pub async fn entries(
+pub(crate) async fn entries(
     conn: &impl ConnectionTrait,
     member_id: &str,
     page: &Page,
@@ -438,7 +437,10 @@ pub async fn entries(
     Ok(query.all(conn).await?)
 }
 
-pub async fn all_entries(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<points_entry::Model>> {
+pub(crate) async fn all_entries(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+) -> ServiceResult<Vec<points_entry::Model>> {
     Ok(points_entry::Entity::find()
         .filter(points_entry::Column::MemberId.eq(member_id))
         .order_by_asc(points_entry::Column::Id)
@@ -464,7 +466,7 @@ pub async fn tier_changes(
 }
 
 /// Members with lots that have expired but still hold points.
-pub async fn members_with_expired_lots(
+pub(crate) async fn members_with_expired_lots(
     conn: &impl ConnectionTrait,
     as_of: DateTime<Utc>,
 ) -> ServiceResult<Vec<String>> {
@@ -480,17 +482,184 @@ pub async fn members_with_expired_lots(
     Ok(rows)
 }
 
-/// Ids of live members, in pages, for periodic jobs.
-pub async fn member_ids_after(conn: &impl ConnectionTrait, after: &str, limit: u64) -> ServiceResult<Vec<String>> {
-    let rows: Vec<String> = member::Entity::find()
-        .select_only()
-        .column(member::Column::Id)
-        .filter(member::Column::ErasedAt.is_null())
-        .filter(member::Column::Id.gt(after))
-        .order_by_asc(member::Column::Id)
-        .limit(limit)
-        .into_tuple()
-        .all(conn)
+/// A live member's tier and qualifying spend, as the re-evaluation reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TierStanding {
+    pub(crate) member_id: String,
+    pub(crate) tier: String,
+    /// Paid amounts minus refunds in `(spend_after, as_of]`, never negative.
+    pub(crate) spend: i64,
+}
+
+/// The next `limit` live members after `after` (by id), each with its tier and its
+/// qualifying spend in `(spend_after, as_of]` (from the beginning for `None`),
+/// in one statement: the spend is summed by the database, through the
+/// `(member_id, occurred_at)` index, not read row by row.
+///
+/// PostgreSQL sums exactly (as `numeric`) and the sum is clamped to `0..=i64::MAX`,
+/// as the rules clamp it; SQLite sums as a float (`TOTAL`, which cannot overflow),
+/// exact while a member's window totals less than 2^53 minor units.
+pub(crate) async fn tier_standings(
+    conn: &impl ConnectionTrait,
+    after: &str,
+    limit: u64,
+    spend_after: Option<DateTime<Utc>>,
+    as_of: DateTime<Utc>,
+) -> ServiceResult<Vec<TierStanding>> {
+    let backend = conn.get_database_backend();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let param = |n: usize| if postgres { format!("${n}") } else { "?".to_owned() };
+    let sum = if postgres {
+        "LEAST(GREATEST(SUM(p.amount_minor), 0), 9223372036854775807)::bigint"
+    } else {
+        "CAST(MAX(TOTAL(p.amount_minor), 0) AS INTEGER)"
+    };
+    let mut values: Vec<sea_orm::Value> = vec![as_of.into()];
+    let mut window = format!("p.occurred_at <= {}", param(1));
+    if let Some(start) = spend_after {
+        values.push(start.into());
+        window.push_str(&format!(" AND p.occurred_at > {}", param(2)));
+    }
+    let (after_param, limit_param) = (param(values.len() + 1), param(values.len() + 2));
+    values.push(after.into());
+    values.push((limit as i64).into());
+    let sql = format!(
+        "SELECT m.id, m.tier, COALESCE((SELECT {sum} FROM purchases p \
+         WHERE p.member_id = m.id AND {window}), 0) AS spend \
+         FROM members m WHERE m.erased_at IS NULL AND m.id > {after_param} \
+         ORDER BY m.id LIMIT {limit_param}"
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    Ok(rows)
+    rows.iter()
+        .map(|row| {
+            Ok(TierStanding {
+                member_id: row.try_get("", "id")?,
+                tier: row.try_get("", "tier")?,
+                spend: row.try_get("", "spend")?,
+            })
+        })
+        .collect()
+}
+
+/// A member to move from one tier to another, with the event that reports it.
+#[derive(Debug, Clone)]
+pub(crate) struct TierMove {
+    pub(crate) member_id: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) event: Outgoing,
+}
+
+/// Members one statement moves on SQLite, whose statements take one value per
+/// member and column (PostgreSQL takes one array per column, for any number).
+const MOVES_PER_SQLITE_STATEMENT: usize = 2_000;
+/// Rows one insert writes on SQLite.
+const ROWS_PER_SQLITE_INSERT: usize = 1_000;
+
+/// Moves each member still in its `from` tier to `to`, as a change of the member
+/// (next version, `updated_at` = `at`), with a tier change row (`reason`, `at`) and
+/// its event in the outbox for each member moved. A member no longer in `from`
+/// (upgraded by a payment meanwhile, say) is left alone, and nothing is written for
+/// it. Returns the members moved with the versions their change commits.
+///
+/// On PostgreSQL all of it is one statement, the values one array per column (the
+/// text is the same for any number of members): the update, and inserts that
+/// select their rows from what it moved. On SQLite, in the caller's transaction: the
+/// updates (`CASE` per member), then the inserts for the members they returned.
+pub(crate) async fn move_tiers(
+    conn: &impl ConnectionTrait,
+    moves: &[TierMove],
+    reason: &str,
+    at: DateTime<Utc>,
+) -> ServiceResult<Vec<(String, i64)>> {
+    use sea_orm::sea_query::{ArrayType, CaseStatement, Query, Value};
+    let backend = conn.get_database_backend();
+    let read = |rows: Vec<sea_orm::QueryResult>| -> ServiceResult<Vec<(String, i64)>> {
+        rows.iter()
+            .map(|row| Ok((row.try_get("", "id")?, row.try_get("", "version")?)))
+            .collect()
+    };
+    if moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    if backend == DatabaseBackend::Postgres {
+        let text = |f: &dyn Fn(&TierMove) -> String| -> Value { moves.iter().map(f).collect::<Vec<_>>().into() };
+        let payloads = moves
+            .iter()
+            .map(|m| Value::Bytes(Some(m.event.payload().to_vec())))
+            .collect();
+        let sql = "WITH moves AS (\
+              SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], \
+              $5::varchar[], $6::varchar[], $7::bytea[]) \
+              AS m(id, from_tier, to_tier, change_id, event_id, event_type, payload)\
+            ), moved AS (\
+              UPDATE members SET tier = moves.to_tier, version = members.version + 1, updated_at = $8 \
+              FROM moves WHERE members.id = moves.id AND members.tier = moves.from_tier \
+              RETURNING members.id, members.version\
+            ), changes AS (\
+              INSERT INTO tier_changes (id, member_id, from_tier, to_tier, reason, created_at) \
+              SELECT moves.change_id, moves.id, moves.from_tier, moves.to_tier, $9, $8 \
+              FROM moves JOIN moved ON moved.id = moves.id\
+            ), events AS (\
+              INSERT INTO outbox (id, event_type, aggregate_id, payload, occurred_at) \
+              SELECT moves.event_id, moves.event_type, moves.id, moves.payload, $10 \
+              FROM moves JOIN moved ON moved.id = moves.id\
+            ) SELECT id, version FROM moved";
+        let values = vec![
+            text(&|m| m.member_id.clone()),
+            text(&|m| m.from.clone()),
+            text(&|m| m.to.clone()),
+            text(&|_| new_id()),
+            text(&|_| new_id()),
+            text(&|m| m.event.type_name().to_owned()),
+            Value::Array(ArrayType::Bytes, Some(Box::new(payloads))),
+            at.into(),
+            reason.into(),
+            Utc::now().into(),
+        ];
+        let rows = conn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        return read(rows);
+    }
+    let mut moved = Vec::with_capacity(moves.len());
+    for chunk in moves.chunks(MOVES_PER_SQLITE_STATEMENT) {
+        let per_member = |value: fn(&TierMove) -> &String| -> Expr {
+            chunk
+                .iter()
+                .fold(CaseStatement::new(), |case, m| {
+                    case.case(
+                        Expr::col(member::Column::Id).eq(m.member_id.as_str()),
+                        Expr::val(value(m).as_str()),
+                    )
+                })
+                .into()
+        };
+        let mut query = member::Entity::update_many()
+            .col_expr(member::Column::Tier, per_member(|m| &m.to))
+            .col_expr(member::Column::Version, Expr::col(member::Column::Version).add(1))
+            .col_expr(member::Column::UpdatedAt, Expr::value(at))
+            .filter(member::Column::Id.is_in(chunk.iter().map(|m| m.member_id.as_str())))
+            .filter(Expr::col(member::Column::Tier).eq(per_member(|m| &m.from)))
+            .into_query();
+        query.returning(Query::returning().columns([member::Column::Id, member::Column::Version]));
+        moved.extend(read(conn.query_all_raw(backend.build(&query)).await?)?);
+    }
+    let done: std::collections::HashSet<&str> = moved.iter().map(|(id, _)| id.as_str()).collect();
+    let done: Vec<&TierMove> = moves.iter().filter(|m| done.contains(m.member_id.as_str())).collect();
+    for chunk in done.chunks(ROWS_PER_SQLITE_INSERT) {
+        tier_change::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|m| tier_change_row(&m.member_id, &m.from, &m.to, reason, at)),
+        )
+        .exec_without_returning(conn)
+        .await?;
+        outbox::Entity::insert_many(chunk.iter().map(|m| m.event.outbox_row(&m.member_id)))
+            .exec_without_returning(conn)
+            .await?;
+    }
+    Ok(moved)
 }

@@ -3,7 +3,7 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(Debug)]
-pub struct Migrator;
+pub(crate) struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {

@@ -3,7 +3,7 @@
 
 pub mod entities;
 pub mod loyalty;
-pub mod migration;
+pub(crate) mod migration;
 
 use std::collections::BTreeMap;
 
@@ -21,29 +21,29 @@ pub use entities::{consent, identifier, member, points_entry, points_lot, purcha
 
 use crate::domain::fields::Identifier;
 
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
 /// Everything the API shows of a member.
 #[derive(Debug, Clone)]
-pub struct MemberView {
-    pub member: member::Model,
-    pub identifiers: Vec<identifier::Model>,
-    pub tags: Vec<tag::Model>,
+pub(crate) struct MemberView {
+    pub(crate) member: member::Model,
+    pub(crate) identifiers: Vec<identifier::Model>,
+    pub(crate) tags: Vec<tag::Model>,
     /// Newest decision per channel.
-    pub consents: Vec<consent::Model>,
+    pub(crate) consents: Vec<consent::Model>,
     /// Paid orders and refunds, oldest first (spend and lifecycle).
-    pub purchases: Vec<purchase::Model>,
+    pub(crate) purchases: Vec<purchase::Model>,
 }
 
-pub async fn insert_member(conn: &impl ConnectionTrait, model: member::Model) -> ServiceResult<()> {
+pub(crate) async fn insert_member(conn: &impl ConnectionTrait, model: member::Model) -> ServiceResult<()> {
     let active: member::ActiveModel = model.into();
     active.insert(conn).await?;
     Ok(())
 }
 
-pub async fn insert_identifier(
+pub(crate) async fn insert_identifier(
     conn: &impl ConnectionTrait,
     member_id: &str,
     id: &Identifier,
@@ -71,7 +71,11 @@ pub async fn insert_identifier(
     Ok(())
 }
 
-pub async fn delete_identifier(conn: &impl ConnectionTrait, member_id: &str, id: &Identifier) -> ServiceResult<bool> {
+pub(crate) async fn delete_identifier(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    id: &Identifier,
+) -> ServiceResult<bool> {
     let result = identifier::Entity::delete_many()
         .filter(identifier::Column::Kind.eq(id.kind.as_str()))
         .filter(identifier::Column::Channel.eq(id.channel.as_str()))
@@ -86,7 +90,10 @@ pub async fn find_member(conn: &impl ConnectionTrait, id: &str) -> ServiceResult
     Ok(member::Entity::find_by_id(id.to_owned()).one(conn).await?)
 }
 
-pub async fn member_id_by_identifier(conn: &impl ConnectionTrait, id: &Identifier) -> ServiceResult<Option<String>> {
+pub(crate) async fn member_id_by_identifier(
+    conn: &impl ConnectionTrait,
+    id: &Identifier,
+) -> ServiceResult<Option<String>> {
     Ok(
         identifier::Entity::find_by_id((id.kind.as_str().to_owned(), id.channel.clone(), id.value.clone()))
             .one(conn)
@@ -95,7 +102,7 @@ pub async fn member_id_by_identifier(conn: &impl ConnectionTrait, id: &Identifie
     )
 }
 
-pub async fn view(conn: &impl ConnectionTrait, member: member::Model) -> ServiceResult<MemberView> {
+pub(crate) async fn view(conn: &impl ConnectionTrait, member: member::Model) -> ServiceResult<MemberView> {
     let identifiers = identifier::Entity::find()
         .filter(identifier::Column::MemberId.eq(member.id.as_str()))
         .order_by_asc(identifier::Column::Kind)
@@ -124,7 +131,10 @@ pub async fn view(conn: &impl ConnectionTrait, member: member::Model) -> Service
 }
 
 /// Every consent decision, oldest first.
-pub async fn consent_history(conn: &impl ConnectionTrait, member_id: &str) -> ServiceResult<Vec<consent::Model>> {
+pub(crate) async fn consent_history(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+) -> ServiceResult<Vec<consent::Model>> {
     Ok(consent::Entity::find()
         .filter(consent::Column::MemberId.eq(member_id))
         .order_by_asc(consent::Column::DecidedAt)
@@ -136,10 +146,10 @@ pub async fn consent_history(conn: &impl ConnectionTrait, member_id: &str) -> Se
 /// Marks a committed change: bumps the version (the cache's guard) and update time.
 /// A member's points and version as a statement left them.
 #[derive(Debug, Clone, Copy)]
-pub struct Standing {
-    pub points_balance: i64,
-    pub points_debt: i64,
-    pub version: i64,
+pub(crate) struct Standing {
+    pub(crate) points_balance: i64,
+    pub(crate) points_debt: i64,
+    pub(crate) version: i64,
 }
 
 /// Runs an update of one member that also bumps its version and `updated_at`, and
@@ -174,15 +184,18 @@ pub(crate) async fn update_returning_standing(
 
 /// Marks a member changed: a new version (which fences older cached profiles) and
 /// `updated_at`, returned with the points in one statement.
-pub async fn touch(conn: &impl ConnectionTrait, member_id: &str, now: DateTime<Utc>) -> ServiceResult<Standing> {
+pub(crate) async fn touch(conn: &impl ConnectionTrait, member_id: &str, now: DateTime<Utc>) -> ServiceResult<Standing> {
     update_returning_standing(conn, member::Entity::update_many(), member_id, now).await
 }
 
-pub async fn update_member(conn: &impl ConnectionTrait, active: member::ActiveModel) -> ServiceResult<member::Model> {
+pub(crate) async fn update_member(
+    conn: &impl ConnectionTrait,
+    active: member::ActiveModel,
+) -> ServiceResult<member::Model> {
     Ok(active.update(conn).await?)
 }
 
-pub async fn upsert_tag(conn: &impl ConnectionTrait, model: tag::Model) -> ServiceResult<()> {
+pub(crate) async fn upsert_tag(conn: &impl ConnectionTrait, model: tag::Model) -> ServiceResult<()> {
     tag::Entity::delete_many()
         .filter(tag::Column::MemberId.eq(model.member_id.as_str()))
         .filter(tag::Column::Path.eq(model.path.as_str()))
@@ -193,7 +206,7 @@ pub async fn upsert_tag(conn: &impl ConnectionTrait, model: tag::Model) -> Servi
     Ok(())
 }
 
-pub async fn delete_tag(conn: &impl ConnectionTrait, member_id: &str, path: &str) -> ServiceResult<()> {
+pub(crate) async fn delete_tag(conn: &impl ConnectionTrait, member_id: &str, path: &str) -> ServiceResult<()> {
     tag::Entity::delete_many()
         .filter(tag::Column::MemberId.eq(member_id))
         .filter(tag::Column::Path.eq(path))
@@ -202,7 +215,7 @@ pub async fn delete_tag(conn: &impl ConnectionTrait, member_id: &str, path: &str
     Ok(())
 }
 
-pub async fn insert_consent(conn: &impl ConnectionTrait, model: consent::Model) -> ServiceResult<()> {
+pub(crate) async fn insert_consent(conn: &impl ConnectionTrait, model: consent::Model) -> ServiceResult<()> {
     let active: consent::ActiveModel = model.into();
     active.insert(conn).await?;
     Ok(())
@@ -210,15 +223,15 @@ pub async fn insert_consent(conn: &impl ConnectionTrait, model: consent::Model) 
 
 /// Filters of the member list.
 #[derive(Debug, Default, Clone)]
-pub struct MemberFilter {
-    pub tier: Option<String>,
-    pub region: Option<String>,
-    pub tag: Option<String>,
-    pub registered_from: Option<DateTime<Utc>>,
-    pub registered_before: Option<DateTime<Utc>>,
+pub(crate) struct MemberFilter {
+    pub(crate) tier: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) tag: Option<String>,
+    pub(crate) registered_from: Option<DateTime<Utc>>,
+    pub(crate) registered_before: Option<DateTime<Utc>>,
 }
 
-pub async fn list_members(
+pub(crate) async fn list_members(
     conn: &impl ConnectionTrait,
     page: &Page,
     filter: &MemberFilter,
@@ -258,7 +271,7 @@ pub async fn list_members(
 }
 
 /// Removes the member's personal data irreversibly and keeps the pseudonymous rest.
-pub async fn erase(conn: &impl ConnectionTrait, member_id: &str, now: DateTime<Utc>) -> ServiceResult<()> {
+pub(crate) async fn erase(conn: &impl ConnectionTrait, member_id: &str, now: DateTime<Utc>) -> ServiceResult<()> {
     member::Entity::update_many()
         .col_expr(member::Column::DisplayName, Expr::value(""))
         .col_expr(member::Column::Gender, Expr::value(""))

@@ -32,7 +32,7 @@ pub struct TestApp {
     pub channel: Channel,
     pub cache: Arc<retail_kit::cache::VersionedCache>,
     pub namespace: String,
-    pub state: Option<Arc<retail_membership::api::State>>,
+    pub state: Option<Arc<retail_membership::App>>,
     _database: TestDatabase,
 }
 
@@ -58,7 +58,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let addr = app.local_addr();
     let db = app.db();
     let cache = app.cache();
-    let state = Some(app.state());
+    let state = Some(app.app());
     tokio::spawn(app.run(std::future::pending()));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()

@@ -587,7 +587,7 @@ async fn a_cached_tier_read_survives_payments_and_follows_every_tier_change() {
     use std::sync::atomic::Ordering;
     let app = spawn_app().await;
     let state = app.state.clone().unwrap();
-    let loads = || state.cache.stats.loads.load(Ordering::Relaxed);
+    let loads = || app.cache.stats.loads.load(Ordering::Relaxed);
     let tier = |m: String| {
         let app = &app;
         async move { masked(app, &m, &["name", "tier"]).await.unwrap() }
@@ -651,7 +651,7 @@ fn order_paid(member: &str, order: &str, minor: i64) -> retail_proto::events::Ev
 /// handler runs after the commit; true if the handler changed anything.
 async fn apply_order_events(app: &TestApp, events: Vec<retail_proto::events::EventEnvelope>) -> bool {
     use retail_kit::events::EventHandler;
-    let handler = retail_membership::order_events::OrderEvents::new(app.state.clone().unwrap());
+    let handler = retail_membership::OrderEvents::new(app.state.clone().unwrap());
     let txn = retail_kit::db::begin_write(&app.db).await.unwrap();
     let events: Vec<_> = events.iter().collect();
     let then = handler.handle(&txn, &events).await.unwrap();

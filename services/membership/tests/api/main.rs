@@ -7,6 +7,7 @@ mod cache;
 mod helpers;
 mod loyalty;
 mod partners;
+mod tier_run;
 
 use std::time::Duration;
 
