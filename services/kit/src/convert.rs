@@ -47,6 +47,19 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex
 }
 
+/// The UUID id of a resource name `{collection}/{id}`, in canonical text; the error
+/// says the name's shape (`must be orders/{order_id}`).
+pub fn uuid_id(name: &str, collection: &str) -> Result<String, String> {
+    let shape = format!("{collection}/{{{}_id}}", collection.trim_end_matches('s'));
+    let id = name
+        .strip_prefix(collection)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .ok_or_else(|| format!("must be {shape}"))?;
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| format!("must be {shape} with a UUID id"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,14 +88,6 @@ impl fmt::Display for WarehouseCode {
     }
 }
 
-/// Parses `{prefix}{uuid}` into the UUID's canonical text.
-fn uuid_of(name: &str, prefix: &str, shape: &str) -> Result<String, String> {
-    let id = name.strip_prefix(prefix).ok_or_else(|| format!("must be {shape}"))?;
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| format!("must be {shape} with a UUID id"))
-}
-
 /// A product's id (a UUID v7).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProductId(String);
@@ -107,7 +99,7 @@ impl ProductId {
 
     /// Parses `products/{product_id}`.
     pub fn from_resource_name(name: &str) -> Result<Self, String> {
-        uuid_of(name, "products/", "products/{product_id}").map(Self)
+        retail_kit::convert::uuid_id(name, "products").map(Self)
     }
 
     pub fn as_str(&self) -> &str {
@@ -137,7 +129,7 @@ impl PromotionId {
 
     /// Parses `promotions/{promotion_id}`.
     pub fn from_resource_name(name: &str) -> Result<Self, String> {
-        uuid_of(name, "promotions/", "promotions/{promotion_id}").map(Self)
+        retail_kit::convert::uuid_id(name, "promotions").map(Self)
     }
 
     pub fn as_str(&self) -> &str {

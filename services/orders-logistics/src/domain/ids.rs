@@ -2,14 +2,6 @@
 
 use std::fmt;
 
-/// Parses `{prefix}{uuid}` into the UUID's canonical text.
-fn uuid_of(name: &str, prefix: &str, shape: &str) -> Result<String, String> {
-    let id = name.strip_prefix(prefix).ok_or_else(|| format!("must be {shape}"))?;
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| format!("must be {shape} with a UUID id"))
-}
-
 /// An order's id (a UUID v7: ids sort by creation, which paging relies on).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OrderId(String);
@@ -21,7 +13,7 @@ impl OrderId {
 
     /// From `orders/{order_id}`.
     pub fn parse_name(name: &str) -> Result<Self, String> {
-        uuid_of(name, "orders/", "orders/{order_id}").map(Self)
+        retail_kit::convert::uuid_id(name, "orders").map(Self)
     }
 
     /// From an id read back from storage (written by this service).
@@ -81,7 +73,7 @@ pub struct MemberId(String);
 
 impl MemberId {
     pub fn parse_name(name: &str) -> Result<Self, String> {
-        uuid_of(name, "members/", "members/{member_id}").map(Self)
+        retail_kit::convert::uuid_id(name, "members").map(Self)
     }
 
     pub fn as_str(&self) -> &str {
