@@ -62,8 +62,10 @@ async fn a_reservation_catalog_refuses_fails_the_placement_and_is_compensated() 
     let app = spawn_app().await;
     let err = app.place(order_of(&[("B", 6)]), "too-many").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    // Compensation asked catalog to release whatever the order id held.
-    assert_eq!(app.fakes.calls_of("release").len(), 1);
+    // Compensation asked catalog to release whatever the order id held (the sweeper
+    // may ask again: a release is idempotent), and nothing is held.
+    assert!(!app.fakes.calls_of("release").is_empty());
+    assert_eq!(app.fakes.world().sellable["B"], 5);
     let listed = app
         .client
         .clone()
