@@ -16,6 +16,7 @@ use sea_orm::{
 
 use tokio::sync::watch;
 
+use super::Transport;
 use super::lease::Replica;
 use super::partitioning::{self, Carried};
 use crate::error::{ServiceError, ServiceResult};
@@ -197,11 +198,7 @@ impl ConsumerGroup {
     /// taking and giving up leases as replicas come and go.
     pub async fn run<T>(self, client: EventLogServiceClient<T>, shutdown: impl std::future::Future<Output = ()>)
     where
-        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
-        T::Error: Into<tonic::codegen::StdError>,
-        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-        T::Future: Send,
+        T: Transport,
     {
         self.replica.run(client, shutdown).await;
     }
@@ -399,11 +396,7 @@ impl Consumer {
     /// which also shares them out among the replicas.
     pub async fn run<T>(self, client: EventLogServiceClient<T>, shutdown: impl std::future::Future<Output = ()>)
     where
-        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
-        T::Error: Into<tonic::codegen::StdError>,
-        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-        T::Future: Send,
+        T: Transport,
     {
         let replica = Replica {
             name: self.name,

@@ -25,6 +25,7 @@ use sea_orm::{DatabaseBackend, DatabaseConnection};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::Transport;
 use super::consumer::{Consumer, EventHandler, Partition, hash};
 use super::partitioning::{self, Settled};
 use crate::error::{ServiceError, ServiceResult};
@@ -113,11 +114,7 @@ impl Replica {
 
     pub(super) async fn run<T>(self, client: EventLogServiceClient<T>, shutdown: impl std::future::Future<Output = ()>)
     where
-        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
-        T::Error: Into<tonic::codegen::StdError>,
-        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-        T::Future: Send,
+        T: Transport,
     {
         tokio::pin!(shutdown);
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -166,11 +163,7 @@ impl Replica {
         client: &EventLogServiceClient<T>,
     ) -> ServiceResult<()>
     where
-        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
-        T::Error: Into<tonic::codegen::StdError>,
-        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-        T::Future: Send,
+        T: Transport,
     {
         runners.retain(|_, runner| !runner.is_finished());
         if runners.len() == self.candidates().len() {
@@ -198,11 +191,7 @@ impl Replica {
         waited: &mut u32,
     ) -> ServiceResult<()>
     where
-        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
-        T::Error: Into<tonic::codegen::StdError>,
-        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-        T::Future: Send,
+        T: Transport,
     {
         let key = self.key();
         let session = match slot {
@@ -320,11 +309,7 @@ impl Replica {
 
     fn spawn_runner<T>(&self, index: u32, client: EventLogServiceClient<T>) -> Runner
     where
-        T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
-        T::Error: Into<tonic::codegen::StdError>,
-        T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-        <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-        T::Future: Send,
+        T: Transport,
     {
         let consumer = Consumer {
             name: self.name,
