@@ -46,6 +46,8 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate("server")?;
         self.database.validate("database")?;
+        self.telemetry.validate("telemetry")?;
+        self.auth.validate("auth")?;
         let inv = &self.inventory;
         if inv.reservation_ttl_secs == 0 || inv.reservation_ttl_secs > inv.max_reservation_ttl_secs {
             return Err(ConfigError::invalid(

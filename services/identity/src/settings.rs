@@ -25,6 +25,7 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate("server")?;
         self.database.validate("database")?;
+        self.telemetry.validate("telemetry")?;
         if self.tokens.issuer.trim().is_empty() {
             return Err(ConfigError::invalid("tokens.issuer", "must not be empty"));
         }

@@ -247,6 +247,13 @@ pub struct ServerSettings {
     pub concurrency_limit: usize,
     /// How long in-flight RPCs may take to finish after SIGTERM.
     pub drain_timeout_ms: u64,
+    /// How long the service goes on accepting connections and RPCs after SIGTERM
+    /// while its health already reports NOT_SERVING, so that load balancers and
+    /// Kubernetes readiness probes see it leave before its listener closes. Then
+    /// the drain (`drain_timeout_ms`) begins. 0 = close at once (local use).
+    pub drain_grace_ms: u64,
+    /// Port of the Prometheus text endpoint (`GET /metrics`) on `host`; unset = none.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for ServerSettings {
@@ -257,6 +264,8 @@ impl Default for ServerSettings {
             request_timeout_ms: 10_000,
             concurrency_limit: 1024,
             drain_timeout_ms: 20_000,
+            drain_grace_ms: 0,
+            metrics_port: None,
         }
     }
 }
@@ -268,6 +277,10 @@ impl ServerSettings {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_millis(self.drain_grace_ms)
     }
 
     pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
@@ -365,6 +378,51 @@ impl Default for TelemetrySettings {
     }
 }
 
+impl TelemetrySettings {
+    /// The filter must parse and the endpoint must be an http(s) URL with a host:
+    /// both are only used once the service is configured, where an error would
+    /// not name the key.
+    pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
+            return Err(ConfigError::invalid(
+                format!("{section}.log_filter"),
+                format!("is not a tracing filter such as `info,sqlx=warn`: {err}"),
+            ));
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            validate_url(&format!("{section}.otlp_endpoint"), endpoint, HTTP)?;
+        }
+        Ok(())
+    }
+}
+
+/// The schemes of a gRPC or HTTP endpoint.
+pub const HTTP: &[&str] = &["http", "https"];
+/// The schemes of a Redis URL.
+pub const REDIS: &[&str] = &["redis", "rediss"];
+
+/// Checks that `url` is an absolute URL with one of `schemes` and a host, naming
+/// `key` (and never the value, which may hold credentials) when it is not.
+pub fn validate_url(key: &str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let expected = || {
+        let schemes: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+        format!("must be a URL of the form {}host:port", schemes.join(" or "))
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(ConfigError::invalid(key, expected()));
+    };
+    if !schemes.contains(&scheme) {
+        return Err(ConfigError::invalid(key, expected()));
+    }
+    // Credentials (`user:password@`) are not part of what `http::Uri` accepts.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let parsed = format!("http://{rest}").parse::<http::Uri>();
+    match parsed {
+        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err(ConfigError::invalid(key, expected())),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -439,6 +497,16 @@ impl Default for AuthSettings {
             client_id: String::new(),
             client_secret: SecretString::from(String::new()),
         }
+    }
+}
+
+impl AuthSettings {
+    pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        validate_url(&format!("{section}.identity_url"), &self.identity_url, HTTP)?;
+        if self.issuer.trim().is_empty() {
+            return Err(ConfigError::invalid(format!("{section}.issuer"), "must not be empty"));
+        }
+        Ok(())
     }
 }
 
@@ -647,6 +715,85 @@ mod tests {
                 "{printed}"
             );
         }
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Shared {
+        telemetry: TelemetrySettings,
+        auth: AuthSettings,
+    }
+
+    impl Validate for Shared {
+        fn validate(&self) -> Result<(), ConfigError> {
+            self.telemetry.validate("telemetry")?;
+            self.auth.validate("auth")
+        }
+    }
+
+    #[test]
+    fn bad_filters_and_endpoints_are_refused_at_load_naming_their_key() {
+        // Regression: a bad filter printed only "invalid filter directive" when
+        // telemetry started, a bad endpoint named no key, and a scheme-less identity
+        // URL was only found out while verifying tokens.
+        for (key, value, named) in [
+            (
+                "RETAIL_SAMPLE__TELEMETRY__LOG_FILTER",
+                "info,[=",
+                "telemetry.log_filter",
+            ),
+            (
+                "RETAIL_SAMPLE__TELEMETRY__OTLP_ENDPOINT",
+                "collector:4317",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "RETAIL_SAMPLE__TELEMETRY__OTLP_ENDPOINT",
+                "http://",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "RETAIL_SAMPLE__AUTH__IDENTITY_URL",
+                "identity:53051",
+                "auth.identity_url",
+            ),
+            (
+                "RETAIL_SAMPLE__AUTH__IDENTITY_URL",
+                "grpc://identity:50051",
+                "auth.identity_url",
+            ),
+            (
+                "RETAIL_SAMPLE__AUTH__IDENTITY_URL",
+                "http://ident ity:1",
+                "auth.identity_url",
+            ),
+        ] {
+            let err = load_from::<Shared, _>("sample", None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
+        let ok: Shared = load_from(
+            "sample",
+            None,
+            env(&[
+                ("RETAIL_SAMPLE__TELEMETRY__LOG_FILTER", "warn,retail_orders=debug"),
+                ("RETAIL_SAMPLE__TELEMETRY__OTLP_ENDPOINT", "http://otel-collector:4317"),
+                ("RETAIL_SAMPLE__AUTH__IDENTITY_URL", "https://identity.retail.svc:50051"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.auth.identity_url, "https://identity.retail.svc:50051");
+    }
+
+    #[test]
+    fn urls_are_checked_by_scheme_and_host_without_repeating_credentials() {
+        assert!(validate_url("k", "redis://:p4ss@redis:6379/0", REDIS).is_ok());
+        assert!(validate_url("k", "http://127.0.0.1:50051", HTTP).is_ok());
+        let err = validate_url("cache.redis_url", "http://:s3cr3t@redis:6379", REDIS)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache.redis_url") && !err.contains("s3cr3t"), "{err}");
     }
 
     #[test]

@@ -109,11 +109,36 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> anyhow::Resul
     M::up(db, None).await.context("failed to run database migrations")
 }
 
+/// The database lacks migrations this build needs: a service refuses to start on it
+/// rather than serve and fail every request on a missing table or column.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the database schema is {pending} migration(s) behind this build (next: {next}); apply them with the \
+     service's migrate command first (or set database.migrate_on_start = true)"
+)]
+pub struct SchemaBehind {
+    pub pending: usize,
+    pub next: String,
+}
+
 /// Connects and, when configured, migrates: what every service does at start.
+/// Without `migrate_on_start` it checks instead that every migration of `M` has
+/// been applied (without writing anything), and refuses with [`SchemaBehind`].
 pub async fn connect_and_migrate<M: MigratorTrait>(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
     let db = connect(settings).await?;
     if settings.migrate_on_start {
         migrate::<M>(&db).await?;
+    } else {
+        let pending = M::get_pending_migrations_read_only(&db)
+            .await
+            .context("failed to read which database migrations were applied")?;
+        if let Some(next) = pending.first() {
+            return Err(SchemaBehind {
+                pending: pending.len(),
+                next: next.name().to_owned(),
+            }
+            .into());
+        }
     }
     Ok(db)
 }

@@ -10,6 +10,7 @@
 //! - [`events`]: the outbox event log, its Subscribe server, the consumer runner.
 //! - [`idempotency`]: `request_id`-keyed creates and retried transactions.
 //! - [`limits`]: size limits of requests and of error statuses.
+//! - [`metrics`]: RED and event-consumer metrics on a Prometheus text endpoint.
 //! - [`paging`]: AIP-158 page sizes and tokens.
 //! - [`money`]: the bound of money amounts every service accepts.
 //! - [`service`]: one service as its binary and the suite run it (the generic main).
@@ -27,6 +28,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod limits;
+pub mod metrics;
 pub mod money;
 pub mod paging;
 pub mod resilience;

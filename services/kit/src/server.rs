@@ -74,8 +74,9 @@ fn overloaded_to_status(err: tower::BoxError) -> tower::BoxError {
     }
 }
 
-/// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting and
-/// lets in-flight RPCs finish within the drain timeout.
+/// Serves until `shutdown` resolves, then reports NOT_SERVING, keeps accepting for
+/// the drain grace, stops accepting and lets in-flight RPCs finish within the drain
+/// timeout. With `metrics_port` set, serves the Prometheus endpoint meanwhile.
 pub async fn serve(
     bound: Bound,
     settings: &ServerSettings,
@@ -123,7 +124,20 @@ pub async fn serve(
         .option_layer(service.auth)
         .into_inner();
 
+    let mut background = Background::new();
+    if let Some(port) = settings.metrics_port {
+        let host = if settings.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            &settings.host
+        };
+        let (addr, task) = crate::metrics::serve_endpoint(host, port).await?;
+        tracing::info!(address = %addr, "metrics at GET /metrics");
+        background.add(task);
+    }
+
     let draining = Arc::new(tokio::sync::Notify::new());
+    let grace = settings.drain_grace();
     let signal = {
         let health = health.clone();
         let names = service.names.clone();
@@ -131,6 +145,16 @@ pub async fn serve(
         async move {
             shutdown.await;
             report_not_serving(&health, &names).await;
+            // Health says NOT_SERVING while the listener still accepts, so a
+            // readiness probe or load balancer sees the replica leave before its
+            // connections are refused.
+            if !grace.is_zero() {
+                tracing::info!(
+                    drain_grace_ms = grace.as_millis() as u64,
+                    "shutting down: not serving, still accepting"
+                );
+                tokio::time::sleep(grace).await;
+            }
             tracing::info!("shutting down: draining in-flight requests");
             draining.notify_one();
         }
@@ -149,6 +173,7 @@ pub async fn serve(
         result = &mut server => result.context("the gRPC server failed")?,
         () = async { draining.notified().await; in_flight.wait_idle(drain_timeout).await } => {}
     }
+    drop(background);
     Ok(())
 }
 
@@ -384,6 +409,58 @@ mod tests {
         );
         let _ = stop.send(());
         server.await.unwrap().unwrap();
+    }
+
+    /// The serving status of `addr` through a new connection.
+    async fn check_on_a_new_connection(addr: SocketAddr) -> Result<i32, String> {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(answer.into_inner().status)
+    }
+
+    #[tokio::test]
+    async fn during_the_drain_grace_new_connections_are_accepted_and_told_not_serving() {
+        // Regression: the listener closed the moment health turned NOT_SERVING, so a
+        // readiness probe (a Check on a new connection) never saw NOT_SERVING.
+        use tonic_health::pb::health_check_response::ServingStatus as Status;
+        let settings = ServerSettings {
+            drain_grace_ms: 1_500,
+            ..ServerSettings::default()
+        };
+        let bound = bind(&settings).await.unwrap();
+        let addr = bound.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let service = ServiceRoutes {
+                routes: Routes::default(),
+                names: vec![retail_proto::events::event_log_service_server::SERVICE_NAME],
+                auth: None,
+            };
+            serve(bound, &settings, service, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        assert_eq!(check_on_a_new_connection(addr).await, Ok(Status::Serving as i32));
+        let signalled = tokio::time::Instant::now();
+        let _ = stop.send(());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(check_on_a_new_connection(addr).await, Ok(Status::NotServing as i32));
+        server.await.unwrap().unwrap();
+        assert!(
+            signalled.elapsed() >= std::time::Duration::from_millis(1_500),
+            "served the whole grace"
+        );
+        assert!(check_on_a_new_connection(addr).await.is_err(), "closed after the grace");
     }
 
     #[tokio::test]

@@ -45,9 +45,18 @@ fn settings<S: Service>(config: Option<&Path>) -> anyhow::Result<S::Settings> {
 pub async fn serve<S: Service>(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = settings::<S>(config)?;
     let _telemetry = crate::telemetry::init(S::NAME, S::telemetry(&settings))?;
-    let app = S::build(settings)
-        .await
-        .with_context(|| format!("failed to start {}", S::NAME))?;
+    let app = S::build(settings).await.map_err(|err| {
+        if err.chain().any(|cause| cause.is::<crate::db::SchemaBehind>()) {
+            err.context(format!(
+                "{name} cannot start on this database: run `retail-suite migrate {name}` (or `{binary} migrate`) \
+                 with the same settings first",
+                name = S::NAME,
+                binary = S::BINARY,
+            ))
+        } else {
+            err.context(format!("failed to start {}", S::NAME))
+        }
+    })?;
     tracing::info!(service = S::NAME, address = %app.local_addr(), "listening");
     app.serve(Box::pin(crate::server::shutdown_signal())).await
 }

@@ -5,7 +5,8 @@
 //!   OpenTelemetry parts are no-ops.
 //! - W3C trace context travels in gRPC metadata: [`RpcLayer`] extracts it from every
 //!   incoming request, [`inject_context`] adds it to every outgoing one.
-//! - [`RpcLayer`] also gives each RPC a span and records rate, errors and duration.
+//! - [`RpcLayer`] also gives each RPC a span and records rate, errors and duration,
+//!   over OTLP and on the Prometheus endpoint ([`crate::metrics`]).
 
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
@@ -50,7 +51,10 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber for `service`. Call once per process.
 pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&settings.log_filter))?;
+    use anyhow::Context as _;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log_filter))
+        .context("invalid configuration: `telemetry.log_filter` is not a tracing filter")?;
     let mut guard = TelemetryGuard::default();
 
     let otel_layer = match &settings.otlp_endpoint {
@@ -62,7 +66,8 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
             let spans = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
-                .build()?;
+                .build()
+                .context("invalid configuration: `telemetry.otlp_endpoint`")?;
             let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
                 .with_batch_exporter(spans)
                 .with_resource(resource.clone())
@@ -70,7 +75,8 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
             let metrics = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
-                .build()?;
+                .build()
+                .context("invalid configuration: `telemetry.otlp_endpoint`")?;
             let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
                 .with_periodic_exporter(metrics)
                 .with_resource(resource)
@@ -232,6 +238,7 @@ where
                     Err(_) => tonic::Code::Unknown as i32,
                 };
                 tracing::Span::current().record("rpc.grpc.status_code", code);
+                crate::metrics::rpc_served(&service, &method, code, started.elapsed());
                 let attributes = [
                     KeyValue::new("rpc.service", service),
                     KeyValue::new("rpc.method", method),

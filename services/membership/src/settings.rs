@@ -48,13 +48,10 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate("server")?;
         self.database.validate("database")?;
-        if let Some(url) = &self.cache.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(ConfigError::invalid(
-                "cache.redis_url",
-                "must start with redis:// or rediss://",
-            ));
+        self.telemetry.validate("telemetry")?;
+        self.auth.validate("auth")?;
+        if let Some(url) = &self.cache.redis_url {
+            retail_kit::config::validate_url("cache.redis_url", url, retail_kit::config::REDIS)?;
         }
         if self.cache.ttl_secs == 0 {
             return Err(ConfigError::invalid("cache.ttl_secs", "must be positive"));
@@ -63,13 +60,8 @@ impl Validate for Settings {
             return Err(ConfigError::invalid("cache.timeout_ms", "must be positive"));
         }
         self.loyalty.rules()?;
-        if let Some(url) = &self.orders.events_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::invalid(
-                "orders.events_url",
-                "must be an http:// or https:// URL",
-            ));
+        if let Some(url) = &self.orders.events_url {
+            retail_kit::config::validate_url("orders.events_url", url, retail_kit::config::HTTP)?;
         }
         if !(1..=64).contains(&self.orders.partitions) {
             return Err(ConfigError::invalid("orders.partitions", "must be between 1 and 64"));

@@ -25,13 +25,13 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate("server")?;
         self.database.validate("database")?;
+        self.telemetry.validate("telemetry")?;
+        self.auth.validate("auth")?;
         for (key, url) in [
             ("downstream.membership_url", &self.downstream.membership_url),
             ("downstream.catalog_url", &self.downstream.catalog_url),
         ] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid(key, "must be an http:// or https:// URL"));
-            }
+            retail_kit::config::validate_url(key, url, retail_kit::config::HTTP)?;
         }
         if self.downstream.timeout_ms == 0 || self.downstream.attempts == 0 {
             return Err(ConfigError::invalid(

@@ -62,6 +62,7 @@ impl Default for SuiteSettings {
 
 impl Validate for SuiteSettings {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.telemetry.validate("telemetry")?;
         self.identity
             .validate()
             .map_err(|e| ConfigError::invalid("identity", e.to_string()))?;

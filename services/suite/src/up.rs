@@ -115,10 +115,33 @@ impl Launched {
     }
 }
 
+/// Resolves once every service of `callers` has stopped (or its task is gone).
+async fn after_stopped(callers: Vec<tokio::sync::watch::Receiver<bool>>) {
+    for mut stopped in callers {
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// Runs a service and says when it has stopped.
+fn run_then_report<F>(run: F, stopped: tokio::sync::watch::Sender<bool>) -> tokio::task::JoinHandle<anyhow::Result<()>>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let result = run.await;
+        let _ = stopped.send(true);
+        result
+    })
+}
+
 /// Builds and starts every service with `settings`, wired to each other: service
 /// accounts with fresh secrets (unless configured), identity's address for keys and
 /// tokens, orders' downstreams, membership's subscription to orders. Identity serves
 /// first: the others fetch its keys and their tokens at start.
+///
+/// On `shutdown` callers stop before the services they call, each after draining:
+/// orders first (its sagas in flight still reach catalog and membership), then
+/// catalog and membership, then identity (whose keys and tokens they all use).
 pub async fn launch<S>(settings: &mut SuiteSettings, shutdown: S) -> anyhow::Result<Launched>
 where
     S: std::future::Future<Output = ()> + Clone + Send + 'static,
@@ -150,10 +173,18 @@ where
                 });
         }
     }
+    let (orders_stopped, orders_done) = tokio::sync::watch::channel(false);
+    let (catalog_stopped, catalog_done) = tokio::sync::watch::channel(false);
+    let (membership_stopped, membership_done) = tokio::sync::watch::channel(false);
+    let (identity_stopped, _) = tokio::sync::watch::channel(false);
+
     let identity = retail_identity::Application::build(settings.identity.clone()).await?;
     let identity_addr = identity.local_addr();
     let identity_url = format!("http://{identity_addr}");
-    let mut tasks = vec![tokio::spawn(identity.run(shutdown.clone()))];
+    let mut tasks = vec![run_then_report(
+        identity.run(after_stopped(vec![catalog_done, membership_done])),
+        identity_stopped,
+    )];
     for auth in [
         &mut settings.membership.auth,
         &mut settings.catalog.auth,
@@ -171,9 +202,15 @@ where
     let orders_addr = orders.local_addr();
     // Membership earns from orders' event log.
     let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
-    tasks.push(tokio::spawn(catalog.run(shutdown.clone())));
-    tasks.push(tokio::spawn(membership.run(shutdown.clone())));
-    tasks.push(tokio::spawn(orders.run(shutdown)));
+    tasks.push(run_then_report(
+        catalog.run(after_stopped(vec![orders_done.clone()])),
+        catalog_stopped,
+    ));
+    tasks.push(run_then_report(
+        membership.run(after_stopped(vec![orders_done])),
+        membership_stopped,
+    ));
+    tasks.push(run_then_report(orders.run(shutdown), orders_stopped));
     Ok(Launched {
         identity: identity_addr,
         membership: membership_addr,

@@ -288,9 +288,12 @@ fn serve_output(service: &str, env: &[(&str, &str)], within: Duration) -> String
         )
         .env(format!("{prefix}SERVER__PORT"), "0")
         .env(format!("{prefix}DATABASE__STARTUP_RETRY_MS"), "300")
-        .env(format!("{prefix}AUTH__IDENTITY_URL"), "http://127.0.0.1:1")
         .stdout(std::fs::File::create(dir.path().join("out.log")).unwrap())
         .stderr(std::fs::File::create(dir.path().join("err.log")).unwrap());
+    // Identity has no `auth` section: it is the issuer.
+    if service != "identity" {
+        command.env(format!("{prefix}AUTH__IDENTITY_URL"), "http://127.0.0.1:1");
+    }
     for (key, value) in env {
         command.env(key, value);
     }
@@ -416,4 +419,20 @@ fn migrating_one_service_uses_its_own_settings_and_creates_its_tables_there() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("order_stock_work"), "orders' tables are in it");
     assert!(!dir.path().join("data").exists(), "nothing written anywhere else");
+}
+
+#[test]
+fn a_service_on_an_unmigrated_database_refuses_to_start_and_names_the_migrate_command() {
+    // Regression: with `migrate_on_start = false` on an empty database, membership
+    // reported SERVING and answered INTERNAL, and identity exited with a bare
+    // "internal error".
+    for service in ["identity", "membership", "catalog", "orders"] {
+        let key = format!("RETAIL_{}__DATABASE__MIGRATE_ON_START", service.to_uppercase());
+        let printed = serve_output(service, &[(key.as_str(), "false")], Duration::from_secs(20));
+        assert!(
+            printed.contains(&format!("run `retail-suite migrate {service}`")),
+            "{service}:\n{printed}"
+        );
+        assert!(printed.contains("migration(s) behind"), "{service}:\n{printed}");
+    }
 }

@@ -162,6 +162,7 @@ impl EventLog {
         events.sort_unstable_by_key(|e| e.position);
         if let (Some(first), Some(last)) = (events.first(), events.last()) {
             let (first, last) = (first.position, last.position);
+            crate::metrics::log_head(self.source, last);
             // Remembered before followers are woken, so that they find it.
             self.remember(first.saturating_sub(1), &events);
             self.latest.send_if_modified(|latest| {

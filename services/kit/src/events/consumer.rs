@@ -473,6 +473,10 @@ impl Consumer {
             .await
             .map_err(|s| ServiceError::Unavailable(format!("subscribe failed: {}", s.message())))?
             .into_inner();
+        let metrics = crate::metrics::ConsumerMetrics::new(self.name, self.source, self.partition.index);
+        metrics.connected(true);
+        metrics.read(after, None);
+        let _disconnected = scopeguard_connected(metrics.clone());
         loop {
             let received = if seen > stored {
                 match tokio::time::timeout(PASSED_SAVE_AFTER, stream.message()).await {
@@ -494,7 +498,14 @@ impl Consumer {
             let (Some(first), Some(last)) = (batch.events.first(), batch.events.last()) else {
                 continue;
             };
+            let newest = batch.events.last().and_then(|e| e.occur_time.as_ref()).and_then(|t| {
+                std::time::SystemTime::UNIX_EPOCH.checked_add(Duration::new(
+                    u64::try_from(t.seconds).ok()?,
+                    u32::try_from(t.nanos).ok()?,
+                ))
+            });
             let (first, last) = (first.position, last.position);
+            metrics.read(last, newest);
             let nothing_to_apply = !batch.events.iter().any(|e| self.owns(e, &carried));
             if nothing_to_apply && first == seen + 1 && last - stored < PASSED_SAVE_EVERY {
                 seen = last;
@@ -509,6 +520,17 @@ impl Consumer {
             stored = seen;
         }
     }
+}
+
+/// Reports the partition disconnected when its session ends, however it ends.
+fn scopeguard_connected(metrics: crate::metrics::ConsumerMetrics) -> impl Drop {
+    struct Disconnected(crate::metrics::ConsumerMetrics);
+    impl Drop for Disconnected {
+        fn drop(&mut self) {
+            self.0.connected(false);
+        }
+    }
+    Disconnected(metrics)
 }
 
 #[cfg(test)]
