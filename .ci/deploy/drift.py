@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""The chart and the binary cannot drift.
+
+  drift.py RENDERED BINARY
+
+Takes the chart rendered with values whose secrets point at the local PostgreSQL
+and Redis (charts/retail-suite/ci/default-values.yaml), then:
+
+1. creates each service's database empty, runs each migration Job's command
+   (`retail-suite migrate <service>`) with the Job's environment, and checks that
+   it applied the migrations;
+2. runs each Deployment's command (`retail-suite serve <service>`) with the
+   Deployment's environment (its ConfigMap, its Secret references resolved from the
+   rendered Secret; the rendered Service names are resolved to 127.0.0.1, as
+   cluster DNS would resolve them to the Services), and waits for SERVING on
+   grpc.health.v1, where the readiness probe asks;
+3. scrapes each service's metrics port, where the ServiceMonitor points;
+4. sends SIGTERM, callers first, and expects each to exit 0 within its
+   terminationGracePeriodSeconds.
+
+Disabled services are not rendered, so they are not run.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+COMPONENT = "app.kubernetes.io/component"
+PG = {"PGPASSWORD": "postgres", "PATH": os.environ.get("PATH", "")}
+
+
+def psql(sql, database="postgres"):
+    out = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-tAq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        env=PG,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def environment(container, configmaps, secret, services):
+    """The container's environment as the kubelet would give it."""
+    env = {}
+    for ref in container.get("envFrom", []):
+        env.update(configmaps[ref["configMapRef"]["name"]])
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            if ref["name"] != secret["metadata"]["name"]:
+                sys.exit(f"{e['name']} refers to a Secret not rendered: {ref['name']}")
+            value = secret["stringData"].get(ref["key"])
+            if value is None:
+                if ref.get("optional"):
+                    continue
+                sys.exit(f"{e['name']} refers to a key not in the Secret: {ref['key']}")
+            env[e["name"]] = value
+    # Cluster DNS: a rendered Service's name resolves to that Service.
+    pattern = re.compile(r"//(" + "|".join(re.escape(s) for s in services) + r"):")
+    return {k: pattern.sub("//127.0.0.1:", str(v)) for k, v in env.items()}
+
+
+def health(port):
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+
+
+def main(rendered_path, binary):
+    with open(rendered_path, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    if not deployments or len(jobs) != len(deployments):
+        sys.exit(f"expected a migration Job per Deployment: {len(jobs)} jobs, {len(deployments)} deployments")
+    base_env = {"PATH": os.environ.get("PATH", ""), "HOME": tempfile.gettempdir()}
+    work = tempfile.mkdtemp(prefix="retail-chart-drift-")
+
+    # 1. Empty databases, migrated by the Jobs' commands.
+    for key, url in secret["stringData"].items():
+        if key.endswith("-database-url"):
+            name = urllib.parse.urlparse(url).path.lstrip("/")
+            psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            psql(f'CREATE DATABASE "{name}"')
+    for job in jobs:
+        component = job["metadata"]["labels"][COMPONENT]
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        env = dict(base_env, **environment(container, configmaps, secret, services))
+        run = subprocess.run([binary, *container["args"]], env=env, cwd=work, capture_output=True, text=True, timeout=300)
+        if run.returncode != 0:
+            sys.exit(f"{component}: `{' '.join(container['args'])}` failed:\n{run.stdout}{run.stderr}")
+        url = next(v for k, v in env.items() if k.endswith("__DATABASE__URL"))
+        database = urllib.parse.urlparse(url).path.lstrip("/")
+        tables = int(psql("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'", database))
+        applied = int(psql("SELECT count(*) FROM seaql_migrations", database))
+        if tables < 2 or applied < 1:
+            sys.exit(f"{component}: the migration Job's command left {database} with {tables} tables, {applied} migrations")
+        print(f"migrated {component}: {applied} migrations, {tables} tables in {database}")
+    if os.listdir(work):
+        sys.exit(f"the migrations wrote files where they ran: {os.listdir(work)}")
+
+    # 2. Each Deployment's command, services called by others first.
+    def calls(d):
+        cm = d["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+        return sum(1 for v in configmaps[cm].values() if re.match(r"^https?://", str(v)))
+
+    running = []
+    try:
+        for d in sorted(deployments, key=calls):
+            component = d["metadata"]["labels"][COMPONENT]
+            container = d["spec"]["template"]["spec"]["containers"][0]
+            if container.get("command"):
+                sys.exit(f"{component}: the chart overrides the image's entrypoint")
+            env = dict(base_env, **environment(container, configmaps, secret, services))
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            log = open(os.path.join(work, f"{component}.log"), "w", encoding="utf-8")
+            process = subprocess.Popen([binary, *container["args"]], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+            running.append((component, process, d, log))
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    sys.exit(f"{component} exited {process.returncode}:\n{open(log.name, encoding='utf-8').read()}")
+                try:
+                    if health(ports["grpc"]) == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    sys.exit(f"{component} did not become SERVING:\n{open(log.name, encoding='utf-8').read()}")
+                time.sleep(0.2)
+            print(f"{component}: `retail-suite {' '.join(container['args'])}` is SERVING on :{ports['grpc']}")
+
+        # 3. The metrics port the ServiceMonitor scrapes.
+        for component, process, d, _ in running:
+            container = d["spec"]["template"]["spec"]["containers"][0]
+            port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+            if 'retail_rpc_server_requests_total{grpc_service="grpc.health.v1.Health"' not in text:
+                sys.exit(f"{component}: :{port}/metrics lacks the RPC metrics:\n{text[:2000]}")
+            print(f"{component}: metrics on :{port}/metrics")
+    finally:
+        # 4. SIGTERM, callers first; each stops within its termination grace.
+        failures = []
+        for component, process, d, log in reversed(running):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                grace = d["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+                try:
+                    process.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    failures.append(f"{component} did not stop within {grace} s of SIGTERM")
+                    continue
+                if process.returncode != 0:
+                    failures.append(f"{component} exited {process.returncode} after SIGTERM:\n{open(log.name, encoding='utf-8').read()}")
+            log.close()
+        if failures:
+            sys.exit("\n".join(failures))
+    print(f"drift: {len(deployments)} services ran as rendered")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])
