@@ -29,7 +29,7 @@
 
 {{/* Labels of every resource; (list $ "orders") adds the service's component. */}}
 {{- define "retail-suite.labels" -}}
-{{- $root := index . 0 }}
+{{- $root := index . 0 -}}
 helm.sh/chart: {{ include "retail-suite.chart" $root }}
 {{ include "retail-suite.selectorLabels" . }}
 app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
@@ -42,7 +42,7 @@ app.kubernetes.io/part-of: retail-suite
 
 {{/* Selector labels: (list $ "orders"), or (list $) for the whole release. */}}
 {{- define "retail-suite.selectorLabels" -}}
-{{- $root := index . 0 }}
+{{- $root := index . 0 -}}
 app.kubernetes.io/name: {{ include "retail-suite.name" $root }}
 app.kubernetes.io/instance: {{ $root.Release.Name }}
 {{- if gt (len .) 1 }}
