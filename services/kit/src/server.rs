@@ -117,7 +117,7 @@ pub async fn serve(
     let in_flight = InFlight::default();
     let stack = ServiceBuilder::new()
         .layer(in_flight.clone())
-        .layer(RpcLayer)
+        .layer(RpcLayer::for_service(crate::telemetry::current_service()))
         .layer(tower::util::MapErrLayer::new(overloaded_to_status))
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::ConcurrencyLimitLayer::new(settings.concurrency_limit))

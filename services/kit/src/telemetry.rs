@@ -8,7 +8,8 @@
 //! - [`RpcLayer`] also gives each RPC a span and records rate, errors and duration,
 //!   over OTLP and on the Prometheus endpoint ([`crate::metrics`]).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -29,66 +30,175 @@ use crate::config::{LogFormat, TelemetrySettings};
 /// Flushes exporters when dropped.
 #[derive(Debug, Default)]
 pub struct TelemetryGuard {
-    tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-    meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+    tracer_providers: Vec<opentelemetry_sdk::trace::SdkTracerProvider>,
+    meter_providers: Vec<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        if let Some(p) = self.tracer_provider.take()
-            && let Err(err) = p.shutdown()
-        {
-            eprintln!("failed to flush traces: {err}");
+        for p in self.tracer_providers.drain(..) {
+            if let Err(err) = p.shutdown() {
+                eprintln!("failed to flush traces: {err}");
+            }
         }
-        if let Some(p) = self.meter_provider.take()
-            && let Err(err) = p.shutdown()
-        {
-            eprintln!("failed to flush metrics: {err}");
+        for p in self.meter_providers.drain(..) {
+            if let Err(err) = p.shutdown() {
+                eprintln!("failed to flush metrics: {err}");
+            }
         }
     }
 }
 
+tokio::task_local! {
+    /// The service whose work the current task does, inside a process running
+    /// several (`retail-suite up`): its spans and metrics carry its name.
+    static SERVICE: &'static str;
+}
+
+/// Runs `future` as the work of `service` (see [`init_services`]).
+pub async fn scoped<F: std::future::Future>(service: &'static str, future: F) -> F::Output {
+    SERVICE.scope(service, future).await
+}
+
+/// The service whose work the current task does, if it was [`scoped`].
+pub fn current_service() -> Option<&'static str> {
+    SERVICE.try_with(|s| *s).ok()
+}
+
+/// Carried in the OpenTelemetry context of a service's RPC spans, and so of every
+/// span below them: which service's tracer exports them.
+#[derive(Debug, Clone, Copy)]
+struct ServiceOfSpan(&'static str);
+
+/// A tracer per service: a span goes to the tracer of the service in its
+/// context ([`ServiceOfSpan`]), else to the process's.
+#[derive(Debug, Clone)]
+struct ServiceTracers {
+    process: opentelemetry_sdk::trace::SdkTracer,
+    services: Arc<HashMap<&'static str, opentelemetry_sdk::trace::SdkTracer>>,
+}
+
+impl opentelemetry::trace::Tracer for ServiceTracers {
+    type Span = opentelemetry_sdk::trace::Span;
+
+    fn build_with_context(
+        &self,
+        builder: opentelemetry::trace::SpanBuilder,
+        parent_cx: &opentelemetry::Context,
+    ) -> Self::Span {
+        let tracer = parent_cx
+            .get::<ServiceOfSpan>()
+            .and_then(|s| self.services.get(s.0))
+            .unwrap_or(&self.process);
+        tracer.build_with_context(builder, parent_cx)
+    }
+}
+
+/// The RPC metrics of each service of the process, by name; the process's own
+/// (the global meter) serve the others.
+static SERVICE_METRICS: OnceLock<HashMap<&'static str, RpcMetrics>> = OnceLock::new();
+
+/// The OTLP exporters of one `service.name`.
+fn otlp_providers(
+    service: &str,
+    endpoint: &str,
+    key: &str,
+) -> anyhow::Result<(
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    opentelemetry_sdk::metrics::SdkMeterProvider,
+)> {
+    use anyhow::Context as _;
+    use opentelemetry_otlp::WithExportConfig;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service.to_owned())
+        .build();
+    let spans = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.to_owned())
+        .build()
+        .with_context(|| format!("invalid configuration: `{key}`"))?;
+    let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(spans)
+        .with_resource(resource.clone())
+        .build();
+    let metrics = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.to_owned())
+        .build()
+        .with_context(|| format!("invalid configuration: `{key}`"))?;
+    let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_periodic_exporter(metrics)
+        .with_resource(resource)
+        .build();
+    Ok((tracer_provider, meter_provider))
+}
+
 /// Installs the global subscriber for `service`. Call once per process.
 pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    init_services(service, settings, &[])
+}
+
+/// Installs the global subscriber of a process running several services
+/// (`retail-suite up`): logs as `process` says, and traces and metrics exported
+/// under each service's own `service.name`, to its own `otlp_endpoint` or else to
+/// the process's. A service's work is told apart by [`scoped`]. A service's log
+/// settings cannot apply to a shared log, and are reported when they differ from
+/// the process's. Call once per process.
+pub fn init_services(
+    process: &str,
+    settings: &TelemetrySettings,
+    services: &[(&'static str, &TelemetrySettings)],
+) -> anyhow::Result<TelemetryGuard> {
     use anyhow::Context as _;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_filter))
         .context("invalid configuration: `telemetry.log_filter` is not a tracing filter")?;
     let mut guard = TelemetryGuard::default();
 
-    let otel_layer = match &settings.otlp_endpoint {
+    let process_tracer = match &settings.otlp_endpoint {
         Some(endpoint) => {
-            use opentelemetry_otlp::WithExportConfig;
-            let resource = opentelemetry_sdk::Resource::builder()
-                .with_service_name(service.to_owned())
-                .build();
-            let spans = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()
-                .context("invalid configuration: `telemetry.otlp_endpoint`")?;
-            let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-                .with_batch_exporter(spans)
-                .with_resource(resource.clone())
-                .build();
-            let metrics = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()
-                .context("invalid configuration: `telemetry.otlp_endpoint`")?;
-            let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-                .with_periodic_exporter(metrics)
-                .with_resource(resource)
-                .build();
+            let (tracer_provider, meter_provider) = otlp_providers(process, endpoint, "telemetry.otlp_endpoint")?;
             opentelemetry::global::set_meter_provider(meter_provider.clone());
-            let tracer = tracer_provider.tracer(service.to_owned());
             opentelemetry::global::set_tracer_provider(tracer_provider.clone());
-            guard.tracer_provider = Some(tracer_provider);
-            guard.meter_provider = Some(meter_provider);
-            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+            let tracer = tracer_provider.tracer(process.to_owned());
+            guard.tracer_providers.push(tracer_provider);
+            guard.meter_providers.push(meter_provider);
+            Some(tracer)
         }
         None => None,
+    };
+    let mut tracers = HashMap::new();
+    let mut meters = HashMap::new();
+    for (service, own) in services {
+        let Some(endpoint) = own.otlp_endpoint.as_ref().or(settings.otlp_endpoint.as_ref()) else {
+            continue;
+        };
+        let key = format!("{service}.telemetry.otlp_endpoint");
+        let (tracer_provider, meter_provider) = otlp_providers(service, endpoint, &key)?;
+        tracers.insert(*service, tracer_provider.tracer(*service));
+        meters.insert(
+            *service,
+            RpcMetrics::of(&opentelemetry::metrics::MeterProvider::meter(&meter_provider, "retail")),
+        );
+        guard.tracer_providers.push(tracer_provider);
+        guard.meter_providers.push(meter_provider);
+    }
+    let _ = SERVICE_METRICS.set(meters);
+    let otel_layer = if process_tracer.is_none() && tracers.is_empty() {
+        None
+    } else {
+        // Spans of no service go to the process's exporter, or nowhere.
+        let process_tracer = process_tracer.unwrap_or_else(|| {
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+            let tracer = provider.tracer(process.to_owned());
+            guard.tracer_providers.push(provider);
+            tracer
+        });
+        Some(tracing_opentelemetry::layer().with_tracer(ServiceTracers {
+            process: process_tracer,
+            services: Arc::new(tracers),
+        }))
     };
 
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
@@ -102,6 +212,15 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
             )
             .try_init()?,
         LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact()).try_init()?,
+    }
+    for (service, own) in services {
+        if own.log_filter != settings.log_filter || own.log_format != settings.log_format {
+            tracing::warn!(
+                service,
+                "`{service}.telemetry.log_filter` and `log_format` do not apply here: every service of this \
+                 process logs through one log, set by `telemetry.log_filter` and `telemetry.log_format`"
+            );
+        }
     }
     Ok(guard)
 }
@@ -148,10 +267,8 @@ struct RpcMetrics {
     duration: Histogram<f64>,
 }
 
-fn metrics() -> &'static RpcMetrics {
-    static METRICS: OnceLock<RpcMetrics> = OnceLock::new();
-    METRICS.get_or_init(|| {
-        let meter = opentelemetry::global::meter("retail");
+impl RpcMetrics {
+    fn of(meter: &opentelemetry::metrics::Meter) -> Self {
         RpcMetrics {
             requests: meter
                 .u64_counter("rpc.server.requests")
@@ -163,24 +280,46 @@ fn metrics() -> &'static RpcMetrics {
                 .with_description("Time to the response headers, by method and gRPC status")
                 .build(),
         }
-    })
+    }
+}
+
+/// The RPC metrics of `service` when it has its own exporter, else the process's.
+fn metrics(service: Option<&'static str>) -> &'static RpcMetrics {
+    static METRICS: OnceLock<RpcMetrics> = OnceLock::new();
+    service
+        .and_then(|s| SERVICE_METRICS.get().and_then(|m| m.get(s)))
+        .unwrap_or_else(|| METRICS.get_or_init(|| RpcMetrics::of(&opentelemetry::global::meter("retail"))))
 }
 
 /// Tower layer: a span per RPC (child of the caller's trace), and RED metrics.
 #[derive(Clone, Debug, Default)]
-pub struct RpcLayer;
+pub struct RpcLayer {
+    service: Option<&'static str>,
+}
+
+impl RpcLayer {
+    /// The RPCs of `service` inside a process running several (see [`scoped`]);
+    /// `None` in a process of its own.
+    pub fn for_service(service: Option<&'static str>) -> Self {
+        Self { service }
+    }
+}
 
 impl<S> tower::Layer<S> for RpcLayer {
     type Service = RpcService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcService { inner }
+        RpcService {
+            inner,
+            service: self.service,
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct RpcService<S> {
     inner: S,
+    service: Option<&'static str>,
 }
 
 /// gRPC status of a response: from the headers of a trailers-only (error) response,
@@ -227,7 +366,12 @@ where
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
         );
-        let _ = span.set_parent(extract_context(request.headers()));
+        let mut parent = extract_context(request.headers());
+        if let Some(service) = self.service {
+            parent = parent.with_value(ServiceOfSpan(service));
+        }
+        let _ = span.set_parent(parent);
+        let service_name = self.service;
         Box::pin(
             async move {
                 let started = Instant::now();
@@ -244,7 +388,7 @@ where
                     KeyValue::new("rpc.method", method),
                     KeyValue::new("rpc.grpc.status_code", code as i64),
                 ];
-                let m = metrics();
+                let m = metrics(service_name);
                 m.requests.add(1, &attributes);
                 m.duration.record(elapsed_ms, &attributes);
                 let server_fault = matches!(
@@ -280,6 +424,89 @@ mod tests {
             metadata.get("traceparent").and_then(|v| v.to_str().ok()),
             Some(traceparent)
         );
+    }
+
+    /// Records the `service.name` of its provider's resource with each span's name.
+    #[derive(Debug)]
+    struct CapturingExporter {
+        captured: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+        service: String,
+    }
+
+    impl opentelemetry_sdk::trace::SpanExporter for CapturingExporter {
+        fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+            let mut captured = self.captured.lock().unwrap();
+            for span in batch {
+                captured.push((self.service.clone(), span.name.to_string()));
+            }
+            std::future::ready(Ok(()))
+        }
+
+        fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+            self.service = resource
+                .get(&opentelemetry::Key::new("service.name"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+        }
+    }
+
+    #[tokio::test]
+    async fn inside_one_process_each_service_exports_under_its_own_service_name() {
+        // Regression: inside `retail-suite up` every span said service.name =
+        // retail-suite, so a tracing backend could not tell the services apart.
+        let captured = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let provider = |name: &str| {
+            opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_simple_exporter(CapturingExporter {
+                    captured: captured.clone(),
+                    service: String::new(),
+                })
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(name.to_owned())
+                        .build(),
+                )
+                .build()
+        };
+        let (process, identity, orders) = (provider("retail-suite"), provider("identity"), provider("orders"));
+        let tracers = ServiceTracers {
+            process: process.tracer("retail-suite"),
+            services: Arc::new(HashMap::from([
+                ("identity", identity.tracer("identity")),
+                ("orders", orders.tracer("orders")),
+            ])),
+        };
+        let subscriber = tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracers));
+        let _default = tracing::subscriber::set_default(subscriber);
+        for service in [Some("identity"), Some("orders"), None] {
+            let handler = tower::service_fn(|_request: http::Request<()>| async {
+                tracing::info_span!("handler").in_scope(|| ());
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            });
+            let mut rpc = tower::Layer::layer(&RpcLayer::for_service(service), handler);
+            let request = http::Request::builder()
+                .uri("/retail.test.v1.TestService/Ping")
+                .body(())
+                .unwrap();
+            tower::Service::call(&mut rpc, request).await.unwrap();
+        }
+        let mut spans = captured.lock().unwrap().clone();
+        spans.sort();
+        let expected: Vec<(String, String)> = [
+            ("identity", "/retail.test.v1.TestService/Ping"),
+            ("identity", "handler"),
+            ("orders", "/retail.test.v1.TestService/Ping"),
+            ("orders", "handler"),
+            ("retail-suite", "/retail.test.v1.TestService/Ping"),
+            ("retail-suite", "handler"),
+        ]
+        .iter()
+        .map(|(s, n)| ((*s).to_owned(), (*n).to_owned()))
+        .collect();
+        assert_eq!(spans, expected);
     }
 
     #[test]

@@ -19,8 +19,10 @@ pub const ORDERS_PORT: u16 = 50054;
 pub struct SuiteSettings {
     /// Where the SQLite files and the first admin's password live.
     pub data_dir: PathBuf,
-    /// Logs and telemetry of the whole process (the services' own sections are
-    /// ignored when they run inside the suite).
+    /// Logs of the whole process, and where traces and metrics go unless a
+    /// service's own `telemetry.otlp_endpoint` says otherwise. Each service exports
+    /// under its own `service.name`; its `log_filter` and `log_format` cannot apply
+    /// to the one log of the process, which says so at start.
     pub telemetry: TelemetrySettings,
     pub identity: retail_identity::Settings,
     pub membership: retail_membership::Settings,

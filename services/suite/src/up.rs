@@ -10,6 +10,8 @@ use rand::Rng;
 use retail_identity::domain::fields::{Password, Username};
 use secrecy::{ExposeSecret, SecretString};
 
+use retail_kit::telemetry::scoped;
+
 use crate::settings::SuiteSettings;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -182,7 +184,10 @@ where
     let identity_addr = identity.local_addr();
     let identity_url = format!("http://{identity_addr}");
     let mut tasks = vec![run_then_report(
-        identity.run(after_stopped(vec![catalog_done, membership_done])),
+        scoped(
+            "identity",
+            identity.run(after_stopped(vec![catalog_done, membership_done])),
+        ),
         identity_stopped,
     )];
     for auth in [
@@ -203,14 +208,14 @@ where
     // Membership earns from orders' event log.
     let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
     tasks.push(run_then_report(
-        catalog.run(after_stopped(vec![orders_done.clone()])),
+        scoped("catalog", catalog.run(after_stopped(vec![orders_done.clone()]))),
         catalog_stopped,
     ));
     tasks.push(run_then_report(
-        membership.run(after_stopped(vec![orders_done])),
+        scoped("membership", membership.run(after_stopped(vec![orders_done]))),
         membership_stopped,
     ));
-    tasks.push(run_then_report(orders.run(shutdown), orders_stopped));
+    tasks.push(run_then_report(scoped("orders", orders.run(shutdown)), orders_stopped));
     Ok(Launched {
         identity: identity_addr,
         membership: membership_addr,
@@ -222,7 +227,16 @@ where
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut settings = load_settings(args.config.as_deref(), args.data_dir)?;
-    let _telemetry = retail_kit::telemetry::init("retail-suite", &settings.telemetry)?;
+    let _telemetry = retail_kit::telemetry::init_services(
+        "retail-suite",
+        &settings.telemetry,
+        &[
+            ("identity", &settings.identity.telemetry),
+            ("membership", &settings.membership.telemetry),
+            ("catalog", &settings.catalog.telemetry),
+            ("orders", &settings.orders.telemetry),
+        ],
+    )?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("failed to create {}", settings.data_dir.display()))?;
     let (password, password_file) = admin_password(&settings)?;
