@@ -73,6 +73,12 @@ A service's settings as one map: the global ones, the wiring to other services
 {{- $svc := index . 2 }}
 {{- $settings := deepCopy $root.Values.global.config }}
 {{- $wiring := dict "server" (dict "port" $svc.ports.grpc "metrics_port" $svc.ports.metrics) }}
+{{- if and $svc.ports.http $svc.httpPortSetting }}
+{{- $parts := splitList "." $svc.httpPortSetting }}
+{{- $section := default (dict) (get $wiring (index $parts 0)) }}
+{{- $_ := set $section (index $parts 1) $svc.ports.http }}
+{{- $_ := set $wiring (index $parts 0) $section }}
+{{- end }}
 {{- range $key, $target := $svc.urls }}
 {{- $callee := index $root.Values.services $target }}
 {{- if not $callee }}

@@ -516,4 +516,12 @@ mod tests {
         assert_eq!(missing_resource(&Status::not_found("no details")), None);
         assert_eq!(missing_resource(&Status::internal("x")), None);
     }
+
+    #[test]
+    fn an_internal_error_at_start_keeps_its_cause_chain() {
+        // What a service's main prints when its start fails with an internal error.
+        let cause = anyhow::anyhow!("relation \"users\" does not exist").context("database operation failed");
+        let printed = format!("{:?}", anyhow::Error::from(ServiceError::Internal(cause)));
+        assert!(printed.contains("relation \"users\" does not exist"), "{printed}");
+    }
 }

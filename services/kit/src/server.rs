@@ -411,6 +411,32 @@ mod tests {
         server.await.unwrap().unwrap();
     }
 
+    /// Serves no routes of its own with `settings` until the sender is used.
+    async fn spawn_server(
+        settings: ServerSettings,
+        names: Vec<&'static str>,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let bound = bind(&settings).await.unwrap();
+        let addr = bound.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let service = ServiceRoutes {
+                routes: Routes::default(),
+                names,
+                auth: None,
+            };
+            serve(bound, &settings, service, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        (addr, stop, server)
+    }
+
     /// The serving status of `addr` through a new connection.
     async fn check_on_a_new_connection(addr: SocketAddr) -> Result<i32, String> {
         use tonic_health::pb::HealthCheckRequest;
@@ -436,20 +462,7 @@ mod tests {
             drain_grace_ms: 1_500,
             ..ServerSettings::default()
         };
-        let bound = bind(&settings).await.unwrap();
-        let addr = bound.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let service = ServiceRoutes {
-                routes: Routes::default(),
-                names: vec![retail_proto::events::event_log_service_server::SERVICE_NAME],
-                auth: None,
-            };
-            serve(bound, &settings, service, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let (addr, stop, server) = spawn_server(settings, vec![]).await;
         assert_eq!(check_on_a_new_connection(addr).await, Ok(Status::Serving as i32));
         let signalled = tokio::time::Instant::now();
         let _ = stop.send(());
@@ -468,21 +481,7 @@ mod tests {
         use tonic_health::pb::HealthCheckRequest;
         use tonic_health::pb::health_client::HealthClient;
 
-        let settings = ServerSettings::default();
-        let bound = bind(&settings).await.unwrap();
-        let addr = bound.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let service = ServiceRoutes {
-                routes: Routes::default(),
-                names: vec![],
-                auth: None,
-            };
-            serve(bound, &ServerSettings::default(), service, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let (addr, stop, server) = spawn_server(ServerSettings::default(), vec![]).await;
         let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
