@@ -79,6 +79,27 @@ def health(port):
         return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
 
 
+def login(port, username, password):
+    """IdentityService/Login, encoded by hand (LoginRequest: 1 username, 2 password)."""
+
+    def field(number, text):
+        data = text.encode()
+        return bytes([number << 3 | 2, len(data)]) + data
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(
+            "/retail.identity.v1.IdentityService/Login",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        try:
+            answer = call(field(1, username) + field(2, password), timeout=10)
+        except grpc.RpcError as err:
+            sys.exit(f"identity: the admin could not log in: {err.code()} {err.details()}")
+    if not answer:
+        sys.exit("identity: Login answered nothing")
+
+
 def main(rendered_path, binary):
     with open(rendered_path, encoding="utf-8") as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
@@ -145,6 +166,14 @@ def main(rendered_path, binary):
                     sys.exit(f"{component} did not become SERVING:\n{open(log.name, encoding='utf-8').read()}")
                 time.sleep(0.2)
             print(f"{component}: `retail-suite {' '.join(container['args'])}` is SERVING on :{ports['grpc']}")
+
+        # The first admin, from the Secret's admin-password, logs in at identity.
+        identity = next((d for _, _, d, _ in running if d["metadata"]["labels"][COMPONENT] == "identity"), None)
+        password = secret["stringData"].get("admin-password")
+        if identity and password:
+            port = next(p["containerPort"] for p in identity["spec"]["template"]["spec"]["containers"][0]["ports"] if p["name"] == "grpc")
+            login(port, "admin", password)
+            print(f"identity: the admin logs in with the Secret's admin-password on :{port}")
 
         # 3. The metrics port the ServiceMonitor scrapes.
         for component, process, d, _ in running:
