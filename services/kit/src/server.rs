@@ -459,7 +459,7 @@ mod tests {
         // readiness probe (a Check on a new connection) never saw NOT_SERVING.
         use tonic_health::pb::health_check_response::ServingStatus as Status;
         let settings = ServerSettings {
-            drain_grace_ms: 1_500,
+            drain_grace_ms: 3_000,
             ..ServerSettings::default()
         };
         let (addr, stop, server) = spawn_server(settings, vec![]).await;
@@ -470,7 +470,7 @@ mod tests {
         assert_eq!(check_on_a_new_connection(addr).await, Ok(Status::NotServing as i32));
         server.await.unwrap().unwrap();
         assert!(
-            signalled.elapsed() >= std::time::Duration::from_millis(1_500),
+            signalled.elapsed() >= std::time::Duration::from_millis(3_000),
             "served the whole grace"
         );
         assert!(check_on_a_new_connection(addr).await.is_err(), "closed after the grace");

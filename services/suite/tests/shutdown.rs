@@ -41,7 +41,8 @@ async fn on_shutdown_orders_stops_while_the_services_it_calls_still_serve() {
         &mut settings.orders.server,
     ] {
         server.port = 0;
-        server.drain_grace_ms = 1_000;
+        // Long enough that the checks below fall inside each grace on a busy machine.
+        server.drain_grace_ms = 3_000;
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
