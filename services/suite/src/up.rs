@@ -102,6 +102,7 @@ pub struct Launched {
     pub membership: SocketAddr,
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
+    pub partner: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -135,6 +136,7 @@ where
             ][..],
         ),
         ("membership", &mut settings.membership.auth, &["events.read"][..]),
+        ("partner", &mut settings.partner.auth, &["events.read"][..]),
     ] {
         if auth.client_id.is_empty() {
             auth.client_id = client_id.into();
@@ -158,6 +160,7 @@ where
         &mut settings.membership.auth,
         &mut settings.catalog.auth,
         &mut settings.orders.auth,
+        &mut settings.partner.auth,
     ] {
         auth.identity_url = identity_url.clone();
     }
@@ -171,14 +174,18 @@ where
     let orders_addr = orders.local_addr();
     // Membership earns from orders' event log.
     let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
+    let partner = retail_channel_partner::Application::build(settings.partner.clone()).await?;
+    let partner_addr = partner.local_addr();
     tasks.push(tokio::spawn(catalog.run(shutdown.clone())));
     tasks.push(tokio::spawn(membership.run(shutdown.clone())));
-    tasks.push(tokio::spawn(orders.run(shutdown)));
+    tasks.push(tokio::spawn(orders.run(shutdown.clone())));
+    tasks.push(tokio::spawn(partner.run(shutdown)));
     Ok(Launched {
         identity: identity_addr,
         membership: membership_addr,
         catalog: catalog_addr,
         orders: orders_addr,
+        partner: partner_addr,
         tasks,
     })
 }
@@ -199,6 +206,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         ),
         ("catalog", redact_url(settings.catalog.database.url.expose_secret())),
         ("orders", redact_url(settings.orders.database.url.expose_secret())),
+        ("partner", redact_url(settings.partner.database.url.expose_secret())),
     ];
     let cache = match &settings.membership.cache.redis_url {
         Some(url) => format!("redis {}", redact_url(url)),
@@ -217,6 +225,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         launched.membership,
         launched.catalog,
         launched.orders,
+        launched.partner,
     ]) {
         let note = if *service == "membership" {
             format!(" (cache: {cache})")
