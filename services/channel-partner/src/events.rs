@@ -2,12 +2,25 @@
 //! typed by its message's full name and keyed by its partner, through the outbox in
 //! the transaction of the change it reports.
 
-use chrono::{DateTime, Utc};
-use retail_kit::convert::timestamp;
-use retail_kit::events::Outgoing;
-use retail_proto::events as ev;
+use std::sync::{Arc, LazyLock};
 
+use chrono::{DateTime, Utc};
+use prost::{Message, Name};
+use retail_kit::convert::{from_timestamp, timestamp};
+use retail_kit::error::{ServiceError, ServiceResult};
+use retail_kit::events::{AfterCommit, EventHandler, Outgoing};
+use retail_kit::money::MAX_AMOUNT_MINOR;
+use retail_proto::events::{self as ev, EventEnvelope};
+use sea_orm::DatabaseTransaction;
+
+use crate::app::App;
+use crate::app::sales::{Applied, Sale};
+
+use crate::domain::levels::LevelChangeReason;
 use crate::domain::partner::PartnerState;
+use crate::domain::points::RedemptionState;
+use crate::store::ledgers::Change;
+use crate::store::target;
 
 pub(crate) fn partner_status_changed(
     partner: &str,
@@ -26,10 +39,170 @@ pub(crate) fn partner_status_changed(
     .partitioned_by(partner)
 }
 
+pub(crate) fn level_changed(
+    partner: &str,
+    from: &str,
+    to: &str,
+    reason: LevelChangeReason,
+    trailing_minor: i64,
+) -> Outgoing {
+    Outgoing::of(&ev::PartnerLevelChanged {
+        partner_id: partner.to_owned(),
+        from_level: from.to_owned(),
+        to_level: to.to_owned(),
+        reason: reason.as_str().to_owned(),
+        trailing_sales_minor: trailing_minor,
+    })
+    .partitioned_by(partner)
+}
+
+pub(crate) fn target_attained(t: &target::Model, progress_minor: i64) -> Outgoing {
+    Outgoing::of(&ev::TargetAttained {
+        target_id: t.id.clone(),
+        partner_id: t.partner_id.clone(),
+        sales_rep_id: t.rep_id.clone(),
+        progress_minor,
+        amount_minor: t.amount_minor,
+    })
+    .partitioned_by(&t.partner_id)
+}
+
+pub(crate) fn points_changed(ledger_name: &str, change: &Change) -> Outgoing {
+    Outgoing::of(&ev::PartnerPointsChanged {
+        ledger: ledger_name.to_owned(),
+        partner_id: change.partner_id.clone(),
+        kind: change.entry.kind.clone(),
+        points: change.entry.points,
+        balance: change.balance,
+        debt: change.debt,
+        source: change.entry.source.clone(),
+    })
+    .partitioned_by(&change.partner_id)
+}
+
+pub(crate) fn redemption_decided(name: &str, partner: &str, state: RedemptionState, reason: &str) -> Outgoing {
+    Outgoing::of(&ev::RedemptionDecided {
+        redemption: name.to_owned(),
+        partner_id: partner.to_owned(),
+        state: state.as_str().to_owned(),
+        reason: reason.to_owned(),
+    })
+    .partitioned_by(partner)
+}
+
+/// Consumer name and source, as stored with the position.
+pub(crate) const CONSUMER: &str = "partner";
+pub(crate) const SOURCE: &str = "orders";
+
+/// The order events this service applies, by type name.
+struct Consumed {
+    paid: String,
+    refunded: String,
+    cancelled: String,
+}
+
+static CONSUMED: LazyLock<Consumed> = LazyLock::new(|| Consumed {
+    paid: ev::OrderPaid::full_name(),
+    refunded: ev::OrderRefunded::full_name(),
+    cancelled: ev::OrderCancelled::full_name(),
+});
+
+/// The consumer of the orders log: paid orders, refunds and cancellations of paid
+/// orders of channel `partner` become attributed sales ([`App::apply_sale`]).
+#[derive(Debug, Clone)]
+pub struct OrderEvents {
+    app: Arc<App>,
+}
+
+impl OrderEvents {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+fn decode<M: Message + Default>(event: &EventEnvelope) -> ServiceResult<M> {
+    let bytes = event.payload.as_ref().map(|p| p.value.as_slice()).unwrap_or_default();
+    M::decode(bytes).map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("unreadable order event")))
+}
+
+/// The partner sale an order event stands for, if it stands for one.
+pub(crate) fn sale_of(event: &EventEnvelope) -> ServiceResult<Option<Sale>> {
+    let at = |ts: &Option<prost_types::Timestamp>| ts.as_ref().and_then(from_timestamp).unwrap_or_else(Utc::now);
+    let kind = event.r#type.as_str();
+    let (order_id, reference, refund, parties, amount, when) = if kind == CONSUMED.paid {
+        let e: ev::OrderPaid = decode(event)?;
+        (e.order_id, String::new(), false, e.parties, e.amount, at(&e.pay_time))
+    } else if kind == CONSUMED.refunded {
+        let e: ev::OrderRefunded = decode(event)?;
+        let reference = format!("return-{}", e.return_id);
+        (e.order_id, reference, true, e.parties, e.amount, at(&e.refund_time))
+    } else if kind == CONSUMED.cancelled {
+        let e: ev::OrderCancelled = decode(event)?;
+        let reference = format!("cancel-{}", e.order_id);
+        (e.order_id, reference, true, e.parties, e.refunded, at(&e.cancel_time))
+    } else {
+        return Ok(None);
+    };
+    let parties = parties.unwrap_or_default();
+    let amount = amount.unwrap_or_default();
+    if parties.channel != "partner" || parties.partner_id.is_empty() || amount.amount_minor <= 0 {
+        return Ok(None);
+    }
+    Ok(Some(Sale {
+        order_id,
+        reference,
+        refund,
+        partner_id: parties.partner_id,
+        sales_rep: parties.sales_rep,
+        currency: amount.currency_code,
+        amount_minor: amount.amount_minor,
+        at: when,
+    }))
+}
+
+#[async_trait::async_trait]
+impl EventHandler for OrderEvents {
+    async fn handle(&self, txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>> {
+        let mut recorded = false;
+        for event in events {
+            let Some(sale) = sale_of(event)? else {
+                continue;
+            };
+            // Refused like the same amount anywhere in the suite, and passed over:
+            // retrying it would stop the partition.
+            if sale.amount_minor > MAX_AMOUNT_MINOR {
+                tracing::warn!(order_id = %sale.order_id, "order amount above the suite's bound; not counted");
+                continue;
+            }
+            recorded |= self.app.apply_sale(txn, &sale).await? == Applied::Recorded;
+        }
+        if !recorded {
+            return Ok(Vec::new());
+        }
+        let log = self.app.log.clone();
+        Ok(vec![Box::pin(async move { log.committed() })])
+    }
+
+    /// A partner's sales apply in log order in one partition. Orders keys its
+    /// events by member, so the partner is read from the payload; events of other
+    /// kinds are passed over undecoded, and an unreadable one goes to the handler,
+    /// which refuses it.
+    fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
+        let ty = event.r#type.as_str();
+        if ty != CONSUMED.paid && ty != CONSUMED.refunded && ty != CONSUMED.cancelled {
+            return None;
+        }
+        match sale_of(event) {
+            Ok(Some(sale)) => Some(sale.partner_id),
+            Ok(None) => None,
+            Err(_) => Some(event.aggregate_id.clone()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::{Message, Name};
 
     #[test]
     fn an_event_type_is_its_message_name_and_its_key_the_partner() {

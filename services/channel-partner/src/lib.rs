@@ -20,19 +20,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use retail_kit::auth::{AuthLayer, GrpcKeySource, KeySource, ServiceTokenSource, Verifier};
+use retail_kit::auth::{AuthLayer, ClientInterceptor, GrpcKeySource, KeySource, ServiceTokenSource, Verifier};
 use retail_kit::events::{EventLog, EventLogApi};
 use retail_kit::resilience::lazy_channel;
 use retail_kit::server::{self, Bound, ServiceRoutes};
 use retail_proto::events::event_log_service_server::{self, EventLogServiceServer};
+use retail_proto::partner::incentive_service_server::{self, IncentiveServiceServer};
 use retail_proto::partner::partner_service_server::{self, PartnerServiceServer};
+use retail_proto::partner::target_service_server::{self, TargetServiceServer};
 use sea_orm::DatabaseConnection;
 
 pub use settings::Settings;
 
-pub use crate::app::App;
+pub use crate::app::{App, Caller, Sale};
+pub use crate::events::OrderEvents;
 
-use crate::api::PartnerApi;
+use crate::api::{IncentiveApi, PartnerApi, TargetApi};
 use crate::store::migration::Migrator;
 
 #[derive(Debug)]
@@ -42,6 +45,8 @@ pub struct Application {
     verifier: Arc<Verifier>,
     /// This service's own token, to subscribe to other services' event logs.
     tokens: Option<Arc<ServiceTokenSource>>,
+    /// Where orders' event log is, if this replica follows it.
+    orders_events_url: Option<String>,
 }
 
 impl Application {
@@ -69,6 +74,7 @@ impl Application {
 
     /// Builds with a given key source (tests use a static one).
     pub async fn build_with_keys(settings: Settings, keys: Arc<dyn KeySource>) -> anyhow::Result<Self> {
+        let rules = settings.programme.rules()?;
         let db = retail_kit::db::connect_and_migrate::<Migrator>(&settings.database).await?;
         let log = EventLog::new(
             db.clone(),
@@ -82,12 +88,20 @@ impl Application {
             Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
         ));
         let bound = server::bind(&settings.server).await?;
+        let orders_events_url = settings.orders.events_url.clone();
         Ok(Self {
             bound,
-            app: Arc::new(App::new(db, log, settings)),
+            app: Arc::new(App::new(db, log, settings, rules)),
             verifier,
             tokens: None,
+            orders_events_url,
         })
+    }
+
+    /// Subscribes to the orders event log at `url` (where orders turned out to listen).
+    pub fn with_orders_events_url(mut self, url: String) -> Self {
+        self.orders_events_url = Some(url);
+        self
     }
 
     /// Uses `tokens` for calls to other services (tests hand in a fixed token).
@@ -114,21 +128,82 @@ impl Application {
         let mut background = server::Background::new();
         background.add(state.log.spawn_appender());
         background.add(state.log.spawn_retention(state.settings.events.retention()));
+        background.add({
+            let app = state.clone();
+            let programme = &state.settings.programme;
+            let expire_every = Duration::from_secs(programme.expire_every_minutes.max(1) * 60);
+            let reevaluate_every = Duration::from_secs(programme.reevaluate_every_hours.max(1) * 3600);
+            tokio::spawn(async move {
+                // Both run first a minute after start, then every period.
+                let first = tokio::time::Instant::now() + Duration::from_secs(60);
+                let mut expire = tokio::time::interval_at(first, expire_every);
+                let mut reevaluate = tokio::time::interval_at(first, reevaluate_every);
+                loop {
+                    tokio::select! {
+                        _ = expire.tick() => {
+                            if let Err(err) = app.expire_points(chrono::Utc::now()).await {
+                                tracing::warn!(error = %err, "points expiry failed");
+                            }
+                        }
+                        _ = reevaluate.tick() => {
+                            if let Err(err) = app.reevaluate_levels(chrono::Utc::now()).await {
+                                tracing::warn!(error = %err, "level re-evaluation failed");
+                            }
+                        }
+                    }
+                }
+            })
+        });
+        let (stop_consumer, consumer_stopped) = tokio::sync::watch::channel(false);
+        let consumer = match &self.orders_events_url {
+            Some(url) => {
+                let channel = lazy_channel("orders.events_url", url)?;
+                let client = retail_proto::events::event_log_service_client::EventLogServiceClient::with_interceptor(
+                    channel,
+                    ClientInterceptor::new(self.tokens.clone()),
+                );
+                // Each partition is applied by one replica at a time; the replicas
+                // share them out and take over those of a replica that ends.
+                let group = retail_kit::events::ConsumerGroup::new(
+                    events::CONSUMER,
+                    events::SOURCE,
+                    state.db.clone(),
+                    Arc::new(OrderEvents::new(state.clone())),
+                    state.settings.orders.partitions,
+                );
+                let mut stopped = consumer_stopped.clone();
+                Some(background.add(tokio::spawn(group.run(client, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }))))
+            }
+            None => None,
+        };
         let log = state.log.clone();
+        // Open subscriptions end when shutdown starts, so the drain can finish.
         let shutdown = async move {
             shutdown.await;
+            let _ = stop_consumer.send(true);
             log.close();
         };
         let routes = ServiceRoutes {
             routes: tonic::service::Routes::new(PartnerServiceServer::new(PartnerApi::new(state.clone())))
+                .add_service(TargetServiceServer::new(TargetApi::new(state.clone())))
+                .add_service(IncentiveServiceServer::new(IncentiveApi::new(state.clone())))
                 .add_service(EventLogServiceServer::new(EventLogApi::new(state.log.clone()))),
             names: vec![
                 partner_service_server::SERVICE_NAME,
+                target_service_server::SERVICE_NAME,
+                incentive_service_server::SERVICE_NAME,
                 event_log_service_server::SERVICE_NAME,
             ],
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),
         };
-        server::serve(self.bound, &state.settings.server, routes, shutdown).await
+        let result = server::serve(self.bound, &state.settings.server, routes, shutdown).await;
+        // The consumer finishes the event in hand; the other tasks end with `background`.
+        if let Some(task) = consumer {
+            let _ = task.await;
+        }
+        result
     }
 }
 

@@ -7,9 +7,11 @@ use retail_kit::paging::Page;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction};
 
 use super::{App, Caller, partner_not_found};
-use crate::domain::ids::PartnerId;
+use crate::domain::ids::{PartnerId, Subject};
 use crate::domain::partner::{PartnerState, PartnerType};
+use crate::domain::points::LedgerKind;
 use crate::events;
+use crate::store::ledgers;
 use crate::store::{self, PartnerFilter, partner, status_change};
 
 /// A partner to register.
@@ -61,6 +63,8 @@ impl App {
                     )));
                 }
                 partner::ActiveModel::from(model.clone()).insert(txn).await?;
+                let subject = Subject::Partner(PartnerId::from_stored(model.id.clone()));
+                ledgers::ensure(txn, &subject.ledger_id(), LedgerKind::Collective, &model.id, at).await?;
                 record_status(txn, &model.id, None, PartnerState::Applied, "registered", &actor, at).await?;
                 Ok(respond(&model))
             })
@@ -94,7 +98,65 @@ impl App {
 
     /// The level every partner starts at.
     pub(crate) fn lowest_level(&self) -> String {
-        "registered".to_owned()
+        self.rules.ladder.lowest().code.clone()
+    }
+
+    /// Moves a partner to `to` if its status machine allows it, auditing who and
+    /// why; FAILED_PRECONDITION otherwise. Brand only.
+    pub async fn change_partner_state(
+        &self,
+        caller: &Caller,
+        id: &PartnerId,
+        to: PartnerState,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> ServiceResult<partner::Model> {
+        let current = self.partner(caller, id).await?;
+        caller.require_brand("changes a partner's status")?;
+        let actor = caller.subject.clone();
+        let reason = reason.to_owned();
+        let id_str = id.as_str().to_owned();
+        let changed = idempotency::transaction(&self.db, |txn| {
+            let (actor, reason, id) = (actor.clone(), reason.clone(), id_str.clone());
+            Box::pin(async move {
+                let Some(row) = store::partner(txn, &id).await? else {
+                    return Err(ServiceError::not_found("partner", format!("partners/{id}")));
+                };
+                let from =
+                    PartnerState::parse(&row.state).ok_or_else(|| store::corrupt("partner state", &row.state))?;
+                if !from.may_become(to) {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "a partner cannot go from {} to {}",
+                        from.as_str(),
+                        to.as_str()
+                    )));
+                }
+                if !store::set_partner_state(txn, &id, from.as_str(), to.as_str(), at).await? {
+                    return Err(ServiceError::Aborted(
+                        "the partner changed concurrently; try again".into(),
+                    ));
+                }
+                record_status(txn, &id, Some(from), to, &reason, &actor, at).await?;
+                Ok(())
+            })
+        })
+        .await;
+        changed?;
+        self.log.committed();
+        let _ = current;
+        self.partner(caller, id).await
+    }
+
+    /// A page of a partner's status changes, oldest first.
+    pub async fn status_changes(
+        &self,
+        caller: &Caller,
+        id: &PartnerId,
+        page: &Page,
+    ) -> ServiceResult<(Vec<status_change::Model>, String)> {
+        self.partner(caller, id).await?;
+        let rows = store::status_changes(&self.db, id.as_str(), page).await?;
+        Ok(page.finish(rows, |r| r.id.clone()))
     }
 }
 

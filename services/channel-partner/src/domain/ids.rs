@@ -61,6 +61,117 @@ impl fmt::Display for PartnerId {
     }
 }
 
+/// A sales rep's id (a UUID v7), `salesReps/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepId(String);
+
+impl RepId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// From `salesReps/{sales_rep_id}`.
+    pub fn parse_name(name: &str) -> Result<Self, String> {
+        retail_kit::convert::uuid_id(name, "salesReps").map(Self)
+    }
+
+    pub fn from_stored(id: String) -> Self {
+        Self(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn resource_name(&self) -> String {
+        format!("salesReps/{}", self.0)
+    }
+}
+
+impl Default for RepId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Who a target or a ledger belongs to: a partner organisation or a sales rep.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Partner(PartnerId),
+    Rep(RepId),
+}
+
+impl Subject {
+    /// From `partners/{partner_id}` or `salesReps/{sales_rep_id}`.
+    pub fn parse_name(name: &str) -> Result<Self, String> {
+        if name.starts_with("partners/") {
+            PartnerId::parse_name(name).map(Self::Partner)
+        } else if name.starts_with("salesReps/") {
+            RepId::parse_name(name).map(Self::Rep)
+        } else {
+            Err("must be partners/{partner_id} or salesReps/{sales_rep_id}".into())
+        }
+    }
+
+    pub fn resource_name(&self) -> String {
+        match self {
+            Self::Partner(p) => p.resource_name(),
+            Self::Rep(r) => r.resource_name(),
+        }
+    }
+
+    /// `partner` or `rep`, as stored with targets.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Partner(_) => "partner",
+            Self::Rep(_) => "rep",
+        }
+    }
+
+    /// The subject's ledger: its owner's name + `/ledger`, parsed from that.
+    pub fn parse_ledger(name: &str) -> Result<Self, String> {
+        let owner = name
+            .strip_suffix("/ledger")
+            .ok_or_else(|| "must be partners/{partner_id}/ledger or salesReps/{sales_rep_id}/ledger".to_owned())?;
+        Self::parse_name(owner)
+    }
+
+    /// The id a ledger is stored under: the owner's resource name.
+    pub fn ledger_id(&self) -> String {
+        self.resource_name()
+    }
+
+    pub fn ledger_name(&self) -> String {
+        format!("{}/ledger", self.resource_name())
+    }
+}
+
+/// A redemption: `{ledger}/redemptions/{redemption_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedemptionName {
+    pub ledger: Subject,
+    pub id: String,
+}
+
+impl RedemptionName {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        const SHAPE: &str = "must be {ledger}/redemptions/{redemption_id}";
+        let (ledger, id) = name.rsplit_once("/redemptions/").ok_or(SHAPE)?;
+        let ledger = Subject::parse_ledger(ledger).map_err(|_| SHAPE.to_owned())?;
+        let id = uuid::Uuid::parse_str(id).map_err(|_| SHAPE)?.to_string();
+        Ok(Self { ledger, id })
+    }
+
+    pub fn resource_name(&self) -> String {
+        format!("{}/redemptions/{}", self.ledger.ledger_name(), self.id)
+    }
+}
+
+/// A uuid id of a top-level collection (`targets`, `catalogItems`).
+pub fn collection_id(name: &str, collection: &str) -> Result<String, String> {
+    retail_kit::convert::uuid_id(name, collection)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +187,24 @@ mod tests {
         assert!(PartnerId::parse_name("acme").is_err());
         assert!(PartnerId::parse_name("partners/").is_err());
         assert!(PartnerId::parse_name("partners/a/b").is_err());
+    }
+
+    #[test]
+    fn subjects_ledgers_and_redemptions_read_back_their_names() {
+        let rep = RepId::new();
+        for name in ["partners/acme".to_owned(), rep.resource_name()] {
+            let s = Subject::parse_name(&name).unwrap();
+            assert_eq!(s.resource_name(), name);
+            assert_eq!(Subject::parse_ledger(&s.ledger_name()).unwrap(), s);
+            let r = RedemptionName {
+                ledger: s.clone(),
+                id: uuid::Uuid::now_v7().to_string(),
+            };
+            assert_eq!(RedemptionName::parse(&r.resource_name()).unwrap(), r);
+        }
+        assert!(Subject::parse_name("members/x").is_err());
+        assert!(Subject::parse_name("salesReps/not-a-uuid").is_err());
+        assert!(Subject::parse_ledger("partners/acme").is_err());
+        assert!(RedemptionName::parse("partners/acme/ledger/redemptions/nope").is_err());
     }
 }
