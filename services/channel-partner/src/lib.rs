@@ -32,6 +32,7 @@ use sea_orm::DatabaseConnection;
 
 pub use settings::Settings;
 
+pub use crate::app::sales::Applied;
 pub use crate::app::{App, Caller, Sale};
 pub use crate::events::OrderEvents;
 

@@ -43,6 +43,16 @@ pub enum Applied {
 }
 
 impl App {
+    /// Applies a sale in a transaction of its own, as the orders log would (for
+    /// tools and tests that drive the programme without orders).
+    pub async fn record_sale(&self, s: &Sale) -> ServiceResult<Applied> {
+        let txn = retail_kit::db::begin_write(&self.db).await?;
+        let applied = self.apply_sale(&txn, s).await?;
+        txn.commit().await?;
+        self.log.committed();
+        Ok(applied)
+    }
+
     /// The rep an order names, if it may be credited with the partner's sale.
     async fn attributed_rep(
         &self,

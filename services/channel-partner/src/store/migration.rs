@@ -16,6 +16,8 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::OutboxPartitionKey),
             Box::new(CreatePartnerTables),
             Box::new(CreateProgrammeTables),
+            Box::new(retail_kit::events::migration::CreateConsumerPositions),
+            Box::new(retail_kit::events::migration::CreateConsumerPartitions),
         ]
     }
 }

@@ -55,7 +55,7 @@ pub async fn list_partners(
 /// partner.
 pub async fn lock_partner(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<bool> {
     let r = partner::Entity::update_many()
-        .col_expr(partner::Column::Level, Expr::col(partner::Column::Level).into())
+        .col_expr(partner::Column::Level, Expr::col(partner::Column::Level))
         .filter(partner::Column::Id.eq(id))
         .exec(conn)
         .await?;
@@ -67,7 +67,7 @@ pub async fn lock_rep(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<bo
     let r = sales_rep::Entity::update_many()
         .col_expr(
             sales_rep::Column::DisplayName,
-            Expr::col(sales_rep::Column::DisplayName).into(),
+            Expr::col(sales_rep::Column::DisplayName),
         )
         .filter(sales_rep::Column::Id.eq(id))
         .exec(conn)
