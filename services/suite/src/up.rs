@@ -118,7 +118,8 @@ impl Launched {
 
 /// Builds and starts every service with `settings`, wired to each other: service
 /// accounts with fresh secrets (unless configured), identity's address for keys and
-/// tokens, orders' downstreams, membership's subscription to orders. Identity serves
+/// tokens, orders' downstreams, membership's and channel-partner's subscriptions to
+/// orders. Identity serves
 /// first: the others fetch its keys and their tokens at start.
 pub async fn launch<S>(settings: &mut SuiteSettings, shutdown: S) -> anyhow::Result<Launched>
 where
@@ -174,7 +175,10 @@ where
     let orders_addr = orders.local_addr();
     // Membership earns from orders' event log.
     let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
-    let partner = retail_channel_partner::Application::build(settings.partner.clone()).await?;
+    // Channel-partner counts partner sales from orders' event log.
+    let partner = retail_channel_partner::Application::build(settings.partner.clone())
+        .await?
+        .with_orders_events_url(format!("http://{orders_addr}"));
     let partner_addr = partner.local_addr();
     tasks.push(tokio::spawn(catalog.run(shutdown.clone())));
     tasks.push(tokio::spawn(membership.run(shutdown.clone())));

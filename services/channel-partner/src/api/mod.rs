@@ -27,8 +27,10 @@ use convert::{
 use retail_proto::partner::incentive_service_server::IncentiveService;
 use retail_proto::partner::target_service_server::TargetService;
 
-pub(crate) const READ: &str = "partners.read";
-pub(crate) const WRITE: &str = "partners.write";
+pub(crate) const READ: &str = "partner.read";
+pub(crate) const WRITE: &str = "partner.write";
+/// The brand's own changes (partner principals never hold it).
+pub(crate) const ADMIN: &str = "partner.admin";
 
 type Rpc<T> = Result<Response<T>, Status>;
 
@@ -59,7 +61,7 @@ impl PartnerApi {
         request: Request<pb::ChangePartnerStateRequest>,
         to: PartnerState,
     ) -> Rpc<pb::Partner> {
-        let who = caller(&request, WRITE)?;
+        let who = caller(&request, ADMIN)?;
         let req = request.into_inner();
         let id = parse::partner_id("name", &req.name)?;
         let reason = parse::reason("reason", &req.reason)?;
@@ -93,7 +95,7 @@ impl IncentiveApi {
     }
 
     async fn decide(&self, request: Request<pb::DecideRedemptionRequest>, to: RedemptionState) -> Rpc<pb::Redemption> {
-        let who = caller(&request, WRITE)?;
+        let who = caller(&request, ADMIN)?;
         let req = request.into_inner();
         let name = parse::redemption_name("name", &req.name)?;
         let reason = if to == RedemptionState::Rejected {
@@ -113,7 +115,7 @@ impl IncentiveApi {
 impl PartnerService for PartnerApi {
     #[tracing::instrument(skip_all)]
     async fn create_partner(&self, request: Request<pb::CreatePartnerRequest>) -> Rpc<pb::Partner> {
-        let who = caller(&request, WRITE)?;
+        let who = caller(&request, ADMIN)?;
         let req = request.into_inner();
         let key = IdempotencyKey::from_request("partner.CreatePartner", &who.owner, &req.request_id, &req)?;
         let new = parse::create_partner(&req)?;
@@ -226,7 +228,7 @@ impl PartnerService for PartnerApi {
         &self,
         request: Request<pb::ReevaluateLevelsRequest>,
     ) -> Rpc<pb::ReevaluateLevelsResponse> {
-        let who = caller(&request, WRITE)?;
+        let who = caller(&request, ADMIN)?;
         who.require_brand("re-evaluates levels")?;
         let changed = self.app.reevaluate_levels(now()).await?;
         ok(pb::ReevaluateLevelsResponse {
@@ -239,7 +241,7 @@ impl PartnerService for PartnerApi {
 impl TargetService for TargetApi {
     #[tracing::instrument(skip_all)]
     async fn create_target(&self, request: Request<pb::CreateTargetRequest>) -> Rpc<pb::Target> {
-        let who = caller(&request, WRITE)?;
+        let who = caller(&request, ADMIN)?;
         let req = request.into_inner();
         let key = IdempotencyKey::from_request("partner.CreateTarget", &who.owner, &req.request_id, &req)?;
         let new = parse::create_target(&req)?;
@@ -318,7 +320,7 @@ impl IncentiveService for IncentiveApi {
 
     #[tracing::instrument(skip_all)]
     async fn record_action(&self, request: Request<pb::RecordActionRequest>) -> Rpc<pb::LedgerEntry> {
-        let who = caller(&request, WRITE)?;
+        let who = caller(&request, ADMIN)?;
         let (subject, action, reference) = parse::record_action(request.get_ref())?;
         ok(entry_to_pb(
             &self
@@ -330,7 +332,7 @@ impl IncentiveService for IncentiveApi {
 
     #[tracing::instrument(skip_all)]
     async fn create_catalog_item(&self, request: Request<pb::CreateCatalogItemRequest>) -> Rpc<pb::CatalogItem> {
-        let who = caller(&request, WRITE)?;
+        let who = caller(&request, ADMIN)?;
         let new = parse::create_catalog_item(request.get_ref())?;
         ok(catalog_item_to_pb(
             &self.app.create_catalog_item(&who, new, now()).await?,

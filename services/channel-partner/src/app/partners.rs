@@ -111,7 +111,7 @@ impl App {
         reason: &str,
         at: DateTime<Utc>,
     ) -> ServiceResult<partner::Model> {
-        let current = self.partner(caller, id).await?;
+        self.partner(caller, id).await?;
         caller.require_brand("changes a partner's status")?;
         let actor = caller.subject.clone();
         let reason = reason.to_owned();
@@ -143,7 +143,6 @@ impl App {
         .await;
         changed?;
         self.log.committed();
-        let _ = current;
         self.partner(caller, id).await
     }
 

@@ -29,10 +29,11 @@ use tonic::transport::Channel;
 
 pub use retail_testkit::tokens::{staff_token, violated_fields, with_token};
 
-pub const SCOPES: &[&str] = &["partners.read", "partners.write"];
+/// What a partner principal may hold.
+pub const SCOPES: &[&str] = &["partner.read", "partner.write"];
 
 pub fn admin() -> String {
-    staff_token(SCOPES)
+    staff_token(&["partner.read", "partner.write", "partner.admin"])
 }
 
 /// A token of a user of `partner`.
