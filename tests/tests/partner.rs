@@ -64,7 +64,10 @@ async fn place_partner_order(suite: &Suite, partner: &str, rep: &str, units: i64
         .await
         .unwrap()
         .into_inner();
-    suite.pay(&suite.admin, &order, &format!("pay-{request_id}")).await.unwrap()
+    suite
+        .pay(&suite.admin, &order, &format!("pay-{request_id}"))
+        .await
+        .unwrap()
 }
 
 /// Ships and delivers `order`, then returns and refunds `units` of it.
@@ -255,7 +258,11 @@ async fn partner_orders_move_targets_of_two_partners_and_two_reps_and_a_partial_
             if t.progress_minor == progress {
                 break (t, before, after);
             }
-            assert!(tokio::time::Instant::now() < deadline, "{name}: progress {}", t.progress_minor);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: progress {}",
+                t.progress_minor
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(t.attainment_bp, progress * 10_000 / amount, "{name}");
