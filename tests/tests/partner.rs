@@ -291,3 +291,161 @@ async fn partner_orders_move_targets_of_two_partners_and_two_reps_and_a_partial_
         assert!(t.projected_minor >= progress);
     }
 }
+
+/// A free loopback port (bound and released): channel-partner's, named to identity
+/// before either starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Identity asks channel-partner about `partner_id`: no key or user for a partner
+/// that does not exist or is terminated, and tokens for a partner's keys only while
+/// the partner is active.
+#[tokio::test]
+async fn identity_issues_partner_keys_and_tokens_only_for_partners_of_the_programme_that_are_active() {
+    use retail_proto::identity::identity_service_client::IdentityServiceClient;
+    use retail_proto::identity::{self as ipb};
+    use secrecy::SecretString;
+    use tonic::Code;
+
+    let (identity_db, partner_db) = (TestDatabase::new().await.unwrap(), TestDatabase::new().await.unwrap());
+    let partner_port = free_port();
+    let mut identity = retail_identity::Settings::default();
+    identity.database.url = identity_db.secret_url();
+    identity.database.max_connections = 6;
+    identity.passwords.memory_kib = 256;
+    identity.passwords.iterations = 1;
+    identity.bootstrap.admin_password = SecretString::from(ADMIN_PASSWORD);
+    identity.partners.url = Some(format!("http://127.0.0.1:{partner_port}"));
+    let identity = retail_identity::Application::build(identity).await.unwrap();
+    let identity_addr = identity.local_addr();
+    tokio::spawn(identity.run(std::future::pending()));
+
+    let mut partner = retail_channel_partner::Settings::default();
+    partner.server.port = partner_port;
+    partner.database.url = partner_db.secret_url();
+    partner.database.max_connections = 6;
+    let keys = Arc::new(GrpcKeySource::new(channel(identity_addr).await));
+    let partner = retail_channel_partner::Application::build_with_keys(partner, keys)
+        .await
+        .unwrap();
+    tokio::spawn(partner.run(std::future::pending()));
+
+    let mut ids = IdentityServiceClient::new(channel(identity_addr).await);
+    let admin = ids
+        .login(ipb::LoginRequest {
+            username: "admin".into(),
+            password: ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token;
+    let mut partners = PartnerServiceClient::new(channel(SocketAddr::from(([127, 0, 0, 1], partner_port))).await);
+    let create_key = |partner_id: &'static str| {
+        let (mut ids, admin) = (ids.clone(), admin.clone());
+        async move {
+            ids.create_api_key(authed(
+                &admin,
+                ipb::CreateApiKeyRequest {
+                    api_key: Some(ipb::ApiKey {
+                        display_name: format!("POS of {partner_id}"),
+                        partner_id: partner_id.into(),
+                        scopes: vec!["partner.read".into()],
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    let exchange = |secret: String| {
+        let mut ids = ids.clone();
+        async move {
+            ids.exchange_api_key(ipb::ExchangeApiKeyRequest { api_key: secret })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let partners_for_changes = partners.clone();
+    let change = |rpc: &'static str| {
+        let (mut partners, admin) = (partners_for_changes.clone(), admin.clone());
+        async move {
+            let req = authed(
+                &admin,
+                ppb::ChangePartnerStateRequest {
+                    name: "partners/acme".into(),
+                    reason: format!("{rpc} in the test"),
+                },
+            );
+            match rpc {
+                "activate" => partners.activate_partner(req).await,
+                "suspend" => partners.suspend_partner(req).await,
+                _ => partners.terminate_partner(req).await,
+            }
+            .unwrap();
+        }
+    };
+
+    // No partner yet: no key.
+    let err = create_key("acme").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    partners
+        .create_partner(authed(
+            &admin,
+            ppb::CreatePartnerRequest {
+                partner: Some(ppb::Partner {
+                    display_name: "Acme".into(),
+                    r#type: ppb::PartnerType::Agent as i32,
+                    region: "north".into(),
+                    ..Default::default()
+                }),
+                partner_id: "acme".into(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    // Applied: the key can be made, not used.
+    let key = create_key("acme").await.unwrap();
+    let err = exchange(key.secret.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    change("activate").await;
+    let tokens = exchange(key.secret.clone()).await.unwrap().tokens.unwrap();
+    // The token is good at channel-partner, for its own partner.
+    let own = partners
+        .get_partner(authed(
+            &tokens.access_token,
+            ppb::GetPartnerRequest {
+                name: "partners/acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.state, ppb::PartnerState::Active as i32);
+    change("suspend").await;
+    let err = exchange(key.secret.clone()).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "a suspended partner's key gets no token"
+    );
+    change("terminate").await;
+    let err = create_key("acme").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "no new key for a terminated partner"
+    );
+    let err = exchange(key.secret).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}

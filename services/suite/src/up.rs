@@ -153,6 +153,15 @@ where
                 });
         }
     }
+    // Identity checks partner users and API keys against channel-partner, where it
+    // listens at a known port (not with port 0, as benchmarks run it).
+    if settings.identity.partners.url.is_none() && settings.partner.server.port != 0 {
+        let host = match settings.partner.server.host.as_str() {
+            "0.0.0.0" | "::" => "127.0.0.1",
+            host => host,
+        };
+        settings.identity.partners.url = Some(format!("http://{host}:{}", settings.partner.server.port));
+    }
     let identity = retail_identity::Application::build(settings.identity.clone()).await?;
     let identity_addr = identity.local_addr();
     let identity_url = format!("http://{identity_addr}");
