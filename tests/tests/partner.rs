@@ -5,6 +5,8 @@
 //! computed here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+// Amounts in minor units are written major_minor (100_00 = 100.00).
+#![allow(clippy::inconsistent_digit_grouping)]
 
 mod support;
 
@@ -197,7 +199,7 @@ async fn partner_orders_move_targets_of_two_partners_and_two_reps_and_a_partial_
     // This month's targets.
     let now = chrono::Utc::now();
     let month = format!("{}", now.format("%Y-%m-01"));
-    let mut target = |subject: String, amount_minor: i64| {
+    let target = |subject: String, amount_minor: i64| {
         let month = month.clone();
         let admin = admin.clone();
         let mut targets = targets.clone();

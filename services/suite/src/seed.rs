@@ -182,7 +182,7 @@ pub async fn register_members(
     Ok((run, names))
 }
 
-fn progress(what: &str, count: u64) -> ProgressBar {
+pub(crate) fn progress(what: &str, count: u64) -> ProgressBar {
     let bar = ProgressBar::new(count);
     bar.set_style(
         ProgressStyle::with_template(&format!(
@@ -194,7 +194,10 @@ fn progress(what: &str, count: u64) -> ProgressBar {
     bar
 }
 
-fn with_bearer<T>(header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>, message: T) -> tonic::Request<T> {
+pub(crate) fn with_bearer<T>(
+    header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    message: T,
+) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", header.clone());
     request

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use retail_proto::partner::incentive_service_client::IncentiveServiceClient;
 use retail_proto::partner::partner_service_client::PartnerServiceClient;
 use retail_proto::partner::target_service_client::TargetServiceClient;
 use retail_proto::partner::{self as pb};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
+
+use crate::seed::{progress, with_bearer};
 
 const TYPES: [pb::PartnerType; 3] = [
     pb::PartnerType::Dealer,
@@ -47,24 +48,6 @@ pub struct SeededPartner {
     pub id: String,
     pub target: String,
     pub reps: Vec<String>,
-}
-
-fn with_bearer<T>(header: &MetadataValue<Ascii>, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", header.clone());
-    request
-}
-
-fn progress(what: &str, count: u64) -> ProgressBar {
-    let bar = ProgressBar::new(count);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "seeding {what} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
 }
 
 /// Registers and admits `count` partners with ids `{prefix}-{i}`, each with `reps`

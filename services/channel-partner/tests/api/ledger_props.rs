@@ -60,6 +60,22 @@ struct Paid {
     rep: String,
 }
 
+impl Paid {
+    /// The payment, or a refund of `amount_minor` under `reference`.
+    fn sale(&self, refund: Option<(&str, i64)>) -> Sale {
+        Sale {
+            order_id: self.id.clone(),
+            reference: refund.map(|(r, _)| r.to_owned()).unwrap_or_default(),
+            refund: refund.is_some(),
+            partner_id: "acme".into(),
+            sales_rep: self.rep.clone(),
+            currency: "EUR".into(),
+            amount_minor: refund.map_or(self.amount_minor, |(_, a)| a),
+            at: Utc::now(),
+        }
+    }
+}
+
 async fn check_ledger(app: &TestApp, name: &str) {
     let ledger = app.ledger(name).await;
     let entries = app
@@ -119,7 +135,6 @@ async fn run(ops: Vec<Op>) {
         .into_inner();
     let mut paid: Vec<Paid> = Vec::new();
     let mut redemptions: Vec<String> = Vec::new();
-    let at = Utc::now();
     for (step, op) in ops.into_iter().enumerate() {
         match op {
             Op::Pay { units, with_rep } => {
@@ -129,38 +144,12 @@ async fn run(ops: Vec<Op>) {
                     refunded_minor: 0,
                     rep: if with_rep { rep_id.clone() } else { String::new() },
                 };
-                app.app
-                    .record_sale(&Sale {
-                        order_id: p.id.clone(),
-                        reference: String::new(),
-                        refund: false,
-                        partner_id: "acme".into(),
-                        sales_rep: p.rep.clone(),
-                        currency: "EUR".into(),
-                        amount_minor: p.amount_minor,
-                        at,
-                    })
-                    .await
-                    .unwrap();
+                app.app.record_sale(&p.sale(None)).await.unwrap();
                 paid.push(p);
             }
             Op::Replay { order } | Op::Refund { order, .. } if order >= paid.len() => {}
             Op::Replay { order } => {
-                let p = &paid[order];
-                let again = app
-                    .app
-                    .record_sale(&Sale {
-                        order_id: p.id.clone(),
-                        reference: String::new(),
-                        refund: false,
-                        partner_id: "acme".into(),
-                        sales_rep: p.rep.clone(),
-                        currency: "EUR".into(),
-                        amount_minor: p.amount_minor,
-                        at,
-                    })
-                    .await
-                    .unwrap();
+                let again = app.app.record_sale(&paid[order].sale(None)).await.unwrap();
                 assert_eq!(again, retail_channel_partner::Applied::Duplicate);
             }
             Op::Refund { order, percent } => {
@@ -168,19 +157,8 @@ async fn run(ops: Vec<Op>) {
                 let amount = (p.amount_minor * percent / 100).min(p.amount_minor - p.refunded_minor);
                 if amount > 0 {
                     p.refunded_minor += amount;
-                    app.app
-                        .record_sale(&Sale {
-                            order_id: p.id.clone(),
-                            reference: format!("return-{step}"),
-                            refund: true,
-                            partner_id: "acme".into(),
-                            sales_rep: p.rep.clone(),
-                            currency: "EUR".into(),
-                            amount_minor: amount,
-                            at,
-                        })
-                        .await
-                        .unwrap();
+                    let reference = format!("return-{step}");
+                    app.app.record_sale(&p.sale(Some((&reference, amount)))).await.unwrap();
                 }
             }
             Op::Action { collective } => {
