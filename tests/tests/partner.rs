@@ -169,7 +169,7 @@ async fn partner_orders_move_targets_of_two_partners_and_two_reps_and_a_partial_
         partners
             .activate_partner(authed(
                 &admin,
-                ppb::ChangePartnerStateRequest {
+                ppb::ActivatePartnerRequest {
                     name: format!("partners/{id}"),
                     reason: "admitted".into(),
                 },
@@ -381,17 +381,20 @@ async fn identity_issues_partner_keys_and_tokens_only_for_partners_of_the_progra
     let change = |rpc: &'static str| {
         let (mut partners, admin) = (partners_for_changes.clone(), admin.clone());
         async move {
-            let req = authed(
-                &admin,
-                ppb::ChangePartnerStateRequest {
-                    name: "partners/acme".into(),
-                    reason: format!("{rpc} in the test"),
-                },
-            );
+            let (name, reason) = ("partners/acme".to_owned(), format!("{rpc} in the test"));
             match rpc {
-                "activate" => partners.activate_partner(req).await,
-                "suspend" => partners.suspend_partner(req).await,
-                _ => partners.terminate_partner(req).await,
+                "activate" => partners
+                    .activate_partner(authed(&admin, ppb::ActivatePartnerRequest { name, reason }))
+                    .await
+                    .map(drop),
+                "suspend" => partners
+                    .suspend_partner(authed(&admin, ppb::SuspendPartnerRequest { name, reason }))
+                    .await
+                    .map(drop),
+                _ => partners
+                    .terminate_partner(authed(&admin, ppb::TerminatePartnerRequest { name, reason }))
+                    .await
+                    .map(drop),
             }
             .unwrap();
         }

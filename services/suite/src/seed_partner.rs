@@ -99,7 +99,7 @@ pub async fn seed_partners(
                     partners
                         .activate_partner(with_bearer(
                             &header,
-                            pb::ChangePartnerStateRequest {
+                            pb::ActivatePartnerRequest {
                                 name: format!("partners/{id}"),
                                 reason: "admitted (demo data)".into(),
                             },

@@ -56,15 +56,17 @@ impl PartnerApi {
         Self { app }
     }
 
-    async fn change_state(
+    /// The status methods: `name` and `reason` of the request.
+    async fn change_state<T>(
         &self,
-        request: Request<pb::ChangePartnerStateRequest>,
+        request: Request<T>,
         to: PartnerState,
+        fields: fn(&T) -> (&str, &str),
     ) -> Rpc<pb::Partner> {
         let who = caller(&request, ADMIN)?;
-        let req = request.into_inner();
-        let id = parse::partner_id("name", &req.name)?;
-        let reason = parse::reason("reason", &req.reason)?;
+        let (name, reason) = fields(request.get_ref());
+        let id = parse::partner_id("name", name)?;
+        let reason = parse::reason("reason", reason)?;
         ok(partner_to_pb(
             &self.app.change_partner_state(&who, &id, to, &reason, now()).await?,
         ))
@@ -94,15 +96,21 @@ impl IncentiveApi {
         Self { app }
     }
 
-    async fn decide(&self, request: Request<pb::DecideRedemptionRequest>, to: RedemptionState) -> Rpc<pb::Redemption> {
+    /// The decisions: `name` and `reason` of the request.
+    async fn decide<T>(
+        &self,
+        request: Request<T>,
+        to: RedemptionState,
+        fields: fn(&T) -> (&str, &str),
+    ) -> Rpc<pb::Redemption> {
         let who = caller(&request, ADMIN)?;
-        let req = request.into_inner();
-        let name = parse::redemption_name("name", &req.name)?;
+        let (name, reason) = fields(request.get_ref());
+        let name = parse::redemption_name("name", name)?;
         let reason = if to == RedemptionState::Rejected {
-            parse::reason("reason", &req.reason)?
+            parse::reason("reason", reason)?
         } else {
             let mut v = retail_kit::error::Violations::new();
-            let r = v.text("reason", &req.reason, 500, false);
+            let r = v.text("reason", reason, 500, false);
             v.finish()?;
             r
         };
@@ -144,18 +152,21 @@ impl PartnerService for PartnerApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn activate_partner(&self, request: Request<pb::ChangePartnerStateRequest>) -> Rpc<pb::Partner> {
-        self.change_state(request, PartnerState::Active).await
+    async fn activate_partner(&self, request: Request<pb::ActivatePartnerRequest>) -> Rpc<pb::Partner> {
+        self.change_state(request, PartnerState::Active, |r| (&r.name, &r.reason))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
-    async fn suspend_partner(&self, request: Request<pb::ChangePartnerStateRequest>) -> Rpc<pb::Partner> {
-        self.change_state(request, PartnerState::Suspended).await
+    async fn suspend_partner(&self, request: Request<pb::SuspendPartnerRequest>) -> Rpc<pb::Partner> {
+        self.change_state(request, PartnerState::Suspended, |r| (&r.name, &r.reason))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
-    async fn terminate_partner(&self, request: Request<pb::ChangePartnerStateRequest>) -> Rpc<pb::Partner> {
-        self.change_state(request, PartnerState::Terminated).await
+    async fn terminate_partner(&self, request: Request<pb::TerminatePartnerRequest>) -> Rpc<pb::Partner> {
+        self.change_state(request, PartnerState::Terminated, |r| (&r.name, &r.reason))
+            .await
     }
 
     async fn list_status_changes(
@@ -367,18 +378,21 @@ impl IncentiveService for IncentiveApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn approve_redemption(&self, request: Request<pb::DecideRedemptionRequest>) -> Rpc<pb::Redemption> {
-        self.decide(request, RedemptionState::Approved).await
+    async fn approve_redemption(&self, request: Request<pb::ApproveRedemptionRequest>) -> Rpc<pb::Redemption> {
+        self.decide(request, RedemptionState::Approved, |r| (&r.name, &r.reason))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
-    async fn reject_redemption(&self, request: Request<pb::DecideRedemptionRequest>) -> Rpc<pb::Redemption> {
-        self.decide(request, RedemptionState::Rejected).await
+    async fn reject_redemption(&self, request: Request<pb::RejectRedemptionRequest>) -> Rpc<pb::Redemption> {
+        self.decide(request, RedemptionState::Rejected, |r| (&r.name, &r.reason))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
-    async fn fulfill_redemption(&self, request: Request<pb::DecideRedemptionRequest>) -> Rpc<pb::Redemption> {
-        self.decide(request, RedemptionState::Fulfilled).await
+    async fn fulfill_redemption(&self, request: Request<pb::FulfillRedemptionRequest>) -> Rpc<pb::Redemption> {
+        self.decide(request, RedemptionState::Fulfilled, |r| (&r.name, &r.reason))
+            .await
     }
 
     async fn get_redemption(&self, request: Request<pb::GetRedemptionRequest>) -> Rpc<pb::Redemption> {

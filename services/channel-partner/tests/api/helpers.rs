@@ -298,7 +298,7 @@ impl TestApp {
     pub async fn active(&self, id: &str) -> pb::Partner {
         self.create(id).await.unwrap();
         self.client()
-            .activate_partner(authed(pb::ChangePartnerStateRequest {
+            .activate_partner(authed(pb::ActivatePartnerRequest {
                 name: format!("partners/{id}"),
                 reason: "admitted".into(),
             }))

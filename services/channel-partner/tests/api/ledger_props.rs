@@ -203,7 +203,7 @@ async fn run(ops: Vec<Op>) {
             Op::Approve { redemption } | Op::Reject { redemption } if redemption >= redemptions.len() => {}
             Op::Approve { redemption } => {
                 let _ = inc
-                    .approve_redemption(authed(pb::DecideRedemptionRequest {
+                    .approve_redemption(authed(pb::ApproveRedemptionRequest {
                         name: redemptions[redemption].clone(),
                         reason: String::new(),
                     }))
@@ -211,7 +211,7 @@ async fn run(ops: Vec<Op>) {
             }
             Op::Reject { redemption } => {
                 let _ = inc
-                    .reject_redemption(authed(pb::DecideRedemptionRequest {
+                    .reject_redemption(authed(pb::RejectRedemptionRequest {
                         name: redemptions[redemption].clone(),
                         reason: "no".into(),
                     }))

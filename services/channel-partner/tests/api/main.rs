@@ -93,14 +93,23 @@ async fn every_status_change_is_audited_and_the_machine_refuses_other_moves() {
     let change = |to: &'static str, reason: &'static str| {
         let mut client = app.client();
         async move {
-            let req = authed(pb::ChangePartnerStateRequest {
-                name: "partners/acme".into(),
-                reason: reason.into(),
-            });
+            let (name, reason) = ("partners/acme".to_owned(), reason.to_owned());
             match to {
-                "active" => client.activate_partner(req).await,
-                "suspended" => client.suspend_partner(req).await,
-                _ => client.terminate_partner(req).await,
+                "active" => {
+                    client
+                        .activate_partner(authed(pb::ActivatePartnerRequest { name, reason }))
+                        .await
+                }
+                "suspended" => {
+                    client
+                        .suspend_partner(authed(pb::SuspendPartnerRequest { name, reason }))
+                        .await
+                }
+                _ => {
+                    client
+                        .terminate_partner(authed(pb::TerminatePartnerRequest { name, reason }))
+                        .await
+                }
             }
             .map(|r| r.into_inner())
         }
@@ -134,7 +143,7 @@ async fn every_status_change_is_audited_and_the_machine_refuses_other_moves() {
         .client()
         .suspend_partner(as_partner(
             "acme",
-            pb::ChangePartnerStateRequest {
+            pb::SuspendPartnerRequest {
                 name: "partners/acme".into(),
                 reason: "x".into(),
             },
@@ -457,7 +466,7 @@ async fn a_partner_sees_and_changes_only_its_own_organisation_reps_targets_point
     let err = incentives
         .approve_redemption(as_partner(
             "acme",
-            pb::DecideRedemptionRequest {
+            pb::ApproveRedemptionRequest {
                 name: own.name.clone(),
                 reason: String::new(),
             },
@@ -686,12 +695,11 @@ async fn redemptions_take_points_and_stock_and_a_rejection_gives_both_back() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "out of stock");
 
-    let decide = |name: &str, reason: &str| pb::DecideRedemptionRequest {
-        name: name.into(),
-        reason: reason.into(),
-    };
     let err = inc
-        .fulfill_redemption(authed(decide(&first.name, "")))
+        .fulfill_redemption(authed(pb::FulfillRedemptionRequest {
+            name: first.name.clone(),
+            reason: "".into(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(
@@ -700,18 +708,27 @@ async fn redemptions_take_points_and_stock_and_a_rejection_gives_both_back() {
         "only an approved one is fulfilled"
     );
     let err = inc
-        .reject_redemption(authed(decide(&first.name, "")))
+        .reject_redemption(authed(pb::RejectRedemptionRequest {
+            name: first.name.clone(),
+            reason: "".into(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["reason"], "a rejection says why");
     let approved = inc
-        .approve_redemption(authed(decide(&first.name, "")))
+        .approve_redemption(authed(pb::ApproveRedemptionRequest {
+            name: first.name.clone(),
+            reason: "".into(),
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(approved.state, pb::RedemptionState::Approved as i32);
     let rejected = inc
-        .reject_redemption(authed(decide(&first.name, "discontinued")))
+        .reject_redemption(authed(pb::RejectRedemptionRequest {
+            name: first.name.clone(),
+            reason: "discontinued".into(),
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -729,7 +746,10 @@ async fn redemptions_take_points_and_stock_and_a_rejection_gives_both_back() {
         .into_inner();
     assert_eq!(stock(items.catalog_items), Some(2), "and the stock");
     let err = inc
-        .approve_redemption(authed(decide(&first.name, "")))
+        .approve_redemption(authed(pb::ApproveRedemptionRequest {
+            name: first.name.clone(),
+            reason: "".into(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "rejected is final");
@@ -739,9 +759,17 @@ async fn redemptions_take_points_and_stock_and_a_rejection_gives_both_back() {
         .await
         .unwrap()
         .into_inner();
-    inc.approve_redemption(authed(decide(&second.name, ""))).await.unwrap();
+    inc.approve_redemption(authed(pb::ApproveRedemptionRequest {
+        name: second.name.clone(),
+        reason: "".into(),
+    }))
+    .await
+    .unwrap();
     let done = inc
-        .fulfill_redemption(authed(decide(&second.name, "")))
+        .fulfill_redemption(authed(pb::FulfillRedemptionRequest {
+            name: second.name.clone(),
+            reason: "".into(),
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -854,7 +882,7 @@ async fn a_suspended_partner_cannot_redeem_and_a_partner_registers_only_its_own_
     .await
     .unwrap();
     partners
-        .suspend_partner(authed(pb::ChangePartnerStateRequest {
+        .suspend_partner(authed(pb::SuspendPartnerRequest {
             name: "partners/acme".into(),
             reason: "audit".into(),
         }))
