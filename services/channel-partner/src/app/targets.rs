@@ -182,9 +182,13 @@ async fn view(conn: &impl ConnectionTrait, t: target::Model, now: DateTime<Utc>)
     let progress_minor = progress(conn, &t).await?;
     let attainment = attainment_bp(progress_minor, t.amount_minor);
     let peers = store::peer_targets(conn, &t).await?;
+    // The peers' progress in one grouped query, not one sum per peer.
+    let by_rep = t.subject_kind == "rep";
+    let sales = store::net_sales_of_all(conn, by_rep, t.period_start, t.period_end).await?;
     let mut ahead = 0u32;
     for peer in peers.iter().filter(|p| p.id != t.id) {
-        let p = progress(conn, peer).await?;
+        let key = if by_rep { &peer.rep_id } else { &peer.partner_id };
+        let p = sales.get(key).copied().unwrap_or(0);
         let a = attainment_bp(p, peer.amount_minor);
         if (a, p, std::cmp::Reverse(&peer.id)) > (attainment, progress_minor, std::cmp::Reverse(&t.id)) {
             ahead += 1;

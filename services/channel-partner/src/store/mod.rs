@@ -224,6 +224,32 @@ pub async fn net_sales(
     Ok(row.and_then(|r| r.total).unwrap_or(0))
 }
 
+/// Net attributed sales in `[from, to)` of every partner (`by_rep` false) or every
+/// rep, in one grouped query: what a ranking compares.
+pub async fn net_sales_of_all(
+    conn: &impl ConnectionTrait,
+    by_rep: bool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ServiceResult<std::collections::HashMap<String, i64>> {
+    let key = if by_rep {
+        sale::Column::RepId
+    } else {
+        sale::Column::PartnerId
+    };
+    let rows: Vec<(String, Option<i64>)> = sale::Entity::find()
+        .select_only()
+        .column(key)
+        .column_as(Expr::cust("CAST(SUM(amount_minor) AS BIGINT)"), "total")
+        .filter(sale::Column::OccurredAt.gte(from))
+        .filter(sale::Column::OccurredAt.lt(to))
+        .group_by(key)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|(k, total)| (k, total.unwrap_or(0))).collect())
+}
+
 pub async fn target(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<Option<target::Model>> {
     Ok(target::Entity::find_by_id(id.to_owned()).one(conn).await?)
 }
