@@ -906,3 +906,62 @@ async fn a_suspended_partner_cannot_redeem_and_a_partner_registers_only_its_own_
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(app.ledger("partners/acme/ledger").await.balance, 200);
 }
+
+/// Racing redemptions that together exceed the balance: exactly one wins, and the
+/// balance never goes below zero.
+#[tokio::test]
+async fn of_racing_redemptions_over_the_balance_exactly_one_takes_the_points() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    let mut inc = app.incentives();
+    inc.record_action(authed(pb::RecordActionRequest {
+        parent: "partners/acme/ledger".into(),
+        action: "registered_deal_won".into(),
+        reference: "deal-1".into(),
+    }))
+    .await
+    .unwrap();
+    let item = inc
+        .create_catalog_item(authed(pb::CreateCatalogItemRequest {
+            catalog_item: Some(pb::CatalogItem {
+                category: pb::CatalogCategory::Rebate as i32,
+                display_name: "Rebate".into(),
+                points_price: 300,
+                unlimited_stock: true,
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let results = futures::future::join_all((0..6).map(|i| {
+        let mut inc = app.incentives();
+        let item = item.name.clone();
+        async move {
+            inc.request_redemption(as_partner(
+                "acme",
+                pb::RequestRedemptionRequest {
+                    parent: "partners/acme/ledger".into(),
+                    redemption: Some(pb::Redemption {
+                        catalog_item: item,
+                        quantity: 1,
+                        ..Default::default()
+                    }),
+                    request_id: format!("race-{i}"),
+                },
+            ))
+            .await
+        }
+    }))
+    .await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for lost in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(lost.code(), Code::FailedPrecondition | Code::Aborted),
+            "{lost:?}"
+        );
+    }
+    let ledger = app.ledger("partners/acme/ledger").await;
+    assert_eq!((ledger.balance, ledger.debt), (200, 0));
+}
