@@ -188,15 +188,22 @@ impl EventHandler for OrderEvents {
     /// kinds are passed over undecoded, and an unreadable one goes to the handler,
     /// which refuses it.
     fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
-        let ty = event.r#type.as_str();
-        if ty != CONSUMED.paid && ty != CONSUMED.refunded && ty != CONSUMED.cancelled {
-            return None;
-        }
-        match sale_of(event) {
-            Ok(Some(sale)) => Some(sale.partner_id),
-            Ok(None) => None,
-            Err(_) => Some(event.aggregate_id.clone()),
-        }
+        route(event)
+    }
+}
+
+/// The partition key of an order event: the partner of a partner sale, `None`
+/// for anything else; an unreadable sale event goes to the handler (by its order),
+/// which refuses it.
+fn route(event: &EventEnvelope) -> Option<String> {
+    let ty = event.r#type.as_str();
+    if ty != CONSUMED.paid && ty != CONSUMED.refunded && ty != CONSUMED.cancelled {
+        return None;
+    }
+    match sale_of(event) {
+        Ok(Some(sale)) => Some(sale.partner_id),
+        Ok(None) => None,
+        Err(_) => Some(event.aggregate_id.clone()),
     }
 }
 
@@ -211,5 +218,84 @@ mod tests {
         assert_eq!(out.partition_key(), Some("p-1"));
         let back = ev::PartnerStatusChanged::decode(out.payload()).unwrap();
         assert_eq!((back.from_state.as_str(), back.to_state.as_str()), ("", "applied"));
+    }
+
+    fn envelope<M: Message + Name>(message: &M) -> EventEnvelope {
+        EventEnvelope {
+            r#type: M::full_name(),
+            aggregate_id: "o-1".into(),
+            partition_key: "m-1".into(),
+            payload: Some(prost_types::Any {
+                type_url: M::type_url(),
+                value: message.encode_to_vec(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn parties(channel: &str, partner: &str) -> Option<ev::OrderParties> {
+        Some(ev::OrderParties {
+            channel: channel.into(),
+            partner_id: partner.into(),
+            sales_rep: "rep-1".into(),
+            ..Default::default()
+        })
+    }
+
+    fn eur(amount_minor: i64) -> Option<retail_proto::common::Money> {
+        Some(retail_proto::common::Money {
+            currency_code: "EUR".into(),
+            amount_minor,
+        })
+    }
+
+    #[test]
+    fn only_partner_orders_with_a_partner_are_sales_and_they_are_keyed_by_the_partner() {
+        let paid = envelope(&ev::OrderPaid {
+            order_id: "o-1".into(),
+            parties: parties("partner", "acme"),
+            amount: eur(100),
+            ..Default::default()
+        });
+        let sale = sale_of(&paid).unwrap().unwrap();
+        assert_eq!(
+            (sale.partner_id.as_str(), sale.sales_rep.as_str(), sale.refund),
+            ("acme", "rep-1", false)
+        );
+        assert_eq!(route(&paid), Some("acme".to_owned()), "not the member");
+        let refunded = envelope(&ev::OrderRefunded {
+            order_id: "o-1".into(),
+            return_id: "r-9".into(),
+            parties: parties("partner", "acme"),
+            amount: eur(40),
+            ..Default::default()
+        });
+        let refund = sale_of(&refunded).unwrap().unwrap();
+        assert_eq!(
+            (refund.reference.as_str(), refund.refund, refund.amount_minor),
+            ("return-r-9", true, 40)
+        );
+        for other in [
+            envelope(&ev::OrderPaid {
+                parties: parties("online", ""),
+                amount: eur(100),
+                ..Default::default()
+            }),
+            envelope(&ev::OrderPaid {
+                parties: parties("partner", ""),
+                amount: eur(100),
+                ..Default::default()
+            }),
+            envelope(&ev::OrderCancelled {
+                parties: parties("partner", "acme"),
+                refunded: eur(0),
+                ..Default::default()
+            }),
+        ] {
+            assert!(sale_of(&other).unwrap().is_none(), "{other:?}");
+            assert_eq!(route(&other), None);
+        }
+        let placed = envelope(&ev::OrderPlaced::default());
+        assert_eq!(route(&placed), None, "other order events are passed over");
     }
 }
