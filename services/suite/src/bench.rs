@@ -99,7 +99,7 @@ pub struct BenchArgs {
     #[arg(long, env = "RETAIL_BENCH_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Database connections of each measured service's pool (`database.max_connections`).
-    /// The order benchmarks run four services on one PostgreSQL: on a small machine
+    /// The order benchmarks run five services on one PostgreSQL: on a small machine
     /// fewer connections each keep its backends from crowding the cores.
     #[arg(long, default_value_t = 16)]
     pub db_connections: u32,
