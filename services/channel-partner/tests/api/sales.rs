@@ -14,7 +14,7 @@ fn month_start() -> String {
 }
 
 #[tokio::test]
-async fn a_paid_partner_order_moves_progress_points_and_attains_the_target_within_the_same_poll() {
+async fn paid_partner_orders_move_progress_and_points_of_the_partner_and_its_rep_and_attain_the_target() {
     let app = spawn_app().await;
     app.active("acme").await;
     let rep = app.rep("acme", "0190f5b2-8d3e-7c41-9a6b-00000000000a").await;
