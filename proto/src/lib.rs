@@ -39,6 +39,11 @@ pub mod retail {
             tonic::include_proto!("retail.orders.v1");
         }
     }
+    pub mod partner {
+        pub mod v1 {
+            tonic::include_proto!("retail.partner.v1");
+        }
+    }
 }
 
 pub use retail::catalog::v1 as catalog;
@@ -47,3 +52,4 @@ pub use retail::events::v1 as events;
 pub use retail::identity::v1 as identity;
 pub use retail::membership::v1 as membership;
 pub use retail::orders::v1 as orders;
+pub use retail::partner::v1 as partner;

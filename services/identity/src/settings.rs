@@ -19,6 +19,7 @@ pub struct Settings {
     pub passwords: PasswordSettings,
     pub lockout: LockoutSettings,
     pub bootstrap: BootstrapSettings,
+    pub partners: PartnersSettings,
 }
 
 impl Validate for Settings {
@@ -58,6 +59,17 @@ impl Validate for Settings {
                 "lockout.lock_after",
                 "must exceed lockout.slow_after",
             ));
+        }
+        if let Some(url) = &self.partners.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "partners.url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.partners.timeout_ms == 0 {
+            return Err(ConfigError::invalid("partners.timeout_ms", "must be positive"));
         }
         for (i, account) in self.bootstrap.service_accounts.iter().enumerate() {
             if account.client_id.is_empty() {
@@ -197,4 +209,27 @@ pub struct BootstrapServiceAccount {
     #[serde(serialize_with = "serialize_secret")]
     pub client_secret: SecretString,
     pub scopes: Vec<String>,
+}
+
+/// The partner programme (channel-partner), which `partner_id` on users and API
+/// keys refers to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartnersSettings {
+    /// channel-partner (`http://partner:50055`). When set, a partner user or API
+    /// key is created only for a partner that exists there and is not terminated,
+    /// and tokens are issued to partner principals only while their partner is
+    /// active. Unset: `partner_id` is not checked.
+    pub url: Option<String>,
+    /// Deadline of each question to channel-partner.
+    pub timeout_ms: u64,
+}
+
+impl Default for PartnersSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout_ms: 2_000,
+        }
+    }
 }

@@ -48,7 +48,8 @@ pub enum Target {
     CatalogReserveCommit,
     /// orders PlaceOrder (member, one line): the saga over membership and catalog.
     OrdersPlace,
-    /// orders PlaceOrder then PayOrder; also the lag from payment to points visible.
+    /// orders PlaceOrder then PayOrder; also the lags from payment to points visible
+    /// and to a partner's target progress visible.
     OrdersPlacePay,
 }
 
@@ -98,7 +99,7 @@ pub struct BenchArgs {
     #[arg(long, env = "RETAIL_BENCH_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Database connections of each measured service's pool (`database.max_connections`).
-    /// The order benchmarks run four services on one PostgreSQL: on a small machine
+    /// The order benchmarks run five services on one PostgreSQL: on a small machine
     /// fewer connections each keep its backends from crowding the cores.
     #[arg(long, default_value_t = 16)]
     pub db_connections: u32,
@@ -790,8 +791,12 @@ impl Scratch {
     }
 }
 
-/// One paid order in this many is a probe of the lag from payment to points.
+/// One paid order in this many is a probe of the lag from payment to points, and
+/// as many again probes of the lag from payment to a partner's target progress.
 const PROBE_EVERY: u64 = 50;
+
+/// Partners seeded for the partner probes (one probe each).
+const PARTNER_PROBES: u64 = 300;
 
 /// The unmeasured load that gives the order benchmarks' tables their first rows.
 const FIRST_ROWS_LOAD: Duration = Duration::from_secs(3);
@@ -801,10 +806,12 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     use retail_proto::membership::{self as mpb};
     use retail_proto::orders::orders_service_client::OrdersServiceClient;
     use retail_proto::orders::{self as opb};
+    use retail_proto::partner::target_service_client::TargetServiceClient;
+    use retail_proto::partner::{self as ppb};
 
     let scratch = Scratch::create(
         args.database_url.as_deref(),
-        &["identity", "membership", "catalog", "orders"],
+        &["identity", "membership", "catalog", "orders", "partner"],
     )
     .await?;
     let mut settings = crate::settings::SuiteSettings::default();
@@ -812,6 +819,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     settings.membership.server = loopback();
     settings.catalog.server = loopback();
     settings.orders.server = loopback();
+    settings.partner.server = loopback();
     settings.identity.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
     settings.membership.cache.redis_url = args.redis_url.clone();
     settings.membership.cache.namespace = format!("bench-{}", rand::random::<u32>());
@@ -820,6 +828,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
         &mut settings.membership.database,
         &mut settings.catalog.database,
         &mut settings.orders.database,
+        &mut settings.partner.database,
     ]
     .into_iter()
     .zip(&scratch.urls)
@@ -848,6 +857,23 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     // Members who never bought: their first points show when the payment has
     // reached membership through the orders event log.
     let (_, probes) = crate::seed::register_members(membership_channel.clone(), &bearer_text, 2_000, 16).await?;
+    // Partners whose first sale is a probe of the lag from payment to the
+    // partner's target progress (channel-partner follows the orders log too).
+    let partner_channel = channels(launched.partner, 1).await?.remove(0);
+    let partner_probes = if target == Target::OrdersPlacePay {
+        crate::seed_partner::seed_partners(
+            partner_channel.clone(),
+            &bearer_text,
+            &format!("bench{}", rand::random::<u32>()),
+            PARTNER_PROBES,
+            0,
+            100_000_000,
+            16,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     let bearer: tonic::metadata::MetadataValue<_> = bearer_text.parse()?;
     let clients: Vec<_> = channels(launched.orders, args.connections)
         .await?
@@ -858,14 +884,23 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     let cursor = Arc::new(AtomicU64::new(0));
     let next_probe = Arc::new(AtomicU64::new(0));
     let lags = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
+    let partner_lags = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
+    let partner_probes = Arc::new(partner_probes);
+    let next_partner_probe = Arc::new(AtomicU64::new(0));
     let run_id: u32 = rand::random();
     let pay = target == Target::OrdersPlacePay;
     let call = {
-        let lags = lags.clone();
+        let (lags, partner_lags) = (lags.clone(), partner_lags.clone());
         move |worker: usize| {
             let mut client = clients[worker % clients.len()].clone();
             let members_client = MembershipServiceClient::new(membership_channel.clone());
+            let targets_client = TargetServiceClient::new(partner_channel.clone());
             let i = cursor.fetch_add(1, Ordering::Relaxed);
+            // Halfway between two member probes, a partner probe: a partner
+            // order of a partner that never sold before.
+            let partner_probe = (pay && (i + PROBE_EVERY / 2).is_multiple_of(PROBE_EVERY))
+                .then(|| next_partner_probe.fetch_add(1, Ordering::Relaxed) as usize)
+                .and_then(|p| partner_probes.get(p).cloned());
             // Every 50th paid order is a probe member's first. Each probe's profile
             // is loaded twice (before and after its points), seven statements a
             // load: one in 50 keeps that under 0.3 statements an order.
@@ -876,12 +911,17 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
             let member = probe
                 .clone()
                 .unwrap_or_else(|| members[i as usize % members.len()].clone());
+            let (channel, partner_id) = match &partner_probe {
+                Some(p) => (opb::OrderChannel::Partner, p.id.clone()),
+                None => (opb::OrderChannel::Online, String::new()),
+            };
             let place = authed(
                 &bearer,
                 opb::PlaceOrderRequest {
                     order: Some(opb::Order {
                         member,
-                        channel: opb::OrderChannel::Online as i32,
+                        channel: channel as i32,
+                        partner_id,
                         lines: vec![opb::OrderLine {
                             sku: skus[i as usize % skus.len()].clone(),
                             quantity: 1,
@@ -892,7 +932,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                     request_id: format!("bench-{run_id}-{i}"),
                 },
             );
-            let (bearer, lags) = (bearer.clone(), lags.clone());
+            let (bearer, lags, partner_lags) = (bearer.clone(), lags.clone(), partner_lags.clone());
             async move {
                 let order = client.place_order(place).await?.into_inner();
                 if !pay {
@@ -911,6 +951,29 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                     },
                 );
                 client.pay_order(paid).await?;
+                if let Some(partner) = partner_probe {
+                    let paid_at = Instant::now();
+                    let bearer = bearer.clone();
+                    tokio::spawn(async move {
+                        let mut targets = targets_client;
+                        while paid_at.elapsed() < Duration::from_secs(30) {
+                            let got = targets
+                                .get_target(authed(
+                                    &bearer,
+                                    ppb::GetTargetRequest {
+                                        name: partner.target.clone(),
+                                    },
+                                ))
+                                .await;
+                            if got.is_ok_and(|t| t.into_inner().progress_minor > 0) {
+                                let lag = paid_at.elapsed().as_micros() as u64;
+                                let _ = partner_lags.lock().unwrap_or_else(|p| p.into_inner()).record(lag);
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(25)).await;
+                        }
+                    });
+                }
                 if let Some(member) = probe {
                     let paid_at = Instant::now();
                     tokio::spawn(async move {
@@ -955,6 +1018,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     scratch.analyze().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     lags.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    partner_lags.lock().unwrap_or_else(|p| p.into_inner()).reset();
     let report = run(target.label(), args, call).await?;
     if pay {
         // Let the last probes land.
@@ -966,6 +1030,14 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
             lags.value_at_quantile(0.5) as f64 / 1000.0,
             lags.value_at_quantile(0.99) as f64 / 1000.0,
             lags.max() as f64 / 1000.0
+        );
+        let partner_lags = partner_lags.lock().unwrap_or_else(|p| p.into_inner());
+        println!(
+            "payment -> partner target progress visible: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            partner_lags.len(),
+            partner_lags.value_at_quantile(0.5) as f64 / 1000.0,
+            partner_lags.value_at_quantile(0.99) as f64 / 1000.0,
+            partner_lags.max() as f64 / 1000.0
         );
     }
     let _ = stop.send(());

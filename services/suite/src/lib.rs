@@ -7,5 +7,6 @@
 pub mod bench;
 pub mod echo;
 pub mod seed;
+pub mod seed_partner;
 pub mod settings;
 pub mod up;

@@ -36,6 +36,15 @@ pub struct SeedArgs {
     pub skus: u64,
     #[arg(long, default_value = "http://127.0.0.1:50053")]
     pub catalog: String,
+    /// Partner organisations to register and admit, each with reps and this
+    /// month's targets (plus the redemption catalog).
+    #[arg(long, default_value_t = 200)]
+    pub partners: u64,
+    /// Sales reps per partner.
+    #[arg(long, default_value_t = 3)]
+    pub reps_per_partner: u64,
+    #[arg(long, default_value = "http://127.0.0.1:50055")]
+    pub partner: String,
     /// Directory holding `admin-password` (as `retail-suite up` created it).
     #[arg(long, default_value = "data")]
     pub data_dir: std::path::PathBuf,
@@ -173,7 +182,7 @@ pub async fn register_members(
     Ok((run, names))
 }
 
-fn progress(what: &str, count: u64) -> ProgressBar {
+pub(crate) fn progress(what: &str, count: u64) -> ProgressBar {
     let bar = ProgressBar::new(count);
     bar.set_style(
         ProgressStyle::with_template(&format!(
@@ -185,7 +194,10 @@ fn progress(what: &str, count: u64) -> ProgressBar {
     bar
 }
 
-fn with_bearer<T>(header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>, message: T) -> tonic::Request<T> {
+pub(crate) fn with_bearer<T>(
+    header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    message: T,
+) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", header.clone());
     request
@@ -358,6 +370,26 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     println!(
         "seeded {} SKUs with prices and stock in {:.1} s",
         skus.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let partner = Channel::from_shared(args.partner.clone())?.connect().await?;
+    let started = Instant::now();
+    let prefix = format!("seed{:03}", rand::rng().random_range(0..1000));
+    let partners = crate::seed_partner::seed_partners(
+        partner.clone(),
+        &bearer,
+        &prefix,
+        args.partners,
+        args.reps_per_partner,
+        2_500_000,
+        args.concurrency,
+    )
+    .await?;
+    let items = crate::seed_partner::seed_redemption_catalog(partner, &bearer).await?;
+    println!(
+        "seeded {} partners with {} reps each, this month's targets and {items} catalog items in {:.1} s",
+        partners.len(),
+        args.reps_per_partner,
         started.elapsed().as_secs_f64()
     );
     Ok(())

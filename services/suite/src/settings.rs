@@ -13,6 +13,7 @@ pub const IDENTITY_PORT: u16 = 50051;
 pub const MEMBERSHIP_PORT: u16 = 50052;
 pub const CATALOG_PORT: u16 = 50053;
 pub const ORDERS_PORT: u16 = 50054;
+pub const PARTNER_PORT: u16 = 50055;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +29,7 @@ pub struct SuiteSettings {
     pub membership: retail_membership::Settings,
     pub catalog: retail_catalog::Settings,
     pub orders: retail_orders::Settings,
+    pub partner: retail_channel_partner::Settings,
 }
 
 const DEFAULT_DATA_DIR: &str = "data";
@@ -51,6 +53,9 @@ impl Default for SuiteSettings {
         let mut orders = retail_orders::Settings::default();
         orders.server.port = ORDERS_PORT;
         orders.database.url = SecretString::from(sqlite_url(&data_dir, "orders"));
+        let mut partner = retail_channel_partner::Settings::default();
+        partner.server.port = PARTNER_PORT;
+        partner.database.url = SecretString::from(sqlite_url(&data_dir, "partner"));
         Self {
             data_dir,
             telemetry: TelemetrySettings::default(),
@@ -58,6 +63,7 @@ impl Default for SuiteSettings {
             membership,
             catalog,
             orders,
+            partner,
         }
     }
 }
@@ -76,7 +82,10 @@ impl Validate for SuiteSettings {
             .map_err(|e| ConfigError::invalid("catalog", e.to_string()))?;
         self.orders
             .validate()
-            .map_err(|e| ConfigError::invalid("orders", e.to_string()))
+            .map_err(|e| ConfigError::invalid("orders", e.to_string()))?;
+        self.partner
+            .validate()
+            .map_err(|e| ConfigError::invalid("partner", e.to_string()))
     }
 }
 
@@ -88,6 +97,7 @@ impl SuiteSettings {
             ("membership", &mut self.membership.database.url),
             ("catalog", &mut self.catalog.database.url),
             ("orders", &mut self.orders.database.url),
+            ("partner", &mut self.partner.database.url),
         ] {
             let default = sqlite_url(std::path::Path::new(DEFAULT_DATA_DIR), service);
             if url.expose_secret() == default {

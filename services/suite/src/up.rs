@@ -104,6 +104,7 @@ pub struct Launched {
     pub membership: SocketAddr,
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
+    pub partner: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -138,12 +139,13 @@ where
 
 /// Builds and starts every service with `settings`, wired to each other: service
 /// accounts with fresh secrets (unless configured), identity's address for keys and
-/// tokens, orders' downstreams, membership's subscription to orders. Identity serves
-/// first: the others fetch its keys and their tokens at start.
+/// tokens, orders' downstreams, membership's and channel-partner's subscriptions to
+/// orders. Identity serves first: the others fetch its keys and their tokens at start.
 ///
 /// On `shutdown` callers stop before the services they call, each after draining:
 /// orders first (its sagas in flight still reach catalog and membership), then
-/// catalog and membership, then identity (whose keys and tokens they all use).
+/// catalog, membership and channel-partner, then identity (whose keys and tokens they
+/// all use).
 pub async fn launch<S>(settings: &mut SuiteSettings, shutdown: S) -> anyhow::Result<Launched>
 where
     S: std::future::Future<Output = ()> + Clone + Send + 'static,
@@ -160,6 +162,7 @@ where
             ][..],
         ),
         ("membership", &mut settings.membership.auth, &["events.read"][..]),
+        ("partner", &mut settings.partner.auth, &["events.read"][..]),
     ] {
         if auth.client_id.is_empty() {
             auth.client_id = client_id.into();
@@ -178,15 +181,25 @@ where
     let (orders_stopped, orders_done) = tokio::sync::watch::channel(false);
     let (catalog_stopped, catalog_done) = tokio::sync::watch::channel(false);
     let (membership_stopped, membership_done) = tokio::sync::watch::channel(false);
+    let (partner_stopped, partner_done) = tokio::sync::watch::channel(false);
     let (identity_stopped, _) = tokio::sync::watch::channel(false);
 
+    // Identity checks partner users and API keys against channel-partner, where it
+    // listens at a known port (not with port 0, as benchmarks run it).
+    if settings.identity.partners.url.is_none() && settings.partner.server.port != 0 {
+        let host = match settings.partner.server.host.as_str() {
+            "0.0.0.0" | "::" => "127.0.0.1",
+            host => host,
+        };
+        settings.identity.partners.url = Some(format!("http://{host}:{}", settings.partner.server.port));
+    }
     let identity = retail_identity::Application::build(settings.identity.clone()).await?;
     let identity_addr = identity.local_addr();
     let identity_url = format!("http://{identity_addr}");
     let mut tasks = vec![run_then_report(
         scoped(
             "identity",
-            identity.run(after_stopped(vec![catalog_done, membership_done])),
+            identity.run(after_stopped(vec![catalog_done, membership_done, partner_done])),
         ),
         identity_stopped,
     )];
@@ -194,6 +207,7 @@ where
         &mut settings.membership.auth,
         &mut settings.catalog.auth,
         &mut settings.orders.auth,
+        &mut settings.partner.auth,
     ] {
         auth.identity_url = identity_url.clone();
     }
@@ -207,13 +221,22 @@ where
     let orders_addr = orders.local_addr();
     // Membership earns from orders' event log.
     let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
+    // Channel-partner counts partner sales from orders' event log.
+    let partner = retail_channel_partner::Application::build(settings.partner.clone())
+        .await?
+        .with_orders_events_url(format!("http://{orders_addr}"));
+    let partner_addr = partner.local_addr();
     tasks.push(run_then_report(
         scoped("catalog", catalog.run(after_stopped(vec![orders_done.clone()]))),
         catalog_stopped,
     ));
     tasks.push(run_then_report(
-        scoped("membership", membership.run(after_stopped(vec![orders_done]))),
+        scoped("membership", membership.run(after_stopped(vec![orders_done.clone()]))),
         membership_stopped,
+    ));
+    tasks.push(run_then_report(
+        scoped("partner", partner.run(after_stopped(vec![orders_done]))),
+        partner_stopped,
     ));
     tasks.push(run_then_report(scoped("orders", orders.run(shutdown)), orders_stopped));
     Ok(Launched {
@@ -221,6 +244,7 @@ where
         membership: membership_addr,
         catalog: catalog_addr,
         orders: orders_addr,
+        partner: partner_addr,
         tasks,
     })
 }
@@ -235,6 +259,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             ("membership", &settings.membership.telemetry),
             ("catalog", &settings.catalog.telemetry),
             ("orders", &settings.orders.telemetry),
+            ("partner", &settings.partner.telemetry),
         ],
     )?;
     std::fs::create_dir_all(&settings.data_dir)
@@ -250,6 +275,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         ),
         ("catalog", redact_url(settings.catalog.database.url.expose_secret())),
         ("orders", redact_url(settings.orders.database.url.expose_secret())),
+        ("partner", redact_url(settings.partner.database.url.expose_secret())),
     ];
     let cache = match &settings.membership.cache.redis_url {
         Some(url) => format!("redis {}", redact_url(url)),
@@ -268,6 +294,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         launched.membership,
         launched.catalog,
         launched.orders,
+        launched.partner,
     ]) {
         let note = if *service == "membership" {
             format!(" (cache: {cache})")

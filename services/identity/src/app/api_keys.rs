@@ -54,6 +54,7 @@ impl App {
     where
         R: prost::Message + Default + 'static,
     {
+        self.require_partner("api_key.partner_id", &new.partner_id).await?;
         let at = now();
         let (secret, prefix) = secrets::new_api_key();
         let model = api_key::Model {
@@ -177,6 +178,7 @@ impl App {
                 return Err(invalid());
             }
         };
+        self.require_active_partner(&key.partner_id).await?;
         store::clear_throttle(&self.db, &subject).await?;
         store::touch_api_key(&self.db, &key.id, at).await?;
         self.issue(Grant {

@@ -15,6 +15,7 @@ mod api_keys;
 mod audit;
 mod bootstrap;
 mod keys;
+mod partners;
 mod service_accounts;
 mod sessions;
 mod signing;
@@ -56,6 +57,8 @@ pub(crate) struct App {
     /// Bounds the memory-hard hashes running at once (each takes ~19 MiB and a core);
     /// beyond it, callers wait briefly and then get UNAVAILABLE.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Where partners are known (channel-partner), if `partner_id`s are checked.
+    partners: partners::PartnerDirectory,
 }
 
 /// Who is asking, as identity needs it.
@@ -138,6 +141,7 @@ impl App {
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             )),
+            partners: partners::PartnerDirectory::new(&settings.partners)?,
         })
     }
 

@@ -69,6 +69,9 @@ impl App {
             }
         };
 
+        if let Some(partner) = &user.partner_id {
+            self.require_active_partner(partner).await?;
+        }
         store::clear_throttle(&self.db, &subject).await?;
         let at = now();
         let refresh = secrets::new_refresh_token();
@@ -138,6 +141,10 @@ impl App {
                 return Err(ServiceError::Unauthenticated("invalid refresh token".into()));
             }
         };
+        if let Some(partner) = &user.partner_id {
+            // Refused before the commit: the refresh token stays usable.
+            self.require_active_partner(partner).await?;
+        }
         let refresh = secrets::new_refresh_token();
         // The new token lives no longer than its session.
         store::insert_refresh_token(&txn, secrets::hash(&refresh), &session.id, at, session.expires_at).await?;

@@ -52,6 +52,9 @@ impl App {
     where
         R: prost::Message + Default + Clone + 'static,
     {
+        if let Some(partner) = &new.partner_id {
+            self.require_partner("user.partner_id", partner).await?;
+        }
         let hash = self.hash_password(&new.password).await?;
         let at = now();
         let model = user::Model {

@@ -1,0 +1,142 @@
+//! Channel-partner's use cases, one method each, on parsed input: partner
+//! organisations and their status ([`partners`]), sales reps ([`reps`]), levels
+//! ([`levels`]), targets ([`targets`]), what the orders log's sales do
+//! ([`sales`]), the points ledgers ([`points`]) and redemptions
+//! ([`redemptions`]).
+//!
+//! Every change is one transaction with its audit rows and its events in the
+//! outbox.
+
+mod levels;
+mod partners;
+mod points;
+mod redemptions;
+mod reps;
+pub mod sales;
+mod targets;
+
+use std::sync::Arc;
+
+use retail_kit::auth::Principal;
+use retail_kit::error::{ServiceError, ServiceResult};
+use retail_kit::events::EventLog;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use crate::domain::ids::{PartnerId, Subject};
+use crate::settings::{Rules, Settings};
+use crate::store;
+
+pub use partners::NewPartner;
+pub use redemptions::NewCatalogItem;
+pub use reps::NewRep;
+pub use sales::Sale;
+pub use targets::{NewTarget, TargetView};
+
+/// The service's state and its use cases.
+pub struct App {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) log: Arc<EventLog>,
+    pub(crate) settings: Settings,
+    pub(crate) rules: Rules,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub(crate) fn new(db: DatabaseConnection, log: Arc<EventLog>, settings: Settings, rules: Rules) -> Self {
+        Self {
+            db,
+            log,
+            settings,
+            rules,
+        }
+    }
+}
+
+/// Who is asking, as this service needs it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The principal's subject, recorded in audit rows.
+    pub subject: String,
+    /// Whose request ids these are (a partner's, for partner principals).
+    pub owner: String,
+    /// The partner a partner principal is confined to.
+    pub partner: Option<String>,
+}
+
+impl From<&Principal> for Caller {
+    fn from(p: &Principal) -> Self {
+        Self {
+            subject: p.subject.clone(),
+            owner: p.request_owner(),
+            partner: p.partner_scope().map(str::to_owned),
+        }
+    }
+}
+
+impl Caller {
+    /// The brand's staff or a service (for tests and jobs).
+    pub fn brand(subject: &str) -> Self {
+        Self {
+            subject: subject.to_owned(),
+            owner: subject.to_owned(),
+            partner: None,
+        }
+    }
+
+    /// Whether the caller may see what belongs to `partner` (the brand sees
+    /// everything; the brand's own reps belong to no partner).
+    pub fn sees(&self, partner: &str) -> bool {
+        self.partner.as_deref().is_none_or(|own| own == partner)
+    }
+
+    /// Whether the caller is the brand (not confined to a partner).
+    pub fn is_brand(&self) -> bool {
+        self.partner.is_none()
+    }
+
+    /// PERMISSION_DENIED for partner principals.
+    pub fn require_brand(&self, what: &str) -> ServiceResult<()> {
+        if self.is_brand() {
+            Ok(())
+        } else {
+            Err(ServiceError::PermissionDenied(format!("only the brand {what}")))
+        }
+    }
+}
+
+pub(crate) fn partner_not_found(id: &PartnerId) -> ServiceError {
+    ServiceError::not_found("partner", id.resource_name())
+}
+
+impl App {
+    /// The partner a subject belongs to (`""` for the brand's own reps), if the
+    /// subject exists and the caller may see it; NOT_FOUND otherwise.
+    pub(crate) async fn subject_partner(
+        &self,
+        conn: &impl ConnectionTrait,
+        caller: &Caller,
+        subject: &Subject,
+    ) -> ServiceResult<String> {
+        let not_found = || ServiceError::not_found(subject_entity(subject), subject.resource_name());
+        let partner = match subject {
+            Subject::Partner(p) => store::partner(conn, p.as_str()).await?.map(|p| p.id),
+            Subject::Rep(r) => store::rep(conn, r.as_str()).await?.map(|r| r.partner_id),
+        };
+        match partner {
+            Some(p) if caller.sees(&p) => Ok(p),
+            _ => Err(not_found()),
+        }
+    }
+}
+
+fn subject_entity(subject: &Subject) -> &'static str {
+    match subject {
+        Subject::Partner(_) => "partner",
+        Subject::Rep(_) => "sales rep",
+    }
+}

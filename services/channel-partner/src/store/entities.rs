@@ -1,0 +1,293 @@
+//! sea-orm entities of channel-partner's tables.
+
+pub mod partner {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "partners")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub display_name: String,
+        pub partner_type: String,
+        pub region: String,
+        pub state: String,
+        pub level: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod status_change {
+    use sea_orm::entity::prelude::*;
+
+    /// One change of a partner's status, with who made it and why (append-only).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "partner_status_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        /// Empty for the creation.
+        pub from_state: String,
+        pub to_state: String,
+        pub reason: String,
+        /// The principal's subject.
+        pub actor: String,
+        pub changed_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod sales_rep {
+    use sea_orm::entity::prelude::*;
+
+    /// A sales rep; `partner_id` empty for the brand's own.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sales_reps")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        pub user_id: String,
+        pub display_name: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod level_change {
+    use sea_orm::entity::prelude::*;
+
+    /// One change of a partner's level (append-only).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "level_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        pub from_level: String,
+        pub to_level: String,
+        pub reason: String,
+        pub trailing_minor: i64,
+        pub changed_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod sale {
+    use sea_orm::entity::prelude::*;
+
+    /// A paid order or a refund attributed to a partner (and maybe a rep); `amount_minor` is negative for refunds. One row per (order, kind, reference): each source counts once.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "attributed_sales")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub order_id: String,
+        pub kind: String,
+        pub reference: String,
+        pub partner_id: String,
+        pub rep_id: String,
+        pub amount_minor: i64,
+        pub occurred_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod target {
+    use sea_orm::entity::prelude::*;
+
+    /// A target of a partner (`rep_id` empty) or of a rep (`partner_id` its partner's, empty for the brand's reps).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "targets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub subject_kind: String,
+        pub partner_id: String,
+        pub rep_id: String,
+        pub period_kind: String,
+        pub period_start: DateTimeUtc,
+        pub period_end: DateTimeUtc,
+        pub amount_minor: i64,
+        pub attained_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod ledger {
+    use sea_orm::entity::prelude::*;
+
+    /// A points ledger: `id` is its owner's resource name. balance = sum(entries.points), debt = sum(entries.debt_change); neither negative.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ledgers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub kind: String,
+        pub partner_id: String,
+        pub balance: i64,
+        pub debt: i64,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod entry {
+    use sea_orm::entity::prelude::*;
+
+    /// One immutable ledger entry; `source` is unique per ledger.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ledger_entries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub ledger_id: String,
+        pub kind: String,
+        pub points: i64,
+        pub debt_change: i64,
+        pub source: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod lot {
+    use sea_orm::entity::prelude::*;
+
+    /// Points credited together, spent first-expiring-first.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "point_lots")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub ledger_id: String,
+        pub points: i64,
+        pub remaining: i64,
+        pub credited_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod order_points {
+    use sea_orm::entity::prelude::*;
+
+    /// What an order earned on a ledger, and what its refunds took back.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "order_points")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub ledger_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub order_id: String,
+        pub earned: i64,
+        pub paid_minor: i64,
+        pub refunded_minor: i64,
+        pub reversed: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod catalog_item {
+    use sea_orm::entity::prelude::*;
+
+    /// An item of the redemption catalog; `stock` NULL = unlimited.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "catalog_items")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub category: String,
+        pub ledger_kind: String,
+        pub display_name: String,
+        pub points_price: i64,
+        pub stock: Option<i64>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod redemption {
+    use sea_orm::entity::prelude::*;
+
+    /// A redemption of a ledger's points for a catalog item.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "redemptions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub ledger_id: String,
+        pub partner_id: String,
+        pub item_id: String,
+        pub quantity: i64,
+        pub points: i64,
+        pub state: String,
+        pub reason: String,
+        pub decided_by: String,
+        pub created_at: DateTimeUtc,
+        pub decided_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod redemption_take {
+    use sea_orm::entity::prelude::*;
+
+    /// The lots a redemption took from, so a rejection gives them back.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "redemption_takes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub redemption_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub lot_id: String,
+        pub points: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

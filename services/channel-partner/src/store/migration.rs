@@ -1,0 +1,462 @@
+//! Channel-partner's schema. Append-only migrations named
+//! `mYYYYMMDD_NNNNNN_<verb>_<noun>`.
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(retail_kit::idempotency::migration::Migration),
+            Box::new(retail_kit::events::migration::CreateOutbox),
+            Box::new(retail_kit::events::migration::PartialOutboxIndexes),
+            Box::new(retail_kit::events::migration::OutboxPartitionKey),
+            Box::new(CreatePartnerTables),
+            Box::new(CreateProgrammeTables),
+            Box::new(retail_kit::events::migration::CreateConsumerPositions),
+            Box::new(retail_kit::events::migration::CreateConsumerPartitions),
+        ]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Partners {
+    Table,
+    Id,
+    DisplayName,
+    PartnerType,
+    Region,
+    State,
+    Level,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum PartnerStatusChanges {
+    Table,
+    Id,
+    PartnerId,
+    FromState,
+    ToState,
+    Reason,
+    Actor,
+    ChangedAt,
+}
+
+pub(crate) async fn index(
+    m: &SchemaManager<'_>,
+    name: &str,
+    table: impl IntoIden,
+    cols: Vec<DynIden>,
+    unique: bool,
+) -> Result<(), DbErr> {
+    let mut idx = Index::create();
+    idx.name(name).table(table).if_not_exists();
+    if unique {
+        idx.unique();
+    }
+    for col in cols {
+        idx.col(col);
+    }
+    m.create_index(idx.to_owned()).await
+}
+
+#[derive(Debug)]
+struct CreatePartnerTables;
+
+impl MigrationName for CreatePartnerTables {
+    fn name(&self) -> &str {
+        "m20261203_000010_create_partner_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreatePartnerTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Partners::Table)
+                .if_not_exists()
+                .col(string_len(Partners::Id, 64).primary_key())
+                .col(string_len(Partners::DisplayName, 200))
+                .col(string_len(Partners::PartnerType, 16))
+                .col(string_len(Partners::Region, 32))
+                .col(string_len(Partners::State, 16))
+                .col(string_len(Partners::Level, 32))
+                .col(timestamp_with_time_zone(Partners::CreatedAt))
+                .col(timestamp_with_time_zone(Partners::UpdatedAt))
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "idx_partners_state",
+            Partners::Table,
+            vec![Partners::State.into_iden(), Partners::Id.into_iden()],
+            false,
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(PartnerStatusChanges::Table)
+                .if_not_exists()
+                .col(string_len(PartnerStatusChanges::Id, 36).primary_key())
+                .col(string_len(PartnerStatusChanges::PartnerId, 64))
+                .col(string_len(PartnerStatusChanges::FromState, 16))
+                .col(string_len(PartnerStatusChanges::ToState, 16))
+                .col(string_len(PartnerStatusChanges::Reason, 500))
+                .col(string_len(PartnerStatusChanges::Actor, 64))
+                .col(timestamp_with_time_zone(PartnerStatusChanges::ChangedAt))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(PartnerStatusChanges::Table, PartnerStatusChanges::PartnerId)
+                        .to(Partners::Table, Partners::Id),
+                )
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "idx_partner_status_changes_partner",
+            PartnerStatusChanges::Table,
+            vec![
+                PartnerStatusChanges::PartnerId.into_iden(),
+                PartnerStatusChanges::Id.into_iden(),
+            ],
+            false,
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(PartnerStatusChanges::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(Partners::Table).to_owned()).await
+    }
+}
+
+fn col(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+/// A table whose columns are all NOT NULL but those named `*_null` below.
+fn table(name: &str, columns: Vec<ColumnDef>, primary: &[&str]) -> TableCreateStatement {
+    let mut t = Table::create();
+    t.table(col(name)).if_not_exists();
+    for mut c in columns {
+        t.col(&mut c);
+    }
+    let mut pk = Index::create();
+    for p in primary {
+        pk.col(col(p));
+    }
+    t.primary_key(&mut pk);
+    t.to_owned()
+}
+
+fn text(name: &str, len: u32) -> ColumnDef {
+    string_len(col(name), len)
+}
+
+fn int(name: &str) -> ColumnDef {
+    big_integer(col(name))
+}
+
+fn time(name: &str) -> ColumnDef {
+    timestamp_with_time_zone(col(name))
+}
+
+fn time_null(name: &str) -> ColumnDef {
+    timestamp_with_time_zone_null(col(name))
+}
+
+async fn plain_index(m: &SchemaManager<'_>, name: &str, table: &str, cols: &[&str], unique: bool) -> Result<(), DbErr> {
+    index(
+        m,
+        name,
+        col(table),
+        cols.iter().map(|c| col(c).into_iden()).collect(),
+        unique,
+    )
+    .await
+}
+
+/// Sales reps, level changes, attributed sales, targets, the points ledgers, the
+/// redemption catalog and redemptions.
+#[derive(Debug)]
+struct CreateProgrammeTables;
+
+impl MigrationName for CreateProgrammeTables {
+    fn name(&self) -> &str {
+        "m20261203_000020_create_programme_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateProgrammeTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(table(
+            "sales_reps",
+            vec![
+                text("id", 36),
+                text("partner_id", 64),
+                text("user_id", 36),
+                text("display_name", 200),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(m, "idx_sales_reps_user", "sales_reps", &["user_id"], true).await?;
+        plain_index(m, "idx_sales_reps_partner", "sales_reps", &["partner_id", "id"], false).await?;
+
+        m.create_table(table(
+            "level_changes",
+            vec![
+                text("id", 36),
+                text("partner_id", 64),
+                text("from_level", 32),
+                text("to_level", 32),
+                text("reason", 16),
+                int("trailing_minor"),
+                time("changed_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(
+            m,
+            "idx_level_changes_partner",
+            "level_changes",
+            &["partner_id", "id"],
+            false,
+        )
+        .await?;
+
+        m.create_table(table(
+            "attributed_sales",
+            vec![
+                text("id", 36),
+                text("order_id", 64),
+                text("kind", 8),
+                text("reference", 80),
+                text("partner_id", 64),
+                text("rep_id", 36),
+                int("amount_minor"),
+                time("occurred_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        // Each paid order and each refund counts once, whatever delivers it twice.
+        plain_index(
+            m,
+            "idx_attributed_sales_source",
+            "attributed_sales",
+            &["order_id", "kind", "reference"],
+            true,
+        )
+        .await?;
+        plain_index(
+            m,
+            "idx_attributed_sales_partner",
+            "attributed_sales",
+            &["partner_id", "occurred_at"],
+            false,
+        )
+        .await?;
+        plain_index(
+            m,
+            "idx_attributed_sales_rep",
+            "attributed_sales",
+            &["rep_id", "occurred_at"],
+            false,
+        )
+        .await?;
+
+        m.create_table(table(
+            "targets",
+            vec![
+                text("id", 36),
+                text("subject_kind", 8),
+                text("partner_id", 64),
+                text("rep_id", 36),
+                text("period_kind", 8),
+                time("period_start"),
+                time("period_end"),
+                int("amount_minor")
+                    .check(Expr::col(col("amount_minor")).gt(0))
+                    .to_owned(),
+                time_null("attained_at"),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        // Two targets of one subject and period cannot both be created; overlaps of
+        // other periods are refused under the subject's row lock.
+        plain_index(
+            m,
+            "idx_targets_subject_period",
+            "targets",
+            &["subject_kind", "partner_id", "rep_id", "period_start", "period_kind"],
+            true,
+        )
+        .await?;
+        plain_index(
+            m,
+            "idx_targets_peers",
+            "targets",
+            &["subject_kind", "period_kind", "period_start"],
+            false,
+        )
+        .await?;
+
+        m.create_table(
+            table(
+                "ledgers",
+                vec![
+                    text("id", 80),
+                    text("kind", 16),
+                    text("partner_id", 64),
+                    int("balance"),
+                    int("debt"),
+                    time("updated_at"),
+                ],
+                &["id"],
+            )
+            .check(Expr::col(col("balance")).gte(0))
+            .check(Expr::col(col("debt")).gte(0))
+            .to_owned(),
+        )
+        .await?;
+        m.create_table(table(
+            "ledger_entries",
+            vec![
+                text("id", 36),
+                text("ledger_id", 80),
+                text("kind", 16),
+                int("points"),
+                int("debt_change"),
+                text("source", 160),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(
+            m,
+            "idx_ledger_entries_source",
+            "ledger_entries",
+            &["ledger_id", "source"],
+            true,
+        )
+        .await?;
+        m.create_table(
+            table(
+                "point_lots",
+                vec![
+                    text("id", 36),
+                    text("ledger_id", 80),
+                    int("points"),
+                    int("remaining"),
+                    time("credited_at"),
+                    time("expires_at"),
+                ],
+                &["id"],
+            )
+            .check(Expr::col(col("remaining")).gte(0))
+            .check(Expr::col(col("remaining")).lte(Expr::col(col("points"))))
+            .to_owned(),
+        )
+        .await?;
+        plain_index(
+            m,
+            "idx_point_lots_ledger",
+            "point_lots",
+            &["ledger_id", "expires_at"],
+            false,
+        )
+        .await?;
+        m.create_table(table(
+            "order_points",
+            vec![
+                text("ledger_id", 80),
+                text("order_id", 64),
+                int("earned"),
+                int("paid_minor"),
+                int("refunded_minor"),
+                int("reversed"),
+            ],
+            &["ledger_id", "order_id"],
+        ))
+        .await?;
+
+        m.create_table(
+            table(
+                "catalog_items",
+                vec![
+                    text("id", 36),
+                    text("category", 16),
+                    text("ledger_kind", 16),
+                    text("display_name", 200),
+                    int("points_price"),
+                    big_integer_null(col("stock")),
+                    time("created_at"),
+                ],
+                &["id"],
+            )
+            .check(Expr::col(col("stock")).gte(0))
+            .to_owned(),
+        )
+        .await?;
+        m.create_table(table(
+            "redemptions",
+            vec![
+                text("id", 36),
+                text("ledger_id", 80),
+                text("partner_id", 64),
+                text("item_id", 36),
+                int("quantity"),
+                int("points"),
+                text("state", 16),
+                text("reason", 500),
+                text("decided_by", 64),
+                time("created_at"),
+                time_null("decided_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(m, "idx_redemptions_ledger", "redemptions", &["ledger_id", "id"], false).await?;
+        m.create_table(table(
+            "redemption_takes",
+            vec![text("redemption_id", 36), text("lot_id", 36), int("points")],
+            &["redemption_id", "lot_id"],
+        ))
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            "redemption_takes",
+            "redemptions",
+            "catalog_items",
+            "order_points",
+            "point_lots",
+            "ledger_entries",
+            "ledgers",
+            "targets",
+            "attributed_sales",
+            "level_changes",
+            "sales_reps",
+        ] {
+            m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
