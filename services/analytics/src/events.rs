@@ -42,7 +42,12 @@ pub struct SourceEvents {
 impl EventHandler for SourceEvents {
     async fn handle(&self, txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>> {
         if txn.get_database_backend() == DatabaseBackend::Postgres {
-            exec(txn, "SELECT pg_advisory_xact_lock_shared(?)", vec![PROJECTION_LOCK.into()]).await?;
+            exec(
+                txn,
+                "SELECT pg_advisory_xact_lock_shared(?)",
+                vec![PROJECTION_LOCK.into()],
+            )
+            .await?;
         }
         archive(txn, self.source, events).await?;
         let mut projector = Projector::new(txn, "");

@@ -189,7 +189,9 @@ pub struct Projector<'a, C: ConnectionTrait> {
 
 impl<C: ConnectionTrait> std::fmt::Debug for Projector<'_, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Projector").field("prefix", &self.p).finish_non_exhaustive()
+        f.debug_struct("Projector")
+            .field("prefix", &self.p)
+            .finish_non_exhaustive()
     }
 }
 
@@ -241,7 +243,11 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             exec(
                 self.db,
                 &sql,
-                vec![e.member_id.clone().into(), e.channel.into(), i32::from(e.granted).into()],
+                vec![
+                    e.member_id.clone().into(),
+                    e.channel.into(),
+                    i32::from(e.granted).into(),
+                ],
             )
             .await?;
             self.activity(&e.member_id, occur_at(event)).await
@@ -286,7 +292,12 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
                  ON CONFLICT (sku, channel) DO UPDATE SET listed = excluded.listed",
                 self.p
             );
-            exec(self.db, &sql, vec![e.sku_code.into(), e.channel.into(), i32::from(e.listed).into()]).await?;
+            exec(
+                self.db,
+                &sql,
+                vec![e.sku_code.into(), e.channel.into(), i32::from(e.listed).into()],
+            )
+            .await?;
             Ok(())
         } else if ty == ev::StockChanged::full_name() {
             let e: ev::StockChanged = decode(event)?;
@@ -295,7 +306,12 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
                  ON CONFLICT (sku, warehouse) DO UPDATE SET sellable = excluded.sellable",
                 self.p
             );
-            exec(self.db, &sql, vec![e.sku_code.into(), e.warehouse_code.into(), e.sellable.into()]).await?;
+            exec(
+                self.db,
+                &sql,
+                vec![e.sku_code.into(), e.warehouse_code.into(), e.sellable.into()],
+            )
+            .await?;
             Ok(())
         } else {
             Ok(())
@@ -494,7 +510,12 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             let new_customer = exec(
                 self.db,
                 &first,
-                vec![t.into(), dims.channel.clone().into(), dims.member.clone().into(), t.into()],
+                vec![
+                    t.into(),
+                    dims.channel.clone().into(),
+                    dims.member.clone().into(),
+                    t.into(),
+                ],
             )
             .await?
                 == 1;
@@ -534,7 +555,12 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
              WHERE order_id = ?",
             self.p
         );
-        exec(self.db, &sql, vec![amount.into(), i32::from(cancel).into(), order_id.into()]).await?;
+        exec(
+            self.db,
+            &sql,
+            vec![amount.into(), i32::from(cancel).into(), order_id.into()],
+        )
+        .await?;
         let units: i64 = lines.iter().map(|l| l.1).sum();
         for (dim, key) in dims.pairs() {
             self.increments.add(t, dim, &key, "refunded", amount);
@@ -593,7 +619,11 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             None => self.dims(e.parties.unwrap_or_default()).await?,
         };
         let mut pairs = vec![("all", String::new())];
-        for (dim, key) in [("channel", &dims.channel), ("store", &dims.store), ("partner", &dims.partner)] {
+        for (dim, key) in [
+            ("channel", &dims.channel),
+            ("store", &dims.store),
+            ("partner", &dims.partner),
+        ] {
             if !key.is_empty() {
                 pairs.push((dim, key.clone()));
             }
@@ -601,7 +631,8 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
         for (dim, key) in pairs {
             if (1..=5).contains(&e.satisfaction) {
                 self.increments.add(t, dim, &key, "ratings", 1);
-                self.increments.add(t, dim, &key, "rating_sum", i64::from(e.satisfaction));
+                self.increments
+                    .add(t, dim, &key, "rating_sum", i64::from(e.satisfaction));
             }
             if (0..=10).contains(&e.recommend) {
                 self.increments.add(t, dim, &key, "nps_respondents", 1);

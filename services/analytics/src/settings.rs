@@ -39,7 +39,10 @@ impl Validate for Settings {
             return Err(ConfigError::invalid("analytics.overdue_factor", "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&a.gross_margin) {
-            return Err(ConfigError::invalid("analytics.gross_margin", "must be between 0 and 1"));
+            return Err(ConfigError::invalid(
+                "analytics.gross_margin",
+                "must be between 0 and 1",
+            ));
         }
         if a.lifetime_years <= 0.0 || !a.lifetime_years.is_finite() {
             return Err(ConfigError::invalid("analytics.lifetime_years", "must be positive"));

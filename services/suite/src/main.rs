@@ -57,6 +57,7 @@ enum Service {
     Membership,
     Catalog,
     Orders,
+    Analytics,
 }
 
 #[tokio::main]
@@ -74,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
             Service::Membership => kit::migrate::<retail_membership::Application>(config.as_deref()).await,
             Service::Catalog => kit::migrate::<retail_catalog::Application>(config.as_deref()).await,
             Service::Orders => kit::migrate::<retail_orders::Application>(config.as_deref()).await,
+            Service::Analytics => kit::migrate::<retail_analytics::Application>(config.as_deref()).await,
         },
         // Every service, from the suite's settings (as `up` runs them).
         Command::Migrate {
@@ -87,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
             retail_membership::migrate(&settings.membership).await?;
             retail_catalog::migrate(&settings.catalog).await?;
             retail_orders::migrate(&settings.orders).await?;
+            retail_analytics::migrate(&settings.analytics).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -95,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             Service::Membership => kit::serve::<retail_membership::Application>(config.as_deref()).await,
             Service::Catalog => kit::serve::<retail_catalog::Application>(config.as_deref()).await,
             Service::Orders => kit::serve::<retail_orders::Application>(config.as_deref()).await,
+            Service::Analytics => kit::serve::<retail_analytics::Application>(config.as_deref()).await,
         },
         Command::Seed(args) => {
             let telemetry = retail_kit::config::TelemetrySettings {

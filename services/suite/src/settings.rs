@@ -13,6 +13,7 @@ pub const IDENTITY_PORT: u16 = 50051;
 pub const MEMBERSHIP_PORT: u16 = 50052;
 pub const CATALOG_PORT: u16 = 50053;
 pub const ORDERS_PORT: u16 = 50054;
+pub const ANALYTICS_PORT: u16 = 50056;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -26,6 +27,7 @@ pub struct SuiteSettings {
     pub membership: retail_membership::Settings,
     pub catalog: retail_catalog::Settings,
     pub orders: retail_orders::Settings,
+    pub analytics: retail_analytics::Settings,
 }
 
 const DEFAULT_DATA_DIR: &str = "data";
@@ -49,6 +51,9 @@ impl Default for SuiteSettings {
         let mut orders = retail_orders::Settings::default();
         orders.server.port = ORDERS_PORT;
         orders.database.url = SecretString::from(sqlite_url(&data_dir, "orders"));
+        let mut analytics = retail_analytics::Settings::default();
+        analytics.server.port = ANALYTICS_PORT;
+        analytics.database.url = SecretString::from(sqlite_url(&data_dir, "analytics"));
         Self {
             data_dir,
             telemetry: TelemetrySettings::default(),
@@ -56,6 +61,7 @@ impl Default for SuiteSettings {
             membership,
             catalog,
             orders,
+            analytics,
         }
     }
 }
@@ -73,7 +79,10 @@ impl Validate for SuiteSettings {
             .map_err(|e| ConfigError::invalid("catalog", e.to_string()))?;
         self.orders
             .validate()
-            .map_err(|e| ConfigError::invalid("orders", e.to_string()))
+            .map_err(|e| ConfigError::invalid("orders", e.to_string()))?;
+        self.analytics
+            .validate()
+            .map_err(|e| ConfigError::invalid("analytics", e.to_string()))
     }
 }
 
@@ -85,6 +94,7 @@ impl SuiteSettings {
             ("membership", &mut self.membership.database.url),
             ("catalog", &mut self.catalog.database.url),
             ("orders", &mut self.orders.database.url),
+            ("analytics", &mut self.analytics.database.url),
         ] {
             let default = sqlite_url(std::path::Path::new(DEFAULT_DATA_DIR), service);
             if url.expose_secret() == default {

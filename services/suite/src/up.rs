@@ -102,6 +102,7 @@ pub struct Launched {
     pub membership: SocketAddr,
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
+    pub analytics: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -135,6 +136,7 @@ where
             ][..],
         ),
         ("membership", &mut settings.membership.auth, &["events.read"][..]),
+        ("analytics", &mut settings.analytics.auth, &["events.read"][..]),
     ] {
         if auth.client_id.is_empty() {
             auth.client_id = client_id.into();
@@ -158,6 +160,7 @@ where
         &mut settings.membership.auth,
         &mut settings.catalog.auth,
         &mut settings.orders.auth,
+        &mut settings.analytics.auth,
     ] {
         auth.identity_url = identity_url.clone();
     }
@@ -173,12 +176,20 @@ where
     let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
     tasks.push(tokio::spawn(catalog.run(shutdown.clone())));
     tasks.push(tokio::spawn(membership.run(shutdown.clone())));
-    tasks.push(tokio::spawn(orders.run(shutdown)));
+    // Analytics follows every log.
+    settings.analytics.sources.orders_url = Some(format!("http://{orders_addr}"));
+    settings.analytics.sources.membership_url = Some(format!("http://{membership_addr}"));
+    settings.analytics.sources.catalog_url = Some(format!("http://{catalog_addr}"));
+    let analytics = retail_analytics::Application::build(settings.analytics.clone()).await?;
+    let analytics_addr = analytics.local_addr();
+    tasks.push(tokio::spawn(orders.run(shutdown.clone())));
+    tasks.push(tokio::spawn(analytics.run(shutdown)));
     Ok(Launched {
         identity: identity_addr,
         membership: membership_addr,
         catalog: catalog_addr,
         orders: orders_addr,
+        analytics: analytics_addr,
         tasks,
     })
 }
@@ -199,6 +210,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         ),
         ("catalog", redact_url(settings.catalog.database.url.expose_secret())),
         ("orders", redact_url(settings.orders.database.url.expose_secret())),
+        ("analytics", redact_url(settings.analytics.database.url.expose_secret())),
     ];
     let cache = match &settings.membership.cache.redis_url {
         Some(url) => format!("redis {}", redact_url(url)),
@@ -217,6 +229,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         launched.membership,
         launched.catalog,
         launched.orders,
+        launched.analytics,
     ]) {
         let note = if *service == "membership" {
             format!(" (cache: {cache})")

@@ -36,6 +36,7 @@ fn start_suite() -> Suite {
         .env("RETAIL_SUITE__MEMBERSHIP__SERVER__PORT", "0")
         .env("RETAIL_SUITE__CATALOG__SERVER__PORT", "0")
         .env("RETAIL_SUITE__ORDERS__SERVER__PORT", "0")
+        .env("RETAIL_SUITE__ANALYTICS__SERVER__PORT", "0")
         .env_remove("RETAIL_SUITE_CONFIG")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data_dir.path().join("stderr.log")).unwrap())
@@ -51,14 +52,14 @@ fn start_suite() -> Suite {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut addrs = std::collections::HashMap::new();
     // The table lists every service; the login hint follows it.
-    while !addrs.contains_key("orders") {
+    while !addrs.contains_key("analytics") {
         let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
             let log = std::fs::read_to_string(data_dir.path().join("stderr.log")).unwrap_or_default();
             panic!("the suite did not print its table; its log:\n{log}");
         };
         let words: Vec<_> = line.split_whitespace().collect();
         if let [name, addr, ..] = words.as_slice()
-            && ["identity", "membership", "catalog", "orders"].contains(name)
+            && ["identity", "membership", "catalog", "orders", "analytics"].contains(name)
         {
             addrs.insert((*name).to_owned(), (*addr).to_owned());
         }
@@ -133,6 +134,7 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
         ("membership", "retail.membership.v1.MembershipService"),
         ("catalog", "retail.catalog.v1.InventoryService"),
         ("orders", "retail.orders.v1.OrdersService"),
+        ("analytics", "retail.analytics.v1.AnalyticsService"),
     ] {
         let channel = connect(&suite.addrs[service]).await;
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -173,6 +175,15 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
         (
             "orders",
             &["retail.events.v1.EventLogService", "retail.orders.v1.OrdersService"][..],
+        ),
+        (
+            "analytics",
+            &[
+                "retail.analytics.v1.AnalyticsAdminService",
+                "retail.analytics.v1.AnalyticsService",
+                "retail.analytics.v1.TouchpointService",
+                "retail.events.v1.EventLogService",
+            ][..],
         ),
     ] {
         let mut expected: Vec<&str> = served.to_vec();

@@ -510,7 +510,10 @@ impl TouchpointApi {
 
 fn check_batch(len: usize) -> ServiceResult<()> {
     if len > MAX_BATCH {
-        return Err(ServiceError::invalid("touchpoints", format!("at most {MAX_BATCH} per message")));
+        return Err(ServiceError::invalid(
+            "touchpoints",
+            format!("at most {MAX_BATCH} per message"),
+        ));
     }
     Ok(())
 }

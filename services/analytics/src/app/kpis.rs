@@ -10,7 +10,9 @@ use crate::domain::kpi::{self, ratio};
 use crate::store::{self, exec, rows};
 
 /// The dimensions sales are rolled up by.
-pub const SALES_DIMENSIONS: &[&str] = &["all", "channel", "store", "partner", "rep", "tier", "region", "sku", "category"];
+pub const SALES_DIMENSIONS: &[&str] = &[
+    "all", "channel", "store", "partner", "rep", "tier", "region", "sku", "category",
+];
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SalesFigures {
@@ -100,7 +102,12 @@ impl App {
                     "channel" | "store" | "partner" | "tier" | "region" => {
                         (format!(" AND {dim} = ?"), vec![key.into()])
                     }
-                    other => return Err(ServiceError::invalid("dimension", format!("unknown dimension {other:?}"))),
+                    other => {
+                        return Err(ServiceError::invalid(
+                            "dimension",
+                            format!("unknown dimension {other:?}"),
+                        ));
+                    }
                 };
                 let mut all = vec![period.start.into(), period.end.into()];
                 all.append(&mut values);
@@ -149,7 +156,13 @@ impl App {
             period,
             dim,
             key,
-            &["ratings", "rating_sum", "nps_respondents", "nps_promoters", "nps_detractors"],
+            &[
+                "ratings",
+                "rating_sum",
+                "nps_respondents",
+                "nps_promoters",
+                "nps_detractors",
+            ],
         )
         .await?;
         let get = |m: &str| sums.get(m).copied().unwrap_or(0);
@@ -230,7 +243,11 @@ impl App {
         slow_days: i64,
         warehouse: &str,
     ) -> ServiceResult<(Vec<GoodsLine>, Vec<GoodsLine>)> {
-        let filter = if warehouse.is_empty() { "" } else { " AND s.warehouse = ?" };
+        let filter = if warehouse.is_empty() {
+            ""
+        } else {
+            " AND s.warehouse = ?"
+        };
         let with = |mut v: Vec<Value>| {
             if !warehouse.is_empty() {
                 v.push(warehouse.into());

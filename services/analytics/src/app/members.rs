@@ -352,7 +352,11 @@ impl App {
                 retention: Vec::new(),
             })
             .collect();
-        let mut bought: Vec<Vec<i64>> = months.iter().enumerate().map(|(i, _)| vec![0; months.len() - i - 1]).collect();
+        let mut bought: Vec<Vec<i64>> = months
+            .iter()
+            .enumerate()
+            .map(|(i, _)| vec![0; months.len() - i - 1])
+            .collect();
         for purchases in histories.values() {
             let Some((first, _)) = purchases.first() else { continue };
             let Some(ci) = months.iter().position(|m| *m == month(*first)) else {

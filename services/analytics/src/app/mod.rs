@@ -87,7 +87,12 @@ impl App {
             }
             out.push(position);
         }
-        let stats = rows(&self.db, "SELECT ingested, updated_at FROM touchpoint_stats WHERE id = 1", vec![]).await?;
+        let stats = rows(
+            &self.db,
+            "SELECT ingested, updated_at FROM touchpoint_stats WHERE id = 1",
+            vec![],
+        )
+        .await?;
         if let Some(row) = stats.first() {
             out.push(SourcePosition {
                 source: "touchpoints".into(),

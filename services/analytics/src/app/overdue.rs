@@ -14,12 +14,15 @@ impl App {
     pub async fn publish_overdue(&self, now: i64) -> ServiceResult<usize> {
         let overdue = self.overdue(now, self.settings.analytics.overdue_factor).await?;
         let mut published = 0;
-        let done: std::collections::HashMap<String, i64> =
-            rows(&self.db, "SELECT member_id, last_purchase FROM overdue_published", vec![])
-                .await?
-                .iter()
-                .map(|r| Ok((crate::store::text(r, 0)?, crate::store::int(r, 1)?)))
-                .collect::<ServiceResult<_>>()?;
+        let done: std::collections::HashMap<String, i64> = rows(
+            &self.db,
+            "SELECT member_id, last_purchase FROM overdue_published",
+            vec![],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((crate::store::text(r, 0)?, crate::store::int(r, 1)?)))
+        .collect::<ServiceResult<_>>()?;
         for chunk in overdue
             .iter()
             .filter(|o| done.get(&o.member) != Some(&o.last))

@@ -128,7 +128,14 @@ impl App {
             period,
             "store",
             store,
-            &["passed_by", "entered", "touches", "receipts", "transaction_secs", "reception_secs"],
+            &[
+                "passed_by",
+                "entered",
+                "touches",
+                "receipts",
+                "transaction_secs",
+                "reception_secs",
+            ],
         )
         .await?;
         let get = |m: &str| sums.get(m).copied().unwrap_or(0);
@@ -139,8 +146,16 @@ impl App {
             passed_by: get("passed_by"),
             entered,
             entry_rate: ratio(entered as f64, get("passed_by") as f64),
-            pass_through: Self::rates(&self.touch_by_key(period, &format!("aisle:{store}")).await?, "surveyed", "passed"),
-            upstairs: Self::rates(&self.touch_by_key(period, &format!("floor:{store}")).await?, "entered", "went_up"),
+            pass_through: Self::rates(
+                &self.touch_by_key(period, &format!("aisle:{store}")).await?,
+                "surveyed",
+                "passed",
+            ),
+            upstairs: Self::rates(
+                &self.touch_by_key(period, &format!("floor:{store}")).await?,
+                "entered",
+                "went_up",
+            ),
             dwell: Self::rates(&zones, "passed", "stayed"),
             purchase: Self::rates(&zones, "stayed", "purchasers"),
             touch_rate: ratio(get("touches") as f64, entered as f64),
@@ -215,12 +230,16 @@ impl App {
             });
         }
         let try_flags = kpi::flags(
-            &out.iter().map(|f| (f.try_on_rate, f.try_on_conversion)).collect::<Vec<_>>(),
+            &out.iter()
+                .map(|f| (f.try_on_rate, f.try_on_conversion))
+                .collect::<Vec<_>>(),
             top_share,
             low_factor,
         );
         let touch_flags = kpi::flags(
-            &out.iter().map(|f| (f.touch_rate, f.touch_conversion)).collect::<Vec<_>>(),
+            &out.iter()
+                .map(|f| (f.touch_rate, f.touch_conversion))
+                .collect::<Vec<_>>(),
             top_share,
             low_factor,
         );
@@ -258,7 +277,15 @@ impl App {
             period,
             "online",
             "",
-            &["reach", "visits", "home_visits", "page_views", "bounces", "inquiries", "add_to_carts"],
+            &[
+                "reach",
+                "visits",
+                "home_visits",
+                "page_views",
+                "bounces",
+                "inquiries",
+                "add_to_carts",
+            ],
         )
         .await?;
         let get = |m: &str| sums.get(m).copied().unwrap_or(0);

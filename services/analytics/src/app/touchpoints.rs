@@ -197,7 +197,9 @@ impl App {
                 let name = store::text(&row, 0)?;
                 let month = name.strip_prefix("touchpoints_").and_then(|m| m.parse::<i32>().ok());
                 if month.is_some_and(|m| m < cutoff) {
-                    self.db.execute_unprepared(&format!("DROP TABLE IF EXISTS {name}")).await?;
+                    self.db
+                        .execute_unprepared(&format!("DROP TABLE IF EXISTS {name}"))
+                        .await?;
                 }
             }
         }

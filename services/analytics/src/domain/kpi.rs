@@ -25,10 +25,7 @@ pub fn quintile_scores(values: &[f64], higher_is_better: bool) -> Vec<u8> {
     if n == 0 {
         return Vec::new();
     }
-    let mut sorted: Vec<f64> = values
-        .iter()
-        .map(|v| if higher_is_better { *v } else { -*v })
-        .collect();
+    let mut sorted: Vec<f64> = values.iter().map(|v| if higher_is_better { *v } else { -*v }).collect();
     sorted.sort_by(f64::total_cmp);
     values
         .iter()
@@ -86,7 +83,11 @@ impl Segment {
     /// score at or above its mean is high (R high = recent).
     pub fn of(scores: (u8, u8, u8), means: (f64, f64, f64)) -> Self {
         let high = |score: u8, mean: f64| f64::from(score) >= mean;
-        match (high(scores.0, means.0), high(scores.1, means.1), high(scores.2, means.2)) {
+        match (
+            high(scores.0, means.0),
+            high(scores.1, means.1),
+            high(scores.2, means.2),
+        ) {
             (true, true, true) => Self::Champion,
             (true, false, true) => Self::PotentialLoyalist,
             (false, true, true) => Self::AtRiskLoyal,
@@ -281,7 +282,10 @@ mod tests {
         // Recency: the fewest days score 5.
         assert_eq!(quintile_scores(&values, false), vec![5, 5, 4, 4, 3, 3, 2, 2, 1, 1]);
         // Five values, one per score.
-        assert_eq!(quintile_scores(&[50.0, 10.0, 40.0, 20.0, 30.0], true), vec![5, 1, 4, 2, 3]);
+        assert_eq!(
+            quintile_scores(&[50.0, 10.0, 40.0, 20.0, 30.0], true),
+            vec![5, 1, 4, 2, 3]
+        );
     }
 
     #[test]
@@ -367,7 +371,10 @@ mod tests {
     fn nps_counts_9_and_10_as_promoters_0_to_6_as_detractors() {
         let answers = [0, 6, 7, 8, 9, 10];
         let classes: Vec<Option<bool>> = answers.iter().map(|a| nps_class(*a)).collect();
-        assert_eq!(classes, vec![Some(false), Some(false), None, None, Some(true), Some(true)]);
+        assert_eq!(
+            classes,
+            vec![Some(false), Some(false), None, None, Some(true), Some(true)]
+        );
         let promoters = classes.iter().filter(|c| **c == Some(true)).count() as i64;
         let detractors = classes.iter().filter(|c| **c == Some(false)).count() as i64;
         // (2 - 2) / 6 = 0.

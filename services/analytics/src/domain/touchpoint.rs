@@ -324,8 +324,20 @@ mod tests {
             }),
             "occur_time"
         );
-        assert_eq!(field(Raw { at: None, ..raw("try_on") }), "occur_time");
-        assert_eq!(field(Raw { count: -1, ..raw("door_entered") }), "count");
+        assert_eq!(
+            field(Raw {
+                at: None,
+                ..raw("try_on")
+            }),
+            "occur_time"
+        );
+        assert_eq!(
+            field(Raw {
+                count: -1,
+                ..raw("door_entered")
+            }),
+            "count"
+        );
         assert_eq!(
             field(Raw {
                 amount_minor: -5,
@@ -333,7 +345,13 @@ mod tests {
             }),
             "amount_minor"
         );
-        assert_eq!(field(Raw { sku: String::new(), ..raw("try_on") }), "sku_code");
+        assert_eq!(
+            field(Raw {
+                sku: String::new(),
+                ..raw("try_on")
+            }),
+            "sku_code"
+        );
         assert_eq!(field(raw("zone_stayed")), "place");
         assert_eq!(field(raw("staff_steps")), "staff_id");
         assert_eq!(

@@ -42,16 +42,16 @@ impl MigrationTrait for CreateAnalyticsTables {
         let bytes = if pg { "BYTEA" } else { "BLOB" };
         let mut ddl = super::projection_ddl("", "v1");
         let archive = format!(
-            "CREATE TABLE event_archive (source TEXT NOT NULL, log_position BIGINT NOT NULL, month INTEGER NOT NULL, \
+            "CREATE TABLE event_archive (source TEXT NOT NULL, log_position BIGINT NOT NULL, month BIGINT NOT NULL, \
              event_id TEXT NOT NULL, event_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, \
              partition_key TEXT NOT NULL, occur_at BIGINT NOT NULL, archived_at BIGINT NOT NULL, \
              payload {bytes} NOT NULL, PRIMARY KEY (source, log_position, month))"
         );
-        let touchpoints = "CREATE TABLE touchpoints (event_id TEXT NOT NULL, month INTEGER NOT NULL, \
+        let touchpoints = "CREATE TABLE touchpoints (event_id TEXT NOT NULL, month BIGINT NOT NULL, \
              kind TEXT NOT NULL, occur_at BIGINT NOT NULL, store TEXT NOT NULL, place TEXT NOT NULL, \
              sku TEXT NOT NULL, subject TEXT NOT NULL, staff TEXT NOT NULL, count BIGINT NOT NULL, \
              seconds BIGINT NOT NULL, reception_seconds BIGINT NOT NULL, amount_minor BIGINT NOT NULL, \
-             skus TEXT NOT NULL, home_page INTEGER NOT NULL, received_at BIGINT NOT NULL, \
+             skus TEXT NOT NULL, home_page BIGINT NOT NULL, received_at BIGINT NOT NULL, \
              PRIMARY KEY (event_id, month))"
             .to_owned();
         if pg {
@@ -67,7 +67,7 @@ impl MigrationTrait for CreateAnalyticsTables {
         }
         ddl.extend([
             // Idempotency of ingestion: an id is stored once, with its month for retention.
-            "CREATE TABLE touchpoint_ids (event_id TEXT PRIMARY KEY, month INTEGER NOT NULL)".to_owned(),
+            "CREATE TABLE touchpoint_ids (event_id TEXT PRIMARY KEY, month BIGINT NOT NULL)".to_owned(),
             "CREATE INDEX touchpoint_ids_month ON touchpoint_ids (month)".to_owned(),
             "CREATE TABLE touch_rollups (grain TEXT NOT NULL, dim TEXT NOT NULL, dim_key TEXT NOT NULL, \
              metric TEXT NOT NULL, bucket BIGINT NOT NULL, value BIGINT NOT NULL, \
@@ -79,7 +79,7 @@ impl MigrationTrait for CreateAnalyticsTables {
                 .to_owned(),
             "CREATE INDEX subject_skus_tried ON subject_skus (store, tried_at)".to_owned(),
             "CREATE INDEX subject_skus_touched ON subject_skus (store, touched_at)".to_owned(),
-            "CREATE TABLE touchpoint_stats (id INTEGER PRIMARY KEY, ingested BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+            "CREATE TABLE touchpoint_stats (id BIGINT PRIMARY KEY, ingested BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
                 .to_owned(),
             "INSERT INTO touchpoint_stats (id, ingested, updated_at) VALUES (1, 0, 0)".to_owned(),
             "CREATE TABLE acquisition_costs (channel TEXT PRIMARY KEY, cac_minor BIGINT NOT NULL, updated_at BIGINT NOT NULL)"

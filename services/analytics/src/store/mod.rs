@@ -106,11 +106,11 @@ pub fn projection_ddl(prefix: &str, tag: &str) -> Vec<String> {
         format!(
             "CREATE TABLE {p}members (member_id TEXT PRIMARY KEY, registered_at BIGINT, \
              region TEXT NOT NULL DEFAULT '', tier TEXT NOT NULL DEFAULT '', activated_at BIGINT, \
-             erased INTEGER NOT NULL DEFAULT 0, acquisition_channel TEXT NOT NULL DEFAULT '', \
+             erased BIGINT NOT NULL DEFAULT 0, acquisition_channel TEXT NOT NULL DEFAULT '', \
              first_purchase BIGINT, last_purchase BIGINT)"
         ),
         format!(
-            "CREATE TABLE {p}consents (member_id TEXT NOT NULL, channel TEXT NOT NULL, granted INTEGER NOT NULL, \
+            "CREATE TABLE {p}consents (member_id TEXT NOT NULL, channel TEXT NOT NULL, granted BIGINT NOT NULL, \
              PRIMARY KEY (member_id, channel))"
         ),
         // Paid orders (guests with an empty member), with the dimensions at payment.
@@ -118,23 +118,21 @@ pub fn projection_ddl(prefix: &str, tag: &str) -> Vec<String> {
             "CREATE TABLE {p}purchases (order_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, \
              channel TEXT NOT NULL, store TEXT NOT NULL, partner TEXT NOT NULL, rep TEXT NOT NULL, \
              region TEXT NOT NULL, tier TEXT NOT NULL, paid_at BIGINT NOT NULL, amount BIGINT NOT NULL, \
-             units BIGINT NOT NULL, refunded BIGINT NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0)"
+             units BIGINT NOT NULL, refunded BIGINT NOT NULL DEFAULT 0, cancelled BIGINT NOT NULL DEFAULT 0)"
         ),
         format!("CREATE INDEX {p}purchases_member_{tag} ON {p}purchases (member_id, paid_at)"),
         format!("CREATE INDEX {p}purchases_paid_{tag} ON {p}purchases (paid_at)"),
         format!(
-            "CREATE TABLE {p}order_lines (order_id TEXT NOT NULL, ordinal INTEGER NOT NULL, sku TEXT NOT NULL, \
+            "CREATE TABLE {p}order_lines (order_id TEXT NOT NULL, ordinal BIGINT NOT NULL, sku TEXT NOT NULL, \
              quantity BIGINT NOT NULL, unit_minor BIGINT NOT NULL, PRIMARY KEY (order_id, ordinal))"
         ),
-        format!(
-            "CREATE TABLE {p}skus (sku TEXT PRIMARY KEY, product_id TEXT NOT NULL, category TEXT NOT NULL)"
-        ),
+        format!("CREATE TABLE {p}skus (sku TEXT PRIMARY KEY, product_id TEXT NOT NULL, category TEXT NOT NULL)"),
         format!(
             "CREATE TABLE {p}stock (sku TEXT NOT NULL, warehouse TEXT NOT NULL, sellable BIGINT NOT NULL, \
              PRIMARY KEY (sku, warehouse))"
         ),
         format!(
-            "CREATE TABLE {p}listings (sku TEXT NOT NULL, channel TEXT NOT NULL, listed INTEGER NOT NULL, \
+            "CREATE TABLE {p}listings (sku TEXT NOT NULL, channel TEXT NOT NULL, listed BIGINT NOT NULL, \
              PRIMARY KEY (sku, channel))"
         ),
         format!("CREATE TABLE {p}last_sales (sku TEXT PRIMARY KEY, sold_at BIGINT NOT NULL)"),
