@@ -27,6 +27,12 @@ pub const CONSUMER: &str = "analytics";
 /// The logs analytics follows.
 pub const SOURCES: [&str; 3] = ["orders", "membership", "catalog"];
 
+/// The source of backfilled history (`ImportEvents`).
+pub const IMPORT: &str = "import";
+
+/// Every source in the archive: the followed logs and the import.
+pub const ARCHIVED: [&str; 4] = ["orders", "membership", "catalog", IMPORT];
+
 /// Lock a rebuild takes exclusively to swap its tables in, and every consumer
 /// batch shared (PostgreSQL): no batch commits between the rebuild's last catch-up
 /// and the swap.

@@ -508,12 +508,9 @@ impl TouchpointApi {
     }
 }
 
-fn check_batch(len: usize) -> ServiceResult<()> {
+fn check_batch(field: &str, len: usize) -> ServiceResult<()> {
     if len > MAX_BATCH {
-        return Err(ServiceError::invalid(
-            "touchpoints",
-            format!("at most {MAX_BATCH} per message"),
-        ));
+        return Err(ServiceError::invalid(field, format!("at most {MAX_BATCH} per message")));
     }
     Ok(())
 }
@@ -526,7 +523,7 @@ impl TouchpointService for TouchpointApi {
     ) -> Rpc<pb::IngestTouchpointsResponse> {
         authorise(&request, WRITE)?;
         let req = request.into_inner();
-        check_batch(req.touchpoints.len())?;
+        check_batch("touchpoints", req.touchpoints.len())?;
         let raws = req.touchpoints.into_iter().map(parse::touchpoint).collect();
         let now = chrono::Utc::now().timestamp();
         ok(outcome(self.app.ingest(raws, 0, now).await?))
@@ -543,7 +540,7 @@ impl TouchpointService for TouchpointApi {
         // Each message is stored when it arrives: what was stored before a
         // failure stays stored, and a retry of the stream is deduplicated by id.
         while let Some(message) = stream.message().await? {
-            check_batch(message.touchpoints.len())?;
+            check_batch("touchpoints", message.touchpoints.len())?;
             let n = message.touchpoints.len();
             let raws = message.touchpoints.into_iter().map(parse::touchpoint).collect();
             let now = chrono::Utc::now().timestamp();
@@ -594,6 +591,27 @@ impl AnalyticsAdminService for AdminApi {
         ok(pb::RebuildProjectionsResponse {
             events_replayed: replayed as i64,
             freshness: freshness(self.app.freshness().await?),
+        })
+    }
+
+    async fn import_events(&self, request: Request<pb::ImportEventsRequest>) -> Rpc<pb::ImportEventsResponse> {
+        authorise(&request, ADMIN)?;
+        let events = request.into_inner().events;
+        check_batch("events", events.len())?;
+        let mut v = Violations::new();
+        for (i, e) in events.iter().enumerate() {
+            if e.position == 0 {
+                v.add(format!("events[{i}].position"), "must be positive");
+            }
+            if e.r#type.is_empty() || e.payload.is_none() {
+                v.add(format!("events[{i}].payload"), "type and payload are required");
+            }
+        }
+        v.finish()?;
+        let (applied, position) = self.app.import(events).await?;
+        ok(pb::ImportEventsResponse {
+            applied: applied as i64,
+            position,
         })
     }
 }

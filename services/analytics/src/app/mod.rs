@@ -2,6 +2,7 @@
 //! touchpoint ingestion ([`touchpoints`]), the rebuild of projections from the
 //! archive ([`rebuild`]) and the overdue members' events ([`overdue`]).
 
+pub mod import;
 pub mod kpis;
 pub mod members;
 pub mod overdue;
@@ -15,7 +16,7 @@ use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::events::EventLog;
 use sea_orm::DatabaseConnection;
 
-use crate::events::{CONSUMER, SOURCES};
+use crate::events::{ARCHIVED, CONSUMER};
 use crate::settings::Settings;
 use crate::store::{self, rows};
 
@@ -72,7 +73,7 @@ impl App {
         )
         .await?;
         let mut out = Vec::new();
-        for source in SOURCES {
+        for source in ARCHIVED {
             let mut position = SourcePosition {
                 source: source.to_owned(),
                 position: 0,

@@ -12,7 +12,7 @@ use retail_proto::events::EventEnvelope;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction};
 
 use super::App;
-use crate::events::{PROJECTION_LOCK, SOURCES};
+use crate::events::{ARCHIVED, PROJECTION_LOCK};
 use crate::projection::Projector;
 use crate::store::{self, PROJECTIONS, SHADOW, exec, rows};
 
@@ -117,7 +117,7 @@ impl App {
         for sql in store::projection_ddl(SHADOW, &tag[..12]) {
             self.db.execute_unprepared(&sql).await?;
         }
-        let mut cursors: Vec<Cursor> = SOURCES
+        let mut cursors: Vec<Cursor> = ARCHIVED
             .iter()
             .map(|source| Cursor {
                 source,

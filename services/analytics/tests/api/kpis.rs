@@ -503,3 +503,61 @@ async fn bad_requests_name_every_field_and_reads_need_the_scope() {
         .unwrap_err();
     assert_eq!(violated_fields(&err), vec!["channel", "cac_minor"]);
 }
+
+#[tokio::test]
+async fn imported_history_counts_once_and_must_continue_the_positions() {
+    let database = TestDatabase::new().await.unwrap();
+    let app = start(&database, &[], |_| {}).await;
+    let history = FakeLogs::default();
+    for (i, amount) in [(1, 1_000), (2, 2_500)] {
+        history.push(
+            "import",
+            "m1",
+            T0 - 400 * DAY + i * DAY,
+            &ev::OrderPaid {
+                order_id: format!("h{i}"),
+                parties: parties("m1", "online", ""),
+                lines: vec![line("S1", 1, amount)],
+                amount: money(amount),
+                pay_time: ts(T0 - 400 * DAY + i * DAY),
+            },
+        );
+    }
+    let events = history.logs.lock().unwrap()["import"].clone();
+    let mut admin_client = app.admin.clone();
+    let import = |events: Vec<ev::EventEnvelope>| pb::ImportEventsRequest { events };
+    let out = admin_client
+        .import_events(admin(import(events.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((out.applied, out.position), (2, 2));
+    // A retry applies nothing.
+    let out = admin_client
+        .import_events(admin(import(events.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((out.applied, out.position), (0, 2));
+    // A gap is refused.
+    let mut later = events[1].clone();
+    later.position = 5;
+    let err = admin_client
+        .import_events(admin(import(vec![later])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let sales = app
+        .kpis
+        .clone()
+        .get_sales_report(reader(pb::GetSalesReportRequest {
+            period: period(T0 - 400 * DAY, T0 - 390 * DAY),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sales.current.unwrap().revenue_minor, 3_500);
+    let err = admin_client.import_events(reader(import(vec![]))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+}
