@@ -6,6 +6,9 @@
 //! the echo's. Servers run in-process on loopback ports; the load generator shares the
 //! machine with them, which the echo baseline accounts for.
 
+#[path = "bench_analytics.rs"]
+mod analytics;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,8 +51,13 @@ pub enum Target {
     CatalogReserveCommit,
     /// orders PlaceOrder (member, one line): the saga over membership and catalog.
     OrdersPlace,
-    /// orders PlaceOrder then PayOrder; also the lag from payment to points visible.
+    /// orders PlaceOrder then PayOrder; also the lags from payment to points
+    /// visible and to revenue visible in analytics.
     OrdersPlacePay,
+    /// analytics IngestTouchpoints of 500 touchpoints; against PostgreSQL's COPY.
+    AnalyticsIngest,
+    /// analytics KPI queries (sales, store funnel, satisfaction) over a loaded history.
+    AnalyticsKpi,
 }
 
 impl Target {
@@ -67,6 +75,8 @@ impl Target {
             Self::CatalogReserveCommit => "catalog.ReserveStock+Commit",
             Self::OrdersPlace => "orders.PlaceOrder",
             Self::OrdersPlacePay => "orders.PlaceOrder+PayOrder",
+            Self::AnalyticsIngest => "analytics.IngestTouchpoints",
+            Self::AnalyticsKpi => "analytics KPI queries",
         }
     }
 }
@@ -108,6 +118,12 @@ pub struct BenchArgs {
     /// SKUs seeded before catalog-batch-get.
     #[arg(long, default_value_t = 100_000)]
     pub seed_skus: u64,
+    /// Paid orders loaded before analytics-kpi.
+    #[arg(long, default_value_t = 100_000)]
+    pub seed_orders: u64,
+    /// Touchpoints loaded before analytics-kpi.
+    #[arg(long, default_value_t = 100_000)]
+    pub seed_touchpoints: u64,
     /// Slices a timed measurement is cut into, alternating with equal slices of the
     /// echo baseline, so both see the same machine (a shared machine's speed drifts).
     #[arg(long, default_value_t = 5)]
@@ -804,7 +820,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
 
     let scratch = Scratch::create(
         args.database_url.as_deref(),
-        &["identity", "membership", "catalog", "orders"],
+        &["identity", "membership", "catalog", "orders", "analytics"],
     )
     .await?;
     let mut settings = crate::settings::SuiteSettings::default();
@@ -812,6 +828,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     settings.membership.server = loopback();
     settings.catalog.server = loopback();
     settings.orders.server = loopback();
+    settings.analytics.server = loopback();
     settings.identity.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
     settings.membership.cache.redis_url = args.redis_url.clone();
     settings.membership.cache.namespace = format!("bench-{}", rand::random::<u32>());
@@ -820,6 +837,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
         &mut settings.membership.database,
         &mut settings.catalog.database,
         &mut settings.orders.database,
+        &mut settings.analytics.database,
     ]
     .into_iter()
     .zip(&scratch.urls)
@@ -858,13 +876,17 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     let cursor = Arc::new(AtomicU64::new(0));
     let next_probe = Arc::new(AtomicU64::new(0));
     let lags = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
+    let revenue_lags = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
+    let analytics_channel = channels(launched.analytics, 1).await?.remove(0);
     let run_id: u32 = rand::random();
     let pay = target == Target::OrdersPlacePay;
     let call = {
-        let lags = lags.clone();
+        let (lags, revenue_lags) = (lags.clone(), revenue_lags.clone());
         move |worker: usize| {
             let mut client = clients[worker % clients.len()].clone();
             let members_client = MembershipServiceClient::new(membership_channel.clone());
+            let analytics_client =
+                retail_proto::analytics::analytics_service_client::AnalyticsServiceClient::new(analytics_channel.clone());
             let i = cursor.fetch_add(1, Ordering::Relaxed);
             // Every 50th paid order is a probe member's first. Each probe's profile
             // is loaded twice (before and after its points), seven statements a
@@ -876,12 +898,20 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
             let member = probe
                 .clone()
                 .unwrap_or_else(|| members[i as usize % members.len()].clone());
+            // A probe is a store sale in a store of its own: its revenue shows in
+            // analytics under that store once the payment is projected.
+            let probe_store = probe.as_ref().map(|_| format!("probe-{run_id}-{i}"));
             let place = authed(
                 &bearer,
                 opb::PlaceOrderRequest {
                     order: Some(opb::Order {
                         member,
-                        channel: opb::OrderChannel::Online as i32,
+                        channel: if probe_store.is_some() {
+                            opb::OrderChannel::Store as i32
+                        } else {
+                            opb::OrderChannel::Online as i32
+                        },
+                        store: probe_store.clone().unwrap_or_default(),
                         lines: vec![opb::OrderLine {
                             sku: skus[i as usize % skus.len()].clone(),
                             quantity: 1,
@@ -892,7 +922,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                     request_id: format!("bench-{run_id}-{i}"),
                 },
             );
-            let (bearer, lags) = (bearer.clone(), lags.clone());
+            let (bearer, lags, revenue_lags) = (bearer.clone(), lags.clone(), revenue_lags.clone());
             async move {
                 let order = client.place_order(place).await?.into_inner();
                 if !pay {
@@ -911,6 +941,39 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                     },
                 );
                 client.pay_order(paid).await?;
+                if let Some(store) = probe_store {
+                    let paid_at = Instant::now();
+                    let bearer = bearer.clone();
+                    tokio::spawn(async move {
+                        let mut analytics = analytics_client;
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs() as i64)
+                            .unwrap_or(0);
+                        let period = Some(retail_proto::analytics::Period {
+                            start_time: Some(prost_types::Timestamp { seconds: now - 3_600, nanos: 0 }),
+                            end_time: Some(prost_types::Timestamp { seconds: now + 3_600, nanos: 0 }),
+                        });
+                        while paid_at.elapsed() < Duration::from_secs(30) {
+                            let got = analytics
+                                .get_sales_report(authed(
+                                    &bearer,
+                                    retail_proto::analytics::GetSalesReportRequest {
+                                        period: period.clone(),
+                                        dimension: "store".into(),
+                                        dimension_value: store.clone(),
+                                    },
+                                ))
+                                .await;
+                            if got.is_ok_and(|r| r.into_inner().current.is_some_and(|c| c.revenue_minor > 0)) {
+                                let lag = paid_at.elapsed().as_micros() as u64;
+                                let _ = revenue_lags.lock().unwrap_or_else(|p| p.into_inner()).record(lag);
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(25)).await;
+                        }
+                    });
+                }
                 if let Some(member) = probe {
                     let paid_at = Instant::now();
                     tokio::spawn(async move {
@@ -955,6 +1018,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     scratch.analyze().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     lags.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    revenue_lags.lock().unwrap_or_else(|p| p.into_inner()).reset();
     let report = run(target.label(), args, call).await?;
     if pay {
         // Let the last probes land.
@@ -962,6 +1026,14 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
         let lags = lags.lock().unwrap_or_else(|p| p.into_inner());
         println!(
             "payment -> points visible on the member: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            lags.len(),
+            lags.value_at_quantile(0.5) as f64 / 1000.0,
+            lags.value_at_quantile(0.99) as f64 / 1000.0,
+            lags.max() as f64 / 1000.0
+        );
+        let lags = revenue_lags.lock().unwrap_or_else(|p| p.into_inner());
+        println!(
+            "payment -> revenue visible in analytics: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             lags.len(),
             lags.value_at_quantile(0.5) as f64 / 1000.0,
             lags.value_at_quantile(0.99) as f64 / 1000.0,
@@ -1039,6 +1111,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             reports.push(bench_membership(&args, args.target).await?)
         }
         Target::OrdersPlace | Target::OrdersPlacePay => reports.push(bench_orders(&args, args.target).await?),
+        Target::AnalyticsIngest | Target::AnalyticsKpi => {
+            reports.push(analytics::bench_analytics(&args, args.target).await?)
+        }
         Target::CatalogBatchGet | Target::CatalogBatchGetUncached | Target::CatalogReserveCommit => {
             reports.push(bench_catalog(&args, args.target).await?)
         }

@@ -7,7 +7,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use prost::{Message, Name};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -56,18 +55,6 @@ fn eur(amount_minor: i64) -> Option<Money> {
 
 fn ts(t: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds: t, nanos: 0 })
-}
-
-fn bar(what: &str, count: u64) -> ProgressBar {
-    let bar = ProgressBar::new(count);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "seeding {what} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
 }
 
 /// History events, by time; positions are given when imported.
@@ -440,7 +427,7 @@ pub async fn seed_analytics(url: &str, bearer: &str, orders: u64, members: u64) 
         .context("analytics refused the import")?
         .into_inner()
         .position;
-    let progress = bar("history events", history.0.len() as u64);
+    let progress = crate::seed::progress("history events", history.0.len() as u64);
     for chunk in history.0.chunks(1_000) {
         let events = chunk
             .iter()
@@ -472,7 +459,7 @@ pub async fn seed_analytics(url: &str, bearer: &str, orders: u64, members: u64) 
             .await?;
     }
     let points = touchpoints(run, now, 36, &mut rng);
-    let progress = bar("touchpoints", points.len() as u64);
+    let progress = crate::seed::progress("touchpoints", points.len() as u64);
     let messages: Vec<apb::StreamTouchpointsRequest> = points
         .chunks(1_000)
         .map(|c| apb::StreamTouchpointsRequest {

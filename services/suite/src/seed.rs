@@ -181,7 +181,7 @@ pub async fn register_members(
     Ok((run, names))
 }
 
-fn progress(what: &str, count: u64) -> ProgressBar {
+pub(crate) fn progress(what: &str, count: u64) -> ProgressBar {
     let bar = ProgressBar::new(count);
     bar.set_style(
         ProgressStyle::with_template(&format!(

@@ -190,11 +190,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_lifecycle(&self, request: Request<pb::GetLifecycleRequest>) -> Rpc<pb::Lifecycle> {
         authorise(&request, READ)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let period = parse::period(&mut v, "period", &req.period);
-        let w = parse::window_days(&mut v, "window_days", req.window_days, 90);
-        v.finish()?;
-        let period = period.ok_or_else(|| ServiceError::invalid("period", "required"))?;
+        let (period, w) = parse::period_window(&req.period, req.window_days, 90)?;
         let positions = self.app.freshness().await?;
         let l = self.app.lifecycle(period, w).await?;
         ok(pb::Lifecycle {
@@ -223,11 +219,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_stickiness(&self, request: Request<pb::GetStickinessRequest>) -> Rpc<pb::Stickiness> {
         authorise(&request, READ)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let period = parse::period(&mut v, "period", &req.period);
-        let w = parse::window_days(&mut v, "window_days", req.window_days, 90);
-        v.finish()?;
-        let period = period.ok_or_else(|| ServiceError::invalid("period", "required"))?;
+        let (period, w) = parse::period_window(&req.period, req.window_days, 90)?;
         let positions = self.app.freshness().await?;
         let s = self.app.stickiness(period, w).await?;
         ok(pb::Stickiness {

@@ -155,3 +155,12 @@ pub fn touchpoint(t: pb::Touchpoint) -> Raw {
         home_page: t.home_page,
     }
 }
+
+/// A required period and a window in days (`default` when 0).
+pub fn period_window(p: &Option<pb::Period>, days: i32, default: i64) -> ServiceResult<(Period, i64)> {
+    let mut v = Violations::new();
+    let p = period(&mut v, "period", p);
+    let w = window_days(&mut v, "window_days", days, default);
+    v.finish()?;
+    Ok((p.unwrap_or(Period { start: 0, end: 1 }), w))
+}
