@@ -885,8 +885,9 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
         move |worker: usize| {
             let mut client = clients[worker % clients.len()].clone();
             let members_client = MembershipServiceClient::new(membership_channel.clone());
-            let analytics_client =
-                retail_proto::analytics::analytics_service_client::AnalyticsServiceClient::new(analytics_channel.clone());
+            let analytics_client = retail_proto::analytics::analytics_service_client::AnalyticsServiceClient::new(
+                analytics_channel.clone(),
+            );
             let i = cursor.fetch_add(1, Ordering::Relaxed);
             // Every 50th paid order is a probe member's first. Each probe's profile
             // is loaded twice (before and after its points), seven statements a
@@ -951,8 +952,14 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                             .map(|d| d.as_secs() as i64)
                             .unwrap_or(0);
                         let period = Some(retail_proto::analytics::Period {
-                            start_time: Some(prost_types::Timestamp { seconds: now - 3_600, nanos: 0 }),
-                            end_time: Some(prost_types::Timestamp { seconds: now + 3_600, nanos: 0 }),
+                            start_time: Some(prost_types::Timestamp {
+                                seconds: now - 3_600,
+                                nanos: 0,
+                            }),
+                            end_time: Some(prost_types::Timestamp {
+                                seconds: now + 3_600,
+                                nanos: 0,
+                            }),
                         });
                         while paid_at.elapsed() < Duration::from_secs(30) {
                             let got = analytics

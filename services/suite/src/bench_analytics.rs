@@ -115,23 +115,29 @@ async fn ingest(args: &BenchArgs, a: &Analytics) -> anyhow::Result<Report> {
     let run_id: u32 = rand::random();
     let cursor = Arc::new(AtomicU64::new(0));
     let at = now();
-    let report = run(&format!("{} (x{BATCH})", Target::AnalyticsIngest.label()), args, move |worker| {
-        let mut client = clients[worker % clients.len()].clone();
-        let first = cursor.fetch_add(BATCH as u64, Ordering::Relaxed);
-        let request = authed(
-            &bearer,
-            apb::IngestTouchpointsRequest {
-                touchpoints: (first..first + BATCH as u64).map(|i| touchpoint(run_id, i, at)).collect(),
-            },
-        );
-        async move {
-            let out = client.ingest_touchpoints(request).await?.into_inner();
-            if out.accepted as usize != BATCH {
-                return Err(tonic::Status::internal("a touchpoint was not accepted"));
+    let report = run(
+        &format!("{} (x{BATCH})", Target::AnalyticsIngest.label()),
+        args,
+        move |worker| {
+            let mut client = clients[worker % clients.len()].clone();
+            let first = cursor.fetch_add(BATCH as u64, Ordering::Relaxed);
+            let request = authed(
+                &bearer,
+                apb::IngestTouchpointsRequest {
+                    touchpoints: (first..first + BATCH as u64)
+                        .map(|i| touchpoint(run_id, i, at))
+                        .collect(),
+                },
+            );
+            async move {
+                let out = client.ingest_touchpoints(request).await?.into_inner();
+                if out.accepted as usize != BATCH {
+                    return Err(tonic::Status::internal("a touchpoint was not accepted"));
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    })
+        },
+    )
     .await?;
     let events_per_sec = report.throughput() * BATCH as f64;
     println!("touchpoint ingestion: {events_per_sec:.0} events/s ({BATCH} per request)");
@@ -193,7 +199,11 @@ async fn kpis(args: &BenchArgs, a: &Analytics) -> anyhow::Result<Report> {
             parties: Some(ev::OrderParties {
                 member_id: format!("m{}", i % 20_000),
                 channel: channels_of[(i % 3) as usize].into(),
-                store: if i % 3 == 0 { format!("S{}", i % 5) } else { String::new() },
+                store: if i % 3 == 0 {
+                    format!("S{}", i % 5)
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             }),
             lines: vec![ev::OrderedUnits {
@@ -264,7 +274,10 @@ async fn kpis(args: &BenchArgs, a: &Analytics) -> anyhow::Result<Report> {
     let cursor = Arc::new(AtomicU64::new(0));
     let month = |start: i64, end: i64| {
         Some(apb::Period {
-            start_time: Some(prost_types::Timestamp { seconds: start, nanos: 0 }),
+            start_time: Some(prost_types::Timestamp {
+                seconds: start,
+                nanos: 0,
+            }),
             end_time: Some(prost_types::Timestamp { seconds: end, nanos: 0 }),
         })
     };

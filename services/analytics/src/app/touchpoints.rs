@@ -155,22 +155,7 @@ impl App {
             increments(t, &mut inc);
         }
         inc.flush(&txn, "touch_rollups").await?;
-        for t in &fresh {
-            for (sku, subject, column, at) in subject_facts(t) {
-                let keep = if column == "bought_at" { ">" } else { "<" };
-                exec(
-                    &txn,
-                    &format!(
-                        "INSERT INTO subject_skus (store, sku, subject, {column}) VALUES (?,?,?,?) \
-                         ON CONFLICT (store, sku, subject) DO UPDATE SET {column} = CASE \
-                         WHEN subject_skus.{column} IS NULL OR excluded.{column} {keep} subject_skus.{column} \
-                         THEN excluded.{column} ELSE subject_skus.{column} END"
-                    ),
-                    vec![t.store.clone().into(), sku.into(), subject.into(), at.into()],
-                )
-                .await?;
-            }
-        }
+        store_subject_facts(&txn, &fresh).await?;
         exec(
             &txn,
             "UPDATE touchpoint_stats SET ingested = ingested + ?, updated_at = ? WHERE id = 1",
@@ -209,6 +194,41 @@ impl App {
         txn.commit().await?;
         Ok(())
     }
+}
+
+/// Sets the batch's per-shopper SKU facts: one upsert of up to 500 rows per
+/// column, each key once (the earliest try-on and touch, the latest purchase).
+async fn store_subject_facts(txn: &sea_orm::DatabaseTransaction, fresh: &[&Touchpoint]) -> ServiceResult<()> {
+    let mut facts: std::collections::BTreeMap<(&'static str, &str, &str, &str), i64> = Default::default();
+    for t in fresh {
+        for (sku, subject, column, at) in subject_facts(t) {
+            let entry = facts.entry((column, t.store.as_str(), sku, subject)).or_insert(at);
+            *entry = if column == "bought_at" {
+                (*entry).max(at)
+            } else {
+                (*entry).min(at)
+            };
+        }
+    }
+    for column in ["tried_at", "touched_at", "bought_at"] {
+        let rows: Vec<_> = facts.iter().filter(|((c, ..), _)| *c == column).collect();
+        let keep = if column == "bought_at" { ">" } else { "<" };
+        for chunk in rows.chunks(500) {
+            let mut sql = format!("INSERT INTO subject_skus (store, sku, subject, {column}) VALUES ");
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+            for (i, ((_, store, sku, subject), at)) in chunk.iter().enumerate() {
+                sql.push_str(if i == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
+                values.extend([(*store).into(), (*sku).into(), (*subject).into(), (**at).into()]);
+            }
+            sql.push_str(&format!(
+                " ON CONFLICT (store, sku, subject) DO UPDATE SET {column} = CASE \
+                 WHEN subject_skus.{column} IS NULL OR excluded.{column} {keep} subject_skus.{column} \
+                 THEN excluded.{column} ELSE subject_skus.{column} END"
+            ));
+            exec(txn, &sql, values).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Stores the ids and raw rows of the touchpoints not stored before; returns those.
