@@ -966,7 +966,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                                 .get_sales_report(authed(
                                     &bearer,
                                     retail_proto::analytics::GetSalesReportRequest {
-                                        period: period.clone(),
+                                        period,
                                         dimension: "store".into(),
                                         dimension_value: store.clone(),
                                     },

@@ -152,10 +152,7 @@ async fn ingest(args: &BenchArgs, a: &Analytics) -> anyhow::Result<Report> {
     db.execute_unprepared("CREATE TABLE copy_reference (LIKE touchpoints INCLUDING ALL)")
         .await?;
     let rows = (report.requests * BATCH as u64).max(BATCH as u64);
-    let month = {
-        let d = chrono_month(at);
-        d
-    };
+    let month = retail_analytics::projection::month_key(at);
     let mut data = String::new();
     for i in 0..rows {
         data.push_str(&copy_line(&touchpoint(run_id ^ 1, i, at), month, at));
@@ -173,10 +170,6 @@ async fn ingest(args: &BenchArgs, a: &Analytics) -> anyhow::Result<Report> {
     );
     db.close().await?;
     Ok(report)
-}
-
-fn chrono_month(t: i64) -> i32 {
-    retail_analytics::projection::month_key(t)
 }
 
 /// Loads `orders` paid orders of the last year (through ImportEvents) and
