@@ -9,6 +9,11 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/retail_descriptor.bin"));
 
 pub mod retail {
+    pub mod analytics {
+        pub mod v1 {
+            tonic::include_proto!("retail.analytics.v1");
+        }
+    }
     pub mod catalog {
         pub mod v1 {
             tonic::include_proto!("retail.catalog.v1");
@@ -46,6 +51,7 @@ pub mod retail {
     }
 }
 
+pub use retail::analytics::v1 as analytics;
 pub use retail::catalog::v1 as catalog;
 pub use retail::common::v1 as common;
 pub use retail::events::v1 as events;

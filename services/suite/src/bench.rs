@@ -6,6 +6,9 @@
 //! the echo's. Servers run in-process on loopback ports; the load generator shares the
 //! machine with them, which the echo baseline accounts for.
 
+#[path = "bench_analytics.rs"]
+mod analytics;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,9 +51,13 @@ pub enum Target {
     CatalogReserveCommit,
     /// orders PlaceOrder (member, one line): the saga over membership and catalog.
     OrdersPlace,
-    /// orders PlaceOrder then PayOrder; also the lags from payment to points visible
-    /// and to a partner's target progress visible.
+    /// orders PlaceOrder then PayOrder; also the lags from payment to points visible,
+    /// to a partner's target progress visible and to revenue visible in analytics.
     OrdersPlacePay,
+    /// analytics IngestTouchpoints of 500 touchpoints; against PostgreSQL's COPY.
+    AnalyticsIngest,
+    /// analytics KPI queries (sales, store funnel, satisfaction) over a loaded history.
+    AnalyticsKpi,
 }
 
 impl Target {
@@ -68,6 +75,8 @@ impl Target {
             Self::CatalogReserveCommit => "catalog.ReserveStock+Commit",
             Self::OrdersPlace => "orders.PlaceOrder",
             Self::OrdersPlacePay => "orders.PlaceOrder+PayOrder",
+            Self::AnalyticsIngest => "analytics.IngestTouchpoints",
+            Self::AnalyticsKpi => "analytics KPI queries",
         }
     }
 }
@@ -109,6 +118,12 @@ pub struct BenchArgs {
     /// SKUs seeded before catalog-batch-get.
     #[arg(long, default_value_t = 100_000)]
     pub seed_skus: u64,
+    /// Paid orders loaded before analytics-kpi.
+    #[arg(long, default_value_t = 100_000)]
+    pub seed_orders: u64,
+    /// Touchpoints loaded before analytics-kpi.
+    #[arg(long, default_value_t = 100_000)]
+    pub seed_touchpoints: u64,
     /// Slices a timed measurement is cut into, alternating with equal slices of the
     /// echo baseline, so both see the same machine (a shared machine's speed drifts).
     #[arg(long, default_value_t = 5)]
@@ -811,7 +826,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
 
     let scratch = Scratch::create(
         args.database_url.as_deref(),
-        &["identity", "membership", "catalog", "orders", "partner"],
+        &["identity", "membership", "catalog", "orders", "partner", "analytics"],
     )
     .await?;
     let mut settings = crate::settings::SuiteSettings::default();
@@ -820,6 +835,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     settings.catalog.server = loopback();
     settings.orders.server = loopback();
     settings.partner.server = loopback();
+    settings.analytics.server = loopback();
     settings.identity.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
     settings.membership.cache.redis_url = args.redis_url.clone();
     settings.membership.cache.namespace = format!("bench-{}", rand::random::<u32>());
@@ -829,6 +845,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
         &mut settings.catalog.database,
         &mut settings.orders.database,
         &mut settings.partner.database,
+        &mut settings.analytics.database,
     ]
     .into_iter()
     .zip(&scratch.urls)
@@ -887,14 +904,19 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     let partner_lags = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
     let partner_probes = Arc::new(partner_probes);
     let next_partner_probe = Arc::new(AtomicU64::new(0));
+    let revenue_lags = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
+    let analytics_channel = channels(launched.analytics, 1).await?.remove(0);
     let run_id: u32 = rand::random();
     let pay = target == Target::OrdersPlacePay;
     let call = {
-        let (lags, partner_lags) = (lags.clone(), partner_lags.clone());
+        let (lags, partner_lags, revenue_lags) = (lags.clone(), partner_lags.clone(), revenue_lags.clone());
         move |worker: usize| {
             let mut client = clients[worker % clients.len()].clone();
             let members_client = MembershipServiceClient::new(membership_channel.clone());
             let targets_client = TargetServiceClient::new(partner_channel.clone());
+            let analytics_client = retail_proto::analytics::analytics_service_client::AnalyticsServiceClient::new(
+                analytics_channel.clone(),
+            );
             let i = cursor.fetch_add(1, Ordering::Relaxed);
             // Halfway between two member probes, a partner probe: a partner
             // order of a partner that never sold before.
@@ -911,17 +933,24 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
             let member = probe
                 .clone()
                 .unwrap_or_else(|| members[i as usize % members.len()].clone());
-            let (channel, partner_id) = match &partner_probe {
-                Some(p) => (opb::OrderChannel::Partner, p.id.clone()),
-                None => (opb::OrderChannel::Online, String::new()),
-            };
+            let partner_id = partner_probe.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+            // A probe is a store sale in a store of its own: its revenue shows in
+            // analytics under that store once the payment is projected.
+            let probe_store = probe.as_ref().map(|_| format!("probe-{run_id}-{i}"));
             let place = authed(
                 &bearer,
                 opb::PlaceOrderRequest {
                     order: Some(opb::Order {
                         member,
-                        channel: channel as i32,
+                        channel: if partner_probe.is_some() {
+                            opb::OrderChannel::Partner as i32
+                        } else if probe_store.is_some() {
+                            opb::OrderChannel::Store as i32
+                        } else {
+                            opb::OrderChannel::Online as i32
+                        },
                         partner_id,
+                        store: probe_store.clone().unwrap_or_default(),
                         lines: vec![opb::OrderLine {
                             sku: skus[i as usize % skus.len()].clone(),
                             quantity: 1,
@@ -932,7 +961,8 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                     request_id: format!("bench-{run_id}-{i}"),
                 },
             );
-            let (bearer, lags, partner_lags) = (bearer.clone(), lags.clone(), partner_lags.clone());
+            let (bearer, lags, partner_lags, revenue_lags) =
+                (bearer.clone(), lags.clone(), partner_lags.clone(), revenue_lags.clone());
             async move {
                 let order = client.place_order(place).await?.into_inner();
                 if !pay {
@@ -968,6 +998,45 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                             if got.is_ok_and(|t| t.into_inner().progress_minor > 0) {
                                 let lag = paid_at.elapsed().as_micros() as u64;
                                 let _ = partner_lags.lock().unwrap_or_else(|p| p.into_inner()).record(lag);
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(25)).await;
+                        }
+                    });
+                }
+                if let Some(store) = probe_store {
+                    let paid_at = Instant::now();
+                    let bearer = bearer.clone();
+                    tokio::spawn(async move {
+                        let mut analytics = analytics_client;
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs() as i64)
+                            .unwrap_or(0);
+                        let period = Some(retail_proto::analytics::Period {
+                            start_time: Some(prost_types::Timestamp {
+                                seconds: now - 3_600,
+                                nanos: 0,
+                            }),
+                            end_time: Some(prost_types::Timestamp {
+                                seconds: now + 3_600,
+                                nanos: 0,
+                            }),
+                        });
+                        while paid_at.elapsed() < Duration::from_secs(30) {
+                            let got = analytics
+                                .get_sales_report(authed(
+                                    &bearer,
+                                    retail_proto::analytics::GetSalesReportRequest {
+                                        period,
+                                        dimension: "store".into(),
+                                        dimension_value: store.clone(),
+                                    },
+                                ))
+                                .await;
+                            if got.is_ok_and(|r| r.into_inner().current.is_some_and(|c| c.revenue_minor > 0)) {
+                                let lag = paid_at.elapsed().as_micros() as u64;
+                                let _ = revenue_lags.lock().unwrap_or_else(|p| p.into_inner()).record(lag);
                                 return;
                             }
                             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -1019,6 +1088,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     tokio::time::sleep(Duration::from_secs(1)).await;
     lags.lock().unwrap_or_else(|p| p.into_inner()).reset();
     partner_lags.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    revenue_lags.lock().unwrap_or_else(|p| p.into_inner()).reset();
     let report = run(target.label(), args, call).await?;
     if pay {
         // Let the last probes land.
@@ -1038,6 +1108,14 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
             partner_lags.value_at_quantile(0.5) as f64 / 1000.0,
             partner_lags.value_at_quantile(0.99) as f64 / 1000.0,
             partner_lags.max() as f64 / 1000.0
+        );
+        let lags = revenue_lags.lock().unwrap_or_else(|p| p.into_inner());
+        println!(
+            "payment -> revenue visible in analytics: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            lags.len(),
+            lags.value_at_quantile(0.5) as f64 / 1000.0,
+            lags.value_at_quantile(0.99) as f64 / 1000.0,
+            lags.max() as f64 / 1000.0
         );
     }
     let _ = stop.send(());
@@ -1111,6 +1189,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             reports.push(bench_membership(&args, args.target).await?)
         }
         Target::OrdersPlace | Target::OrdersPlacePay => reports.push(bench_orders(&args, args.target).await?),
+        Target::AnalyticsIngest | Target::AnalyticsKpi => {
+            reports.push(analytics::bench_analytics(&args, args.target).await?)
+        }
         Target::CatalogBatchGet | Target::CatalogBatchGetUncached | Target::CatalogReserveCommit => {
             reports.push(bench_catalog(&args, args.target).await?)
         }

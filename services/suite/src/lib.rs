@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod demo;
 pub mod echo;
 pub mod seed;
 pub mod seed_partner;

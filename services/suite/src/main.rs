@@ -58,6 +58,7 @@ enum Service {
     Catalog,
     Orders,
     ChannelPartner,
+    Analytics,
 }
 
 #[tokio::main]
@@ -76,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             Service::Catalog => kit::migrate::<retail_catalog::Application>(config.as_deref()).await,
             Service::Orders => kit::migrate::<retail_orders::Application>(config.as_deref()).await,
             Service::ChannelPartner => kit::migrate::<retail_channel_partner::Application>(config.as_deref()).await,
+            Service::Analytics => kit::migrate::<retail_analytics::Application>(config.as_deref()).await,
         },
         // Every service, from the suite's settings (as `up` runs them).
         Command::Migrate {
@@ -90,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             retail_catalog::migrate(&settings.catalog).await?;
             retail_orders::migrate(&settings.orders).await?;
             retail_channel_partner::migrate(&settings.partner).await?;
+            retail_analytics::migrate(&settings.analytics).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -99,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             Service::Catalog => kit::serve::<retail_catalog::Application>(config.as_deref()).await,
             Service::Orders => kit::serve::<retail_orders::Application>(config.as_deref()).await,
             Service::ChannelPartner => kit::serve::<retail_channel_partner::Application>(config.as_deref()).await,
+            Service::Analytics => kit::serve::<retail_analytics::Application>(config.as_deref()).await,
         },
         Command::Seed(args) => {
             let telemetry = retail_kit::config::TelemetrySettings {

@@ -45,6 +45,14 @@ pub struct SeedArgs {
     pub reps_per_partner: u64,
     #[arg(long, default_value = "http://127.0.0.1:50055")]
     pub partner: String,
+    #[arg(long, default_value = "http://127.0.0.1:50056")]
+    pub analytics: String,
+    /// Orders of the two years of history imported into analytics (0: none).
+    #[arg(long, default_value_t = 50_000)]
+    pub history_orders: u64,
+    /// Customers of that history.
+    #[arg(long, default_value_t = 5_000)]
+    pub history_members: u64,
     /// Directory holding `admin-password` (as `retail-suite up` created it).
     #[arg(long, default_value = "data")]
     pub data_dir: std::path::PathBuf,
@@ -392,5 +400,16 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         args.reps_per_partner,
         started.elapsed().as_secs_f64()
     );
+    if args.history_orders > 0 {
+        let started = Instant::now();
+        crate::demo::seed_analytics(
+            &args.analytics,
+            &bearer,
+            args.history_orders,
+            args.history_members.max(1),
+        )
+        .await?;
+        println!("seeded analytics in {:.1} s", started.elapsed().as_secs_f64());
+    }
     Ok(())
 }

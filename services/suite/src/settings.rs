@@ -14,6 +14,7 @@ pub const MEMBERSHIP_PORT: u16 = 50052;
 pub const CATALOG_PORT: u16 = 50053;
 pub const ORDERS_PORT: u16 = 50054;
 pub const PARTNER_PORT: u16 = 50055;
+pub const ANALYTICS_PORT: u16 = 50056;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +31,7 @@ pub struct SuiteSettings {
     pub catalog: retail_catalog::Settings,
     pub orders: retail_orders::Settings,
     pub partner: retail_channel_partner::Settings,
+    pub analytics: retail_analytics::Settings,
 }
 
 const DEFAULT_DATA_DIR: &str = "data";
@@ -56,6 +58,9 @@ impl Default for SuiteSettings {
         let mut partner = retail_channel_partner::Settings::default();
         partner.server.port = PARTNER_PORT;
         partner.database.url = SecretString::from(sqlite_url(&data_dir, "partner"));
+        let mut analytics = retail_analytics::Settings::default();
+        analytics.server.port = ANALYTICS_PORT;
+        analytics.database.url = SecretString::from(sqlite_url(&data_dir, "analytics"));
         Self {
             data_dir,
             telemetry: TelemetrySettings::default(),
@@ -64,6 +69,7 @@ impl Default for SuiteSettings {
             catalog,
             orders,
             partner,
+            analytics,
         }
     }
 }
@@ -85,7 +91,10 @@ impl Validate for SuiteSettings {
             .map_err(|e| ConfigError::invalid("orders", e.to_string()))?;
         self.partner
             .validate()
-            .map_err(|e| ConfigError::invalid("partner", e.to_string()))
+            .map_err(|e| ConfigError::invalid("partner", e.to_string()))?;
+        self.analytics
+            .validate()
+            .map_err(|e| ConfigError::invalid("analytics", e.to_string()))
     }
 }
 
@@ -98,6 +107,7 @@ impl SuiteSettings {
             ("catalog", &mut self.catalog.database.url),
             ("orders", &mut self.orders.database.url),
             ("partner", &mut self.partner.database.url),
+            ("analytics", &mut self.analytics.database.url),
         ] {
             let default = sqlite_url(std::path::Path::new(DEFAULT_DATA_DIR), service);
             if url.expose_secret() == default {

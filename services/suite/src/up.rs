@@ -105,6 +105,7 @@ pub struct Launched {
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
     pub partner: SocketAddr,
+    pub analytics: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -143,8 +144,8 @@ where
 /// orders. Identity serves first: the others fetch its keys and their tokens at start.
 ///
 /// On `shutdown` callers stop before the services they call, each after draining:
-/// orders first (its sagas in flight still reach catalog and membership), then
-/// catalog, membership and channel-partner, then identity (whose keys and tokens they
+/// orders and analytics first (orders' sagas in flight still reach catalog and
+/// membership), then catalog, membership and channel-partner, then identity (whose keys and tokens they
 /// all use).
 pub async fn launch<S>(settings: &mut SuiteSettings, shutdown: S) -> anyhow::Result<Launched>
 where
@@ -163,6 +164,7 @@ where
         ),
         ("membership", &mut settings.membership.auth, &["events.read"][..]),
         ("partner", &mut settings.partner.auth, &["events.read"][..]),
+        ("analytics", &mut settings.analytics.auth, &["events.read"][..]),
     ] {
         if auth.client_id.is_empty() {
             auth.client_id = client_id.into();
@@ -182,6 +184,7 @@ where
     let (catalog_stopped, catalog_done) = tokio::sync::watch::channel(false);
     let (membership_stopped, membership_done) = tokio::sync::watch::channel(false);
     let (partner_stopped, partner_done) = tokio::sync::watch::channel(false);
+    let (analytics_stopped, analytics_done) = tokio::sync::watch::channel(false);
     let (identity_stopped, _) = tokio::sync::watch::channel(false);
 
     // Identity checks partner users and API keys against channel-partner, where it
@@ -199,7 +202,12 @@ where
     let mut tasks = vec![run_then_report(
         scoped(
             "identity",
-            identity.run(after_stopped(vec![catalog_done, membership_done, partner_done])),
+            identity.run(after_stopped(vec![
+                catalog_done,
+                membership_done,
+                partner_done,
+                analytics_done,
+            ])),
         ),
         identity_stopped,
     )];
@@ -208,6 +216,7 @@ where
         &mut settings.catalog.auth,
         &mut settings.orders.auth,
         &mut settings.partner.auth,
+        &mut settings.analytics.auth,
     ] {
         auth.identity_url = identity_url.clone();
     }
@@ -226,6 +235,12 @@ where
         .await?
         .with_orders_events_url(format!("http://{orders_addr}"));
     let partner_addr = partner.local_addr();
+    // Analytics follows every log.
+    settings.analytics.sources.orders_url = Some(format!("http://{orders_addr}"));
+    settings.analytics.sources.membership_url = Some(format!("http://{membership_addr}"));
+    settings.analytics.sources.catalog_url = Some(format!("http://{catalog_addr}"));
+    let analytics = retail_analytics::Application::build(settings.analytics.clone()).await?;
+    let analytics_addr = analytics.local_addr();
     tasks.push(run_then_report(
         scoped("catalog", catalog.run(after_stopped(vec![orders_done.clone()]))),
         catalog_stopped,
@@ -238,6 +253,10 @@ where
         scoped("partner", partner.run(after_stopped(vec![orders_done]))),
         partner_stopped,
     ));
+    tasks.push(run_then_report(
+        scoped("analytics", analytics.run(shutdown.clone())),
+        analytics_stopped,
+    ));
     tasks.push(run_then_report(scoped("orders", orders.run(shutdown)), orders_stopped));
     Ok(Launched {
         identity: identity_addr,
@@ -245,6 +264,7 @@ where
         catalog: catalog_addr,
         orders: orders_addr,
         partner: partner_addr,
+        analytics: analytics_addr,
         tasks,
     })
 }
@@ -260,6 +280,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             ("catalog", &settings.catalog.telemetry),
             ("orders", &settings.orders.telemetry),
             ("partner", &settings.partner.telemetry),
+            ("analytics", &settings.analytics.telemetry),
         ],
     )?;
     std::fs::create_dir_all(&settings.data_dir)
@@ -276,6 +297,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         ("catalog", redact_url(settings.catalog.database.url.expose_secret())),
         ("orders", redact_url(settings.orders.database.url.expose_secret())),
         ("partner", redact_url(settings.partner.database.url.expose_secret())),
+        ("analytics", redact_url(settings.analytics.database.url.expose_secret())),
     ];
     let cache = match &settings.membership.cache.redis_url {
         Some(url) => format!("redis {}", redact_url(url)),
@@ -295,6 +317,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         launched.catalog,
         launched.orders,
         launched.partner,
+        launched.analytics,
     ]) {
         let note = if *service == "membership" {
             format!(" (cache: {cache})")

@@ -37,6 +37,7 @@ fn start_suite() -> Suite {
         .env("RETAIL_SUITE__CATALOG__SERVER__PORT", "0")
         .env("RETAIL_SUITE__ORDERS__SERVER__PORT", "0")
         .env("RETAIL_SUITE__PARTNER__SERVER__PORT", "0")
+        .env("RETAIL_SUITE__ANALYTICS__SERVER__PORT", "0")
         .env_remove("RETAIL_SUITE_CONFIG")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data_dir.path().join("stderr.log")).unwrap())
@@ -52,14 +53,14 @@ fn start_suite() -> Suite {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut addrs = std::collections::HashMap::new();
     // The table lists every service; the login hint follows it.
-    while !addrs.contains_key("partner") {
+    while !addrs.contains_key("analytics") {
         let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
             let log = std::fs::read_to_string(data_dir.path().join("stderr.log")).unwrap_or_default();
             panic!("the suite did not print its table; its log:\n{log}");
         };
         let words: Vec<_> = line.split_whitespace().collect();
         if let [name, addr, ..] = words.as_slice()
-            && ["identity", "membership", "catalog", "orders", "partner"].contains(name)
+            && ["identity", "membership", "catalog", "orders", "partner", "analytics"].contains(name)
         {
             addrs.insert((*name).to_owned(), (*addr).to_owned());
         }
@@ -135,6 +136,7 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
         ("catalog", "retail.catalog.v1.InventoryService"),
         ("orders", "retail.orders.v1.OrdersService"),
         ("partner", "retail.partner.v1.PartnerService"),
+        ("analytics", "retail.analytics.v1.AnalyticsService"),
     ] {
         let channel = connect(&suite.addrs[service]).await;
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -183,6 +185,15 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
                 "retail.partner.v1.IncentiveService",
                 "retail.partner.v1.PartnerService",
                 "retail.partner.v1.TargetService",
+            ][..],
+        ),
+        (
+            "analytics",
+            &[
+                "retail.analytics.v1.AnalyticsAdminService",
+                "retail.analytics.v1.AnalyticsService",
+                "retail.analytics.v1.TouchpointService",
+                "retail.events.v1.EventLogService",
             ][..],
         ),
     ] {

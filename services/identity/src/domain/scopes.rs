@@ -29,6 +29,8 @@ pub const ALL: &[&str] = &[
     "partner.write",
     "partner.admin",
     "analytics.read",
+    "analytics.write",
+    "analytics.admin",
     "events.read",
 ];
 

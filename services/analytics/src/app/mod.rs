@@ -1,0 +1,156 @@
+//! Analytics' use cases: the KPI queries ([`kpis`], [`members`], [`stores`]), the
+//! touchpoint ingestion ([`touchpoints`]), the rebuild of projections from the
+//! archive ([`rebuild`]) and the overdue members' events ([`overdue`]).
+
+pub mod import;
+pub mod kpis;
+pub mod members;
+pub mod overdue;
+pub mod rebuild;
+pub mod stores;
+pub mod touchpoints;
+
+use std::sync::Arc;
+
+use retail_kit::error::{ServiceError, ServiceResult};
+use retail_kit::events::EventLog;
+use sea_orm::DatabaseConnection;
+
+use crate::events::{ARCHIVED, CONSUMER};
+use crate::settings::Settings;
+use crate::store::{self, rows};
+
+/// A half-open time range in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Period {
+    /// The period of the same length just before.
+    pub fn previous(self) -> Self {
+        let len = self.end - self.start;
+        Self {
+            start: self.start - len,
+            end: self.start,
+        }
+    }
+
+    pub fn days(self) -> f64 {
+        (self.end - self.start) as f64 / crate::domain::DAY as f64
+    }
+}
+
+/// How far one source has been applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub source: String,
+    pub position: u64,
+    /// Seconds since the epoch.
+    pub updated_at: i64,
+}
+
+#[derive(Debug)]
+pub struct App {
+    pub db: DatabaseConnection,
+    pub log: Arc<EventLog>,
+    pub settings: Settings,
+}
+
+impl App {
+    pub fn new(db: DatabaseConnection, log: Arc<EventLog>, settings: Settings) -> Self {
+        Self { db, log, settings }
+    }
+
+    /// The positions every KPI answer reflects: each source log's, and the
+    /// touchpoints ingested.
+    pub async fn freshness(&self) -> ServiceResult<Vec<SourcePosition>> {
+        let found = rows(
+            &self.db,
+            "SELECT source, log_position, updated_at FROM consumer_positions WHERE consumer = ?",
+            vec![CONSUMER.into()],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for source in ARCHIVED {
+            let mut position = SourcePosition {
+                source: source.to_owned(),
+                position: 0,
+                updated_at: 0,
+            };
+            for row in &found {
+                if store::text(row, 0)? == source {
+                    position.position = store::int(row, 1)?.max(0) as u64;
+                    let at: chrono::DateTime<chrono::Utc> = row.try_get_by_index(2)?;
+                    position.updated_at = at.timestamp();
+                }
+            }
+            out.push(position);
+        }
+        let stats = rows(
+            &self.db,
+            "SELECT ingested, updated_at FROM touchpoint_stats WHERE id = 1",
+            vec![],
+        )
+        .await?;
+        if let Some(row) = stats.first() {
+            out.push(SourcePosition {
+                source: "touchpoints".into(),
+                position: store::int(row, 0)?.max(0) as u64,
+                updated_at: store::int(row, 1)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Sums of rollup metrics of one dimension value over a period, by metric.
+pub async fn rollup_sums(
+    db: &DatabaseConnection,
+    table: &str,
+    period: Period,
+    dim: &str,
+    key: &str,
+    metrics: &[&str],
+) -> ServiceResult<std::collections::BTreeMap<String, i64>> {
+    // Whole days from the day grain, the partial days at the edges from the hour
+    // grain: a period reads at most (days + 48) rows per metric.
+    let day = crate::projection::DAY;
+    let first_full = period.start + (day - period.start.rem_euclid(day)) % day;
+    let last_full = period.end - period.end.rem_euclid(day);
+    let placeholders = vec!["?"; metrics.len()].join(",");
+    let mut out = std::collections::BTreeMap::new();
+    let run = |grain: &'static str, from: i64, to: i64| {
+        let sql = format!(
+            "SELECT metric, CAST(SUM(value) AS BIGINT) FROM {table} WHERE grain = ? AND dim = ? AND dim_key = ? \
+             AND metric IN ({placeholders}) AND bucket >= ? AND bucket < ? GROUP BY metric"
+        );
+        let mut values: Vec<sea_orm::Value> = vec![grain.into(), dim.into(), key.into()];
+        values.extend(metrics.iter().map(|m| (*m).into()));
+        values.extend([from.into(), to.into()]);
+        (sql, values)
+    };
+    let mut queries = Vec::new();
+    if first_full < last_full {
+        queries.push(run("d", first_full, last_full));
+        queries.push(run("h", period.start, first_full));
+        queries.push(run("h", last_full, period.end));
+    } else {
+        queries.push(run("h", period.start, period.end));
+    }
+    for (sql, values) in queries {
+        for row in rows(db, &sql, values).await? {
+            *out.entry(store::text(&row, 0)?).or_insert(0) += store::int(&row, 1)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Rejects a period that is empty or reversed.
+pub fn check_period(period: Period) -> ServiceResult<Period> {
+    if period.end <= period.start {
+        return Err(ServiceError::invalid("period", "end_time must be after start_time"));
+    }
+    Ok(period)
+}

@@ -1,0 +1,95 @@
+//! Analytics' schema. Append-only migrations named `mYYYYMMDD_NNNNNN_<verb>_<noun>`.
+//!
+//! On PostgreSQL the event archive and the raw touchpoints are range-partitioned by
+//! month (`yyyymm`), with a default partition; the month partitions are created as
+//! the first row of a month arrives, and old touchpoint months are dropped whole.
+//! On SQLite both are plain tables with an index on the month.
+
+use sea_orm::{ConnectionTrait, DatabaseBackend};
+use sea_orm_migration::prelude::*;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(retail_kit::events::migration::CreateOutbox),
+            Box::new(retail_kit::events::migration::CreateConsumerPositions),
+            Box::new(retail_kit::events::migration::PartialOutboxIndexes),
+            Box::new(retail_kit::events::migration::OutboxPartitionKey),
+            Box::new(retail_kit::events::migration::CreateConsumerPartitions),
+            Box::new(CreateAnalyticsTables),
+        ]
+    }
+}
+
+#[derive(Debug)]
+pub struct CreateAnalyticsTables;
+
+impl MigrationName for CreateAnalyticsTables {
+    fn name(&self) -> &str {
+        "m20261203_000001_create_analytics_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateAnalyticsTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let pg = db.get_database_backend() == DatabaseBackend::Postgres;
+        let bytes = if pg { "BYTEA" } else { "BLOB" };
+        let mut ddl = super::projection_ddl("", "v1");
+        let archive = format!(
+            "CREATE TABLE event_archive (source TEXT NOT NULL, log_position BIGINT NOT NULL, month BIGINT NOT NULL, \
+             event_id TEXT NOT NULL, event_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, \
+             partition_key TEXT NOT NULL, occur_at BIGINT NOT NULL, archived_at BIGINT NOT NULL, \
+             payload {bytes} NOT NULL, PRIMARY KEY (source, log_position, month))"
+        );
+        let touchpoints = "CREATE TABLE touchpoints (event_id TEXT NOT NULL, month BIGINT NOT NULL, \
+             kind TEXT NOT NULL, occur_at BIGINT NOT NULL, store TEXT NOT NULL, place TEXT NOT NULL, \
+             sku TEXT NOT NULL, subject TEXT NOT NULL, staff TEXT NOT NULL, count BIGINT NOT NULL, \
+             seconds BIGINT NOT NULL, reception_seconds BIGINT NOT NULL, amount_minor BIGINT NOT NULL, \
+             skus TEXT NOT NULL, home_page BIGINT NOT NULL, received_at BIGINT NOT NULL, \
+             PRIMARY KEY (event_id, month))"
+            .to_owned();
+        if pg {
+            ddl.push(format!("{archive} PARTITION BY RANGE (month)"));
+            ddl.push("CREATE TABLE event_archive_default PARTITION OF event_archive DEFAULT".into());
+            ddl.push(format!("{touchpoints} PARTITION BY RANGE (month)"));
+            ddl.push("CREATE TABLE touchpoints_default PARTITION OF touchpoints DEFAULT".into());
+        } else {
+            ddl.push(archive);
+            ddl.push("CREATE INDEX event_archive_month ON event_archive (month)".into());
+            ddl.push(touchpoints);
+            ddl.push("CREATE INDEX touchpoints_month ON touchpoints (month)".into());
+        }
+        ddl.extend([
+            // Idempotency of ingestion: an id is stored once, with its month for retention.
+            "CREATE TABLE touchpoint_ids (event_id TEXT PRIMARY KEY, month BIGINT NOT NULL)".to_owned(),
+            "CREATE INDEX touchpoint_ids_month ON touchpoint_ids (month)".to_owned(),
+            "CREATE TABLE touch_rollups (grain TEXT NOT NULL, dim TEXT NOT NULL, dim_key TEXT NOT NULL, \
+             metric TEXT NOT NULL, bucket BIGINT NOT NULL, value BIGINT NOT NULL, \
+             PRIMARY KEY (grain, dim, dim_key, metric, bucket))"
+                .to_owned(),
+            // Per store, SKU and shopper: first try-on and touch, last purchase.
+            "CREATE TABLE subject_skus (store TEXT NOT NULL, sku TEXT NOT NULL, subject TEXT NOT NULL, \
+             tried_at BIGINT, touched_at BIGINT, bought_at BIGINT, PRIMARY KEY (store, sku, subject))"
+                .to_owned(),
+            "CREATE INDEX subject_skus_tried ON subject_skus (store, tried_at)".to_owned(),
+            "CREATE INDEX subject_skus_touched ON subject_skus (store, touched_at)".to_owned(),
+            "CREATE TABLE touchpoint_stats (id BIGINT PRIMARY KEY, ingested BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+                .to_owned(),
+            "INSERT INTO touchpoint_stats (id, ingested, updated_at) VALUES (1, 0, 0)".to_owned(),
+            "CREATE TABLE acquisition_costs (channel TEXT PRIMARY KEY, cac_minor BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+                .to_owned(),
+            // The last purchase each overdue member was published for.
+            "CREATE TABLE overdue_published (member_id TEXT PRIMARY KEY, last_purchase BIGINT NOT NULL)".to_owned(),
+        ]);
+        for sql in ddl {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+}
