@@ -84,11 +84,13 @@ A service's settings as one map: the global ones, the wiring to other services
 {{- if not $callee }}
 {{- fail (printf "services.%s.urls.%s names the unknown service %s" $name $key $target) }}
 {{- end }}
+{{- if $callee.enabled }}
 {{- $parts := splitList "." $key }}
 {{- $url := printf "http://%s:%v" (include "retail-suite.serviceName" (list $root $target)) $callee.ports.grpc }}
 {{- $section := default (dict) (get $wiring (index $parts 0)) }}
 {{- $_ := set $section (index $parts 1) $url }}
 {{- $_ := set $wiring (index $parts 0) $section }}
+{{- end }}
 {{- end }}
 {{- $settings = mergeOverwrite $settings $wiring (deepCopy (default (dict) $svc.config)) }}
 {{- toYaml $settings }}
