@@ -291,3 +291,28 @@ pub mod redemption_take {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+pub mod discount_rule {
+    use sea_orm::entity::prelude::*;
+
+    /// A price-policy discount rule; `bands` is JSON, `levels` comma-separated.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "discount_rules")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub kind: String,
+        pub bands: String,
+        pub period_kind: String,
+        pub function: String,
+        pub rate_bp: i64,
+        pub levels: String,
+        pub valid_from: DateTimeUtc,
+        pub valid_until: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

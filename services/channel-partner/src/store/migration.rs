@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateProgrammeTables),
             Box::new(retail_kit::events::migration::CreateConsumerPositions),
             Box::new(retail_kit::events::migration::CreateConsumerPartitions),
+            Box::new(CreatePolicyTables),
         ]
     }
 }
@@ -458,5 +459,44 @@ impl MigrationTrait for CreateProgrammeTables {
             m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// The price policy's discount rules.
+#[derive(Debug)]
+struct CreatePolicyTables;
+
+impl MigrationName for CreatePolicyTables {
+    fn name(&self) -> &str {
+        "m20261203_000030_create_policy_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreatePolicyTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(table(
+            "discount_rules",
+            vec![
+                text("id", 36),
+                text("kind", 16),
+                // JSON array of {from_minor, to_minor, rate_bp}.
+                text("bands", 4000),
+                text("period_kind", 16),
+                text("function", 16),
+                int("rate_bp"),
+                // Level codes separated by ','; empty: every level.
+                text("levels", 400),
+                time("valid_from"),
+                time_null("valid_until"),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(col("discount_rules")).to_owned()).await
     }
 }
