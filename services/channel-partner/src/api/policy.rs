@@ -120,7 +120,10 @@ fn parse_rule(req: &pb::CreateDiscountRuleRequest) -> ServiceResult<NewRule> {
             match function_of_pb(r.function) {
                 Some(function) => Some(Basis::Functional { function, rate_bp }),
                 None => {
-                    v.add("discount_rule.function", "must be installation, after_sales or warehousing");
+                    v.add(
+                        "discount_rule.function",
+                        "must be installation, after_sales or warehousing",
+                    );
                     None
                 }
             }
@@ -315,10 +318,7 @@ impl PricePolicyService for PricePolicyApi {
         ok(pb::DeleteDiscountRuleResponse {})
     }
 
-    async fn evaluate_policy(
-        &self,
-        request: Request<pb::EvaluatePolicyRequest>,
-    ) -> Rpc<pb::EvaluatePolicyResponse> {
+    async fn evaluate_policy(&self, request: Request<pb::EvaluatePolicyRequest>) -> Rpc<pb::EvaluatePolicyResponse> {
         let who = caller(&request, READ)?;
         let req = request.into_inner();
         let partner = parse::partner_id("partner", &req.partner)?;

@@ -105,7 +105,10 @@ impl App {
             .filter(|l| self.rules.ladder.levels().iter().all(|d| &d.code != *l))
             .collect();
         if let Some(level) = unknown.first() {
-            return Err(ServiceError::invalid("discount_rule.levels", format!("unknown level {level}")));
+            return Err(ServiceError::invalid(
+                "discount_rule.levels",
+                format!("unknown level {level}"),
+            ));
         }
         let model = to_model(store::new_id(), &new, now)?;
         idempotency::execute(&self.db, key, Clone::clone, |txn| {
@@ -119,7 +122,9 @@ impl App {
     }
 
     pub async fn discount_rule(&self, id: &str) -> ServiceResult<discount_rule::Model> {
-        store::policy::rule(&self.db, id).await?.ok_or_else(|| rule_not_found(id))
+        store::policy::rule(&self.db, id)
+            .await?
+            .ok_or_else(|| rule_not_found(id))
     }
 
     pub async fn list_discount_rules(&self, page: &Page) -> ServiceResult<(Vec<discount_rule::Model>, String)> {
@@ -173,8 +178,8 @@ impl App {
             functions,
             at,
         };
-        let evaluation = policy::evaluate(&rules, &ctx, lines)
-            .map_err(|e| ServiceError::invalid("lines", e.to_string()))?;
+        let evaluation =
+            policy::evaluate(&rules, &ctx, lines).map_err(|e| ServiceError::invalid("lines", e.to_string()))?;
         Ok(Priced {
             evaluation,
             level,

@@ -141,7 +141,10 @@ pub fn check_bands(field: &str, bands: &[Band]) -> Vec<Violation> {
         }
         match b.to_minor {
             Some(to) if to <= b.from_minor => {
-                out.push((format!("{at}.to"), "must be above from (the band is inverted or empty)".to_owned()));
+                out.push((
+                    format!("{at}.to"),
+                    "must be above from (the band is inverted or empty)".to_owned(),
+                ));
             }
             None if i + 1 < bands.len() => {
                 out.push((format!("{at}.to"), "only the last band may be open-ended".to_owned()));
@@ -384,7 +387,13 @@ mod tests {
     fn total_rule_bands() {
         let rules = [rule("t", Basis::Total(total_bands()))];
         // (basket total, expected discount)
-        let cases = [(9_999, 0), (10_000, 200), (49_999, 999), (50_000, 2_500), (1_000_000, 50_000)];
+        let cases = [
+            (9_999, 0),
+            (10_000, 200),
+            (49_999, 999),
+            (50_000, 2_500),
+            (1_000_000, 50_000),
+        ];
         for (price, expected) in cases {
             let e = evaluate(&rules, &ctx(0, vec![]), &one_line(price)).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(e.discount_minor, expected, "total {price}");
@@ -429,13 +438,7 @@ mod tests {
             },
         )];
         // (volume in the quarter, expected rate)
-        let cases = [
-            (0, 100),
-            (99_999, 100),
-            (100_000, 300),
-            (499_999, 300),
-            (500_000, 600),
-        ];
+        let cases = [(0, 100), (99_999, 100), (100_000, 300), (499_999, 300), (500_000, 600)];
         for (volume, rate) in cases {
             let e = evaluate(&rules, &ctx(volume, vec![]), &one_line(10_000)).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(e.lines[0].discounts[0].rate_bp, rate, "volume {volume}");
@@ -542,7 +545,8 @@ mod tests {
 
     #[test]
     fn bands_are_checked() {
-        let fields = |bands: Vec<Band>| -> Vec<String> { check_bands("bands", &bands).into_iter().map(|(f, _)| f).collect() };
+        let fields =
+            |bands: Vec<Band>| -> Vec<String> { check_bands("bands", &bands).into_iter().map(|(f, _)| f).collect() };
         assert!(fields(total_bands()).is_empty());
         assert_eq!(fields(vec![]), ["bands"]);
         assert_eq!(fields(vec![band(-1, None, 100)]), ["bands[0].from"]);

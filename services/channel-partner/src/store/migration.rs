@@ -497,6 +497,7 @@ impl MigrationTrait for CreatePolicyTables {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(col("discount_rules")).to_owned()).await
+        m.drop_table(Table::drop().table(col("discount_rules")).to_owned())
+            .await
     }
 }

@@ -12,8 +12,8 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
 
 pub use entities::{
-    catalog_item, discount_rule, entry, ledger, level_change, lot, order_points, partner, redemption, redemption_take, sale,
-    sales_rep, status_change, target,
+    catalog_item, discount_rule, entry, ledger, level_change, lot, order_points, partner, redemption, redemption_take,
+    sale, sales_rep, status_change, target,
 };
 
 pub fn new_id() -> String {

@@ -26,7 +26,10 @@ pub async fn delete_rule(conn: &impl ConnectionTrait, id: &str) -> ServiceResult
 }
 
 /// The rules valid at `at` (the evaluation then filters them by level).
-pub async fn rules_in_force(conn: &impl ConnectionTrait, at: DateTime<Utc>) -> ServiceResult<Vec<discount_rule::Model>> {
+pub async fn rules_in_force(
+    conn: &impl ConnectionTrait,
+    at: DateTime<Utc>,
+) -> ServiceResult<Vec<discount_rule::Model>> {
     Ok(discount_rule::Entity::find()
         .filter(discount_rule::Column::ValidFrom.lte(at))
         .filter(

@@ -1,0 +1,298 @@
+//! The price policy: discount rules, their checks, and the evaluation of a
+//! partner's basket (combination under the level's ceiling, cumulative volume
+//! from attributed sales, isolation between partners).
+
+use chrono::{Duration, Utc};
+use retail_kit::convert::timestamp;
+use retail_proto::partner::{self as pb};
+use tonic::Code;
+
+use crate::helpers::*;
+
+fn band(from_minor: i64, to_minor: i64, rate_bp: i32) -> pb::DiscountBand {
+    pb::DiscountBand {
+        from_minor,
+        to_minor,
+        rate_bp,
+    }
+}
+
+fn valid_since_yesterday(mut rule: pb::DiscountRule) -> pb::DiscountRule {
+    rule.valid_from = Some(timestamp(Utc::now() - Duration::days(1)));
+    rule
+}
+
+fn total(bands: Vec<pb::DiscountBand>) -> pb::DiscountRule {
+    valid_since_yesterday(pb::DiscountRule {
+        kind: pb::DiscountRuleKind::Total.into(),
+        bands,
+        ..Default::default()
+    })
+}
+
+fn cumulative(bands: Vec<pb::DiscountBand>) -> pb::DiscountRule {
+    valid_since_yesterday(pb::DiscountRule {
+        kind: pb::DiscountRuleKind::Cumulative.into(),
+        period_kind: pb::PeriodKind::Quarter.into(),
+        bands,
+        ..Default::default()
+    })
+}
+
+fn installation(rate_bp: i32) -> pb::DiscountRule {
+    valid_since_yesterday(pb::DiscountRule {
+        kind: pb::DiscountRuleKind::Functional.into(),
+        function: pb::PartnerFunction::Installation.into(),
+        rate_bp,
+        ..Default::default()
+    })
+}
+
+impl TestApp {
+    async fn rule(&self, rule: pb::DiscountRule) -> Result<pb::DiscountRule, tonic::Status> {
+        self.policy()
+            .create_discount_rule(authed(pb::CreateDiscountRuleRequest {
+                discount_rule: Some(rule),
+                request_id: String::new(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn evaluate(
+        &self,
+        request: impl FnOnce(pb::EvaluatePolicyRequest) -> tonic::Request<pb::EvaluatePolicyRequest>,
+        partner: &str,
+        functions: &[pb::PartnerFunction],
+    ) -> Result<pb::EvaluatePolicyResponse, tonic::Status> {
+        self.policy()
+            .evaluate_policy(request(pb::EvaluatePolicyRequest {
+                partner: format!("partners/{partner}"),
+                lines: vec![
+                    pb::BasketLine {
+                        sku: "PUMP-1".into(),
+                        unit_price_minor: 500_00,
+                        quantity: 2,
+                    },
+                    pb::BasketLine {
+                        sku: "VALVE-2".into(),
+                        unit_price_minor: 10_00,
+                        quantity: 1,
+                    },
+                ],
+                functions: functions.iter().map(|f| *f as i32).collect(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+fn amounts(line: &pb::PricedLine) -> Vec<(String, i64)> {
+    line.discounts
+        .iter()
+        .map(|d| (d.rule.clone(), d.amount_minor))
+        .collect()
+}
+
+#[tokio::test]
+async fn rules_apply_one_after_the_other_line_by_line_and_stop_at_the_level_ceiling() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    let t = app.rule(total(vec![band(100_00, 0, 200)])).await.unwrap();
+    let f = app.rule(installation(300)).await.unwrap();
+    assert_eq!(
+        app.policy()
+            .get_discount_rule(authed(pb::GetDiscountRuleRequest { name: t.name.clone() }))
+            .await
+            .unwrap()
+            .into_inner(),
+        t
+    );
+
+    // Basket 1010.00: the total band applies to both lines; installation only
+    // when the partner installs.
+    let plain = app.evaluate(authed, "acme", &[]).await.unwrap();
+    assert_eq!(plain.gross_minor, 1_010_00);
+    assert_eq!(amounts(&plain.lines[0]), [(t.name.clone(), 20_00)]);
+    assert_eq!(amounts(&plain.lines[1]), [(t.name.clone(), 20)]);
+    assert_eq!(plain.discount_minor, 20_20);
+    assert_eq!(plain.net_minor, 1_010_00 - 20_20);
+    assert_eq!(plain.level, "registered");
+    assert_eq!(plain.discount_ceiling_bp, 500);
+
+    // 2% of 1000.00, then 3% of the remaining 980.00.
+    let installing = app
+        .evaluate(authed, "acme", &[pb::PartnerFunction::Installation])
+        .await
+        .unwrap();
+    assert_eq!(
+        amounts(&installing.lines[0]),
+        [(t.name.clone(), 20_00), (f.name.clone(), 29_40)]
+    );
+    assert!(!installing.lines[0].capped);
+
+    // A cumulative 1% comes between them; the functional discount is then cut to
+    // the registered level's 5% ceiling (50.00 on 1000.00).
+    let c = app.rule(cumulative(vec![band(0, 0, 100)])).await.unwrap();
+    let capped = app
+        .evaluate(authed, "acme", &[pb::PartnerFunction::Installation])
+        .await
+        .unwrap();
+    assert_eq!(
+        amounts(&capped.lines[0]),
+        [(t.name.clone(), 20_00), (c.name.clone(), 9_80), (f.name.clone(), 20_20)]
+    );
+    assert!(capped.lines[0].capped);
+    assert_eq!(capped.lines[0].discount_minor, 50_00);
+
+    // A deleted rule no longer applies and is gone.
+    app.policy()
+        .delete_discount_rule(authed(pb::DeleteDiscountRuleRequest { name: f.name.clone() }))
+        .await
+        .unwrap();
+    let after = app
+        .evaluate(authed, "acme", &[pb::PartnerFunction::Installation])
+        .await
+        .unwrap();
+    assert!(after.lines[0].discounts.iter().all(|d| d.rule != f.name));
+    let gone = app
+        .policy()
+        .get_discount_rule(authed(pb::GetDiscountRuleRequest { name: f.name.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let listed = app
+        .policy()
+        .list_discount_rules(authed(pb::ListDiscountRulesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.discount_rules.len(), 2);
+}
+
+#[tokio::test]
+async fn rules_out_of_validity_or_for_other_levels_do_not_apply() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    let mut expired = total(vec![band(0, 0, 100)]);
+    expired.valid_from = Some(timestamp(Utc::now() - Duration::days(10)));
+    expired.valid_until = Some(timestamp(Utc::now() - Duration::days(1)));
+    app.rule(expired).await.unwrap();
+    let mut future = total(vec![band(0, 0, 100)]);
+    future.valid_from = Some(timestamp(Utc::now() + Duration::days(1)));
+    app.rule(future).await.unwrap();
+    let mut gold_only = total(vec![band(0, 0, 100)]);
+    gold_only.levels = vec!["gold".into()];
+    app.rule(gold_only).await.unwrap();
+    let e = app.evaluate(authed, "acme", &[]).await.unwrap();
+    assert_eq!(e.discount_minor, 0);
+    let mut registered = total(vec![band(0, 0, 100)]);
+    registered.levels = vec!["registered".into()];
+    app.rule(registered).await.unwrap();
+    let e = app.evaluate(authed, "acme", &[]).await.unwrap();
+    assert_eq!(e.discount_minor, 10_10);
+}
+
+#[tokio::test]
+async fn a_cumulative_rule_follows_the_partners_attributed_sales_in_the_period() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    app.rule(cumulative(vec![band(0, 300_00, 100), band(300_00, 0, 400)]))
+        .await
+        .unwrap();
+    let before = app.evaluate(authed, "acme", &[]).await.unwrap();
+    assert_eq!(before.lines[0].discounts[0].rate_bp, 100);
+    // Exactly the tier's lower bound reaches it.
+    app.orders.paid("o-1", "acme", "", 300_00, Utc::now()).await;
+    let after = app
+        .eventually(
+            "the sale counted",
+            || app.evaluate(authed, "acme", &[]),
+            |e| e.as_ref().is_ok_and(|e| e.discount_minor > before.discount_minor),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.lines[0].discounts[0].rate_bp, 400);
+    assert_eq!(after.lines[0].discount_minor, 40_00);
+}
+
+#[tokio::test]
+async fn bad_rules_get_every_field_violation_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let mut bad = total(vec![
+        band(-1, 100_00, 100),
+        band(50_00, 40_00, 200),
+        band(45_00, 0, 20_000),
+    ]);
+    bad.valid_until = Some(timestamp(Utc::now() - Duration::days(2)));
+    let err = app.rule(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields = violated_fields(&err);
+    for f in [
+        "discount_rule.bands[0].from",
+        "discount_rule.bands[1].to",
+        "discount_rule.bands[1].from",
+        "discount_rule.bands[2].rate_bp",
+        "discount_rule.valid_until",
+    ] {
+        assert!(fields.iter().any(|x| x == f), "{f} in {fields:?}");
+    }
+    let err = app.rule(installation(0)).await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["discount_rule.rate_bp"]);
+    let mut unknown_level = installation(100);
+    unknown_level.levels = vec!["diamond".into()];
+    assert_eq!(app.rule(unknown_level).await.unwrap_err().code(), Code::InvalidArgument);
+    let listed = app
+        .policy()
+        .list_discount_rules(authed(pb::ListDiscountRulesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.discount_rules.is_empty());
+
+    // Negative prices and empty quantities in a basket.
+    app.active("acme").await;
+    let err = app
+        .policy()
+        .evaluate_policy(authed(pb::EvaluatePolicyRequest {
+            partner: "partners/acme".into(),
+            lines: vec![pb::BasketLine {
+                sku: "A".into(),
+                unit_price_minor: -1,
+                quantity: 0,
+            }],
+            functions: vec![],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&err),
+        ["lines[0].unit_price_minor", "lines[0].quantity"]
+    );
+}
+
+#[tokio::test]
+async fn a_partner_evaluates_only_its_own_baskets_and_cannot_set_rules() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    app.active("bolt").await;
+    app.rule(total(vec![band(0, 0, 100)])).await.unwrap();
+    let own = app.evaluate(|m| as_partner("acme", m), "acme", &[]).await.unwrap();
+    assert_eq!(own.discount_minor, 10_10);
+    let other = app.evaluate(|m| as_partner("acme", m), "bolt", &[]).await.unwrap_err();
+    assert_eq!(other.code(), Code::NotFound);
+    let unknown = app.evaluate(authed, "ghost", &[]).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let denied = app
+        .policy()
+        .create_discount_rule(as_partner(
+            "acme",
+            pb::CreateDiscountRuleRequest {
+                discount_rule: Some(total(vec![band(0, 0, 100)])),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(denied.code(), Code::PermissionDenied), "{denied:?}");
+}
