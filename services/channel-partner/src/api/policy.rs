@@ -15,11 +15,11 @@ use retail_proto::partner::price_policy_service_server::PricePolicyService;
 use tonic::{Request, Response};
 
 use super::convert::{period_kind_of_pb, period_kind_to_pb};
-use super::{ADMIN, READ, Rpc, caller, ok, parse};
+use super::{ADMIN, READ, Rpc, WRITE, caller, ok, parse};
 use crate::app::App;
-use crate::app::policy::{NewRule, Priced, rule_of};
-use crate::domain::ids::collection_id;
-use crate::domain::policy::{self, Band, Basis, Function, Line, RuleKind};
+use crate::app::policy::{NewRule, NewSpecial, Priced, SpecialView, rule_of, special_name};
+use crate::domain::ids::{PartnerId, collection_id};
+use crate::domain::policy::{self, Band, Basis, Function, Line, RuleKind, SpecialState};
 use crate::store::discount_rule;
 
 /// At most this many lines in a basket.
@@ -275,8 +275,167 @@ fn priced_to_pb(p: &Priced, lines: &[Line], currency: &str) -> pb::EvaluatePolic
     }
 }
 
+/// `partners/{partner_id}/specialDiscounts/{special_discount_id}`.
+fn special_id(field: &str, name: &str) -> ServiceResult<(PartnerId, String)> {
+    let bad = || {
+        ServiceError::invalid(
+            field,
+            "must be partners/{partner_id}/specialDiscounts/{special_discount_id}",
+        )
+    };
+    let (partner, rest) = name.split_once("/specialDiscounts/").ok_or_else(bad)?;
+    let partner = PartnerId::parse_name(partner).map_err(|_| bad())?;
+    let id = collection_id(&format!("specialDiscounts/{rest}"), "specialDiscounts").map_err(|_| bad())?;
+    Ok((partner, id))
+}
+
+fn special_state_to_pb(raw: &str) -> pb::SpecialDiscountState {
+    match SpecialState::parse(raw) {
+        Some(SpecialState::Pending) => pb::SpecialDiscountState::Pending,
+        Some(SpecialState::Granted) => pb::SpecialDiscountState::Granted,
+        Some(SpecialState::Approved) => pb::SpecialDiscountState::Approved,
+        Some(SpecialState::Rejected) => pb::SpecialDiscountState::Rejected,
+        Some(SpecialState::Consumed) => pb::SpecialDiscountState::Consumed,
+        None => pb::SpecialDiscountState::Unspecified,
+    }
+}
+
+fn special_to_pb(v: &SpecialView) -> pb::SpecialDiscount {
+    let r = &v.request;
+    pb::SpecialDiscount {
+        name: special_name(&r.partner_id, &r.id),
+        reference: r.reference.clone(),
+        rate_bp: i32::try_from(r.rate_bp).unwrap_or(i32::MAX),
+        reason: r.reason.clone(),
+        state: special_state_to_pb(&r.state).into(),
+        discount_ceiling_bp: i32::try_from(r.ceiling_bp).unwrap_or(i32::MAX),
+        decisions: v
+            .decisions
+            .iter()
+            .map(|d| pb::SpecialDiscountDecision {
+                decision: d.decision.clone(),
+                actor: d.actor.clone(),
+                reason: d.reason.clone(),
+                decide_time: Some(timestamp(d.decided_at)),
+            })
+            .collect(),
+        create_time: Some(timestamp(r.created_at)),
+    }
+}
+
+fn parse_special(req: &pb::RequestSpecialDiscountRequest) -> ServiceResult<(PartnerId, NewSpecial)> {
+    let mut v = Violations::new();
+    let partner = v.field("parent", PartnerId::parse_name(&req.parent));
+    let Some(s) = req.special_discount.as_ref() else {
+        v.add("special_discount", "is required");
+        v.finish()?;
+        return Err(ServiceError::invalid("special_discount", "is required"));
+    };
+    let reference = parse::short_text(&mut v, "special_discount.reference", &s.reference, 100, true);
+    if !(1..=10_000).contains(&s.rate_bp) {
+        v.add("special_discount.rate_bp", "must be 1-10000 basis points");
+    }
+    let reason = parse::short_text(&mut v, "special_discount.reason", &s.reason, 500, true);
+    v.finish()?;
+    let partner = partner.ok_or_else(|| ServiceError::invalid("parent", "is invalid"))?;
+    Ok((
+        partner,
+        NewSpecial {
+            reference,
+            rate_bp: u32::try_from(s.rate_bp).unwrap_or(0),
+            reason,
+        },
+    ))
+}
+
+impl PricePolicyApi {
+    async fn decide(&self, request: Request<(String, String)>, to: SpecialState) -> Rpc<pb::SpecialDiscount> {
+        let who = caller(&request, ADMIN)?;
+        let (name, reason) = request.into_inner();
+        let (partner, id) = special_id("name", &name)?;
+        let reason = parse::reason("reason", &reason)?;
+        let view = self
+            .app
+            .decide_special_discount(&who, &partner, &id, to, &reason, now())
+            .await?;
+        ok(special_to_pb(&view))
+    }
+}
+
+/// The request with its message replaced by `fields` of it (keeping the metadata
+/// that carries the principal).
+fn map_request<T, U>(request: Request<T>, fields: impl FnOnce(T) -> U) -> Request<U> {
+    let (metadata, extensions, message) = request.into_parts();
+    Request::from_parts(metadata, extensions, fields(message))
+}
+
 #[tonic::async_trait]
 impl PricePolicyService for PricePolicyApi {
+    async fn request_special_discount(
+        &self,
+        request: Request<pb::RequestSpecialDiscountRequest>,
+    ) -> Rpc<pb::SpecialDiscount> {
+        let who = caller(&request, WRITE)?;
+        let req = request.into_inner();
+        let key = IdempotencyKey::from_request("partner.RequestSpecialDiscount", &who.owner, &req.request_id, &req)?;
+        let (partner, new) = parse_special(&req)?;
+        ok(self
+            .app
+            .request_special_discount(&who, &partner, new, key.as_ref(), now(), special_to_pb)
+            .await?)
+    }
+
+    async fn get_special_discount(&self, request: Request<pb::GetSpecialDiscountRequest>) -> Rpc<pb::SpecialDiscount> {
+        let who = caller(&request, READ)?;
+        let (partner, id) = special_id("name", &request.get_ref().name)?;
+        ok(special_to_pb(&self.app.special_discount(&who, &partner, &id).await?))
+    }
+
+    async fn list_special_discounts(
+        &self,
+        request: Request<pb::ListSpecialDiscountsRequest>,
+    ) -> Rpc<pb::ListSpecialDiscountsResponse> {
+        let who = caller(&request, READ)?;
+        let req = request.into_inner();
+        let partner = parse::partner_id("parent", &req.parent)?;
+        let page = Page::parse(req.page_size, &req.page_token, &req.parent)?;
+        let (views, next_page_token) = self.app.list_special_discounts(&who, &partner, &page).await?;
+        ok(pb::ListSpecialDiscountsResponse {
+            special_discounts: views.iter().map(special_to_pb).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn approve_special_discount(
+        &self,
+        request: Request<pb::ApproveSpecialDiscountRequest>,
+    ) -> Rpc<pb::SpecialDiscount> {
+        self.decide(map_request(request, |r| (r.name, r.reason)), SpecialState::Approved)
+            .await
+    }
+
+    async fn reject_special_discount(
+        &self,
+        request: Request<pb::RejectSpecialDiscountRequest>,
+    ) -> Rpc<pb::SpecialDiscount> {
+        self.decide(map_request(request, |r| (r.name, r.reason)), SpecialState::Rejected)
+            .await
+    }
+
+    async fn consume_special_discount(
+        &self,
+        request: Request<pb::ConsumeSpecialDiscountRequest>,
+    ) -> Rpc<pb::SpecialDiscount> {
+        let who = caller(&request, WRITE)?;
+        let req = request.into_inner();
+        let (partner, id) = special_id("name", &req.name)?;
+        let view = self
+            .app
+            .consume_special_discount(&who, &partner, &id, &req.reference, now())
+            .await?;
+        ok(special_to_pb(&view))
+    }
+
     async fn create_discount_rule(&self, request: Request<pb::CreateDiscountRuleRequest>) -> Rpc<pb::DiscountRule> {
         let who = caller(&request, ADMIN)?;
         let req = request.into_inner();

@@ -44,6 +44,60 @@ impl RuleKind {
     }
 }
 
+/// Where a special discount request is: `granted` (at or under the level's
+/// ceiling, at once) and `approved` are usable, once; `pending` waits for a brand
+/// manager; `rejected` and `consumed` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpecialState {
+    Pending,
+    Granted,
+    Approved,
+    Rejected,
+    Consumed,
+}
+
+impl SpecialState {
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Granted,
+        Self::Approved,
+        Self::Rejected,
+        Self::Consumed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Granted => "granted",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Consumed => "consumed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The state a new request for `rate_bp` starts in under `ceiling_bp`.
+    pub fn on_request(rate_bp: u32, ceiling_bp: u32) -> Self {
+        if rate_bp <= ceiling_bp {
+            Self::Granted
+        } else {
+            Self::Pending
+        }
+    }
+
+    /// The states `self` is reached from.
+    pub fn reached_from(self) -> &'static [Self] {
+        match self {
+            Self::Pending | Self::Granted => &[],
+            Self::Approved | Self::Rejected => &[Self::Pending],
+            Self::Consumed => &[Self::Granted, Self::Approved],
+        }
+    }
+}
+
 /// A function a partner performs on an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Function {
@@ -563,6 +617,21 @@ mod tests {
         );
         let bad_dates = check_rule(&Basis::Total(total_bands()), at(2026, 2, 1), Some(at(2026, 1, 1)));
         assert_eq!(bad_dates[0].0, "valid_until");
+    }
+
+    #[test]
+    fn special_requests_above_the_ceiling_wait_and_only_decided_ones_are_used() {
+        assert_eq!(SpecialState::on_request(1_000, 1_000), SpecialState::Granted);
+        assert_eq!(SpecialState::on_request(1_001, 1_000), SpecialState::Pending);
+        let usable = SpecialState::Consumed.reached_from();
+        assert!(usable.contains(&SpecialState::Granted) && usable.contains(&SpecialState::Approved));
+        assert!(!usable.contains(&SpecialState::Pending));
+        assert!(!usable.contains(&SpecialState::Rejected));
+        assert!(!usable.contains(&SpecialState::Consumed));
+        assert!(SpecialState::Approved.reached_from() == [SpecialState::Pending]);
+        for s in SpecialState::ALL {
+            assert_eq!(SpecialState::parse(s.as_str()), Some(s));
+        }
     }
 
     #[test]

@@ -316,3 +316,48 @@ pub mod discount_rule {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+pub mod special_discount {
+    use sea_orm::entity::prelude::*;
+
+    /// A partner's special discount request; `state` moves by conditional updates.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "special_discounts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        pub reference: String,
+        pub rate_bp: i64,
+        pub ceiling_bp: i64,
+        pub reason: String,
+        pub state: String,
+        pub consumed_reference: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod special_discount_decision {
+    use sea_orm::entity::prelude::*;
+
+    /// One step of a special discount request's trail.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "special_discount_decisions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub special_discount_id: String,
+        pub decision: String,
+        pub actor: String,
+        pub reason: String,
+        pub decided_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

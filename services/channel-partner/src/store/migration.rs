@@ -462,7 +462,7 @@ impl MigrationTrait for CreateProgrammeTables {
     }
 }
 
-/// The price policy's discount rules.
+/// The price policy: discount rules, special discount requests and their trail.
 #[derive(Debug)]
 struct CreatePolicyTables;
 
@@ -493,11 +493,59 @@ impl MigrationTrait for CreatePolicyTables {
             ],
             &["id"],
         ))
+        .await?;
+        m.create_table(table(
+            "special_discounts",
+            vec![
+                text("id", 36),
+                text("partner_id", 64),
+                text("reference", 100),
+                int("rate_bp"),
+                int("ceiling_bp"),
+                text("reason", 500),
+                text("state", 16),
+                text("consumed_reference", 100),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(
+            m,
+            "idx_special_discounts_partner",
+            "special_discounts",
+            &["partner_id", "id"],
+            false,
+        )
+        .await?;
+        // The trail: who decided what, when and why.
+        m.create_table(table(
+            "special_discount_decisions",
+            vec![
+                text("id", 36),
+                text("special_discount_id", 36),
+                text("decision", 16),
+                text("actor", 200),
+                text("reason", 500),
+                time("decided_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(
+            m,
+            "idx_special_discount_decisions",
+            "special_discount_decisions",
+            &["special_discount_id", "id"],
+            false,
+        )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(col("discount_rules")).to_owned())
-            .await
+        for t in ["special_discount_decisions", "special_discounts", "discount_rules"] {
+            m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
+        }
+        Ok(())
     }
 }

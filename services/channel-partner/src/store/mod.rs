@@ -13,7 +13,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryF
 
 pub use entities::{
     catalog_item, discount_rule, entry, ledger, level_change, lot, order_points, partner, redemption, redemption_take,
-    sale, sales_rep, status_change, target,
+    sale, sales_rep, special_discount, special_discount_decision, status_change, target,
 };
 
 pub fn new_id() -> String {
