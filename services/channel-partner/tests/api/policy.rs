@@ -296,3 +296,267 @@ async fn a_partner_evaluates_only_its_own_baskets_and_cannot_set_rules() {
         .unwrap_err();
     assert!(matches!(denied.code(), Code::PermissionDenied), "{denied:?}");
 }
+
+fn special(reference: &str, rate_bp: i32) -> pb::SpecialDiscount {
+    pb::SpecialDiscount {
+        reference: reference.into(),
+        rate_bp,
+        reason: "competing offer".into(),
+        ..Default::default()
+    }
+}
+
+impl TestApp {
+    async fn ask_special(
+        &self,
+        partner: &str,
+        reference: &str,
+        rate_bp: i32,
+    ) -> Result<pb::SpecialDiscount, tonic::Status> {
+        self.policy()
+            .request_special_discount(as_partner(
+                partner,
+                pb::RequestSpecialDiscountRequest {
+                    parent: format!("partners/{partner}"),
+                    special_discount: Some(special(reference, rate_bp)),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn consume_as(
+        &self,
+        partner: &str,
+        name: &str,
+        reference: &str,
+    ) -> Result<pb::SpecialDiscount, tonic::Status> {
+        self.policy()
+            .consume_special_discount(as_partner(
+                partner,
+                pb::ConsumeSpecialDiscountRequest {
+                    name: name.into(),
+                    reference: reference.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+fn decisions(s: &pb::SpecialDiscount) -> Vec<String> {
+    s.decisions.iter().map(|d| d.decision.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_special_discount_above_the_ceiling_waits_for_approval_and_is_used_once() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    // Registered: 5% ceiling.
+    let asked = app.ask_special("acme", "basket-1", 1_200).await.unwrap();
+    assert_eq!(asked.state, pb::SpecialDiscountState::Pending as i32);
+    assert_eq!(asked.discount_ceiling_bp, 500);
+    assert_eq!(decisions(&asked), ["pending"]);
+    assert_eq!(asked.decisions[0].actor, "user-of-acme");
+
+    // Unusable before approval; the partner cannot approve its own.
+    let early = app.consume_as("acme", &asked.name, "basket-1").await.unwrap_err();
+    assert_eq!(early.code(), Code::FailedPrecondition);
+    let self_approval = app
+        .policy()
+        .approve_special_discount(as_partner(
+            "acme",
+            pb::ApproveSpecialDiscountRequest {
+                name: asked.name.clone(),
+                reason: "mine".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(self_approval.code(), Code::PermissionDenied);
+
+    let approved = app
+        .policy()
+        .approve_special_discount(authed(pb::ApproveSpecialDiscountRequest {
+            name: asked.name.clone(),
+            reason: "strategic account".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.state, pb::SpecialDiscountState::Approved as i32);
+    assert_eq!(decisions(&approved), ["pending", "approved"]);
+    assert_eq!(approved.decisions[1].reason, "strategic account");
+    assert!(approved.decisions[1].decide_time.is_some());
+    // Decided once: a second decision finds it approved.
+    let again = app
+        .policy()
+        .reject_special_discount(authed(pb::RejectSpecialDiscountRequest {
+            name: asked.name.clone(),
+            reason: "changed my mind".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    // Only on its own reference.
+    let elsewhere = app.consume_as("acme", &asked.name, "basket-2").await.unwrap_err();
+    assert_eq!(violated_fields(&elsewhere), ["reference"]);
+
+    // Eight concurrent uses: exactly one wins.
+    let results = futures::future::join_all((0..8).map(|_| app.consume_as("acme", &asked.name, "basket-1"))).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(r.code(), Code::FailedPrecondition | Code::Aborted), "{r:?}");
+    }
+    let used = app
+        .policy()
+        .get_special_discount(authed(pb::GetSpecialDiscountRequest {
+            name: asked.name.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(used.state, pb::SpecialDiscountState::Consumed as i32);
+    assert_eq!(decisions(&used), ["pending", "approved", "consumed"]);
+    let later = app.consume_as("acme", &asked.name, "basket-1").await.unwrap_err();
+    assert_eq!(later.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn a_special_discount_under_the_ceiling_is_granted_at_once_and_a_rejected_one_is_never_usable() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    let granted = app.ask_special("acme", "basket-1", 500).await.unwrap();
+    assert_eq!(granted.state, pb::SpecialDiscountState::Granted as i32);
+    assert_eq!(decisions(&granted), ["pending", "granted"]);
+    app.consume_as("acme", &granted.name, "basket-1").await.unwrap();
+    let twice = app.consume_as("acme", &granted.name, "basket-1").await.unwrap_err();
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+
+    let asked = app.ask_special("acme", "basket-2", 501).await.unwrap();
+    assert_eq!(asked.state, pb::SpecialDiscountState::Pending as i32);
+    let rejected = app
+        .policy()
+        .reject_special_discount(authed(pb::RejectSpecialDiscountRequest {
+            name: asked.name.clone(),
+            reason: "margin too thin".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decisions(&rejected), ["pending", "rejected"]);
+    let after = app.consume_as("acme", &asked.name, "basket-2").await.unwrap_err();
+    assert_eq!(after.code(), Code::FailedPrecondition);
+
+    // Bad requests: every violation at once, nothing written.
+    let err = app
+        .policy()
+        .request_special_discount(as_partner(
+            "acme",
+            pb::RequestSpecialDiscountRequest {
+                parent: "partners/acme".into(),
+                special_discount: Some(pb::SpecialDiscount {
+                    reference: String::new(),
+                    rate_bp: 10_001,
+                    reason: String::new(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&err),
+        [
+            "special_discount.reference",
+            "special_discount.rate_bp",
+            "special_discount.reason"
+        ]
+    );
+    let listed = app
+        .policy()
+        .list_special_discounts(as_partner(
+            "acme",
+            pb::ListSpecialDiscountsRequest {
+                parent: "partners/acme".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.special_discounts.len(), 2);
+    assert_eq!(listed.special_discounts[0].name, asked.name, "newest first");
+}
+
+#[tokio::test]
+async fn a_partner_sees_and_uses_only_its_own_special_discounts() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    app.active("bolt").await;
+    let mine = app.ask_special("acme", "basket-1", 100).await.unwrap();
+    app.ask_special("bolt", "basket-9", 100).await.unwrap();
+    // bolt asking on acme's behalf, reading or using acme's request: NOT_FOUND.
+    let on_behalf = app
+        .policy()
+        .request_special_discount(as_partner(
+            "bolt",
+            pb::RequestSpecialDiscountRequest {
+                parent: "partners/acme".into(),
+                special_discount: Some(special("basket-1", 100)),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(on_behalf.code(), Code::NotFound);
+    let read = app
+        .policy()
+        .get_special_discount(as_partner(
+            "bolt",
+            pb::GetSpecialDiscountRequest {
+                name: mine.name.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(read.code(), Code::NotFound);
+    let used = app.consume_as("bolt", &mine.name, "basket-1").await.unwrap_err();
+    assert_eq!(used.code(), Code::NotFound);
+    // The same id under bolt's name is not acme's request either.
+    let renamed = mine.name.replace("partners/acme", "partners/bolt");
+    let used = app.consume_as("bolt", &renamed, "basket-1").await.unwrap_err();
+    assert_eq!(used.code(), Code::NotFound);
+    let listed = app
+        .policy()
+        .list_special_discounts(as_partner(
+            "bolt",
+            pb::ListSpecialDiscountsRequest {
+                parent: "partners/acme".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::NotFound);
+    let own = app
+        .policy()
+        .list_special_discounts(as_partner(
+            "bolt",
+            pb::ListSpecialDiscountsRequest {
+                parent: "partners/bolt".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.special_discounts.len(), 1);
+    assert!(own.special_discounts[0].name.starts_with("partners/bolt/"));
+    // Still unused by acme.
+    app.consume_as("acme", &mine.name, "basket-1").await.unwrap();
+}
