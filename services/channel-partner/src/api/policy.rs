@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use chrono::SubsecRound;
+
 use retail_kit::convert::{from_timestamp, now, opt_timestamp, timestamp};
 use retail_kit::error::{ServiceError, ServiceResult, Violations};
 use retail_kit::idempotency::IdempotencyKey;
@@ -133,13 +135,14 @@ fn parse_rule(req: &pb::CreateDiscountRuleRequest) -> ServiceResult<NewRule> {
             None
         }
     };
-    let valid_from = r.valid_from.as_ref().and_then(from_timestamp);
+    // Microseconds: what both databases keep, so the answer matches what is read later.
+    let valid_from = r.valid_from.as_ref().and_then(from_timestamp).map(|t| t.trunc_subsecs(6));
     if valid_from.is_none() {
         v.add("discount_rule.valid_from", "is required");
     }
     let valid_until = match r.valid_until.as_ref() {
         Some(ts) => {
-            let at = from_timestamp(ts);
+            let at = from_timestamp(ts).map(|t| t.trunc_subsecs(6));
             if at.is_none() {
                 v.add("discount_rule.valid_until", "must be a valid time");
             }
