@@ -136,7 +136,11 @@ fn parse_rule(req: &pb::CreateDiscountRuleRequest) -> ServiceResult<NewRule> {
         }
     };
     // Microseconds: what both databases keep, so the answer matches what is read later.
-    let valid_from = r.valid_from.as_ref().and_then(from_timestamp).map(|t| t.trunc_subsecs(6));
+    let valid_from = r
+        .valid_from
+        .as_ref()
+        .and_then(from_timestamp)
+        .map(|t| t.trunc_subsecs(6));
     if valid_from.is_none() {
         v.add("discount_rule.valid_from", "is required");
     }

@@ -562,7 +562,8 @@ mod tests {
             rule("t", Basis::Total(vec![band(0, None, 1_000)])),
         ];
         // (ceiling, expected [(rule, amount)], capped)
-        let cases: [(u32, Vec<(&str, i64)>, bool); 4] = [
+        type Case = (u32, Vec<(&'static str, i64)>, bool);
+        let cases: [Case; 4] = [
             // total, then cumulative on 9,000, then functional on 8,100.
             (FULL_BP, vec![("t", 1_000), ("c", 900), ("f", 810)], false),
             (2_710, vec![("t", 1_000), ("c", 900), ("f", 810)], false),
