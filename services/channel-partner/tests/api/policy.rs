@@ -3,7 +3,10 @@
 //! from attributed sales, isolation between partners).
 
 use chrono::{Duration, Utc};
+use prost::Message;
 use retail_kit::convert::timestamp;
+use retail_proto::events::event_log_service_client::EventLogServiceClient;
+use retail_proto::events::{self as ev};
 use retail_proto::partner::{self as pb};
 use tonic::Code;
 
@@ -345,6 +348,56 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    async fn list_specials(&self, partner: &str, parent: &str) -> Result<Vec<pb::SpecialDiscount>, tonic::Status> {
+        self.policy()
+            .list_special_discounts(as_partner(
+                partner,
+                pb::ListSpecialDiscountsRequest {
+                    parent: parent.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(|r| r.into_inner().special_discounts)
+    }
+
+    /// The first `n` SpecialDiscountDecided events of the service's event log.
+    async fn decided_events(&self, n: usize) -> Vec<ev::SpecialDiscountDecided> {
+        let mut log = EventLogServiceClient::new(
+            tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
+                .unwrap()
+                .connect_lazy(),
+        );
+        let mut stream = log
+            .subscribe(with_token(
+                &staff_token(&["events.read"]),
+                ev::SubscribeRequest {
+                    after_position: 0,
+                    max_batch_size: 100,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut found = Vec::new();
+        while found.len() < n {
+            let batch = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+                .await
+                .expect("the events in time")
+                .unwrap()
+                .unwrap();
+            for e in batch.events {
+                if e.r#type == "retail.events.v1.SpecialDiscountDecided" {
+                    let payload = e.payload.unwrap().value;
+                    found.push(ev::SpecialDiscountDecided::decode(payload.as_slice()).unwrap());
+                }
+            }
+        }
+        found
+    }
+}
+
 fn decisions(s: &pb::SpecialDiscount) -> Vec<String> {
     s.decisions.iter().map(|d| d.decision.clone()).collect()
 }
@@ -477,20 +530,20 @@ async fn a_special_discount_under_the_ceiling_is_granted_at_once_and_a_rejected_
             "special_discount.reason"
         ]
     );
-    let listed = app
-        .policy()
-        .list_special_discounts(as_partner(
-            "acme",
-            pb::ListSpecialDiscountsRequest {
-                parent: "partners/acme".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(listed.special_discounts.len(), 2);
-    assert_eq!(listed.special_discounts[0].name, asked.name, "newest first");
+    let listed = app.list_specials("acme", "partners/acme").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].name, asked.name, "newest first");
+    assert_eq!(decisions(&listed[0]), ["pending", "rejected"]);
+
+    // The grant and the rejection were published, with the decision and reason.
+    let events = app.decided_events(2).await;
+    assert_eq!(events[0].special_discount, granted.name);
+    assert_eq!(events[0].decision, "granted");
+    assert_eq!(events[1].special_discount, asked.name);
+    assert_eq!(events[1].decision, "rejected");
+    assert_eq!(events[1].reason, "margin too thin");
+    assert_eq!(events[1].rate_bp, 501);
+    assert_eq!(events[1].partner_id, "acme");
 }
 
 #[tokio::test]
@@ -531,32 +584,11 @@ async fn a_partner_sees_and_uses_only_its_own_special_discounts() {
     let renamed = mine.name.replace("partners/acme", "partners/bolt");
     let used = app.consume_as("bolt", &renamed, "basket-1").await.unwrap_err();
     assert_eq!(used.code(), Code::NotFound);
-    let listed = app
-        .policy()
-        .list_special_discounts(as_partner(
-            "bolt",
-            pb::ListSpecialDiscountsRequest {
-                parent: "partners/acme".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
+    let listed = app.list_specials("bolt", "partners/acme").await.unwrap_err();
     assert_eq!(listed.code(), Code::NotFound);
-    let own = app
-        .policy()
-        .list_special_discounts(as_partner(
-            "bolt",
-            pb::ListSpecialDiscountsRequest {
-                parent: "partners/bolt".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(own.special_discounts.len(), 1);
-    assert!(own.special_discounts[0].name.starts_with("partners/bolt/"));
+    let own = app.list_specials("bolt", "partners/bolt").await.unwrap();
+    assert_eq!(own.len(), 1);
+    assert!(own[0].name.starts_with("partners/bolt/"));
     // Still unused by acme.
     app.consume_as("acme", &mine.name, "basket-1").await.unwrap();
 }
