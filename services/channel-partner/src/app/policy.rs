@@ -376,6 +376,9 @@ impl App {
         }
         let rows = q.limit(page.fetch_limit()).all(&self.db).await?;
         let (rows, next) = page.finish(rows, |r| r.id.clone());
+        if rows.is_empty() {
+            return Ok((Vec::new(), next));
+        }
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let mut decisions = special_discount_decision::Entity::find()
             .filter(special_discount_decision::Column::SpecialDiscountId.is_in(ids))

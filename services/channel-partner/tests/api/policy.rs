@@ -282,6 +282,7 @@ async fn a_partner_evaluates_only_its_own_baskets_and_cannot_set_rules() {
     app.rule(total(vec![band(0, 0, 100)])).await.unwrap();
     let own = app.evaluate(|m| as_partner("acme", m), "acme", &[]).await.unwrap();
     assert_eq!(own.discount_minor, 10_10);
+    assert!(app.list_specials("acme", "partners/acme").await.unwrap().is_empty());
     let other = app.evaluate(|m| as_partner("acme", m), "bolt", &[]).await.unwrap_err();
     assert_eq!(other.code(), Code::NotFound);
     let unknown = app.evaluate(authed, "ghost", &[]).await.unwrap_err();
