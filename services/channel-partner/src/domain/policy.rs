@@ -635,6 +635,37 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the rules, rates and ceiling: no line's discount passes the
+        /// ceiling, nets are never negative and the totals add up.
+        #[test]
+        fn discounts_never_pass_the_ceiling(
+            rates in proptest::collection::vec(1u32..=FULL_BP, 0..6),
+            ceiling in 0u32..=FULL_BP,
+            prices in proptest::collection::vec((0i64..=10_000_000, 1i64..=1_000), 1..8),
+        ) {
+            let rules: Vec<Rule> = rates
+                .iter()
+                .enumerate()
+                .map(|(i, r)| rule(&format!("r{i}"), Basis::Total(vec![band(0, None, *r)])))
+                .collect();
+            let mut c = ctx(0, vec![]);
+            c.ceiling_bp = ceiling;
+            let lines: Vec<Line> = prices
+                .iter()
+                .map(|(p, q)| Line { sku: "A".into(), unit_price_minor: *p, quantity: *q })
+                .collect();
+            let e = evaluate(&rules, &c, &lines).unwrap_or_else(|e| panic!("{e}"));
+            for l in &e.lines {
+                proptest::prop_assert!(l.discount_minor <= mul_bp(l.gross_minor, ceiling));
+                proptest::prop_assert!(l.net_minor >= 0);
+                proptest::prop_assert_eq!(l.discount_minor, l.discounts.iter().map(|d| d.amount_minor).sum::<i64>());
+                proptest::prop_assert_eq!(l.net_minor + l.discount_minor, l.gross_minor);
+            }
+            proptest::prop_assert_eq!(e.net_minor + e.discount_minor, e.gross_minor);
+        }
+    }
+
     #[test]
     fn period_containing_aligns() {
         let p = period_containing(PeriodKind::Quarter, at(2026, 5, 10)).unwrap_or_else(|| panic!("period"));
