@@ -14,6 +14,8 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, Q
 
 use super::{App, Caller};
 use crate::domain::ids::PartnerId;
+use crate::domain::levels::Privileges;
+use crate::domain::partner::PartnerState;
 use crate::domain::period::PeriodKind;
 use crate::domain::policy::{self, Basis, Context, Evaluation, Function, Line, Rule, SpecialState};
 use crate::events;
@@ -91,6 +93,21 @@ pub fn rule_of(m: &discount_rule::Model) -> ServiceResult<Rule> {
 }
 
 impl App {
+    /// The level and privileges of a partner the caller may see (NOT_FOUND
+    /// otherwise) that is active (FAILED_PRECONDITION otherwise): only admitted
+    /// partners buy at partner prices.
+    async fn active_privileges(&self, caller: &Caller, id: &PartnerId) -> ServiceResult<(String, Privileges)> {
+        let partner = self.partner(caller, id).await?;
+        if partner.state != PartnerState::Active.as_str() {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "partner {} is {}, not active",
+                id.resource_name(),
+                partner.state
+            )));
+        }
+        Ok((partner.level.clone(), self.rules.ladder.privileges(&partner.level)))
+    }
+
     /// Creates a discount rule. Brand only.
     pub async fn create_discount_rule<R>(
         &self,
@@ -150,7 +167,7 @@ impl App {
     /// Prices `lines` for `partner` at `at`: the rules in force for its level,
     /// its attributed sales in the current period of each cumulative rule, the
     /// functions it performs on the order, its level's ceiling. NOT_FOUND for a
-    /// partner the caller may not see.
+    /// partner the caller may not see, FAILED_PRECONDITION for one not active.
     pub async fn evaluate_policy(
         &self,
         caller: &Caller,
@@ -159,7 +176,7 @@ impl App {
         functions: Vec<Function>,
         at: DateTime<Utc>,
     ) -> ServiceResult<Priced> {
-        let (level, privileges) = self.level_privileges(caller, partner).await?;
+        let (level, privileges) = self.active_privileges(caller, partner).await?;
         let rules = store::policy::rules_in_force(&self.db, at)
             .await?
             .iter()
@@ -285,7 +302,7 @@ impl App {
     where
         R: prost::Message + Default + Clone + Send + 'static,
     {
-        let (_, privileges) = self.level_privileges(caller, partner).await?;
+        let (_, privileges) = self.active_privileges(caller, partner).await?;
         let state = SpecialState::on_request(new.rate_bp, privileges.discount_ceiling_bp);
         let model = special_discount::Model {
             id: store::new_id(),

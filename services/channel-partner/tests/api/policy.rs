@@ -287,6 +287,12 @@ async fn a_partner_evaluates_only_its_own_baskets_and_cannot_set_rules() {
     assert_eq!(other.code(), Code::NotFound);
     let unknown = app.evaluate(authed, "ghost", &[]).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
+    // Only admitted partners are priced or ask for special discounts.
+    app.create("cord").await.unwrap();
+    let applied = app.evaluate(authed, "cord", &[]).await.unwrap_err();
+    assert_eq!(applied.code(), Code::FailedPrecondition);
+    let asked = app.ask_special("cord", "basket-1", 100).await.unwrap_err();
+    assert_eq!(asked.code(), Code::FailedPrecondition);
     let denied = app
         .policy()
         .create_discount_rule(as_partner(
