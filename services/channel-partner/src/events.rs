@@ -90,6 +90,25 @@ pub(crate) fn redemption_decided(name: &str, partner: &str, state: RedemptionSta
     .partitioned_by(partner)
 }
 
+pub(crate) fn special_discount_decided(
+    name: &str,
+    d: &crate::store::special_discount::Model,
+    decision: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Outgoing {
+    Outgoing::of(&ev::SpecialDiscountDecided {
+        special_discount: name.to_owned(),
+        partner_id: d.partner_id.clone(),
+        reference: d.reference.clone(),
+        rate_bp: i32::try_from(d.rate_bp).unwrap_or(i32::MAX),
+        decision: decision.to_owned(),
+        reason: reason.to_owned(),
+        decide_time: Some(timestamp(at)),
+    })
+    .partitioned_by(&d.partner_id)
+}
+
 /// Consumer name and source, as stored with the position.
 pub(crate) const CONSUMER: &str = "partner";
 pub(crate) const SOURCE: &str = "orders";

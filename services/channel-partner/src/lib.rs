@@ -27,6 +27,7 @@ use retail_kit::server::{self, Bound, ServiceRoutes};
 use retail_proto::events::event_log_service_server::{self, EventLogServiceServer};
 use retail_proto::partner::incentive_service_server::{self, IncentiveServiceServer};
 use retail_proto::partner::partner_service_server::{self, PartnerServiceServer};
+use retail_proto::partner::price_policy_service_server::{self, PricePolicyServiceServer};
 use retail_proto::partner::target_service_server::{self, TargetServiceServer};
 use sea_orm::DatabaseConnection;
 
@@ -36,6 +37,7 @@ pub use crate::app::sales::Applied;
 pub use crate::app::{App, Caller, Sale};
 pub use crate::events::OrderEvents;
 
+use crate::api::policy::PricePolicyApi;
 use crate::api::{IncentiveApi, PartnerApi, TargetApi};
 use crate::store::migration::Migrator;
 
@@ -190,11 +192,13 @@ impl Application {
             routes: tonic::service::Routes::new(PartnerServiceServer::new(PartnerApi::new(state.clone())))
                 .add_service(TargetServiceServer::new(TargetApi::new(state.clone())))
                 .add_service(IncentiveServiceServer::new(IncentiveApi::new(state.clone())))
+                .add_service(PricePolicyServiceServer::new(PricePolicyApi::new(state.clone())))
                 .add_service(EventLogServiceServer::new(EventLogApi::new(state.log.clone()))),
             names: vec![
                 partner_service_server::SERVICE_NAME,
                 target_service_server::SERVICE_NAME,
                 incentive_service_server::SERVICE_NAME,
+                price_policy_service_server::SERVICE_NAME,
                 event_log_service_server::SERVICE_NAME,
             ],
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),

@@ -184,6 +184,7 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
                 "retail.events.v1.EventLogService",
                 "retail.partner.v1.IncentiveService",
                 "retail.partner.v1.PartnerService",
+                "retail.partner.v1.PricePolicyService",
                 "retail.partner.v1.TargetService",
             ][..],
         ),

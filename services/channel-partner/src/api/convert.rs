@@ -116,7 +116,7 @@ pub(super) fn period_kind_of_pb(raw: i32) -> Option<PeriodKind> {
     }
 }
 
-fn period_kind_to_pb(k: PeriodKind) -> pb::PeriodKind {
+pub(super) fn period_kind_to_pb(k: PeriodKind) -> pb::PeriodKind {
     match k {
         PeriodKind::Month => pb::PeriodKind::Month,
         PeriodKind::Quarter => pb::PeriodKind::Quarter,

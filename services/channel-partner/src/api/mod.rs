@@ -5,6 +5,7 @@
 
 mod convert;
 mod parse;
+pub(crate) mod policy;
 
 use std::sync::Arc;
 

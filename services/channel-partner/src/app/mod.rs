@@ -10,6 +10,7 @@
 mod levels;
 mod partners;
 mod points;
+pub mod policy;
 mod redemptions;
 mod reps;
 pub mod sales;

@@ -6,3 +6,4 @@ pub mod levels;
 pub mod partner;
 pub mod period;
 pub mod points;
+pub mod policy;

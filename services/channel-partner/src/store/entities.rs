@@ -291,3 +291,73 @@ pub mod redemption_take {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+pub mod discount_rule {
+    use sea_orm::entity::prelude::*;
+
+    /// A price-policy discount rule; `bands` is JSON, `levels` comma-separated.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "discount_rules")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub kind: String,
+        pub bands: String,
+        pub period_kind: String,
+        pub function: String,
+        pub rate_bp: i64,
+        pub levels: String,
+        pub valid_from: DateTimeUtc,
+        pub valid_until: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod special_discount {
+    use sea_orm::entity::prelude::*;
+
+    /// A partner's special discount request; `state` moves by conditional updates.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "special_discounts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        pub reference: String,
+        pub rate_bp: i64,
+        pub ceiling_bp: i64,
+        pub reason: String,
+        pub state: String,
+        pub consumed_reference: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod special_discount_decision {
+    use sea_orm::entity::prelude::*;
+
+    /// One step of a special discount request's trail.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "special_discount_decisions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub special_discount_id: String,
+        pub decision: String,
+        pub actor: String,
+        pub reason: String,
+        pub decided_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateProgrammeTables),
             Box::new(retail_kit::events::migration::CreateConsumerPositions),
             Box::new(retail_kit::events::migration::CreateConsumerPartitions),
+            Box::new(CreatePolicyTables),
         ]
     }
 }
@@ -455,6 +456,94 @@ impl MigrationTrait for CreateProgrammeTables {
             "level_changes",
             "sales_reps",
         ] {
+            m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The price policy: discount rules, special discount requests and their trail.
+#[derive(Debug)]
+struct CreatePolicyTables;
+
+impl MigrationName for CreatePolicyTables {
+    fn name(&self) -> &str {
+        "m20261203_000030_create_policy_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreatePolicyTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(table(
+            "discount_rules",
+            vec![
+                text("id", 36),
+                text("kind", 16),
+                // JSON array of {from_minor, to_minor, rate_bp}.
+                text("bands", 4000),
+                text("period_kind", 16),
+                text("function", 16),
+                int("rate_bp"),
+                // Level codes separated by ','; empty: every level.
+                text("levels", 400),
+                time("valid_from"),
+                time_null("valid_until"),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        m.create_table(table(
+            "special_discounts",
+            vec![
+                text("id", 36),
+                text("partner_id", 64),
+                text("reference", 100),
+                int("rate_bp"),
+                int("ceiling_bp"),
+                text("reason", 500),
+                text("state", 16),
+                text("consumed_reference", 100),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(
+            m,
+            "idx_special_discounts_partner",
+            "special_discounts",
+            &["partner_id", "id"],
+            false,
+        )
+        .await?;
+        // The trail: who decided what, when and why.
+        m.create_table(table(
+            "special_discount_decisions",
+            vec![
+                text("id", 36),
+                text("special_discount_id", 36),
+                text("decision", 16),
+                text("actor", 200),
+                text("reason", 500),
+                time("decided_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(
+            m,
+            "idx_special_discount_decisions",
+            "special_discount_decisions",
+            &["special_discount_id", "id"],
+            false,
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["special_discount_decisions", "special_discounts", "discount_rules"] {
             m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
         }
         Ok(())

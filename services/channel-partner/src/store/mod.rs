@@ -3,6 +3,7 @@
 pub mod entities;
 pub mod ledgers;
 pub mod migration;
+pub mod policy;
 
 use chrono::{DateTime, Utc};
 use retail_kit::error::{ServiceError, ServiceResult};
@@ -11,8 +12,8 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
 
 pub use entities::{
-    catalog_item, entry, ledger, level_change, lot, order_points, partner, redemption, redemption_take, sale,
-    sales_rep, status_change, target,
+    catalog_item, discount_rule, entry, ledger, level_change, lot, order_points, partner, redemption, redemption_take,
+    sale, sales_rep, special_discount, special_discount_decision, status_change, target,
 };
 
 pub fn new_id() -> String {

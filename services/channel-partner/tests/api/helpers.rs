@@ -18,6 +18,7 @@ use retail_proto::events::event_log_service_server::{self, EventLogServiceServer
 use retail_proto::events::{self as ev};
 use retail_proto::partner::incentive_service_client::IncentiveServiceClient;
 use retail_proto::partner::partner_service_client::PartnerServiceClient;
+use retail_proto::partner::price_policy_service_client::PricePolicyServiceClient;
 use retail_proto::partner::target_service_client::TargetServiceClient;
 use retail_proto::partner::{self as pb};
 use retail_testkit::TestDatabase;
@@ -260,6 +261,10 @@ impl TestApp {
 
     pub fn targets(&self) -> TargetServiceClient<Channel> {
         TargetServiceClient::new(self.channel())
+    }
+
+    pub fn policy(&self) -> PricePolicyServiceClient<Channel> {
+        PricePolicyServiceClient::new(self.channel())
     }
 
     pub fn incentives(&self) -> IncentiveServiceClient<Channel> {

@@ -7,6 +7,7 @@
 
 mod helpers;
 mod ledger_props;
+mod policy;
 mod sales;
 
 use helpers::*;
