@@ -297,19 +297,24 @@ impl App {
                 let view = db::find_reservation(txn, order.as_str())
                     .await?
                     .ok_or_else(|| not_found(&order))?;
-                match state_of(&view.reservation)? {
-                    ReservationState::Released | ReservationState::Expired => return Ok(view),
-                    ReservationState::Committed => {
-                        return Err(ServiceError::FailedPrecondition(
-                            "reservation is committed; take goods back with ReturnStock".into(),
-                        ));
-                    }
-                    ReservationState::Active => {}
+                if state_of(&view.reservation)? == ReservationState::Active {
+                    // The transition is guarded: a commit or expiry that won the race
+                    // after the read above leaves it undone, and the state read again
+                    // below says which.
+                    Self::give_back(txn, &view, ReservationState::Released, now(), &actor).await?;
                 }
-                Self::give_back(txn, &view, ReservationState::Released, now(), &actor).await?;
-                db::find_reservation(txn, order.as_str())
+                let view = db::find_reservation(txn, order.as_str())
                     .await?
-                    .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("reservation vanished")))
+                    .ok_or_else(|| ServiceError::internal(anyhow::anyhow!("reservation vanished")))?;
+                match state_of(&view.reservation)? {
+                    ReservationState::Released | ReservationState::Expired => Ok(view),
+                    ReservationState::Committed => Err(ServiceError::FailedPrecondition(
+                        "reservation is committed; take goods back with ReturnStock".into(),
+                    )),
+                    ReservationState::Active => Err(ServiceError::Aborted(
+                        "the reservation changed while it was released; retry".into(),
+                    )),
+                }
             })
         })
         .await?;
