@@ -517,6 +517,26 @@ fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseErr
     }
 }
 
+/// Creates an index by name if it does not exist yet, unique or not, over `cols` in
+/// order: the one index helper of every service's migrations.
+pub async fn create_index(
+    m: &sea_orm_migration::SchemaManager<'_>,
+    name: &str,
+    table: impl sea_orm::sea_query::IntoIden,
+    cols: Vec<sea_orm::sea_query::DynIden>,
+    unique: bool,
+) -> Result<(), sea_orm::DbErr> {
+    let mut idx = sea_orm::sea_query::Index::create();
+    idx.name(name).table(table).if_not_exists();
+    if unique {
+        idx.unique();
+    }
+    for col in cols {
+        idx.col(col);
+    }
+    m.create_index(idx.to_owned()).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,23 +117,7 @@ enum OrderSagas {
     UpdatedAt,
 }
 
-async fn index(
-    m: &SchemaManager<'_>,
-    name: &str,
-    table: impl IntoIden,
-    cols: Vec<DynIden>,
-    unique: bool,
-) -> Result<(), DbErr> {
-    let mut idx = Index::create();
-    idx.name(name).table(table).if_not_exists();
-    if unique {
-        idx.unique();
-    }
-    for col in cols {
-        idx.col(col);
-    }
-    m.create_index(idx.to_owned()).await
-}
+use retail_kit::db::create_index as index;
 
 #[derive(Debug)]
 struct CreateOrderTables;
