@@ -154,9 +154,20 @@ def main(rendered_path, binary):
             process = subprocess.Popen([binary, *container["args"]], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
             running.append((component, process, d, log))
             deadline = time.monotonic() + 60
+            # The fixed ports lie in Linux's ephemeral range: a client socket of an
+            # earlier service may hold one for a moment. Such a start is tried again.
+            binds = 3
             while True:
                 if process.poll() is not None:
-                    sys.exit(f"{component} exited {process.returncode}:\n{open(log.name, encoding='utf-8').read()}")
+                    output = open(log.name, encoding="utf-8").read()
+                    if "Address already in use" in output and binds > 1:
+                        binds -= 1
+                        time.sleep(1)
+                        log = open(log.name, "w", encoding="utf-8")
+                        process = subprocess.Popen([binary, *container["args"]], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+                        running[-1] = (component, process, d, log)
+                        continue
+                    sys.exit(f"{component} exited {process.returncode}:\n{output}")
                 try:
                     if health(ports["grpc"]) == health_pb2.HealthCheckResponse.SERVING:
                         break
