@@ -39,7 +39,10 @@ async fn on_shutdown_orders_stops_while_the_services_it_calls_still_serve() {
         &mut settings.membership.server,
         &mut settings.catalog.server,
         &mut settings.orders.server,
+        &mut settings.partner.server,
+        &mut settings.analytics.server,
     ] {
+        // Every port is the system's choice: a fixed one may be held by another test.
         server.port = 0;
         // Long enough that the checks below fall inside each grace on a busy machine.
         server.drain_grace_ms = 3_000;
