@@ -19,7 +19,7 @@ use tonic::{Request, Response};
 use super::convert::{period_kind_of_pb, period_kind_to_pb};
 use super::{ADMIN, READ, Rpc, WRITE, caller, ok, parse};
 use crate::app::App;
-use crate::app::policy::{NewRule, NewSpecial, Priced, SpecialView, rule_of, special_name};
+use crate::app::policy::{NewRule, NewSpecial, RuleChanges, Priced, SpecialView, rule_of, special_name};
 use crate::domain::ids::{PartnerId, collection_id};
 use crate::domain::policy::{self, Band, Basis, Function, Line, RuleKind, SpecialState};
 use crate::store::discount_rule;
@@ -154,6 +154,7 @@ fn parse_rule(req: &pb::CreateDiscountRuleRequest) -> ServiceResult<NewRule> {
         }
         None => None,
     };
+    let display_name = parse::short_text(&mut v, "discount_rule.display_name", &r.display_name, 200, false);
     if let (Some(basis), Some(from)) = (&basis, valid_from) {
         for (field, why) in policy::check_rule(basis, from, valid_until) {
             v.add(format!("discount_rule.{field}"), why);
@@ -166,9 +167,56 @@ fn parse_rule(req: &pb::CreateDiscountRuleRequest) -> ServiceResult<NewRule> {
             levels,
             valid_from,
             valid_until,
+            display_name,
         }),
         _ => Err(ServiceError::invalid("discount_rule", "is invalid")),
     }
+}
+
+/// The changes an update asks for: the fields named in the mask, checked.
+fn rule_changes(req: &pb::UpdateDiscountRuleRequest) -> ServiceResult<(String, RuleChanges)> {
+    let Some(r) = req.discount_rule.as_ref() else {
+        return Err(ServiceError::invalid("discount_rule", "is required"));
+    };
+    let mut v = Violations::new();
+    let id = v.field(
+        "discount_rule.name",
+        collection_id(&r.name, "discountRules"),
+    );
+    let paths = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
+    if paths.is_empty() {
+        v.add("update_mask", "must name the fields to update");
+    }
+    let mut changes = RuleChanges::default();
+    for path in v.mask_paths("update_mask", &paths).to_vec() {
+        match path.as_str() {
+            "valid_until" => {
+                changes.valid_until = Some(match r.valid_until.as_ref() {
+                    Some(ts) => match from_timestamp(ts) {
+                        Some(at) => Some(at.trunc_subsecs(6)),
+                        None => {
+                            v.add("discount_rule.valid_until", "must be a valid time");
+                            None
+                        }
+                    },
+                    None => None,
+                });
+            }
+            "display_name" => {
+                changes.display_name = Some(parse::short_text(
+                    &mut v,
+                    "discount_rule.display_name",
+                    &r.display_name,
+                    200,
+                    false,
+                ));
+            }
+            other => v.add("update_mask", format!("cannot update `{other}`")),
+        }
+    }
+    v.finish()?;
+    let id = id.ok_or_else(|| ServiceError::invalid("discount_rule.name", "is invalid"))?;
+    Ok((id, changes))
 }
 
 fn rule_to_pb(m: &discount_rule::Model) -> pb::DiscountRule {
@@ -177,6 +225,7 @@ fn rule_to_pb(m: &discount_rule::Model) -> pb::DiscountRule {
         valid_from: Some(timestamp(m.valid_from)),
         valid_until: opt_timestamp(m.valid_until),
         create_time: Some(timestamp(m.created_at)),
+        display_name: m.display_name.clone(),
         ..Default::default()
     };
     // A stored row that does not parse shows as far as it goes.
@@ -436,9 +485,12 @@ impl PricePolicyService for PricePolicyApi {
         let who = caller(&request, WRITE)?;
         let req = request.into_inner();
         let (partner, id) = special_id("name", &req.name)?;
+        let mut v = Violations::new();
+        let consumer = parse::short_text(&mut v, "consumer", &req.consumer, 100, false);
+        v.finish()?;
         let view = self
             .app
-            .consume_special_discount(&who, &partner, &id, &req.reference, now())
+            .consume_special_discount(&who, &partner, &id, &req.reference, &consumer, now())
             .await?;
         ok(special_to_pb(&view))
     }
@@ -472,6 +524,12 @@ impl PricePolicyService for PricePolicyApi {
             discount_rules: rows.iter().map(rule_to_pb).collect(),
             next_page_token,
         })
+    }
+
+    async fn update_discount_rule(&self, request: Request<pb::UpdateDiscountRuleRequest>) -> Rpc<pb::DiscountRule> {
+        let who = caller(&request, ADMIN)?;
+        let (id, changes) = rule_changes(request.get_ref())?;
+        ok(rule_to_pb(&self.app.update_discount_rule(&who, &id, changes).await?))
     }
 
     async fn delete_discount_rule(

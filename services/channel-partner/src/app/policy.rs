@@ -28,9 +28,16 @@ pub struct NewRule {
     pub levels: Vec<String>,
     pub valid_from: DateTime<Utc>,
     pub valid_until: Option<DateTime<Utc>>,
+    pub display_name: String,
 }
 
-/// A basket priced for a partner.
+/// Changes to a rule: each `Some` is set (`valid_until: Some(None)` makes it
+/// open-ended again).
+#[derive(Debug, Clone, Default)]
+pub struct RuleChanges {
+    pub valid_until: Option<Option<DateTime<Utc>>>,
+    pub display_name: Option<String>,
+}
 #[derive(Debug, Clone)]
 pub struct Priced {
     pub evaluation: Evaluation,
@@ -60,6 +67,7 @@ fn to_model(id: String, new: &NewRule, now: DateTime<Utc>) -> ServiceResult<disc
         valid_from: new.valid_from,
         valid_until: new.valid_until,
         created_at: now,
+        display_name: new.display_name.clone(),
     })
 }
 
@@ -152,6 +160,35 @@ impl App {
     pub async fn list_discount_rules(&self, page: &Page) -> ServiceResult<(Vec<discount_rule::Model>, String)> {
         let rows = store::policy::list_rules(&self.db, page).await?;
         Ok(page.finish(rows, |r| r.id.clone()))
+    }
+
+    /// Changes a rule's end of validity and display name. Brand only. An end not
+    /// after the rule's start is INVALID_ARGUMENT on `discount_rule.valid_until`.
+    /// Evaluations from the new end on no longer apply the rule.
+    pub async fn update_discount_rule(
+        &self,
+        caller: &Caller,
+        id: &str,
+        changes: RuleChanges,
+    ) -> ServiceResult<discount_rule::Model> {
+        caller.require_brand("sets the price policy")?;
+        let mut rule = self.discount_rule(id).await?;
+        if let Some(until) = changes.valid_until {
+            if until.is_some_and(|u| u <= rule.valid_from) {
+                return Err(ServiceError::invalid(
+                    "discount_rule.valid_until",
+                    "must be after valid_from",
+                ));
+            }
+            rule.valid_until = until;
+        }
+        if let Some(name) = changes.display_name {
+            rule.display_name = name;
+        }
+        if !store::policy::update_rule(&self.db, &rule).await? {
+            return Err(rule_not_found(id));
+        }
+        self.discount_rule(id).await
     }
 
     /// Deletes a rule: later evaluations no longer apply it. Brand only.
@@ -447,31 +484,44 @@ impl App {
         self.special_discount(caller, partner, id).await
     }
 
-    /// Uses a granted or approved request on `reference` (its own), once.
+    /// Uses a granted or approved request on `reference` (its own), once, for
+    /// `consumer`: the same (non-empty) consumer asking again gets the consumed
+    /// request back; any other use is FAILED_PRECONDITION.
     pub async fn consume_special_discount(
         &self,
         caller: &Caller,
         partner: &PartnerId,
         id: &str,
         reference: &str,
+        consumer: &str,
         at: DateTime<Utc>,
     ) -> ServiceResult<SpecialView> {
-        let current = self.special_discount(caller, partner, id).await?.request;
+        let view = self.special_discount(caller, partner, id).await?;
+        let current = view.request.clone();
         if current.reference != reference {
             return Err(ServiceError::invalid(
                 "reference",
                 "must be the reference the discount was asked for",
             ));
         }
+        // Without a consumer every call is a use of its own.
+        let named = !consumer.is_empty();
+        let consumer = if named { consumer } else { reference }.to_owned();
+        let same_use = |r: &special_discount::Model| {
+            named && r.state == SpecialState::Consumed.as_str() && r.consumed_reference == consumer
+        };
+        if same_use(&current) {
+            return Ok(view);
+        }
         let actor = caller.subject.clone();
-        idempotency::transaction(&self.db, |txn| {
-            let (current, actor) = (current.clone(), actor.clone());
+        let used = idempotency::transaction(&self.db, |txn| {
+            let (current, actor, consumer) = (current.clone(), actor.clone(), consumer.clone());
             Box::pin(async move {
-                move_special(txn, &current, SpecialState::Consumed, &actor, &current.reference, at).await?;
+                move_special(txn, &current, SpecialState::Consumed, &actor, &consumer, at).await?;
                 special_discount::Entity::update_many()
                     .col_expr(
                         special_discount::Column::ConsumedReference,
-                        Expr::value(current.reference.as_str()),
+                        Expr::value(consumer.as_str()),
                     )
                     .filter(special_discount::Column::Id.eq(current.id.as_str()))
                     .exec(txn)
@@ -479,7 +529,15 @@ impl App {
                 Ok(())
             })
         })
-        .await?;
+        .await;
+        if let Err(err) = used {
+            // A twin call of the same consumer that won the race is this call's answer.
+            let now = self.special_discount(caller, partner, id).await?;
+            if same_use(&now.request) {
+                return Ok(now);
+            }
+            return Err(err);
+        }
         self.special_discount(caller, partner, id).await
     }
 }

@@ -309,6 +309,7 @@ pub mod discount_rule {
         pub valid_from: DateTimeUtc,
         pub valid_until: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
+        pub display_name: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

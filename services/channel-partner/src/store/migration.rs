@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::CreateConsumerPositions),
             Box::new(retail_kit::events::migration::CreateConsumerPartitions),
             Box::new(CreatePolicyTables),
+            Box::new(AddDiscountRuleDisplayName),
         ]
     }
 }
@@ -531,5 +532,38 @@ impl MigrationTrait for CreatePolicyTables {
             m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// A discount rule's display name (rules created before it have none).
+#[derive(Debug)]
+struct AddDiscountRuleDisplayName;
+
+impl MigrationName for AddDiscountRuleDisplayName {
+    fn name(&self) -> &str {
+        "m20261203_000040_add_discount_rule_display_name"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddDiscountRuleDisplayName {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(col("discount_rules"))
+                .add_column(text("display_name", 200).default(""))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(col("discount_rules"))
+                .drop_column(col("display_name"))
+                .to_owned(),
+        )
+        .await
     }
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use retail_kit::error::ServiceResult;
 use retail_kit::paging::Page;
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::discount_rule;
@@ -17,6 +18,17 @@ pub async fn list_rules(conn: &impl ConnectionTrait, page: &Page) -> ServiceResu
         q = q.filter(discount_rule::Column::Id.gt(after.as_str()));
     }
     Ok(q.limit(page.fetch_limit()).all(conn).await?)
+}
+
+/// Stores a rule's changed `valid_until` and `display_name`; whether it existed.
+pub async fn update_rule(conn: &impl ConnectionTrait, rule: &discount_rule::Model) -> ServiceResult<bool> {
+    let res = discount_rule::Entity::update_many()
+        .col_expr(discount_rule::Column::ValidUntil, Expr::value(rule.valid_until))
+        .col_expr(discount_rule::Column::DisplayName, Expr::value(rule.display_name.as_str()))
+        .filter(discount_rule::Column::Id.eq(rule.id.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(res.rows_affected > 0)
 }
 
 /// Deletes a rule; whether it existed.

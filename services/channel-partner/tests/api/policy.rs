@@ -348,6 +348,7 @@ impl TestApp {
                 pb::ConsumeSpecialDiscountRequest {
                     name: name.into(),
                     reference: reference.into(),
+                    consumer: String::new(),
                 },
             ))
             .await
@@ -598,4 +599,148 @@ async fn a_partner_sees_and_uses_only_its_own_special_discounts() {
     assert!(own[0].name.starts_with("partners/bolt/"));
     // Still unused by acme.
     app.consume_as("acme", &mine.name, "basket-1").await.unwrap();
+}
+
+impl TestApp {
+    async fn update_rule(
+        &self,
+        rule: pb::DiscountRule,
+        paths: &[&str],
+    ) -> Result<pb::DiscountRule, tonic::Status> {
+        self.policy()
+            .update_discount_rule(authed(pb::UpdateDiscountRuleRequest {
+                discount_rule: Some(rule),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                }),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+#[tokio::test]
+async fn a_rule_ended_by_an_update_no_longer_applies_and_bad_updates_are_field_violations() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    let mut rule = total(vec![band(0, 0, 100)]);
+    rule.display_name = "spring campaign".into();
+    let created = app.rule(rule).await.unwrap();
+    assert_eq!(created.display_name, "spring campaign");
+    let e = app.evaluate(authed, "acme", &[]).await.unwrap();
+    assert_eq!(e.discount_minor, 10_10);
+
+    // Only the masked fields change: the bands sent along are ignored.
+    let mut ended = created.clone();
+    ended.valid_until = Some(timestamp(Utc::now() - Duration::minutes(1)));
+    ended.display_name = "spring campaign (ended)".into();
+    ended.bands = vec![band(0, 0, 9_000)];
+    let updated = app
+        .update_rule(ended.clone(), &["valid_until", "display_name"])
+        .await
+        .unwrap();
+    assert_eq!(updated.display_name, "spring campaign (ended)");
+    assert_eq!(updated.bands, created.bands);
+    assert_eq!(
+        updated.valid_until.as_ref().map(|t| t.seconds),
+        ended.valid_until.as_ref().map(|t| t.seconds)
+    );
+    let read = app
+        .policy()
+        .get_discount_rule(authed(pb::GetDiscountRuleRequest {
+            name: created.name.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read, updated);
+    let e = app.evaluate(authed, "acme", &[]).await.unwrap();
+    assert_eq!(e.discount_minor, 0, "an ended rule still applied");
+
+    // Open-ended again (valid_until masked and unset).
+    let mut reopened = created.clone();
+    reopened.valid_until = None;
+    let updated = app.update_rule(reopened, &["valid_until"]).await.unwrap();
+    assert!(updated.valid_until.is_none());
+    assert_eq!(updated.display_name, "spring campaign (ended)");
+    assert_eq!(app.evaluate(authed, "acme", &[]).await.unwrap().discount_minor, 10_10);
+
+    // An end not after the start.
+    let mut before = created.clone();
+    before.valid_until = Some(timestamp(Utc::now() - Duration::days(2)));
+    let err = app.update_rule(before, &["valid_until"]).await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["discount_rule.valid_until"]);
+    // No mask, an unknown path, a bad name.
+    let err = app.update_rule(created.clone(), &[]).await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["update_mask"]);
+    let err = app.update_rule(created.clone(), &["bands"]).await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["update_mask"]);
+    let mut nameless = created.clone();
+    nameless.name = "rules/x".into();
+    let err = app.update_rule(nameless, &["display_name"]).await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["discount_rule.name"]);
+    let mut unknown = created.clone();
+    unknown.name = "discountRules/0190f5b2-8d3e-7c41-9a6b-2f0e1d3c4b5a".into();
+    let err = app.update_rule(unknown, &["display_name"]).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // Partners cannot change the policy.
+    let err = app
+        .policy()
+        .update_discount_rule(as_partner(
+            "acme",
+            pb::UpdateDiscountRuleRequest {
+                discount_rule: Some(created.clone()),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["valid_until".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err.code(), Code::PermissionDenied | Code::NotFound), "{err:?}");
+    // Nothing was written by the refused updates.
+    let read = app
+        .policy()
+        .get_discount_rule(authed(pb::GetDiscountRuleRequest {
+            name: created.name.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(read.valid_until.is_none());
+}
+
+#[tokio::test]
+async fn a_named_consumer_uses_a_special_discount_once_and_may_ask_again() {
+    let app = spawn_app().await;
+    app.active("acme").await;
+    let granted = app.ask_special("acme", "order-7", 300).await.unwrap();
+    assert_eq!(granted.state, pb::SpecialDiscountState::Granted as i32);
+    let consume = |consumer: &'static str| {
+        let mut client = app.policy();
+        let name = granted.name.clone();
+        async move {
+            client
+                .consume_special_discount(authed(pb::ConsumeSpecialDiscountRequest {
+                    name,
+                    reference: "order-7".into(),
+                    consumer: consumer.into(),
+                }))
+                .await
+        }
+    };
+    // Concurrent calls of one consumer: all answer the consumed request.
+    let results = futures::future::join_all((0..6).map(|_| consume("orders/a"))).await;
+    for r in &results {
+        let r = r.as_ref().unwrap().get_ref();
+        assert_eq!(r.state, pb::SpecialDiscountState::Consumed as i32);
+    }
+    let again = consume("orders/a").await.unwrap().into_inner();
+    assert_eq!(decisions(&again), ["pending", "granted", "consumed"], "used more than once");
+    assert_eq!(again.decisions[2].reason, "orders/a");
+    // Another consumer is refused.
+    let other = consume("orders/b").await.unwrap_err();
+    assert_eq!(other.code(), Code::FailedPrecondition);
+    let bad = consume("two\nlines").await.unwrap_err();
+    assert_eq!(violated_fields(&bad), ["consumer"]);
 }
