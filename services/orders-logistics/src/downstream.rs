@@ -1,5 +1,6 @@
-//! The calls orders makes to membership and catalog-inventory, behind one trait so
-//! that the saga reads as its steps (and tests can inject failures at any of them).
+//! The calls orders makes to membership, catalog-inventory and (for partner sales,
+//! when configured) channel-partner's price policy, behind one trait so that the
+//! saga reads as its steps (and tests can inject failures at any of them).
 //!
 //! Every call has a deadline and goes through the downstream's circuit breaker; the
 //! idempotent ones (all but none: reads, and writes keyed by order id or request id)
@@ -16,12 +17,49 @@ use retail_proto::catalog::pricing_service_client::PricingServiceClient;
 use retail_proto::catalog::{self as cpb};
 use retail_proto::membership::membership_service_client::MembershipServiceClient;
 use retail_proto::membership::{self as mpb};
+use retail_proto::partner::partner_service_client::PartnerServiceClient;
+use retail_proto::partner::price_policy_service_client::PricePolicyServiceClient;
+use retail_proto::partner::{self as ppb};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// A line to price or reserve: SKU code and units.
 pub type Units = (String, i64);
+
+/// A discount the price policy (or a special discount) gives on a line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LineDiscount {
+    /// `discountRules/{id}` or `partners/{p}/specialDiscounts/{id}`.
+    pub rule: String,
+    pub rate_bp: i32,
+    pub amount_minor: i64,
+}
+
+/// The price policy's answer for a basket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyPrices {
+    /// The partner's level the policy evaluated for.
+    pub level: String,
+    /// Per line, in the basket's order: its discounts in the order they applied.
+    pub lines: Vec<Vec<LineDiscount>>,
+}
+
+/// A special discount request as orders needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecialDiscount {
+    /// The basket or order reference it was asked for.
+    pub reference: String,
+    pub rate_bp: i32,
+    /// Granted or approved: usable.
+    pub usable: bool,
+    /// Its state, for messages ("pending", "consumed", ...).
+    pub state: String,
+}
+
+fn partner_pricing_off() -> Status {
+    Status::failed_precondition("partner pricing is not configured (downstream.partner_url)")
+}
 
 /// What catalog holds for an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +94,31 @@ pub trait Downstream: Send + Sync + std::fmt::Debug {
         damaged: bool,
         request_id: &str,
     ) -> Result<(), Status>;
+
+    /// Whether partner orders are priced with channel-partner's price policy.
+    fn prices_partner_orders(&self) -> bool {
+        false
+    }
+    /// An active partner's level; NOT_FOUND / FAILED_PRECONDITION otherwise.
+    async fn partner_level(&self, _partner_id: &str) -> Result<String, Status> {
+        Err(partner_pricing_off())
+    }
+    /// Wholesale unit prices of `lines` on `level`'s list, in order.
+    async fn quote_wholesale(&self, _currency: &str, _level: &str, _lines: &[Units]) -> Result<Vec<i64>, Status> {
+        Err(partner_pricing_off())
+    }
+    /// The price policy's discounts on `(sku, unit price, units)` lines.
+    async fn evaluate_policy(&self, _partner_id: &str, _lines: &[(String, i64, i64)]) -> Result<PolicyPrices, Status> {
+        Err(partner_pricing_off())
+    }
+    /// A special discount request (`partners/{p}/specialDiscounts/{id}`).
+    async fn special_discount(&self, _name: &str) -> Result<SpecialDiscount, Status> {
+        Err(partner_pricing_off())
+    }
+    /// Uses a special discount for `consumer` (idempotent by consumer).
+    async fn consume_special_discount(&self, _name: &str, _reference: &str, _consumer: &str) -> Result<(), Status> {
+        Err(partner_pricing_off())
+    }
 }
 
 /// A downstream's answer as orders' caller should see it: what it did not find is
@@ -68,6 +131,8 @@ pub(crate) fn from_downstream(what: &str, status: Status) -> ServiceError {
             let entity = match kind.as_str() {
                 "sku" => "sku",
                 "member" => "member",
+                "partner" => "partner",
+                "special discount" => "special discount",
                 "reservation" => "reservation",
                 "warehouse" => "warehouse",
                 _ => "resource",
@@ -93,6 +158,15 @@ pub struct GrpcDownstream {
     inventory: InventoryServiceClient<Authed>,
     membership_breaker: Breaker,
     catalog_breaker: Breaker,
+    partner: Option<PartnerClients>,
+}
+
+/// Channel-partner's clients, when partner orders are priced by its policy.
+#[derive(Debug)]
+struct PartnerClients {
+    partners: PartnerServiceClient<Authed>,
+    policy: PricePolicyServiceClient<Authed>,
+    breaker: Breaker,
 }
 
 impl GrpcDownstream {
@@ -109,8 +183,57 @@ impl GrpcDownstream {
             inventory: InventoryServiceClient::with_interceptor(catalog, interceptor),
             membership_breaker: Breaker::new("membership", policy.clone()),
             catalog_breaker: Breaker::new("catalog", policy),
+            partner: None,
         }
     }
+
+    /// Prices partner orders with channel-partner's price policy at `partner`.
+    pub fn with_partner(mut self, partner: Channel, tokens: Option<Arc<ServiceTokenSource>>, policy: CallPolicy) -> Self {
+        let interceptor = ClientInterceptor::new(tokens);
+        self.partner = Some(PartnerClients {
+            partners: PartnerServiceClient::with_interceptor(partner.clone(), interceptor.clone()),
+            policy: PricePolicyServiceClient::with_interceptor(partner, interceptor),
+            breaker: Breaker::new("channel-partner", policy),
+        });
+        self
+    }
+
+    fn partner(&self) -> Result<&PartnerClients, Status> {
+        self.partner.as_ref().ok_or_else(partner_pricing_off)
+    }
+}
+
+fn quote_request(channel: cpb::SalesChannel, currency: &str, tier: &str, level: &str, lines: &[Units]) -> cpb::QuotePricesRequest {
+    cpb::QuotePricesRequest {
+        channel: channel as i32,
+        currency_code: currency.to_owned(),
+        member_tier: tier.to_owned(),
+        partner_level: level.to_owned(),
+        price_time: None,
+        lines: lines
+            .iter()
+            .map(|(sku, quantity)| cpb::QuoteLine {
+                sku: format!("skus/{sku}"),
+                quantity: *quantity,
+            })
+            .collect(),
+    }
+}
+
+fn unit_prices(quote: &cpb::QuotePricesResponse, lines: usize) -> Result<Vec<i64>, Status> {
+    if quote.lines.len() != lines {
+        return Err(Status::internal("catalog priced a different number of lines"));
+    }
+    quote
+        .lines
+        .iter()
+        .map(|l| {
+            l.unit_price
+                .as_ref()
+                .map(|m| m.amount_minor)
+                .ok_or_else(|| Status::internal("catalog returned a line without a price"))
+        })
+        .collect()
 }
 
 fn skus(lines: &[Units]) -> Vec<cpb::ReservationLine> {
@@ -149,46 +272,21 @@ impl Downstream for GrpcDownstream {
     }
 
     async fn quote(&self, currency: &str, tier: &str, lines: &[Units]) -> Result<Vec<i64>, Status> {
-        // The consumer price is the same on every consumer channel; partner sales to
-        // consumers are priced alike (wholesale lists are for partners' own buying).
+        // The consumer price is the same on every consumer channel (and on partner
+        // sales when channel-partner's price policy is not configured).
         let quote = self
             .catalog_breaker
             .call_idempotent(|timeout| {
                 let mut client = self.pricing.clone();
                 let req = request(
-                    cpb::QuotePricesRequest {
-                        channel: cpb::SalesChannel::Online as i32,
-                        currency_code: currency.to_owned(),
-                        member_tier: tier.to_owned(),
-                        partner_level: String::new(),
-                        price_time: None,
-                        lines: lines
-                            .iter()
-                            .map(|(sku, quantity)| cpb::QuoteLine {
-                                sku: format!("skus/{sku}"),
-                                quantity: *quantity,
-                            })
-                            .collect(),
-                    },
+                    quote_request(cpb::SalesChannel::Online, currency, tier, "", lines),
                     timeout,
                 );
                 async move { client.quote_prices(req).await }
             })
             .await?
             .into_inner();
-        if quote.lines.len() != lines.len() {
-            return Err(Status::internal("catalog priced a different number of lines"));
-        }
-        quote
-            .lines
-            .iter()
-            .map(|l| {
-                l.unit_price
-                    .as_ref()
-                    .map(|m| m.amount_minor)
-                    .ok_or_else(|| Status::internal("catalog returned a line without a price"))
-            })
-            .collect()
+        unit_prices(&quote, lines.len())
     }
 
     async fn reserve(&self, order_id: &str, lines: &[Units], ttl: Duration) -> Result<(), Status> {
@@ -292,6 +390,140 @@ impl Downstream for GrpcDownstream {
                     timeout,
                 );
                 async move { client.return_stock(req).await }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn prices_partner_orders(&self) -> bool {
+        self.partner.is_some()
+    }
+
+    async fn partner_level(&self, partner_id: &str) -> Result<String, Status> {
+        let p = self.partner()?;
+        let partner = p
+            .breaker
+            .call_idempotent(|timeout| {
+                let mut client = p.partners.clone();
+                let req = request(
+                    ppb::GetPartnerRequest {
+                        name: format!("partners/{partner_id}"),
+                    },
+                    timeout,
+                );
+                async move { client.get_partner(req).await }
+            })
+            .await?
+            .into_inner();
+        if partner.state != ppb::PartnerState::Active as i32 {
+            return Err(Status::failed_precondition(format!(
+                "partner partners/{partner_id} is not active"
+            )));
+        }
+        Ok(partner.level)
+    }
+
+    async fn quote_wholesale(&self, currency: &str, level: &str, lines: &[Units]) -> Result<Vec<i64>, Status> {
+        let quote = self
+            .catalog_breaker
+            .call_idempotent(|timeout| {
+                let mut client = self.pricing.clone();
+                let req = request(
+                    quote_request(cpb::SalesChannel::Partner, currency, "", level, lines),
+                    timeout,
+                );
+                async move { client.quote_prices(req).await }
+            })
+            .await?
+            .into_inner();
+        unit_prices(&quote, lines.len())
+    }
+
+    async fn evaluate_policy(&self, partner_id: &str, lines: &[(String, i64, i64)]) -> Result<PolicyPrices, Status> {
+        let p = self.partner()?;
+        let answer = p
+            .breaker
+            .call_idempotent(|timeout| {
+                let mut client = p.policy.clone();
+                let req = request(
+                    ppb::EvaluatePolicyRequest {
+                        partner: format!("partners/{partner_id}"),
+                        lines: lines
+                            .iter()
+                            .map(|(sku, unit, quantity)| ppb::BasketLine {
+                                sku: sku.clone(),
+                                unit_price_minor: *unit,
+                                quantity: *quantity,
+                            })
+                            .collect(),
+                        functions: Vec::new(),
+                    },
+                    timeout,
+                );
+                async move { client.evaluate_policy(req).await }
+            })
+            .await?
+            .into_inner();
+        if answer.lines.len() != lines.len() {
+            return Err(Status::internal("the price policy priced a different number of lines"));
+        }
+        Ok(PolicyPrices {
+            level: answer.level,
+            lines: answer
+                .lines
+                .into_iter()
+                .map(|l| {
+                    l.discounts
+                        .into_iter()
+                        .map(|d| LineDiscount {
+                            rule: d.rule,
+                            rate_bp: d.rate_bp,
+                            amount_minor: d.amount_minor,
+                        })
+                        .collect()
+                })
+                .collect(),
+        })
+    }
+
+    async fn special_discount(&self, name: &str) -> Result<SpecialDiscount, Status> {
+        let p = self.partner()?;
+        let s = p
+            .breaker
+            .call_idempotent(|timeout| {
+                let mut client = p.policy.clone();
+                let req = request(ppb::GetSpecialDiscountRequest { name: name.to_owned() }, timeout);
+                async move { client.get_special_discount(req).await }
+            })
+            .await?
+            .into_inner();
+        let state = ppb::SpecialDiscountState::try_from(s.state).unwrap_or(ppb::SpecialDiscountState::Unspecified);
+        Ok(SpecialDiscount {
+            reference: s.reference,
+            rate_bp: s.rate_bp,
+            usable: matches!(
+                state,
+                ppb::SpecialDiscountState::Granted | ppb::SpecialDiscountState::Approved
+            ),
+            state: state.as_str_name().trim_start_matches("SPECIAL_DISCOUNT_STATE_").to_lowercase(),
+        })
+    }
+
+    async fn consume_special_discount(&self, name: &str, reference: &str, consumer: &str) -> Result<(), Status> {
+        let p = self.partner()?;
+        // Idempotent by consumer: a retry after a lost answer gets the same use back.
+        p.breaker
+            .call_idempotent(|timeout| {
+                let mut client = p.policy.clone();
+                let req = request(
+                    ppb::ConsumeSpecialDiscountRequest {
+                        name: name.to_owned(),
+                        reference: reference.to_owned(),
+                        consumer: consumer.to_owned(),
+                    },
+                    timeout,
+                );
+                async move { client.consume_special_discount(req).await }
             })
             .await
             .map(|_| ())

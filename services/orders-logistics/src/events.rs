@@ -153,6 +153,8 @@ mod tests {
             payment_due_at: Utc::now(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            special_discount: String::new(),
+            partner_level: String::new(),
         }
     }
 

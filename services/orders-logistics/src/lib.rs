@@ -64,12 +64,26 @@ impl Application {
                 .await?,
             )
         };
-        let downstream = Arc::new(GrpcDownstream::new(
+        let mut downstream = GrpcDownstream::new(
             lazy_channel("downstream.membership_url", &settings.downstream.membership_url)?,
             lazy_channel("downstream.catalog_url", &settings.downstream.catalog_url)?,
-            tokens,
+            tokens.clone(),
             settings.downstream.policy(),
-        ));
+        );
+        match &settings.downstream.partner_url {
+            Some(url) => {
+                downstream = downstream.with_partner(
+                    lazy_channel("downstream.partner_url", url)?,
+                    tokens,
+                    settings.downstream.policy(),
+                );
+            }
+            None => tracing::warn!(
+                "downstream.partner_url is not set: partner orders are priced at the consumer list price, \
+                 without the price policy's discounts, and special discounts are refused"
+            ),
+        }
+        let downstream = Arc::new(downstream);
         Self::build_with(settings, Arc::new(GrpcKeySource::new(identity)), downstream).await
     }
 

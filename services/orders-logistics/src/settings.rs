@@ -33,6 +33,9 @@ impl Validate for Settings {
         ] {
             retail_kit::config::validate_url(key, url, retail_kit::config::HTTP)?;
         }
+        if let Some(url) = &self.downstream.partner_url {
+            retail_kit::config::validate_url("downstream.partner_url", url, retail_kit::config::HTTP)?;
+        }
         if self.downstream.timeout_ms == 0 || self.downstream.attempts == 0 {
             return Err(ConfigError::invalid(
                 "downstream.timeout_ms",
@@ -75,6 +78,12 @@ impl Validate for Settings {
 pub struct DownstreamSection {
     pub membership_url: String,
     pub catalog_url: String,
+    /// Channel-partner, whose price policy prices partner orders (the partner's
+    /// level, its wholesale list, the policy's discounts, special discounts).
+    /// Unset: partner orders are priced at catalog's consumer list price, as a
+    /// consumer sale, without discounts, and a special discount on an order is
+    /// refused (a warning says so at start-up).
+    pub partner_url: Option<String>,
     /// Deadline of each call.
     pub timeout_ms: u64,
     /// Attempts of idempotent calls.
@@ -90,6 +99,7 @@ impl Default for DownstreamSection {
         Self {
             membership_url: "http://127.0.0.1:50052".into(),
             catalog_url: "http://127.0.0.1:50053".into(),
+            partner_url: None,
             timeout_ms: 2_000,
             attempts: 3,
             failure_threshold: 5,

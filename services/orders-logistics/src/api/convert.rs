@@ -84,6 +84,8 @@ pub(super) fn order_to_pb(v: &OrderView) -> pb::Order {
         partner_id: o.partner_id.clone(),
         sales_rep: o.sales_rep.clone(),
         store: o.store.clone(),
+        special_discount: o.special_discount.clone(),
+        partner_level: o.partner_level.clone(),
         lines: v
             .lines
             .iter()
@@ -91,8 +93,22 @@ pub(super) fn order_to_pb(v: &OrderView) -> pb::Order {
                 sku: format!("skus/{}", l.sku_code),
                 quantity: l.quantity,
                 unit_price: money(&o.currency, l.unit_minor),
-                line_total: money(&o.currency, l.unit_minor * l.quantity),
+                line_total: money(
+                    &o.currency,
+                    l.unit_minor.saturating_mul(l.quantity).saturating_sub(l.discount_minor),
+                ),
                 returned_quantity: l.returned_quantity,
+                discounts: line_discounts(&l.discounts)
+                    .into_iter()
+                    .map(|d| pb::LineDiscount {
+                        rule: d.rule,
+                        rate_bp: d.rate_bp,
+                        amount: money(&o.currency, d.amount_minor),
+                    })
+                    .collect(),
+                discount: (l.discount_minor != 0)
+                    .then(|| money(&o.currency, l.discount_minor))
+                    .flatten(),
             })
             .collect(),
         total: money(&o.currency, o.total_minor),
@@ -161,4 +177,15 @@ pub(super) fn event_to_pb(e: order_event::Model) -> pb::OrderEvent {
         event_time: Some(timestamp(e.occurred_at)),
         state: pb_state(&e.state),
     }
+}
+
+/// A line's stored discounts (none when the column is empty or unreadable).
+fn line_discounts(raw: &str) -> Vec<crate::downstream::LineDiscount> {
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_str(raw).unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "an order line's discounts do not parse");
+        Vec::new()
+    })
 }

@@ -101,6 +101,31 @@ pub(super) fn place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Servi
     if channel.is_some_and(|c| c != Channel::Partner) && (!partner_id.is_empty() || !sales_rep.is_empty()) {
         v.add("order.partner_id", "only partner sales name a partner and sales rep");
     }
+    // A special discount of the order's own partner, on partner sales only.
+    let special_discount = if o.special_discount.is_empty() {
+        None
+    } else if channel.is_some_and(|c| c != Channel::Partner) {
+        v.add("order.special_discount", "only partner sales use a special discount");
+        None
+    } else {
+        match o.special_discount.split_once("/specialDiscounts/") {
+            Some((owner, id))
+                if owner.strip_prefix("partners/").is_some_and(|p| p == partner_id)
+                    && !id.is_empty()
+                    && id.len() <= 64
+                    && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+            {
+                Some(o.special_discount.clone())
+            }
+            _ => {
+                v.add(
+                    "order.special_discount",
+                    "must be partners/{partner_id}/specialDiscounts/{special_discount_id} of the order's partner",
+                );
+                None
+            }
+        }
+    };
     let lines = lines(
         &mut v,
         "order.lines",
@@ -122,6 +147,7 @@ pub(super) fn place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Servi
         sales_rep,
         store,
         lines,
+        special_discount,
     })
 }
 

@@ -31,7 +31,7 @@ use tonic::Code;
 use super::{App, Caller};
 use crate::domain::ids::{MemberId, SkuCode};
 use crate::domain::order::Channel;
-use crate::downstream::{Units, from_downstream};
+use crate::downstream::{LineDiscount, Units, from_downstream};
 use crate::events;
 use crate::store::{self, OrderView, saga_state};
 
@@ -50,6 +50,9 @@ pub struct PlaceOrder {
     pub store: String,
     /// Each SKU once, with its units.
     pub lines: Vec<(SkuCode, i64)>,
+    /// For partner sales: a special discount of the partner to use,
+    /// `partners/{partner_id}/specialDiscounts/{id}`.
+    pub special_discount: Option<String>,
 }
 
 const COMPENSATING: &str = "compensating";
@@ -150,11 +153,32 @@ impl App {
             .iter()
             .map(|(sku, q)| (sku.as_str().to_owned(), *q))
             .collect();
-        let prices = self
-            .downstream
-            .quote(&settings.currency, &tier, &lines)
-            .await
-            .map_err(|s| from_downstream("catalog", s))?;
+        let priced = if input.channel == Channel::Partner && self.downstream.prices_partner_orders() {
+            self.price_for_partner(input, &lines).await?
+        } else {
+            if input.special_discount.is_some() {
+                return Err(ServiceError::FailedPrecondition(
+                    "special discounts need partner pricing, which is not configured".into(),
+                ));
+            }
+            let prices = self
+                .downstream
+                .quote(&settings.currency, &tier, &lines)
+                .await
+                .map_err(|s| from_downstream("catalog", s))?;
+            Priced {
+                discounts: vec![Vec::new(); prices.len()],
+                prices,
+                level: String::new(),
+                special: None,
+            }
+        };
+        let Priced {
+            prices,
+            discounts,
+            level,
+            special,
+        } = priced;
 
         let window = Duration::from_secs(settings.payment_window_secs);
         self.downstream
@@ -165,12 +189,25 @@ impl App {
         // completes a saga still STARTED, and a compensation releases by order id
         // whether or not a reservation was made.
 
+        // The special discount is used last, once the stock is held: idempotent by
+        // order, so the sweeper or a retry never uses it twice for this order.
+        if let Some((name, reference)) = &special {
+            self.downstream
+                .consume_special_discount(name, reference, &format!("orders/{order_id}"))
+                .await
+                .map_err(|s| from_downstream("channel-partner", s))?;
+        }
+
         let at = now();
+        let line_discount = |d: &[LineDiscount]| d.iter().map(|d| d.amount_minor).sum::<i64>();
         let total = lines
             .iter()
             .zip(&prices)
-            .try_fold(0i64, |sum, ((_, q), p)| {
-                q.checked_mul(*p).and_then(|t| sum.checked_add(t))
+            .zip(&discounts)
+            .try_fold(0i64, |sum, (((_, q), p), d)| {
+                q.checked_mul(*p)
+                    .and_then(|t| t.checked_sub(line_discount(d)))
+                    .and_then(|t| sum.checked_add(t))
             })
             .ok_or_else(|| ServiceError::invalid("order.lines", "the order total is too large"))?;
         let order = store::order::Model {
@@ -198,20 +235,31 @@ impl App {
             payment_due_at: at + chrono::Duration::seconds(settings.payment_window_secs as i64),
             created_at: at,
             updated_at: at,
+            special_discount: special.map(|(name, _)| name).unwrap_or_default(),
+            partner_level: level,
         };
         let lines: Vec<store::line::Model> = lines
             .iter()
             .zip(&prices)
+            .zip(&discounts)
             .enumerate()
-            .map(|(i, ((sku, quantity), unit))| store::line::Model {
-                order_id: order_id.to_owned(),
-                sku_code: sku.clone(),
-                ordinal: i as i32,
-                quantity: *quantity,
-                unit_minor: *unit,
-                returned_quantity: 0,
+            .map(|(i, (((sku, quantity), unit), d))| {
+                Ok(store::line::Model {
+                    order_id: order_id.to_owned(),
+                    sku_code: sku.clone(),
+                    ordinal: i as i32,
+                    quantity: *quantity,
+                    unit_minor: *unit,
+                    returned_quantity: 0,
+                    discount_minor: line_discount(d),
+                    discounts: if d.is_empty() {
+                        String::new()
+                    } else {
+                        serde_json::to_string(d).map_err(ServiceError::internal)?
+                    },
+                })
             })
-            .collect();
+            .collect::<ServiceResult<_>>()?;
         // One guarded write: stored only if the saga is still started, so a saga the
         // recovery took over is never stored late.
         let view = OrderView { order, lines };
@@ -297,6 +345,84 @@ impl App {
         }
         Ok(recovered)
     }
+}
+
+/// Unit prices, each line's discounts, the partner's level and the special
+/// discount to use (name, reference).
+struct Priced {
+    prices: Vec<i64>,
+    discounts: Vec<Vec<LineDiscount>>,
+    level: String,
+    special: Option<(String, String)>,
+}
+
+impl App {
+    /// A partner sale's prices: the partner's level (active partners only), the
+    /// level's wholesale list from catalog, the price policy's discounts line by
+    /// line, then the special discount (granted or approved) on what remains.
+    async fn price_for_partner(&self, input: &PlaceOrder, lines: &[Units]) -> ServiceResult<Priced> {
+        let partner = |s| from_downstream("channel-partner", s);
+        let level = self.downstream.partner_level(&input.partner_id).await.map_err(partner)?;
+        let prices = self
+            .downstream
+            .quote_wholesale(&self.settings.orders.currency, &level, lines)
+            .await
+            .map_err(|s| from_downstream("catalog", s))?;
+        let basket: Vec<(String, i64, i64)> = lines
+            .iter()
+            .zip(&prices)
+            .map(|((sku, q), p)| (sku.clone(), *p, *q))
+            .collect();
+        let policy = self
+            .downstream
+            .evaluate_policy(&input.partner_id, &basket)
+            .await
+            .map_err(partner)?;
+        if policy.level != level {
+            return Err(ServiceError::Aborted(
+                "the partner's level changed while the order was priced; retry".into(),
+            ));
+        }
+        let mut discounts = policy.lines;
+        let special = match &input.special_discount {
+            None => None,
+            Some(name) => {
+                let s = self.downstream.special_discount(name).await.map_err(partner)?;
+                if !s.usable {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "special discount {name} is {}, not granted or approved",
+                        s.state
+                    )));
+                }
+                for (((_, q), p), d) in lines.iter().zip(&prices).zip(discounts.iter_mut()) {
+                    let gross = i128::from(*q) * i128::from(*p);
+                    let net = gross - d.iter().map(|x| i128::from(x.amount_minor)).sum::<i128>();
+                    let amount = special_amount(net, s.rate_bp);
+                    if amount > 0 {
+                        d.push(LineDiscount {
+                            rule: name.clone(),
+                            rate_bp: s.rate_bp,
+                            amount_minor: amount,
+                        });
+                    }
+                }
+                Some((name.clone(), s.reference))
+            }
+        };
+        Ok(Priced {
+            prices,
+            discounts,
+            level,
+            special,
+        })
+    }
+}
+
+/// `rate_bp` basis points of `net`, rounded down (never negative, never more than
+/// `net`).
+pub(crate) fn special_amount(net: i128, rate_bp: i32) -> i64 {
+    let rate = i128::from(rate_bp.clamp(0, 10_000));
+    i64::try_from((net.max(0) * rate) / 10_000).unwrap_or(i64::MAX)
 }
 
 enum Claim {

@@ -61,6 +61,7 @@ impl App {
                         sku: l.sku_code,
                         quantity: l.quantity,
                         unit_minor: l.unit_minor,
+                        discount_minor: l.discount_minor,
                         returned: l.returned_quantity,
                     })
                     .collect();

@@ -33,8 +33,25 @@ pub struct Bought {
     pub sku: String,
     pub quantity: i64,
     pub unit_minor: i64,
+    /// The line's discounts together (partner sales priced by the price policy).
+    pub discount_minor: i64,
     /// Units in earlier returns.
     pub returned: i64,
+}
+
+impl Bought {
+    /// What the first `units` of the line cost: the unit price times the units,
+    /// less their share of the discount (rounded down), so that returning every
+    /// unit, in any number of returns, refunds exactly the line's total.
+    pub fn paid_for(&self, units: i64) -> i128 {
+        let units = i128::from(units.clamp(0, self.quantity.max(0)));
+        let share = if self.quantity > 0 {
+            i128::from(self.discount_minor) * units / i128::from(self.quantity)
+        } else {
+            0
+        };
+        i128::from(self.unit_minor) * units - share
+    }
 }
 
 /// Checks a return's lines against what was bought; returns the refund amount or, per
@@ -53,7 +70,7 @@ pub fn check(bought: &[Bought], lines: &[(String, i64)]) -> Result<i64, Vec<(usi
                     (b.quantity - b.returned).max(0)
                 ),
             )),
-            Some(b) => refund += b.unit_minor as i128 * *q as i128,
+            Some(b) => refund += b.paid_for(b.returned + *q) - b.paid_for(b.returned),
         }
     }
     if problems.is_empty() {
@@ -73,12 +90,14 @@ mod tests {
                 sku: "A".into(),
                 quantity: 3,
                 unit_minor: 1_000,
+                discount_minor: 0,
                 returned: 1,
             },
             Bought {
                 sku: "B".into(),
                 quantity: 1,
                 unit_minor: 2_500,
+                discount_minor: 0,
                 returned: 0,
             },
         ]
@@ -87,6 +106,35 @@ mod tests {
     #[test]
     fn the_refund_is_the_paid_unit_prices() {
         assert_eq!(check(&bought(), &[("A".into(), 2), ("B".into(), 1)]), Ok(4_500));
+    }
+
+    #[test]
+    fn returns_of_a_discounted_line_in_any_split_refund_exactly_its_total() {
+        // Every way to return 7 units in steps, for several discounts.
+        for discount in [0, 1, 333, 6_999, 7_000] {
+            for first in 1..=7 {
+                for second in 0..=(7 - first) {
+                    let mut line = Bought {
+                        sku: "A".into(),
+                        quantity: 7,
+                        unit_minor: 1_000,
+                        discount_minor: discount,
+                        returned: 0,
+                    };
+                    let mut refunded = 0;
+                    for step in [first, second, 7 - first - second] {
+                        if step == 0 {
+                            continue;
+                        }
+                        let r = check(std::slice::from_ref(&line), &[("A".into(), step)]).unwrap();
+                        assert!(r >= 0);
+                        refunded += r;
+                        line.returned += step;
+                    }
+                    assert_eq!(refunded, 7_000 - discount, "discount {discount}, {first}+{second}");
+                }
+            }
+        }
     }
 
     #[test]

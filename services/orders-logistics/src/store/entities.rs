@@ -34,6 +34,11 @@ pub mod order {
         pub payment_due_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// For partner sales priced by the price policy: the special discount the
+        /// order used (`partners/{p}/specialDiscounts/{id}`), if any.
+        pub special_discount: String,
+        /// For partner sales priced by the price policy: the partner's level.
+        pub partner_level: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -66,6 +71,12 @@ pub mod line {
         pub unit_minor: i64,
         /// Units in returns so far (requested or later).
         pub returned_quantity: i64,
+        /// The line's discounts together (the line's total is `unit_minor` x
+        /// `quantity` minus this).
+        pub discount_minor: i64,
+        /// The discounts, JSON `[{rule, rate_bp, amount_minor}]` in the order they
+        /// applied; empty when there are none.
+        pub discounts: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

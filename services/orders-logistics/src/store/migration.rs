@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(DropOrdersDueIndex),
             Box::new(CreateStockWork),
             Box::new(retail_kit::events::migration::OutboxPartitionKey),
+            Box::new(AddPartnerPricing),
         ]
     }
 }
@@ -441,5 +442,58 @@ impl MigrationTrait for CreateStockWork {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(OrderStockWork::Table).to_owned())
             .await
+    }
+}
+
+/// What partner orders priced by the price policy keep: the level and special
+/// discount on the order, each line's discounts.
+#[derive(Debug)]
+struct AddPartnerPricing;
+
+impl MigrationName for AddPartnerPricing {
+    fn name(&self) -> &str {
+        "m20261203_000040_add_partner_pricing"
+    }
+}
+
+const PARTNER_PRICING_COLUMNS: [(&str, &str, u32); 4] = [
+    ("orders", "special_discount", 200),
+    ("orders", "partner_level", 64),
+    ("order_lines", "discount_minor", 0),
+    ("order_lines", "discounts", 4000),
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddPartnerPricing {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column a statement: SQLite adds no more at once.
+        for (table, column, len) in PARTNER_PRICING_COLUMNS {
+            let def = if len == 0 {
+                big_integer(Alias::new(column)).default(0).to_owned()
+            } else {
+                string_len(Alias::new(column), len).default("").to_owned()
+            };
+            m.alter_table(
+                Table::alter()
+                    .table(Alias::new(table))
+                    .add_column(def)
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for (table, column, _) in PARTNER_PRICING_COLUMNS {
+            m.alter_table(
+                Table::alter()
+                    .table(Alias::new(table))
+                    .drop_column(Alias::new(column))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 }

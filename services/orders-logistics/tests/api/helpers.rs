@@ -48,6 +48,12 @@ pub async fn spawn_app() -> TestApp {
 /// Orders with `configure`d settings; catalog knows SKU `A` (10.00, 10 units) and
 /// `B` (25.00, 5 units), membership one gold member.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_priced_by(configure, None).await
+}
+
+/// As [`spawn_app_with`], with partner orders priced by the channel-partner at
+/// `partner` (if given).
+pub async fn spawn_app_priced_by(configure: impl FnOnce(&mut Settings), partner: Option<SocketAddr>) -> TestApp {
     let database = TestDatabase::new().await.unwrap();
     let fakes = Fakes::default();
     {
@@ -66,18 +72,17 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     settings.orders.sweep_every_secs = 1;
     configure(&mut settings);
     let lazy = |addr: SocketAddr| Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    let downstream = GrpcDownstream::new(
-        lazy(membership),
-        lazy(catalog),
-        None,
-        CallPolicy {
-            timeout: Duration::from_secs(2),
-            attempts: 1,
-            backoff: Duration::from_millis(10),
-            failure_threshold: 1_000,
-            cool_down: Duration::from_millis(10),
-        },
-    );
+    let policy = CallPolicy {
+        timeout: Duration::from_secs(2),
+        attempts: 1,
+        backoff: Duration::from_millis(10),
+        failure_threshold: 1_000,
+        cool_down: Duration::from_millis(10),
+    };
+    let mut downstream = GrpcDownstream::new(lazy(membership), lazy(catalog), None, policy.clone());
+    if let Some(partner) = partner {
+        downstream = downstream.with_partner(lazy(partner), None, policy);
+    }
     let app =
         retail_orders::Application::build_with(settings, retail_testkit::tokens::test_keys(), Arc::new(downstream))
             .await

@@ -149,3 +149,58 @@ async fn numeric_extremes_and_bad_names_are_field_violations() {
     }
     assert!(app.fakes.calls_of("commit").is_empty());
 }
+
+fn partner_order(lines: &[(&str, i64)]) -> pb::Order {
+    let mut order = order_of(lines);
+    order.channel = pb::OrderChannel::Partner as i32;
+    order.partner_id = "acme".into();
+    order
+}
+
+#[tokio::test]
+async fn without_partner_pricing_a_partner_sale_is_priced_as_a_consumer_sale_and_special_discounts_are_refused() {
+    let app = spawn_app().await;
+    let placed = app.place(partner_order(&[("A", 2)]), "p-1").await.unwrap();
+    assert_eq!(placed.total, eur(2 * 1_000));
+    assert!(placed.lines[0].discounts.is_empty());
+    assert_eq!(placed.partner_level, "");
+    let mut special = partner_order(&[("A", 1)]);
+    special.special_discount = "partners/acme/specialDiscounts/0190f5b2-8d3e-7c41-9a6b-2f0e1d3c4b5a".into();
+    let err = app.place(special, "p-2").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(app.fakes.calls_of("reserve").len(), 1, "the refused order reserved nothing");
+}
+
+#[tokio::test]
+async fn a_partner_sale_that_channel_partner_cannot_price_is_unavailable_and_nothing_is_written() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let app = spawn_app_priced_by(|_| {}, Some(closed)).await;
+    let err = app.place(partner_order(&[("A", 1)]), "p-1").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(app.fakes.calls_of("reserve").is_empty(), "nothing reserved");
+    let listed = app
+        .client
+        .clone()
+        .list_orders(authed(pb::ListOrdersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.orders.is_empty(), "an order was written: {listed:?}");
+    // Consumer sales never ask channel-partner.
+    let online = app.place(order_of(&[("A", 1)]), "o-1").await.unwrap();
+    assert_eq!(online.total, eur(1_000));
+}
+
+#[tokio::test]
+async fn a_special_discount_of_another_partner_or_on_a_consumer_sale_is_a_field_violation() {
+    let app = spawn_app().await;
+    let mut other = partner_order(&[("A", 1)]);
+    other.special_discount = "partners/globex/specialDiscounts/0190f5b2-8d3e-7c41-9a6b-2f0e1d3c4b5a".into();
+    let err = app.place(other, "").await.unwrap_err();
+    assert_eq!(retail_testkit::tokens::violated_fields(&err), ["order.special_discount"]);
+    let mut online = order_of(&[("A", 1)]);
+    online.special_discount = "partners/acme/specialDiscounts/0190f5b2-8d3e-7c41-9a6b-2f0e1d3c4b5a".into();
+    let err = app.place(online, "").await.unwrap_err();
+    assert_eq!(retail_testkit::tokens::violated_fields(&err), ["order.special_discount"]);
+}
