@@ -140,8 +140,8 @@ where
 
 /// Builds and starts every service with `settings`, wired to each other: service
 /// accounts with fresh secrets (unless configured), identity's address for keys and
-/// tokens, orders' downstreams, membership's and channel-partner's subscriptions to
-/// orders. Identity serves first: the others fetch its keys and their tokens at start.
+/// tokens, orders' downstreams (channel-partner's price policy for partner sales
+/// among them), membership's and channel-partner's subscriptions to orders. Identity serves first: the others fetch its keys and their tokens at start.
 ///
 /// On `shutdown` callers stop before the services they call, each after draining:
 /// orders and analytics first (orders' sagas in flight still reach catalog and
@@ -160,6 +160,11 @@ where
                 "catalog.read",
                 "inventory.reserve",
                 "events.read",
+                // Channel-partner's price policy prices partner sales: the
+                // partner's level and special discounts (`partner.read`) and
+                // using a special discount up (`partner.write`).
+                "partner.read",
+                "partner.write",
             ][..],
         ),
         ("membership", &mut settings.membership.auth, &["events.read"][..]),
@@ -224,17 +229,21 @@ where
     let catalog_addr = catalog.local_addr();
     let membership = retail_membership::Application::build(settings.membership.clone()).await?;
     let membership_addr = membership.local_addr();
+    // Channel-partner is bound before orders, whose partner sales its price policy
+    // prices; it follows orders' event log once orders' address is known.
+    let partner = retail_channel_partner::Application::build(settings.partner.clone()).await?;
+    let partner_addr = partner.local_addr();
     settings.orders.downstream.membership_url = format!("http://{membership_addr}");
     settings.orders.downstream.catalog_url = format!("http://{catalog_addr}");
+    if settings.orders.downstream.partner_url.is_none() {
+        settings.orders.downstream.partner_url = Some(format!("http://{partner_addr}"));
+    }
     let orders = retail_orders::Application::build(settings.orders.clone()).await?;
     let orders_addr = orders.local_addr();
     // Membership earns from orders' event log.
     let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
     // Channel-partner counts partner sales from orders' event log.
-    let partner = retail_channel_partner::Application::build(settings.partner.clone())
-        .await?
-        .with_orders_events_url(format!("http://{orders_addr}"));
-    let partner_addr = partner.local_addr();
+    let partner = partner.with_orders_events_url(format!("http://{orders_addr}"));
     // Analytics follows every log.
     settings.analytics.sources.orders_url = Some(format!("http://{orders_addr}"));
     settings.analytics.sources.membership_url = Some(format!("http://{membership_addr}"));
