@@ -891,6 +891,21 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     } else {
         Vec::new()
     };
+    // Partner sales are priced from the partner level's wholesale list: the probes
+    // (new partners, level `registered`) buy the first SKU, which is on it.
+    if !partner_probes.is_empty()
+        && let Some(first) = skus.first()
+    {
+        crate::seed::set_partner_prices(
+            channels(launched.catalog, 1).await?.remove(0),
+            &bearer_text,
+            "registered",
+            std::slice::from_ref(first),
+            &settings.orders.orders.currency,
+            50_00,
+        )
+        .await?;
+    }
     let bearer: tonic::metadata::MetadataValue<_> = bearer_text.parse()?;
     let clients: Vec<_> = channels(launched.orders, args.connections)
         .await?
@@ -952,7 +967,11 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
                         partner_id,
                         store: probe_store.clone().unwrap_or_default(),
                         lines: vec![opb::OrderLine {
-                            sku: skus[i as usize % skus.len()].clone(),
+                            sku: if partner_probe.is_some() {
+                                skus[0].clone()
+                            } else {
+                                skus[i as usize % skus.len()].clone()
+                            },
                             quantity: 1,
                             ..Default::default()
                         }],

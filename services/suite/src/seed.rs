@@ -229,6 +229,38 @@ pub const SEED_WAREHOUSES: &[(&str, i32)] = &[("MAIN", 0), ("OVERFLOW", 10)];
 /// Creates `count` SKUs in products of up to 100 variants; the first `stocked` of
 /// them get a list price and `units` units in the main warehouse. Returns the SKU
 /// resource names in creation order.
+/// Puts `skus` (`skus/{code}`) on `level`'s wholesale price list at `unit_minor`
+/// each (partner sales are priced from it).
+pub async fn set_partner_prices(
+    catalog: Channel,
+    bearer: &str,
+    level: &str,
+    skus: &[String],
+    currency: &str,
+    unit_minor: i64,
+) -> anyhow::Result<()> {
+    let header: tonic::metadata::MetadataValue<_> = bearer.parse()?;
+    let mut pricing = PricingServiceClient::new(catalog);
+    for sku in skus {
+        let mut request = tonic::Request::new(cpb::SetPartnerPriceRequest {
+            partner_price: Some(cpb::PartnerPrice {
+                partner_level: level.to_owned(),
+                sku: sku.clone(),
+                price: Some(retail_proto::common::Money {
+                    currency_code: currency.to_owned(),
+                    amount_minor: unit_minor,
+                }),
+            }),
+        });
+        request.metadata_mut().insert("authorization", header.clone());
+        pricing
+            .set_partner_price(request)
+            .await
+            .with_context(|| format!("setting the {level} price of {sku} failed"))?;
+    }
+    Ok(())
+}
+
 pub async fn seed_catalog(
     catalog: Channel,
     bearer: &str,
