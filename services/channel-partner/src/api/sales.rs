@@ -387,7 +387,17 @@ fn lead_to_pb(v: &LeadView) -> pb::Lead {
     }
 }
 
+/// A budget may be far above any order's amount.
+const MAX_BUDGET_MINOR: i64 = 1_000_000_000_000_000_000;
+
 fn budget(v: &mut Violations, field: &str, raw: i64) -> i64 {
+    if !(0..=MAX_BUDGET_MINOR).contains(&raw) {
+        v.add(field, format!("must be 0-{MAX_BUDGET_MINOR}"));
+    }
+    raw
+}
+
+fn amount(v: &mut Violations, field: &str, raw: i64) -> i64 {
     if !(0..=MAX_AMOUNT_MINOR).contains(&raw) {
         v.add(field, format!("must be 0-{MAX_AMOUNT_MINOR}"));
     }
@@ -623,7 +633,7 @@ fn parse_opportunity(req: &pb::CreateOpportunityRequest) -> ServiceResult<(Partn
     } else {
         v.field("opportunity.sales_rep", RepId::parse_name(&o.sales_rep))
     };
-    let amount_minor = budget(&mut v, "opportunity.amount_minor", o.amount_minor);
+    let amount_minor = amount(&mut v, "opportunity.amount_minor", o.amount_minor);
     let lead_id = if o.lead.is_empty() {
         String::new()
     } else {
