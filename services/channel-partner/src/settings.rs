@@ -56,7 +56,10 @@ impl Default for SalesSection {
 impl SalesSection {
     /// The lead capacity of a partner at `level`.
     pub fn capacity(&self, level: &str) -> u32 {
-        self.level_lead_capacity.get(level).copied().unwrap_or(self.lead_capacity)
+        self.level_lead_capacity
+            .get(level)
+            .copied()
+            .unwrap_or(self.lead_capacity)
     }
 }
 

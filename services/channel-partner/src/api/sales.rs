@@ -230,10 +230,7 @@ impl DealService for DealApi {
         });
         v.finish()?;
         let page = Page::parse(req.page_size, &req.page_token, &format!("{}|{}", req.parent, req.state))?;
-        let (rows, next_page_token) = self
-            .app
-            .list_deal_locks(&who, partner.as_ref(), state, &page)
-            .await?;
+        let (rows, next_page_token) = self.app.list_deal_locks(&who, partner.as_ref(), state, &page).await?;
         ok(pb::ListDealLocksResponse {
             deal_locks: rows.iter().map(lock_to_pb).collect(),
             next_page_token,
@@ -508,8 +505,7 @@ impl LeadService for LeadApi {
     async fn list_leads(&self, request: Request<pb::ListLeadsRequest>) -> Rpc<pb::ListLeadsResponse> {
         let who = caller(&request, READ)?;
         let req = request.into_inner();
-        let state = lead_state_of_pb(req.state)
-            .map_err(|()| ServiceError::invalid("state", "must be a lead state"))?;
+        let state = lead_state_of_pb(req.state).map_err(|()| ServiceError::invalid("state", "must be a lead state"))?;
         let page = Page::parse(req.page_size, &req.page_token, &req.state.to_string())?;
         let (views, next_page_token) = self.app.list_leads(&who, state, &page).await?;
         ok(pb::ListLeadsResponse {
@@ -581,7 +577,9 @@ fn stage_to_pb(s: Stage) -> pb::PipelineStage {
 }
 
 fn stored_stage(raw: &str) -> i32 {
-    Stage::parse(raw).map_or(pb::PipelineStage::Unspecified, stage_to_pb).into()
+    Stage::parse(raw)
+        .map_or(pb::PipelineStage::Unspecified, stage_to_pb)
+        .into()
 }
 
 fn opportunity_to_pb(v: &OpportunityView) -> pb::Opportunity {

@@ -52,7 +52,9 @@ fn lock_not_found(partner: &PartnerId, id: &str) -> ServiceError {
 
 /// The collision every losing registration gets; it never names the holder.
 fn already_locked() -> ServiceError {
-    ServiceError::AlreadyExists("the customer (or the opportunity or order) is already registered by a deal lock".into())
+    ServiceError::AlreadyExists(
+        "the customer (or the opportunity or order) is already registered by a deal lock".into(),
+    )
 }
 
 /// Ends an active lock (`to` released or expired) by a conditional update, frees

@@ -166,7 +166,6 @@ impl Distributor {
         }
         Ok(())
     }
-
 }
 
 impl App {
@@ -338,8 +337,14 @@ impl App {
             updated.need = need;
         }
         let r = lead::Entity::update_many()
-            .col_expr(lead::Column::AnnualBudgetMinor, Expr::value(updated.annual_budget_minor))
-            .col_expr(lead::Column::SpecialBudgetMinor, Expr::value(updated.special_budget_minor))
+            .col_expr(
+                lead::Column::AnnualBudgetMinor,
+                Expr::value(updated.annual_budget_minor),
+            )
+            .col_expr(
+                lead::Column::SpecialBudgetMinor,
+                Expr::value(updated.special_budget_minor),
+            )
             .col_expr(lead::Column::Trend, Expr::value(updated.trend.as_str()))
             .col_expr(lead::Column::AuthorityScore, Expr::value(updated.authority_score))
             .col_expr(lead::Column::NeedScore, Expr::value(updated.need_score))
@@ -552,7 +557,10 @@ impl App {
                         .col_expr(lead::Column::State, Expr::value(next.state.as_str()))
                         .col_expr(lead::Column::PartnerId, Expr::value(next.partner_id.as_str()))
                         .col_expr(lead::Column::AcceptDeadline, Expr::value(next.accept_deadline))
-                        .col_expr(lead::Column::AssignmentReason, Expr::value(next.assignment_reason.as_str()))
+                        .col_expr(
+                            lead::Column::AssignmentReason,
+                            Expr::value(next.assignment_reason.as_str()),
+                        )
                         .filter(lead::Column::Id.eq(l.id.as_str()))
                         .filter(lead::Column::State.eq(LeadState::Unassigned.as_str()))
                         .exec(txn)
@@ -579,7 +587,10 @@ async fn write_assignment(txn: &DatabaseTransaction, l: &lead::Model) -> Service
         .col_expr(lead::Column::State, Expr::value(l.state.as_str()))
         .col_expr(lead::Column::PartnerId, Expr::value(l.partner_id.as_str()))
         .col_expr(lead::Column::AcceptDeadline, Expr::value(l.accept_deadline))
-        .col_expr(lead::Column::AssignmentReason, Expr::value(l.assignment_reason.as_str()))
+        .col_expr(
+            lead::Column::AssignmentReason,
+            Expr::value(l.assignment_reason.as_str()),
+        )
         .filter(lead::Column::Id.eq(l.id.as_str()))
         .exec(txn)
         .await?;

@@ -463,24 +463,24 @@ mod tests {
         use Trend::*;
         // (annual, special, trend, expected)
         let cases: &[(i64, i64, Trend, u8)] = &[
-            (0, 0, Stable, 1),          // no budget: clamped up to 1
-            (0, 0, Negative, 1),        // 0 - 1 clamped to 1
-            (0, 0, Positive, 1),        // 0 + 1
-            (1, 0, Stable, 1),          // one cent starts the first billion
-            (B, 0, Stable, 1),          // exactly one billion
-            (B + 1, 0, Stable, 2),      // one billion and one cent: the second started
-            (B + 1, 0, Negative, 1),    // 2 - 1
-            (B + 1, 0, Positive, 3),    // 2 + 1
-            (B, 0, Negative, 1),        // 1 - 1 = 0, clamped to 1
-            (2 * B, 0, Positive, 3),    // 2 + 1
-            (B, 1, Stable, 2),          // the special budget adds to the annual one
-            (0, B + 1, Stable, 2),      // special budget alone
-            (B / 2, B / 2, Stable, 1),  // two halves make exactly one
-            (3 * B, B, Stable, 4),      // 4 billions
-            (3 * B, B, Positive, 5),    // 4 + 1
-            (4 * B, 1, Positive, 5),    // 5 + 1 clamped to 5
-            (9 * B, 0, Negative, 5),    // 9 - 1 clamped to 5
-            (5 * B, 0, Negative, 4),    // 5 - 1
+            (0, 0, Stable, 1),               // no budget: clamped up to 1
+            (0, 0, Negative, 1),             // 0 - 1 clamped to 1
+            (0, 0, Positive, 1),             // 0 + 1
+            (1, 0, Stable, 1),               // one cent starts the first billion
+            (B, 0, Stable, 1),               // exactly one billion
+            (B + 1, 0, Stable, 2),           // one billion and one cent: the second started
+            (B + 1, 0, Negative, 1),         // 2 - 1
+            (B + 1, 0, Positive, 3),         // 2 + 1
+            (B, 0, Negative, 1),             // 1 - 1 = 0, clamped to 1
+            (2 * B, 0, Positive, 3),         // 2 + 1
+            (B, 1, Stable, 2),               // the special budget adds to the annual one
+            (0, B + 1, Stable, 2),           // special budget alone
+            (B / 2, B / 2, Stable, 1),       // two halves make exactly one
+            (3 * B, B, Stable, 4),           // 4 billions
+            (3 * B, B, Positive, 5),         // 4 + 1
+            (4 * B, 1, Positive, 5),         // 5 + 1 clamped to 5
+            (9 * B, 0, Negative, 5),         // 9 - 1 clamped to 5
+            (5 * B, 0, Negative, 4),         // 5 - 1
             (i64::MAX, i64::MAX, Stable, 5), // no overflow
         ];
         for (annual, special, trend, want) in cases {
@@ -572,12 +572,20 @@ mod tests {
         // c declined: b; then a; then nobody.
         assert_eq!(choose_partner("north", &cs, &["c".into()]).unwrap().partner_id, "b");
         assert_eq!(
-            choose_partner("north", &cs, &["c".into(), "b".into()]).unwrap().partner_id,
+            choose_partner("north", &cs, &["c".into(), "b".into()])
+                .unwrap()
+                .partner_id,
             "a"
         );
-        assert_eq!(choose_partner("north", &cs, &["c".into(), "b".into(), "a".into()]), None);
+        assert_eq!(
+            choose_partner("north", &cs, &["c".into(), "b".into(), "a".into()]),
+            None
+        );
         let why = choose_partner("north", &cs, &[]).unwrap().reason;
-        assert!(why.contains("region north") && why.contains("lead priority 3") && why.contains("1 of 5"), "{why}");
+        assert!(
+            why.contains("region north") && why.contains("lead priority 3") && why.contains("1 of 5"),
+            "{why}"
+        );
     }
 
     #[test]

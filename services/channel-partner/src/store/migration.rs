@@ -646,7 +646,14 @@ impl MigrationTrait for CreateSalesTables {
             &["id"],
         ))
         .await?;
-        plain_index(m, "idx_opportunities_partner", "opportunities", &["partner_id", "id"], false).await?;
+        plain_index(
+            m,
+            "idx_opportunities_partner",
+            "opportunities",
+            &["partner_id", "id"],
+            false,
+        )
+        .await?;
         m.create_table(table(
             "opportunity_stage_changes",
             vec![

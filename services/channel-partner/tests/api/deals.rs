@@ -58,7 +58,12 @@ impl TestApp {
     }
 
     async fn list_locks(&self, request: tonic::Request<pb::ListDealLocksRequest>) -> Vec<pb::DealLock> {
-        self.deals().list_deal_locks(request).await.unwrap().into_inner().deal_locks
+        self.deals()
+            .list_deal_locks(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .deal_locks
     }
 }
 
@@ -80,7 +85,11 @@ async fn of_100_partners_racing_for_a_customer_exactly_one_holds_it_and_no_loser
     }
     // The same customer, written a little differently by each partner.
     let results = join_all(ids.iter().enumerate().map(|(i, id)| {
-        let name = if i % 2 == 0 { "ACME Pumps, Ltd." } else { "  acme   pumps ltd" };
+        let name = if i % 2 == 0 {
+            "ACME Pumps, Ltd."
+        } else {
+            "  acme   pumps ltd"
+        };
         let region = if i % 3 == 0 { "North" } else { "north" };
         app.register(id, customer(name, region, ""))
     }))
@@ -103,7 +112,11 @@ async fn of_100_partners_racing_for_a_customer_exactly_one_holds_it_and_no_loser
         .await;
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].name, winners[0].name);
-    assert!(app.locked_to_other("p000", customer("Acme Pumps Ltd", "NORTH", "")).await || holder == "p000");
+    assert!(
+        app.locked_to_other("p000", customer("Acme Pumps Ltd", "NORTH", ""))
+            .await
+            || holder == "p000"
+    );
     assert!(!app.locked_to_other(&holder, customer("acme pumps", "north", "")).await);
 }
 
@@ -112,19 +125,30 @@ async fn duplicates_are_found_by_name_and_region_or_by_tax_id() {
     let app = spawn_app().await;
     app.active("a").await;
     app.active("b").await;
-    app.register("a", customer("Beta GmbH", "North", "DE 123-456")).await.unwrap();
+    app.register("a", customer("Beta GmbH", "North", "DE 123-456"))
+        .await
+        .unwrap();
     // Same name and region, written otherwise.
-    let dup = app.register("b", customer("beta gmbh.", " north", "")).await.unwrap_err();
+    let dup = app
+        .register("b", customer("beta gmbh.", " north", ""))
+        .await
+        .unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
     assert!(!dup.message().contains("partners/a"));
     // Another name, the same tax id.
-    let dup = app.register("b", customer("Beta Holding", "South", "de123456")).await.unwrap_err();
+    let dup = app
+        .register("b", customer("Beta Holding", "South", "de123456"))
+        .await
+        .unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
     // The same name in another region is another customer.
     app.register("b", customer("Beta GmbH", "South", "")).await.unwrap();
     // A second lock of the holder on the same customer is a duplicate too.
     assert_eq!(
-        app.register("a", customer("Beta GmbH", "north", "")).await.unwrap_err().code(),
+        app.register("a", customer("Beta GmbH", "north", ""))
+            .await
+            .unwrap_err()
+            .code(),
         Code::AlreadyExists
     );
 }
@@ -136,7 +160,11 @@ async fn a_lock_expires_by_the_services_clock_and_the_customer_is_free_again() {
     app.active("b").await;
     let lock = app.register("a", customer("Gamma", "north", "")).await.unwrap();
     let created = lock.create_time.unwrap().seconds;
-    assert_eq!(lock.expire_time.unwrap().seconds - created, 90 * 86_400, "90 days by default");
+    assert_eq!(
+        lock.expire_time.unwrap().seconds - created,
+        90 * 86_400,
+        "90 days by default"
+    );
     assert_eq!(lock.state, pb::DealLockState::Active as i32);
     // Day 89: the sweep leaves it.
     app.app.advance_clock(Duration::days(89));
@@ -146,7 +174,9 @@ async fn a_lock_expires_by_the_services_clock_and_the_customer_is_free_again() {
     app.app.advance_clock(Duration::days(2));
     assert_eq!(app.app.sweep_sales().await.unwrap().0, 1);
     let got = app
-        .get_lock(authed(pb::GetDealLockRequest { name: lock.name.clone() }))
+        .get_lock(authed(pb::GetDealLockRequest {
+            name: lock.name.clone(),
+        }))
         .await
         .unwrap();
     assert_eq!(got.state, pb::DealLockState::Expired as i32);
@@ -230,7 +260,12 @@ async fn the_holder_or_the_brand_releases_and_another_partner_sees_nothing() {
     let mine = app.register("b", customer("Eta", "north", "")).await.unwrap();
     // b cannot read, release or list a's lock.
     let get_b = app
-        .get_lock(as_partner("b", pb::GetDealLockRequest { name: lock.name.clone() }))
+        .get_lock(as_partner(
+            "b",
+            pb::GetDealLockRequest {
+                name: lock.name.clone(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(get_b.code(), Code::NotFound);
@@ -259,7 +294,10 @@ async fn the_holder_or_the_brand_releases_and_another_partner_sees_nothing() {
     let own = app
         .list_locks(as_partner("b", list("partners/-", pb::DealLockState::Unspecified)))
         .await;
-    assert_eq!(own.iter().map(|l| l.name.clone()).collect::<Vec<_>>(), [mine.name.clone()]);
+    assert_eq!(
+        own.iter().map(|l| l.name.clone()).collect::<Vec<_>>(),
+        std::slice::from_ref(&mine.name)
+    );
     assert_eq!(
         app.list_locks(authed(list("partners/-", pb::DealLockState::Unspecified)))
             .await

@@ -152,7 +152,11 @@ async fn a_declined_or_timed_out_lead_goes_to_the_next_partner_and_never_back() 
     assert_eq!(
         offers,
         [
-            ("partners/n1".to_owned(), "declined".to_owned(), "no installer free".to_owned()),
+            (
+                "partners/n1".to_owned(),
+                "declined".to_owned(),
+                "no installer free".to_owned()
+            ),
             (
                 "partners/n2".to_owned(),
                 "timed_out".to_owned(),
@@ -267,7 +271,7 @@ async fn leads_go_to_the_higher_level_first_within_each_partners_capacity() {
         Code::PermissionDenied
     );
     // Each partner lists only its own leads.
-    assert_eq!(app.ranked(as_partner("n1", all_leads())).await, [second.name.clone()]);
+    assert_eq!(app.ranked(as_partner("n1", all_leads())).await, std::slice::from_ref(&second.name));
 }
 
 #[tokio::test]
@@ -335,7 +339,7 @@ async fn leads_are_scored_by_man_ranked_and_rescored_when_their_inputs_change() 
             ..Default::default()
         }))
         .await;
-    assert_eq!(rest, [three.name.clone()]);
+    assert_eq!(rest, std::slice::from_ref(&three.name));
     // Bad input names every field.
     let mut bad = lead("east", -1, 0, 6);
     bad.customer_class = 0;

@@ -37,7 +37,13 @@ impl TestApp {
             .into_inner()
     }
 
-    async fn move_to(&self, partner: &str, name: &str, stage: S, reason: &str) -> Result<pb::Opportunity, tonic::Status> {
+    async fn move_to(
+        &self,
+        partner: &str,
+        name: &str,
+        stage: S,
+        reason: &str,
+    ) -> Result<pb::Opportunity, tonic::Status> {
         self.opportunities()
             .move_opportunity(as_partner(
                 partner,
@@ -64,11 +70,7 @@ impl TestApp {
 }
 
 fn line(r: &pb::PipelineReport, stage: S) -> pb::StageReport {
-    r.stages
-        .iter()
-        .find(|l| l.stage == stage as i32)
-        .cloned()
-        .unwrap()
+    r.stages.iter().find(|l| l.stage == stage as i32).cloned().unwrap()
 }
 
 #[tokio::test]
@@ -99,14 +101,20 @@ async fn an_opportunity_moves_forward_one_stage_at_a_time_or_to_lost_and_nothing
         assert_eq!(last.stage, *stage as i32);
         let change = last.stage_changes.last().unwrap();
         assert_eq!(change.actor, "user-of-acme");
-        assert_eq!(change.from_stage, stages.get(i.wrapping_sub(1)).copied().unwrap_or(S::Identified) as i32);
+        assert_eq!(
+            change.from_stage,
+            stages.get(i.wrapping_sub(1)).copied().unwrap_or(S::Identified) as i32
+        );
         // Whole seconds: the clock's own progress may cross one boundary.
         let elapsed = change.change_time.unwrap().seconds - o.create_time.unwrap().seconds;
         assert!((0..=1).contains(&(elapsed - 3600 * (i as i64 + 1))), "{elapsed}");
     }
     // Won is final: not even lost.
     assert_eq!(
-        app.move_to("acme", &o.name, S::Lost, "changed mind").await.unwrap_err().code(),
+        app.move_to("acme", &o.name, S::Lost, "changed mind")
+            .await
+            .unwrap_err()
+            .code(),
         Code::FailedPrecondition
     );
     assert_eq!(last.stage_changes.len(), 6);
@@ -116,7 +124,10 @@ async fn an_opportunity_moves_forward_one_stage_at_a_time_or_to_lost_and_nothing
     assert_eq!(violated_fields(&status), ["reason"]);
     app.move_to("acme", &other.name, S::Lost, "budget cut").await.unwrap();
     assert_eq!(
-        app.move_to("acme", &other.name, S::Proposed, "").await.unwrap_err().code(),
+        app.move_to("acme", &other.name, S::Proposed, "")
+            .await
+            .unwrap_err()
+            .code(),
         Code::FailedPrecondition
     );
     let events = app.events::<ev::OpportunityStageChanged>(8).await;
