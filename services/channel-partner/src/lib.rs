@@ -163,7 +163,7 @@ impl Application {
         });
         background.add({
             let app = state.clone();
-            let every = Duration::from_secs(state.settings.sales.sweep_every_seconds.max(1));
+            let every = Duration::from_secs(state.settings.sales.sweep_every_secs.max(1));
             tokio::spawn(async move {
                 // By the service's clock: due deal locks expire, unanswered lead
                 // offers time out and go to the next partner.

@@ -37,7 +37,7 @@ pub struct SalesSection {
     /// Per level code, a capacity other than `lead_capacity`.
     pub level_lead_capacity: std::collections::BTreeMap<String, u32>,
     /// How often due locks expire and unanswered offers time out.
-    pub sweep_every_seconds: u64,
+    pub sweep_every_secs: u64,
 }
 
 impl Default for SalesSection {
@@ -48,7 +48,7 @@ impl Default for SalesSection {
             lead_accept_hours: 48,
             lead_capacity: 5,
             level_lead_capacity: std::collections::BTreeMap::new(),
-            sweep_every_seconds: 60,
+            sweep_every_secs: 60,
         }
     }
 }
@@ -115,8 +115,8 @@ impl Validate for Settings {
                 "must be between 1 and 8760",
             ));
         }
-        if self.sales.sweep_every_seconds == 0 {
-            return Err(ConfigError::invalid("sales.sweep_every_seconds", "must be positive"));
+        if self.sales.sweep_every_secs == 0 {
+            return Err(ConfigError::invalid("sales.sweep_every_secs", "must be positive"));
         }
         Ok(())
     }
