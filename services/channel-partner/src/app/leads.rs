@@ -80,6 +80,13 @@ impl Distributor {
 
     /// The partner `l` would go to now, if any.
     async fn choose(&self, txn: &DatabaseTransaction, l: &lead::Model) -> ServiceResult<Option<sales::Choice>> {
+        // Distributions take turns: each first locks the active partners' rows (a
+        // write that changes nothing), so two never count the same free capacity.
+        partner::Entity::update_many()
+            .col_expr(partner::Column::Level, Expr::col(partner::Column::Level))
+            .filter(partner::Column::State.eq(PartnerState::Active.as_str()))
+            .exec(txn)
+            .await?;
         let excluded: Vec<String> = lead_offer::Entity::find()
             .filter(lead_offer::Column::LeadId.eq(l.id.as_str()))
             .all(txn)

@@ -271,7 +271,10 @@ async fn leads_go_to_the_higher_level_first_within_each_partners_capacity() {
         Code::PermissionDenied
     );
     // Each partner lists only its own leads.
-    assert_eq!(app.ranked(as_partner("n1", all_leads())).await, std::slice::from_ref(&second.name));
+    assert_eq!(
+        app.ranked(as_partner("n1", all_leads())).await,
+        std::slice::from_ref(&second.name)
+    );
 }
 
 #[tokio::test]
@@ -371,4 +374,33 @@ async fn leads_are_scored_by_man_ranked_and_rescored_when_their_inputs_change() 
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&status), ["update_mask"]);
+}
+
+#[tokio::test]
+async fn leads_created_at_once_never_pass_a_partners_capacity() {
+    let app = spawn_app_with(|s| s.sales.lead_capacity = 2).await;
+    for id in ["n1", "n2", "n3"] {
+        app.active_in(id, "north").await;
+    }
+    let created = futures::future::join_all((0..20).map(|_| app.create_lead(lead("north", BILLION, 3, 3)))).await;
+    let mut offered = std::collections::BTreeMap::<String, usize>::new();
+    let mut unassigned = 0;
+    for l in created {
+        let l = l.unwrap();
+        if l.state == pb::LeadState::Offered as i32 {
+            *offered.entry(l.partner).or_default() += 1;
+        } else {
+            assert_eq!(l.state, pb::LeadState::Unassigned as i32);
+            unassigned += 1;
+        }
+    }
+    assert_eq!(
+        offered.into_iter().collect::<Vec<_>>(),
+        [
+            ("partners/n1".to_owned(), 2),
+            ("partners/n2".to_owned(), 2),
+            ("partners/n3".to_owned(), 2)
+        ]
+    );
+    assert_eq!(unassigned, 14);
 }
