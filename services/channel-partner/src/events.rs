@@ -109,6 +109,59 @@ pub(crate) fn special_discount_decided(
     .partitioned_by(&d.partner_id)
 }
 
+pub(crate) fn deal_lock_changed(
+    lock: &crate::store::deal_lock::Model,
+    change: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Outgoing {
+    Outgoing::of(&ev::DealLockChanged {
+        deal_lock: crate::app::deals::lock_name(&lock.partner_id, &lock.id),
+        partner_id: lock.partner_id.clone(),
+        change: change.to_owned(),
+        subject_kind: lock.subject_kind.clone(),
+        subject_ref: lock.subject_ref.clone(),
+        expire_time: Some(timestamp(lock.expires_at)),
+        reason: reason.to_owned(),
+        change_time: Some(timestamp(at)),
+    })
+    .partitioned_by(&lock.partner_id)
+}
+
+pub(crate) fn lead_changed(
+    lead: &crate::store::lead::Model,
+    partner: &str,
+    change: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Outgoing {
+    Outgoing::of(&ev::LeadChanged {
+        lead: format!("leads/{}", lead.id),
+        partner_id: partner.to_owned(),
+        change: change.to_owned(),
+        reason: reason.to_owned(),
+        man_total_tenths: i32::try_from(lead.total_tenths).unwrap_or(0),
+        change_time: Some(timestamp(at)),
+    })
+    .partitioned_by(&lead.id)
+}
+
+pub(crate) fn opportunity_stage_changed(
+    o: &crate::store::opportunity::Model,
+    change: &crate::store::stage_change::Model,
+) -> Outgoing {
+    Outgoing::of(&ev::OpportunityStageChanged {
+        opportunity: crate::app::opportunities::opportunity_name(&o.partner_id, &o.id),
+        partner_id: o.partner_id.clone(),
+        sales_rep_id: o.rep_id.clone(),
+        from_stage: change.from_stage.clone(),
+        to_stage: change.to_stage.clone(),
+        actor: change.actor.clone(),
+        change_time: Some(timestamp(change.changed_at)),
+    })
+    .partitioned_by(&o.partner_id)
+}
+
 /// Consumer name and source, as stored with the position.
 pub(crate) const CONSUMER: &str = "partner";
 pub(crate) const SOURCE: &str = "orders";

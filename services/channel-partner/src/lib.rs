@@ -25,7 +25,10 @@ use retail_kit::events::{EventLog, EventLogApi};
 use retail_kit::resilience::lazy_channel;
 use retail_kit::server::{self, Bound, ServiceRoutes};
 use retail_proto::events::event_log_service_server::{self, EventLogServiceServer};
+use retail_proto::partner::deal_service_server::{self, DealServiceServer};
 use retail_proto::partner::incentive_service_server::{self, IncentiveServiceServer};
+use retail_proto::partner::lead_service_server::{self, LeadServiceServer};
+use retail_proto::partner::opportunity_service_server::{self, OpportunityServiceServer};
 use retail_proto::partner::partner_service_server::{self, PartnerServiceServer};
 use retail_proto::partner::price_policy_service_server::{self, PricePolicyServiceServer};
 use retail_proto::partner::target_service_server::{self, TargetServiceServer};
@@ -38,6 +41,7 @@ pub use crate::app::{App, Caller, Sale};
 pub use crate::events::OrderEvents;
 
 use crate::api::policy::PricePolicyApi;
+use crate::api::sales::{DealApi, LeadApi, OpportunityApi};
 use crate::api::{IncentiveApi, PartnerApi, TargetApi};
 use crate::store::migration::Migrator;
 
@@ -157,6 +161,21 @@ impl Application {
                 }
             })
         });
+        background.add({
+            let app = state.clone();
+            let every = Duration::from_secs(state.settings.sales.sweep_every_secs.max(1));
+            tokio::spawn(async move {
+                // By the service's clock: due deal locks expire, unanswered lead
+                // offers time out and go to the next partner.
+                let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    sweep.tick().await;
+                    if let Err(err) = app.sweep_sales().await {
+                        tracing::warn!(error = %err, "sales sweep failed");
+                    }
+                }
+            })
+        });
         let (stop_consumer, consumer_stopped) = tokio::sync::watch::channel(false);
         let consumer = match &self.orders_events_url {
             Some(url) => {
@@ -193,12 +212,18 @@ impl Application {
                 .add_service(TargetServiceServer::new(TargetApi::new(state.clone())))
                 .add_service(IncentiveServiceServer::new(IncentiveApi::new(state.clone())))
                 .add_service(PricePolicyServiceServer::new(PricePolicyApi::new(state.clone())))
+                .add_service(DealServiceServer::new(DealApi::new(state.clone())))
+                .add_service(LeadServiceServer::new(LeadApi::new(state.clone())))
+                .add_service(OpportunityServiceServer::new(OpportunityApi::new(state.clone())))
                 .add_service(EventLogServiceServer::new(EventLogApi::new(state.log.clone()))),
             names: vec![
                 partner_service_server::SERVICE_NAME,
                 target_service_server::SERVICE_NAME,
                 incentive_service_server::SERVICE_NAME,
                 price_policy_service_server::SERVICE_NAME,
+                deal_service_server::SERVICE_NAME,
+                lead_service_server::SERVICE_NAME,
+                opportunity_service_server::SERVICE_NAME,
                 event_log_service_server::SERVICE_NAME,
             ],
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),

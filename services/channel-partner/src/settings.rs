@@ -18,6 +18,49 @@ pub struct Settings {
     pub events: EventsSettings,
     pub orders: OrdersFeedSection,
     pub programme: ProgrammeSection,
+    pub sales: SalesSection,
+}
+
+/// The sales side: deal locks, lead distribution, the sweep that expires locks
+/// and offers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SalesSection {
+    /// How long a deal lock holds.
+    pub lock_days: u32,
+    /// How much longer a lock holds after its one extension.
+    pub lock_extension_days: u32,
+    /// How long a partner has to accept an offered lead.
+    pub lead_accept_hours: u32,
+    /// How many open (offered or accepted) leads a partner may hold.
+    pub lead_capacity: u32,
+    /// Per level code, a capacity other than `lead_capacity`.
+    pub level_lead_capacity: std::collections::BTreeMap<String, u32>,
+    /// How often due locks expire and unanswered offers time out.
+    pub sweep_every_secs: u64,
+}
+
+impl Default for SalesSection {
+    fn default() -> Self {
+        Self {
+            lock_days: 90,
+            lock_extension_days: 90,
+            lead_accept_hours: 48,
+            lead_capacity: 5,
+            level_lead_capacity: std::collections::BTreeMap::new(),
+            sweep_every_secs: 60,
+        }
+    }
+}
+
+impl SalesSection {
+    /// The lead capacity of a partner at `level`.
+    pub fn capacity(&self, level: &str) -> u32 {
+        self.level_lead_capacity
+            .get(level)
+            .copied()
+            .unwrap_or(self.lead_capacity)
+    }
 }
 
 /// Where attributed sales come from.
@@ -57,6 +100,24 @@ impl Validate for Settings {
             return Err(ConfigError::invalid("orders.partitions", "must be between 1 and 64"));
         }
         self.programme.rules()?;
+        if !(1..=3650).contains(&self.sales.lock_days) {
+            return Err(ConfigError::invalid("sales.lock_days", "must be between 1 and 3650"));
+        }
+        if !(1..=3650).contains(&self.sales.lock_extension_days) {
+            return Err(ConfigError::invalid(
+                "sales.lock_extension_days",
+                "must be between 1 and 3650",
+            ));
+        }
+        if !(1..=8760).contains(&self.sales.lead_accept_hours) {
+            return Err(ConfigError::invalid(
+                "sales.lead_accept_hours",
+                "must be between 1 and 8760",
+            ));
+        }
+        if self.sales.sweep_every_secs == 0 {
+            return Err(ConfigError::invalid("sales.sweep_every_secs", "must be positive"));
+        }
         Ok(())
     }
 }

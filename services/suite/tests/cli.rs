@@ -182,7 +182,10 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
             "partner",
             &[
                 "retail.events.v1.EventLogService",
+                "retail.partner.v1.DealService",
                 "retail.partner.v1.IncentiveService",
+                "retail.partner.v1.LeadService",
+                "retail.partner.v1.OpportunityService",
                 "retail.partner.v1.PartnerService",
                 "retail.partner.v1.PricePolicyService",
                 "retail.partner.v1.TargetService",

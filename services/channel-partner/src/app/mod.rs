@@ -7,7 +7,10 @@
 //! Every change is one transaction with its audit rows and its events in the
 //! outbox.
 
+pub mod deals;
+pub mod leads;
 mod levels;
+pub mod opportunities;
 mod partners;
 mod points;
 pub mod policy;
@@ -39,6 +42,8 @@ pub struct App {
     pub(crate) log: Arc<EventLog>,
     pub(crate) settings: Settings,
     pub(crate) rules: Rules,
+    /// The offset of the service's clock from the system's, in milliseconds.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for App {
@@ -54,7 +59,30 @@ impl App {
             log,
             settings,
             rules,
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// The service's clock: what deal locks, lead offers and stage changes are
+    /// timed by, and what the sweep expires by.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let offset = self.clock_offset_ms.load(std::sync::atomic::Ordering::SeqCst);
+        retail_kit::convert::now() + chrono::Duration::milliseconds(offset)
+    }
+
+    /// Moves the service's clock forward (tests control time with it).
+    pub fn advance_clock(&self, by: chrono::Duration) {
+        self.clock_offset_ms
+            .fetch_add(by.num_milliseconds(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Expires due deal locks and times out unanswered lead offers at the
+    /// service's clock; how many of each.
+    pub async fn sweep_sales(&self) -> ServiceResult<(usize, usize)> {
+        let now = self.now();
+        let locks = self.expire_locks(now).await?;
+        let leads = self.time_out_offers(now).await?;
+        Ok((locks, leads))
     }
 }
 

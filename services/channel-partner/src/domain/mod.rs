@@ -7,3 +7,4 @@ pub mod partner;
 pub mod period;
 pub mod points;
 pub mod policy;
+pub mod sales;

@@ -362,3 +362,163 @@ pub mod special_discount_decision {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+pub mod deal_lock {
+    use sea_orm::entity::prelude::*;
+
+    /// A deal registration; `state` moves by conditional updates.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deal_locks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        pub subject_kind: String,
+        pub subject_ref: String,
+        pub customer_name: String,
+        pub customer_region: String,
+        pub customer_tax_id: String,
+        pub state: String,
+        pub registered_by: String,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+        pub extended: bool,
+        pub extension_reason: String,
+        pub ended_at: Option<DateTimeUtc>,
+        pub end_reason: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod deal_lock_key {
+    use sea_orm::entity::prelude::*;
+
+    /// A normalised key held by an active lock: the primary key makes the first
+    /// registration win.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deal_lock_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub lock_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod lead {
+    use sea_orm::entity::prelude::*;
+
+    /// A lead with its MAN inputs and the scores computed from them.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "leads")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub customer_name: String,
+        pub customer_region: String,
+        pub customer_tax_id: String,
+        pub customer_class: String,
+        pub annual_budget_minor: i64,
+        pub special_budget_minor: i64,
+        pub trend: String,
+        pub authority_score: i64,
+        pub need_score: i64,
+        pub need: String,
+        pub money_score: i64,
+        pub total_tenths: i64,
+        pub scored_at: DateTimeUtc,
+        pub state: String,
+        /// Empty when unassigned.
+        pub partner_id: String,
+        pub accept_deadline: Option<DateTimeUtc>,
+        pub assignment_reason: String,
+        pub outcome_reason: String,
+        pub created_by: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod lead_offer {
+    use sea_orm::entity::prelude::*;
+
+    /// One offer of a lead to a partner and how it ended.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "lead_offers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub lead_id: String,
+        pub partner_id: String,
+        pub reason: String,
+        pub offered_at: DateTimeUtc,
+        pub accept_deadline: DateTimeUtc,
+        pub outcome: String,
+        pub outcome_reason: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod opportunity {
+    use sea_orm::entity::prelude::*;
+
+    /// A partner's opportunity; `stage` moves by conditional updates.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "opportunities")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        pub rep_id: String,
+        pub title: String,
+        pub customer_name: String,
+        pub customer_region: String,
+        pub customer_tax_id: String,
+        pub amount_minor: i64,
+        pub lead_id: String,
+        pub stage: String,
+        pub stage_since: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod stage_change {
+    use sea_orm::entity::prelude::*;
+
+    /// One stage change of an opportunity (append-only).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "opportunity_stage_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub opportunity_id: String,
+        pub partner_id: String,
+        pub rep_id: String,
+        /// Empty at creation.
+        pub from_stage: String,
+        pub to_stage: String,
+        pub actor: String,
+        pub reason: String,
+        pub changed_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

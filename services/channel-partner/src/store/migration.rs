@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::CreateConsumerPartitions),
             Box::new(CreatePolicyTables),
             Box::new(AddDiscountRuleDisplayName),
+            Box::new(CreateSalesTables),
         ]
     }
 }
@@ -565,5 +566,173 @@ impl MigrationTrait for AddDiscountRuleDisplayName {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// The sales side: deal locks and the keys active locks hold, leads and their
+/// offers, opportunities and their stage changes.
+#[derive(Debug)]
+struct CreateSalesTables;
+
+impl MigrationName for CreateSalesTables {
+    fn name(&self) -> &str {
+        "m20261203_000041_create_sales_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateSalesTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(table(
+            "deal_locks",
+            vec![
+                text("id", 36),
+                text("partner_id", 64),
+                text("subject_kind", 16),
+                text("subject_ref", 100),
+                text("customer_name", 200),
+                text("customer_region", 32),
+                text("customer_tax_id", 32),
+                text("state", 16),
+                text("registered_by", 200),
+                time("created_at"),
+                time("expires_at"),
+                boolean(col("extended")),
+                text("extension_reason", 500),
+                time_null("ended_at"),
+                text("end_reason", 500),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(m, "idx_deal_locks_partner", "deal_locks", &["partner_id", "id"], false).await?;
+        plain_index(m, "idx_deal_locks_due", "deal_locks", &["state", "expires_at"], false).await?;
+        // One row per normalised key of an active lock: the first insert wins.
+        m.create_table(table(
+            "deal_lock_keys",
+            vec![text("key", 300), text("lock_id", 36)],
+            &["key"],
+        ))
+        .await?;
+        plain_index(m, "idx_deal_lock_keys_lock", "deal_lock_keys", &["lock_id"], false).await?;
+        m.create_table(table(
+            "leads",
+            vec![
+                text("id", 36),
+                text("customer_name", 200),
+                text("customer_region", 32),
+                text("customer_tax_id", 32),
+                text("customer_class", 4),
+                int("annual_budget_minor"),
+                int("special_budget_minor"),
+                text("trend", 16),
+                int("authority_score"),
+                int("need_score"),
+                text("need", 1000),
+                int("money_score"),
+                int("total_tenths"),
+                time("scored_at"),
+                text("state", 16),
+                text("partner_id", 64),
+                time_null("accept_deadline"),
+                text("assignment_reason", 500),
+                text("outcome_reason", 500),
+                text("created_by", 200),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(m, "idx_leads_partner", "leads", &["partner_id", "state"], false).await?;
+        plain_index(m, "idx_leads_due", "leads", &["state", "accept_deadline"], false).await?;
+        m.create_table(table(
+            "lead_offers",
+            vec![
+                text("id", 36),
+                text("lead_id", 36),
+                text("partner_id", 64),
+                text("reason", 500),
+                time("offered_at"),
+                time("accept_deadline"),
+                text("outcome", 16),
+                text("outcome_reason", 500),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(m, "idx_lead_offers_lead", "lead_offers", &["lead_id", "id"], false).await?;
+        m.create_table(table(
+            "opportunities",
+            vec![
+                text("id", 36),
+                text("partner_id", 64),
+                text("rep_id", 36),
+                text("title", 200),
+                text("customer_name", 200),
+                text("customer_region", 32),
+                text("customer_tax_id", 32),
+                int("amount_minor"),
+                text("lead_id", 36),
+                text("stage", 16),
+                time("stage_since"),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(
+            m,
+            "idx_opportunities_partner",
+            "opportunities",
+            &["partner_id", "id"],
+            false,
+        )
+        .await?;
+        m.create_table(table(
+            "opportunity_stage_changes",
+            vec![
+                text("id", 36),
+                text("opportunity_id", 36),
+                text("partner_id", 64),
+                text("rep_id", 36),
+                text("from_stage", 16),
+                text("to_stage", 16),
+                text("actor", 200),
+                text("reason", 500),
+                time("changed_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(
+            m,
+            "idx_stage_changes_opportunity",
+            "opportunity_stage_changes",
+            &["opportunity_id", "id"],
+            false,
+        )
+        .await?;
+        plain_index(
+            m,
+            "idx_stage_changes_partner",
+            "opportunity_stage_changes",
+            &["partner_id", "rep_id"],
+            false,
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            "opportunity_stage_changes",
+            "opportunities",
+            "lead_offers",
+            "leads",
+            "deal_lock_keys",
+            "deal_locks",
+        ] {
+            m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
+        }
+        Ok(())
     }
 }

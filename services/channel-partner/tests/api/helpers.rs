@@ -16,7 +16,10 @@ use retail_kit::server::{self, ServiceRoutes};
 use retail_proto::common::Money;
 use retail_proto::events::event_log_service_server::{self, EventLogServiceServer};
 use retail_proto::events::{self as ev};
+use retail_proto::partner::deal_service_client::DealServiceClient;
 use retail_proto::partner::incentive_service_client::IncentiveServiceClient;
+use retail_proto::partner::lead_service_client::LeadServiceClient;
+use retail_proto::partner::opportunity_service_client::OpportunityServiceClient;
 use retail_proto::partner::partner_service_client::PartnerServiceClient;
 use retail_proto::partner::price_policy_service_client::PricePolicyServiceClient;
 use retail_proto::partner::target_service_client::TargetServiceClient;
@@ -269,6 +272,72 @@ impl TestApp {
 
     pub fn incentives(&self) -> IncentiveServiceClient<Channel> {
         IncentiveServiceClient::new(self.channel())
+    }
+
+    pub fn deals(&self) -> DealServiceClient<Channel> {
+        DealServiceClient::new(self.channel())
+    }
+
+    pub fn leads(&self) -> LeadServiceClient<Channel> {
+        LeadServiceClient::new(self.channel())
+    }
+
+    pub fn opportunities(&self) -> OpportunityServiceClient<Channel> {
+        OpportunityServiceClient::new(self.channel())
+    }
+
+    /// Registers and admits a dealer of `region`.
+    pub async fn active_in(&self, id: &str, region: &str) {
+        let mut partner = dealer(&format!("Dealer {id}"));
+        partner.region = region.into();
+        self.client()
+            .create_partner(authed(pb::CreatePartnerRequest {
+                partner: Some(partner),
+                partner_id: id.into(),
+                request_id: String::new(),
+            }))
+            .await
+            .unwrap();
+        self.client()
+            .activate_partner(authed(pb::ActivatePartnerRequest {
+                name: format!("partners/{id}"),
+                reason: "admitted".into(),
+            }))
+            .await
+            .unwrap();
+    }
+
+    /// The events of type `T` on the service's event log so far (waits until at
+    /// least `n` are there).
+    pub async fn events<T: prost::Message + prost::Name + Default>(&self, n: usize) -> Vec<T> {
+        use retail_proto::events::event_log_service_client::EventLogServiceClient;
+        let mut log = EventLogServiceClient::new(self.channel());
+        let mut stream = log
+            .subscribe(with_token(
+                &staff_token(&["events.read"]),
+                ev::SubscribeRequest {
+                    after_position: 0,
+                    max_batch_size: 500,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut found = Vec::new();
+        while found.len() < n {
+            let batch = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("the events in time")
+                .unwrap()
+                .unwrap();
+            for e in batch.events {
+                if e.r#type == T::full_name() {
+                    let payload = e.payload.unwrap().value;
+                    found.push(T::decode(payload.as_slice()).unwrap());
+                }
+            }
+        }
+        found
     }
 
     /// Stops the service (its consumer included) and starts it again on the same

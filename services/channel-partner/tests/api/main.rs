@@ -5,8 +5,11 @@
 // Amounts in minor units are written major_minor (100_00 = 100.00).
 #![allow(clippy::inconsistent_digit_grouping)]
 
+mod deals;
 mod helpers;
+mod leads;
 mod ledger_props;
+mod pipeline;
 mod policy;
 mod sales;
 
