@@ -397,4 +397,28 @@ async fn partner_sales_are_priced_from_the_wholesale_list_less_the_policys_disco
     assert!(online.lines[0].discounts.is_empty());
     assert_eq!(online.partner_level, "");
     assert_eq!(amount(&online.total), amount(&online.lines[0].unit_price));
+
+    // A special discount named by concurrent orders: exactly one uses it, the
+    // others are refused and leave no order.
+    let granted = w.special("acme-0", "PO-78", 300).await;
+    assert_eq!(granted.state, ppb::SpecialDiscountState::Granted as i32);
+    let before = w.orders_of("acme-0").await.len();
+    let ids: Vec<String> = (0..4).map(|i| format!("race-{i}")).collect();
+    let races = futures::future::join_all(ids.iter().map(|id| w.place("acme-0", &[(1, 1)], &granted.name, id))).await;
+    let won: Vec<_> = races.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{races:?}");
+    for lost in races.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(lost.code(), Code::FailedPrecondition | Code::Aborted),
+            "{lost:?}"
+        );
+    }
+    assert_eq!(w.orders_of("acme-0").await.len(), before + 1);
+    let used = w.get_special(&granted.name).await;
+    assert_eq!(used.decisions.iter().filter(|d| d.decision == "consumed").count(), 1);
+    assert_eq!(
+        used.decisions.last().unwrap().reason,
+        won[0].name,
+        "used by the winning order"
+    );
 }
