@@ -188,7 +188,12 @@ impl GrpcDownstream {
     }
 
     /// Prices partner orders with channel-partner's price policy at `partner`.
-    pub fn with_partner(mut self, partner: Channel, tokens: Option<Arc<ServiceTokenSource>>, policy: CallPolicy) -> Self {
+    pub fn with_partner(
+        mut self,
+        partner: Channel,
+        tokens: Option<Arc<ServiceTokenSource>>,
+        policy: CallPolicy,
+    ) -> Self {
         let interceptor = ClientInterceptor::new(tokens);
         self.partner = Some(PartnerClients {
             partners: PartnerServiceClient::with_interceptor(partner.clone(), interceptor.clone()),
@@ -203,7 +208,13 @@ impl GrpcDownstream {
     }
 }
 
-fn quote_request(channel: cpb::SalesChannel, currency: &str, tier: &str, level: &str, lines: &[Units]) -> cpb::QuotePricesRequest {
+fn quote_request(
+    channel: cpb::SalesChannel,
+    currency: &str,
+    tier: &str,
+    level: &str,
+    lines: &[Units],
+) -> cpb::QuotePricesRequest {
     cpb::QuotePricesRequest {
         channel: channel as i32,
         currency_code: currency.to_owned(),
@@ -505,7 +516,10 @@ impl Downstream for GrpcDownstream {
                 state,
                 ppb::SpecialDiscountState::Granted | ppb::SpecialDiscountState::Approved
             ),
-            state: state.as_str_name().trim_start_matches("SPECIAL_DISCOUNT_STATE_").to_lowercase(),
+            state: state
+                .as_str_name()
+                .trim_start_matches("SPECIAL_DISCOUNT_STATE_")
+                .to_lowercase(),
         })
     }
 

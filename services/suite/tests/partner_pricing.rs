@@ -5,6 +5,8 @@
 //! `RETAIL_TEST_DATABASE_URL` is set).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+// Amounts in minor units are written major_minor (123_45 = 123.45).
+#![allow(clippy::inconsistent_digit_grouping)]
 
 use std::net::SocketAddr;
 
@@ -212,7 +214,10 @@ impl World {
     async fn get_special(&self, name: &str) -> ppb::SpecialDiscount {
         self.policy
             .clone()
-            .get_special_discount(authed(&self.admin, ppb::GetSpecialDiscountRequest { name: name.into() }))
+            .get_special_discount(authed(
+                &self.admin,
+                ppb::GetSpecialDiscountRequest { name: name.into() },
+            ))
             .await
             .unwrap()
             .into_inner()
@@ -249,7 +254,7 @@ fn discounts(line: &opb::OrderLine) -> Vec<(String, i64)> {
 
 #[tokio::test]
 async fn partner_sales_are_priced_from_the_wholesale_list_less_the_policys_discounts_and_a_special_discount_applies_once()
-{
+ {
     let w = World::start().await;
     // Total 2%, then cumulative 1.5% on what remains: under the 5% ceiling.
     let total = w.rule(ppb::DiscountRuleKind::Total, 200).await;
@@ -277,7 +282,12 @@ async fn partner_sales_are_priced_from_the_wholesale_list_less_the_policys_disco
     let read = w
         .orders
         .clone()
-        .get_order(authed(&w.admin, opb::GetOrderRequest { name: placed.name.clone() }))
+        .get_order(authed(
+            &w.admin,
+            opb::GetOrderRequest {
+                name: placed.name.clone(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -304,7 +314,10 @@ async fn partner_sales_are_priced_from_the_wholesale_list_less_the_policys_disco
         .await
         .unwrap();
     // Another partner's request is refused.
-    let err = w.place("globex-0", &[(0, 1)], &asked.name, "globex-1").await.unwrap_err();
+    let err = w
+        .place("globex-0", &[(0, 1)], &asked.name, "globex-1")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // Approved: applied after the policy's discounts, on what remains.
@@ -316,7 +329,11 @@ async fn partner_sales_are_priced_from_the_wholesale_list_less_the_policys_disco
     let special = bp(123_45 - first - second, 1_000);
     assert_eq!(
         discounts(line),
-        [(total.clone(), first), (cumulative.clone(), second), (asked.name.clone(), special)]
+        [
+            (total.clone(), first),
+            (cumulative.clone(), second),
+            (asked.name.clone(), special)
+        ]
     );
     assert_eq!(amount(&with_special.total), 123_45 - first - second - special);
     let used = w.get_special(&asked.name).await;
@@ -380,4 +397,28 @@ async fn partner_sales_are_priced_from_the_wholesale_list_less_the_policys_disco
     assert!(online.lines[0].discounts.is_empty());
     assert_eq!(online.partner_level, "");
     assert_eq!(amount(&online.total), amount(&online.lines[0].unit_price));
+
+    // A special discount named by concurrent orders: exactly one uses it, the
+    // others are refused and leave no order.
+    let granted = w.special("acme-0", "PO-78", 300).await;
+    assert_eq!(granted.state, ppb::SpecialDiscountState::Granted as i32);
+    let before = w.orders_of("acme-0").await.len();
+    let ids: Vec<String> = (0..4).map(|i| format!("race-{i}")).collect();
+    let races = futures::future::join_all(ids.iter().map(|id| w.place("acme-0", &[(1, 1)], &granted.name, id))).await;
+    let won: Vec<_> = races.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{races:?}");
+    for lost in races.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(lost.code(), Code::FailedPrecondition | Code::Aborted),
+            "{lost:?}"
+        );
+    }
+    assert_eq!(w.orders_of("acme-0").await.len(), before + 1);
+    let used = w.get_special(&granted.name).await;
+    assert_eq!(used.decisions.iter().filter(|d| d.decision == "consumed").count(), 1);
+    assert_eq!(
+        used.decisions.last().unwrap().reason,
+        won[0].name,
+        "used by the winning order"
+    );
 }

@@ -19,7 +19,7 @@ use tonic::{Request, Response};
 use super::convert::{period_kind_of_pb, period_kind_to_pb};
 use super::{ADMIN, READ, Rpc, WRITE, caller, ok, parse};
 use crate::app::App;
-use crate::app::policy::{NewRule, NewSpecial, RuleChanges, Priced, SpecialView, rule_of, special_name};
+use crate::app::policy::{NewRule, NewSpecial, Priced, RuleChanges, SpecialView, rule_of, special_name};
 use crate::domain::ids::{PartnerId, collection_id};
 use crate::domain::policy::{self, Band, Basis, Function, Line, RuleKind, SpecialState};
 use crate::store::discount_rule;
@@ -179,10 +179,7 @@ fn rule_changes(req: &pb::UpdateDiscountRuleRequest) -> ServiceResult<(String, R
         return Err(ServiceError::invalid("discount_rule", "is required"));
     };
     let mut v = Violations::new();
-    let id = v.field(
-        "discount_rule.name",
-        collection_id(&r.name, "discountRules"),
-    );
+    let id = v.field("discount_rule.name", collection_id(&r.name, "discountRules"));
     let paths = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
     if paths.is_empty() {
         v.add("update_mask", "must name the fields to update");

@@ -24,7 +24,10 @@ pub async fn list_rules(conn: &impl ConnectionTrait, page: &Page) -> ServiceResu
 pub async fn update_rule(conn: &impl ConnectionTrait, rule: &discount_rule::Model) -> ServiceResult<bool> {
     let res = discount_rule::Entity::update_many()
         .col_expr(discount_rule::Column::ValidUntil, Expr::value(rule.valid_until))
-        .col_expr(discount_rule::Column::DisplayName, Expr::value(rule.display_name.as_str()))
+        .col_expr(
+            discount_rule::Column::DisplayName,
+            Expr::value(rule.display_name.as_str()),
+        )
         .filter(discount_rule::Column::Id.eq(rule.id.as_str()))
         .exec(conn)
         .await?;

@@ -602,11 +602,7 @@ async fn a_partner_sees_and_uses_only_its_own_special_discounts() {
 }
 
 impl TestApp {
-    async fn update_rule(
-        &self,
-        rule: pb::DiscountRule,
-        paths: &[&str],
-    ) -> Result<pb::DiscountRule, tonic::Status> {
+    async fn update_rule(&self, rule: pb::DiscountRule, paths: &[&str]) -> Result<pb::DiscountRule, tonic::Status> {
         self.policy()
             .update_discount_rule(authed(pb::UpdateDiscountRuleRequest {
                 discount_rule: Some(rule),
@@ -736,7 +732,11 @@ async fn a_named_consumer_uses_a_special_discount_once_and_may_ask_again() {
         assert_eq!(r.state, pb::SpecialDiscountState::Consumed as i32);
     }
     let again = consume("orders/a").await.unwrap().into_inner();
-    assert_eq!(decisions(&again), ["pending", "granted", "consumed"], "used more than once");
+    assert_eq!(
+        decisions(&again),
+        ["pending", "granted", "consumed"],
+        "used more than once"
+    );
     assert_eq!(again.decisions[2].reason, "orders/a");
     // Another consumer is refused.
     let other = consume("orders/b").await.unwrap_err();

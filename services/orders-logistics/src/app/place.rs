@@ -362,7 +362,11 @@ impl App {
     /// line, then the special discount (granted or approved) on what remains.
     async fn price_for_partner(&self, input: &PlaceOrder, lines: &[Units]) -> ServiceResult<Priced> {
         let partner = |s| from_downstream("channel-partner", s);
-        let level = self.downstream.partner_level(&input.partner_id).await.map_err(partner)?;
+        let level = self
+            .downstream
+            .partner_level(&input.partner_id)
+            .await
+            .map_err(partner)?;
         let prices = self
             .downstream
             .quote_wholesale(&self.settings.orders.currency, &level, lines)

@@ -473,13 +473,8 @@ impl MigrationTrait for AddPartnerPricing {
             } else {
                 string_len(Alias::new(column), len).default("").to_owned()
             };
-            m.alter_table(
-                Table::alter()
-                    .table(Alias::new(table))
-                    .add_column(def)
-                    .to_owned(),
-            )
-            .await?;
+            m.alter_table(Table::alter().table(Alias::new(table)).add_column(def).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -168,13 +168,20 @@ async fn without_partner_pricing_a_partner_sale_is_priced_as_a_consumer_sale_and
     special.special_discount = "partners/acme/specialDiscounts/0190f5b2-8d3e-7c41-9a6b-2f0e1d3c4b5a".into();
     let err = app.place(special, "p-2").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert_eq!(app.fakes.calls_of("reserve").len(), 1, "the refused order reserved nothing");
+    assert_eq!(
+        app.fakes.calls_of("reserve").len(),
+        1,
+        "the refused order reserved nothing"
+    );
 }
 
 #[tokio::test]
 async fn a_partner_sale_that_channel_partner_cannot_price_is_unavailable_and_nothing_is_written() {
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let app = spawn_app_priced_by(|_| {}, Some(closed)).await;
     let err = app.place(partner_order(&[("A", 1)]), "p-1").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -198,9 +205,15 @@ async fn a_special_discount_of_another_partner_or_on_a_consumer_sale_is_a_field_
     let mut other = partner_order(&[("A", 1)]);
     other.special_discount = "partners/globex/specialDiscounts/0190f5b2-8d3e-7c41-9a6b-2f0e1d3c4b5a".into();
     let err = app.place(other, "").await.unwrap_err();
-    assert_eq!(retail_testkit::tokens::violated_fields(&err), ["order.special_discount"]);
+    assert_eq!(
+        retail_testkit::tokens::violated_fields(&err),
+        ["order.special_discount"]
+    );
     let mut online = order_of(&[("A", 1)]);
     online.special_discount = "partners/acme/specialDiscounts/0190f5b2-8d3e-7c41-9a6b-2f0e1d3c4b5a".into();
     let err = app.place(online, "").await.unwrap_err();
-    assert_eq!(retail_testkit::tokens::violated_fields(&err), ["order.special_discount"]);
+    assert_eq!(
+        retail_testkit::tokens::violated_fields(&err),
+        ["order.special_discount"]
+    );
 }
