@@ -10,7 +10,8 @@ use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_kit::paging::Page;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use super::deals::CustomerInput;
@@ -74,19 +75,27 @@ impl Distributor {
     /// it unassigned; records the offer and publishes the change. `l` is updated
     /// in memory; the caller writes it.
     async fn offer_next(&self, txn: &DatabaseTransaction, l: &mut lead::Model, at: DateTime<Utc>) -> ServiceResult<()> {
-        let choice = self.choose(txn, l).await?;
+        let choice = self.choose(txn, l, true).await?;
         self.apply_choice(txn, l, choice, at).await
     }
 
-    /// The partner `l` would go to now, if any.
-    async fn choose(&self, txn: &DatabaseTransaction, l: &lead::Model) -> ServiceResult<Option<sales::Choice>> {
-        // Distributions take turns: each first locks the active partners' rows (a
-        // write that changes nothing), so two never count the same free capacity.
-        partner::Entity::update_many()
-            .col_expr(partner::Column::Level, Expr::col(partner::Column::Level))
-            .filter(partner::Column::State.eq(PartnerState::Active.as_str()))
-            .exec(txn)
-            .await?;
+    /// The partner `l` would go to now, if any. With `lock`, distributions take
+    /// turns: each first locks the active partners' rows (a write that changes
+    /// nothing), so two never count the same free capacity; without, it is only a
+    /// look.
+    async fn choose(
+        &self,
+        txn: &impl ConnectionTrait,
+        l: &lead::Model,
+        lock: bool,
+    ) -> ServiceResult<Option<sales::Choice>> {
+        if lock {
+            partner::Entity::update_many()
+                .col_expr(partner::Column::Level, Expr::col(partner::Column::Level))
+                .filter(partner::Column::State.eq(PartnerState::Active.as_str()))
+                .exec(txn)
+                .await?;
+        }
         let excluded: Vec<String> = lead_offer::Entity::find()
             .filter(lead_offer::Column::LeadId.eq(l.id.as_str()))
             .all(txn)
@@ -551,11 +560,15 @@ impl App {
             .all(&self.db)
             .await?;
         for l in waiting {
+            // A look first: the write (and its lock) only when a partner has room.
+            if d.choose(&self.db, &l, false).await?.is_none() {
+                continue;
+            }
             let retried = idempotency::transaction(&self.db, |txn| {
                 let (l, d) = (l.clone(), d.clone());
                 Box::pin(async move {
                     // Nothing changes (and nothing is published) while nobody is eligible.
-                    let Some(choice) = d.choose(txn, &l).await? else {
+                    let Some(choice) = d.choose(txn, &l, true).await? else {
                         return Ok(());
                     };
                     let mut next = l.clone();
