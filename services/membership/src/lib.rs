@@ -34,8 +34,8 @@ pub use crate::app::{App, LogSender, MessageSender};
 pub use crate::events::OrderEvents;
 
 use crate::api::{EngagementApi, LoyaltyApi, MembershipApi};
-use retail_proto::membership::engagement_service_server::EngagementServiceServer;
 use crate::store::migration::Migrator;
+use retail_proto::membership::engagement_service_server::EngagementServiceServer;
 use retail_proto::membership::loyalty_service_server::LoyaltyServiceServer;
 
 #[derive(Debug)]

@@ -87,7 +87,14 @@ fn rule(
         let mut out = Vec::new();
         let mut ok = true;
         for (i, child) in g.rules.iter().enumerate() {
-            match rule(v, &format!("{field}.{name}.rules[{i}]"), Some(child), rules, depth + 1, nodes) {
+            match rule(
+                v,
+                &format!("{field}.{name}.rules[{i}]"),
+                Some(child),
+                rules,
+                depth + 1,
+                nodes,
+            ) {
                 Some(r) => out.push(r),
                 None => ok = false,
             }
@@ -152,7 +159,10 @@ fn rule(
                 v.add(format!("{field}.purchase_count.max"), "must not be below min");
             }
             if within_days == Some(0) {
-                v.add(format!("{field}.purchase_count.within_days"), "must be positive when set");
+                v.add(
+                    format!("{field}.purchase_count.within_days"),
+                    "must be positive when set",
+                );
             }
             Some(Rule::PurchaseCount { min, max, within_days })
         }
@@ -295,7 +305,10 @@ fn new_campaign(c: Option<&pb::Campaign>) -> ServiceResult<NewCampaign> {
     };
     let mut v = Violations::new();
     let display_name = v.text("campaign.display_name", &c.display_name, 200, true);
-    let segment_id = v.field("campaign.segment", id_of("campaign.segment", &c.segment, "segments").map_err(|_| "must be segments/{id} with a UUID id"));
+    let segment_id = v.field(
+        "campaign.segment",
+        id_of("campaign.segment", &c.segment, "segments").map_err(|_| "must be segments/{id} with a UUID id"),
+    );
     let channel = parse::consent_channel(c.channel);
     if channel.is_none() {
         v.add("campaign.channel", "must be a consent channel");
@@ -341,7 +354,10 @@ fn new_campaign(c: Option<&pb::Campaign>) -> ServiceResult<NewCampaign> {
         v.add("campaign.bonus_points", "only a bonus-points campaign grants points");
     }
     if !(0..=MAX_CONTROL_SHARE_BP as i32).contains(&c.control_share_bp) {
-        v.add("campaign.control_share_bp", format!("must be 0 to {MAX_CONTROL_SHARE_BP}"));
+        v.add(
+            "campaign.control_share_bp",
+            format!("must be 0 to {MAX_CONTROL_SHARE_BP}"),
+        );
     }
     if c.budget_contacts < 0 {
         v.add("campaign.budget_contacts", "must not be negative");

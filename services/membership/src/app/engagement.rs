@@ -168,7 +168,8 @@ impl App {
         let mut cursor = after;
         let mut out = Vec::new();
         loop {
-            let rows = store::list_members(conn, &page.continued_after(cursor.clone()), &MemberFilter::default()).await?;
+            let rows =
+                store::list_members(conn, &page.continued_after(cursor.clone()), &MemberFilter::default()).await?;
             let exhausted = rows.len() as u64 <= page.size;
             for row in rows.into_iter().take(page.size as usize) {
                 cursor = Some(row.id.clone());
@@ -267,7 +268,11 @@ impl App {
     }
 
     /// Moves a campaign to `to`; FAILED_PRECONDITION if its state does not allow it.
-    pub(crate) async fn move_campaign(&self, id: &str, to: CampaignState) -> ServiceResult<(campaign::Model, i64, i64)> {
+    pub(crate) async fn move_campaign(
+        &self,
+        id: &str,
+        to: CampaignState,
+    ) -> ServiceResult<(campaign::Model, i64, i64)> {
         let (current, _, _) = self.campaign(id).await?;
         let from = stored("campaign state", &current.state, CampaignState::parse)?;
         if !from.may_become(to) {
@@ -323,7 +328,9 @@ impl App {
         let mut contacted = 0;
         let mut cursor = None;
         loop {
-            let (views, last) = self.matching(&self.db, &rule, cursor, SCAN_BATCH as usize, as_of).await?;
+            let (views, last) = self
+                .matching(&self.db, &rule, cursor, SCAN_BATCH as usize, as_of)
+                .await?;
             for view in views {
                 let member_id = view.member.id.clone();
                 let txn = self.db.begin().await?;
@@ -369,13 +376,7 @@ impl App {
         }
         let member_id = v.member.id.as_str();
         let in_control = engagement::in_control_group(&c.id, member_id, c.control_share_bp.max(0) as u32);
-        let recent = db::recent_messages(
-            txn,
-            member_id,
-            &c.channel,
-            as_of - self.engagement.frequency_window,
-        )
-        .await?;
+        let recent = db::recent_messages(txn, member_id, &c.channel, as_of - self.engagement.frequency_window).await?;
         let so_far = db::count_outcome(txn, &c.id, ContactOutcome::Contacted.as_str()).await?;
         let budget = (c.budget_contacts > 0).then_some(c.budget_contacts as u64);
         let outcome = engagement::decide_contact(in_control, recent, self.engagement.frequency_cap, so_far, budget);

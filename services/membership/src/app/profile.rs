@@ -13,9 +13,9 @@ use retail_proto::membership as pb;
 use sea_orm::{AccessMode, IsolationLevel, TransactionTrait};
 
 use super::{App, live, member_key, member_not_found, stored, tier_key};
+use crate::domain::engagement;
 use crate::domain::fields::{ConsentChannel, IdentifierKind};
 use crate::domain::ids::MemberId;
-use crate::domain::engagement;
 use crate::domain::lifecycle::LifecycleState;
 use crate::domain::points::PurchaseKind;
 use crate::domain::rules::LoyaltyRules;

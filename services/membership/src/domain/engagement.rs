@@ -102,7 +102,10 @@ pub(crate) enum Rule {
     Not(Box<Rule>),
     /// A tag at `path` or below it (`interest` matches `interest/outdoor`), with
     /// `value` when given. Expired tags do not count; computed tags do.
-    Tag { path: String, value: Option<String> },
+    Tag {
+        path: String,
+        value: Option<String>,
+    },
     Tier(BTreeSet<String>),
     Lifecycle(BTreeSet<LifecycleState>),
     Region(BTreeSet<String>),
@@ -115,7 +118,10 @@ pub(crate) enum Rule {
     },
     /// Days since the latest paid purchase, from `min_days` to `max_days` inclusive.
     /// A member who never bought does not match.
-    DaysSinceLastPurchase { min_days: u32, max_days: Option<u32> },
+    DaysSinceLastPurchase {
+        min_days: u32,
+        max_days: Option<u32>,
+    },
 }
 
 /// What a rule is evaluated against: one member at `as_of`.
@@ -372,7 +378,13 @@ mod tests {
             at: at(day),
             channel: ch.into(),
         };
-        let tags = computed_tags(&[p(1, "store"), p(2, "online"), p(3, "store"), p(4, "online"), p(5, "partner")]);
+        let tags = computed_tags(&[
+            p(1, "store"),
+            p(2, "online"),
+            p(3, "store"),
+            p(4, "online"),
+            p(5, "partner"),
+        ]);
         // store and online tie at 2; online was bought through more recently.
         assert_eq!(
             tags,
@@ -387,7 +399,10 @@ mod tests {
 
     fn facts() -> MemberFacts {
         MemberFacts {
-            tags: vec![("interest/outdoor/hiking".into(), String::new()), ("consumption/preferred_channel".into(), "online".into())],
+            tags: vec![
+                ("interest/outdoor/hiking".into(), String::new()),
+                ("consumption/preferred_channel".into(), "online".into()),
+            ],
             tier: "silver".into(),
             lifecycle: LifecycleState::NewRepeat,
             region: "DE-BE".into(),
@@ -464,7 +479,10 @@ mod tests {
         }
         assert_eq!(members.iter().filter(|m| in_control_group("c-1", m, 0)).count(), 0);
         // Another campaign draws another group.
-        let other = members.iter().filter(|m| in_control_group("c-2", m, share) != in_control_group("c-1", m, share)).count();
+        let other = members
+            .iter()
+            .filter(|m| in_control_group("c-2", m, share) != in_control_group("c-1", m, share))
+            .count();
         assert!(other > n / 10);
     }
 
@@ -494,8 +512,16 @@ mod tests {
 
     fn leaf() -> impl Strategy<Value = Rule> {
         prop_oneof![
-            prop::sample::select(vec!["interest", "interest/outdoor", "social", "consumption/preferred_channel"])
-                .prop_map(|p| Rule::Tag { path: p.into(), value: None }),
+            prop::sample::select(vec![
+                "interest",
+                "interest/outdoor",
+                "social",
+                "consumption/preferred_channel"
+            ])
+            .prop_map(|p| Rule::Tag {
+                path: p.into(),
+                value: None
+            }),
             prop::sample::subsequence(vec!["regular", "silver", "gold"], 0..3)
                 .prop_map(|t| Rule::Tier(t.into_iter().map(str::to_owned).collect())),
             prop::sample::subsequence(vec!["DE-BE", "FR"], 0..2)
@@ -519,7 +545,14 @@ mod tests {
 
     fn member() -> impl Strategy<Value = MemberFacts> {
         (
-            prop::sample::subsequence(vec!["interest/outdoor/hiking", "social/influencer", "consumption/preferred_channel"], 0..3),
+            prop::sample::subsequence(
+                vec![
+                    "interest/outdoor/hiking",
+                    "social/influencer",
+                    "consumption/preferred_channel",
+                ],
+                0..3,
+            ),
             prop::sample::select(vec!["regular", "silver", "gold"]),
             prop::sample::select(vec!["DE-BE", "FR", ""]),
             prop::collection::vec(1u32..28, 0..4),

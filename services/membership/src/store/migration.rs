@@ -558,7 +558,8 @@ impl MigrationTrait for CreateEngagementTables {
         ] {
             db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}")).await?;
         }
-        db.execute_unprepared("ALTER TABLE member_tags DROP COLUMN expires_at").await?;
+        db.execute_unprepared("ALTER TABLE member_tags DROP COLUMN expires_at")
+            .await?;
         Ok(())
     }
 }

@@ -94,7 +94,10 @@ async fn segment(app: &TestApp, r: pb::SegmentRule) -> Result<pb::Segment, tonic
 }
 
 async fn register(app: &TestApp, n: u32) -> String {
-    app.register("M", vec![phone(&format!("+49151000{n:05}"))]).await.unwrap().name
+    app.register("M", vec![phone(&format!("+49151000{n:05}"))])
+        .await
+        .unwrap()
+        .name
 }
 
 #[tokio::test]
@@ -388,7 +391,10 @@ async fn a_planned_campaign_reaches_each_consented_member_once_and_nobody_else()
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((c.state, c.contacted_count, c.control_count), (pb::CampaignState::Running as i32, 1, 0));
+    assert_eq!(
+        (c.state, c.contacted_count, c.control_count),
+        (pb::CampaignState::Running as i32, 1, 0)
+    );
 
     // Lifecycle: a running campaign cannot be scheduled again; cancelled is final.
     let err = engagement(&app)
@@ -425,7 +431,9 @@ async fn a_planned_campaign_reaches_each_consented_member_once_and_nobody_else()
     .await
     .unwrap();
     engagement(&app)
-        .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: later.name.clone() }))
+        .schedule_campaign(authed(pb::ScheduleCampaignRequest {
+            name: later.name.clone(),
+        }))
         .await
         .unwrap();
     state.run_campaigns(Utc::now()).await.unwrap();
