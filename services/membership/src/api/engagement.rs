@@ -290,7 +290,8 @@ fn time(v: &mut Violations, field: &str, ts: Option<&prost_types::Timestamp>) ->
             None
         }
         Some(ts) => {
-            let t = from_timestamp(ts);
+            use chrono::SubsecRound;
+            let t = from_timestamp(ts).map(|t| t.trunc_subsecs(6));
             if t.is_none() {
                 v.add(field, "is not a valid time");
             }

@@ -116,7 +116,8 @@ fn tag(v: &mut Violations, field: &str, t: &pb::Tag) -> Option<TagChange> {
     let expires_at = match &t.expire_time {
         None => None,
         Some(ts) => {
-            let parsed = retail_kit::convert::from_timestamp(ts);
+            use chrono::SubsecRound;
+            let parsed = retail_kit::convert::from_timestamp(ts).map(|t| t.trunc_subsecs(6));
             if parsed.is_none() {
                 v.add(format!("{field}.expire_time"), "is not a valid time");
             }

@@ -132,7 +132,7 @@ impl App {
         R: prost::Message + Default + Clone + 'static,
     {
         let rule_json = serde_json::to_string(&rule).map_err(ServiceError::internal)?;
-        let now = Utc::now();
+        let now = retail_kit::convert::now();
         idempotency::execute(&self.db, key, Clone::clone, |txn| {
             let model = segment::Model {
                 id: store::new_id(),
@@ -227,7 +227,7 @@ impl App {
         if db::find_segment(&self.db, &new.segment_id).await?.is_none() {
             return Err(ServiceError::invalid("campaign.segment", "no such segment"));
         }
-        let now = Utc::now();
+        let now = retail_kit::convert::now();
         idempotency::execute(&self.db, key, Clone::clone, |txn| {
             let n = new.clone();
             let model = campaign::Model {
@@ -295,7 +295,7 @@ impl App {
     /// their window finish, and the outbox is delivered. Returns the members
     /// contacted.
     pub async fn run_campaigns(&self, as_of: DateTime<Utc>) -> ServiceResult<u64> {
-        let now = Utc::now();
+        let now = retail_kit::convert::now();
         for c in db::campaigns_in(&self.db, CampaignState::Scheduled.as_str()).await? {
             if c.window_start <= as_of {
                 db::move_campaign(&self.db, &c.id, "scheduled", "running", now).await?;
@@ -333,7 +333,7 @@ impl App {
                 .await?;
             for view in views {
                 let member_id = view.member.id.clone();
-                let txn = self.db.begin().await?;
+                let txn = retail_kit::db::begin_write(&self.db).await?;
                 let version = match store::find_member(&txn, &member_id).await? {
                     Some(member) => {
                         let view = store::view(&txn, member).await?;
@@ -375,6 +375,7 @@ impl App {
             return Ok(None);
         }
         let member_id = v.member.id.as_str();
+        db::lock_for_contact(txn, member_id, &c.id).await?;
         let in_control = engagement::in_control_group(&c.id, member_id, c.control_share_bp.max(0) as u32);
         let recent = db::recent_messages(txn, member_id, &c.channel, as_of - self.engagement.frequency_window).await?;
         let so_far = db::count_outcome(txn, &c.id, ContactOutcome::Contacted.as_str()).await?;
@@ -509,7 +510,7 @@ impl App {
         for m in db::pending_messages(&self.db, limit).await? {
             match self.sender.send(&m).await {
                 Ok(()) => {
-                    db::mark_message_sent(&self.db, &m.id, Utc::now()).await?;
+                    db::mark_message_sent(&self.db, &m.id, retail_kit::convert::now()).await?;
                     sent += 1;
                 }
                 Err(e) => {

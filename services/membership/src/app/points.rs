@@ -631,7 +631,7 @@ impl App {
         if let Ok(done) = &newly
             && !input.refund
         {
-            let txn = self.db.begin().await?;
+            let txn = retail_kit::db::begin_write(&self.db).await?;
             let reacted = self
                 .react_to_payment(&txn, id.as_str(), done.tier_changed, now.max(input.at))
                 .await?;

@@ -69,6 +69,32 @@ pub(crate) async fn campaigns_in(conn: &impl ConnectionTrait, state: &str) -> Se
         .await?)
 }
 
+/// Serialises the decisions about one member (the frequency cap across campaigns)
+/// and within one campaign (its budget) until the transaction ends: on PostgreSQL
+/// both rows are locked, member first as the payment path locks it; SQLite's write
+/// transactions run one at a time anyway.
+pub(crate) async fn lock_for_contact(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    campaign_id: &str,
+) -> ServiceResult<()> {
+    let backend = conn.get_database_backend();
+    if backend != sea_orm::DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    for (sql, id) in [
+        ("SELECT id FROM members WHERE id = $1 FOR UPDATE", member_id),
+        (
+            "SELECT id FROM engagement_campaigns WHERE id = $1 FOR UPDATE",
+            campaign_id,
+        ),
+    ] {
+        conn.execute_raw(sea_orm::Statement::from_sql_and_values(backend, sql, [id.into()]))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Records the decision for a member unless one exists; true if this one counts.
 pub(crate) async fn decide(conn: &impl ConnectionTrait, model: contact::Model) -> ServiceResult<bool> {
     let active: contact::ActiveModel = model.into();

@@ -566,3 +566,61 @@ async fn a_bad_campaign_is_refused_with_its_fields() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_frequency_cap_holds_across_campaigns() {
+    let app = spawn_app_with(|s| {
+        s.engagement.frequency_cap = 1;
+        s.engagement.frequency_window_days = 2;
+    })
+    .await;
+    let state = app.state.clone().unwrap();
+    let m = register(&app, 1).await;
+    consent(&app, &m, pb::ConsentChannel::Email, true).await;
+    let mut campaigns = Vec::new();
+    for _ in 0..2 {
+        let c = campaign(
+            &app,
+            CampaignSpec {
+                segment: everyone(&app).await,
+                trigger: pb::CampaignTrigger::Planned,
+                action: pb::CampaignAction::Message,
+                template: "Hello",
+                bonus_points: 0,
+                control_share_bp: 0,
+            },
+        )
+        .await
+        .unwrap();
+        engagement(&app)
+            .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: c.name.clone() }))
+            .await
+            .unwrap();
+        campaigns.push(c.name);
+    }
+    state.run_campaigns(Utc::now()).await.unwrap();
+    let mut reached = 0;
+    for c in &campaigns {
+        reached += messages(&app, c).await.len();
+    }
+    assert_eq!(reached, 1, "one message per member and channel within the cap's window");
+    // Past the cap's window (2 days) a new campaign reaches the member again.
+    let c = campaign(
+        &app,
+        CampaignSpec {
+            segment: everyone(&app).await,
+            trigger: pb::CampaignTrigger::Planned,
+            action: pb::CampaignAction::Message,
+            template: "Hello again",
+            bonus_points: 0,
+            control_share_bp: 0,
+        },
+    )
+    .await
+    .unwrap();
+    engagement(&app)
+        .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: c.name.clone() }))
+        .await
+        .unwrap();
+    assert_eq!(state.run_campaigns(Utc::now() + Duration::days(3)).await.unwrap(), 1);
+}
