@@ -15,7 +15,7 @@ use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_kit::paging::Page;
 use retail_proto::membership as pb;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
 use super::{App, points, stored};
 use crate::domain::engagement::{

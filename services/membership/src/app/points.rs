@@ -18,7 +18,7 @@ use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::events::entity::outbox;
 use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_kit::paging::Page;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction};
 
 use super::{App, live, member_not_found, stored};
 use crate::domain::ids::MemberId;
