@@ -34,6 +34,9 @@ pub struct EngagementSection {
     pub frequency_window_days: u32,
     /// How often campaigns are started, sent, finished and the outbox delivered.
     pub run_every_secs: u64,
+    /// Purchases this many days after a contact (or control decision) count as its
+    /// response.
+    pub attribution_days: u32,
 }
 
 impl Default for EngagementSection {
@@ -42,6 +45,7 @@ impl Default for EngagementSection {
             frequency_cap: 3,
             frequency_window_days: 7,
             run_every_secs: 60,
+            attribution_days: 14,
         }
     }
 }
@@ -51,6 +55,7 @@ impl EngagementSection {
         crate::app::EngagementRules {
             frequency_cap: self.frequency_cap,
             frequency_window: chrono::Duration::days(i64::from(self.frequency_window_days)),
+            attribution_window: chrono::Duration::days(i64::from(self.attribution_days)),
         }
     }
 }
@@ -95,10 +100,13 @@ impl Validate for Settings {
         if let Some(url) = &self.orders.events_url {
             retail_kit::config::validate_url("orders.events_url", url, retail_kit::config::HTTP)?;
         }
-        if self.engagement.frequency_cap == 0 || self.engagement.frequency_window_days == 0 {
+        if self.engagement.frequency_cap == 0
+            || self.engagement.frequency_window_days == 0
+            || self.engagement.attribution_days == 0
+        {
             return Err(ConfigError::invalid(
                 "engagement.frequency_cap",
-                "the cap and its window must be positive",
+                "the cap, its window and the attribution window must be positive",
             ));
         }
         if !(1..=64).contains(&self.orders.partitions) {

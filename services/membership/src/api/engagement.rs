@@ -9,6 +9,7 @@ use retail_kit::convert::{from_timestamp, timestamp};
 use retail_kit::error::{ServiceError, ServiceResult, Violations, text};
 use retail_kit::idempotency::IdempotencyKey;
 use retail_kit::paging::Page;
+use retail_proto::common::Money;
 use retail_proto::membership as pb;
 use retail_proto::membership::engagement_service_server::EngagementService;
 use tonic::Request;
@@ -251,7 +252,14 @@ fn action_pb(a: &str) -> pb::CampaignAction {
     }
 }
 
-fn campaign_pb(c: &campaign::Model, contacted: i64, control: i64) -> ServiceResult<pb::Campaign> {
+fn money(rules: &LoyaltyRules, amount_minor: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: rules.currency.clone(),
+        amount_minor,
+    })
+}
+
+fn campaign_pb(rules: &LoyaltyRules, c: &campaign::Model, contacted: i64, control: i64) -> ServiceResult<pb::Campaign> {
     Ok(pb::Campaign {
         name: format!("campaigns/{}", c.id),
         display_name: c.display_name.clone(),
@@ -270,6 +278,9 @@ fn campaign_pb(c: &campaign::Model, contacted: i64, control: i64) -> ServiceResu
         contacted_count: contacted,
         control_count: control,
         create_time: Some(timestamp(c.created_at)),
+        cost_per_contact: (c.cost_per_contact_minor > 0)
+            .then(|| money(rules, c.cost_per_contact_minor))
+            .flatten(),
     })
 }
 
@@ -300,7 +311,7 @@ fn time(v: &mut Violations, field: &str, ts: Option<&prost_types::Timestamp>) ->
     }
 }
 
-fn new_campaign(c: Option<&pb::Campaign>) -> ServiceResult<NewCampaign> {
+fn new_campaign(c: Option<&pb::Campaign>, rules: &LoyaltyRules) -> ServiceResult<NewCampaign> {
     let Some(c) = c else {
         return Err(ServiceError::invalid("campaign", "is required"));
     };
@@ -363,6 +374,19 @@ fn new_campaign(c: Option<&pb::Campaign>) -> ServiceResult<NewCampaign> {
     if c.budget_contacts < 0 {
         v.add("campaign.budget_contacts", "must not be negative");
     }
+    let mut cost_per_contact_minor = 0;
+    if let Some(cost) = &c.cost_per_contact {
+        if cost.currency_code != rules.currency {
+            v.add(
+                "campaign.cost_per_contact.currency_code",
+                format!("must be {}", rules.currency),
+            );
+        }
+        if !(0..=retail_kit::money::MAX_AMOUNT_MINOR).contains(&cost.amount_minor) {
+            v.add("campaign.cost_per_contact.amount_minor", "is out of range");
+        }
+        cost_per_contact_minor = cost.amount_minor;
+    }
     let start = time(&mut v, "campaign.start_time", c.start_time.as_ref());
     let end = time(&mut v, "campaign.end_time", c.end_time.as_ref());
     if let (Some(s), Some(e)) = (start, end)
@@ -403,6 +427,7 @@ fn new_campaign(c: Option<&pb::Campaign>) -> ServiceResult<NewCampaign> {
         window_start: start,
         window_end: end,
         budget_contacts: c.budget_contacts,
+        cost_per_contact_minor,
     })
 }
 
@@ -471,7 +496,7 @@ impl EngagementService for EngagementApi {
         let caller = caller(&request, WRITE)?;
         let req = request.into_inner();
         let key = IdempotencyKey::from_request("membership.CreateCampaign", &caller, &req.request_id, &req)?;
-        let new = new_campaign(req.campaign.as_ref())?;
+        let new = new_campaign(req.campaign.as_ref(), &self.app.rules)?;
         ok(self.app.create_campaign(new, key.as_ref(), campaign_pb).await?)
     }
 
@@ -479,21 +504,42 @@ impl EngagementService for EngagementApi {
         caller(&request, READ)?;
         let id = id_of("name", &request.get_ref().name, "campaigns")?;
         let (c, contacted, control) = self.app.campaign(&id).await?;
-        ok(campaign_pb(&c, contacted, control)?)
+        ok(campaign_pb(&self.app.rules, &c, contacted, control)?)
     }
 
     async fn schedule_campaign(&self, request: Request<pb::ScheduleCampaignRequest>) -> Rpc<pb::Campaign> {
         caller(&request, WRITE)?;
         let id = id_of("name", &request.get_ref().name, "campaigns")?;
         let (c, contacted, control) = self.app.move_campaign(&id, CampaignState::Scheduled).await?;
-        ok(campaign_pb(&c, contacted, control)?)
+        ok(campaign_pb(&self.app.rules, &c, contacted, control)?)
     }
 
     async fn cancel_campaign(&self, request: Request<pb::CancelCampaignRequest>) -> Rpc<pb::Campaign> {
         caller(&request, WRITE)?;
         let id = id_of("name", &request.get_ref().name, "campaigns")?;
         let (c, contacted, control) = self.app.move_campaign(&id, CampaignState::Cancelled).await?;
-        ok(campaign_pb(&c, contacted, control)?)
+        ok(campaign_pb(&self.app.rules, &c, contacted, control)?)
+    }
+
+    async fn get_campaign_report(&self, request: Request<pb::GetCampaignReportRequest>) -> Rpc<pb::CampaignReport> {
+        caller(&request, READ)?;
+        let id = id_of("name", &request.get_ref().name, "campaigns")?;
+        let r = self.app.campaign_report(&id, Utc::now()).await?;
+        let rules = &self.app.rules;
+        ok(pb::CampaignReport {
+            campaign: format!("campaigns/{id}"),
+            reached: r.reached,
+            responded: r.responded,
+            response_rate_bp: r.response_rate_bp,
+            revenue: money(rules, r.revenue_minor),
+            control: r.control,
+            control_responded: r.control_responded,
+            control_response_rate_bp: r.control_response_rate_bp,
+            control_revenue: money(rules, r.control_revenue_minor),
+            incremental_revenue: money(rules, r.incremental_revenue_minor),
+            cost: money(rules, r.cost_minor),
+            roi_bp: r.roi_bp,
+        })
     }
 
     async fn list_messages(&self, request: Request<pb::ListMessagesRequest>) -> Rpc<pb::ListMessagesResponse> {

@@ -19,11 +19,13 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
 use super::{App, points, stored};
 use crate::domain::engagement::{
-    self, CampaignState, ContactOutcome, MemberFacts, MessageContext, PaidPurchase, Rule, TriggerKind,
+    self, Attributed, CampaignReport, CampaignState, ContactOutcome, MemberFacts, MessageContext, PaidPurchase, Rule,
+    TriggerKind,
 };
 use crate::domain::points::PurchaseKind;
 use crate::domain::rules::LoyaltyRules;
 use crate::store::engagement as db;
+use crate::store::loyalty;
 use crate::store::{self, MemberFilter, MemberView, campaign, contact, message, segment};
 
 /// Delivers a rendered message through its channel. The message is marked sent once
@@ -51,6 +53,8 @@ pub(crate) struct EngagementRules {
     /// Messages per member and channel within `frequency_window`, across campaigns.
     pub(crate) frequency_cap: u64,
     pub(crate) frequency_window: Duration,
+    /// Purchases this long after a decision count as its response.
+    pub(crate) attribution_window: Duration,
 }
 
 /// A new campaign, checked.
@@ -68,6 +72,7 @@ pub(crate) struct NewCampaign {
     pub(crate) window_start: DateTime<Utc>,
     pub(crate) window_end: DateTime<Utc>,
     pub(crate) budget_contacts: i64,
+    pub(crate) cost_per_contact_minor: i64,
 }
 
 /// Members scanned per query when evaluating a segment.
@@ -219,7 +224,7 @@ impl App {
         &self,
         new: NewCampaign,
         key: Option<&IdempotencyKey>,
-        render: fn(&campaign::Model, i64, i64) -> ServiceResult<R>,
+        render: fn(&LoyaltyRules, &campaign::Model, i64, i64) -> ServiceResult<R>,
     ) -> ServiceResult<R>
     where
         R: prost::Message + Default + Clone + 'static,
@@ -230,6 +235,7 @@ impl App {
         let now = retail_kit::convert::now();
         idempotency::execute(&self.db, key, Clone::clone, |txn| {
             let n = new.clone();
+            let rules = self.rules.clone();
             let model = campaign::Model {
                 id: store::new_id(),
                 display_name: n.display_name,
@@ -244,6 +250,7 @@ impl App {
                 window_start: n.window_start,
                 window_end: n.window_end,
                 budget_contacts: n.budget_contacts,
+                cost_per_contact_minor: n.cost_per_contact_minor,
                 state: CampaignState::Draft.as_str().to_owned(),
                 sent: false,
                 created_at: now,
@@ -251,7 +258,7 @@ impl App {
             };
             Box::pin(async move {
                 db::insert_campaign(txn, model.clone()).await?;
-                render(&model, 0, 0)
+                render(&rules, &model, 0, 0)
             })
         })
         .await
@@ -519,6 +526,39 @@ impl App {
             }
         }
         Ok(sent)
+    }
+
+    /// The campaign's results at `as_of`: each reached and each control member's
+    /// purchases (paid minus refunded) from the decision until the attribution
+    /// window ends (or `as_of`, if earlier).
+    pub(crate) async fn campaign_report(&self, id: &str, as_of: DateTime<Utc>) -> ServiceResult<CampaignReport> {
+        let (c, _, _) = self.campaign(id).await?;
+        let mut groups = Vec::new();
+        for outcome in [ContactOutcome::Contacted, ContactOutcome::Control] {
+            let mut group = Vec::new();
+            for d in db::decided(&self.db, id, outcome.as_str()).await? {
+                let until = (d.decided_at + self.engagement.attribution_window).min(as_of);
+                let mut a = Attributed::default();
+                for p in loyalty::purchases_after(&self.db, &d.member_id, None).await? {
+                    if p.occurred_at < d.decided_at || p.occurred_at > until {
+                        continue;
+                    }
+                    if p.kind == PurchaseKind::Paid.as_str() {
+                        a.orders += 1;
+                    }
+                    a.revenue_minor = a.revenue_minor.saturating_add(p.amount_minor);
+                }
+                group.push(a);
+            }
+            groups.push(group);
+        }
+        let control = groups.pop().unwrap_or_default();
+        let reached = groups.pop().unwrap_or_default();
+        Ok(engagement::campaign_report(
+            &reached,
+            &control,
+            c.cost_per_contact_minor,
+        ))
     }
 
     pub(crate) async fn messages(&self, campaign_id: &str, page: Page) -> ServiceResult<(Vec<message::Model>, String)> {

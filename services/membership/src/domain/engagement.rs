@@ -346,6 +346,82 @@ pub(crate) fn format_money(minor: i64, exponent: u32, currency: &str) -> String 
     )
 }
 
+/// One decided member's purchases in the attribution window after the decision.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Attributed {
+    /// Paid orders in the window.
+    pub(crate) orders: u32,
+    /// Paid amounts minus refunds in the window, in minor units.
+    pub(crate) revenue_minor: i64,
+}
+
+/// A campaign's results: the contacted group against the control group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct CampaignReport {
+    pub(crate) reached: i64,
+    /// Reached members who bought within the attribution window.
+    pub(crate) responded: i64,
+    /// responded / reached, in basis points (0 when nobody was reached).
+    pub(crate) response_rate_bp: i64,
+    pub(crate) revenue_minor: i64,
+    pub(crate) control: i64,
+    pub(crate) control_responded: i64,
+    pub(crate) control_response_rate_bp: i64,
+    pub(crate) control_revenue_minor: i64,
+    /// Revenue of the reached minus what they would have spent at the control
+    /// group's revenue per member: `revenue - control_revenue x reached / control`
+    /// (the whole revenue without a control group).
+    pub(crate) incremental_revenue_minor: i64,
+    /// Contacts x cost per contact.
+    pub(crate) cost_minor: i64,
+    /// (incremental revenue - cost) / cost in basis points; `None` without cost.
+    pub(crate) roi_bp: Option<i64>,
+}
+
+fn rate_bp(part: i64, whole: i64) -> i64 {
+    if whole == 0 {
+        0
+    } else {
+        (i128::from(part) * 10_000 / i128::from(whole)) as i64
+    }
+}
+
+/// Compares the reached members with the control group (rounded towards zero, in
+/// 128-bit intermediates).
+pub(crate) fn campaign_report(
+    reached: &[Attributed],
+    control: &[Attributed],
+    cost_per_contact_minor: i64,
+) -> CampaignReport {
+    let sum = |xs: &[Attributed]| xs.iter().map(|a| i128::from(a.revenue_minor)).sum::<i128>();
+    let responded = |xs: &[Attributed]| xs.iter().filter(|a| a.orders > 0).count() as i64;
+    let n = reached.len() as i64;
+    let c = control.len() as i64;
+    let revenue = sum(reached);
+    let control_revenue = sum(control);
+    let expected = if c == 0 {
+        0
+    } else {
+        control_revenue * i128::from(n) / i128::from(c)
+    };
+    let incremental = revenue - expected;
+    let cost = i128::from(cost_per_contact_minor) * i128::from(n);
+    let clamp = |v: i128| v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+    CampaignReport {
+        reached: n,
+        responded: responded(reached),
+        response_rate_bp: rate_bp(responded(reached), n),
+        revenue_minor: clamp(revenue),
+        control: c,
+        control_responded: responded(control),
+        control_response_rate_bp: rate_bp(responded(control), c),
+        control_revenue_minor: clamp(control_revenue),
+        incremental_revenue_minor: clamp(incremental),
+        cost_minor: clamp(cost),
+        roi_bp: (cost > 0).then(|| clamp((incremental - cost) * 10_000 / cost)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +584,35 @@ mod tests {
         );
         assert_eq!(format_money(5, 3, "KWD"), "0.005 KWD");
         assert_eq!(format_money(500, 0, "JPY"), "500 JPY");
+    }
+
+    #[test]
+    fn a_report_compares_the_reached_with_the_control_group() {
+        let bought = |revenue_minor| Attributed {
+            orders: 1,
+            revenue_minor,
+        };
+        let none = Attributed::default();
+        // 4 reached, 2 bought for 100.00 each; 2 in control, 1 bought for 50.00.
+        let r = campaign_report(
+            &[bought(10_000), bought(10_000), none, none],
+            &[bought(5_000), none],
+            1_000,
+        );
+        assert_eq!((r.reached, r.responded, r.response_rate_bp), (4, 2, 5_000));
+        assert_eq!(
+            (r.control, r.control_responded, r.control_response_rate_bp),
+            (2, 1, 5_000)
+        );
+        assert_eq!(r.revenue_minor, 20_000);
+        // Control spent 25.00 per member: 4 x 25.00 expected without the campaign.
+        assert_eq!(r.incremental_revenue_minor, 10_000);
+        assert_eq!(r.cost_minor, 4_000);
+        // (100.00 - 40.00) / 40.00 = 150 %.
+        assert_eq!(r.roi_bp, Some(15_000));
+        let empty = campaign_report(&[], &[], 0);
+        assert_eq!(empty, CampaignReport::default());
+        assert_eq!(campaign_report(&[bought(700)], &[], 0).incremental_revenue_minor, 700);
     }
 
     fn leaf() -> impl Strategy<Value = Rule> {

@@ -175,3 +175,17 @@ pub(crate) async fn sent_messages(
     }
     Ok(query.all(conn).await?)
 }
+
+/// The members decided `outcome` in the campaign, by member id.
+pub(crate) async fn decided(
+    conn: &impl ConnectionTrait,
+    campaign_id: &str,
+    outcome: &str,
+) -> ServiceResult<Vec<contact::Model>> {
+    Ok(contact::Entity::find()
+        .filter(contact::Column::CampaignId.eq(campaign_id))
+        .filter(contact::Column::Outcome.eq(outcome))
+        .order_by_asc(contact::Column::MemberId)
+        .all(conn)
+        .await?)
+}

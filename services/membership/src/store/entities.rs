@@ -241,6 +241,8 @@ pub mod campaign {
         pub window_end: DateTimeUtc,
         /// 0 = no limit.
         pub budget_contacts: i64,
+        /// What one contact costs (message and bonus), in the loyalty currency.
+        pub cost_per_contact_minor: i64,
         pub state: String,
         /// A planned campaign's audience was contacted.
         pub sent: bool,

@@ -526,7 +526,7 @@ impl MigrationTrait for CreateEngagementTables {
                  trigger_kind VARCHAR(16) NOT NULL, send_at {ts} NULL, action_kind VARCHAR(16) NOT NULL, \
                  message_template TEXT NOT NULL, bonus_points BIGINT NOT NULL, control_share_bp INTEGER NOT NULL, \
                  window_start {ts} NOT NULL, window_end {ts} NOT NULL, budget_contacts BIGINT NOT NULL, \
-                 state VARCHAR(16) NOT NULL, sent BOOLEAN NOT NULL, created_at {ts} NOT NULL, updated_at {ts} NOT NULL)"
+                 cost_per_contact_minor BIGINT NOT NULL, state VARCHAR(16) NOT NULL, sent BOOLEAN NOT NULL, created_at {ts} NOT NULL, updated_at {ts} NOT NULL)"
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS engagement_contacts (campaign_id VARCHAR(36) NOT NULL, \
@@ -542,6 +542,8 @@ impl MigrationTrait for CreateEngagementTables {
             "CREATE INDEX IF NOT EXISTS idx_engagement_messages_cap ON engagement_messages (member_id, channel, created_at)"
                 .into(),
             "CREATE INDEX IF NOT EXISTS idx_engagement_messages_pending ON engagement_messages (sent_at, id)".into(),
+            "CREATE INDEX IF NOT EXISTS idx_engagement_contacts_outcome ON engagement_contacts (campaign_id, outcome, member_id)"
+                .into(),
         ] {
             db.execute_unprepared(&sql).await?;
         }

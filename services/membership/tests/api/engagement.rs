@@ -19,6 +19,17 @@ fn engagement(app: &TestApp) -> EngagementServiceClient<Channel> {
 }
 
 async fn pay(app: &TestApp, member: &str, order: &str, minor: i64, channel: &str) -> pb::RecordPurchaseResponse {
+    pay_at(app, member, order, minor, channel, Utc::now() - Duration::seconds(1)).await
+}
+
+async fn pay_at(
+    app: &TestApp,
+    member: &str,
+    order: &str,
+    minor: i64,
+    channel: &str,
+    at: chrono::DateTime<Utc>,
+) -> pb::RecordPurchaseResponse {
     LoyaltyServiceClient::new(app.channel.clone())
         .record_purchase(with_token(
             &token(&["membership.members.read", "membership.points.write"]),
@@ -30,7 +41,7 @@ async fn pay(app: &TestApp, member: &str, order: &str, minor: i64, channel: &str
                         currency_code: "EUR".into(),
                         amount_minor: minor,
                     }),
-                    occur_time: Some(timestamp(Utc::now() - Duration::seconds(1))),
+                    occur_time: Some(timestamp(at)),
                     channel: channel.into(),
                 }),
                 refund: false,
@@ -623,4 +634,80 @@ async fn the_frequency_cap_holds_across_campaigns() {
         .await
         .unwrap();
     assert_eq!(state.run_campaigns(Utc::now() + Duration::days(3)).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_report_attributes_purchases_after_the_contact_and_compares_with_control() {
+    let app = spawn_app().await;
+    let state = app.state.clone().unwrap();
+    let mut members = Vec::new();
+    for i in 0..12 {
+        let m = register(&app, 200 + i).await;
+        consent(&app, &m, pb::ConsentChannel::Email, true).await;
+        // Bought before the campaign: not a response.
+        pay_at(
+            &app,
+            &m,
+            &format!("before-{i}"),
+            99_900,
+            "store",
+            Utc::now() - Duration::days(1),
+        )
+        .await;
+        members.push(m);
+    }
+    let now = Utc::now() - Duration::seconds(1);
+    let c = engagement(&app)
+        .create_campaign(authed(pb::CreateCampaignRequest {
+            campaign: Some(pb::Campaign {
+                display_name: "report".into(),
+                segment: everyone(&app).await,
+                channel: pb::ConsentChannel::Email as i32,
+                trigger: pb::CampaignTrigger::Planned as i32,
+                send_time: Some(timestamp(now)),
+                action: pb::CampaignAction::Message as i32,
+                message_template: "Hello".into(),
+                control_share_bp: 5_000,
+                start_time: Some(timestamp(now - Duration::hours(1))),
+                end_time: Some(timestamp(now + Duration::days(7))),
+                cost_per_contact: Some(Money {
+                    currency_code: "EUR".into(),
+                    amount_minor: 50,
+                }),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    engagement(&app)
+        .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: c.name.clone() }))
+        .await
+        .unwrap();
+    state.run_campaigns(now).await.unwrap();
+    let reached: Vec<String> = messages(&app, &c.name).await.into_iter().map(|m| m.member).collect();
+    let control: Vec<&String> = members.iter().filter(|m| !reached.contains(m)).collect();
+    assert!(!reached.is_empty() && !control.is_empty(), "12 draws at 50 %");
+    // Each reached member buys for 100.00 after the contact, one control member for 30.00.
+    for (i, m) in reached.iter().enumerate() {
+        pay_at(&app, m, &format!("after-{i}"), 10_000, "online", Utc::now()).await;
+    }
+    pay_at(&app, control[0], "after-control", 3_000, "online", Utc::now()).await;
+    let r = engagement(&app)
+        .get_campaign_report(authed(pb::GetCampaignReportRequest { name: c.name.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let n = reached.len() as i64;
+    let k = control.len() as i64;
+    assert_eq!((r.reached, r.responded, r.response_rate_bp), (n, n, 10_000));
+    assert_eq!((r.control, r.control_responded), (k, 1));
+    assert_eq!(r.control_response_rate_bp, 10_000 / k);
+    assert_eq!(r.revenue.unwrap().amount_minor, n * 10_000);
+    assert_eq!(r.control_revenue.unwrap().amount_minor, 3_000);
+    let incremental = n * 10_000 - 3_000 * n / k;
+    assert_eq!(r.incremental_revenue.unwrap().amount_minor, incremental);
+    assert_eq!(r.cost.unwrap().amount_minor, n * 50);
+    assert_eq!(r.roi_bp, Some((incremental - n * 50) * 10_000 / (n * 50)));
 }

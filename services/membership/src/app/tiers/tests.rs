@@ -37,6 +37,7 @@ async fn app_with(rules: LoyaltyRules) -> (Arc<App>, TestDatabase) {
     let engagement = crate::app::EngagementRules {
         frequency_cap: 3,
         frequency_window: chrono::Duration::days(7),
+        attribution_window: chrono::Duration::days(14),
     };
     (Arc::new(App::new(db, cache, log, rules, engagement)), database)
 }
