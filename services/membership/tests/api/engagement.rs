@@ -711,3 +711,128 @@ async fn a_report_attributes_purchases_after_the_contact_and_compares_with_contr
     assert_eq!(r.cost.unwrap().amount_minor, n * 50);
     assert_eq!(r.roi_bp, Some((incremental - n * 50) * 10_000 / (n * 50)));
 }
+
+/// An `OrderPaid` of the orders log applied as the consumer does, in one write
+/// transaction, then what the handler runs after the commit.
+async fn apply_order_paid(app: &TestApp, member: &str, order: &str, minor: i64) {
+    use prost::Message;
+    use retail_kit::events::EventHandler;
+    use retail_proto::events as ev;
+    let event = ev::EventEnvelope {
+        r#type: "retail.events.v1.OrderPaid".into(),
+        aggregate_id: order.into(),
+        payload: Some(prost_types::Any {
+            type_url: "type.googleapis.com/retail.events.v1.OrderPaid".into(),
+            value: ev::OrderPaid {
+                order_id: order.into(),
+                parties: Some(ev::OrderParties {
+                    member_id: member.trim_start_matches("members/").into(),
+                    channel: "online".into(),
+                    ..Default::default()
+                }),
+                amount: Some(Money {
+                    currency_code: "EUR".into(),
+                    amount_minor: minor,
+                }),
+                pay_time: Some(timestamp(Utc::now())),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        }),
+        ..Default::default()
+    };
+    let handler = retail_membership::OrderEvents::new(app.state.clone().unwrap());
+    let txn = retail_kit::db::begin_write(&app.db).await.unwrap();
+    let then = handler.handle(&txn, &[&event]).await.unwrap();
+    txn.commit().await.unwrap();
+    for after in then {
+        after.await;
+    }
+}
+
+#[tokio::test]
+async fn a_tier_upgrade_from_the_orders_log_delivered_twice_sends_one_message() {
+    let app = spawn_app().await;
+    let state = app.state.clone().unwrap();
+    let m = register(&app, 1).await;
+    let silent = register(&app, 2).await;
+    consent(&app, &m, pb::ConsentChannel::Email, true).await;
+    let c = campaign(
+        &app,
+        CampaignSpec {
+            segment: everyone(&app).await,
+            trigger: pb::CampaignTrigger::TierUpgrade,
+            action: pb::CampaignAction::UpgradeNudge,
+            template: "Now {tier}; {distance} to {next_tier}.",
+            bonus_points: 0,
+            control_share_bp: 0,
+        },
+    )
+    .await
+    .unwrap();
+    engagement(&app)
+        .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: c.name.clone() }))
+        .await
+        .unwrap();
+    state.run_campaigns(Utc::now()).await.unwrap();
+    apply_order_paid(&app, &m, "log-1", 60_000).await;
+    apply_order_paid(&app, &m, "log-1", 60_000).await;
+    // Upgraded too, but without consent: not contacted.
+    apply_order_paid(&app, &silent, "log-2", 60_000).await;
+    state.run_campaigns(Utc::now()).await.unwrap();
+    let sent = messages(&app, &c.name).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].member, m);
+    assert_eq!(sent[0].body, "Now silver; 2400.00 EUR to gold.");
+}
+
+#[tokio::test]
+async fn concurrent_runs_contact_each_member_once_within_the_budget() {
+    let app = spawn_app().await;
+    let state = app.state.clone().unwrap();
+    for i in 0..20 {
+        let m = register(&app, 300 + i).await;
+        consent(&app, &m, pb::ConsentChannel::Email, true).await;
+    }
+    let now = Utc::now();
+    let c = engagement(&app)
+        .create_campaign(authed(pb::CreateCampaignRequest {
+            campaign: Some(pb::Campaign {
+                display_name: "budget".into(),
+                segment: everyone(&app).await,
+                channel: pb::ConsentChannel::Email as i32,
+                trigger: pb::CampaignTrigger::Planned as i32,
+                send_time: Some(timestamp(now)),
+                action: pb::CampaignAction::Message as i32,
+                message_template: "Hello".into(),
+                start_time: Some(timestamp(now - Duration::hours(1))),
+                end_time: Some(timestamp(now + Duration::days(1))),
+                budget_contacts: 15,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    engagement(&app)
+        .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: c.name.clone() }))
+        .await
+        .unwrap();
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move { state.run_campaigns(now).await })
+        })
+        .collect();
+    let mut contacted = 0;
+    for run in runs {
+        contacted += run.await.unwrap().unwrap();
+    }
+    assert_eq!(contacted, 15, "the budget, each member once");
+    let sent = messages(&app, &c.name).await;
+    let mut members: Vec<&String> = sent.iter().map(|m| &m.member).collect();
+    members.sort();
+    members.dedup();
+    assert_eq!((sent.len(), members.len()), (15, 15));
+}
