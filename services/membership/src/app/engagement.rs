@@ -159,8 +159,8 @@ impl App {
             .ok_or_else(|| segment_not_found(id))
     }
 
-    /// Live members after `after` (by id) that `rule` matches at `as_of`, scanning at
-    /// most `scan` members; the last id scanned (`None` at the end).
+    /// Up to `want` live members after `after` (by id) that `rule` matches at
+    /// `as_of`, and the last id scanned (`None` when the members ran out).
     async fn matching(
         &self,
         conn: &impl ConnectionTrait,
@@ -195,8 +195,19 @@ impl App {
     /// The number of live members the segment matches at `as_of`.
     pub(crate) async fn count_segment(&self, id: &str, as_of: DateTime<Utc>) -> ServiceResult<i64> {
         let rule = segment_rule(&self.segment(id).await?)?;
-        let (members, _) = self.matching(&self.db, &rule, None, usize::MAX, as_of).await?;
-        Ok(members.len() as i64)
+        // Batch by batch, so only one batch of members is held at a time.
+        let mut count = 0;
+        let mut cursor = None;
+        loop {
+            let (members, last) = self
+                .matching(&self.db, &rule, cursor, SCAN_BATCH as usize, as_of)
+                .await?;
+            count += members.len() as i64;
+            match last {
+                Some(last) => cursor = Some(last),
+                None => return Ok(count),
+            }
+        }
     }
 
     /// A page of the members the segment matches at `as_of`.
