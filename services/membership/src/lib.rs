@@ -30,11 +30,12 @@ use sea_orm::DatabaseConnection;
 
 pub use settings::Settings;
 
-pub use crate::app::App;
+pub use crate::app::{App, LogSender, MessageSender};
 pub use crate::events::OrderEvents;
 
-use crate::api::{LoyaltyApi, MembershipApi};
+use crate::api::{EngagementApi, LoyaltyApi, MembershipApi};
 use crate::store::migration::Migrator;
+use retail_proto::membership::engagement_service_server::EngagementServiceServer;
 use retail_proto::membership::loyalty_service_server::LoyaltyServiceServer;
 
 #[derive(Debug)]
@@ -104,7 +105,13 @@ impl Application {
             keys,
             Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
         ));
-        let app = Arc::new(App::new(db, cache, log, settings.loyalty.rules()?));
+        let app = Arc::new(App::new(
+            db,
+            cache,
+            log,
+            settings.loyalty.rules()?,
+            settings.engagement.rules(),
+        ));
         let bound = server::bind(&settings.server).await?;
         Ok(Self {
             bound,
@@ -141,6 +148,7 @@ impl Application {
             let app = self.app.clone();
             let expire_every = Duration::from_secs(self.settings.loyalty.expire_every_minutes.max(1) * 60);
             let reevaluate_every = Duration::from_secs(self.settings.loyalty.reevaluate_every_hours.max(1) * 3600);
+            let campaigns_every = Duration::from_secs(self.settings.engagement.run_every_secs.max(1));
             tokio::spawn(async move {
                 // Both run first a minute after start (not while the service is still
                 // coming up, and not only a whole period later: a replica restarted
@@ -148,11 +156,17 @@ impl Application {
                 let first = tokio::time::Instant::now() + Duration::from_secs(60);
                 let mut expire = tokio::time::interval_at(first, expire_every);
                 let mut reevaluate = tokio::time::interval_at(first, reevaluate_every);
+                let mut campaigns = tokio::time::interval_at(first, campaigns_every);
                 loop {
                     tokio::select! {
                         _ = expire.tick() => {
                             if let Err(err) = app.expire_points(chrono::Utc::now()).await {
                                 tracing::warn!(error = %err, "points expiry failed");
+                            }
+                        }
+                        _ = campaigns.tick() => {
+                            if let Err(err) = app.run_campaigns(chrono::Utc::now()).await {
+                                tracing::warn!(error = %err, "campaign run failed");
                             }
                         }
                         _ = reevaluate.tick() => {
@@ -199,10 +213,12 @@ impl Application {
         let routes = ServiceRoutes {
             routes: tonic::service::Routes::new(MembershipServiceServer::new(MembershipApi::new(self.app.clone())))
                 .add_service(LoyaltyServiceServer::new(LoyaltyApi::new(self.app.clone())))
+                .add_service(EngagementServiceServer::new(EngagementApi::new(self.app.clone())))
                 .add_service(EventLogServiceServer::new(EventLogApi::new(self.app.log.clone()))),
             names: vec![
                 retail_proto::membership::membership_service_server::SERVICE_NAME,
                 retail_proto::membership::loyalty_service_server::SERVICE_NAME,
+                retail_proto::membership::engagement_service_server::SERVICE_NAME,
                 retail_proto::events::event_log_service_server::SERVICE_NAME,
             ],
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),

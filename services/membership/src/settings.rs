@@ -21,6 +21,43 @@ pub struct Settings {
     pub events: EventsSettings,
     pub loyalty: LoyaltySection,
     pub orders: OrdersFeedSection,
+    pub engagement: EngagementSection,
+}
+
+/// Campaign limits and the campaign job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngagementSection {
+    /// Messages a member gets through one channel within `frequency_window_days`,
+    /// across campaigns.
+    pub frequency_cap: u64,
+    pub frequency_window_days: u32,
+    /// How often campaigns are started, sent, finished and the outbox delivered.
+    pub run_every_secs: u64,
+    /// Purchases this many days after a contact (or control decision) count as its
+    /// response.
+    pub attribution_days: u32,
+}
+
+impl Default for EngagementSection {
+    fn default() -> Self {
+        Self {
+            frequency_cap: 3,
+            frequency_window_days: 7,
+            run_every_secs: 60,
+            attribution_days: 14,
+        }
+    }
+}
+
+impl EngagementSection {
+    pub(crate) fn rules(&self) -> crate::app::EngagementRules {
+        crate::app::EngagementRules {
+            frequency_cap: self.frequency_cap,
+            frequency_window: chrono::Duration::days(i64::from(self.frequency_window_days)),
+            attribution_window: chrono::Duration::days(i64::from(self.attribution_days)),
+        }
+    }
 }
 
 /// Where paid orders and refunds come from.
@@ -62,6 +99,15 @@ impl Validate for Settings {
         self.loyalty.rules()?;
         if let Some(url) = &self.orders.events_url {
             retail_kit::config::validate_url("orders.events_url", url, retail_kit::config::HTTP)?;
+        }
+        if self.engagement.frequency_cap == 0
+            || self.engagement.frequency_window_days == 0
+            || self.engagement.attribution_days == 0
+        {
+            return Err(ConfigError::invalid(
+                "engagement.frequency_cap",
+                "the cap, its window and the attribution window must be positive",
+            ));
         }
         if !(1..=64).contains(&self.orders.partitions) {
             return Err(ConfigError::invalid("orders.partitions", "must be between 1 and 64"));

@@ -161,6 +161,7 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
             "membership",
             &[
                 "retail.events.v1.EventLogService",
+                "retail.membership.v1.EngagementService",
                 "retail.membership.v1.LoyaltyService",
                 "retail.membership.v1.MembershipService",
             ][..],

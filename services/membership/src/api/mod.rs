@@ -1,8 +1,10 @@
 //! The gRPC adapter: authorises (scopes), parses requests into the app's inputs
 //! ([`parse`], [`mask`]), calls the app and converts its answers ([`convert`]).
-//! [`members`] serves `MembershipService`, [`loyalty`] `LoyaltyService`.
+//! [`members`] serves `MembershipService`, [`loyalty`] `LoyaltyService`,
+//! [`engagement`] `EngagementService`.
 
 mod convert;
+mod engagement;
 mod loyalty;
 mod mask;
 mod members;
@@ -41,6 +43,17 @@ pub(crate) struct LoyaltyApi {
 }
 
 impl LoyaltyApi {
+    pub(crate) fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct EngagementApi {
+    app: std::sync::Arc<App>,
+}
+
+impl EngagementApi {
     pub(crate) fn new(app: Arc<App>) -> Self {
         Self { app }
     }

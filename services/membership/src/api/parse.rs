@@ -30,7 +30,7 @@ fn identifier_kind(kind: i32) -> Option<IdentifierKind> {
     }
 }
 
-fn consent_channel(channel: i32) -> Option<ConsentChannel> {
+pub(super) fn consent_channel(channel: i32) -> Option<ConsentChannel> {
     match pb::ConsentChannel::try_from(channel).ok()? {
         pb::ConsentChannel::Sms => Some(ConsentChannel::Sms),
         pb::ConsentChannel::Email => Some(ConsentChannel::Email),
@@ -40,7 +40,7 @@ fn consent_channel(channel: i32) -> Option<ConsentChannel> {
     }
 }
 
-fn lifecycle_state(state: pb::LifecycleState) -> Option<LifecycleState> {
+pub(super) fn lifecycle_state(state: pb::LifecycleState) -> Option<LifecycleState> {
     Some(match state {
         pb::LifecycleState::Unspecified => return None,
         pb::LifecycleState::Prospect => LifecycleState::Prospect,
@@ -113,11 +113,23 @@ fn tag(v: &mut Violations, field: &str, t: &pb::Tag) -> Option<TagChange> {
     let path = v.check(fields::tag_path(&format!("{field}.path"), &t.path));
     let value = v.check(text(&format!("{field}.value"), &t.value, 200, false));
     let source = v.check(text(&format!("{field}.source"), &t.source, 64, false));
+    let expires_at = match &t.expire_time {
+        None => None,
+        Some(ts) => {
+            use chrono::SubsecRound;
+            let parsed = retail_kit::convert::from_timestamp(ts).map(|t| t.trunc_subsecs(6));
+            if parsed.is_none() {
+                v.add(format!("{field}.expire_time"), "is not a valid time");
+            }
+            parsed
+        }
+    };
     Some(TagChange {
         path: path?,
         value: value?,
         dynamic: t.dynamic,
         source: source?,
+        expires_at,
     })
 }
 

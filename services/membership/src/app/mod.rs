@@ -1,8 +1,8 @@
 //! Membership's use cases, one method each, on parsed input: profiles and
 //! recognition ([`members`]), identifiers, tags and consents ([`identifiers`],
 //! [`tags`], [`consents`]), export and erasure ([`privacy`]), purchases, the points
-//! ledger and the orders log's batches ([`points`], [`orders_log`]), and tiers
-//! ([`tiers`]).
+//! ledger and the orders log's batches ([`points`], [`orders_log`]), tiers
+//! ([`tiers`]), and segments and campaigns ([`engagement`]).
 //!
 //! Every change runs in one transaction with its events; after the commit the cache
 //! forgets the member up to the version the change committed. A committed change is
@@ -12,6 +12,7 @@
 //! [`retail_kit::cache::STALENESS_BOUND`] (2 s) after Redis answers again.
 
 mod consents;
+pub(crate) mod engagement;
 mod identifiers;
 mod members;
 pub(crate) mod orders_log;
@@ -33,10 +34,12 @@ use crate::domain::ids::MemberId;
 use crate::domain::rules::LoyaltyRules;
 use crate::store;
 
+pub(crate) use engagement::{EngagementRules, NewCampaign};
+pub use engagement::{LogSender, MessageSender};
 pub(crate) use members::{ListMembers, MemberRead, Profile, ProfileChange, Registration};
 pub(crate) use points::{Balance, PurchaseInput};
 pub(crate) use privacy::Export;
-pub(crate) use profile::consent;
+pub(crate) use profile::{consent, consent_channel, lifecycle_state};
 pub(crate) use tags::TagChange;
 
 /// The service's state and its use cases.
@@ -46,6 +49,8 @@ pub struct App {
     pub(crate) cache: Arc<VersionedCache>,
     pub(crate) log: Arc<EventLog>,
     pub(crate) rules: LoyaltyRules,
+    pub(crate) engagement: EngagementRules,
+    pub(crate) sender: Arc<dyn MessageSender>,
 }
 
 /// The cache key of a member's whole profile.
@@ -84,8 +89,21 @@ impl App {
         cache: Arc<VersionedCache>,
         log: Arc<EventLog>,
         rules: LoyaltyRules,
+        engagement: EngagementRules,
     ) -> Self {
-        Self { db, cache, log, rules }
+        Self {
+            db,
+            cache,
+            log,
+            rules,
+            engagement,
+            sender: engagement::default_sender(),
+        }
+    }
+
+    /// Delivers campaign messages through `sender` instead of the default log.
+    pub fn set_message_sender(&mut self, sender: Arc<dyn MessageSender>) {
+        self.sender = sender;
     }
 
     /// Invalidates the member's cached profile up to `version`, and its cached tier

@@ -55,7 +55,16 @@ impl App {
         };
         for ((member, input), outcome) in payments.into_iter().zip(outcomes) {
             match outcome {
-                Paid::Recorded(recorded) => changed.push(Changed::of(member, &recorded)),
+                Paid::Recorded(mut recorded) => {
+                    // Instant campaigns; a bonus they grant moves the version on.
+                    if let Some(version) = self
+                        .react_to_payment(txn, &member, recorded.tier_changed, now.max(input.at))
+                        .await?
+                    {
+                        recorded.version = version;
+                    }
+                    changed.push(Changed::of(member, &recorded))
+                }
                 Paid::AlreadyRecorded => {}
                 Paid::NoMember => {
                     tracing::warn!(order_id = %input.order_id, "order paid for a member that does not exist (or was erased); not recorded");

@@ -168,6 +168,26 @@ async fn earn(
     Ok(standing)
 }
 
+/// Grants `points` inside the caller's transaction with `reference` (a campaign's
+/// bonus): debt first, the rest as a new lot, like [`App::grant`].
+pub(crate) async fn grant_in(
+    txn: &DatabaseTransaction,
+    rules: &LoyaltyRules,
+    member: &store::member::Model,
+    points: i64,
+    reference: &str,
+    at: DateTime<Utc>,
+) -> ServiceResult<Standing> {
+    let grant = Earning {
+        points,
+        kind: EntryKind::Grant,
+        order_id: "",
+        reference,
+        at,
+    };
+    earn(txn, rules, member, grant).await
+}
+
 fn balance_full() -> ServiceError {
     ServiceError::FailedPrecondition(format!(
         "the points balance would pass its maximum of {}",
@@ -582,7 +602,8 @@ impl App {
             Box::pin(async move { record(txn, &rules, &id, &input, now).await })
         })
         .await;
-        let (points_change, tier, committed) = match outcome {
+        let newly = outcome.as_ref().map(|done| done.clone()).map_err(|_| ());
+        let (points_change, tier, mut committed) = match outcome {
             Ok(done) => (done.points, done.tier, Some(done.version)),
             // The same order (or refund request) again: report what it did the first time.
             Err(ServiceError::AlreadyExists(_)) => {
@@ -604,6 +625,21 @@ impl App {
             }
             Err(err) => return Err(err),
         };
+        // Instant campaigns react to a newly recorded payment after its commit (the
+        // orders log's batches do it in their own transaction); each campaign
+        // decides for a member once, so a replay contacts nobody again.
+        if let Ok(done) = &newly
+            && !input.refund
+        {
+            let txn = retail_kit::db::begin_write(&self.db).await?;
+            let reacted = self
+                .react_to_payment(&txn, id.as_str(), done.tier_changed, now.max(input.at))
+                .await?;
+            txn.commit().await?;
+            if reacted.is_some() {
+                committed = reacted;
+            }
+        }
         self.finish(id, committed).await;
         Ok((points_change, tier, balance_of(&self.db, id.as_str(), now).await?))
     }

@@ -13,6 +13,7 @@ use retail_proto::membership as pb;
 use sea_orm::{AccessMode, IsolationLevel, TransactionTrait};
 
 use super::{App, live, member_key, member_not_found, stored, tier_key};
+use crate::domain::engagement;
 use crate::domain::fields::{ConsentChannel, IdentifierKind};
 use crate::domain::ids::MemberId;
 use crate::domain::lifecycle::LifecycleState;
@@ -99,12 +100,17 @@ pub(crate) fn profile(rules: &LoyaltyRules, v: &MemberView) -> ServiceResult<pb:
         tags: v
             .tags
             .iter()
+            .filter(|t| engagement::tag_holds(t.expires_at, now))
             .map(|t| pb::Tag {
                 path: t.path.clone(),
                 value: t.value.clone(),
                 dynamic: t.dynamic,
                 source: t.source.clone(),
                 update_time: Some(timestamp(t.updated_at)),
+                expire_time: t.expires_at.map(timestamp),
+                category: engagement::TagCategory::of(&t.path)
+                    .map(|c| c.as_str().to_owned())
+                    .unwrap_or_default(),
             })
             .collect(),
         consents: v.consents.iter().map(consent).collect::<ServiceResult<_>>()?,

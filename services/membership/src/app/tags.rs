@@ -18,6 +18,8 @@ pub(crate) struct TagChange {
     pub(crate) value: String,
     pub(crate) dynamic: bool,
     pub(crate) source: String,
+    /// When the tag stops being true.
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 impl TagChange {
@@ -33,6 +35,7 @@ impl TagChange {
                 self.source
             },
             updated_at: now,
+            expires_at: self.expires_at,
         }
     }
 }

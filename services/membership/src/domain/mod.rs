@@ -8,7 +8,10 @@
 //! - [`points`]: earning, lots with expiry, first-expiring-first redemption, reversal
 //!   with debt.
 //! - [`lifecycle`]: the lifecycle state of a purchase history.
+//! - [`engagement`]: tag categories and durability, computed tags, segment rules,
+//!   campaign rules.
 
+pub(crate) mod engagement;
 pub(crate) mod fields;
 pub(crate) mod ids;
 pub(crate) mod lifecycle;

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(BoundPoints),
             Box::new(retail_kit::events::migration::OutboxPartitionKey),
             Box::new(retail_kit::events::migration::CreateConsumerPartitions),
+            Box::new(CreateEngagementTables),
         ]
     }
 }
@@ -481,6 +482,86 @@ impl MigrationTrait for BoundPoints {
             db.execute_unprepared("ALTER TABLE members DROP CONSTRAINT IF EXISTS members_points_range")
                 .await?;
         }
+        Ok(())
+    }
+}
+
+/// Engagement: tag expiry, segments, campaigns, each campaign's decision per
+/// member (one row, so a member is decided for once), and the messages sent.
+#[derive(Debug)]
+struct CreateEngagementTables;
+
+impl MigrationName for CreateEngagementTables {
+    fn name(&self) -> &str {
+        "m20261220_000001_create_engagement_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateEngagementTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        db.execute_unprepared(&format!(
+            "ALTER TABLE member_tags ADD COLUMN expires_at {}",
+            if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+                "TEXT NULL"
+            } else {
+                "TIMESTAMPTZ NULL"
+            }
+        ))
+        .await?;
+        let ts = if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            "TEXT"
+        } else {
+            "TIMESTAMPTZ"
+        };
+        for sql in [
+            format!(
+                "CREATE TABLE IF NOT EXISTS engagement_segments (id VARCHAR(36) PRIMARY KEY, \
+                 display_name VARCHAR(200) NOT NULL, rule_json TEXT NOT NULL, created_at {ts} NOT NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS engagement_campaigns (id VARCHAR(36) PRIMARY KEY, \
+                 display_name VARCHAR(200) NOT NULL, segment_id VARCHAR(36) NOT NULL, channel VARCHAR(16) NOT NULL, \
+                 trigger_kind VARCHAR(16) NOT NULL, send_at {ts} NULL, action_kind VARCHAR(16) NOT NULL, \
+                 message_template TEXT NOT NULL, bonus_points BIGINT NOT NULL, control_share_bp INTEGER NOT NULL, \
+                 window_start {ts} NOT NULL, window_end {ts} NOT NULL, budget_contacts BIGINT NOT NULL, \
+                 cost_per_contact_minor BIGINT NOT NULL, state VARCHAR(16) NOT NULL, sent BOOLEAN NOT NULL, created_at {ts} NOT NULL, updated_at {ts} NOT NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS engagement_contacts (campaign_id VARCHAR(36) NOT NULL, \
+                 member_id VARCHAR(36) NOT NULL, outcome VARCHAR(16) NOT NULL, decided_at {ts} NOT NULL, \
+                 PRIMARY KEY (campaign_id, member_id))"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS engagement_messages (id VARCHAR(36) PRIMARY KEY, \
+                 campaign_id VARCHAR(36) NOT NULL, member_id VARCHAR(36) NOT NULL, channel VARCHAR(16) NOT NULL, \
+                 body TEXT NOT NULL, created_at {ts} NOT NULL, sent_at {ts} NULL)"
+            ),
+            "CREATE INDEX IF NOT EXISTS idx_engagement_messages_campaign ON engagement_messages (campaign_id, id)".into(),
+            "CREATE INDEX IF NOT EXISTS idx_engagement_messages_cap ON engagement_messages (member_id, channel, created_at)"
+                .into(),
+            "CREATE INDEX IF NOT EXISTS idx_engagement_messages_pending ON engagement_messages (sent_at, id)".into(),
+            "CREATE INDEX IF NOT EXISTS idx_engagement_contacts_outcome ON engagement_contacts (campaign_id, outcome, member_id)"
+                .into(),
+        ] {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        for table in [
+            "engagement_messages",
+            "engagement_contacts",
+            "engagement_campaigns",
+            "engagement_segments",
+        ] {
+            db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}")).await?;
+        }
+        db.execute_unprepared("ALTER TABLE member_tags DROP COLUMN expires_at")
+            .await?;
         Ok(())
     }
 }

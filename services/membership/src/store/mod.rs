@@ -1,6 +1,7 @@
 //! Membership's tables, queries and conditional updates. Database errors are
 //! translated here (a unique violation on an identifier is `AlreadyExists`).
 
+pub(crate) mod engagement;
 pub mod entities;
 pub mod loyalty;
 pub(crate) mod migration;
@@ -17,7 +18,10 @@ use sea_orm::{
     QuerySelect, QueryTrait,
 };
 
-pub use entities::{consent, identifier, member, points_entry, points_lot, purchase, tag, tier_change};
+pub use entities::{
+    campaign, consent, contact, identifier, member, message, points_entry, points_lot, purchase, segment, tag,
+    tier_change,
+};
 
 use crate::domain::fields::Identifier;
 

@@ -34,7 +34,12 @@ async fn app_with(rules: LoyaltyRules) -> (Arc<App>, TestDatabase) {
         Duration::from_millis(50),
         Duration::from_millis(1),
     );
-    (Arc::new(App::new(db, cache, log, rules)), database)
+    let engagement = crate::app::EngagementRules {
+        frequency_cap: 3,
+        frequency_window: chrono::Duration::days(7),
+        attribution_window: chrono::Duration::days(14),
+    };
+    (Arc::new(App::new(db, cache, log, rules, engagement)), database)
 }
 
 fn as_of() -> DateTime<Utc> {

@@ -1,0 +1,587 @@
+//! Engagement's use cases: segments evaluated against the current members, and
+//! campaigns that contact a segment's consented members once each, within a
+//! frequency cap across campaigns, holding back a control group; messages go to an
+//! outbox that a pluggable [`MessageSender`] delivers.
+//!
+//! Segment evaluation scans the members in id order and applies the rule to each
+//! (tags, tier, region, lifecycle and purchases as of now); lifecycle and recency
+//! depend on "now", so no index answers them.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use retail_kit::error::{ServiceError, ServiceResult};
+use retail_kit::idempotency::{self, IdempotencyKey};
+use retail_kit::paging::Page;
+use retail_proto::membership as pb;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
+
+use super::{App, points, stored};
+use crate::domain::engagement::{
+    self, Attributed, CampaignReport, CampaignState, ContactOutcome, MemberFacts, MessageContext, PaidPurchase, Rule,
+    TriggerKind,
+};
+use crate::domain::points::PurchaseKind;
+use crate::domain::rules::LoyaltyRules;
+use crate::store::engagement as db;
+use crate::store::loyalty;
+use crate::store::{self, MemberFilter, MemberView, campaign, contact, message, segment};
+
+/// Delivers a rendered message through its channel. The message is marked sent once
+/// this returns `Ok`; an error leaves it for the next round.
+#[async_trait::async_trait]
+pub trait MessageSender: Send + Sync + Debug {
+    async fn send(&self, message: &message::Model) -> anyhow::Result<()>;
+}
+
+/// The default sender: delivers nothing outside the service; the sent messages are
+/// the log `ListMessages` shows.
+#[derive(Debug, Default)]
+pub struct LogSender;
+
+#[async_trait::async_trait]
+impl MessageSender for LogSender {
+    async fn send(&self, _message: &message::Model) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The configured engagement limits.
+#[derive(Debug, Clone)]
+pub(crate) struct EngagementRules {
+    /// Messages per member and channel within `frequency_window`, across campaigns.
+    pub(crate) frequency_cap: u64,
+    pub(crate) frequency_window: Duration,
+    /// Purchases this long after a decision count as its response.
+    pub(crate) attribution_window: Duration,
+}
+
+/// A new campaign, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct NewCampaign {
+    pub(crate) display_name: String,
+    pub(crate) segment_id: String,
+    pub(crate) channel: String,
+    pub(crate) trigger: TriggerKind,
+    pub(crate) send_at: Option<DateTime<Utc>>,
+    pub(crate) action: String,
+    pub(crate) message_template: String,
+    pub(crate) bonus_points: i64,
+    pub(crate) control_share_bp: i32,
+    pub(crate) window_start: DateTime<Utc>,
+    pub(crate) window_end: DateTime<Utc>,
+    pub(crate) budget_contacts: i64,
+    pub(crate) cost_per_contact_minor: i64,
+}
+
+/// Members scanned per query when evaluating a segment.
+const SCAN_BATCH: i32 = 500;
+
+/// What a rule sees of a member at `as_of`.
+pub(crate) fn facts(rules: &LoyaltyRules, v: &MemberView, as_of: DateTime<Utc>) -> MemberFacts {
+    let paid: Vec<PaidPurchase> = v
+        .purchases
+        .iter()
+        .filter(|p| p.kind == PurchaseKind::Paid.as_str() && p.occurred_at <= as_of)
+        .map(|p| PaidPurchase {
+            at: p.occurred_at,
+            channel: p.channel.clone(),
+        })
+        .collect();
+    let paid_at: Vec<DateTime<Utc>> = paid.iter().map(|p| p.at).collect();
+    let mut tags: Vec<(String, String)> = v
+        .tags
+        .iter()
+        .filter(|t| engagement::tag_holds(t.expires_at, as_of))
+        .map(|t| (t.path.clone(), t.value.clone()))
+        .collect();
+    tags.extend(engagement::computed_tags(&paid));
+    MemberFacts {
+        tags,
+        tier: v.member.tier.clone(),
+        lifecycle: rules.lifecycle(&paid_at, as_of),
+        region: v.member.region.clone(),
+        paid_at,
+        as_of,
+    }
+}
+
+fn segment_rule(s: &segment::Model) -> ServiceResult<Rule> {
+    serde_json::from_str(&s.rule_json)
+        .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("unreadable stored segment rule")))
+}
+
+fn segment_not_found(id: &str) -> ServiceError {
+    ServiceError::not_found("segment", format!("segments/{id}"))
+}
+
+fn campaign_not_found(id: &str) -> ServiceError {
+    ServiceError::not_found("campaign", format!("campaigns/{id}"))
+}
+
+/// Whether the member's latest decision for `channel` grants marketing.
+fn consented(v: &MemberView, channel: &str) -> bool {
+    v.consents.iter().any(|c| c.channel == channel && c.granted)
+}
+
+impl App {
+    pub(crate) async fn create_segment<R>(
+        &self,
+        display_name: String,
+        rule: Rule,
+        key: Option<&IdempotencyKey>,
+        render: fn(&segment::Model) -> ServiceResult<R>,
+    ) -> ServiceResult<R>
+    where
+        R: prost::Message + Default + Clone + 'static,
+    {
+        let rule_json = serde_json::to_string(&rule).map_err(ServiceError::internal)?;
+        let now = retail_kit::convert::now();
+        idempotency::execute(&self.db, key, Clone::clone, |txn| {
+            let model = segment::Model {
+                id: store::new_id(),
+                display_name: display_name.clone(),
+                rule_json: rule_json.clone(),
+                created_at: now,
+            };
+            Box::pin(async move {
+                db::insert_segment(txn, model.clone()).await?;
+                render(&model)
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn segment(&self, id: &str) -> ServiceResult<segment::Model> {
+        db::find_segment(&self.db, id)
+            .await?
+            .ok_or_else(|| segment_not_found(id))
+    }
+
+    /// Up to `want` live members after `after` (by id) that `rule` matches at
+    /// `as_of`, and the last id scanned (`None` when the members ran out).
+    async fn matching(
+        &self,
+        conn: &impl ConnectionTrait,
+        rule: &Rule,
+        after: Option<String>,
+        want: usize,
+        as_of: DateTime<Utc>,
+    ) -> ServiceResult<(Vec<MemberView>, Option<String>)> {
+        let page = Page::parse(SCAN_BATCH, "", "engagement-scan")?;
+        let mut cursor = after;
+        let mut out = Vec::new();
+        loop {
+            let rows =
+                store::list_members(conn, &page.continued_after(cursor.clone()), &MemberFilter::default()).await?;
+            let exhausted = rows.len() as u64 <= page.size;
+            for row in rows.into_iter().take(page.size as usize) {
+                cursor = Some(row.id.clone());
+                let view = store::view(conn, row).await?;
+                if rule.matches(&facts(&self.rules, &view, as_of)) {
+                    out.push(view);
+                    if out.len() >= want {
+                        return Ok((out, cursor));
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((out, None));
+            }
+        }
+    }
+
+    /// The number of live members the segment matches at `as_of`.
+    pub(crate) async fn count_segment(&self, id: &str, as_of: DateTime<Utc>) -> ServiceResult<i64> {
+        let rule = segment_rule(&self.segment(id).await?)?;
+        // Batch by batch, so only one batch of members is held at a time.
+        let mut count = 0;
+        let mut cursor = None;
+        loop {
+            let (members, last) = self
+                .matching(&self.db, &rule, cursor, SCAN_BATCH as usize, as_of)
+                .await?;
+            count += members.len() as i64;
+            match last {
+                Some(last) => cursor = Some(last),
+                None => return Ok(count),
+            }
+        }
+    }
+
+    /// A page of the members the segment matches at `as_of`.
+    pub(crate) async fn segment_members(
+        &self,
+        id: &str,
+        page: Page,
+        as_of: DateTime<Utc>,
+    ) -> ServiceResult<(Vec<pb::Member>, String)> {
+        let rule = segment_rule(&self.segment(id).await?)?;
+        let (views, last) = self
+            .matching(&self.db, &rule, page.after.clone(), page.size as usize + 1, as_of)
+            .await?;
+        let more = views.len() > page.size as usize && last.is_some();
+        let views: Vec<MemberView> = views.into_iter().take(page.size as usize).collect();
+        let next = match (more, views.last()) {
+            (true, Some(v)) => page.token_after(&v.member.id),
+            _ => String::new(),
+        };
+        let members = views.iter().map(|v| self.profile(v)).collect::<ServiceResult<_>>()?;
+        Ok((members, next))
+    }
+
+    pub(crate) async fn create_campaign<R>(
+        &self,
+        new: NewCampaign,
+        key: Option<&IdempotencyKey>,
+        render: fn(&LoyaltyRules, &campaign::Model, i64, i64) -> ServiceResult<R>,
+    ) -> ServiceResult<R>
+    where
+        R: prost::Message + Default + Clone + 'static,
+    {
+        if db::find_segment(&self.db, &new.segment_id).await?.is_none() {
+            return Err(ServiceError::invalid("campaign.segment", "no such segment"));
+        }
+        let now = retail_kit::convert::now();
+        idempotency::execute(&self.db, key, Clone::clone, |txn| {
+            let n = new.clone();
+            let rules = self.rules.clone();
+            let model = campaign::Model {
+                id: store::new_id(),
+                display_name: n.display_name,
+                segment_id: n.segment_id,
+                channel: n.channel,
+                trigger_kind: n.trigger.as_str().to_owned(),
+                send_at: n.send_at,
+                action_kind: n.action,
+                message_template: n.message_template,
+                bonus_points: n.bonus_points,
+                control_share_bp: n.control_share_bp,
+                window_start: n.window_start,
+                window_end: n.window_end,
+                budget_contacts: n.budget_contacts,
+                cost_per_contact_minor: n.cost_per_contact_minor,
+                state: CampaignState::Draft.as_str().to_owned(),
+                sent: false,
+                created_at: now,
+                updated_at: now,
+            };
+            Box::pin(async move {
+                db::insert_campaign(txn, model.clone()).await?;
+                render(&rules, &model, 0, 0)
+            })
+        })
+        .await
+    }
+
+    /// The campaign with its contacted and control counts.
+    pub(crate) async fn campaign(&self, id: &str) -> ServiceResult<(campaign::Model, i64, i64)> {
+        let c = db::find_campaign(&self.db, id)
+            .await?
+            .ok_or_else(|| campaign_not_found(id))?;
+        let contacted = db::count_outcome(&self.db, id, ContactOutcome::Contacted.as_str()).await? as i64;
+        let control = db::count_outcome(&self.db, id, ContactOutcome::Control.as_str()).await? as i64;
+        Ok((c, contacted, control))
+    }
+
+    /// Moves a campaign to `to`; FAILED_PRECONDITION if its state does not allow it.
+    pub(crate) async fn move_campaign(
+        &self,
+        id: &str,
+        to: CampaignState,
+    ) -> ServiceResult<(campaign::Model, i64, i64)> {
+        let (current, _, _) = self.campaign(id).await?;
+        let from = stored("campaign state", &current.state, CampaignState::parse)?;
+        if !from.may_become(to) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "a {} campaign cannot become {}",
+                from.as_str(),
+                to.as_str()
+            )));
+        }
+        if !db::move_campaign(&self.db, id, from.as_str(), to.as_str(), Utc::now()).await? {
+            return Err(ServiceError::FailedPrecondition(
+                "the campaign changed state meanwhile".into(),
+            ));
+        }
+        self.campaign(id).await
+    }
+
+    /// The periodic campaign work at `as_of`: scheduled campaigns whose window has
+    /// begun start, planned campaigns due contact their audience, campaigns past
+    /// their window finish, and the outbox is delivered. Returns the members
+    /// contacted.
+    pub async fn run_campaigns(&self, as_of: DateTime<Utc>) -> ServiceResult<u64> {
+        let now = retail_kit::convert::now();
+        for c in db::campaigns_in(&self.db, CampaignState::Scheduled.as_str()).await? {
+            if c.window_start <= as_of {
+                db::move_campaign(&self.db, &c.id, "scheduled", "running", now).await?;
+            }
+        }
+        let mut contacted = 0;
+        for c in db::campaigns_in(&self.db, CampaignState::Running.as_str()).await? {
+            let due = c.trigger_kind == TriggerKind::Planned.as_str()
+                && !c.sent
+                && c.send_at.is_none_or(|t| t <= as_of)
+                && as_of < c.window_end;
+            if due {
+                contacted += self.send_planned(&c, as_of).await?;
+            }
+            if c.window_end <= as_of {
+                db::move_campaign(&self.db, &c.id, "running", "finished", now).await?;
+            }
+        }
+        self.deliver(100).await?;
+        Ok(contacted)
+    }
+
+    /// Contacts a planned campaign's audience, one member per transaction; the
+    /// decision row makes each member count once, also when this runs again.
+    async fn send_planned(&self, c: &campaign::Model, as_of: DateTime<Utc>) -> ServiceResult<u64> {
+        let segment = db::find_segment(&self.db, &c.segment_id)
+            .await?
+            .ok_or_else(|| segment_not_found(&c.segment_id))?;
+        let rule = segment_rule(&segment)?;
+        let mut contacted = 0;
+        let mut cursor = None;
+        loop {
+            let (views, last) = self
+                .matching(&self.db, &rule, cursor, SCAN_BATCH as usize, as_of)
+                .await?;
+            for view in views {
+                let member_id = view.member.id.clone();
+                let txn = retail_kit::db::begin_write(&self.db).await?;
+                let version = match store::find_member(&txn, &member_id).await? {
+                    Some(member) => {
+                        let view = store::view(&txn, member).await?;
+                        self.contact(&txn, c, &view, as_of).await?
+                    }
+                    None => None,
+                };
+                txn.commit().await?;
+                if let Some(version) = version {
+                    contacted += 1;
+                    if version > 0 {
+                        self.forget_member(&member_id, version, false).await;
+                    }
+                }
+            }
+            if last.is_none() {
+                break;
+            }
+            cursor = last;
+        }
+        db::mark_sent(&self.db, &c.id).await?;
+        self.log.committed();
+        Ok(contacted)
+    }
+
+    /// Decides for one member of a running campaign the member is in the audience
+    /// of: nothing without consent for the channel or when decided before; else
+    /// control, capped, over budget or contacted (a message in the outbox, and bonus
+    /// points with the campaign as their reference). `Some(version)` when contacted,
+    /// with the member's new version if points changed it (0 otherwise).
+    async fn contact(
+        &self,
+        txn: &DatabaseTransaction,
+        c: &campaign::Model,
+        v: &MemberView,
+        as_of: DateTime<Utc>,
+    ) -> ServiceResult<Option<i64>> {
+        if v.member.erased_at.is_some() || !consented(v, &c.channel) {
+            return Ok(None);
+        }
+        let member_id = v.member.id.as_str();
+        db::lock_for_contact(txn, member_id, &c.id).await?;
+        let in_control = engagement::in_control_group(&c.id, member_id, c.control_share_bp.max(0) as u32);
+        let recent = db::recent_messages(txn, member_id, &c.channel, as_of - self.engagement.frequency_window).await?;
+        let so_far = db::count_outcome(txn, &c.id, ContactOutcome::Contacted.as_str()).await?;
+        let budget = (c.budget_contacts > 0).then_some(c.budget_contacts as u64);
+        let outcome = engagement::decide_contact(in_control, recent, self.engagement.frequency_cap, so_far, budget);
+        let first = db::decide(
+            txn,
+            contact::Model {
+                campaign_id: c.id.clone(),
+                member_id: member_id.to_owned(),
+                outcome: outcome.as_str().to_owned(),
+                decided_at: as_of,
+            },
+        )
+        .await?;
+        if !first || outcome != ContactOutcome::Contacted {
+            return Ok(None);
+        }
+        let mut version = 0;
+        let mut granted = 0;
+        if c.action_kind == "bonus_points" && c.bonus_points > 0 {
+            match points::grant_in(
+                txn,
+                &self.rules,
+                &v.member,
+                c.bonus_points,
+                &format!("campaign:{}", c.id),
+                as_of,
+            )
+            .await
+            {
+                Ok(standing) => {
+                    version = standing.version;
+                    granted = c.bonus_points;
+                }
+                // A full balance takes no bonus; the message still goes out.
+                Err(ServiceError::FailedPrecondition(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        let body = engagement::render(&c.message_template, &self.message_context(v, as_of, granted));
+        db::insert_message(
+            txn,
+            message::Model {
+                id: store::new_id(),
+                campaign_id: c.id.clone(),
+                member_id: member_id.to_owned(),
+                channel: c.channel.clone(),
+                body,
+                created_at: as_of,
+                sent_at: None,
+            },
+        )
+        .await?;
+        Ok(Some(version))
+    }
+
+    fn message_context(&self, v: &MemberView, as_of: DateTime<Utc>, points: i64) -> MessageContext {
+        let rules = &self.rules;
+        let level = rules.level_of(&v.member.tier);
+        let (next_tier, distance) = match rules.ladder.get(level + 1) {
+            Some(next) => {
+                let records: Vec<_> = v.purchases.iter().map(|p| (p.occurred_at, p.amount_minor)).collect();
+                let missing = (next.threshold_minor - rules.spend(&records, as_of)).max(0);
+                (
+                    next.name.clone(),
+                    engagement::format_money(missing, rules.minor_exponent, &rules.currency),
+                )
+            }
+            None => (String::new(), String::new()),
+        };
+        MessageContext {
+            tier: v.member.tier.clone(),
+            next_tier,
+            distance,
+            points,
+        }
+    }
+
+    /// Instant triggers: a recorded payment (and a tier upgrade it caused) contacts
+    /// the member for every running campaign with that trigger whose window holds
+    /// `as_of` and whose segment the member is in. Runs in the payment's
+    /// transaction; the member's version afterwards if a bonus changed it.
+    pub(crate) async fn react_to_payment(
+        &self,
+        txn: &DatabaseTransaction,
+        member_id: &str,
+        upgraded: bool,
+        as_of: DateTime<Utc>,
+    ) -> ServiceResult<Option<i64>> {
+        let running = db::campaigns_in(txn, CampaignState::Running.as_str()).await?;
+        let wanted: Vec<&campaign::Model> = running
+            .iter()
+            .filter(|c| {
+                (c.trigger_kind == TriggerKind::Purchase.as_str()
+                    || (upgraded && c.trigger_kind == TriggerKind::TierUpgrade.as_str()))
+                    && c.window_start <= as_of
+                    && as_of < c.window_end
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        let Some(member) = store::find_member(txn, member_id).await? else {
+            return Ok(None);
+        };
+        let mut view = store::view(txn, member).await?;
+        let mut version = None;
+        for c in wanted {
+            let Some(segment) = db::find_segment(txn, &c.segment_id).await? else {
+                continue;
+            };
+            if !segment_rule(&segment)?.matches(&facts(&self.rules, &view, as_of)) {
+                continue;
+            }
+            if let Some(v) = self.contact(txn, c, &view, as_of).await?
+                && v > 0
+            {
+                version = Some(v);
+                if let Some(member) = store::find_member(txn, member_id).await? {
+                    view.member = member;
+                }
+            }
+        }
+        Ok(version)
+    }
+
+    /// Hands up to `limit` pending messages to the sender, marking each sent when it
+    /// took it. Bodies are never logged.
+    pub async fn deliver(&self, limit: u64) -> ServiceResult<u64> {
+        let mut sent = 0;
+        for m in db::pending_messages(&self.db, limit).await? {
+            match self.sender.send(&m).await {
+                Ok(()) => {
+                    db::mark_message_sent(&self.db, &m.id, retail_kit::convert::now()).await?;
+                    sent += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = %m.id, error = %e, "message not delivered; retried later");
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// The campaign's results at `as_of`: each reached and each control member's
+    /// purchases (paid minus refunded) from the decision until the attribution
+    /// window ends (or `as_of`, if earlier).
+    pub(crate) async fn campaign_report(&self, id: &str, as_of: DateTime<Utc>) -> ServiceResult<CampaignReport> {
+        let (c, _, _) = self.campaign(id).await?;
+        let mut groups = Vec::new();
+        for outcome in [ContactOutcome::Contacted, ContactOutcome::Control] {
+            let mut group = Vec::new();
+            for d in db::decided(&self.db, id, outcome.as_str()).await? {
+                let until = (d.decided_at + self.engagement.attribution_window).min(as_of);
+                let mut a = Attributed::default();
+                for p in loyalty::purchases_after(&self.db, &d.member_id, None).await? {
+                    if p.occurred_at < d.decided_at || p.occurred_at > until {
+                        continue;
+                    }
+                    if p.kind == PurchaseKind::Paid.as_str() {
+                        a.orders += 1;
+                    }
+                    a.revenue_minor = a.revenue_minor.saturating_add(p.amount_minor);
+                }
+                group.push(a);
+            }
+            groups.push(group);
+        }
+        let control = groups.pop().unwrap_or_default();
+        let reached = groups.pop().unwrap_or_default();
+        Ok(engagement::campaign_report(
+            &reached,
+            &control,
+            c.cost_per_contact_minor,
+        ))
+    }
+
+    pub(crate) async fn messages(&self, campaign_id: &str, page: Page) -> ServiceResult<(Vec<message::Model>, String)> {
+        if db::find_campaign(&self.db, campaign_id).await?.is_none() {
+            return Err(campaign_not_found(campaign_id));
+        }
+        let rows = db::sent_messages(&self.db, campaign_id, &page).await?;
+        Ok(page.finish(rows, |m| m.id.clone()))
+    }
+}
+
+/// The shared default sender.
+pub(crate) fn default_sender() -> Arc<dyn MessageSender> {
+    Arc::new(LogSender)
+}
