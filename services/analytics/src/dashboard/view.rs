@@ -84,10 +84,14 @@ impl Table {
     }
 }
 
-/// A CSV field: quoted when needed; a leading formula character is neutralised
-/// so a spreadsheet does not run a value as a formula.
+/// A CSV field: quoted when needed; a value that a spreadsheet would run as a
+/// formula (a leading `=`, `@`, or a sign not followed by a plain figure) is
+/// prefixed with `'`.
 fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '@']) || (s.starts_with('-') && s.parse::<f64>().is_err()) {
+    let signed_figure = |rest: &str| rest.chars().all(|c| c.is_ascii_digit() || ".% pts".contains(c));
+    let risky = s.starts_with(['=', '@', '\t', '\r'])
+        || (s.starts_with(['+', '-']) && !signed_figure(&s[1..]));
+    let s = if risky {
         format!("'{s}")
     } else {
         s.to_owned()
@@ -449,4 +453,20 @@ pub fn pyramid_chart(layers: &[(String, f64, String)]) -> Markup {
 /// Markup that is already safe (static text of this module).
 pub fn raw(s: &'static str) -> Markup {
     PreEscaped(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_neutralised() {
+        assert_eq!(csv_field("-3.8%"), "-3.8%");
+        assert_eq!(csv_field("+1.0 pts"), "+1.0 pts");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "\"'=HYPERLINK(1)\"");
+        assert_eq!(csv_field("-2+cmd|x"), "\"'-2+cmd|x\"");
+        assert_eq!(csv_field("@sum"), "\"'@sum\"");
+    }
 }
