@@ -343,6 +343,9 @@ fn fmt_axis(v: f64) -> String {
     }
 }
 
+// SVG elements are closed explicitly (`{}`): inside HTML, `<rect>` without `/>`
+// or `</rect>` would swallow the elements after it.
+
 /// Horizontal bars: a label, a value and the hover text of each bar.
 pub fn bar_chart(bars: &[(String, f64, String)]) -> Markup {
     let max = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max).max(f64::MIN_POSITIVE);
@@ -356,7 +359,7 @@ pub fn bar_chart(bars: &[(String, f64, String)]) -> Markup {
                 g.mark {
                     title { (hover) }
                     text x="0" y=(y + 18.0) { (label) }
-                    rect x="150" y=(y + 4.0) width=(format!("{w:.1}")) height=(row - 8.0) fill=(color(i));
+                    rect x="150" y=(y + 4.0) width=(format!("{w:.1}")) height=(row - 8.0) fill=(color(i)) {}
                     text x=(format!("{:.1}", 156.0 + w)) y=(y + 18.0) { (fmt_axis(*value)) }
                 }
             }
@@ -381,7 +384,7 @@ pub fn line_chart(labels: &[String], series: &[(String, Vec<f64>)], unit: &str) 
         svg.lines viewBox={ "0 0 " (w) " " (h + 24.0 * series.len().div_ceil(4) as f64) } role="img" {
             @for k in 0..=4 {
                 @let v = max * k as f64 / 4.0;
-                line.grid x1=(left) x2=(w - 8.0) y1=(format!("{:.1}", y(v))) y2=(format!("{:.1}", y(v)));
+                line.grid x1=(left) x2=(w - 8.0) y1=(format!("{:.1}", y(v))) y2=(format!("{:.1}", y(v))) {}
                 text.axis x=(left - 4.0) y=(format!("{:.1}", y(v) + 4.0)) text-anchor="end" { (fmt_axis(v)) }
             }
             @for (i, label) in labels.iter().enumerate() {
@@ -391,7 +394,7 @@ pub fn line_chart(labels: &[String], series: &[(String, Vec<f64>)], unit: &str) 
             }
             @for (s, (name, values)) in series.iter().enumerate() {
                 @let points: Vec<String> = values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v))).collect();
-                polyline fill="none" stroke=(color(s)) stroke-width="2" points=(points.join(" "));
+                polyline fill="none" stroke=(color(s)) stroke-width="2" points=(points.join(" ")) {}
                 @for (i, v) in values.iter().enumerate() {
                     circle.mark cx=(format!("{:.1}", x(i))) cy=(format!("{:.1}", y(*v))) r="4" fill=(color(s)) {
                         title { (name) " " (labels.get(i).map_or("", String::as_str)) ": " (format!("{v:.2}")) " " (unit) }
@@ -399,7 +402,7 @@ pub fn line_chart(labels: &[String], series: &[(String, Vec<f64>)], unit: &str) 
                 }
                 @let lx = left + 150.0 * (s % 4) as f64;
                 @let ly = h + 4.0 + 24.0 * (s / 4) as f64;
-                rect x=(lx) y=(ly) width="12" height="12" fill=(color(s));
+                rect x=(lx) y=(ly) width="12" height="12" fill=(color(s)) {}
                 text x=(lx + 16.0) y=(ly + 11.0) { (name) }
             }
         }
@@ -442,7 +445,7 @@ pub fn pyramid_chart(layers: &[(String, f64, String)]) -> Markup {
                 @let y = 2.0 + row * i as f64;
                 g.mark {
                     title { (hover) }
-                    rect x=(format!("{:.1}", 320.0 - w / 2.0)) y=(y) width=(format!("{w:.1}")) height=(row - 4.0) fill=(color(i)) fill-opacity="0.8";
+                    rect x=(format!("{:.1}", 320.0 - w / 2.0)) y=(y) width=(format!("{w:.1}")) height=(row - 4.0) fill=(color(i)) fill-opacity="0.8" {}
                     text x="320" y=(y + 18.0) text-anchor="middle" fill="#fff" { (label) " · " (format!("{:.1}%", share * 100.0)) }
                 }
             }

@@ -598,6 +598,14 @@ async fn the_overview_and_its_csv_show_the_grpc_figures() {
         assert_eq!(seen.status, 200, "{page}");
         assert!(seen.body.contains("<svg"), "{page} draws a chart");
         assert!(seen.body.contains("<title>"), "{page} has hover values");
+        // Inside HTML an SVG element must be closed, or it swallows what follows.
+        for tag in ["rect", "line", "polyline"] {
+            assert_eq!(
+                seen.body.matches(&format!("<{tag} ")).count(),
+                seen.body.matches(&format!("</{tag}>")).count(),
+                "{page}: every <{tag}> is closed"
+            );
+        }
     }
     let partners = ana.get(&format!("/partners?period=custom&from={from}&to={to}")).await;
     assert!(partners.body.contains("No partner sales in this period."), "the history names no partner");
