@@ -137,7 +137,7 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
       check(r.status() === 200 && (await page.locator("h1").count()) === 1, `${p} renders`);
     }
     await page.goto(base + "/rfm" + query);
-    await Promise.all([page.waitForNavigation(), page.locator("#table-rfm a").first().click()]);
+    await Promise.all([page.waitForNavigation(), page.locator("#table-rfm tbody a").first().click()]);
     check(new URL(page.url()).pathname.startsWith("/rfm/"), "a segment drills into its members");
     check((await page.locator("#table-members th").first().textContent()) === "member_id", "members are listed by id only");
 

@@ -11,8 +11,8 @@
 #![forbid(unsafe_code)]
 
 mod api;
-pub mod dashboard;
 pub mod app;
+pub mod dashboard;
 pub mod domain;
 pub mod events;
 pub mod projection;

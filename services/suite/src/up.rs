@@ -332,7 +332,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(addr) = launched.dashboard {
         let url = format!("http://{addr}/");
-        println!("  {:<12} {url:<22} KPI dashboard of analytics (sign in as a staff user)", "dashboard");
+        println!(
+            "  {:<12} {url:<22} KPI dashboard of analytics (sign in as a staff user)",
+            "dashboard"
+        );
     }
     println!();
     let username = &settings.identity.bootstrap.admin_username;

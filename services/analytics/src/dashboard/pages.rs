@@ -57,7 +57,10 @@ fn finish(state: &State, built: ServiceResult<Page>, params: &Params, viewer: Vi
         }
         Err(err) => {
             tracing::warn!(error = %err, "a dashboard page failed");
-            view::error_page(StatusCode::INTERNAL_SERVER_ERROR, "The figures could not be read; try again.")
+            view::error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The figures could not be read; try again.",
+            )
         }
     }
 }
@@ -162,9 +165,27 @@ async fn build_overview(state: &State, params: &Params, period: Period) -> Servi
     let (c, p) = (&sales.current, &sales.previous);
     let active_growth = growth(members.purchasing as f64, members_before.purchasing as f64);
     let cards = vec![
-        card("revenue", "Revenue", money(c.revenue), money(p.revenue), Some(sales.revenue_growth)),
-        card("orders", "Orders", c.orders.to_string(), p.orders.to_string(), Some(sales.orders_growth)),
-        card("aov", "Average order value", money_f(c.aov), money_f(p.aov), Some(sales.aov_growth)),
+        card(
+            "revenue",
+            "Revenue",
+            money(c.revenue),
+            money(p.revenue),
+            Some(sales.revenue_growth),
+        ),
+        card(
+            "orders",
+            "Orders",
+            c.orders.to_string(),
+            p.orders.to_string(),
+            Some(sales.orders_growth),
+        ),
+        card(
+            "aov",
+            "Average order value",
+            money_f(c.aov),
+            money_f(p.aov),
+            Some(sales.aov_growth),
+        ),
         card(
             "active_members",
             "Active members (bought)",
@@ -191,7 +212,10 @@ async fn build_overview(state: &State, params: &Params, period: Period) -> Servi
             Some(g) => change(g),
             None => {
                 // NPS: the difference in points.
-                let (a, b) = (card.value.parse::<f64>().unwrap_or(0.0), card.previous.parse::<f64>().unwrap_or(0.0));
+                let (a, b) = (
+                    card.value.parse::<f64>().unwrap_or(0.0),
+                    card.previous.parse::<f64>().unwrap_or(0.0),
+                );
                 format!("{:+.1} pts", a - b)
             }
         };
@@ -204,22 +228,54 @@ async fn build_overview(state: &State, params: &Params, period: Period) -> Servi
     }
     for (id, cur, prev) in [
         ("customers", c.customers.to_string(), p.customers.to_string()),
-        ("spend_per_customer", money_f(c.spend_per_customer), money_f(p.spend_per_customer)),
+        (
+            "spend_per_customer",
+            money_f(c.spend_per_customer),
+            money_f(p.spend_per_customer),
+        ),
         ("items_per_ticket", num(c.items_per_ticket), num(p.items_per_ticket)),
         ("refunded", money(c.refunded), money(p.refunded)),
-        ("registered_members", members.registered.to_string(), members_before.registered.to_string()),
-        ("monthly_active_members", members.monthly.to_string(), members_before.monthly.to_string()),
-        ("marketable_members", members.marketable.to_string(), members_before.marketable.to_string()),
-        ("nps_respondents", nps.nps.respondents.to_string(), nps_before.nps.respondents.to_string()),
-        ("average_rating", num(nps.average_rating), num(nps_before.average_rating)),
+        (
+            "registered_members",
+            members.registered.to_string(),
+            members_before.registered.to_string(),
+        ),
+        (
+            "monthly_active_members",
+            members.monthly.to_string(),
+            members_before.monthly.to_string(),
+        ),
+        (
+            "marketable_members",
+            members.marketable.to_string(),
+            members_before.marketable.to_string(),
+        ),
+        (
+            "nps_respondents",
+            nps.nps.respondents.to_string(),
+            nps_before.nps.respondents.to_string(),
+        ),
+        (
+            "average_rating",
+            num(nps.average_rating),
+            num(nps_before.average_rating),
+        ),
     ] {
         table.row(vec![id.into(), cur.into(), prev.into(), String::new().into()]);
     }
     let empty = (c.orders == 0 && p.orders == 0 && members.registered == 0)
         .then(|| "No sales and no members in this period yet.".to_owned());
     let chart = view::bar_chart(&[
-        ("current".into(), c.revenue as f64 / 100.0, format!("revenue {}", money(c.revenue))),
-        ("previous".into(), p.revenue as f64 / 100.0, format!("revenue {}", money(p.revenue))),
+        (
+            "current".into(),
+            c.revenue as f64 / 100.0,
+            format!("revenue {}", money(c.revenue)),
+        ),
+        (
+            "previous".into(),
+            p.revenue as f64 / 100.0,
+            format!("revenue {}", money(p.revenue)),
+        ),
     ]);
     page.sections.push(Section {
         heading: match dim {
@@ -289,9 +345,19 @@ async fn build_sales(state: &State, params: &Params, period: Period) -> ServiceR
     let hourly = period.end - period.start <= DAY;
     let labels: Vec<String> = buckets
         .iter()
-        .map(|b| if hourly { date_time(b.start)[11..].to_owned() } else { date(b.start) })
+        .map(|b| {
+            if hourly {
+                date_time(b.start)[11..].to_owned()
+            } else {
+                date(b.start)
+            }
+        })
         .collect();
-    let mut table = Table::new("sales", "Revenue and orders per bucket", &["bucket", "series", "revenue", "orders", "units"]);
+    let mut table = Table::new(
+        "sales",
+        "Revenue and orders per bucket",
+        &["bucket", "series", "revenue", "orders", "units"],
+    );
     let mut series = Vec::new();
     let mut total = 0i64;
     for (name, d, k) in &series_keys {
@@ -311,11 +377,30 @@ async fn build_sales(state: &State, params: &Params, period: Period) -> ServiceR
         series.push((name.clone(), values));
     }
     let report = app.sales(period, dim, key).await?;
-    let mut totals = Table::new("sales_totals", "Period against the previous one", &["metric", "current", "previous", "change"]);
+    let mut totals = Table::new(
+        "sales_totals",
+        "Period against the previous one",
+        &["metric", "current", "previous", "change"],
+    );
     for (m, c, p, g) in [
-        ("revenue", money(report.current.revenue), money(report.previous.revenue), report.revenue_growth),
-        ("orders", report.current.orders.to_string(), report.previous.orders.to_string(), report.orders_growth),
-        ("aov", money_f(report.current.aov), money_f(report.previous.aov), report.aov_growth),
+        (
+            "revenue",
+            money(report.current.revenue),
+            money(report.previous.revenue),
+            report.revenue_growth,
+        ),
+        (
+            "orders",
+            report.current.orders.to_string(),
+            report.previous.orders.to_string(),
+            report.orders_growth,
+        ),
+        (
+            "aov",
+            money_f(report.current.aov),
+            money_f(report.previous.aov),
+            report.aov_growth,
+        ),
         (
             "items_per_ticket",
             num(report.current.items_per_ticket),
@@ -393,7 +478,10 @@ async fn build_pyramid(state: &State, _params: &Params, period: Period) -> Servi
             ),
         ));
     }
-    let empty = layers.iter().all(|l| l.headcount == 0).then(|| "No purchases in this period.".to_owned());
+    let empty = layers
+        .iter()
+        .all(|l| l.headcount == 0)
+        .then(|| "No purchases in this period.".to_owned());
     page.sections.push(Section {
         heading: "Layers (share of revenue)".into(),
         chart: Some(view::pyramid_chart(&bars)),
@@ -434,7 +522,11 @@ async fn build_rfm(state: &State, params: &Params, period: Period) -> ServiceRes
             members.to_string().into(),
             money(*spend).into(),
         ]);
-        bars.push((name.to_owned(), *members as f64, format!("{name}: {members} members, spend {}", money(*spend))));
+        bars.push((
+            name.to_owned(),
+            *members as f64,
+            format!("{name}: {members} members, spend {}", money(*spend)),
+        ));
     }
     page.sections.push(Section {
         heading: "Members per segment".into(),
@@ -546,13 +638,21 @@ async fn build_lifecycle(state: &State, _params: &Params, period: Period) -> Ser
         return Ok(page);
     }
     let l = state.app.lifecycle(period, 90).await?;
-    let mut table = Table::new("lifecycle", format!("Members per state on {}", date(period.end - 1)), &["state", "members"]);
+    let mut table = Table::new(
+        "lifecycle",
+        format!("Members per state on {}", date(period.end - 1)),
+        &["state", "members"],
+    );
     let mut bars = Vec::new();
     for (s, n) in &l.distribution {
         table.row(vec![s.as_str().into(), n.to_string().into()]);
         bars.push((s.as_str().to_owned(), *n as f64, format!("{}: {n} members", s.as_str())));
     }
-    let mut flows = Table::new("flows", "From the period's start to its end", &["from", "to", "members", "direction"]);
+    let mut flows = Table::new(
+        "flows",
+        "From the period's start to its end",
+        &["from", "to", "members", "direction"],
+    );
     for (from, to, n) in &l.flows {
         flows.row(vec![
             from.as_str().into(),
@@ -589,16 +689,7 @@ async fn build_cohorts(state: &State, _params: &Params, period: Period) -> Servi
     }
     // Cohorts need months: the heat map covers at least the last twelve.
     let start = period.start.min(period.end - 365 * DAY);
-    let s = state
-        .app
-        .stickiness(
-            Period {
-                start,
-                end: period.end,
-            },
-            90,
-        )
-        .await?;
+    let s = state.app.stickiness(Period { start, end: period.end }, 90).await?;
     let columns = s.cohorts.iter().map(|c| c.retention.len()).max().unwrap_or(0);
     let mut headers: Vec<String> = vec!["cohort".into(), "customers".into()];
     headers.extend((1..=columns).map(|k| format!("m+{k}")));
@@ -618,12 +709,28 @@ async fn build_cohorts(state: &State, _params: &Params, period: Period) -> Servi
     page.sections.push(Section {
         heading: "Retention by cohort".into(),
         cards: vec![
-            card("repeat_rate", "Repeat purchase rate", pct(s.repeat_rate), String::new(), None),
-            card("active_arpu", "Active ARPU", money_f(s.active_arpu), String::new(), None),
+            card(
+                "repeat_rate",
+                "Repeat purchase rate",
+                pct(s.repeat_rate),
+                String::new(),
+                None,
+            ),
+            card(
+                "active_arpu",
+                "Active ARPU",
+                money_f(s.active_arpu),
+                String::new(),
+                None,
+            ),
             card("churn_rate", "Churn rate", pct(s.churn_rate), String::new(), None),
         ],
         chart: Some(view::heat_map(&rows, columns)),
-        empty: s.cohorts.iter().all(|c| c.customers == 0).then(|| "No first purchases in these months.".to_owned()),
+        empty: s
+            .cohorts
+            .iter()
+            .all(|c| c.customers == 0)
+            .then(|| "No first purchases in these months.".to_owned()),
         table: Some(table),
         extra: None,
     });
@@ -663,11 +770,29 @@ async fn build_stores(state: &State, params: &Params, period: Period) -> Service
     let f = state.app.store_funnel(period, &store).await?;
     let b = state.app.store_funnel(period.previous(), &store).await?;
     let cards = vec![
-        card("entered", "Entered", f.entered.to_string(), b.entered.to_string(), Some(growth(f.entered as f64, b.entered as f64))),
+        card(
+            "entered",
+            "Entered",
+            f.entered.to_string(),
+            b.entered.to_string(),
+            Some(growth(f.entered as f64, b.entered as f64)),
+        ),
         card("entry_rate", "Entry rate", pct(f.entry_rate), pct(b.entry_rate), None),
         card("touch_rate", "Touch rate", pct(f.touch_rate), pct(b.touch_rate), None),
-        card("try_on_rate", "Try-on rate", pct(f.try_on_rate), pct(b.try_on_rate), None),
-        card("receipts", "Receipts", f.receipts.to_string(), b.receipts.to_string(), Some(growth(f.receipts as f64, b.receipts as f64))),
+        card(
+            "try_on_rate",
+            "Try-on rate",
+            pct(f.try_on_rate),
+            pct(b.try_on_rate),
+            None,
+        ),
+        card(
+            "receipts",
+            "Receipts",
+            f.receipts.to_string(),
+            b.receipts.to_string(),
+            Some(growth(f.receipts as f64, b.receipts as f64)),
+        ),
         card(
             "transaction_seconds",
             "Avg transaction (s)",
@@ -683,10 +808,22 @@ async fn build_stores(state: &State, params: &Params, period: Period) -> Service
             None,
         ),
     ];
-    let mut places = Table::new("funnel", "Rates per aisle, floor and zone", &["rate", "place", "base", "count", "share"]);
+    let mut places = Table::new(
+        "funnel",
+        "Rates per aisle, floor and zone",
+        &["rate", "place", "base", "count", "share"],
+    );
     let mut bars = vec![
-        ("passed by".to_owned(), f.passed_by as f64, format!("passed by: {}", f.passed_by)),
-        ("entered".to_owned(), f.entered as f64, format!("entered: {} ({})", f.entered, pct(f.entry_rate))),
+        (
+            "passed by".to_owned(),
+            f.passed_by as f64,
+            format!("passed by: {}", f.passed_by),
+        ),
+        (
+            "entered".to_owned(),
+            f.entered as f64,
+            format!("entered: {} ({})", f.entered, pct(f.entry_rate)),
+        ),
     ];
     for (kind, list) in [
         ("pass_through", &f.pass_through),
@@ -779,7 +916,16 @@ async fn build_staff(state: &State, params: &Params, period: Period) -> ServiceR
     let mut table = Table::new(
         "staff",
         "Per employee",
-        &["staff", "steps", "customers_served", "products_shown", "try_ons_given", "receipts", "sales", "conversion"],
+        &[
+            "staff",
+            "steps",
+            "customers_served",
+            "products_shown",
+            "try_ons_given",
+            "receipts",
+            "sales",
+            "conversion",
+        ],
     );
     let mut bars = Vec::new();
     for s in &staff {
@@ -796,13 +942,20 @@ async fn build_staff(state: &State, params: &Params, period: Period) -> ServiceR
         bars.push((
             s.staff.clone(),
             s.sales as f64 / 100.0,
-            format!("{}: sales {}, conversion {}", s.staff, money(s.sales), pct(s.conversion)),
+            format!(
+                "{}: sales {}, conversion {}",
+                s.staff,
+                money(s.sales),
+                pct(s.conversion)
+            ),
         ));
     }
     page.sections.push(Section {
         heading: "Sales per employee".into(),
         chart: Some(view::bar_chart(&bars)),
-        empty: staff.is_empty().then(|| "No staff-device events from this store in this period.".to_owned()),
+        empty: staff
+            .is_empty()
+            .then(|| "No staff-device events from this store in this period.".to_owned()),
         table: Some(table),
         ..Section::default()
     });
@@ -830,7 +983,11 @@ async fn build_products(state: &State, params: &Params, period: Period) -> Servi
     } else {
         state.app.product_classes(period, &category).await?
     };
-    let mut table = Table::new("classes", "In display order: A, B, C, D", &["sku", "class", "click_through_rate", "units"]);
+    let mut table = Table::new(
+        "classes",
+        "In display order: A, B, C, D",
+        &["sku", "class", "click_through_rate", "units"],
+    );
     let mut counts = [0i64; 4];
     for c in &classes {
         table.row(vec![
@@ -851,11 +1008,19 @@ async fn build_products(state: &State, params: &Params, period: Period) -> Servi
     page.sections.push(Section {
         heading: "SKUs per class".into(),
         cards: vec![
-            card("median_ctr", "Median click-through", pct(median_ctr), String::new(), None),
+            card(
+                "median_ctr",
+                "Median click-through",
+                pct(median_ctr),
+                String::new(),
+                None,
+            ),
             card("median_units", "Median units", num(median_units), String::new(), None),
         ],
         chart: Some(view::bar_chart(&bars)),
-        empty: classes.is_empty().then(|| "No SKU of this category was shown or sold.".to_owned()),
+        empty: classes
+            .is_empty()
+            .then(|| "No SKU of this category was shown or sold.".to_owned()),
         table: Some(table),
         extra: None,
     });
@@ -877,7 +1042,11 @@ async fn build_partners(state: &State, _params: &Params, period: Period) -> Serv
         ranked.push((partner, report));
     }
     ranked.sort_by(|a, b| b.1.current.revenue.cmp(&a.1.current.revenue).then(a.0.cmp(&b.0)));
-    let mut table = Table::new("partners", "By revenue in the period", &["rank", "partner", "revenue", "orders", "aov", "revenue_growth"]);
+    let mut table = Table::new(
+        "partners",
+        "By revenue in the period",
+        &["rank", "partner", "revenue", "orders", "aov", "revenue_growth"],
+    );
     let mut bars = Vec::new();
     for (i, (partner, r)) in ranked.iter().enumerate() {
         table.row(vec![
@@ -888,12 +1057,19 @@ async fn build_partners(state: &State, _params: &Params, period: Period) -> Serv
             money_f(r.current.aov).into(),
             format!("{:+.1}%", r.revenue_growth * 100.0).into(),
         ]);
-        bars.push((partner.clone(), r.current.revenue as f64 / 100.0, format!("{partner}: revenue {}", money(r.current.revenue))));
+        bars.push((
+            partner.clone(),
+            r.current.revenue as f64 / 100.0,
+            format!("{partner}: revenue {}", money(r.current.revenue)),
+        ));
     }
     page.sections.push(Section {
         heading: "Revenue per partner".into(),
         chart: Some(view::bar_chart(&bars)),
-        empty: ranked.iter().all(|r| r.1.current.orders == 0).then(|| "No partner sales in this period.".to_owned()),
+        empty: ranked
+            .iter()
+            .all(|r| r.1.current.orders == 0)
+            .then(|| "No partner sales in this period.".to_owned()),
         table: Some(table),
         ..Section::default()
     });

@@ -155,10 +155,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Path=/, Secure when configured.
 pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool, http_only: bool) -> HeaderValue {
-    let mut c = format!(
-        "{name}={value}; Path=/; Max-Age={}; SameSite=Strict",
-        max_age.as_secs()
-    );
+    let mut c = format!("{name}={value}; Path=/; Max-Age={}; SameSite=Strict", max_age.as_secs());
     if http_only {
         c.push_str("; HttpOnly");
     }
@@ -239,7 +236,10 @@ pub async fn viewer(state: &State, headers: &HeaderMap, access: Access) -> Resul
                 Err(SessionError::Denied) => return Err(clear_session(Redirect::to("/login").into_response(), secure)),
                 Err(SessionError::Unavailable(why)) => {
                     tracing::warn!(reason = %why, "refreshing a dashboard session failed");
-                    return Err(view::error_page(StatusCode::SERVICE_UNAVAILABLE, "Identity is unavailable; try again shortly."));
+                    return Err(view::error_page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Identity is unavailable; try again shortly.",
+                    ));
                 }
             }
         }
@@ -266,7 +266,13 @@ fn session_cookies(tokens: &Tokens, secure: bool) -> [HeaderValue; 2] {
     // The access cookie outlives the token a little: an expired token is renewed
     // with the refresh token, not sent to the login page.
     [
-        set_cookie(ACCESS_COOKIE, &tokens.access, tokens.refresh_ttl.max(tokens.access_ttl), secure, true),
+        set_cookie(
+            ACCESS_COOKIE,
+            &tokens.access,
+            tokens.refresh_ttl.max(tokens.access_ttl),
+            secure,
+            true,
+        ),
         set_cookie(REFRESH_COOKIE, &tokens.refresh, tokens.refresh_ttl, secure, true),
     ]
 }
@@ -326,7 +332,13 @@ fn render_login(state: &State, headers: &HeaderMap, error: Option<&str>, status:
     if new {
         append_cookies(
             &mut response,
-            vec![set_cookie(CSRF_COOKIE, &csrf, Duration::from_secs(86_400), secure, true)],
+            vec![set_cookie(
+                CSRF_COOKIE,
+                &csrf,
+                Duration::from_secs(86_400),
+                secure,
+                true,
+            )],
         );
     }
     response
@@ -344,10 +356,18 @@ pub struct LoginForm {
 
 pub async fn login(AxState(state): AxState<State>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
     if !csrf_ok(&headers, &form.csrf) {
-        return view::error_page(StatusCode::FORBIDDEN, "The form expired or came from another site; reload and try again.");
+        return view::error_page(
+            StatusCode::FORBIDDEN,
+            "The form expired or came from another site; reload and try again.",
+        );
     }
     if form.username.trim().is_empty() || form.password.is_empty() {
-        return render_login(&state, &headers, Some("Enter your user name and password."), StatusCode::BAD_REQUEST);
+        return render_login(
+            &state,
+            &headers,
+            Some("Enter your user name and password."),
+            StatusCode::BAD_REQUEST,
+        );
     }
     match state.sessions.login(form.username.trim(), &form.password).await {
         Ok(tokens) => {
@@ -384,10 +404,16 @@ pub struct LogoutForm {
 
 pub async fn logout(AxState(state): AxState<State>, headers: HeaderMap, Form(form): Form<LogoutForm>) -> Response {
     if !csrf_ok(&headers, &form.csrf) {
-        return view::error_page(StatusCode::FORBIDDEN, "The form expired or came from another site; reload and try again.");
+        return view::error_page(
+            StatusCode::FORBIDDEN,
+            "The form expired or came from another site; reload and try again.",
+        );
     }
     if let Some(refresh) = cookie(&headers, REFRESH_COOKIE) {
         state.sessions.logout(refresh).await;
     }
-    clear_session(Redirect::to("/login").into_response(), state.app.settings.http.secure_cookies)
+    clear_session(
+        Redirect::to("/login").into_response(),
+        state.app.settings.http.secure_cookies,
+    )
 }

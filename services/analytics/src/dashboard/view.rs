@@ -13,12 +13,22 @@ const CSS: &str = include_str!("app.css");
 const JS: &str = include_str!("app.js");
 
 pub async fn css() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], CSS).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        CSS,
+    )
+        .into_response()
 }
 
 pub async fn js() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")],
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
         JS,
     )
         .into_response()
@@ -89,13 +99,8 @@ impl Table {
 /// prefixed with `'`.
 fn csv_field(s: &str) -> String {
     let signed_figure = |rest: &str| rest.chars().all(|c| c.is_ascii_digit() || ".% pts".contains(c));
-    let risky = s.starts_with(['=', '@', '\t', '\r'])
-        || (s.starts_with(['+', '-']) && !signed_figure(&s[1..]));
-    let s = if risky {
-        format!("'{s}")
-    } else {
-        s.to_owned()
-    };
+    let risky = s.starts_with(['=', '@', '\t', '\r']) || (s.starts_with(['+', '-']) && !signed_figure(&s[1..]));
+    let s = if risky { format!("'{s}") } else { s.to_owned() };
     if s.contains([',', '"', '\n', '\r']) || s.starts_with('\'') {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -185,7 +190,10 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
             p { a href="/" { "Dashboard" } " · " a href="/login" { "Sign in" } }
         }
     };
-    html_response(status, document(status.canonical_reason().unwrap_or("Error"), None, body))
+    html_response(
+        status,
+        document(status.canonical_reason().unwrap_or("Error"), None, body),
+    )
 }
 
 fn percent(change: f64) -> String {
@@ -196,11 +204,7 @@ fn percent(change: f64) -> String {
 pub fn render(page: Page, params: &Params, viewer: Viewer, refresh_secs: u64) -> Response {
     let mut response = if params.format == "csv" {
         let tables: Vec<&Table> = page.sections.iter().filter_map(|s| s.table.as_ref()).collect();
-        let table = tables
-            .iter()
-            .find(|t| t.id == params.table)
-            .or(tables.first())
-            .copied();
+        let table = tables.iter().find(|t| t.id == params.table).or(tables.first()).copied();
         match table {
             Some(t) => (
                 [
@@ -219,7 +223,9 @@ pub fn render(page: Page, params: &Params, viewer: Viewer, refresh_secs: u64) ->
         html_response(StatusCode::OK, html_page(&page, params, &viewer, refresh_secs))
     };
     super::session::append_cookies(&mut response, viewer.set_cookies);
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
 }
 

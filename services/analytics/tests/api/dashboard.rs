@@ -41,7 +41,10 @@ impl FakeIdentity {
             )
         };
         users.insert("ana".into(), user(&["analyst"], &["analytics.read", "orders.read"]));
-        users.insert("max".into(), user(&["store_manager"], &["analytics.read", "orders.write"]));
+        users.insert(
+            "max".into(),
+            user(&["store_manager"], &["analytics.read", "orders.write"]),
+        );
         users.insert("sue".into(), user(&["support"], &["orders.read"]));
         Self {
             users,
@@ -192,7 +195,14 @@ async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, Stri
     let text = String::from_utf8(raw).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -256,9 +266,15 @@ impl Browser {
         let page = browser.get("/login").await;
         assert_eq!(page.status, 200);
         let csrf = browser.csrf();
-        assert!(page.body.contains(&format!("value=\"{csrf}\"")), "the form carries the CSRF token");
+        assert!(
+            page.body.contains(&format!("value=\"{csrf}\"")),
+            "the form carries the CSRF token"
+        );
         let response = browser
-            .post("/login", &format!("username={username}&password={password}&csrf={csrf}"))
+            .post(
+                "/login",
+                &format!("username={username}&password={password}&csrf={csrf}"),
+            )
             .await;
         (browser, response)
     }
@@ -379,7 +395,11 @@ async fn an_expired_access_token_is_renewed_with_the_refresh_token() {
     assert_eq!(page.status, 200, "{}", page.body);
     let renewed = page.cookie("rs_access").unwrap();
     assert!(renewed.contains("HttpOnly") && renewed.contains("SameSite=Strict"));
-    assert_ne!(value_of(page.cookie("rs_refresh").unwrap()), old_refresh, "the refresh token rotated");
+    assert_ne!(
+        value_of(page.cookie("rs_refresh").unwrap()),
+        old_refresh,
+        "the refresh token rotated"
+    );
     // A refresh token that identity no longer honours ends the session.
     browser.cookies.insert("rs_access".into(), sign(&expired));
     browser.cookies.insert("rs_refresh".into(), old_refresh);
@@ -393,7 +413,16 @@ async fn analysts_see_everything_store_managers_no_members_and_support_nothing()
     let database = TestDatabase::new().await.unwrap();
     let d = start_dashboard(&database, &[], |_| {}).await;
     let pages = [
-        "/", "/sales", "/pyramid", "/rfm", "/lifecycle", "/cohorts", "/stores", "/staff", "/products", "/partners",
+        "/",
+        "/sales",
+        "/pyramid",
+        "/rfm",
+        "/lifecycle",
+        "/cohorts",
+        "/stores",
+        "/staff",
+        "/products",
+        "/partners",
     ];
     let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
     let (mut max, _) = Browser::sign_in(d.web, "max", "pw").await;
@@ -462,21 +491,37 @@ async fn member_ids_and_staff_ids_are_escaped() {
         .into_inner();
     assert_eq!(accepted.accepted, 1, "{accepted:?}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while d.app.freshness().await.unwrap().iter().all(|p| p.source != "orders" || p.position < 1) {
+    while d
+        .app
+        .freshness()
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| p.source != "orders" || p.position < 1)
+    {
         assert!(tokio::time::Instant::now() < deadline, "the order was not applied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
     let today = retail_analytics::dashboard::query::date(now);
-    let staff = ana.get(&format!("/staff?period=custom&from={today}&to={today}&store=BER")).await;
+    let staff = ana
+        .get(&format!("/staff?period=custom&from={today}&to={today}&store=BER"))
+        .await;
     assert_eq!(staff.status, 200);
     assert!(!staff.body.contains(EVIL), "the staff id is escaped");
-    assert!(staff.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", staff.body);
+    assert!(
+        staff.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        staff.body
+    );
     // The member id in its segment's drill-down.
     let mut found = false;
     for s in retail_analytics::domain::kpi::Segment::ALL {
         let page = ana
-            .get(&format!("/rfm/{}?period=custom&from=2026-05-01&to=2026-05-31", s.as_str()))
+            .get(&format!(
+                "/rfm/{}?period=custom&from=2026-05-01&to=2026-05-31",
+                s.as_str()
+            ))
             .await;
         assert_eq!(page.status, 200);
         assert!(!page.body.contains(EVIL));
@@ -522,7 +567,11 @@ async fn the_overview_and_its_csv_show_the_grpc_figures() {
     ))
     .await
     .unwrap();
-    for (filter, dimension, value) in [("", "all", ""), ("&channel=online", "channel", "online"), ("&store=BER", "store", "BER")] {
+    for (filter, dimension, value) in [
+        ("", "all", ""),
+        ("&channel=online", "channel", "online"),
+        ("&store=BER", "store", "BER"),
+    ] {
         let report = kpis
             .get_sales_report(reader(pb::GetSalesReportRequest {
                 period: period(start, T0),
@@ -566,11 +615,15 @@ async fn the_overview_and_its_csv_show_the_grpc_figures() {
         );
         // The page shows the same figures, and its links keep the filter.
         let html = ana.get(&format!("/?period=custom&from={from}&to={to}{filter}")).await;
-        assert!(html
-            .body
-            .contains(&format!("data-kpi=\"revenue\">{}<", major(current.revenue_minor))));
+        assert!(
+            html.body
+                .contains(&format!("data-kpi=\"revenue\">{}<", major(current.revenue_minor)))
+        );
         if !filter.is_empty() {
-            assert!(html.body.contains(&format!("href=\"/sales?period=custom&amp;from={from}&amp;to={to}{}", filter.replace('&', "&amp;"))));
+            assert!(html.body.contains(&format!(
+                "href=\"/sales?period=custom&amp;from={from}&amp;to={to}{}",
+                filter.replace('&', "&amp;")
+            )));
         }
     }
     let satisfaction = kpis
@@ -582,8 +635,14 @@ async fn the_overview_and_its_csv_show_the_grpc_figures() {
         .await
         .unwrap()
         .into_inner();
-    let csv = ana.get(&format!("/?period=custom&from={from}&to={to}&format=csv")).await;
-    assert!(csv.body.contains(&format!("\nnps,{:.1},", satisfaction.nps)), "{}", csv.body);
+    let csv = ana
+        .get(&format!("/?period=custom&from={from}&to={to}&format=csv"))
+        .await;
+    assert!(
+        csv.body.contains(&format!("\nnps,{:.1},", satisfaction.nps)),
+        "{}",
+        csv.body
+    );
 
     // Every page renders with data, its charts carry hover values.
     for (page, from) in [
@@ -608,8 +667,13 @@ async fn the_overview_and_its_csv_show_the_grpc_figures() {
         }
     }
     let partners = ana.get(&format!("/partners?period=custom&from={from}&to={to}")).await;
-    assert!(partners.body.contains("No partner sales in this period."), "the history names no partner");
-    let pyramid = ana.get(&format!("/pyramid?period=custom&from={from}&to={to}&format=csv")).await;
+    assert!(
+        partners.body.contains("No partner sales in this period."),
+        "the history names no partner"
+    );
+    let pyramid = ana
+        .get(&format!("/pyramid?period=custom&from={from}&to={to}&format=csv"))
+        .await;
     assert!(pyramid.body.starts_with("layer,headcount,"));
     assert_eq!(pyramid.body.lines().count(), 8, "header and seven layers");
 }
