@@ -2,7 +2,8 @@
 //! of orders, membership and catalog and from ingested store and online
 //! touchpoints.
 //!
-//! Layout: `api` is the gRPC adapter (parse, authorise, convert), `app` the use
+//! Layout: `api` is the gRPC adapter (parse, authorise, convert), `dashboard` the
+//! HTTP adapter (the staff KPI pages), `app` the use
 //! cases (KPI queries, touchpoint ingestion, rebuilds, overdue members), [`domain`]
 //! the formulas without I/O, `projection` what each consumed event adds to the
 //! rollups and facts, `events` the consumers (one registration per source log) and

@@ -1,6 +1,15 @@
-// Live refresh: reloads the figures of the open page every data-refresh seconds
+// The picker's empty fields, and live refresh: reloads the figures of the open page every data-refresh seconds
 // from the same URL (same origin, no other network), keeping the scroll position.
 (function () {
+  // The picker leaves empty fields out of the URL.
+  var picker = document.querySelector("form.picker");
+  if (picker) {
+    picker.addEventListener("submit", function () {
+      Array.prototype.forEach.call(picker.elements, function (e) {
+        if (e.name && !e.value) e.disabled = true;
+      });
+    });
+  }
   var live = document.getElementById("live");
   if (!live) return;
   var secs = parseInt(live.getAttribute("data-refresh"), 10);

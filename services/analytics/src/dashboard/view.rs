@@ -4,7 +4,7 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 
 use super::query::Params;
 use super::session::Viewer;
@@ -457,11 +457,6 @@ pub fn pyramid_chart(layers: &[(String, f64, String)]) -> Markup {
             }
         }
     }
-}
-
-/// Markup that is already safe (static text of this module).
-pub fn raw(s: &'static str) -> Markup {
-    PreEscaped(s.to_owned())
 }
 
 #[cfg(test)]
