@@ -677,3 +677,41 @@ async fn the_overview_and_its_csv_show_the_grpc_figures() {
     assert!(pyramid.body.starts_with("layer,headcount,"));
     assert_eq!(pyramid.body.lines().count(), 8, "header and seven layers");
 }
+
+#[tokio::test]
+async fn the_dashboard_stops_with_the_service() {
+    let database = TestDatabase::new().await.unwrap();
+    let mut settings = retail_analytics::Settings::default();
+    settings.database.url = database.secret_url();
+    settings.http.port = Some(0);
+    let application = retail_analytics::Application::build_with(settings, retail_testkit::tokens::test_keys())
+        .await
+        .unwrap();
+    let web = application.dashboard_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(application.run(async move {
+        let _ = stopped.await;
+    }));
+    assert_eq!(http(web, "GET", "/login", &[], None).await.status, 200);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the service stopped")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(web).await.is_err(),
+        "the dashboard's port is closed"
+    );
+}
+
+#[tokio::test]
+async fn without_http_port_there_is_no_dashboard() {
+    let database = TestDatabase::new().await.unwrap();
+    let mut settings = retail_analytics::Settings::default();
+    settings.database.url = database.secret_url();
+    let application = retail_analytics::Application::build_with(settings, retail_testkit::tokens::test_keys())
+        .await
+        .unwrap();
+    assert_eq!(application.dashboard_addr(), None);
+}
