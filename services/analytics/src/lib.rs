@@ -2,7 +2,8 @@
 //! of orders, membership and catalog and from ingested store and online
 //! touchpoints.
 //!
-//! Layout: `api` is the gRPC adapter (parse, authorise, convert), `app` the use
+//! Layout: `api` is the gRPC adapter (parse, authorise, convert), `dashboard` the
+//! HTTP adapter (the staff KPI pages), `app` the use
 //! cases (KPI queries, touchpoint ingestion, rebuilds, overdue members), [`domain`]
 //! the formulas without I/O, `projection` what each consumed event adds to the
 //! rollups and facts, `events` the consumers (one registration per source log) and
@@ -12,6 +13,7 @@
 
 mod api;
 pub mod app;
+pub mod dashboard;
 pub mod domain;
 pub mod events;
 pub mod projection;
@@ -40,12 +42,25 @@ use crate::api::{AdminApi, AnalyticsApi, TouchpointApi};
 use crate::app::App;
 use crate::store::migration::Migrator;
 
-#[derive(Debug)]
 pub struct Application {
     bound: Bound,
     app: Arc<App>,
     verifier: Arc<Verifier>,
     tokens: Option<Arc<ServiceTokenSource>>,
+    /// The dashboard's listener, with `http.port` set.
+    dashboard: Option<dashboard::Listener>,
+    /// Identity's password login, for the dashboard.
+    sessions: Arc<dyn dashboard::Sessions>,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.bound.local_addr())
+            .field("dashboard", &self.dashboard_addr())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Application {
@@ -87,11 +102,19 @@ impl Application {
             Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
         ));
         let bound = server::bind(&settings.server).await?;
+        let dashboard = match settings.http.port {
+            Some(port) => Some(dashboard::Listener::bind(&settings.server.host, port).await?),
+            None => None,
+        };
+        let identity = lazy_channel("auth.identity_url", &settings.auth.identity_url)?;
         Ok(Self {
             bound,
             app: Arc::new(App::new(db, log, settings)),
             verifier,
             tokens: None,
+            dashboard,
+            sessions: Arc::new(dashboard::session::IdentitySessions::new(identity)),
+            clock: Arc::new(|| chrono::Utc::now().timestamp()),
         })
     }
 
@@ -103,6 +126,23 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.bound.local_addr()
+    }
+
+    /// Where the dashboard listens, with `http.port` set.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.dashboard.as_ref().map(dashboard::Listener::local_addr)
+    }
+
+    /// Logs dashboard users in with `sessions` instead of identity (tests).
+    pub fn with_sessions(mut self, sessions: Arc<dyn dashboard::Sessions>) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    /// Reads the dashboard's "now" from `clock` (seconds since the epoch; tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn db(&self) -> DatabaseConnection {
@@ -157,6 +197,18 @@ impl Application {
                 let _ = stopped.wait_for(|s| *s).await;
             }))));
         }
+        let web = self.dashboard.map(|listener| {
+            let state = dashboard::State {
+                app: app.clone(),
+                verifier: self.verifier.clone(),
+                sessions: self.sessions.clone(),
+                clock: self.clock.clone(),
+            };
+            let mut stopped = stopped.clone();
+            tokio::spawn(dashboard::serve(listener, state, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
+        });
         let log = app.log.clone();
         let shutdown = async move {
             shutdown.await;
@@ -179,6 +231,16 @@ impl Application {
         let result = server::serve(self.bound, &app.settings.server, routes, shutdown).await;
         for task in consumers {
             let _ = task.await;
+        }
+        // The dashboard stopped accepting with the gRPC server; its in-flight
+        // pages finish within the drain timeout.
+        if let Some(web) = web {
+            let drain = app.settings.server.drain_timeout();
+            match tokio::time::timeout(drain, web).await {
+                Ok(Ok(Err(err))) => tracing::warn!(error = %err, "the dashboard failed"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("dashboard requests still running after the drain timeout"),
+            }
         }
         result
     }

@@ -17,6 +17,8 @@ pub struct Settings {
     pub events: EventsSettings,
     pub sources: SourcesSection,
     pub analytics: AnalyticsSection,
+    /// The KPI dashboard (HTTP).
+    pub http: HttpSection,
 }
 
 impl Validate for Settings {
@@ -33,6 +35,9 @@ impl Validate for Settings {
             {
                 return Err(ConfigError::invalid(key, "must be an http:// or https:// URL"));
             }
+        }
+        if self.http.refresh_secs == 0 {
+            return Err(ConfigError::invalid("http.refresh_secs", "must be positive"));
         }
         let a = &self.analytics;
         if a.overdue_factor < 1.0 || !a.overdue_factor.is_finite() {
@@ -103,6 +108,30 @@ impl Default for AnalyticsSection {
             overdue_every_secs: 3_600,
             gross_margin: 0.4,
             lifetime_years: 3.0,
+        }
+    }
+}
+
+/// The KPI dashboard: server-rendered pages for staff on a port of their own, on
+/// `server.host`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Port of the dashboard; 0 picks a free one; unset = no dashboard.
+    pub port: Option<u16>,
+    /// Marks the session cookies `Secure`: set it when the dashboard is reached
+    /// over TLS (a terminating proxy or ingress in front of it).
+    pub secure_cookies: bool,
+    /// How often an open page reloads its figures, in seconds.
+    pub refresh_secs: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            port: None,
+            secure_cookies: false,
+            refresh_secs: 60,
         }
     }
 }

@@ -15,6 +15,8 @@ pub const CATALOG_PORT: u16 = 50053;
 pub const ORDERS_PORT: u16 = 50054;
 pub const PARTNER_PORT: u16 = 50055;
 pub const ANALYTICS_PORT: u16 = 50056;
+/// The analytics dashboard's HTTP port.
+pub const DASHBOARD_PORT: u16 = 8081;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -60,6 +62,7 @@ impl Default for SuiteSettings {
         partner.database.url = SecretString::from(sqlite_url(&data_dir, "partner"));
         let mut analytics = retail_analytics::Settings::default();
         analytics.server.port = ANALYTICS_PORT;
+        analytics.http.port = Some(DASHBOARD_PORT);
         analytics.database.url = SecretString::from(sqlite_url(&data_dir, "analytics"));
         Self {
             data_dir,

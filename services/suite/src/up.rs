@@ -106,6 +106,8 @@ pub struct Launched {
     pub orders: SocketAddr,
     pub partner: SocketAddr,
     pub analytics: SocketAddr,
+    /// The analytics dashboard (HTTP), with `analytics.http.port` set.
+    pub dashboard: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -250,6 +252,7 @@ where
     settings.analytics.sources.catalog_url = Some(format!("http://{catalog_addr}"));
     let analytics = retail_analytics::Application::build(settings.analytics.clone()).await?;
     let analytics_addr = analytics.local_addr();
+    let dashboard_addr = analytics.dashboard_addr();
     tasks.push(run_then_report(
         scoped("catalog", catalog.run(after_stopped(vec![orders_done.clone()]))),
         catalog_stopped,
@@ -274,6 +277,7 @@ where
         orders: orders_addr,
         partner: partner_addr,
         analytics: analytics_addr,
+        dashboard: dashboard_addr,
         tasks,
     })
 }
@@ -334,6 +338,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             String::new()
         };
         println!("  {service:<12} {addr:<22} {db}{note}");
+    }
+    if let Some(addr) = launched.dashboard {
+        let url = format!("http://{addr}/");
+        println!(
+            "  {:<12} {url:<22} KPI dashboard of analytics (sign in as a staff user)",
+            "dashboard"
+        );
     }
     println!();
     let username = &settings.identity.bootstrap.admin_username;

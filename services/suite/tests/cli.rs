@@ -38,6 +38,7 @@ fn start_suite() -> Suite {
         .env("RETAIL_SUITE__ORDERS__SERVER__PORT", "0")
         .env("RETAIL_SUITE__PARTNER__SERVER__PORT", "0")
         .env("RETAIL_SUITE__ANALYTICS__SERVER__PORT", "0")
+        .env("RETAIL_SUITE__ANALYTICS__HTTP__PORT", "0")
         .env_remove("RETAIL_SUITE_CONFIG")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data_dir.path().join("stderr.log")).unwrap())
@@ -52,15 +53,24 @@ fn start_suite() -> Suite {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut addrs = std::collections::HashMap::new();
-    // The table lists every service; the login hint follows it.
-    while !addrs.contains_key("analytics") {
+    // The table lists every service and the dashboard; the login hint follows it.
+    while !addrs.contains_key("dashboard") {
         let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
             let log = std::fs::read_to_string(data_dir.path().join("stderr.log")).unwrap_or_default();
             panic!("the suite did not print its table; its log:\n{log}");
         };
         let words: Vec<_> = line.split_whitespace().collect();
         if let [name, addr, ..] = words.as_slice()
-            && ["identity", "membership", "catalog", "orders", "partner", "analytics"].contains(name)
+            && [
+                "identity",
+                "membership",
+                "catalog",
+                "orders",
+                "partner",
+                "analytics",
+                "dashboard",
+            ]
+            .contains(name)
         {
             addrs.insert((*name).to_owned(), (*addr).to_owned());
         }
@@ -154,6 +164,31 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
             "{service}"
         );
     }
+    // The dashboard's URL is printed; without a session it sends to its login page.
+    let dashboard = suite.addrs["dashboard"]
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let get = |path: &'static str| {
+        let dashboard = dashboard.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(&dashboard).await.unwrap();
+            let request = format!("GET {path} HTTP/1.0\r\nHost: {dashboard}\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response
+        }
+    };
+    let home = get("/").await;
+    assert!(home.starts_with("HTTP/1.0 303"), "{home}");
+    assert!(home.to_lowercase().contains("location: /login"), "{home}");
+    let login = get("/login").await;
+    assert!(
+        login.starts_with("HTTP/1.0 200") && login.contains("Sign in"),
+        "{login}"
+    );
     // Each port's reflection lists what that port serves, and health and reflection.
     for (service, served) in [
         ("identity", &["retail.identity.v1.IdentityService"][..]),

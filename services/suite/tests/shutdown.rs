@@ -34,6 +34,7 @@ async fn on_shutdown_orders_stops_while_the_services_it_calls_still_serve() {
         ..SuiteSettings::default()
     };
     settings.relocate_data();
+    settings.analytics.http.port = Some(0);
     for server in [
         &mut settings.identity.server,
         &mut settings.membership.server,

@@ -79,7 +79,7 @@ pub struct ProductClass {
 }
 
 impl App {
-    async fn sales_figures(&self, period: Period, dim: &str, key: &str) -> ServiceResult<SalesFigures> {
+    pub async fn sales_figures(&self, period: Period, dim: &str, key: &str) -> ServiceResult<SalesFigures> {
         let sums = rollup_sums(
             &self.db,
             "rollups",

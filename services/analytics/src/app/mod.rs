@@ -154,3 +154,22 @@ pub fn check_period(period: Period) -> ServiceResult<Period> {
     }
     Ok(period)
 }
+
+impl App {
+    /// The values a dimension has taken in the sales rollups ("channel", "store",
+    /// "region", "tier", "partner", "category"), sorted; for "store" also the stores
+    /// that reported touchpoints.
+    pub async fn dimension_values(&self, dim: &str) -> ServiceResult<Vec<String>> {
+        let mut out = std::collections::BTreeSet::new();
+        for table in ["rollups", "touch_rollups"] {
+            if table == "touch_rollups" && dim != "store" {
+                continue;
+            }
+            let sql = format!("SELECT DISTINCT dim_key FROM {table} WHERE grain = 'd' AND dim = ? AND dim_key <> ''");
+            for row in rows(&self.db, &sql, vec![dim.into()]).await? {
+                out.insert(store::text(&row, 0)?);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+}

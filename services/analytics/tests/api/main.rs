@@ -1,9 +1,11 @@
 //! Analytics' API tests: consumers with exactly-once projections (against an
 //! undisturbed run, with the process stopped and restarted mid-stream), the
-//! rebuild from the archive, KPI answers by hand, touchpoint ingestion.
+//! rebuild from the archive, KPI answers by hand, touchpoint ingestion, the
+//! dashboard over HTTP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
+mod dashboard;
 mod helpers;
 mod kpis;
 mod touchpoints;

@@ -1,0 +1,173 @@
+// The dashboard in headless Chromium: sign in as the first admin, the overview's
+// figures against its CSV export and against the sum of the per-channel sales
+// (computed here from the sales CSV), hover values against the table under the
+// chart, filters kept in the URL across pages, a tablet viewport, sign out.
+// Screenshots go to DATA_DIR.
+"use strict";
+const { chromium } = require("playwright-core");
+const fs = require("fs");
+const path = require("path");
+
+const base = process.env.DASHBOARD_URL.replace(/\/$/, "");
+const dataDir = process.env.DATA_DIR;
+const password = fs.readFileSync(path.join(dataDir, "admin-password"), "utf8").trim();
+
+function check(ok, message) {
+  if (!ok) throw new Error("check failed: " + message);
+  console.log("ok - " + message);
+}
+
+function parseCsv(text) {
+  // The dashboard's CSV: quoted fields only where needed.
+  const rows = [];
+  for (const line of text.split(/\r?\n/)) {
+    if (!line) continue;
+    const cells = [];
+    let cur = "", quoted = false;
+    for (let i = 0; i < line.length; i++) {
+      const c = line[i];
+      if (quoted) {
+        if (c === '"' && line[i + 1] === '"') { cur += '"'; i++; }
+        else if (c === '"') quoted = false;
+        else cur += c;
+      } else if (c === '"') quoted = true;
+      else if (c === ",") { cells.push(cur); cur = ""; }
+      else cur += c;
+    }
+    cells.push(cur);
+    rows.push(cells);
+  }
+  return rows;
+}
+
+const cents = (s) => Math.round(parseFloat(s) * 100);
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const external = [];
+    page.on("request", (r) => { if (!r.url().startsWith(base)) external.push(r.url()); });
+
+    // Sign in.
+    await page.goto(base + "/");
+    check(page.url().endsWith("/login"), "an anonymous visit lands on the login page");
+    await page.fill("input[name=username]", "admin");
+    await page.fill("input[name=password]", "wrong-password");
+    await page.click("button[type=submit]");
+    check((await page.textContent("p.error")).includes("Wrong user name or password"), "a wrong password is refused");
+    await page.fill("input[name=username]", "admin");
+    await page.fill("input[name=password]", password);
+    await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
+    check(new URL(page.url()).pathname === "/", "signed in, on the overview");
+    const cookies = await context.cookies();
+    const access = cookies.find((c) => c.name === "rs_access");
+    check(access && access.httpOnly && access.sameSite === "Strict", "the access token is an HttpOnly SameSite=Strict cookie");
+    check(await page.evaluate(() => !document.cookie.includes("rs_access")), "scripts cannot read the session cookie");
+
+    // The overview's figures against its CSV, and revenue against the channels' sum.
+    const query = "?period=quarter";
+    await page.goto(base + "/" + query);
+    const shown = {};
+    for (const id of ["revenue", "orders", "aov", "active_members", "nps"]) {
+      shown[id] = (await page.textContent(`[data-kpi=${id}]`)).trim();
+    }
+    check(parseInt(shown.orders, 10) > 0, `the seeded quarter has orders (${shown.orders})`);
+    const csvResponse = await page.request.get(base + "/" + query + "&format=csv");
+    check(csvResponse.headers()["content-type"].startsWith("text/csv"), "the overview exports CSV");
+    const overview = Object.fromEntries(parseCsv(await csvResponse.text()).slice(1).map((r) => [r[0], r.slice(1)]));
+    for (const id of Object.keys(shown)) {
+      check(overview[id][0] === shown[id], `overview ${id} ${shown[id]} equals the CSV's ${overview[id][0]}`);
+    }
+    check(
+      Math.abs(cents(overview.aov[0]) - Math.round(cents(overview.revenue[0]) / parseInt(overview.orders[0], 10))) <= 1,
+      "AOV = revenue / orders"
+    );
+    const sales = parseCsv(await (await page.request.get(base + "/sales" + query + "&format=csv")).text());
+    check(sales[0].join(",") === "bucket,series,revenue,orders,units", "the sales table's CSV header");
+    const summed = sales.slice(1).reduce((a, r) => a + cents(r[2]), 0);
+    const orders = sales.slice(1).reduce((a, r) => a + parseInt(r[3], 10), 0);
+    check(summed === cents(shown.revenue), `revenue ${shown.revenue} = sum over channels and weeks ${(summed / 100).toFixed(2)}`);
+    check(orders === parseInt(shown.orders, 10), `orders ${shown.orders} = sum over channels and weeks ${orders}`);
+    await page.screenshot({ path: path.join(dataDir, "dashboard-overview.png"), fullPage: true });
+
+    // Hover values: each point's <title> carries the figure of the table's row.
+    await page.goto(base + "/sales" + query);
+    const point = page.locator("svg.lines circle.mark").first();
+    await point.hover();
+    const hover = await point.locator("title").textContent();
+    const [, series, bucket, value] = hover.match(/^(\S+) (\S+): ([0-9.]+) revenue$/) || [];
+    check(series !== undefined, `a point's hover text: "${hover}"`);
+    const row = sales.find((r) => r[0] === bucket && r[1] === series);
+    check(row && cents(row[2]) === cents(value), `hover ${value} equals the table's ${row && row[2]}`);
+    const titles = await page.locator("svg title").count();
+    check(titles >= sales.length - 1, `every point has a hover value (${titles})`);
+
+    // CSV link under a table.
+    const csvHref = await page.locator("#table-sales caption a.csv").getAttribute("href");
+    check(csvHref.includes("format=csv") && csvHref.includes("period=quarter"), "the CSV link keeps the period");
+
+    // Filters live in the URL and survive navigation.
+    await page.goto(base + "/");
+    const channel = await page.locator("select[name=channel] option").nth(1).getAttribute("value");
+    check(!!channel, `a channel to filter by (${channel})`);
+    await page.selectOption("select[name=period]", "month");
+    await page.selectOption("select[name=channel]", channel);
+    await Promise.all([page.waitForNavigation(), page.click("form.picker button[type=submit]")]);
+    check(page.url().includes("channel=" + channel) && page.url().includes("period=month"), `the filter is in the URL: ${page.url()}`);
+    await Promise.all([page.waitForNavigation(), page.click("nav a:has-text('Sales')")]);
+    check(new URL(page.url()).pathname === "/sales" && page.url().includes("channel=" + channel), "the nav link keeps the filter");
+    check((await page.inputValue("select[name=channel]")) === channel, "the picker shows the kept filter");
+    const filtered = Object.fromEntries(
+      parseCsv(await (await page.request.get(base + "/?period=month&channel=" + channel + "&format=csv")).text()).slice(1).map((r) => [r[0], r.slice(1)])
+    );
+    const channelSales = parseCsv(await (await page.request.get(base + "/sales?period=month&channel=" + channel + "&format=csv")).text());
+    check(
+      channelSales.slice(1).reduce((a, r) => a + cents(r[2]), 0) === cents(filtered.revenue[0]),
+      `the ${channel} revenue agrees between overview and sales`
+    );
+
+    // Every page renders; drill into a segment's members.
+    for (const p of ["/pyramid", "/rfm", "/lifecycle", "/cohorts", "/stores", "/staff", "/products", "/partners"]) {
+      const r = await page.goto(base + p + query);
+      check(r.status() === 200 && (await page.locator("h1").count()) === 1, `${p} renders`);
+    }
+    await page.goto(base + "/rfm" + query);
+    await Promise.all([page.waitForNavigation(), page.locator("#table-rfm tbody a").first().click()]);
+    check(new URL(page.url()).pathname.startsWith("/rfm/"), "a segment drills into its members");
+    check((await page.locator("#table-members th").first().textContent()) === "member_id", "members are listed by id only");
+
+    // Live refresh keeps the page without a navigation.
+    await page.goto(base + "/" + query);
+    const refreshed = page.waitForResponse((r) => r.url().startsWith(base + "/?period=quarter") && r.request().resourceType() === "fetch", { timeout: 20000 });
+    check((await refreshed).status() === 200, "the page refreshes its figures in place");
+
+    // A tablet.
+    const tablet = await browser.newContext({ viewport: { width: 768, height: 1024 }, isMobile: true, hasTouch: true });
+    await tablet.addCookies(await context.cookies());
+    const t = await tablet.newPage();
+    await t.goto(base + "/" + query);
+    const overflow = await t.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `no horizontal scrolling on a tablet (overflow ${overflow}px)`);
+    const cardWidth = await t.locator(".card").first().evaluate((e) => e.getBoundingClientRect().width);
+    check(cardWidth < 768 / 2, `cards in two columns on a tablet (${Math.round(cardWidth)}px)`);
+    await t.screenshot({ path: path.join(dataDir, "dashboard-tablet.png"), fullPage: true });
+    await tablet.close();
+
+    // Sign out.
+    await Promise.all([page.waitForNavigation(), page.click("form.logout button")]);
+    check(page.url().endsWith("/login"), "signed out");
+    await page.goto(base + "/");
+    check(page.url().endsWith("/login"), "the session is gone");
+    check(external.length === 0, `no request left the dashboard (${external.join(", ")})`);
+  } finally {
+    await browser.close();
+  }
+})().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,719 @@
+//! The dashboard over real HTTP on port 0: sign-in through a stand-in for
+//! identity's password login, the cookies' flags, CSRF, refresh and logout,
+//! what each role may see, escaping of user-supplied values, and CSV exports that
+//! agree with the gRPC answers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use retail_analytics::dashboard::session::SessionError;
+use retail_analytics::dashboard::{Sessions, Tokens};
+use retail_kit::auth::PrincipalKind;
+use retail_proto::analytics::{self as pb};
+use retail_proto::events as ev;
+use retail_testkit::TestDatabase;
+use retail_testkit::tokens::{claims, sign};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+use crate::{T0, history};
+
+/// Identity's password login as the dashboard sees it: users with roles and
+/// scopes; refresh tokens valid until logged out.
+#[derive(Debug, Default)]
+struct FakeIdentity {
+    users: BTreeMap<String, (String, Vec<String>, Vec<String>)>,
+    live: Mutex<BTreeSet<String>>,
+    logged_out: Mutex<Vec<String>>,
+    next: Mutex<u64>,
+}
+
+impl FakeIdentity {
+    fn new() -> Self {
+        let mut users = BTreeMap::new();
+        let user = |roles: &[&str], scopes: &[&str]| {
+            (
+                "pw".to_owned(),
+                roles.iter().map(|r| (*r).to_owned()).collect(),
+                scopes.iter().map(|s| (*s).to_owned()).collect(),
+            )
+        };
+        users.insert("ana".into(), user(&["analyst"], &["analytics.read", "orders.read"]));
+        users.insert(
+            "max".into(),
+            user(&["store_manager"], &["analytics.read", "orders.write"]),
+        );
+        users.insert("sue".into(), user(&["support"], &["orders.read"]));
+        Self {
+            users,
+            ..Self::default()
+        }
+    }
+
+    fn issue(&self, username: &str) -> Tokens {
+        let (_, roles, scopes) = &self.users[username];
+        let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        let mut c = claims(username, PrincipalKind::Staff, &scopes, None);
+        c.roles = roles.clone();
+        let mut next = self.next.lock().unwrap();
+        *next += 1;
+        let refresh = format!("rt-{username}-{next}");
+        self.live.lock().unwrap().insert(refresh.clone());
+        Tokens {
+            access: sign(&c),
+            refresh,
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sessions for FakeIdentity {
+    async fn login(&self, username: &str, password: &str) -> Result<Tokens, SessionError> {
+        match self.users.get(username) {
+            Some((pw, _, _)) if pw == password => Ok(self.issue(username)),
+            _ => Err(SessionError::Denied),
+        }
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> Result<Tokens, SessionError> {
+        if !self.live.lock().unwrap().remove(refresh_token) {
+            return Err(SessionError::Denied);
+        }
+        let username = refresh_token.split('-').nth(1).unwrap_or_default().to_owned();
+        Ok(self.issue(&username))
+    }
+
+    async fn logout(&self, refresh_token: &str) {
+        self.live.lock().unwrap().remove(refresh_token);
+        self.logged_out.lock().unwrap().push(refresh_token.to_owned());
+    }
+}
+
+struct Dashboard {
+    web: SocketAddr,
+    identity: Arc<FakeIdentity>,
+    app: Arc<retail_analytics::app::App>,
+    grpc: SocketAddr,
+    _task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_dashboard(
+    database: &TestDatabase,
+    sources: &[(&str, SocketAddr)],
+    configure: impl FnOnce(&mut retail_analytics::Settings),
+) -> Dashboard {
+    let mut settings = retail_analytics::Settings::default();
+    settings.database.url = database.secret_url();
+    settings.database.max_connections = 8;
+    settings.events.poll_ms = 50;
+    settings.http.port = Some(0);
+    for (source, addr) in sources {
+        let url = Some(format!("http://{addr}"));
+        match *source {
+            "orders" => settings.sources.orders_url = url,
+            "membership" => settings.sources.membership_url = url,
+            "catalog" => settings.sources.catalog_url = url,
+            other => panic!("unknown source {other}"),
+        }
+    }
+    configure(&mut settings);
+    LOGS.get_or_init(retail_testkit::capture_logs);
+    let identity = Arc::new(FakeIdentity::new());
+    let application = retail_analytics::Application::build_with(settings, retail_testkit::tokens::test_keys())
+        .await
+        .unwrap()
+        .with_sessions(identity.clone())
+        .with_clock(Arc::new(|| T0 + DAY));
+    let web = application.dashboard_addr().unwrap();
+    let grpc = application.local_addr();
+    let app = application.app();
+    let task = tokio::spawn(application.run(std::future::pending()));
+    Dashboard {
+        web,
+        identity,
+        app,
+        grpc,
+        _task: task,
+    }
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+}
+
+/// One HTTP/1.0 exchange (the server closes the connection after it).
+async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: Option<&str>) -> Response {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+fn value_of(cookie: &str) -> String {
+    cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+}
+
+/// A signed-in browser: its cookies.
+struct Browser {
+    addr: SocketAddr,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn cookie_header(&self) -> (&'static str, String) {
+        let pairs: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        ("Cookie", pairs.join("; "))
+    }
+
+    fn keep(&mut self, response: &Response) {
+        for c in response.set_cookies() {
+            let (name, value) = c.split(';').next().unwrap().split_once('=').unwrap();
+            if value.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Response {
+        let response = http(self.addr, "GET", path, &[self.cookie_header()], None).await;
+        self.keep(&response);
+        response
+    }
+
+    async fn post(&mut self, path: &str, body: &str) -> Response {
+        let origin = ("Origin", format!("http://{}", self.addr));
+        let response = http(self.addr, "POST", path, &[self.cookie_header(), origin], Some(body)).await;
+        self.keep(&response);
+        response
+    }
+
+    fn csrf(&self) -> String {
+        self.cookies["rs_csrf"].clone()
+    }
+
+    async fn sign_in(addr: SocketAddr, username: &str, password: &str) -> (Self, Response) {
+        let mut browser = Browser {
+            addr,
+            cookies: BTreeMap::new(),
+        };
+        let page = browser.get("/login").await;
+        assert_eq!(page.status, 200);
+        let csrf = browser.csrf();
+        assert!(
+            page.body.contains(&format!("value=\"{csrf}\"")),
+            "the form carries the CSRF token"
+        );
+        let response = browser
+            .post(
+                "/login",
+                &format!("username={username}&password={password}&csrf={csrf}"),
+            )
+            .await;
+        (browser, response)
+    }
+}
+
+#[tokio::test]
+async fn sign_in_sets_strict_http_only_cookies_and_sign_out_ends_the_session() {
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard(&database, &[], |_| {}).await;
+    // Without a session every page sends to the login page.
+    let anonymous = http(d.web, "GET", "/", &[], None).await;
+    assert_eq!(anonymous.status, 303);
+    assert_eq!(anonymous.header("location"), Some("/login"));
+
+    let (mut browser, response) = Browser::sign_in(d.web, "ana", "pw").await;
+    assert_eq!(response.status, 303, "{}", response.body);
+    assert_eq!(response.header("location"), Some("/"));
+    for name in ["rs_access", "rs_refresh"] {
+        let c = response.cookie(name).unwrap();
+        assert!(c.contains("HttpOnly"), "{c}");
+        assert!(c.contains("SameSite=Strict"), "{c}");
+        assert!(c.contains("Path=/"), "{c}");
+        assert!(!c.contains("Secure"), "no TLS configured: {c}");
+    }
+    let overview = browser.get("/").await;
+    assert_eq!(overview.status, 200);
+    assert!(overview.body.contains("Overview"));
+    assert_eq!(overview.header("cache-control"), Some("no-store"));
+
+    // Sign out: identity ends the session, the cookies are cleared.
+    let refresh = browser.cookies["rs_refresh"].clone();
+    let csrf = browser.csrf();
+    let out = browser.post("/logout", &format!("csrf={csrf}")).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(out.header("location"), Some("/login"));
+    assert!(out.cookie("rs_access").unwrap().contains("Max-Age=0"));
+    assert!(out.cookie("rs_refresh").unwrap().contains("Max-Age=0"));
+    assert_eq!(*d.identity.logged_out.lock().unwrap(), vec![refresh]);
+    assert_eq!(browser.get("/").await.status, 303);
+
+    // Wrong password: 401, no session.
+    let (_, wrong) = Browser::sign_in(d.web, "ana", "nope").await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.cookie("rs_access").is_none());
+    assert!(wrong.body.contains("Wrong user name or password"));
+}
+
+#[tokio::test]
+async fn cookies_are_secure_when_the_dashboard_is_behind_tls() {
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard(&database, &[], |s| s.http.secure_cookies = true).await;
+    let (_, response) = Browser::sign_in(d.web, "ana", "pw").await;
+    assert_eq!(response.status, 303);
+    for name in ["rs_access", "rs_refresh"] {
+        assert!(response.cookie(name).unwrap().contains("; Secure"));
+    }
+}
+
+#[tokio::test]
+async fn forms_without_the_csrf_token_or_from_another_origin_are_refused() {
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard(&database, &[], |_| {}).await;
+    let mut browser = Browser {
+        addr: d.web,
+        cookies: BTreeMap::new(),
+    };
+    browser.get("/login").await;
+    let csrf = browser.csrf();
+    // A wrong or missing token.
+    let forged = browser.post("/login", "username=ana&password=pw&csrf=forged").await;
+    assert_eq!(forged.status, 403);
+    assert!(forged.cookie("rs_access").is_none());
+    let missing = browser.post("/login", "username=ana&password=pw").await;
+    assert_eq!(missing.status, 403);
+    // The right token from another site's page.
+    let cross = http(
+        d.web,
+        "POST",
+        "/login",
+        &[browser.cookie_header(), ("Origin", "http://evil.example".to_owned())],
+        Some(&format!("username=ana&password=pw&csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(cross.status, 403);
+    assert!(cross.cookie("rs_access").is_none());
+    // Without the cookie (a cross-site form cannot read or set it).
+    let cookieless = http(
+        d.web,
+        "POST",
+        "/login",
+        &[],
+        Some(&format!("username=ana&password=pw&csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(cookieless.status, 403);
+
+    // Logout needs the token too: the session survives a forged logout.
+    let (mut signed_in, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let forged_out = signed_in.post("/logout", "csrf=forged").await;
+    assert_eq!(forged_out.status, 403);
+    assert!(d.identity.logged_out.lock().unwrap().is_empty());
+    assert_eq!(signed_in.get("/").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_renewed_with_the_refresh_token() {
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard(&database, &[], |_| {}).await;
+    let (mut browser, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let old_refresh = browser.cookies["rs_refresh"].clone();
+    let mut expired = claims("ana", PrincipalKind::Staff, &["analytics.read"], None);
+    expired.roles = vec!["analyst".into()];
+    expired.exp = chrono::Utc::now().timestamp() - 600;
+    expired.iat = expired.exp - 900;
+    expired.nbf = expired.iat;
+    browser.cookies.insert("rs_access".into(), sign(&expired));
+    let page = browser.get("/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let renewed = page.cookie("rs_access").unwrap();
+    assert!(renewed.contains("HttpOnly") && renewed.contains("SameSite=Strict"));
+    assert_ne!(
+        value_of(page.cookie("rs_refresh").unwrap()),
+        old_refresh,
+        "the refresh token rotated"
+    );
+    // A refresh token that identity no longer honours ends the session.
+    browser.cookies.insert("rs_access".into(), sign(&expired));
+    browser.cookies.insert("rs_refresh".into(), old_refresh);
+    let ended = browser.get("/").await;
+    assert_eq!(ended.status, 303);
+    assert_eq!(ended.header("location"), Some("/login"));
+}
+
+#[tokio::test]
+async fn analysts_see_everything_store_managers_no_members_and_support_nothing() {
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard(&database, &[], |_| {}).await;
+    let pages = [
+        "/",
+        "/sales",
+        "/pyramid",
+        "/rfm",
+        "/lifecycle",
+        "/cohorts",
+        "/stores",
+        "/staff",
+        "/products",
+        "/partners",
+    ];
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let (mut max, _) = Browser::sign_in(d.web, "max", "pw").await;
+    let (mut sue, _) = Browser::sign_in(d.web, "sue", "pw").await;
+    for page in pages {
+        let seen = ana.get(page).await;
+        assert_eq!(seen.status, 200, "analyst on {page}: {}", seen.body);
+        assert_eq!(max.get(page).await.status, 200, "store manager on {page}");
+        assert_eq!(sue.get(page).await.status, 403, "support on {page}");
+    }
+    assert_eq!(ana.get("/rfm/champion").await.status, 200);
+    assert_eq!(max.get("/rfm/champion").await.status, 403, "member-level rows");
+    assert_eq!(sue.get("/rfm/champion").await.status, 403);
+    assert_eq!(ana.get("/rfm/no_such_segment").await.status, 404);
+    // Empty states on an empty database.
+    let empty = ana.get("/").await;
+    assert!(empty.body.contains("No sales and no members in this period yet."));
+    // A bad custom period is a message, not a failure.
+    let bad = ana.get("/?period=custom&from=2026-05-01&to=2026-04-01").await;
+    assert_eq!(bad.status, 200);
+    assert!(bad.body.contains("to must not be before from"));
+}
+
+#[tokio::test]
+async fn member_ids_and_staff_ids_are_escaped() {
+    const EVIL: &str = "<script>alert(1)</script>";
+    let logs = FakeLogs::default();
+    logs.push(
+        "orders",
+        EVIL,
+        T0 - DAY,
+        &ev::OrderPaid {
+            order_id: "o1".into(),
+            parties: parties(EVIL, "store", "BER"),
+            lines: vec![line("S1", 1, 2_500)],
+            amount: money(2_500),
+            pay_time: ts(T0 - DAY),
+        },
+    );
+    let database = TestDatabase::new().await.unwrap();
+    let orders = logs.serve("orders").await;
+    let d = start_dashboard(&database, &[("orders", orders)], |_| {}).await;
+    // Touchpoints are checked against the real clock.
+    let now = chrono::Utc::now().timestamp();
+    let mut touch = retail_proto::analytics::touchpoint_service_client::TouchpointServiceClient::connect(format!(
+        "http://{}",
+        d.grpc
+    ))
+    .await
+    .unwrap();
+    let accepted = touch
+        .ingest_touchpoints(writer(pb::IngestTouchpointsRequest {
+            touchpoints: vec![pb::Touchpoint {
+                event_id: "t1".into(),
+                kind: "staff_served".into(),
+                occur_time: ts(now - 60),
+                store: "BER".into(),
+                staff_id: EVIL.into(),
+                subject: "x".into(),
+                count: 3,
+                ..Default::default()
+            }],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.accepted, 1, "{accepted:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while d
+        .app
+        .freshness()
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| p.source != "orders" || p.position < 1)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the order was not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    // Yesterday and today: the touchpoint falls in it even around midnight.
+    let yesterday = retail_analytics::dashboard::query::date(now - DAY);
+    let today = retail_analytics::dashboard::query::date(now);
+    let staff = ana
+        .get(&format!("/staff?period=custom&from={yesterday}&to={today}&store=BER"))
+        .await;
+    assert_eq!(staff.status, 200);
+    assert!(!staff.body.contains(EVIL), "the staff id is escaped");
+    assert!(
+        staff.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        staff.body
+    );
+    // The member id in its segment's drill-down.
+    let mut found = false;
+    for s in retail_analytics::domain::kpi::Segment::ALL {
+        let page = ana
+            .get(&format!(
+                "/rfm/{}?period=custom&from=2026-05-01&to=2026-05-31",
+                s.as_str()
+            ))
+            .await;
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains(EVIL));
+        found |= page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;");
+        // CSV is data, not markup: the id as it is.
+        let csv = ana
+            .get(&format!(
+                "/rfm/{}?period=custom&from=2026-05-01&to=2026-05-31&format=csv",
+                s.as_str()
+            ))
+            .await;
+        assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    }
+    assert!(found, "the member appears, escaped, in one segment");
+}
+
+#[tokio::test]
+async fn the_overview_and_its_csv_show_the_grpc_figures() {
+    let logs = history();
+    let database = TestDatabase::new().await.unwrap();
+    let all = [
+        ("membership", logs.serve("membership").await),
+        ("catalog", logs.serve("catalog").await),
+        ("orders", logs.serve("orders").await),
+    ];
+    let d = start_dashboard(&database, &all, |_| {}).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let positions = d.app.freshness().await.unwrap();
+        let at = |s: &str| positions.iter().find(|p| p.source == s).map_or(0, |p| p.position);
+        if at("orders") >= logs.len("orders") && at("membership") >= logs.len("membership") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "history not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let (from, to) = ("2025-06-01", "2026-05-31");
+    let start = T0 - 365 * DAY;
+    let mut kpis = retail_proto::analytics::analytics_service_client::AnalyticsServiceClient::connect(format!(
+        "http://{}",
+        d.grpc
+    ))
+    .await
+    .unwrap();
+    for (filter, dimension, value) in [
+        ("", "all", ""),
+        ("&channel=online", "channel", "online"),
+        ("&store=BER", "store", "BER"),
+    ] {
+        let report = kpis
+            .get_sales_report(reader(pb::GetSalesReportRequest {
+                period: period(start, T0),
+                dimension: dimension.into(),
+                dimension_value: value.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let current = report.current.unwrap();
+        let previous = report.previous.unwrap();
+        assert!(current.orders > 0, "the period has sales");
+        let csv = ana
+            .get(&format!("/?period=custom&from={from}&to={to}{filter}&format=csv"))
+            .await;
+        assert_eq!(csv.status, 200);
+        assert!(csv.header("content-disposition").unwrap().contains("overview.csv"));
+        let rows: BTreeMap<String, Vec<String>> = csv
+            .body
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let cells: Vec<String> = l.split(',').map(str::to_owned).collect();
+                (cells[0].clone(), cells[1..].to_vec())
+            })
+            .collect();
+        let major = |minor: i64| format!("{:.2}", minor as f64 / 100.0);
+        assert_eq!(rows["revenue"][0], major(current.revenue_minor), "{filter}");
+        assert_eq!(rows["revenue"][1], major(previous.revenue_minor), "{filter}");
+        assert_eq!(rows["orders"][0], current.orders.to_string(), "{filter}");
+        assert_eq!(rows["orders"][1], previous.orders.to_string(), "{filter}");
+        assert_eq!(
+            rows["aov"][0],
+            format!("{:.2}", current.average_order_value_minor / 100.0),
+            "{filter}"
+        );
+        assert_eq!(
+            rows["revenue"][2],
+            format!("{:+.1}%", report.revenue_growth * 100.0),
+            "{filter}"
+        );
+        // The page shows the same figures, and its links keep the filter.
+        let html = ana.get(&format!("/?period=custom&from={from}&to={to}{filter}")).await;
+        assert!(
+            html.body
+                .contains(&format!("data-kpi=\"revenue\">{}<", major(current.revenue_minor)))
+        );
+        if !filter.is_empty() {
+            assert!(html.body.contains(&format!(
+                "href=\"/sales?period=custom&amp;from={from}&amp;to={to}{}",
+                filter.replace('&', "&amp;")
+            )));
+        }
+    }
+    let satisfaction = kpis
+        .get_satisfaction(reader(pb::GetSatisfactionRequest {
+            period: period(start, T0),
+            dimension: "all".into(),
+            dimension_value: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let csv = ana
+        .get(&format!("/?period=custom&from={from}&to={to}&format=csv"))
+        .await;
+    assert!(
+        csv.body.contains(&format!("\nnps,{:.1},", satisfaction.nps)),
+        "{}",
+        csv.body
+    );
+
+    // Every page renders with data, its charts carry hover values.
+    for (page, from) in [
+        ("/sales", from),
+        ("/pyramid", from),
+        ("/rfm", from),
+        ("/lifecycle", from),
+        // The history's customers all bought first in its first months.
+        ("/cohorts", "2024-06-01"),
+    ] {
+        let seen = ana.get(&format!("{page}?period=custom&from={from}&to={to}")).await;
+        assert_eq!(seen.status, 200, "{page}");
+        assert!(seen.body.contains("<svg"), "{page} draws a chart");
+        assert!(seen.body.contains("<title>"), "{page} has hover values");
+        // Inside HTML an SVG element must be closed, or it swallows what follows.
+        for tag in ["rect", "line", "polyline"] {
+            assert_eq!(
+                seen.body.matches(&format!("<{tag} ")).count(),
+                seen.body.matches(&format!("</{tag}>")).count(),
+                "{page}: every <{tag}> is closed"
+            );
+        }
+    }
+    let partners = ana.get(&format!("/partners?period=custom&from={from}&to={to}")).await;
+    assert!(
+        partners.body.contains("No partner sales in this period."),
+        "the history names no partner"
+    );
+    let pyramid = ana
+        .get(&format!("/pyramid?period=custom&from={from}&to={to}&format=csv"))
+        .await;
+    assert!(pyramid.body.starts_with("layer,headcount,"));
+    assert_eq!(pyramid.body.lines().count(), 8, "header and seven layers");
+}
+
+#[tokio::test]
+async fn the_dashboard_stops_with_the_service() {
+    let database = TestDatabase::new().await.unwrap();
+    let mut settings = retail_analytics::Settings::default();
+    settings.database.url = database.secret_url();
+    settings.http.port = Some(0);
+    let application = retail_analytics::Application::build_with(settings, retail_testkit::tokens::test_keys())
+        .await
+        .unwrap();
+    let web = application.dashboard_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(application.run(async move {
+        let _ = stopped.await;
+    }));
+    assert_eq!(http(web, "GET", "/login", &[], None).await.status, 200);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the service stopped")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(web).await.is_err(),
+        "the dashboard's port is closed"
+    );
+}
+
+#[tokio::test]
+async fn without_http_port_there_is_no_dashboard() {
+    let database = TestDatabase::new().await.unwrap();
+    let mut settings = retail_analytics::Settings::default();
+    settings.database.url = database.secret_url();
+    let application = retail_analytics::Application::build_with(settings, retail_testkit::tokens::test_keys())
+        .await
+        .unwrap();
+    assert_eq!(application.dashboard_addr(), None);
+}
