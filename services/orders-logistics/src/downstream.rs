@@ -1,5 +1,5 @@
 //! The calls orders makes to membership, catalog-inventory and (for partner sales,
-//! when configured) channel-partner's price policy, behind one trait so that the
+//! when configured) channel-partner's price policy and deal locks, behind one trait so that the
 //! saga reads as its steps (and tests can inject failures at any of them).
 //!
 //! Every call has a deadline and goes through the downstream's circuit breaker; the
@@ -17,12 +17,15 @@ use retail_proto::catalog::pricing_service_client::PricingServiceClient;
 use retail_proto::catalog::{self as cpb};
 use retail_proto::membership::membership_service_client::MembershipServiceClient;
 use retail_proto::membership::{self as mpb};
+use retail_proto::partner::deal_service_client::DealServiceClient;
 use retail_proto::partner::partner_service_client::PartnerServiceClient;
 use retail_proto::partner::price_policy_service_client::PricePolicyServiceClient;
 use retail_proto::partner::{self as ppb};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+use crate::domain::order::Customer;
 
 /// A line to price or reserve: SKU code and units.
 pub type Units = (String, i64);
@@ -119,6 +122,16 @@ pub trait Downstream: Send + Sync + std::fmt::Debug {
     async fn consume_special_discount(&self, _name: &str, _reference: &str, _consumer: &str) -> Result<(), Status> {
         Err(partner_pricing_off())
     }
+
+    /// Whether partner sales naming their customer are checked against deal
+    /// registration's locks (channel-partner is configured).
+    fn checks_customer_locks(&self) -> bool {
+        self.prices_partner_orders()
+    }
+    /// Whether an active lock of a partner other than `partner_id` holds `customer`.
+    async fn customer_locked_to_other(&self, _partner_id: &str, _customer: &Customer) -> Result<bool, Status> {
+        Err(partner_pricing_off())
+    }
 }
 
 /// A downstream's answer as orders' caller should see it: what it did not find is
@@ -166,6 +179,7 @@ pub struct GrpcDownstream {
 struct PartnerClients {
     partners: PartnerServiceClient<Authed>,
     policy: PricePolicyServiceClient<Authed>,
+    deals: DealServiceClient<Authed>,
     breaker: Breaker,
 }
 
@@ -197,7 +211,8 @@ impl GrpcDownstream {
         let interceptor = ClientInterceptor::new(tokens);
         self.partner = Some(PartnerClients {
             partners: PartnerServiceClient::with_interceptor(partner.clone(), interceptor.clone()),
-            policy: PricePolicyServiceClient::with_interceptor(partner, interceptor),
+            policy: PricePolicyServiceClient::with_interceptor(partner.clone(), interceptor.clone()),
+            deals: DealServiceClient::with_interceptor(partner, interceptor),
             breaker: Breaker::new("channel-partner", policy),
         });
         self
@@ -541,5 +556,29 @@ impl Downstream for GrpcDownstream {
             })
             .await
             .map(|_| ())
+    }
+
+    async fn customer_locked_to_other(&self, partner_id: &str, customer: &Customer) -> Result<bool, Status> {
+        let p = self.partner()?;
+        let answer = p
+            .breaker
+            .call_idempotent(|timeout| {
+                let mut client = p.deals.clone();
+                let req = request(
+                    ppb::CheckCustomerLockRequest {
+                        customer: Some(ppb::Customer {
+                            display_name: customer.display_name.clone(),
+                            region: customer.region.clone(),
+                            tax_id: customer.tax_id.clone(),
+                        }),
+                        partner: format!("partners/{partner_id}"),
+                    },
+                    timeout,
+                );
+                async move { client.check_customer_lock(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(answer.locked_to_other_partner)
     }
 }

@@ -155,6 +155,9 @@ mod tests {
             updated_at: Utc::now(),
             special_discount: String::new(),
             partner_level: String::new(),
+            customer_name: String::new(),
+            customer_region: String::new(),
+            customer_tax_id: String::new(),
         }
     }
 

@@ -80,7 +80,8 @@ impl Application {
             }
             None => tracing::warn!(
                 "downstream.partner_url is not set: partner orders are priced at the consumer list price, \
-                 without the price policy's discounts, and special discounts are refused"
+                 without the price policy's discounts, special discounts are refused, \
+                 and end customers are not checked against deal locks"
             ),
         }
         let downstream = Arc::new(downstream);

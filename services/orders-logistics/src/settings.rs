@@ -79,10 +79,12 @@ pub struct DownstreamSection {
     pub membership_url: String,
     pub catalog_url: String,
     /// Channel-partner, whose price policy prices partner orders (the partner's
-    /// level, its wholesale list, the policy's discounts, special discounts).
-    /// Unset: partner orders are priced at catalog's consumer list price, as a
-    /// consumer sale, without discounts, and a special discount on an order is
-    /// refused (a warning says so at start-up).
+    /// level, its wholesale list, the policy's discounts, special discounts) and
+    /// whose deal locks refuse a partner order to a customer locked to another
+    /// partner. Unset: partner orders are priced at catalog's consumer list price,
+    /// as a consumer sale, without discounts, a special discount on an order is
+    /// refused, and an order's end customer is not checked against locks (a
+    /// warning says so at start-up).
     pub partner_url: Option<String>,
     /// Deadline of each call.
     pub timeout_ms: u64,

@@ -163,8 +163,9 @@ where
                 "inventory.reserve",
                 "events.read",
                 // Channel-partner's price policy prices partner sales: the
-                // partner's level and special discounts (`partner.read`) and
-                // using a special discount up (`partner.write`).
+                // partner's level, special discounts and deal locks of an end
+                // customer (`partner.read`) and using a special discount up
+                // (`partner.write`).
                 "partner.read",
                 "partner.write",
             ][..],

@@ -86,6 +86,11 @@ pub(super) fn order_to_pb(v: &OrderView) -> pb::Order {
         store: o.store.clone(),
         special_discount: o.special_discount.clone(),
         partner_level: o.partner_level.clone(),
+        customer: (!o.customer_name.is_empty()).then(|| pb::Customer {
+            display_name: o.customer_name.clone(),
+            region: o.customer_region.clone(),
+            tax_id: o.customer_tax_id.clone(),
+        }),
         lines: v
             .lines
             .iter()

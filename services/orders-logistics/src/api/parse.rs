@@ -7,7 +7,9 @@ use sha2::{Digest, Sha256};
 
 use crate::app::{Caller, Payment, PlaceOrder, Rating, ReturnRequest, TrackingEvent};
 use crate::domain::ids::{MemberId, OrderId, ReturnName, SkuCode};
-use crate::domain::order::{Channel, MAX_LINES, MAX_UNITS, units_allowed};
+use crate::domain::order::{
+    Channel, Customer, MAX_CUSTOMER_NAME, MAX_CUSTOMER_REGION, MAX_CUSTOMER_TAX_ID, MAX_LINES, MAX_UNITS, units_allowed,
+};
 use crate::domain::tracking;
 use crate::store::OrderFilter;
 
@@ -126,6 +128,25 @@ pub(super) fn place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Servi
             }
         }
     };
+    // The end customer, on partner sales only.
+    let customer = match &o.customer {
+        None => None,
+        Some(_) if channel.is_some_and(|c| c != Channel::Partner) => {
+            v.add("order.customer", "only partner sales name an end customer");
+            None
+        }
+        Some(c) => Some(Customer {
+            display_name: short_text(
+                &mut v,
+                "order.customer.display_name",
+                &c.display_name,
+                MAX_CUSTOMER_NAME,
+                true,
+            ),
+            region: short_text(&mut v, "order.customer.region", &c.region, MAX_CUSTOMER_REGION, true),
+            tax_id: short_text(&mut v, "order.customer.tax_id", &c.tax_id, MAX_CUSTOMER_TAX_ID, false),
+        }),
+    };
     let lines = lines(
         &mut v,
         "order.lines",
@@ -148,6 +169,7 @@ pub(super) fn place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Servi
         store,
         lines,
         special_discount,
+        customer,
     })
 }
 

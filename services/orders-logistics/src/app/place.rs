@@ -2,7 +2,9 @@
 //!
 //! 1. Claim: a saga row keyed by the caller's request id is written before any remote
 //!    step (a racing retry finds it and waits for, then replays, the first result).
-//! 2. Price: the member's tier from membership, unit prices from catalog.
+//! 2. Price: the member's tier from membership, unit prices from catalog. A partner
+//!    sale naming its end customer is first checked against deal registration
+//!    (channel-partner configured): a customer locked to another partner is refused.
 //! 3. Reserve: stock for every line, idempotent by order id, with the payment window
 //!    as its TTL (a crashed saga cannot hold stock forever).
 //! 4. Store: the order, its lines, its timeline entry and `OrderPlaced`, in one
@@ -30,7 +32,7 @@ use tonic::Code;
 
 use super::{App, Caller};
 use crate::domain::ids::{MemberId, SkuCode};
-use crate::domain::order::Channel;
+use crate::domain::order::{Channel, Customer};
 use crate::downstream::{LineDiscount, Units, from_downstream};
 use crate::events;
 use crate::store::{self, OrderView, saga_state};
@@ -53,6 +55,8 @@ pub struct PlaceOrder {
     /// For partner sales: a special discount of the partner to use,
     /// `partners/{partner_id}/specialDiscounts/{id}`.
     pub special_discount: Option<String>,
+    /// For partner sales: the end customer, if the order names one.
+    pub customer: Option<Customer>,
 }
 
 const COMPENSATING: &str = "compensating";
@@ -148,6 +152,22 @@ impl App {
                 })?,
             None => String::new(),
         };
+        // Deal registration: a partner sale to a customer another partner holds a
+        // lock on is refused before anything is priced, reserved or used.
+        if let (Channel::Partner, Some(customer)) = (input.channel, &input.customer)
+            && self.downstream.checks_customer_locks()
+        {
+            let locked = self
+                .downstream
+                .customer_locked_to_other(&input.partner_id, customer)
+                .await
+                .map_err(|s| from_downstream("channel-partner", s))?;
+            if locked {
+                return Err(ServiceError::FailedPrecondition(
+                    "the customer is locked to another partner by deal registration".into(),
+                ));
+            }
+        }
         let lines: Vec<Units> = input
             .lines
             .iter()
@@ -237,6 +257,13 @@ impl App {
             updated_at: at,
             special_discount: special.map(|(name, _)| name).unwrap_or_default(),
             partner_level: level,
+            customer_name: input
+                .customer
+                .as_ref()
+                .map(|c| c.display_name.clone())
+                .unwrap_or_default(),
+            customer_region: input.customer.as_ref().map(|c| c.region.clone()).unwrap_or_default(),
+            customer_tax_id: input.customer.as_ref().map(|c| c.tax_id.clone()).unwrap_or_default(),
         };
         let lines: Vec<store::line::Model> = lines
             .iter()

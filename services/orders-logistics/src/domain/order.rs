@@ -30,6 +30,23 @@ impl Channel {
     }
 }
 
+/// The end customer a partner sale names: what deal registration locks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    /// 1-200 characters.
+    pub display_name: String,
+    /// 1-32 characters.
+    pub region: String,
+    /// At most 32 characters; empty when unknown.
+    pub tax_id: String,
+}
+
+/// Longest customer name.
+pub const MAX_CUSTOMER_NAME: usize = 200;
+/// Longest region and tax id.
+pub const MAX_CUSTOMER_REGION: usize = 32;
+pub const MAX_CUSTOMER_TAX_ID: usize = 32;
+
 /// Whether a line's units are within the rules.
 pub fn units_allowed(quantity: i64) -> bool {
     (1..=MAX_UNITS).contains(&quantity)

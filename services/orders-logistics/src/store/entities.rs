@@ -39,6 +39,11 @@ pub mod order {
         pub special_discount: String,
         /// For partner sales priced by the price policy: the partner's level.
         pub partner_level: String,
+        /// For partner sales: the end customer's name; empty when the order names
+        /// no customer.
+        pub customer_name: String,
+        pub customer_region: String,
+        pub customer_tax_id: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateStockWork),
             Box::new(retail_kit::events::migration::OutboxPartitionKey),
             Box::new(AddPartnerPricing),
+            Box::new(AddOrderCustomer),
         ]
     }
 }
@@ -484,6 +485,48 @@ impl MigrationTrait for AddPartnerPricing {
             m.alter_table(
                 Table::alter()
                     .table(Alias::new(table))
+                    .drop_column(Alias::new(column))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The end customer a partner order names (empty when it names none).
+#[derive(Debug)]
+struct AddOrderCustomer;
+
+impl MigrationName for AddOrderCustomer {
+    fn name(&self) -> &str {
+        "m20261204_000050_add_order_customer"
+    }
+}
+
+const CUSTOMER_COLUMNS: [(&str, u32); 3] = [("customer_name", 200), ("customer_region", 32), ("customer_tax_id", 32)];
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddOrderCustomer {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column a statement: SQLite adds no more at once.
+        for (column, len) in CUSTOMER_COLUMNS {
+            m.alter_table(
+                Table::alter()
+                    .table(Alias::new("orders"))
+                    .add_column(string_len(Alias::new(column), len).default("").to_owned())
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for (column, _) in CUSTOMER_COLUMNS {
+            m.alter_table(
+                Table::alter()
+                    .table(Alias::new("orders"))
                     .drop_column(Alias::new(column))
                     .to_owned(),
             )

@@ -217,3 +217,81 @@ async fn a_special_discount_of_another_partner_or_on_a_consumer_sale_is_a_field_
         ["order.special_discount"]
     );
 }
+
+fn customer(display_name: &str, region: &str, tax_id: &str) -> Option<pb::Customer> {
+    Some(pb::Customer {
+        display_name: display_name.into(),
+        region: region.into(),
+        tax_id: tax_id.into(),
+    })
+}
+
+#[tokio::test]
+async fn an_end_customer_is_validated_partner_sales_only_and_stored_without_a_lock_check_when_channel_partner_is_off() {
+    let app = spawn_app().await;
+    let mut order = partner_order(&[("A", 1)]);
+    order.customer = customer(" ", "", &"9".repeat(33));
+    let err = app.place(order, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let mut fields = violated_fields(&err);
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "order.customer.display_name",
+            "order.customer.region",
+            "order.customer.tax_id"
+        ]
+    );
+    let mut order = partner_order(&[("A", 1)]);
+    order.customer = customer(&"n".repeat(201), &"r".repeat(33), "");
+    let mut fields = violated_fields(&app.place(order, "").await.unwrap_err());
+    fields.sort();
+    assert_eq!(fields, ["order.customer.display_name", "order.customer.region"]);
+    let mut online = order_of(&[("A", 1)]);
+    online.customer = customer("Acme Pumps", "north", "");
+    let err = app.place(online, "").await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["order.customer"]);
+    assert!(app.fakes.calls_of("reserve").is_empty(), "nothing reserved");
+
+    // Without channel-partner there is no lock to ask: the order is placed and
+    // keeps its customer.
+    let mut order = partner_order(&[("A", 1)]);
+    order.customer = customer("  Acme Pumps ", "north", "DE 123");
+    let placed = app.place(order, "p-1").await.unwrap();
+    assert_eq!(placed.customer, customer("Acme Pumps", "north", "DE 123"));
+    let read = app
+        .client
+        .clone()
+        .get_order(authed(pb::GetOrderRequest {
+            name: placed.name.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.customer, placed.customer);
+    let plain = app.place(partner_order(&[("A", 1)]), "p-2").await.unwrap();
+    assert_eq!(plain.customer, None);
+}
+
+#[tokio::test]
+async fn a_partner_sale_naming_a_customer_when_channel_partner_is_unreachable_is_unavailable_and_nothing_is_written() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = spawn_app_priced_by(|_| {}, Some(closed)).await;
+    let mut order = partner_order(&[("A", 1)]);
+    order.customer = customer("Acme Pumps", "north", "");
+    let err = app.place(order, "p-1").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(app.fakes.calls_of("reserve").is_empty(), "nothing reserved");
+    let listed = app
+        .client
+        .clone()
+        .list_orders(authed(pb::ListOrdersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.orders.is_empty(), "an order was written: {listed:?}");
+}
