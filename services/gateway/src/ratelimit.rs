@@ -225,6 +225,14 @@ impl RateLimiter {
         }
     }
 
+    /// Whether checks go to Redis now (connected).
+    pub async fn uses_redis(&self) -> bool {
+        match &self.redis {
+            Some(slot) => slot.read().await.is_some(),
+            None => false,
+        }
+    }
+
     /// Whether `partner` may make one more request of `class` now.
     pub async fn check(&self, partner: &str, class: RouteClass) -> Decision {
         let limit = self.class(class);

@@ -836,6 +836,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     settings.orders.server = loopback();
     settings.partner.server = loopback();
     settings.analytics.server = loopback();
+    settings.gateway.server = loopback();
     settings.identity.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
     settings.membership.cache.redis_url = args.redis_url.clone();
     settings.membership.cache.namespace = format!("bench-{}", rand::random::<u32>());

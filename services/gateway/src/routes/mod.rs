@@ -5,6 +5,7 @@
 pub mod orders;
 pub mod partner;
 pub mod products;
+pub mod programme;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
