@@ -268,6 +268,36 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     assert_eq!(paid.status, 200, "{}", String::from_utf8_lossy(&paid.body));
     assert_eq!(paid.json()["state"], "ORDER_STATE_PAID");
 
+    // The programme: A's own target, ledger and reps' ledgers; B reaches none of them.
+    let target_id = a.target.strip_prefix("targets/").unwrap();
+    let targets = http(gw, "GET", "/v1/partner/targets", as_a, None).await.json();
+    assert!(
+        targets["targets"].as_array().unwrap().iter().any(|t| t["name"] == a.target.as_str()),
+        "{targets}"
+    );
+    let target = http(gw, "GET", &format!("/v1/targets/{target_id}"), as_a, None).await;
+    assert_eq!(target.status, 200, "{}", String::from_utf8_lossy(&target.body));
+    assert_eq!(target.json()["subject"], format!("partners/{}", a.id));
+    http(gw, "GET", &format!("/v1/targets/{target_id}"), as_b, None).await.problem(404);
+    let targets_b = http(gw, "GET", "/v1/partner/targets", as_b, None).await.json();
+    assert!(
+        !targets_b["targets"].as_array().unwrap().iter().any(|t| t["name"] == a.target.as_str())
+    );
+    let ledger = http(gw, "GET", "/v1/partner/ledger", as_a, None).await;
+    assert_eq!(ledger.status, 200, "{}", String::from_utf8_lossy(&ledger.body));
+    assert_eq!(ledger.json()["name"], format!("partners/{}/ledger", a.id));
+    let rep_id = a.reps[0].strip_prefix("salesReps/").unwrap();
+    let rep_ledger = http(gw, "GET", &format!("/v1/salesReps/{rep_id}/ledger"), as_a, None).await;
+    assert_eq!(rep_ledger.status, 200, "{}", String::from_utf8_lossy(&rep_ledger.body));
+    http(gw, "GET", &format!("/v1/salesReps/{rep_id}/ledger"), as_b, None).await.problem(404);
+    assert_eq!(http(gw, "GET", "/v1/partner/ledger/entries", as_a, None).await.status, 200);
+    assert_eq!(http(gw, "GET", "/v1/partner/ledger/redemptions", as_a, None).await.status, 200);
+    assert_eq!(http(gw, "GET", "/v1/catalogItems", as_a, None).await.status, 200);
+    // Redeeming without points is refused, and says why.
+    let redeem = json!({"catalogItem": "catalogItems/none", "quantity": 1}).to_string();
+    let refused = http(gw, "POST", "/v1/partner/ledger/redemptions", json_a, Some(redeem.as_bytes())).await;
+    assert!((400..500).contains(&refused.status), "{}", String::from_utf8_lossy(&refused.body));
+
     // Who may call: a terminated partner's key, no credentials, a staff token.
     http(gw, "GET", "/v1/partner", &[("X-Api-Key", &key_c)], None).await.problem(401);
     http(gw, "GET", "/v1/partner", &[], None).await.problem(401);
