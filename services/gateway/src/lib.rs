@@ -66,7 +66,7 @@ impl Application {
                 settings.upstream.timeout(),
                 Duration::from_secs(settings.http.token_refresh_before_secs),
             ),
-            limiter: RateLimiter::new(settings.rate_limit.clone(), clock, "retail:gateway:rl")?,
+            limiter: RateLimiter::start(settings.rate_limit.clone(), clock, "retail:gateway:rl").await?,
             partner: lazy_channel("upstream.partner_url", &settings.upstream.partner_url)?,
             catalog: lazy_channel("upstream.catalog_url", &settings.upstream.catalog_url)?,
             orders: lazy_channel("upstream.orders_url", &settings.upstream.orders_url)?,
@@ -133,6 +133,15 @@ fn router(state: AppState, settings: &Settings) -> Router {
             get(routes::programme::get_redemption),
         )
         .route("/v1/salesReps/{salesRepId}/ledger", get(routes::programme::get_rep_ledger))
+        .route("/v1/partner/priceEvaluations", post(routes::policy::evaluate_policy))
+        .route(
+            "/v1/partner/specialDiscounts",
+            get(routes::policy::list_special_discounts).post(routes::policy::request_special_discount),
+        )
+        .route(
+            "/v1/partner/specialDiscounts/{specialDiscountId}",
+            get(routes::policy::get_special_discount),
+        )
         .route("/v1/catalogItems", get(routes::programme::list_catalog_items))
         .route("/v1/products", get(routes::products::list_products))
         .route("/v1/products/{productId}", get(routes::products::get_product))

@@ -177,42 +177,62 @@ impl Drop for RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter; with a Redis URL it connects in the background and limits on its
-    /// own share until connected.
-    pub fn new(settings: RateLimitSection, clock: Arc<dyn Clock>, namespace: &str) -> anyhow::Result<Self> {
+    /// A limiter; with a Redis URL it connects once at start and, failing that,
+    /// goes on trying in the background while it limits on its own share.
+    pub async fn start(settings: RateLimitSection, clock: Arc<dyn Clock>, namespace: &str) -> anyhow::Result<Self> {
         let (redis, connecting) = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|_| anyhow::anyhow!("invalid configuration: `rate_limit.redis_url` is not a Redis URL"))?;
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_millis(200)))
+                    // Retried here, every second, not inside one attempt.
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let first = redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await;
                 let slot = Arc::new(RwLock::new(None));
-                let target = slot.clone();
-                let task = tokio::spawn(async move {
-                    let config = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(Duration::from_secs(2)))
-                        .set_response_timeout(Some(Duration::from_millis(200)));
-                    loop {
-                        match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-                            Ok(conn) => {
-                                *target.write().await = Some(conn);
-                                break;
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, "redis not reachable; rate limiting on this replica's share");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                        }
+                let task = match first {
+                    Ok(conn) => {
+                        *slot.write().await = Some(conn);
+                        None
                     }
-                });
-                (Some(slot), Some(task.abort_handle()))
+                    Err(err) => {
+                        tracing::warn!(error = %err, "redis not reachable; rate limiting on this replica's share");
+                        let target = slot.clone();
+                        Some(
+                            tokio::spawn(async move {
+                                loop {
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                    if let Ok(conn) =
+                                        redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone())
+                                            .await
+                                    {
+                                        tracing::info!("redis reachable; rate limits shared again");
+                                        *target.write().await = Some(conn);
+                                        break;
+                                    }
+                                }
+                            })
+                            .abort_handle(),
+                        )
+                    }
+                };
+                (Some(slot), task)
             }
             None => (None, None),
+        };
+        let namespace = if settings.namespace.is_empty() {
+            namespace.to_owned()
+        } else {
+            settings.namespace.clone()
         };
         Ok(Self {
             settings,
             clock,
             redis,
             script: redis::Script::new(GCRA),
-            namespace: namespace.to_owned(),
+            namespace,
             local: Mutex::new(HashMap::new()),
             _connecting: connecting,
         })
@@ -338,7 +358,7 @@ mod tests {
             read: RateClass { rps: 10, burst: 10 },
             ..RateLimitSection::default()
         };
-        let limiter = RateLimiter::new(settings, Arc::new(Frozen), "t").unwrap();
+        let limiter = RateLimiter::start(settings, Arc::new(Frozen), "t").await.unwrap();
         let mut admitted = 0;
         for _ in 0..30 {
             if limiter.check("p1", RouteClass::Read).await.allowed {

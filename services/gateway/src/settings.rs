@@ -123,6 +123,8 @@ pub struct RateLimitSection {
     /// Redis shared by every replica; unset = each replica limits on its own
     /// with its share (`limit / replicas`).
     pub redis_url: Option<String>,
+    /// Prefix of the Redis keys; the replicas of one gateway share it.
+    pub namespace: String,
     /// How many gateway replicas run: without Redis each one admits this share.
     pub replicas: u32,
     /// Reads (GET).
@@ -135,6 +137,7 @@ impl Default for RateLimitSection {
     fn default() -> Self {
         Self {
             redis_url: None,
+            namespace: "retail:gateway:rl".into(),
             replicas: 1,
             read: RateClass { rps: 50, burst: 100 },
             write: RateClass { rps: 10, burst: 20 },

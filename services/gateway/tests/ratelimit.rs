@@ -32,6 +32,7 @@ impl Clock for Manual {
 fn settings(redis_url: Option<String>) -> RateLimitSection {
     RateLimitSection {
         redis_url,
+        namespace: String::new(),
         replicas: 2,
         read: RateClass { rps: 4, burst: 8 },
         write: RateClass { rps: 2, burst: 2 },
@@ -48,17 +49,6 @@ async fn admitted(limiters: &[&RateLimiter], partner: &str, class: RouteClass, a
     admitted
 }
 
-/// Waits until the limiter has its Redis connection (it connects in the background).
-async fn connected(limiter: &RateLimiter) {
-    for _ in 0..200 {
-        if limiter.uses_redis().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the limiter did not connect to Redis");
-}
-
 #[tokio::test]
 async fn two_replicas_on_one_redis_admit_one_burst_then_the_rate() {
     let Ok(url) = std::env::var("RETAIL_TEST_REDIS_URL") else {
@@ -67,10 +57,9 @@ async fn two_replicas_on_one_redis_admit_one_burst_then_the_rate() {
     };
     let clock = Arc::new(Manual::default());
     let namespace = format!("test-rl-{}", uuid::Uuid::new_v4());
-    let one = RateLimiter::new(settings(Some(url.clone())), clock.clone(), &namespace).unwrap();
-    let two = RateLimiter::new(settings(Some(url)), clock.clone(), &namespace).unwrap();
-    connected(&one).await;
-    connected(&two).await;
+    let one = RateLimiter::start(settings(Some(url.clone())), clock.clone(), &namespace).await.unwrap();
+    let two = RateLimiter::start(settings(Some(url)), clock.clone(), &namespace).await.unwrap();
+    assert!(one.uses_redis().await && two.uses_redis().await);
     // At one instant: one burst between both replicas, not one each.
     assert_eq!(admitted(&[&one, &two], "p1", RouteClass::Read, 40).await, 8);
     // Another partner, and the other class, are unaffected.
@@ -88,7 +77,7 @@ async fn two_replicas_on_one_redis_admit_one_burst_then_the_rate() {
 async fn with_redis_unreachable_each_replica_admits_its_share() {
     let clock = Arc::new(Manual::default());
     // Nothing listens on port 1.
-    let limiter = RateLimiter::new(settings(Some("redis://127.0.0.1:1".into())), clock.clone(), "t").unwrap();
+    let limiter = RateLimiter::start(settings(Some("redis://127.0.0.1:1".into())), clock.clone(), "t").await.unwrap();
     // Half the burst (two replicas), at once.
     assert_eq!(admitted(&[&limiter], "p1", RouteClass::Read, 40).await, 4);
     assert_eq!(admitted(&[&limiter], "p2", RouteClass::Read, 40).await, 4);

@@ -354,6 +354,80 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     let reply = http(gw, "GET", "/v1/partner", as_a, None).await;
     assert!(reply.header("ratelimit-limit").is_some() && reply.header("ratelimit-remaining").is_some());
 
+    // Policy: a basket priced for A's level; a special discount only A can read.
+    let basket = json!({"lines": [{"sku": "RUN-42", "unitPriceMinor": "12900", "quantity": 2}]}).to_string();
+    let priced = http(gw, "POST", "/v1/partner/priceEvaluations", json_a, Some(basket.as_bytes())).await;
+    assert_eq!(priced.status, 200, "{}", String::from_utf8_lossy(&priced.body));
+    assert_eq!(priced.json()["grossMinor"], "25800");
+    let ask = json!({"reference": "basket-1", "rateBp": 100, "reason": "competing offer"}).to_string();
+    let asked = http(gw, "POST", "/v1/partner/specialDiscounts", json_a, Some(ask.as_bytes())).await;
+    assert_eq!(asked.status, 201, "{}", String::from_utf8_lossy(&asked.body));
+    let discount_id = asked.json()["specialDiscountId"].as_str().unwrap().to_owned();
+    let discount_path = format!("/v1/partner/specialDiscounts/{discount_id}");
+    assert_eq!(http(gw, "GET", &discount_path, as_a, None).await.status, 200);
+    http(gw, "GET", &discount_path, as_b, None).await.problem(404);
+    let listed = http(gw, "GET", "/v1/partner/specialDiscounts", as_b, None).await.json();
+    assert!(listed["specialDiscounts"].as_array().unwrap().is_empty());
+
+    rate_limits_are_shared_by_replicas(&settings.gateway, &key_a, &key_b).await;
+
     let _ = stop.send(());
     launched.wait().await.unwrap();
+}
+
+/// A clock that stands still: what is admitted is one burst, whatever the timing.
+#[derive(Debug)]
+struct Frozen;
+
+impl retail_gateway::ratelimit::Clock for Frozen {
+    fn now_micros(&self) -> Option<u64> {
+        Some(1_000_000_000)
+    }
+    fn local_micros(&self) -> u64 {
+        1_000_000_000
+    }
+}
+
+/// Two more gateway replicas with a small limit (burst 4, 2 replicas), on Redis
+/// when the tests have one and each on its share otherwise: together they admit
+/// one burst per partner at one instant, then 429 with Retry-After.
+async fn rate_limits_are_shared_by_replicas(base: &retail_gateway::Settings, key_a: &str, key_b: &str) {
+    use retail_gateway::settings::RateClass;
+    let mut settings = base.clone();
+    settings.server.port = 0;
+    settings.rate_limit.replicas = 2;
+    // Their own keys: the suite's gateway counted on Redis's clock, these on a frozen one.
+    settings.rate_limit.namespace = format!("test-gw-{}", uuid::Uuid::new_v4());
+    settings.rate_limit.read = RateClass { rps: 1, burst: 4 };
+    let mut replicas = Vec::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    for _ in 0..2 {
+        let app = retail_gateway::Application::build_with_clock(settings.clone(), std::sync::Arc::new(Frozen))
+            .await
+            .unwrap();
+        let addr = app.local_addr();
+        let mut stopped = stopped.clone();
+        tokio::spawn(app.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        replicas.push(addr);
+    }
+    for key in [key_a, key_b] {
+        let mut admitted = 0;
+        let mut refused = None;
+        for i in 0..12 {
+            let reply = http(replicas[i % 2], "GET", "/v1/partner", &[("X-Api-Key", key)], None).await;
+            match reply.status {
+                200 => admitted += 1,
+                429 => refused = Some(reply),
+                other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&reply.body)),
+            }
+        }
+        assert_eq!(admitted, 4, "one burst between both replicas");
+        let refused = refused.unwrap();
+        refused.problem(429);
+        assert!(refused.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+        assert_eq!(refused.header("ratelimit-remaining"), Some("0"));
+    }
+    let _ = stop.send(true);
 }

@@ -4,6 +4,7 @@
 
 pub mod orders;
 pub mod partner;
+pub mod policy;
 pub mod products;
 pub mod programme;
 
