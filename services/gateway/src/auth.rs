@@ -92,9 +92,11 @@ impl Authenticator {
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
         match credential(headers)? {
             Credential::Token(token) => {
-                let principal = self.verifier.verify(token).await.map_err(|err| {
-                    Problem::unauthenticated(format!("the bearer token is not valid: {err}"))
-                })?;
+                let principal = self
+                    .verifier
+                    .verify(token)
+                    .await
+                    .map_err(|err| Problem::unauthenticated(format!("the bearer token is not valid: {err}")))?;
                 Ok(Caller {
                     token: token.into(),
                     partner_id: partner_of(&principal)?.into(),
@@ -128,9 +130,9 @@ impl Authenticator {
                     | tonic::Code::InvalidArgument
                     | tonic::Code::NotFound
                     | tonic::Code::PermissionDenied
-                    | tonic::Code::FailedPrecondition => {
-                        Problem::unauthenticated("the API key is not valid, revoked, expired, or its partner is not active")
-                    }
+                    | tonic::Code::FailedPrecondition => Problem::unauthenticated(
+                        "the API key is not valid, revoked, expired, or its partner is not active",
+                    ),
                     _ => Problem::from(status),
                 });
             }

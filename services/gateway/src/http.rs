@@ -176,7 +176,14 @@ fn rejected(status: StatusCode, body: String) -> Problem {
         Problem::new(StatusCode::BAD_REQUEST, "the request could not be read")
     } else {
         let body = body.split(": ").skip(1).collect::<Vec<_>>().join(": ");
-        Problem::invalid("", if body.is_empty() { "malformed request".to_owned() } else { body })
+        Problem::invalid(
+            "",
+            if body.is_empty() {
+                "malformed request".to_owned()
+            } else {
+                body
+            },
+        )
     }
 }
 
@@ -230,7 +237,10 @@ pub async fn method_not_allowed() -> Problem {
 /// visible ASCII characters.
 pub fn check_id(field: &str, value: &str) -> Result<(), Problem> {
     if value.is_empty() || value.len() > 128 || !value.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
-        return Err(Problem::invalid(field, "must be 1-128 visible ASCII characters without '/'"));
+        return Err(Problem::invalid(
+            field,
+            "must be 1-128 visible ASCII characters without '/'",
+        ));
     }
     Ok(())
 }

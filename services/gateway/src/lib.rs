@@ -123,7 +123,10 @@ fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/partner/targets", get(routes::programme::list_targets))
         .route("/v1/targets/{targetId}", get(routes::programme::get_target))
         .route("/v1/partner/ledger", get(routes::programme::get_partner_ledger))
-        .route("/v1/partner/ledger/entries", get(routes::programme::list_ledger_entries))
+        .route(
+            "/v1/partner/ledger/entries",
+            get(routes::programme::list_ledger_entries),
+        )
         .route(
             "/v1/partner/ledger/redemptions",
             get(routes::programme::list_redemptions).post(routes::programme::request_redemption),
@@ -132,7 +135,10 @@ fn router(state: AppState, settings: &Settings) -> Router {
             "/v1/partner/ledger/redemptions/{redemptionId}",
             get(routes::programme::get_redemption),
         )
-        .route("/v1/salesReps/{salesRepId}/ledger", get(routes::programme::get_rep_ledger))
+        .route(
+            "/v1/salesReps/{salesRepId}/ledger",
+            get(routes::programme::get_rep_ledger),
+        )
         .route("/v1/partner/priceEvaluations", post(routes::policy::evaluate_policy))
         .route(
             "/v1/partner/specialDiscounts",
@@ -145,7 +151,10 @@ fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/catalogItems", get(routes::programme::list_catalog_items))
         .route("/v1/products", get(routes::products::list_products))
         .route("/v1/products/{productId}", get(routes::products::get_product))
-        .route("/v1/orders", get(routes::orders::list_orders).post(routes::orders::place_order))
+        .route(
+            "/v1/orders",
+            get(routes::orders::list_orders).post(routes::orders::place_order),
+        )
         .route("/v1/orders/{orderId}", get(routes::orders::get_order))
         .route("/v1/orders/{orderId}/pay", post(routes::orders::pay_order))
         .route("/v1/orders/{orderId}/cancel", post(routes::orders::cancel_order))

@@ -90,9 +90,15 @@ impl Decision {
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
         headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
-        headers.insert("ratelimit-reset", HeaderValue::from(self.reset_micros.div_ceil(1_000_000)));
+        headers.insert(
+            "ratelimit-reset",
+            HeaderValue::from(self.reset_micros.div_ceil(1_000_000)),
+        );
         if !self.allowed {
-            headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(self.retry_after_secs()));
+            headers.insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(self.retry_after_secs()),
+            );
         }
     }
 }
@@ -164,7 +170,9 @@ pub struct RateLimiter {
 
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("RateLimiter")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 

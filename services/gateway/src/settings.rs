@@ -20,10 +20,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        let mut server = ServerSettings::default();
-        server.port = 8080;
         Self {
-            server,
+            server: ServerSettings {
+                port: 8080,
+                ..ServerSettings::default()
+            },
             telemetry: TelemetrySettings::default(),
             auth: AuthSettings::default(),
             upstream: UpstreamSection::default(),

@@ -57,8 +57,12 @@ async fn two_replicas_on_one_redis_admit_one_burst_then_the_rate() {
     };
     let clock = Arc::new(Manual::default());
     let namespace = format!("test-rl-{}", uuid::Uuid::new_v4());
-    let one = RateLimiter::start(settings(Some(url.clone())), clock.clone(), &namespace).await.unwrap();
-    let two = RateLimiter::start(settings(Some(url)), clock.clone(), &namespace).await.unwrap();
+    let one = RateLimiter::start(settings(Some(url.clone())), clock.clone(), &namespace)
+        .await
+        .unwrap();
+    let two = RateLimiter::start(settings(Some(url)), clock.clone(), &namespace)
+        .await
+        .unwrap();
     assert!(one.uses_redis().await && two.uses_redis().await);
     // At one instant: one burst between both replicas, not one each.
     assert_eq!(admitted(&[&one, &two], "p1", RouteClass::Read, 40).await, 8);
@@ -77,7 +81,9 @@ async fn two_replicas_on_one_redis_admit_one_burst_then_the_rate() {
 async fn with_redis_unreachable_each_replica_admits_its_share() {
     let clock = Arc::new(Manual::default());
     // Nothing listens on port 1.
-    let limiter = RateLimiter::start(settings(Some("redis://127.0.0.1:1".into())), clock.clone(), "t").await.unwrap();
+    let limiter = RateLimiter::start(settings(Some("redis://127.0.0.1:1".into())), clock.clone(), "t")
+        .await
+        .unwrap();
     // Half the burst (two replicas), at once.
     assert_eq!(admitted(&[&limiter], "p1", RouteClass::Read, 40).await, 4);
     assert_eq!(admitted(&[&limiter], "p2", RouteClass::Read, 40).await, 4);

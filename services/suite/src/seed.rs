@@ -82,9 +82,15 @@ pub async fn partner_api_key(identity: Channel, bearer: &str, partner: &str) -> 
                 api_key: Some(ipb::ApiKey {
                     display_name: format!("{partner} system (seed)"),
                     partner_id: partner.to_owned(),
-                    scopes: ["catalog.read", "orders.read", "orders.write", "partner.read", "partner.write"]
-                        .map(String::from)
-                        .to_vec(),
+                    scopes: [
+                        "catalog.read",
+                        "orders.read",
+                        "orders.write",
+                        "partner.read",
+                        "partner.write",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                     ..Default::default()
                 }),
                 request_id: uuid::Uuid::new_v4().to_string(),

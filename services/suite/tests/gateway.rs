@@ -72,7 +72,14 @@ async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no HTTP head");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
@@ -90,7 +97,9 @@ async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else { return out };
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
         let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             return out;
@@ -101,11 +110,19 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn connect(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
@@ -115,7 +132,9 @@ fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
 }
 
 async fn api_key(identity: Channel, admin: &str, partner: &str) -> String {
-    retail_suite::seed::partner_api_key(identity, admin, partner).await.unwrap()
+    retail_suite::seed::partner_api_key(identity, admin, partner)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -152,7 +171,9 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     let gw = launched.gateway;
     let identity = connect(launched.identity).await;
     let partner_channel = connect(launched.partner).await;
-    let admin = retail_suite::seed::admin_bearer(identity.clone(), PASSWORD).await.unwrap();
+    let admin = retail_suite::seed::admin_bearer(identity.clone(), PASSWORD)
+        .await
+        .unwrap();
     let skus = retail_suite::seed::seed_catalog(connect(launched.catalog).await, &admin, 2, 2, 100, 1)
         .await
         .unwrap();
@@ -209,8 +230,15 @@ async fn partners_reach_only_their_own_through_the_gateway() {
         http(gw, "GET", "/v1/partner", as_b, None).await.json()["name"],
         format!("partners/{}", b.id)
     );
-    let reps = http(gw, "GET", "/v1/partner/salesReps?pageSize=10", as_a, None).await.json();
-    let reps: Vec<&str> = reps["salesReps"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let reps = http(gw, "GET", "/v1/partner/salesReps?pageSize=10", as_a, None)
+        .await
+        .json();
+    let reps: Vec<&str> = reps["salesReps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(reps, a.reps.iter().map(String::as_str).collect::<Vec<_>>());
 
     // Products with their stock.
@@ -272,16 +300,26 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     let target_id = a.target.strip_prefix("targets/").unwrap();
     let targets = http(gw, "GET", "/v1/partner/targets", as_a, None).await.json();
     assert!(
-        targets["targets"].as_array().unwrap().iter().any(|t| t["name"] == a.target.as_str()),
+        targets["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == a.target.as_str()),
         "{targets}"
     );
     let target = http(gw, "GET", &format!("/v1/targets/{target_id}"), as_a, None).await;
     assert_eq!(target.status, 200, "{}", String::from_utf8_lossy(&target.body));
     assert_eq!(target.json()["subject"], format!("partners/{}", a.id));
-    http(gw, "GET", &format!("/v1/targets/{target_id}"), as_b, None).await.problem(404);
+    http(gw, "GET", &format!("/v1/targets/{target_id}"), as_b, None)
+        .await
+        .problem(404);
     let targets_b = http(gw, "GET", "/v1/partner/targets", as_b, None).await.json();
     assert!(
-        !targets_b["targets"].as_array().unwrap().iter().any(|t| t["name"] == a.target.as_str())
+        !targets_b["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == a.target.as_str())
     );
     let ledger = http(gw, "GET", "/v1/partner/ledger", as_a, None).await;
     assert_eq!(ledger.status, 200, "{}", String::from_utf8_lossy(&ledger.body));
@@ -289,20 +327,47 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     let rep_id = a.reps[0].strip_prefix("salesReps/").unwrap();
     let rep_ledger = http(gw, "GET", &format!("/v1/salesReps/{rep_id}/ledger"), as_a, None).await;
     assert_eq!(rep_ledger.status, 200, "{}", String::from_utf8_lossy(&rep_ledger.body));
-    http(gw, "GET", &format!("/v1/salesReps/{rep_id}/ledger"), as_b, None).await.problem(404);
-    assert_eq!(http(gw, "GET", "/v1/partner/ledger/entries", as_a, None).await.status, 200);
-    assert_eq!(http(gw, "GET", "/v1/partner/ledger/redemptions", as_a, None).await.status, 200);
+    http(gw, "GET", &format!("/v1/salesReps/{rep_id}/ledger"), as_b, None)
+        .await
+        .problem(404);
+    assert_eq!(
+        http(gw, "GET", "/v1/partner/ledger/entries", as_a, None).await.status,
+        200
+    );
+    assert_eq!(
+        http(gw, "GET", "/v1/partner/ledger/redemptions", as_a, None)
+            .await
+            .status,
+        200
+    );
     assert_eq!(http(gw, "GET", "/v1/catalogItems", as_a, None).await.status, 200);
     // Redeeming without points is refused, and says why.
     let redeem = json!({"catalogItem": "catalogItems/none", "quantity": 1}).to_string();
-    let refused = http(gw, "POST", "/v1/partner/ledger/redemptions", json_a, Some(redeem.as_bytes())).await;
-    assert!((400..500).contains(&refused.status), "{}", String::from_utf8_lossy(&refused.body));
+    let refused = http(
+        gw,
+        "POST",
+        "/v1/partner/ledger/redemptions",
+        json_a,
+        Some(redeem.as_bytes()),
+    )
+    .await;
+    assert!(
+        (400..500).contains(&refused.status),
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
 
     // Who may call: a terminated partner's key, no credentials, a staff token.
-    http(gw, "GET", "/v1/partner", &[("X-Api-Key", &key_c)], None).await.problem(401);
+    http(gw, "GET", "/v1/partner", &[("X-Api-Key", &key_c)], None)
+        .await
+        .problem(401);
     http(gw, "GET", "/v1/partner", &[], None).await.problem(401);
-    http(gw, "GET", "/v1/partner", &[("X-Api-Key", "rk_nope_nope")], None).await.problem(401);
-    http(gw, "GET", "/v1/partner", &[("Authorization", &admin)], None).await.problem(403);
+    http(gw, "GET", "/v1/partner", &[("X-Api-Key", "rk_nope_nope")], None)
+        .await
+        .problem(401);
+    http(gw, "GET", "/v1/partner", &[("Authorization", &admin)], None)
+        .await
+        .problem(403);
 
     // Bad input is a 4xx problem naming the field.
     let reply = http(gw, "POST", "/v1/orders", json_a, Some(b"{\"lines\": [")).await;
@@ -312,7 +377,11 @@ async fn partners_reach_only_their_own_through_the_gateway() {
         "POST",
         "/v1/orders",
         json_a,
-        Some(json!({"lines": [{"sku": skus[0], "quantity": "many"}]}).to_string().as_bytes()),
+        Some(
+            json!({"lines": [{"sku": skus[0], "quantity": "many"}]})
+                .to_string()
+                .as_bytes(),
+        ),
     )
     .await;
     assert_eq!(reply.problem(400)["violations"][0]["field"], "lines[0].quantity");
@@ -324,39 +393,64 @@ async fn partners_reach_only_their_own_through_the_gateway() {
         Some(json!({"lines": [], "bogus": 1}).to_string().as_bytes()),
     )
     .await;
-    assert!(reply.problem(400)["violations"][0]["description"].as_str().unwrap().contains("bogus"));
+    assert!(
+        reply.problem(400)["violations"][0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("bogus")
+    );
     let reply = http(
         gw,
         "POST",
         "/v1/orders",
         json_a,
-        Some(json!({"lines": [{"sku": skus[0], "quantity": 0}]}).to_string().as_bytes()),
+        Some(
+            json!({"lines": [{"sku": skus[0], "quantity": 0}]})
+                .to_string()
+                .as_bytes(),
+        ),
     )
     .await;
     assert!(!reply.problem(400)["violations"].as_array().unwrap().is_empty());
     let huge = vec![b' '; 1024 * 1024];
     http(gw, "POST", "/v1/orders", json_a, Some(&huge)).await.problem(413);
     http(gw, "POST", "/v1/orders", as_a, Some(b"{}")).await.problem(415);
-    http(gw, "GET", "/v1/orders?pageSize=9999", as_a, None).await.problem(400);
+    http(gw, "GET", "/v1/orders?pageSize=9999", as_a, None)
+        .await
+        .problem(400);
     http(gw, "GET", "/v1/orders?pageSize=x", as_a, None).await.problem(400);
     http(gw, "GET", "/v1/orders?colour=red", as_a, None).await.problem(400);
     http(gw, "GET", "/v1/nowhere", as_a, None).await.problem(404);
     http(gw, "DELETE", "/v1/orders", as_a, None).await.problem(405);
     let mut bad_key = json_a.to_vec();
     bad_key.push(("Idempotency-Key", ""));
-    http(gw, "POST", "/v1/orders", &bad_key, Some(body.as_bytes())).await.problem(400);
+    http(gw, "POST", "/v1/orders", &bad_key, Some(body.as_bytes()))
+        .await
+        .problem(400);
 
     // The request id is echoed, or made up.
     let reply = http(gw, "GET", "/healthz", &[("X-Request-Id", "abc-123")], None).await;
     assert_eq!(reply.header("x-request-id"), Some("abc-123"));
-    assert!(http(gw, "GET", "/healthz", &[], None).await.header("x-request-id").is_some());
+    assert!(
+        http(gw, "GET", "/healthz", &[], None)
+            .await
+            .header("x-request-id")
+            .is_some()
+    );
     // Rate-limit headers on every partner request.
     let reply = http(gw, "GET", "/v1/partner", as_a, None).await;
     assert!(reply.header("ratelimit-limit").is_some() && reply.header("ratelimit-remaining").is_some());
 
     // Policy: a basket priced for A's level; a special discount only A can read.
     let basket = json!({"lines": [{"sku": "RUN-42", "unitPriceMinor": "12900", "quantity": 2}]}).to_string();
-    let priced = http(gw, "POST", "/v1/partner/priceEvaluations", json_a, Some(basket.as_bytes())).await;
+    let priced = http(
+        gw,
+        "POST",
+        "/v1/partner/priceEvaluations",
+        json_a,
+        Some(basket.as_bytes()),
+    )
+    .await;
     assert_eq!(priced.status, 200, "{}", String::from_utf8_lossy(&priced.body));
     assert_eq!(priced.json()["grossMinor"], "25800");
     let ask = json!({"reference": "basket-1", "rateBp": 100, "reason": "competing offer"}).to_string();

@@ -54,7 +54,10 @@ impl From<retail_proto::partner::Partner> for Partner {
             headers(("ETag" = String, description = "Version of the organisation"))),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_partner(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Response, Problem> {
+pub async fn get_partner(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, Problem> {
     let mut client = PartnerServiceClient::new(state.partner.clone());
     let request = state.request(
         &caller,

@@ -351,5 +351,7 @@ pub async fn get_special_discount(
             name: format!("partners/{}/specialDiscounts/{id}", caller.partner_id),
         },
     );
-    Ok(axum::Json(client.get_special_discount(request).await?.into_inner().into()))
+    Ok(axum::Json(
+        client.get_special_discount(request).await?.into_inner().into(),
+    ))
 }

@@ -64,10 +64,7 @@ impl From<retail_proto::catalog::Product> for Product {
                 .skus
                 .into_iter()
                 .map(|s| Sku {
-                    listed_channels: s
-                        .listed_channels()
-                        .map(|c| c.as_str_name().to_owned())
-                        .collect(),
+                    listed_channels: s.listed_channels().map(|c| c.as_str_name().to_owned()).collect(),
                     name: s.name,
                     sku_code: s.sku_code,
                     product: s.product,
