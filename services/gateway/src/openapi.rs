@@ -43,6 +43,8 @@ use crate::routes::{self, Money};
         routes::orders::get_order,
         routes::orders::pay_order,
         routes::orders::cancel_order,
+        routes::orders::track_order,
+        routes::orders::request_return,
     ),
     components(schemas(Problem, FieldViolation, Money, Health)),
     modifiers(&Security),

@@ -215,6 +215,13 @@ async fn partners_reach_only_their_own_through_the_gateway() {
         "/v1/orders/{orderId}",
         "/v1/orders/{orderId}/pay",
         "/v1/orders/{orderId}/cancel",
+        "/v1/orders/{orderId}/tracking",
+        "/v1/orders/{orderId}/returns",
+        "/v1/partner/targets",
+        "/v1/partner/ledger",
+        "/v1/partner/ledger/redemptions",
+        "/v1/partner/priceEvaluations",
+        "/v1/partner/specialDiscounts",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
@@ -275,6 +282,19 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     http(gw, "POST", &format!("{path}/pay"), json_b, Some(pay.as_bytes()))
         .await
         .problem(404);
+    http(gw, "GET", &format!("{path}/tracking"), as_b, None)
+        .await
+        .problem(404);
+    let give_back = json!({"lines": [{"sku": skus[0], "quantity": 1}], "reason": "not mine"}).to_string();
+    http(
+        gw,
+        "POST",
+        &format!("{path}/returns"),
+        json_b,
+        Some(give_back.as_bytes()),
+    )
+    .await
+    .problem(404);
     let listed_b = http(gw, "GET", "/v1/orders", as_b, None).await.json();
     assert!(listed_b["orders"].as_array().unwrap().is_empty());
     let still = http(gw, "GET", &path, as_a, None).await;
@@ -295,6 +315,25 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     let paid = http(gw, "POST", &format!("{path}/pay"), &current, Some(pay.as_bytes())).await;
     assert_eq!(paid.status, 200, "{}", String::from_utf8_lossy(&paid.body));
     assert_eq!(paid.json()["state"], "ORDER_STATE_PAID");
+    let tracking = http(gw, "GET", &format!("{path}/tracking"), as_a, None).await;
+    assert_eq!(tracking.status, 200);
+    let kinds: Vec<String> = tracking.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["placed", "paid"]);
+    // Not delivered yet: a return is refused with a conflict, not a 5xx.
+    http(
+        gw,
+        "POST",
+        &format!("{path}/returns"),
+        json_a,
+        Some(give_back.as_bytes()),
+    )
+    .await
+    .problem(409);
 
     // The programme: A's own target, ledger and reps' ledgers; B reaches none of them.
     let target_id = a.target.strip_prefix("targets/").unwrap();

@@ -396,3 +396,181 @@ pub async fn cancel_order(
     let order = client.cancel_order(request).await?.into_inner();
     Ok(order_response(order, StatusCode::OK).into_response())
 }
+
+/// One step of an order's history, tracking included.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderEvent {
+    /// `placed`, `paid`, `cancelled`, `shipped`, `tracking`, `delivered`, `completed`,
+    /// `return_requested`, `return_received`, `refunded` or `rated`.
+    pub kind: String,
+    /// For `tracking`: `TRACKING_EVENT_KIND_...`.
+    pub tracking_kind: String,
+    /// Carrier and tracking number, reason, return id, ...
+    pub detail: String,
+    pub event_time: Option<String>,
+    /// The order's state after it.
+    pub state: String,
+}
+
+/// An order's history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderTracking {
+    /// Oldest first.
+    pub events: Vec<OrderEvent>,
+}
+
+/// Tracks an order: its history, the carrier's tracking events included.
+#[utoipa::path(get, path = "/v1/orders/{orderId}/tracking", tag = "orders",
+    params(("orderId" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order's history", body = OrderTracking),
+        (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn track_order(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(order_id): Path<String>,
+) -> Result<axum::Json<OrderTracking>, Problem> {
+    check_id("orderId", &order_id)?;
+    let mut client = OrdersServiceClient::new(state.orders.clone());
+    let request = state.request(
+        &caller,
+        retail_proto::orders::ListOrderEventsRequest {
+            parent: format!("orders/{order_id}"),
+        },
+    );
+    let events = client.list_order_events(request).await?.into_inner().events;
+    Ok(axum::Json(OrderTracking {
+        events: events
+            .into_iter()
+            .map(|e| OrderEvent {
+                tracking_kind: if e.tracking_kind == 0 {
+                    String::new()
+                } else {
+                    e.tracking_kind().as_str_name().to_owned()
+                },
+                state: e.state().as_str_name().to_owned(),
+                kind: e.kind,
+                detail: e.detail,
+                event_time: time(e.event_time),
+            })
+            .collect(),
+    }))
+}
+
+/// A line to return.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewReturnLine {
+    /// `skus/{skuCode}`, a line of the order.
+    #[schema(max_length = 80)]
+    pub sku: String,
+    /// Units, at most those bought and not yet returned.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub quantity: i64,
+}
+
+/// A return to request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewReturn {
+    pub lines: Vec<NewReturnLine>,
+    /// Why, at most 500 characters.
+    #[serde(default)]
+    #[schema(max_length = 500)]
+    pub reason: String,
+}
+
+/// A return of an order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Return {
+    /// `orders/{orderId}/returns/{returnId}`.
+    pub name: String,
+    pub lines: Vec<ReturnLine>,
+    pub reason: String,
+    /// `RETURN_STATE_REQUESTED`, `_RECEIVED` or `_REFUNDED`.
+    pub state: String,
+    pub refund_amount: Option<Money>,
+    pub create_time: Option<String>,
+    pub update_time: Option<String>,
+}
+
+/// A returned line.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReturnLine {
+    pub sku: String,
+    #[serde(serialize_with = "i64_as_string")]
+    #[schema(value_type = String)]
+    pub quantity: i64,
+    pub damaged: bool,
+}
+
+/// Requests a return of some or all units of a delivered order. With an
+/// `Idempotency-Key` a retry returns the first answer.
+#[utoipa::path(post, path = "/v1/orders/{orderId}/returns", tag = "orders", request_body = NewReturn,
+    params(
+        ("orderId" = String, Path, description = "The order's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-128 characters; a replay returns the first response"),
+    ),
+    responses(
+        (status = 201, description = "The return", body = Return),
+        (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn request_return(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<NewReturn>,
+) -> Result<Response, Problem> {
+    check_id("orderId", &order_id)?;
+    let request_id = idempotency_key(&headers)?.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut client = OrdersServiceClient::new(state.orders.clone());
+    let request = state.request(
+        &caller,
+        retail_proto::orders::RequestReturnRequest {
+            parent: format!("orders/{order_id}"),
+            r#return: Some(retail_proto::orders::Return {
+                lines: body
+                    .lines
+                    .into_iter()
+                    .map(|l| retail_proto::orders::ReturnLine {
+                        sku: l.sku,
+                        quantity: l.quantity,
+                        damaged: false,
+                    })
+                    .collect(),
+                reason: body.reason,
+                ..Default::default()
+            }),
+            request_id,
+        },
+    );
+    let created = client
+        .request_return(request)
+        .await
+        .map_err(|s| Problem::from_status(&s, "return"))?
+        .into_inner();
+    let body = Return {
+        state: created.state().as_str_name().to_owned(),
+        name: created.name,
+        lines: created
+            .lines
+            .into_iter()
+            .map(|l| ReturnLine {
+                sku: l.sku,
+                quantity: l.quantity,
+                damaged: l.damaged,
+            })
+            .collect(),
+        reason: created.reason,
+        refund_amount: created.refund_amount.map(Money::from),
+        create_time: time(created.create_time),
+        update_time: time(created.update_time),
+    };
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
