@@ -28,6 +28,8 @@ pub struct Gateway {
     pub orders: Channel,
     /// Deadline of each call to a service.
     pub timeout: Duration,
+    /// The currency prices are quoted in.
+    pub currency: String,
 }
 
 pub type AppState = Arc<Gateway>;

@@ -71,6 +71,7 @@ impl Application {
             catalog: lazy_channel("upstream.catalog_url", &settings.upstream.catalog_url)?,
             orders: lazy_channel("upstream.orders_url", &settings.upstream.orders_url)?,
             timeout: settings.upstream.timeout(),
+            currency: settings.upstream.currency.clone(),
         };
         let router = router(Arc::new(gateway), &settings);
         let address = format!("{}:{}", settings.server.host, settings.server.port);

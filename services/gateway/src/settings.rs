@@ -49,6 +49,9 @@ impl Validate for Settings {
         if self.upstream.timeout_ms == 0 {
             return Err(ConfigError::invalid("upstream.timeout_ms", "must be positive"));
         }
+        if self.upstream.currency.len() != 3 || !self.upstream.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(ConfigError::invalid("upstream.currency", "must be an ISO-4217 code"));
+        }
         if self.http.body_limit_bytes == 0 {
             return Err(ConfigError::invalid("http.body_limit_bytes", "must be positive"));
         }
@@ -79,6 +82,8 @@ pub struct UpstreamSection {
     pub orders_url: String,
     /// Deadline of each call.
     pub timeout_ms: u64,
+    /// The currency of the partner prices quoted (ISO-4217, as orders').
+    pub currency: String,
 }
 
 impl Default for UpstreamSection {
@@ -88,6 +93,7 @@ impl Default for UpstreamSection {
             orders_url: "http://127.0.0.1:50054".into(),
             partner_url: "http://127.0.0.1:50055".into(),
             timeout_ms: 5_000,
+            currency: "EUR".into(),
         }
     }
 }

@@ -254,9 +254,43 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     let products = products.json();
     let product = &products["products"][0];
     let product_id = product["productId"].as_str().unwrap();
+    // The partner's level's wholesale prices, as catalog quotes them.
+    let level = http(gw, "GET", "/v1/partner", as_a, None).await.json()["level"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut pricing =
+        retail_proto::catalog::pricing_service_client::PricingServiceClient::new(connect(launched.catalog).await);
+    let skus_of_product: Vec<String> = product["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    for sku in &skus_of_product {
+        pricing
+            .set_partner_price(bearer(
+                &admin,
+                retail_proto::catalog::SetPartnerPriceRequest {
+                    partner_price: Some(retail_proto::catalog::PartnerPrice {
+                        partner_level: level.clone(),
+                        sku: sku.clone(),
+                        price: Some(retail_proto::common::Money {
+                            currency_code: "EUR".into(),
+                            amount_minor: 1_500,
+                        }),
+                    }),
+                },
+            ))
+            .await
+            .unwrap();
+    }
     let one = http(gw, "GET", &format!("/v1/products/{product_id}"), as_a, None).await;
     assert_eq!(one.status, 200);
-    assert!(one.json()["skus"][0]["sellableQuantity"].is_string());
+    let one = one.json();
+    assert!(one["skus"][0]["sellableQuantity"].is_string());
+    assert_eq!(one["skus"][0]["partnerUnitPrice"]["amountMinor"], "1500", "{one}");
+    assert!(one["skus"][0]["listUnitPrice"]["amountMinor"].is_string(), "{one}");
 
     // A places an order; the same Idempotency-Key returns the same order.
     let body = json!({"lines": [{"sku": skus[0], "quantity": 1}]}).to_string();

@@ -10,7 +10,7 @@ use retail_proto::catalog::{GetProductRequest, ListProductsRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{etag, i64_as_string, id_of, time, with_etag};
+use super::{Money, etag, i64_as_string, id_of, time, with_etag};
 use crate::auth::Caller;
 use crate::http::{AppState, Path, Query, check_id};
 use crate::problem::Problem;
@@ -32,6 +32,13 @@ pub struct Sku {
     pub sellable_quantity: i64,
     /// Channels the SKU is listed on, for example `SALES_CHANNEL_PARTNER`.
     pub listed_channels: Vec<String>,
+    /// The list price per unit (single product reads; absent when not priced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_unit_price: Option<Money>,
+    /// The caller's price per unit from its level's price list (single product
+    /// reads; absent when not priced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_unit_price: Option<Money>,
 }
 
 /// A product.
@@ -70,6 +77,8 @@ impl From<retail_proto::catalog::Product> for Product {
                     product: s.product,
                     attributes: s.attributes,
                     sellable_quantity: s.sellable_quantity,
+                    list_unit_price: None,
+                    partner_unit_price: None,
                 })
                 .collect(),
             create_time: time(p.create_time),
@@ -167,5 +176,55 @@ pub async fn get_product(
     );
     let product = client.get_product(request).await?.into_inner();
     let tag = etag(product.update_time.as_ref());
-    Ok(with_etag(Product::from(product), tag))
+    let mut body = Product::from(product);
+    add_partner_prices(&state, &caller, &mut body.skus).await;
+    Ok(with_etag(body, tag))
+}
+
+/// The caller's prices of `skus`: its level's price list, quoted by catalog. A
+/// product without prices is still shown, without them.
+async fn add_partner_prices(state: &AppState, caller: &Caller, skus: &mut [Sku]) {
+    use retail_proto::catalog::pricing_service_client::PricingServiceClient;
+    use retail_proto::catalog::{QuoteLine, QuotePricesRequest, SalesChannel};
+    use retail_proto::partner::GetPartnerRequest;
+    use retail_proto::partner::partner_service_client::PartnerServiceClient;
+    if skus.is_empty() || skus.len() > 200 {
+        return;
+    }
+    let mut partners = PartnerServiceClient::new(state.partner.clone());
+    let request = state.request(
+        caller,
+        GetPartnerRequest {
+            name: format!("partners/{}", caller.partner_id),
+        },
+    );
+    let Ok(partner) = partners.get_partner(request).await else {
+        return;
+    };
+    let mut pricing = PricingServiceClient::new(state.catalog.clone());
+    let request = state.request(
+        caller,
+        QuotePricesRequest {
+            channel: SalesChannel::Partner as i32,
+            currency_code: state.currency.clone(),
+            partner_level: partner.into_inner().level,
+            lines: skus
+                .iter()
+                .map(|s| QuoteLine {
+                    sku: s.name.clone(),
+                    quantity: 1,
+                })
+                .collect(),
+            ..Default::default()
+        },
+    );
+    match pricing.quote_prices(request).await {
+        Ok(quote) => {
+            for (sku, line) in skus.iter_mut().zip(quote.into_inner().lines) {
+                sku.list_unit_price = line.list_unit_price.map(Money::from);
+                sku.partner_unit_price = line.unit_price.map(Money::from);
+            }
+        }
+        Err(status) => tracing::debug!(code = ?status.code(), "no partner prices for the product"),
+    }
 }
