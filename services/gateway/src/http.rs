@@ -76,6 +76,38 @@ pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next
     }
 }
 
+/// Serves at most `server.concurrency_limit` requests at once; more are shed with
+/// 503 and `Retry-After` rather than queued. Logs each request (never its
+/// credentials) with its id, route, status and duration.
+pub async fn shed_and_log(State(slots): State<Arc<tokio::sync::Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_slot) = slots.try_acquire() else {
+        let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the gateway is busy; retry shortly");
+        problem.retry_after = Some(1);
+        return problem.into_response();
+    };
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let millis = started.elapsed().as_millis() as u64;
+    if status >= 500 {
+        tracing::warn!(request_id = %id, %method, %route, status, millis, "request");
+    } else {
+        tracing::info!(request_id = %id, %method, %route, status, millis, "request");
+    }
+    response
+}
+
 /// Authenticates the caller, applies its partner's rate limit, and hands the
 /// [`Caller`] to the route; the response carries the `RateLimit-*` headers.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {

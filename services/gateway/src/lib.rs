@@ -170,6 +170,10 @@ fn router(state: AppState, settings: &Settings) -> Router {
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.http.body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(
+            Arc::new(tokio::sync::Semaphore::new(settings.server.concurrency_limit)),
+            http::shed_and_log,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             settings.server.request_timeout(),
             http::timeout,
         ))
