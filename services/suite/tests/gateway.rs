@@ -337,6 +337,55 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     let listed_a = http(gw, "GET", "/v1/orders?pageSize=10", as_a, None).await.json();
     assert_eq!(listed_a["orders"][0]["orderId"], order_id.as_str());
 
+    // A partner user's own token passes through: B's user sees B's orders, not A's.
+    let user_password = "Partner-user-password-1";
+    let mut identity_client =
+        retail_proto::identity::identity_service_client::IdentityServiceClient::new(identity.clone());
+    identity_client
+        .create_user(bearer(
+            &admin,
+            retail_proto::identity::CreateUserRequest {
+                user: Some(retail_proto::identity::User {
+                    username: format!("{}.buyer", b.id.to_lowercase()),
+                    display_name: "B's buyer".into(),
+                    kind: retail_proto::identity::PrincipalKind::PartnerUser as i32,
+                    partner_id: b.id.clone(),
+                    ..Default::default()
+                }),
+                password: user_password.into(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .unwrap();
+    let user_token = identity_client
+        .login(retail_proto::identity::LoginRequest {
+            username: format!("{}.buyer", b.id.to_lowercase()),
+            password: user_password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token;
+    let as_user = format!("Bearer {user_token}");
+    let user_headers: &[(&str, &str)] = &[("Authorization", &as_user)];
+    assert_eq!(
+        http(gw, "GET", "/v1/partner", user_headers, None).await.json()["name"],
+        format!("partners/{}", b.id)
+    );
+    http(gw, "GET", &path, user_headers, None).await.problem(404);
+    http(
+        gw,
+        "GET",
+        "/v1/partner",
+        &[("Authorization", "Bearer not-a-token")],
+        None,
+    )
+    .await
+    .problem(401);
+
     // If-Match: a stale version is refused, the current one accepted.
     let etag = still.header("etag").unwrap().to_owned();
     let mut stale = json_a.to_vec();
