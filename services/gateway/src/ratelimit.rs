@@ -157,6 +157,9 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {1, math.floor((window - (new_tat - now)) / interval), 0, new_tat - now}
 ";
 
+/// How long checks stay local after Redis failed.
+const REDIS_REST: Duration = Duration::from_secs(1);
+
 /// The limiter of one gateway replica.
 pub struct RateLimiter {
     settings: RateLimitSection,
@@ -165,6 +168,9 @@ pub struct RateLimiter {
     script: redis::Script,
     namespace: String,
     local: Mutex<HashMap<(String, RouteClass), u64>>,
+    /// After Redis failed, checks stay local until then (so a Redis that hangs
+    /// does not add its timeout to every request).
+    redis_down_until: Mutex<Option<std::time::Instant>>,
     _connecting: Option<tokio::task::AbortHandle>,
 }
 
@@ -242,6 +248,7 @@ impl RateLimiter {
             script: redis::Script::new(GCRA),
             namespace,
             local: Mutex::new(HashMap::new()),
+            redis_down_until: Mutex::new(None),
             _connecting: connecting,
         })
     }
@@ -264,7 +271,7 @@ impl RateLimiter {
     /// Whether `partner` may make one more request of `class` now.
     pub async fn check(&self, partner: &str, class: RouteClass) -> Decision {
         let limit = self.class(class);
-        if let Some(slot) = &self.redis {
+        if let Some(slot) = self.redis.as_ref().filter(|_| !self.redis_resting()) {
             let conn = slot.read().await.clone();
             if let Some(mut conn) = conn {
                 let interval = 1_000_000 / u64::from(limit.rps.max(1));
@@ -290,11 +297,24 @@ impl RateLimiter {
                         };
                     }
                     Ok(_) => tracing::warn!("unexpected answer of the rate limit script; limiting locally"),
-                    Err(err) => tracing::warn!(error = %err, "redis failed; rate limiting on this replica's share"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "redis failed; rate limiting on this replica's share for a second");
+                        if let Ok(mut until) = self.redis_down_until.lock() {
+                            *until = Some(std::time::Instant::now() + REDIS_REST);
+                        }
+                    }
                 }
             }
         }
         self.check_local(partner, class)
+    }
+
+    fn redis_resting(&self) -> bool {
+        self.redis_down_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| std::time::Instant::now() < until)
     }
 
     /// The in-process check on this replica's share of the limit.
