@@ -8,6 +8,8 @@
 
 #[path = "bench_analytics.rs"]
 mod analytics;
+#[path = "bench_gateway.rs"]
+mod gateway;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +60,9 @@ pub enum Target {
     AnalyticsIngest,
     /// analytics KPI queries (sales, store funnel, satisfaction) over a loaded history.
     AnalyticsKpi,
+    /// The partner gateway: GET /v1/orders/{id} with an API key, over HTTP/1.1
+    /// keep-alive (one connection per worker).
+    GatewayGetOrder,
 }
 
 impl Target {
@@ -77,6 +82,7 @@ impl Target {
             Self::OrdersPlacePay => "orders.PlaceOrder+PayOrder",
             Self::AnalyticsIngest => "analytics.IngestTouchpoints",
             Self::AnalyticsKpi => "analytics KPI queries",
+            Self::GatewayGetOrder => "gateway GET /v1/orders/{id}",
         }
     }
 }
@@ -837,6 +843,7 @@ async fn bench_orders(args: &BenchArgs, target: Target) -> anyhow::Result<Report
     settings.partner.server = loopback();
     settings.analytics.server = loopback();
     settings.analytics.http.port = None;
+    settings.gateway.server = loopback();
     settings.identity.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
     settings.membership.cache.redis_url = args.redis_url.clone();
     settings.membership.cache.namespace = format!("bench-{}", rand::random::<u32>());
@@ -1209,6 +1216,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             reports.push(bench_membership(&args, args.target).await?)
         }
         Target::OrdersPlace | Target::OrdersPlacePay => reports.push(bench_orders(&args, args.target).await?),
+        Target::GatewayGetOrder => reports.push(gateway::bench_gateway(&args).await?),
         Target::AnalyticsIngest | Target::AnalyticsKpi => {
             reports.push(analytics::bench_analytics(&args, args.target).await?)
         }

@@ -59,6 +59,8 @@ enum Service {
     Orders,
     ChannelPartner,
     Analytics,
+    /// The partner gateway (HTTP; no database, `migrate` does nothing).
+    Gateway,
 }
 
 #[tokio::main]
@@ -78,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
             Service::Orders => kit::migrate::<retail_orders::Application>(config.as_deref()).await,
             Service::ChannelPartner => kit::migrate::<retail_channel_partner::Application>(config.as_deref()).await,
             Service::Analytics => kit::migrate::<retail_analytics::Application>(config.as_deref()).await,
+            Service::Gateway => kit::migrate::<retail_gateway::Application>(config.as_deref()).await,
         },
         // Every service, from the suite's settings (as `up` runs them).
         Command::Migrate {
@@ -103,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             Service::Orders => kit::serve::<retail_orders::Application>(config.as_deref()).await,
             Service::ChannelPartner => kit::serve::<retail_channel_partner::Application>(config.as_deref()).await,
             Service::Analytics => kit::serve::<retail_analytics::Application>(config.as_deref()).await,
+            Service::Gateway => kit::serve::<retail_gateway::Application>(config.as_deref()).await,
         },
         Command::Seed(args) => {
             let telemetry = retail_kit::config::TelemetrySettings {

@@ -53,6 +53,11 @@ pub struct SeedArgs {
     /// Customers of that history.
     #[arg(long, default_value_t = 5_000)]
     pub history_members: u64,
+    /// Writes an API key of the first seeded partner to this file (private to its
+    /// owner): the partner's id on the first line, the key on the second, for
+    /// trying the partner gateway.
+    #[arg(long)]
+    pub partner_api_key_file: Option<std::path::PathBuf>,
     /// Directory holding `admin-password` (as `retail-suite up` created it).
     #[arg(long, default_value = "data")]
     pub data_dir: std::path::PathBuf,
@@ -66,6 +71,48 @@ const INTERESTS: &[&str] = &[
     "home/kitchen",
     "kids",
 ];
+
+/// Creates an API key of `partner` holding every partner scope; returns the key.
+pub async fn partner_api_key(identity: Channel, bearer: &str, partner: &str) -> anyhow::Result<String> {
+    let header: tonic::metadata::MetadataValue<_> = bearer.parse()?;
+    let created = IdentityServiceClient::new(identity)
+        .create_api_key(with_bearer(
+            &header,
+            ipb::CreateApiKeyRequest {
+                api_key: Some(ipb::ApiKey {
+                    display_name: format!("{partner} system (seed)"),
+                    partner_id: partner.to_owned(),
+                    scopes: [
+                        "catalog.read",
+                        "orders.read",
+                        "orders.write",
+                        "partner.read",
+                        "partner.write",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    ..Default::default()
+                }),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .context("creating an API key failed")?;
+    Ok(created.into_inner().secret)
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
 
 /// A member's phone number in the seed's reserved range, unique per index.
 pub fn seed_phone(run: u32, i: u64) -> String {
@@ -432,6 +479,12 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         args.reps_per_partner,
         started.elapsed().as_secs_f64()
     );
+    if let (Some(path), Some(first)) = (&args.partner_api_key_file, partners.first()) {
+        let identity = Channel::from_shared(args.identity.clone())?.connect().await?;
+        let key = partner_api_key(identity, &bearer, &first.id).await?;
+        write_private(path, &format!("{}\n{key}\n", first.id))?;
+        println!("wrote an API key of partner {} to {}", first.id, path.display());
+    }
     if args.history_orders > 0 {
         let started = Instant::now();
         crate::demo::seed_analytics(

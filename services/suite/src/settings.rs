@@ -17,6 +17,8 @@ pub const PARTNER_PORT: u16 = 50055;
 pub const ANALYTICS_PORT: u16 = 50056;
 /// The analytics dashboard's HTTP port.
 pub const DASHBOARD_PORT: u16 = 8081;
+/// The partner gateway's HTTP port.
+pub const GATEWAY_PORT: u16 = 8080;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +36,8 @@ pub struct SuiteSettings {
     pub orders: retail_orders::Settings,
     pub partner: retail_channel_partner::Settings,
     pub analytics: retail_analytics::Settings,
+    /// The partner gateway (HTTP); its upstream addresses follow the services'.
+    pub gateway: retail_gateway::Settings,
 }
 
 const DEFAULT_DATA_DIR: &str = "data";
@@ -64,6 +68,8 @@ impl Default for SuiteSettings {
         analytics.server.port = ANALYTICS_PORT;
         analytics.http.port = Some(DASHBOARD_PORT);
         analytics.database.url = SecretString::from(sqlite_url(&data_dir, "analytics"));
+        let mut gateway = retail_gateway::Settings::default();
+        gateway.server.port = GATEWAY_PORT;
         Self {
             data_dir,
             telemetry: TelemetrySettings::default(),
@@ -73,6 +79,7 @@ impl Default for SuiteSettings {
             orders,
             partner,
             analytics,
+            gateway,
         }
     }
 }
@@ -97,7 +104,10 @@ impl Validate for SuiteSettings {
             .map_err(|e| ConfigError::invalid("partner", e.to_string()))?;
         self.analytics
             .validate()
-            .map_err(|e| ConfigError::invalid("analytics", e.to_string()))
+            .map_err(|e| ConfigError::invalid("analytics", e.to_string()))?;
+        self.gateway
+            .validate()
+            .map_err(|e| ConfigError::invalid("gateway", e.to_string()))
     }
 }
 

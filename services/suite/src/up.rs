@@ -108,6 +108,8 @@ pub struct Launched {
     pub analytics: SocketAddr,
     /// The analytics dashboard (HTTP), with `analytics.http.port` set.
     pub dashboard: Option<SocketAddr>,
+    /// The partner gateway (HTTP).
+    pub gateway: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -126,6 +128,15 @@ async fn after_stopped(callers: Vec<tokio::sync::watch::Receiver<bool>>) {
     for mut stopped in callers {
         let _ = stopped.wait_for(|stopped| *stopped).await;
     }
+}
+
+/// Resolves on `shutdown` once the gateway (which calls the service) has stopped.
+async fn after_stopped_and<S: std::future::Future<Output = ()>>(
+    gateway: tokio::sync::watch::Receiver<bool>,
+    shutdown: S,
+) {
+    shutdown.await;
+    after_stopped(vec![gateway]).await;
 }
 
 /// Runs a service and says when it has stopped.
@@ -270,7 +281,23 @@ where
         scoped("analytics", analytics.run(shutdown.clone())),
         analytics_stopped,
     ));
-    tasks.push(run_then_report(scoped("orders", orders.run(shutdown)), orders_stopped));
+    // The partner gateway calls identity, channel-partner, catalog and orders with
+    // its callers' tokens; it stops first.
+    settings.gateway.auth.identity_url = identity_url.clone();
+    settings.gateway.upstream.partner_url = format!("http://{partner_addr}");
+    settings.gateway.upstream.catalog_url = format!("http://{catalog_addr}");
+    settings.gateway.upstream.orders_url = format!("http://{orders_addr}");
+    let gateway = retail_gateway::Application::build(settings.gateway.clone()).await?;
+    let gateway_addr = gateway.local_addr();
+    let (gateway_stopped, gateway_done) = tokio::sync::watch::channel(false);
+    tasks.push(run_then_report(
+        scoped("gateway", gateway.run(shutdown.clone())),
+        gateway_stopped,
+    ));
+    tasks.push(run_then_report(
+        scoped("orders", orders.run(after_stopped_and(gateway_done, shutdown))),
+        orders_stopped,
+    ));
     Ok(Launched {
         identity: identity_addr,
         membership: membership_addr,
@@ -279,6 +306,7 @@ where
         partner: partner_addr,
         analytics: analytics_addr,
         dashboard: dashboard_addr,
+        gateway: gateway_addr,
         tasks,
     })
 }
@@ -295,6 +323,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             ("orders", &settings.orders.telemetry),
             ("partner", &settings.partner.telemetry),
             ("analytics", &settings.analytics.telemetry),
+            ("gateway", &settings.gateway.telemetry),
         ],
     )?;
     std::fs::create_dir_all(&settings.data_dir)
@@ -347,6 +376,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             "dashboard"
         );
     }
+    println!(
+        "  {:<12} {:<22} HTTP: http://{}/v1/openapi.json",
+        "gateway",
+        launched.gateway.to_string(),
+        launched.gateway
+    );
     println!();
     let username = &settings.identity.bootstrap.admin_username;
     match &password_file {

@@ -39,6 +39,7 @@ fn start_suite() -> Suite {
         .env("RETAIL_SUITE__PARTNER__SERVER__PORT", "0")
         .env("RETAIL_SUITE__ANALYTICS__SERVER__PORT", "0")
         .env("RETAIL_SUITE__ANALYTICS__HTTP__PORT", "0")
+        .env("RETAIL_SUITE__GATEWAY__SERVER__PORT", "0")
         .env_remove("RETAIL_SUITE_CONFIG")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data_dir.path().join("stderr.log")).unwrap())

@@ -42,6 +42,7 @@ async fn on_shutdown_orders_stops_while_the_services_it_calls_still_serve() {
         &mut settings.orders.server,
         &mut settings.partner.server,
         &mut settings.analytics.server,
+        &mut settings.gateway.server,
     ] {
         // Every port is the system's choice: a fixed one may be held by another test.
         server.port = 0;
