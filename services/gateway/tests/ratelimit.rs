@@ -51,7 +51,7 @@ async fn admitted(limiters: &[&RateLimiter], partner: &str, class: RouteClass, a
 
 #[tokio::test]
 async fn two_replicas_on_one_redis_admit_one_burst_then_the_rate() {
-    let Ok(url) = std::env::var("RETAIL_TEST_REDIS_URL") else {
+    let Some(url) = retail_testkit::redis_url() else {
         eprintln!("RETAIL_TEST_REDIS_URL is not set: skipped");
         return;
     };

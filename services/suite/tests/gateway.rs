@@ -147,7 +147,7 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     };
     settings.relocate_data();
     // The gateway's limits go through Redis when there is one.
-    settings.gateway.rate_limit.redis_url = std::env::var("RETAIL_TEST_REDIS_URL").ok();
+    settings.gateway.rate_limit.redis_url = retail_testkit::redis_url();
     for server in [
         &mut settings.identity.server,
         &mut settings.membership.server,
