@@ -192,15 +192,17 @@ def main(rendered_path, binary):
             process = subprocess.Popen([binary, *container["args"]], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
             running.append((component, process, d, log))
             deadline = time.monotonic() + 60
-            # The fixed ports lie in Linux's ephemeral range: a client socket of an
-            # earlier service may hold one for a moment. Such a start is tried again.
-            binds = 3
+            # The fixed ports lie in Linux's ephemeral range: a client socket (of an
+            # earlier service, or of anything else on a busy machine) may hold one,
+            # in TIME_WAIT for up to 60 s after it closed. Such a start is tried
+            # again until that has passed.
+            binds_until = time.monotonic() + 75
             while True:
                 if process.poll() is not None:
                     output = open(log.name, encoding="utf-8").read()
-                    if "Address already in use" in output and binds > 1:
-                        binds -= 1
-                        time.sleep(1)
+                    if "Address already in use" in output and time.monotonic() < binds_until:
+                        deadline = max(deadline, time.monotonic() + 60)
+                        time.sleep(2)
                         log = open(log.name, "w", encoding="utf-8")
                         process = subprocess.Popen([binary, *container["args"]], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
                         running[-1] = (component, process, d, log)
