@@ -6,15 +6,19 @@
 Takes the chart rendered with values whose secrets point at the local PostgreSQL
 and Redis (charts/retail-suite/ci/default-values.yaml), then:
 
-1. creates each service's database empty, runs each migration Job's command
+1. creates each service's database empty (services without a database have no
+   migration Job and no database URL), runs each migration Job's command
    (`retail-suite migrate <service>`) with the Job's environment, and checks that
    it applied the migrations;
 2. runs each Deployment's command (`retail-suite serve <service>`) with the
    Deployment's environment (its ConfigMap, its Secret references resolved from the
    rendered Secret; the rendered Service names are resolved to 127.0.0.1, as
    cluster DNS would resolve them to the Services), and waits for SERVING on
-   grpc.health.v1, where the readiness probe asks;
-3. scrapes each service's metrics port, where the ServiceMonitor points;
+   grpc.health.v1, where the readiness probe asks; a service without a gRPC port
+   (the gateway) is waited for as its HTTP readiness probe asks: GET of its health
+   path on its HTTP port answering 200;
+3. scrapes each service's metrics port, where the ServiceMonitor points (HTTP-only
+   services without one are skipped);
 4. sends SIGTERM, callers first, and expects each to exit 0 within its
    terminationGracePeriodSeconds.
 
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -79,6 +84,17 @@ def health(port):
         return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
 
 
+def http_health(port, path):
+    """The status of GET <path> on the HTTP port, as the kubelet's httpGet probe asks."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+            return answer.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
 def login(port, username, password):
     """IdentityService/Login, encoded by hand (LoginRequest: 1 username, 2 password)."""
 
@@ -108,8 +124,14 @@ def main(rendered_path, binary):
     services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
     deployments = [d for d in docs if d["kind"] == "Deployment"]
     jobs = [d for d in docs if d["kind"] == "Job"]
-    if not deployments or len(jobs) != len(deployments):
-        sys.exit(f"expected a migration Job per Deployment: {len(jobs)} jobs, {len(deployments)} deployments")
+
+    def has_database(d):
+        container = d["spec"]["template"]["spec"]["containers"][0]
+        return any(e["name"].endswith("__DATABASE__URL") for e in container.get("env", []))
+
+    with_database = [d for d in deployments if has_database(d)]
+    if not deployments or {j["metadata"]["labels"][COMPONENT] for j in jobs} != {d["metadata"]["labels"][COMPONENT] for d in with_database}:
+        sys.exit(f"expected a migration Job per Deployment with a database: {len(jobs)} jobs, {len(with_database)} such deployments")
     base_env = {"PATH": os.environ.get("PATH", ""), "HOME": tempfile.gettempdir()}
     work = tempfile.mkdtemp(prefix="retail-chart-drift-")
 
@@ -133,6 +155,19 @@ def main(rendered_path, binary):
         if tables < 2 or applied < 1:
             sys.exit(f"{component}: the migration Job's command left {database} with {tables} tables, {applied} migrations")
         print(f"migrated {component}: {applied} migrations, {tables} tables in {database}")
+    # Services without a database have no Job: their `migrate` must do nothing, so
+    # that running it (as `up` or an operator might) with their settings succeeds.
+    for d in deployments:
+        if has_database(d):
+            continue
+        component = d["metadata"]["labels"][COMPONENT]
+        container = d["spec"]["template"]["spec"]["containers"][0]
+        args = ["migrate", *container["args"][1:]]
+        env = dict(base_env, **environment(container, configmaps, secret, services))
+        run = subprocess.run([binary, *args], env=env, cwd=work, capture_output=True, text=True, timeout=60)
+        if run.returncode != 0:
+            sys.exit(f"{component}: `{' '.join(args)}` (no database, no Job) failed:\n{run.stdout}{run.stderr}")
+        print(f"{component}: no database; `retail-suite {' '.join(args)}` does nothing")
     if os.listdir(work):
         sys.exit(f"the migrations wrote files where they ran: {os.listdir(work)}")
 
@@ -150,33 +185,45 @@ def main(rendered_path, binary):
                 sys.exit(f"{component}: the chart overrides the image's entrypoint")
             env = dict(base_env, **environment(container, configmaps, secret, services))
             ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            probe = container.get("readinessProbe", {}).get("httpGet") if "grpc" not in ports else None
+            if "grpc" not in ports and not probe:
+                sys.exit(f"{component}: no gRPC port and no HTTP readiness probe")
             log = open(os.path.join(work, f"{component}.log"), "w", encoding="utf-8")
             process = subprocess.Popen([binary, *container["args"]], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
             running.append((component, process, d, log))
             deadline = time.monotonic() + 60
-            # The fixed ports lie in Linux's ephemeral range: a client socket of an
-            # earlier service may hold one for a moment. Such a start is tried again.
-            binds = 3
+            # The fixed ports lie in Linux's ephemeral range: a client socket (of an
+            # earlier service, or of anything else on a busy machine) may hold one,
+            # in TIME_WAIT for up to 60 s after it closed. Such a start is tried
+            # again until that has passed.
+            binds_until = time.monotonic() + 75
             while True:
                 if process.poll() is not None:
                     output = open(log.name, encoding="utf-8").read()
-                    if "Address already in use" in output and binds > 1:
-                        binds -= 1
-                        time.sleep(1)
+                    if "Address already in use" in output and time.monotonic() < binds_until:
+                        deadline = max(deadline, time.monotonic() + 60)
+                        time.sleep(2)
                         log = open(log.name, "w", encoding="utf-8")
                         process = subprocess.Popen([binary, *container["args"]], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
                         running[-1] = (component, process, d, log)
                         continue
                     sys.exit(f"{component} exited {process.returncode}:\n{output}")
-                try:
-                    if health(ports["grpc"]) == health_pb2.HealthCheckResponse.SERVING:
+                if probe:
+                    if http_health(ports["http"], probe["path"]) == 200:
                         break
-                except grpc.RpcError:
-                    pass
+                else:
+                    try:
+                        if health(ports["grpc"]) == health_pb2.HealthCheckResponse.SERVING:
+                            break
+                    except grpc.RpcError:
+                        pass
                 if time.monotonic() > deadline:
                     sys.exit(f"{component} did not become SERVING:\n{open(log.name, encoding='utf-8').read()}")
                 time.sleep(0.2)
-            print(f"{component}: `retail-suite {' '.join(container['args'])}` is SERVING on :{ports['grpc']}")
+            if probe:
+                print(f"{component}: `retail-suite {' '.join(container['args'])}` answers 200 on :{ports['http']}{probe['path']}")
+            else:
+                print(f"{component}: `retail-suite {' '.join(container['args'])}` is SERVING on :{ports['grpc']}")
 
         # The first admin, from the Secret's admin-password, logs in at identity.
         identity = next((d for _, _, d, _ in running if d["metadata"]["labels"][COMPONENT] == "identity"), None)
@@ -189,7 +236,10 @@ def main(rendered_path, binary):
         # 3. The metrics port the ServiceMonitor scrapes.
         for component, process, d, _ in running:
             container = d["spec"]["template"]["spec"]["containers"][0]
-            port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
+            port = next((p["containerPort"] for p in container["ports"] if p["name"] == "metrics"), None)
+            if port is None:
+                print(f"{component}: no metrics port")
+                continue
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
                 text = answer.read().decode()
             if 'retail_rpc_server_requests_total{grpc_service="grpc.health.v1.Health"' not in text:

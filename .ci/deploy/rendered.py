@@ -80,6 +80,11 @@ def invariants(path):
     components = {d["metadata"]["labels"][COMPONENT] for d in deployments}
     secret = next(iter(rendered.of("Secret")), None)
     configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in rendered.of("ConfigMap")}
+    components_with_metrics = {
+        d["metadata"]["labels"][COMPONENT]
+        for d in deployments
+        if any(p["name"] == "metrics" for p in d["spec"]["template"]["spec"]["containers"][0].get("ports", []))
+    }
 
     def fail(component, message):
         failures.append(f"{path}: {component}: {message}")
@@ -106,20 +111,32 @@ def invariants(path):
             continue
         container = containers[0]
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
-        if "grpc" not in ports or "metrics" not in ports:
-            fail(c, f"container ports must include grpc and metrics, has {sorted(ports)}")
+        # gRPC services serve metrics beside it; HTTP-only ones (the gateway) have
+        # an http port and may lack a metrics port.
+        if not ("grpc" in ports and "metrics" in ports) and "http" not in ports:
+            fail(c, f"container ports must include grpc and metrics, or http, has {sorted(ports)}")
             continue
+        listener = "grpc" if "grpc" in ports else "http"
 
         # The command: the image's entrypoint with `serve <service>`.
         args = container.get("args", [])
         if container.get("command") or len(args) != 2 or args[0] != "serve":
             fail(c, f"must run `retail-suite serve <service>`, runs command={container.get('command')} args={args}")
 
-        # Probes: native gRPC on the gRPC port.
+        # Probes: native gRPC on the gRPC port; without one, GET of a health path
+        # on the HTTP port.
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            grpc = container.get(probe, {}).get("grpc")
-            if not grpc or grpc.get("port") != ports["grpc"]:
-                fail(c, f"{probe} must be a gRPC probe on port {ports['grpc']}")
+            spec = container.get(probe, {})
+            if listener == "grpc":
+                grpc = spec.get("grpc")
+                if not grpc or grpc.get("port") != ports["grpc"]:
+                    fail(c, f"{probe} must be a gRPC probe on port {ports['grpc']}")
+            else:
+                get = spec.get("httpGet")
+                if not get or get.get("port") not in ("http", ports["http"]) or not str(get.get("path", "")).startswith("/"):
+                    fail(c, f"{probe} must be an HTTP GET of a health path on port http")
+                if {"grpc", "tcpSocket", "exec"} & set(spec):
+                    fail(c, f"{probe} must be an HTTP probe only")
 
         # Security contexts.
         psc = pod.get("securityContext", {})
@@ -160,14 +177,19 @@ def invariants(path):
         if not prefix:
             fail(c, "its ConfigMap must set server.port")
             continue
-        if int(env[f"{prefix}__SERVER__PORT"]) != ports["grpc"]:
-            fail(c, "server.port differs from the gRPC container port")
-        if int(env.get(f"{prefix}__SERVER__METRICS_PORT", -1)) != ports["metrics"]:
+        if int(env[f"{prefix}__SERVER__PORT"]) != ports[listener]:
+            fail(c, f"server.port differs from the {listener} container port")
+        if int(env.get(f"{prefix}__SERVER__METRICS_PORT", -1)) != ports.get("metrics", -1):
             fail(c, "server.metrics_port differs from the metrics container port")
         if env.get(f"{prefix}__SERVER__HOST") != "0.0.0.0":
             fail(c, "server.host must be 0.0.0.0 to be reachable in the pod")
-        if env.get(f"{prefix}__DATABASE__MIGRATE_ON_START") != "false":
+        # A database: its URL from the Secret. Without one, no database settings at
+        # all (the services refuse unknown settings) and no migration Job.
+        has_database = any(e["name"] == f"{prefix}__DATABASE__URL" for e in container.get("env", []))
+        if has_database and env.get(f"{prefix}__DATABASE__MIGRATE_ON_START") != "false":
             fail(c, "database.migrate_on_start must be false (the hook Job migrates)")
+        if not has_database and any(k.startswith(f"{prefix}__DATABASE__") for k in env):
+            fail(c, "has database settings but no database.url")
         grace_ms = int(env.get(f"{prefix}__SERVER__DRAIN_GRACE_MS", 0))
         drain_ms = int(env.get(f"{prefix}__SERVER__DRAIN_TIMEOUT_MS", 20000))
         if grace_ms <= 0:
@@ -185,14 +207,14 @@ def invariants(path):
                 if ref["key"] not in secret.get("stringData", {}):
                     fail(c, f"secret key {ref['key']} is not in the Secret")
 
-        # Service with the gRPC and metrics ports.
+        # Service with the container's ports (gRPC and metrics, or HTTP).
         svcs = rendered.one("Service", c)
         if len(svcs) != 1:
             fail(c, "needs one Service")
         else:
             sports = {p["name"]: p for p in svcs[0]["spec"]["ports"]}
-            if sports.get("grpc", {}).get("targetPort") != "grpc" or "metrics" not in sports:
-                fail(c, "its Service must expose the grpc and metrics ports")
+            if {n: p.get("targetPort") for n, p in sports.items()} != {n: n for n in ports}:
+                fail(c, f"its Service must expose the container's ports {sorted(ports)}, exposes {sorted(sports)}")
             if svcs[0]["spec"]["selector"] != d["spec"]["selector"]["matchLabels"]:
                 fail(c, "its Service must select its pods")
 
@@ -227,7 +249,7 @@ def invariants(path):
                     fail(c, "a NetworkPolicy rule without ports lets everything in")
                 if not rule.get("from"):
                     fail(c, "a NetworkPolicy rule without peers lets everyone in")
-                if "grpc" in rule_ports:
+                if "grpc" in rule_ports or ("http" in rule_ports and listener == "http"):
                     for peer in rule.get("from", []):
                         labels = peer.get("podSelector", {}).get("matchLabels", {})
                         if COMPONENT in labels:
@@ -237,7 +259,10 @@ def invariants(path):
 
         # The migration Job: a pre-install/pre-upgrade hook running `migrate <service>`.
         jobs = [j for j in rendered.one("Job", c)]
-        if len(jobs) != 1:
+        if not has_database:
+            if jobs:
+                fail(c, "has no database but a migration Job")
+        elif len(jobs) != 1:
             fail(c, "needs one migration Job")
         else:
             job = jobs[0]
@@ -260,7 +285,7 @@ def invariants(path):
     # Monitoring: one ServiceMonitor per service, on the metrics port.
     monitors = rendered.of("ServiceMonitor")
     if monitors:
-        for c in components:
+        for c in components_with_metrics:
             ms = rendered.one("ServiceMonitor", c)
             if len(ms) != 1 or ms[0]["spec"]["endpoints"][0].get("port") != "metrics" or ms[0]["spec"]["endpoints"][0].get("path") != "/metrics":
                 failures.append(f"{path}: {c}: needs a ServiceMonitor on port metrics, /metrics")
@@ -318,6 +343,25 @@ def selftest(path):
         job = next(x for x in docs if x["kind"] == "Job")
         job["metadata"]["annotations"].pop("helm.sh/hook")
 
+    def http_probe_to_tcp(docs):
+        container = next(x for x in docs if deployment(x, "gateway"))["spec"]["template"]["spec"]["containers"][0]
+        container["livenessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
+
+    def database_settings_without_database(docs):
+        gateway = next(x for x in docs if deployment(x, "gateway"))
+        cm = gateway["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+        next(x for x in docs if x["kind"] == "ConfigMap" and x["metadata"]["name"] == cm)["data"]["RETAIL_GATEWAY__DATABASE__MAX_CONNECTIONS"] = "16"
+
+    def migration_without_database(docs):
+        job = copy.deepcopy(next(x for x in docs if x["kind"] == "Job"))
+        job["metadata"]["name"] = "gateway-migrate"
+        job["metadata"]["labels"][COMPONENT] = "gateway"
+        docs.append(job)
+
+    def http_caller(docs):
+        np = next(x for x in docs if x["kind"] == "NetworkPolicy" and x["metadata"]["labels"][COMPONENT] == "gateway")
+        np["spec"]["ingress"] = [{"ports": [{"port": "http", "protocol": "TCP"}], "from": [{"podSelector": {"matchLabels": {COMPONENT: "membership"}}}]}]
+
     cases = {
         "a service with only a Deployment": (new_service, ["new: needs one Service", "new: needs a PodDisruptionBudget", "new: needs a NetworkPolicy", "new: needs one migration Job"]),
         "a readiness probe removed": (no_readiness, ["orders: readinessProbe"]),
@@ -325,6 +369,10 @@ def selftest(path):
         "root allowed": (root, ["identity: container securityContext.runAsNonRoot"]),
         "a termination grace shorter than the drain": (short_termination, ["membership: terminationGracePeriodSeconds"]),
         "a migration Job without its hook": (no_hook, ["migration Job must be a pre-install,pre-upgrade hook"]),
+        "an HTTP-only service probed on TCP": (http_probe_to_tcp, ["gateway: livenessProbe must be an HTTP GET"]),
+        "database settings on a service without a database": (database_settings_without_database, ["gateway: has database settings"]),
+        "a migration Job of a service without a database": (migration_without_database, ["gateway: has no database but a migration Job"]),
+        "a suite service let through to an HTTP-only service": (http_caller, ["gateway: NetworkPolicy lets ['membership']"]),
     }
     problems = []
     if invariants(path):

@@ -72,7 +72,19 @@ A service's settings as one map: the global ones, the wiring to other services
 {{- $name := index . 1 }}
 {{- $svc := index . 2 }}
 {{- $settings := deepCopy $root.Values.global.config }}
-{{- $wiring := dict "server" (dict "port" $svc.ports.grpc "metrics_port" $svc.ports.metrics) }}
+{{- if not (include "retail-suite.hasDatabase" $svc) }}
+{{- $_ := unset $settings "database" }}
+{{- end }}
+{{- $server := dict }}
+{{- with $svc.ports.grpc }}{{ $_ := set $server "port" . }}{{ end }}
+{{- with $svc.ports.metrics }}{{ $_ := set $server "metrics_port" . }}{{ end }}
+{{- $wiring := dict "server" $server }}
+{{- if $svc.replicasSetting }}
+{{- $parts := splitList "." $svc.replicasSetting }}
+{{- $section := default (dict) (get $wiring (index $parts 0)) }}
+{{- $_ := set $section (index $parts 1) (ternary $svc.autoscaling.maxReplicas $svc.replicaCount $svc.autoscaling.enabled) }}
+{{- $_ := set $wiring (index $parts 0) $section }}
+{{- end }}
 {{- if and $svc.ports.http $svc.httpPortSetting }}
 {{- $parts := splitList "." $svc.httpPortSetting }}
 {{- $section := default (dict) (get $wiring (index $parts 0)) }}
@@ -83,6 +95,9 @@ A service's settings as one map: the global ones, the wiring to other services
 {{- $callee := index $root.Values.services $target }}
 {{- if not $callee }}
 {{- fail (printf "services.%s.urls.%s names the unknown service %s" $name $key $target) }}
+{{- end }}
+{{- if not $callee.ports.grpc }}
+{{- fail (printf "services.%s.urls.%s names %s, which has no gRPC port" $name $key $target) }}
 {{- end }}
 {{- if $callee.enabled }}
 {{- $parts := splitList "." $key }}
@@ -136,6 +151,19 @@ Settings flattened to `RETAIL_<PREFIX>__SECTION__KEY: "value"` lines.
       optional: true
       {{- end }}
 {{- end }}
+{{- range $setting, $key := $svc.optionalSecretEnv }}
+- name: {{ include "retail-suite.settingEnv" (list $svc.envPrefix $setting) }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "retail-suite.secretName" $root }}
+      key: {{ $key }}
+      optional: true
+{{- end }}
+{{- end }}
+
+{{/* "true" when the service has a database (every service but those with `database: false`). */}}
+{{- define "retail-suite.hasDatabase" -}}
+{{- if not (and (hasKey . "database") (eq (toString .database) "false")) }}true{{ end }}
 {{- end }}
 
 {{/* Seconds a pod needs to stop: drain grace + drain timeout + margin. (list $ service) */}}
@@ -166,4 +194,22 @@ capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
+{{- end }}
+
+{{/* Startup, readiness and liveness probes of one kind: a dict such as (dict "grpc" (dict "port" 50051)). */}}
+{{- define "retail-suite.probes" -}}
+startupProbe:
+  {{- toYaml . | nindent 2 }}
+  periodSeconds: 2
+  failureThreshold: 60
+readinessProbe:
+  {{- toYaml . | nindent 2 }}
+  periodSeconds: 2
+  failureThreshold: 1
+  successThreshold: 1
+livenessProbe:
+  {{- toYaml . | nindent 2 }}
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 6
 {{- end }}
