@@ -32,6 +32,7 @@ use retail_proto::partner::opportunity_service_server::{self, OpportunityService
 use retail_proto::partner::partner_service_server::{self, PartnerServiceServer};
 use retail_proto::partner::price_policy_service_server::{self, PricePolicyServiceServer};
 use retail_proto::partner::target_service_server::{self, TargetServiceServer};
+use retail_proto::partner::visit_service_server::{self, VisitServiceServer};
 use sea_orm::DatabaseConnection;
 
 pub use settings::Settings;
@@ -41,7 +42,7 @@ pub use crate::app::{App, Caller, Sale};
 pub use crate::events::OrderEvents;
 
 use crate::api::policy::PricePolicyApi;
-use crate::api::sales::{DealApi, LeadApi, OpportunityApi};
+use crate::api::sales::{DealApi, LeadApi, OpportunityApi, VisitApi};
 use crate::api::{IncentiveApi, PartnerApi, TargetApi};
 use crate::store::migration::Migrator;
 
@@ -215,6 +216,7 @@ impl Application {
                 .add_service(DealServiceServer::new(DealApi::new(state.clone())))
                 .add_service(LeadServiceServer::new(LeadApi::new(state.clone())))
                 .add_service(OpportunityServiceServer::new(OpportunityApi::new(state.clone())))
+                .add_service(VisitServiceServer::new(VisitApi::new(state.clone())))
                 .add_service(EventLogServiceServer::new(EventLogApi::new(state.log.clone()))),
             names: vec![
                 partner_service_server::SERVICE_NAME,
@@ -224,6 +226,7 @@ impl Application {
                 deal_service_server::SERVICE_NAME,
                 lead_service_server::SERVICE_NAME,
                 opportunity_service_server::SERVICE_NAME,
+                visit_service_server::SERVICE_NAME,
                 event_log_service_server::SERVICE_NAME,
             ],
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),

@@ -13,6 +13,7 @@ use retail_proto::partner as pb;
 use retail_proto::partner::deal_service_server::DealService;
 use retail_proto::partner::lead_service_server::LeadService;
 use retail_proto::partner::opportunity_service_server::OpportunityService;
+use retail_proto::partner::visit_service_server::VisitService;
 use tonic::Request;
 
 use super::{ADMIN, READ, Rpc, WRITE, caller, ok, parse};
@@ -22,7 +23,8 @@ use crate::app::leads::{LeadChanges, LeadView, NewLead};
 use crate::app::opportunities::{NewOpportunity, OpportunityView, opportunity_name};
 use crate::domain::ids::{PartnerId, RepId, collection_id};
 use crate::domain::sales::{CustomerClass, LeadState, LockState, ManInputs, Stage, StageLine, SubjectKind, Trend};
-use crate::store::deal_lock;
+use crate::app::visits::{NewVisit, Place, key_customer_name, visit_name};
+use crate::store::{self, deal_lock};
 
 /// Deal locks.
 #[derive(Debug, Clone)]
@@ -739,5 +741,154 @@ impl OpportunityService for OpportunityApi {
             sales_rep: req.sales_rep,
             stages: lines.iter().map(line_to_pb).collect(),
         })
+    }
+}
+
+/// Visits and key customers.
+#[derive(Debug, Clone)]
+pub(crate) struct VisitApi {
+    app: Arc<App>,
+}
+
+impl VisitApi {
+    pub(crate) fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+fn visit_to_pb(v: &store::visit::Model) -> pb::Visit {
+    #[allow(clippy::cast_precision_loss)]
+    let degrees = |e6: i64| e6 as f64 / 1_000_000.0;
+    let coordinates = v.place.is_empty();
+    pb::Visit {
+        name: visit_name(&v.partner_id, &v.id),
+        sales_rep: RepId::from_stored(v.rep_id.clone()).resource_name(),
+        customer: Some(customer_to_pb(&v.customer_name, &v.customer_region, "")),
+        place: v.place.clone(),
+        latitude: if coordinates { degrees(v.latitude_e6) } else { 0.0 },
+        longitude: if coordinates { degrees(v.longitude_e6) } else { 0.0 },
+        check_in_time: Some(timestamp(v.check_in_at)),
+        check_out_time: opt_timestamp(v.check_out_at),
+        dwell_seconds: v.check_out_at.map_or(0, |out| (out - v.check_in_at).num_seconds()),
+    }
+}
+
+fn key_customer_to_pb(k: &store::key_customer::Model) -> pb::KeyCustomer {
+    pb::KeyCustomer {
+        name: key_customer_name(&k.partner_id, &k.id),
+        customer: Some(customer_to_pb(&k.customer_name, &k.customer_region, "")),
+        cycle_days: i32::try_from(k.cycle_days).unwrap_or(i32::MAX),
+        last_visit_time: opt_timestamp(k.last_visit_at),
+    }
+}
+
+/// Micro-degrees of a coordinate within `limit` degrees.
+fn coordinate(v: &mut Violations, field: &str, raw: f64, limit: f64) -> i64 {
+    if !raw.is_finite() || raw.abs() > limit {
+        v.add(field, format!("must be between -{limit} and {limit} degrees"));
+        return 0;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let e6 = (raw * 1_000_000.0).round() as i64;
+    e6
+}
+
+fn parse_visit(req: &pb::CheckInRequest) -> ServiceResult<(PartnerId, NewVisit)> {
+    let mut v = Violations::new();
+    let partner = v.field("parent", PartnerId::parse_name(&req.parent));
+    let Some(visit) = req.visit.as_ref() else {
+        v.add("visit", "is required");
+        v.finish()?;
+        return Err(ServiceError::invalid("visit", "is required"));
+    };
+    let rep = v.field("visit.sales_rep", RepId::parse_name(&visit.sales_rep));
+    let customer = customer(&mut v, "visit.customer", visit.customer.as_ref());
+    let place = parse::short_text(&mut v, "visit.place", &visit.place, 500, false);
+    let has_coordinates = visit.latitude != 0.0 || visit.longitude != 0.0;
+    let latitude_e6 = coordinate(&mut v, "visit.latitude", visit.latitude, 90.0);
+    let longitude_e6 = coordinate(&mut v, "visit.longitude", visit.longitude, 180.0);
+    let place = match (place.is_empty(), has_coordinates) {
+        (false, false) => Place::Text(place),
+        (true, true) => Place::Coordinates {
+            latitude_e6,
+            longitude_e6,
+        },
+        (true, false) => {
+            v.add("visit.place", "is required (or latitude and longitude)");
+            Place::Text(String::new())
+        }
+        (false, true) => {
+            v.add("visit.place", "must be empty when latitude and longitude are given");
+            Place::Text(String::new())
+        }
+    };
+    v.finish()?;
+    match (partner, rep) {
+        (Some(partner), Some(rep)) => Ok((partner, NewVisit { rep, customer, place })),
+        _ => Err(ServiceError::invalid("visit", "is invalid")),
+    }
+}
+
+#[tonic::async_trait]
+impl VisitService for VisitApi {
+    async fn check_in(&self, request: Request<pb::CheckInRequest>) -> Rpc<pb::Visit> {
+        let who = caller(&request, WRITE)?;
+        let req = request.into_inner();
+        let key = IdempotencyKey::from_request("partner.CheckIn", &who.owner, &req.request_id, &req)?;
+        let (partner, new) = parse_visit(&req)?;
+        ok(self
+            .app
+            .check_in(&who, &partner, new, key.as_ref(), visit_to_pb)
+            .await?)
+    }
+
+    async fn check_out(&self, request: Request<pb::CheckOutRequest>) -> Rpc<pb::Visit> {
+        let who = caller(&request, WRITE)?;
+        let (partner, id) = child_id("name", &request.get_ref().name, "visits")?;
+        ok(visit_to_pb(&self.app.check_out(&who, &partner, &id).await?))
+    }
+
+    async fn list_visits(&self, request: Request<pb::ListVisitsRequest>) -> Rpc<pb::ListVisitsResponse> {
+        let who = caller(&request, READ)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let partner = v.field("parent", PartnerId::parse_name(&req.parent));
+        let rep = if req.sales_rep.is_empty() {
+            None
+        } else {
+            v.field("sales_rep", RepId::parse_name(&req.sales_rep))
+        };
+        v.finish()?;
+        let Some(partner) = partner else {
+            return Err(ServiceError::invalid("parent", "is invalid").into());
+        };
+        let page = Page::parse(req.page_size, &req.page_token, &format!("{}|{}", req.parent, req.sales_rep))?;
+        let (rows, next_page_token) = self.app.list_visits(&who, &partner, rep.as_ref(), &page).await?;
+        ok(pb::ListVisitsResponse {
+            visits: rows.iter().map(visit_to_pb).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn set_visit_cycle(&self, request: Request<pb::SetVisitCycleRequest>) -> Rpc<pb::KeyCustomer> {
+        let who = caller(&request, WRITE)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let partner = v.field("parent", PartnerId::parse_name(&req.parent));
+        let k = req.key_customer.unwrap_or_default();
+        let customer = customer(&mut v, "key_customer.customer", k.customer.as_ref());
+        if !(1..=366).contains(&k.cycle_days) {
+            v.add("key_customer.cycle_days", "must be 1 to 366 days");
+        }
+        v.finish()?;
+        let Some(partner) = partner else {
+            return Err(ServiceError::invalid("parent", "is invalid").into());
+        };
+        ok(key_customer_to_pb(
+            &self
+                .app
+                .set_visit_cycle(&who, &partner, customer, i64::from(k.cycle_days))
+                .await?,
+        ))
     }
 }

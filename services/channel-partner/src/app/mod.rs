@@ -18,6 +18,7 @@ mod redemptions;
 mod reps;
 pub mod sales;
 mod targets;
+pub mod visits;
 
 use std::sync::Arc;
 
@@ -82,6 +83,7 @@ impl App {
         let now = self.now();
         let locks = self.expire_locks(now).await?;
         let leads = self.time_out_offers(now).await?;
+        self.publish_overdue_visits(now).await?;
         Ok((locks, leads))
     }
 }

@@ -522,3 +522,54 @@ pub mod stage_change {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+pub mod visit {
+    use sea_orm::entity::prelude::*;
+
+    /// A rep's visit at a customer; `check_out_at` is set once.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "visits")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        pub rep_id: String,
+        pub customer_name: String,
+        pub customer_region: String,
+        pub customer_key: String,
+        pub place: String,
+        pub latitude_e6: i64,
+        pub longitude_e6: i64,
+        pub check_in_at: DateTimeUtc,
+        pub check_out_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub mod key_customer {
+    use sea_orm::entity::prelude::*;
+
+    /// A partner's key customer with its visit cycle; `notified_due_at` is the due
+    /// time of the last overdue period published.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_customers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        pub customer_name: String,
+        pub customer_region: String,
+        pub customer_key: String,
+        pub cycle_days: i64,
+        pub since: DateTimeUtc,
+        pub last_visit_at: Option<DateTimeUtc>,
+        pub notified_due_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

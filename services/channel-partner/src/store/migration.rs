@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreatePolicyTables),
             Box::new(AddDiscountRuleDisplayName),
             Box::new(CreateSalesTables),
+            Box::new(CreateVisitTables),
         ]
     }
 }
@@ -731,6 +732,72 @@ impl MigrationTrait for CreateSalesTables {
             "deal_lock_keys",
             "deal_locks",
         ] {
+            m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct CreateVisitTables;
+
+impl MigrationName for CreateVisitTables {
+    fn name(&self) -> &str {
+        "m20261204_000050_create_visit_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateVisitTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(table(
+            "visits",
+            vec![
+                text("id", 36),
+                text("partner_id", 64),
+                text("rep_id", 36),
+                text("customer_name", 200),
+                text("customer_region", 32),
+                text("customer_key", 240),
+                text("place", 500),
+                int("latitude_e6"),
+                int("longitude_e6"),
+                time("check_in_at"),
+                time_null("check_out_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(m, "idx_visits_partner", "visits", &["partner_id", "rep_id", "id"], false).await?;
+        plain_index(m, "idx_visits_customer", "visits", &["partner_id", "customer_key"], false).await?;
+        m.create_table(table(
+            "key_customers",
+            vec![
+                text("id", 36),
+                text("partner_id", 64),
+                text("customer_name", 200),
+                text("customer_region", 32),
+                text("customer_key", 240),
+                int("cycle_days"),
+                time("since"),
+                time_null("last_visit_at"),
+                time_null("notified_due_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(
+            m,
+            "idx_key_customers_customer",
+            "key_customers",
+            &["partner_id", "customer_key"],
+            true,
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["key_customers", "visits"] {
             m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
         }
         Ok(())
