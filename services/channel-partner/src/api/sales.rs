@@ -21,9 +21,9 @@ use crate::app::App;
 use crate::app::deals::{CustomerInput, NewLock, lock_name};
 use crate::app::leads::{LeadChanges, LeadView, NewLead};
 use crate::app::opportunities::{NewOpportunity, OpportunityView, opportunity_name};
+use crate::app::visits::{NewVisit, Place, key_customer_name, visit_name};
 use crate::domain::ids::{PartnerId, RepId, collection_id};
 use crate::domain::sales::{CustomerClass, LeadState, LockState, ManInputs, Stage, StageLine, SubjectKind, Trend};
-use crate::app::visits::{NewVisit, Place, key_customer_name, visit_name};
 use crate::store::{self, deal_lock};
 
 /// Deal locks.
@@ -862,7 +862,11 @@ impl VisitService for VisitApi {
         let Some(partner) = partner else {
             return Err(ServiceError::invalid("parent", "is invalid").into());
         };
-        let page = Page::parse(req.page_size, &req.page_token, &format!("{}|{}", req.parent, req.sales_rep))?;
+        let page = Page::parse(
+            req.page_size,
+            &req.page_token,
+            &format!("{}|{}", req.parent, req.sales_rep),
+        )?;
         let (rows, next_page_token) = self.app.list_visits(&who, &partner, rep.as_ref(), &page).await?;
         ok(pb::ListVisitsResponse {
             visits: rows.iter().map(visit_to_pb).collect(),

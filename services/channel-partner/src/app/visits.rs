@@ -23,7 +23,10 @@ use crate::store::{self, key_customer, visit};
 pub enum Place {
     Text(String),
     /// Micro-degrees.
-    Coordinates { latitude_e6: i64, longitude_e6: i64 },
+    Coordinates {
+        latitude_e6: i64,
+        longitude_e6: i64,
+    },
 }
 
 /// A check-in to record.
@@ -313,13 +316,22 @@ mod tests {
     fn overdue_once_per_period() {
         let base = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
         assert_eq!(overdue_due(base, 7, base + Duration::days(6)), None);
-        assert_eq!(overdue_due(base, 7, base + Duration::days(7)), Some(base + Duration::days(7)));
-        assert_eq!(overdue_due(base, 7, base + Duration::days(15)), Some(base + Duration::days(14)));
+        assert_eq!(
+            overdue_due(base, 7, base + Duration::days(7)),
+            Some(base + Duration::days(7))
+        );
+        assert_eq!(
+            overdue_due(base, 7, base + Duration::days(15)),
+            Some(base + Duration::days(14))
+        );
         assert_eq!(overdue_due(base, 0, base + Duration::days(15)), None);
     }
 
     #[test]
     fn customers_match_as_deal_locks_name_them() {
-        assert_eq!(customer_key("  ACME  Pumps, Ltd.", "North"), customer_key("acme pumps ltd", "north"));
+        assert_eq!(
+            customer_key("  ACME  Pumps, Ltd.", "North"),
+            customer_key("acme pumps ltd", "north")
+        );
     }
 }

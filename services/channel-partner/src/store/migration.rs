@@ -768,8 +768,22 @@ impl MigrationTrait for CreateVisitTables {
             &["id"],
         ))
         .await?;
-        plain_index(m, "idx_visits_partner", "visits", &["partner_id", "rep_id", "id"], false).await?;
-        plain_index(m, "idx_visits_customer", "visits", &["partner_id", "customer_key"], false).await?;
+        plain_index(
+            m,
+            "idx_visits_partner",
+            "visits",
+            &["partner_id", "rep_id", "id"],
+            false,
+        )
+        .await?;
+        plain_index(
+            m,
+            "idx_visits_customer",
+            "visits",
+            &["partner_id", "customer_key"],
+            false,
+        )
+        .await?;
         m.create_table(table(
             "key_customers",
             vec![

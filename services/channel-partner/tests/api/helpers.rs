@@ -54,6 +54,14 @@ pub fn authed<T>(message: T) -> tonic::Request<T> {
     with_token(&admin(), message)
 }
 
+/// A request of user `user_id` of `partner` (a rep, if a rep is linked to the user).
+pub fn as_user<T>(partner: &str, user_id: &str, message: T) -> tonic::Request<T> {
+    with_token(
+        &sign(&claims(user_id, PrincipalKind::PartnerUser, SCOPES, Some(partner))),
+        message,
+    )
+}
+
 pub fn as_partner<T>(partner: &str, message: T) -> tonic::Request<T> {
     with_token(&partner_user(partner), message)
 }
@@ -280,6 +288,10 @@ impl TestApp {
 
     pub fn leads(&self) -> LeadServiceClient<Channel> {
         LeadServiceClient::new(self.channel())
+    }
+
+    pub fn visits(&self) -> retail_proto::partner::visit_service_client::VisitServiceClient<Channel> {
+        retail_proto::partner::visit_service_client::VisitServiceClient::new(self.channel())
     }
 
     pub fn opportunities(&self) -> OpportunityServiceClient<Channel> {

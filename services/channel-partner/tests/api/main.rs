@@ -12,6 +12,7 @@ mod ledger_props;
 mod pipeline;
 mod policy;
 mod sales;
+mod visits;
 
 use helpers::*;
 use retail_proto::partner::{self as pb};
