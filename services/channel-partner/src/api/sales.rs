@@ -895,4 +895,31 @@ impl VisitService for VisitApi {
                 .await?,
         ))
     }
+
+    async fn get_rep_home(&self, request: Request<pb::GetRepHomeRequest>) -> Rpc<pb::RepHome> {
+        let who = caller(&request, READ)?;
+        let rep = RepId::parse_name(&request.get_ref().sales_rep).map_err(|e| ServiceError::invalid("sales_rep", e))?;
+        let home = self.app.rep_home(&who, &rep).await?;
+        let currency = self.app.rules.currency.clone();
+        ok(pb::RepHome {
+            sales_rep: RepId::from_stored(home.rep_id.clone()).resource_name(),
+            targets: home
+                .targets
+                .iter()
+                .map(|t| super::convert::target_to_pb(t, &currency))
+                .collect(),
+            open_opportunities: home
+                .open_opportunities
+                .iter()
+                .map(|(stage, count, amount)| pb::StageCount {
+                    stage: stage_to_pb(*stage).into(),
+                    count: i32::try_from(*count).unwrap_or(i32::MAX),
+                    amount_minor: *amount,
+                })
+                .collect(),
+            open_leads: i32::try_from(home.open_leads).unwrap_or(i32::MAX),
+            visits_this_week: i32::try_from(home.visits_this_week).unwrap_or(i32::MAX),
+            overdue_key_customers: home.overdue.iter().map(key_customer_to_pb).collect(),
+        })
+    }
 }

@@ -4,19 +4,22 @@
 //! period. A partner user linked to a rep acts as that rep and sees only his own
 //! visits; the partner's other principals and the brand see the partner's.
 
+use chrono::Datelike;
 use chrono::{DateTime, Duration, Utc};
 use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_kit::paging::Page;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{App, Caller};
+use crate::app::TargetView;
 use crate::app::deals::CustomerInput;
-use crate::domain::ids::{PartnerId, RepId};
+use crate::domain::ids::{PartnerId, RepId, Subject};
 use crate::domain::sales::normalise_text;
+use crate::domain::sales::{LeadState, Stage};
 use crate::events;
-use crate::store::{self, key_customer, visit};
+use crate::store::{self, key_customer, lead, opportunity, visit};
 
 /// Where a visit took place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +308,90 @@ impl App {
             self.log.committed();
         }
         Ok(published)
+    }
+}
+
+/// What a rep's home screen shows.
+#[derive(Debug, Clone)]
+pub struct RepHome {
+    pub rep_id: String,
+    pub targets: Vec<TargetView>,
+    /// Open stages with their count and summed amount, in pipeline order.
+    pub open_opportunities: Vec<(Stage, i64, i64)>,
+    pub open_leads: u64,
+    pub visits_this_week: u64,
+    pub overdue: Vec<key_customer::Model>,
+}
+
+/// Monday 00:00 UTC of the week of `now`.
+pub fn week_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    let day = now.date_naive() - Duration::days(i64::from(now.weekday().num_days_from_monday()));
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+impl App {
+    /// A rep's home screen at the service's clock: the rep himself, his partner's
+    /// manager or the brand; NOT_FOUND for anyone else.
+    pub async fn rep_home(&self, caller: &Caller, rep: &RepId) -> ServiceResult<RepHome> {
+        let not_found = || ServiceError::not_found("sales rep", rep.resource_name());
+        let r = match store::rep(&self.db, rep.as_str()).await? {
+            Some(r) if caller.sees(&r.partner_id) => r,
+            _ => return Err(not_found()),
+        };
+        if let Some(own) = self.acting_rep(caller).await?
+            && own != r.id
+        {
+            return Err(not_found());
+        }
+        let now = self.now();
+        let page = Page::parse(500, "", "")?;
+        let (targets, _) = self
+            .list_targets(caller, Some(Subject::Rep(rep.clone())), &page, now)
+            .await?;
+        let targets = targets
+            .into_iter()
+            .filter(|t| t.period.start <= now && now < t.period.end)
+            .collect();
+        let opportunities = opportunity::Entity::find()
+            .filter(opportunity::Column::RepId.eq(r.id.as_str()))
+            .filter(opportunity::Column::Stage.is_not_in([Stage::Won.as_str(), Stage::Lost.as_str()]))
+            .all(&self.db)
+            .await?;
+        let open_opportunities = Stage::ALL
+            .iter()
+            .filter_map(|stage| {
+                let of_stage: Vec<_> = opportunities.iter().filter(|o| o.stage == stage.as_str()).collect();
+                let count = i64::try_from(of_stage.len()).unwrap_or(i64::MAX);
+                (count > 0).then(|| (*stage, count, of_stage.iter().map(|o| o.amount_minor).sum()))
+            })
+            .collect();
+        let open_leads = if r.partner_id.is_empty() {
+            0
+        } else {
+            lead::Entity::find()
+                .filter(lead::Column::PartnerId.eq(r.partner_id.as_str()))
+                .filter(lead::Column::State.is_in([LeadState::Offered.as_str(), LeadState::Accepted.as_str()]))
+                .count(&self.db)
+                .await?
+        };
+        let visits_this_week = visit::Entity::find()
+            .filter(visit::Column::RepId.eq(r.id.as_str()))
+            .filter(visit::Column::CheckInAt.gte(week_start(now)))
+            .count(&self.db)
+            .await?;
+        let overdue = if r.partner_id.is_empty() {
+            Vec::new()
+        } else {
+            self.overdue_key_customers(&r.partner_id, now).await?
+        };
+        Ok(RepHome {
+            rep_id: r.id,
+            targets,
+            open_opportunities,
+            open_leads,
+            visits_this_week,
+            overdue,
+        })
     }
 }
 

@@ -251,3 +251,131 @@ async fn an_overdue_key_customer_is_published_once_per_overdue_period() {
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].due_time.unwrap().seconds, due + 14 * 86_400);
 }
+
+#[tokio::test]
+async fn the_rep_home_screen_shows_targets_pipeline_visits_and_overdue_key_customers() {
+    let app = spawn_app().await;
+    app.active_in("acme", "north").await;
+    app.active_in("bolt", "north").await;
+    let anna = app.rep("acme", ANNA).await;
+    let ben = app.rep("acme", BEN).await;
+    let carl = app.rep("bolt", CARL).await;
+    let now = app.app.now();
+    let month = now.format("%Y-%m-01").to_string();
+    let target = app
+        .target(&anna.name, pb::PeriodKind::Month, &month, 1_000_00)
+        .await
+        .unwrap();
+    app.app
+        .record_sale(&retail_channel_partner::Sale {
+            order_id: "o-1".into(),
+            reference: String::new(),
+            refund: false,
+            partner_id: "acme".into(),
+            sales_rep: anna.name.trim_start_matches("salesReps/").into(),
+            currency: "EUR".into(),
+            amount_minor: 250_00,
+            at: now,
+        })
+        .await
+        .unwrap();
+    for (rep, title) in [(&anna, "a1"), (&anna, "a2"), (&ben, "b1")] {
+        app.opportunities()
+            .create_opportunity(as_partner(
+                "acme",
+                pb::CreateOpportunityRequest {
+                    parent: "partners/acme".into(),
+                    opportunity: Some(pb::Opportunity {
+                        title: title.into(),
+                        customer: customer(title),
+                        sales_rep: rep.name.clone(),
+                        amount_minor: 100_00,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    app.visits()
+        .set_visit_cycle(as_partner(
+            "acme",
+            pb::SetVisitCycleRequest {
+                parent: "partners/acme".into(),
+                key_customer: Some(pb::KeyCustomer {
+                    customer: customer("Hotel Nord"),
+                    cycle_days: 3,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    app.check_in_as("acme", ANNA, &anna.name, "Cafe Sud").await.unwrap();
+    app.check_in_as("acme", ANNA, &anna.name, "Bar Ost").await.unwrap();
+    app.check_in_as("acme", BEN, &ben.name, "Bar Ost").await.unwrap();
+    app.app.advance_clock(Duration::days(4));
+
+    let home = |partner: &'static str, user: &'static str, rep: String| {
+        let mut client = app.visits();
+        async move {
+            client
+                .get_rep_home(as_user(partner, user, pb::GetRepHomeRequest { sales_rep: rep }))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let h = home("acme", ANNA, anna.name.clone()).await.unwrap();
+    assert_eq!(h.sales_rep, anna.name);
+    assert_eq!(h.targets.len(), 1, "{h:?}");
+    assert_eq!(h.targets[0].name, target.name);
+    assert_eq!(h.targets[0].progress_minor, 250_00);
+    assert_eq!(h.targets[0].attainment_bp, 2_500);
+    assert_eq!(h.open_opportunities.len(), 1);
+    assert_eq!(h.open_opportunities[0].stage, pb::PipelineStage::Identified as i32);
+    assert_eq!(h.open_opportunities[0].count, 2);
+    assert_eq!(h.open_opportunities[0].amount_minor, 200_00);
+    assert_eq!(h.open_leads, 0);
+    // Four days later is this week or the next; the week's count follows the clock.
+    let week_start = week_start_of(app.app.now());
+    let expected = if week_start <= now { 2 } else { 0 };
+    assert_eq!(h.visits_this_week, expected);
+    assert_eq!(h.overdue_key_customers.len(), 1);
+    assert_eq!(
+        h.overdue_key_customers[0].customer.as_ref().unwrap().display_name,
+        "Hotel Nord"
+    );
+
+    // The manager sees any rep of the partner; another rep and another partner do not.
+    assert_eq!(
+        home("acme", "user-of-acme", anna.name.clone())
+            .await
+            .unwrap()
+            .targets
+            .len(),
+        1
+    );
+    assert_eq!(
+        home("acme", BEN, anna.name.clone()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        home("bolt", CARL, anna.name.clone()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        home("bolt", CARL, carl.name.clone())
+            .await
+            .unwrap()
+            .open_opportunities
+            .len(),
+        0
+    );
+}
+
+fn week_start_of(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::Datelike;
+    let day = now.date_naive() - Duration::days(i64::from(now.weekday().num_days_from_monday()));
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
