@@ -162,6 +162,18 @@ pub(crate) fn opportunity_stage_changed(
     .partitioned_by(&o.partner_id)
 }
 
+pub(crate) fn visit_overdue(k: &crate::store::key_customer::Model, due: DateTime<Utc>) -> Outgoing {
+    Outgoing::of(&ev::VisitOverdue {
+        key_customer: crate::app::visits::key_customer_name(&k.partner_id, &k.id),
+        partner_id: k.partner_id.clone(),
+        customer_name: k.customer_name.clone(),
+        customer_region: k.customer_region.clone(),
+        cycle_days: i32::try_from(k.cycle_days).unwrap_or(i32::MAX),
+        due_time: Some(timestamp(due)),
+    })
+    .partitioned_by(&k.partner_id)
+}
+
 /// Consumer name and source, as stored with the position.
 pub(crate) const CONSUMER: &str = "partner";
 pub(crate) const SOURCE: &str = "orders";
@@ -370,16 +382,4 @@ mod tests {
         let placed = envelope(&ev::OrderPlaced::default());
         assert_eq!(route(&placed), None, "other order events are passed over");
     }
-}
-
-pub(crate) fn visit_overdue(k: &crate::store::key_customer::Model, due: DateTime<Utc>) -> Outgoing {
-    Outgoing::of(&ev::VisitOverdue {
-        key_customer: crate::app::visits::key_customer_name(&k.partner_id, &k.id),
-        partner_id: k.partner_id.clone(),
-        customer_name: k.customer_name.clone(),
-        customer_region: k.customer_region.clone(),
-        cycle_days: i32::try_from(k.cycle_days).unwrap_or(i32::MAX),
-        due_time: Some(timestamp(due)),
-    })
-    .partitioned_by(&k.partner_id)
 }
