@@ -112,6 +112,26 @@ impl Validate for SuiteSettings {
 }
 
 impl SuiteSettings {
+    /// Every listener of the suite - each service's port, the gateway's and the
+    /// dashboard's when it is on - on a port of the system's choice, so that several
+    /// suites run side by side (tests).
+    pub fn use_free_ports(&mut self) {
+        for server in [
+            &mut self.identity.server,
+            &mut self.membership.server,
+            &mut self.catalog.server,
+            &mut self.orders.server,
+            &mut self.partner.server,
+            &mut self.analytics.server,
+            &mut self.gateway.server,
+        ] {
+            server.port = 0;
+        }
+        if self.analytics.http.port.is_some() {
+            self.analytics.http.port = Some(0);
+        }
+    }
+
     /// Moves the default SQLite files under `data_dir` when it is not the default.
     pub fn relocate_data(&mut self) {
         for (service, url) in [

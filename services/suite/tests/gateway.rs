@@ -148,16 +148,7 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     settings.relocate_data();
     // The gateway's limits go through Redis when there is one.
     settings.gateway.rate_limit.redis_url = retail_testkit::redis_url();
-    for server in [
-        &mut settings.identity.server,
-        &mut settings.membership.server,
-        &mut settings.catalog.server,
-        &mut settings.orders.server,
-        &mut settings.analytics.server,
-        &mut settings.gateway.server,
-    ] {
-        server.port = 0;
-    }
+    settings.use_free_ports();
     // Identity asks channel-partner about partners only at a known port.
     settings.partner.server.port = free_port();
     settings.identity.bootstrap.admin_password = secrecy::SecretString::from(PASSWORD);

@@ -74,16 +74,7 @@ impl World {
             db.url = test.secret_url();
             db.max_connections = 4;
         }
-        for server in [
-            &mut settings.identity.server,
-            &mut settings.membership.server,
-            &mut settings.catalog.server,
-            &mut settings.orders.server,
-            &mut settings.partner.server,
-            &mut settings.analytics.server,
-        ] {
-            server.port = 0;
-        }
+        settings.use_free_ports();
         settings.identity.bootstrap.admin_password = SecretString::from(ADMIN_PASSWORD);
         settings.identity.passwords.memory_kib = 256;
         settings.identity.passwords.iterations = 1;

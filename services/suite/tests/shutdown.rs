@@ -34,7 +34,8 @@ async fn on_shutdown_orders_stops_while_the_services_it_calls_still_serve() {
         ..SuiteSettings::default()
     };
     settings.relocate_data();
-    settings.analytics.http.port = Some(0);
+    // Every port is the system's choice: a fixed one may be held by another test.
+    settings.use_free_ports();
     for server in [
         &mut settings.identity.server,
         &mut settings.membership.server,
@@ -44,8 +45,6 @@ async fn on_shutdown_orders_stops_while_the_services_it_calls_still_serve() {
         &mut settings.analytics.server,
         &mut settings.gateway.server,
     ] {
-        // Every port is the system's choice: a fixed one may be held by another test.
-        server.port = 0;
         // Long enough that the checks below fall inside each grace on a busy machine.
         server.drain_grace_ms = 3_000;
     }
