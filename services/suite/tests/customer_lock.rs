@@ -6,97 +6,40 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::net::SocketAddr;
-
-use futures::FutureExt;
 use retail_proto::orders::orders_service_client::OrdersServiceClient;
 use retail_proto::orders::{self as opb};
 use retail_proto::partner::deal_service_client::DealServiceClient;
 use retail_proto::partner::{self as ppb};
-use retail_suite::settings::SuiteSettings;
-use retail_testkit::TestDatabase;
-use secrecy::SecretString;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const ADMIN_PASSWORD: &str = "deal-registration-holds-2026";
-
-fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy()
-}
-
-fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", bearer.parse().unwrap());
-    request
-}
+mod common;
+use common::{authed, channel};
 
 struct World {
     orders: OrdersServiceClient<Channel>,
     deals: DealServiceClient<Channel>,
     admin: String,
     skus: Vec<String>,
-    _databases: Vec<TestDatabase>,
-    _dir: tempfile::TempDir,
+    _suite: common::Running,
 }
 
 impl World {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = SuiteSettings {
-            data_dir: dir.path().to_path_buf(),
-            ..SuiteSettings::default()
-        };
-        settings.relocate_data();
-        let mut databases = Vec::new();
-        for _ in 0..6 {
-            databases.push(TestDatabase::new().await.unwrap());
-        }
-        for (db, test) in [
-            &mut settings.identity.database,
-            &mut settings.membership.database,
-            &mut settings.catalog.database,
-            &mut settings.orders.database,
-            &mut settings.partner.database,
-            &mut settings.analytics.database,
-        ]
-        .into_iter()
-        .zip(&databases)
-        {
-            db.url = test.secret_url();
-            db.max_connections = 4;
-        }
-        settings.use_free_ports();
-        settings.identity.bootstrap.admin_password = SecretString::from(ADMIN_PASSWORD);
-        settings.identity.passwords.memory_kib = 256;
-        settings.identity.passwords.iterations = 1;
-        settings.membership.cache.redis_url = retail_testkit::redis_url();
-        settings.membership.cache.namespace = format!("locks-{}", uuid::Uuid::new_v4().simple());
-        let launched = retail_suite::up::launch(&mut settings, std::future::pending::<()>().boxed().shared())
+        let suite = common::start("locks").await;
+        let admin = suite.admin.clone();
+        let skus = retail_suite::seed::seed_catalog(channel(suite.catalog), &admin, 1, 1, 1_000, 1)
             .await
             .unwrap();
-        let admin = retail_suite::seed::admin_bearer(channel(launched.identity), ADMIN_PASSWORD)
+        retail_suite::seed::set_partner_prices(channel(suite.catalog), &admin, "registered", &skus, "EUR", 50_00)
             .await
             .unwrap();
-        let skus = retail_suite::seed::seed_catalog(channel(launched.catalog), &admin, 1, 1, 1_000, 1)
-            .await
-            .unwrap();
-        retail_suite::seed::set_partner_prices(channel(launched.catalog), &admin, "registered", &skus, "EUR", 50_00)
-            .await
-            .unwrap();
-        // Partners `acme-0` and `globex-0`, active, level `registered`.
-        for prefix in ["acme", "globex"] {
-            retail_suite::seed_partner::seed_partners(channel(launched.partner), &admin, prefix, 1, 0, 1, 1)
-                .await
-                .unwrap();
-        }
         World {
-            orders: OrdersServiceClient::new(channel(launched.orders)),
-            deals: DealServiceClient::new(channel(launched.partner)),
+            orders: OrdersServiceClient::new(channel(suite.orders)),
+            deals: DealServiceClient::new(channel(suite.partner)),
             admin,
             skus,
-            _databases: databases,
-            _dir: dir,
+            _suite: suite,
         }
     }
 

@@ -8,31 +8,16 @@
 // Amounts in minor units are written major_minor (123_45 = 123.45).
 #![allow(clippy::inconsistent_digit_grouping)]
 
-use std::net::SocketAddr;
-
-use futures::FutureExt;
 use retail_kit::convert::timestamp;
 use retail_proto::orders::orders_service_client::OrdersServiceClient;
 use retail_proto::orders::{self as opb};
 use retail_proto::partner::price_policy_service_client::PricePolicyServiceClient;
 use retail_proto::partner::{self as ppb};
-use retail_suite::settings::SuiteSettings;
-use retail_testkit::TestDatabase;
-use secrecy::SecretString;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const ADMIN_PASSWORD: &str = "wholesale-list-and-policy-2026";
-
-fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy()
-}
-
-fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", bearer.parse().unwrap());
-    request
-}
+mod common;
+use common::{authed, channel};
 
 /// `bp` basis points of `amount`, rounded down (the policy's arithmetic).
 fn bp(amount: i64, bp: i64) -> i64 {
@@ -44,56 +29,21 @@ struct World {
     policy: PricePolicyServiceClient<Channel>,
     admin: String,
     skus: Vec<String>,
-    _databases: Vec<TestDatabase>,
-    _dir: tempfile::TempDir,
+    _suite: common::Running,
 }
 
 impl World {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = SuiteSettings {
-            data_dir: dir.path().to_path_buf(),
-            ..SuiteSettings::default()
-        };
-        settings.relocate_data();
-        let mut databases = Vec::new();
-        for _ in 0..6 {
-            databases.push(TestDatabase::new().await.unwrap());
-        }
-        for (db, test) in [
-            &mut settings.identity.database,
-            &mut settings.membership.database,
-            &mut settings.catalog.database,
-            &mut settings.orders.database,
-            &mut settings.partner.database,
-            &mut settings.analytics.database,
-        ]
-        .into_iter()
-        .zip(&databases)
-        {
-            db.url = test.secret_url();
-            db.max_connections = 4;
-        }
-        settings.use_free_ports();
-        settings.identity.bootstrap.admin_password = SecretString::from(ADMIN_PASSWORD);
-        settings.identity.passwords.memory_kib = 256;
-        settings.identity.passwords.iterations = 1;
-        settings.membership.cache.redis_url = retail_testkit::redis_url();
-        settings.membership.cache.namespace = format!("pricing-{}", uuid::Uuid::new_v4().simple());
-        let launched = retail_suite::up::launch(&mut settings, std::future::pending::<()>().boxed().shared())
-            .await
-            .unwrap();
-        let admin = retail_suite::seed::admin_bearer(channel(launched.identity), ADMIN_PASSWORD)
-            .await
-            .unwrap();
-        let skus = retail_suite::seed::seed_catalog(channel(launched.catalog), &admin, 3, 3, 1_000, 1)
+        let suite = common::start("pricing").await;
+        let admin = suite.admin.clone();
+        let skus = retail_suite::seed::seed_catalog(channel(suite.catalog), &admin, 3, 3, 1_000, 1)
             .await
             .unwrap();
         // Level `registered` (a new partner's, 5% ceiling) buys the first two at
         // these wholesale prices; the third is not on its list.
         for (sku, price) in skus.iter().zip([123_45, 80_01]) {
             retail_suite::seed::set_partner_prices(
-                channel(launched.catalog),
+                channel(suite.catalog),
                 &admin,
                 "registered",
                 std::slice::from_ref(sku),
@@ -103,19 +53,12 @@ impl World {
             .await
             .unwrap();
         }
-        // Partners `acme-0` and `globex-0`, active, level `registered`.
-        for prefix in ["acme", "globex"] {
-            retail_suite::seed_partner::seed_partners(channel(launched.partner), &admin, prefix, 1, 0, 1, 1)
-                .await
-                .unwrap();
-        }
         World {
-            orders: OrdersServiceClient::new(channel(launched.orders)),
-            policy: PricePolicyServiceClient::new(channel(launched.partner)),
+            orders: OrdersServiceClient::new(channel(suite.orders)),
+            policy: PricePolicyServiceClient::new(channel(suite.partner)),
             admin,
             skus,
-            _databases: databases,
-            _dir: dir,
+            _suite: suite,
         }
     }
 

@@ -1,0 +1,89 @@
+//! The whole suite in process for partner-sales tests: a fresh database per service
+//! (PostgreSQL when `RETAIL_TEST_DATABASE_URL` is set), every listener on a free port,
+//! the admin signed in, and partners `acme-0` and `globex-0` (active, level
+//! `registered`).
+
+use std::net::SocketAddr;
+
+use futures::FutureExt;
+use retail_suite::settings::SuiteSettings;
+use retail_testkit::TestDatabase;
+use secrecy::SecretString;
+use tonic::transport::Channel;
+
+const ADMIN_PASSWORD: &str = "partner-sales-in-process-2026";
+
+pub fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy()
+}
+
+pub fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", bearer.parse().unwrap());
+    request
+}
+
+/// A running suite; its databases and data directory live as long as it does.
+pub struct Running {
+    pub catalog: SocketAddr,
+    pub orders: SocketAddr,
+    pub partner: SocketAddr,
+    /// The admin's `Bearer ...` header value.
+    pub admin: String,
+    _databases: Vec<TestDatabase>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the suite with `cache_namespace` for membership's cache keys, then creates
+/// the two partners.
+pub async fn start(cache_namespace: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = SuiteSettings {
+        data_dir: dir.path().to_path_buf(),
+        ..SuiteSettings::default()
+    };
+    settings.relocate_data();
+    let mut databases = Vec::new();
+    for _ in 0..6 {
+        databases.push(TestDatabase::new().await.unwrap());
+    }
+    for (db, test) in [
+        &mut settings.identity.database,
+        &mut settings.membership.database,
+        &mut settings.catalog.database,
+        &mut settings.orders.database,
+        &mut settings.partner.database,
+        &mut settings.analytics.database,
+    ]
+    .into_iter()
+    .zip(&databases)
+    {
+        db.url = test.secret_url();
+        db.max_connections = 4;
+    }
+    settings.use_free_ports();
+    settings.identity.bootstrap.admin_password = SecretString::from(ADMIN_PASSWORD);
+    settings.identity.passwords.memory_kib = 256;
+    settings.identity.passwords.iterations = 1;
+    settings.membership.cache.redis_url = retail_testkit::redis_url();
+    settings.membership.cache.namespace = format!("{cache_namespace}-{}", uuid::Uuid::new_v4().simple());
+    let launched = retail_suite::up::launch(&mut settings, std::future::pending::<()>().boxed().shared())
+        .await
+        .unwrap();
+    let admin = retail_suite::seed::admin_bearer(channel(launched.identity), ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    for prefix in ["acme", "globex"] {
+        retail_suite::seed_partner::seed_partners(channel(launched.partner), &admin, prefix, 1, 0, 1, 1)
+            .await
+            .unwrap();
+    }
+    Running {
+        catalog: launched.catalog,
+        orders: launched.orders,
+        partner: launched.partner,
+        admin,
+        _databases: databases,
+        _dir: dir,
+    }
+}
