@@ -320,9 +320,20 @@ impl App {
                 db::move_campaign(&self.db, &c.id, "scheduled", "running", now).await?;
             }
         }
-        self.track_lifecycle(as_of).await?;
+        let running = db::campaigns_in(&self.db, CampaignState::Running.as_str()).await?;
+        // Lifecycle states are followed while a lifecycle-change campaign runs;
+        // otherwise they are forgotten, so the next such campaign starts from the
+        // states it first sees rather than from changes long past.
+        if running
+            .iter()
+            .any(|c| c.trigger_kind == TriggerKind::LifecycleChange.as_str())
+        {
+            self.track_lifecycle(as_of).await?;
+        } else {
+            identity::forget_lifecycles(&self.db).await?;
+        }
         let mut contacted = 0;
-        for c in db::campaigns_in(&self.db, CampaignState::Running.as_str()).await? {
+        for c in running {
             let due = c.trigger_kind == TriggerKind::Planned.as_str()
                 && !c.sent
                 && c.send_at.is_none_or(|t| t <= as_of)
@@ -555,11 +566,11 @@ impl App {
     }
 
     /// Finds members whose lifecycle state changed since the last run (time passing
-    /// or a purchase): records the new state, publishes `LifecycleChanged` and starts
+    /// or a purchase), while a lifecycle-change campaign runs: records the new state, publishes `LifecycleChanged` and starts
     /// the lifecycle-change campaigns for them, one member per transaction. A member
     /// seen for the first time has its state recorded without a trigger. Returns
     /// the members found changed.
-    pub async fn track_lifecycle(&self, as_of: DateTime<Utc>) -> ServiceResult<u64> {
+    async fn track_lifecycle(&self, as_of: DateTime<Utc>) -> ServiceResult<u64> {
         let page = Page::parse(SCAN_BATCH, "", "lifecycle-scan")?;
         let mut cursor = None;
         let mut changed = 0;

@@ -411,3 +411,9 @@ pub(crate) async fn resolve_member(conn: &impl ConnectionTrait, id: &str) -> Ser
     }
     Ok(None)
 }
+
+/// Forgets every lifecycle state seen (no lifecycle-change campaign runs).
+pub(crate) async fn forget_lifecycles(conn: &impl ConnectionTrait) -> ServiceResult<()> {
+    member_lifecycle::Entity::delete_many().exec(conn).await?;
+    Ok(())
+}

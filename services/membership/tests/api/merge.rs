@@ -244,10 +244,45 @@ async fn a_merge_combines_points_purchases_lifecycle_and_identifiers_and_the_cac
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
 
-    // A payment for the duplicate's id (an order placed before the merge) lands on
-    // the survivor.
-    pay(&app, &ann.name, "m-3", 5_000, 0).await;
+    // A payment from the orders log for the duplicate's id (an order placed before
+    // the merge) lands on the survivor.
+    let handler = retail_membership::OrderEvents::new(app.state.clone().unwrap());
+    let txn = retail_kit::db::begin_write(&app.db).await.unwrap();
+    let event = order_paid(&dup.name, "m-3", 5_000);
+    let then = handler.handle(&txn, &[&event]).await.unwrap();
+    txn.commit().await.unwrap();
+    for after in then {
+        after.await;
+    }
     assert_eq!(balance(&app, &ann.name).await, 440);
+    assert_eq!(get(&app, &dup.name).await.unwrap().points_balance, 440);
+}
+
+/// An `OrderPaid` event of the orders log for `member`.
+fn order_paid(member: &str, order: &str, minor: i64) -> ev::EventEnvelope {
+    ev::EventEnvelope {
+        r#type: "retail.events.v1.OrderPaid".into(),
+        aggregate_id: order.into(),
+        payload: Some(prost_types::Any {
+            type_url: "type.googleapis.com/retail.events.v1.OrderPaid".into(),
+            value: ev::OrderPaid {
+                order_id: order.into(),
+                parties: Some(ev::OrderParties {
+                    member_id: member.trim_start_matches("members/").into(),
+                    channel: "online".into(),
+                    ..Default::default()
+                }),
+                amount: Some(Money {
+                    currency_code: "EUR".into(),
+                    amount_minor: minor,
+                }),
+                pay_time: Some(timestamp(Utc::now())),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        }),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
