@@ -43,10 +43,7 @@ impl MembershipService for MembershipApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn identify_visitor(
-        &self,
-        request: Request<pb::IdentifyVisitorRequest>,
-    ) -> Rpc<pb::IdentifyVisitorResponse> {
+    async fn identify_visitor(&self, request: Request<pb::IdentifyVisitorRequest>) -> Rpc<pb::IdentifyVisitorResponse> {
         let caller = {
             let principal = Principal::of(&request)?;
             principal.require_scope(WRITE)?;

@@ -445,7 +445,10 @@ fn touch(v: &mut Violations, t: Option<&pb::Touchpoint>) -> Option<Touch> {
         pb::TouchKind::ViewProduct => Some(TouchKind::ViewProduct),
         pb::TouchKind::TryProduct => Some(TouchKind::TryProduct),
         pb::TouchKind::Unspecified => {
-            v.add("touchpoint.kind", "must be check-in, visit, view product or try product");
+            v.add(
+                "touchpoint.kind",
+                "must be check-in, visit, view product or try product",
+            );
             None
         }
     };

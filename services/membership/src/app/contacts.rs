@@ -142,7 +142,10 @@ fn touchpoint_pb(t: &store::touchpoint::Model) -> ServiceResult<pb::Touchpoint> 
     })
 }
 
-async fn contact_pb(txn: &DatabaseTransaction, contact: &store::anonymous_contact::Model) -> ServiceResult<pb::AnonymousContact> {
+async fn contact_pb(
+    txn: &DatabaseTransaction,
+    contact: &store::anonymous_contact::Model,
+) -> ServiceResult<pb::AnonymousContact> {
     let identifiers = identity::contact_identifiers(txn, &contact.id)
         .await?
         .iter()
@@ -207,11 +210,7 @@ async fn visit_in(
             || !loyalty::purchases_after(txn, &member_id, None).await?.is_empty();
         // The contacts of the other ids become the member; ids nobody holds that
         // keep no personal data are the member's from now on.
-        let others: Vec<Identifier> = presented
-            .iter()
-            .filter(|i| **i != visit.identifier)
-            .cloned()
-            .collect();
+        let others: Vec<Identifier> = presented.iter().filter(|i| **i != visit.identifier).cloned().collect();
         let mut gained = absorb_contacts(txn, &member_id, &others, now).await?;
         let mut held = identity::member_identifier_count(txn, &member_id).await?;
         for id in others.iter().filter(|i| i.kind.anonymous()) {

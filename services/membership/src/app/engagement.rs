@@ -26,8 +26,8 @@ use crate::domain::points::PurchaseKind;
 use crate::domain::rules::LoyaltyRules;
 use crate::events;
 use crate::store::engagement as db;
-use crate::store::{identity, loyalty};
 use crate::store::{self, MemberFilter, MemberView, campaign, contact, message, segment};
+use crate::store::{identity, loyalty};
 
 /// Delivers a rendered message through its channel. The message is marked sent once
 /// this returns `Ok`; an error leaves it for the next round.
@@ -575,8 +575,12 @@ impl App {
         let mut cursor = None;
         let mut changed = 0;
         loop {
-            let rows =
-                store::list_members(&self.db, &page.continued_after(cursor.clone()), &MemberFilter::default()).await?;
+            let rows = store::list_members(
+                &self.db,
+                &page.continued_after(cursor.clone()),
+                &MemberFilter::default(),
+            )
+            .await?;
             let exhausted = rows.len() as u64 <= page.size;
             for row in rows.into_iter().take(page.size as usize) {
                 cursor = Some(row.id.clone());

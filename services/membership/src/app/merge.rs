@@ -14,10 +14,10 @@
 use chrono::{DateTime, Utc};
 use retail_kit::convert::timestamp;
 use retail_kit::error::{ServiceError, ServiceResult};
+use retail_kit::events::Outgoing;
 use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_proto::events as ev;
 use retail_proto::membership as pb;
-use retail_kit::events::Outgoing;
 use sea_orm::{ActiveModelTrait, DatabaseTransaction};
 
 use super::profile::{identifier_from_pb, profile};
@@ -37,7 +37,6 @@ pub(crate) struct Merge {
     pub(crate) merged: MemberId,
     pub(crate) reason: String,
 }
-
 
 fn members_merged(record: &store::member_merge::Model) -> Outgoing {
     Outgoing::of(&ev::MembersMerged {
@@ -104,8 +103,26 @@ async fn merge_in(
         })?;
     let debt = survivor.points_debt.saturating_add(merged.points_debt).min(MAX_POINTS);
     for lot in &lots {
-        loyalty::insert_entry(txn, m_id, EntryKind::Merge.as_str(), -lot.remaining, &reference, &lot.id, now).await?;
-        loyalty::insert_entry(txn, s_id, EntryKind::Merge.as_str(), lot.remaining, &reference, &lot.id, now).await?;
+        loyalty::insert_entry(
+            txn,
+            m_id,
+            EntryKind::Merge.as_str(),
+            -lot.remaining,
+            &reference,
+            &lot.id,
+            now,
+        )
+        .await?;
+        loyalty::insert_entry(
+            txn,
+            s_id,
+            EntryKind::Merge.as_str(),
+            lot.remaining,
+            &reference,
+            &lot.id,
+            now,
+        )
+        .await?;
     }
 
     // Tags: the survivor keeps its own; of a path both hold the newer one wins.

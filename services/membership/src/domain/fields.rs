@@ -340,6 +340,33 @@ mod tests {
     }
 
     #[test]
+    fn device_rfid_and_beacon_ids_keep_no_personal_data_and_open_contacts() {
+        let rfid = Identifier::parse("i", IdentifierKind::Rfid, "ignored", " e200 ").unwrap();
+        assert_eq!((rfid.channel.as_str(), rfid.value.as_str()), ("", "E200"));
+        assert_eq!(
+            Identifier::parse("i", IdentifierKind::Device, "", "Dev-1")
+                .unwrap()
+                .value,
+            "Dev-1"
+        );
+        assert!(Identifier::parse("i", IdentifierKind::Beacon, "", "a b").is_err());
+        for kind in [
+            IdentifierKind::Device,
+            IdentifierKind::Rfid,
+            IdentifierKind::Beacon,
+            IdentifierKind::External,
+        ] {
+            assert!(kind.anonymous());
+            assert_eq!(IdentifierKind::parse(kind.as_str()), Some(kind));
+        }
+        for kind in [IdentifierKind::Phone, IdentifierKind::Email, IdentifierKind::Card] {
+            assert!(!kind.anonymous());
+        }
+        assert!(Scene::Store.physical() && Scene::PartnerOutlet.physical() && !Scene::Online.physical());
+        assert!(TouchKind::TryProduct.about_product() && !TouchKind::CheckIn.about_product());
+    }
+
+    #[test]
     fn tag_paths_are_hierarchical() {
         assert_eq!(
             tag_path("t", "Interest/Outdoor/Hiking").unwrap(),

@@ -46,9 +46,16 @@ impl EntryKind {
     }
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        [Self::Earn, Self::Grant, Self::Redeem, Self::Expire, Self::Reverse, Self::Merge]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Earn,
+            Self::Grant,
+            Self::Redeem,
+            Self::Expire,
+            Self::Reverse,
+            Self::Merge,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -17,7 +17,10 @@ use super::entities::{
 use crate::domain::fields::Identifier;
 
 /// The contact holding `id`, if any.
-pub(crate) async fn contact_by_identifier(conn: &impl ConnectionTrait, id: &Identifier) -> ServiceResult<Option<String>> {
+pub(crate) async fn contact_by_identifier(
+    conn: &impl ConnectionTrait,
+    id: &Identifier,
+) -> ServiceResult<Option<String>> {
     Ok(
         contact_identifier::Entity::find_by_id((id.kind.as_str().to_owned(), id.channel.clone(), id.value.clone()))
             .one(conn)

@@ -71,7 +71,12 @@ async fn check_in(app: &TestApp, id: pb::Identifier) -> pb::IdentifyVisitorRespo
         .unwrap()
 }
 
-async fn merge(app: &TestApp, survivor: &str, merged: &str, request_id: &str) -> Result<pb::MergeMembersResponse, tonic::Status> {
+async fn merge(
+    app: &TestApp,
+    survivor: &str,
+    merged: &str,
+    request_id: &str,
+) -> Result<pb::MergeMembersResponse, tonic::Status> {
     app.client()
         .merge_members(authed(pb::MergeMembersRequest {
             survivor: survivor.into(),
@@ -163,7 +168,10 @@ async fn cached(app: &TestApp, member: &str) {
         if app.cache.stats.hits.load(std::sync::atomic::Ordering::SeqCst) > hits {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the cache never served the member");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache never served the member"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -190,7 +198,10 @@ async fn a_merge_combines_points_purchases_lifecycle_and_identifiers_and_the_cac
 
     let merged = merge(&app, &ann.name, &dup.name, "merge-ann-1").await.unwrap();
     let record = merged.merge.clone().unwrap();
-    assert_eq!((record.survivor.as_str(), record.merged.as_str()), (ann.name.as_str(), dup.name.as_str()));
+    assert_eq!(
+        (record.survivor.as_str(), record.merged.as_str()),
+        (ann.name.as_str(), dup.name.as_str())
+    );
     assert_eq!(record.points_transferred, 290);
     assert_eq!(record.purchases_moved, 1);
     assert_eq!(record.identifiers_moved, 2);
@@ -206,8 +217,18 @@ async fn a_merge_combines_points_purchases_lifecycle_and_identifiers_and_the_cac
     assert_eq!(via_dup.name, ann.name, "the merged id answers as the survivor");
     assert_eq!(via_dup.points_balance, 390);
     assert_eq!(masked(&app, &dup.name, &["name", "tier"]).await.unwrap().name, ann.name);
-    assert_eq!(masked(&app, &dup.name, &["name", "points_balance"]).await.unwrap().points_balance, 390);
-    for id in [phone("+4915200000001"), phone("+4915200000002"), email("ann.b@example.com")] {
+    assert_eq!(
+        masked(&app, &dup.name, &["name", "points_balance"])
+            .await
+            .unwrap()
+            .points_balance,
+        390
+    );
+    for id in [
+        phone("+4915200000001"),
+        phone("+4915200000002"),
+        email("ann.b@example.com"),
+    ] {
         let found = app.identify(id).await.unwrap();
         assert_eq!(found.name, ann.name);
         assert_eq!(found.points_balance, 390);
@@ -219,7 +240,11 @@ async fn a_merge_combines_points_purchases_lifecycle_and_identifiers_and_the_cac
     let ann_entries = entries(&app, &ann.name).await;
     assert_eq!(ann_entries.iter().map(|e| e.points).sum::<i64>(), 390);
     let merge_ref = format!("merge:{}", record.name.trim_start_matches("memberMerges/"));
-    assert!(ann_entries.iter().any(|e| e.kind == "merge" && e.reference == merge_ref && e.points > 0));
+    assert!(
+        ann_entries
+            .iter()
+            .any(|e| e.kind == "merge" && e.reference == merge_ref && e.points > 0)
+    );
 
     // The same request again is the same merge; another one is refused.
     let again = merge(&app, &ann.name, &dup.name, "merge-ann-1").await.unwrap();
@@ -290,7 +315,10 @@ async fn concurrent_merges_of_one_member_let_exactly_one_win() {
     let app = spawn_app().await;
     let mut names = Vec::new();
     for i in 0..3 {
-        let m = app.register("M", vec![phone(&format!("+491530000000{i}"))]).await.unwrap();
+        let m = app
+            .register("M", vec![phone(&format!("+491530000000{i}"))])
+            .await
+            .unwrap();
         grant(&app, &m.name, 100 * (i + 1)).await;
         names.push(m.name);
     }
@@ -314,10 +342,7 @@ async fn concurrent_merges_of_one_member_let_exactly_one_win() {
     for task in tasks {
         match task.await.unwrap() {
             Ok(_) => won += 1,
-            Err(e) => assert!(
-                matches!(e.code(), Code::FailedPrecondition | Code::Aborted),
-                "{e:?}"
-            ),
+            Err(e) => assert!(matches!(e.code(), Code::FailedPrecondition | Code::Aborted), "{e:?}"),
         }
     }
     assert!(won >= 1, "one merge wins");
@@ -349,7 +374,10 @@ async fn bad_merges_are_refused_with_the_field_or_the_missing_member() {
     assert_eq!(violated_fields(&err), vec!["merged".to_string()]);
     let err = merge(&app, "members/42", "nobody", "").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(violated_fields(&err), vec!["survivor".to_string(), "merged".to_string()]);
+    assert_eq!(
+        violated_fields(&err),
+        vec!["survivor".to_string(), "merged".to_string()]
+    );
     let unknown = format!("members/{}", uuid::Uuid::now_v7());
     let err = merge(&app, &a.name, &unknown, "").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -382,7 +410,12 @@ async fn bad_merges_are_refused_with_the_field_or_the_missing_member() {
     .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let fields = violated_fields(&err);
-    for f in ["identifier.kind", "touchpoint.scene", "touchpoint.kind", "touchpoint.place"] {
+    for f in [
+        "identifier.kind",
+        "touchpoint.scene",
+        "touchpoint.kind",
+        "touchpoint.place",
+    ] {
         assert!(fields.contains(&f.to_string()), "{f} in {fields:?}");
     }
     // A phone nobody holds opens no anonymous contact.
@@ -423,10 +456,19 @@ async fn an_anonymous_contact_becomes_the_member_who_registers_with_its_id() {
         .register("Cleo", vec![phone("+4915500000001"), open_id("wx-1")])
         .await
         .unwrap();
-    assert_eq!(member.identifiers.len(), 3, "the device id came along: {:?}", member.identifiers);
+    assert_eq!(
+        member.identifiers.len(),
+        3,
+        "the device id came along: {:?}",
+        member.identifiers
+    );
     assert_eq!(app.identify(device("dev-1")).await.unwrap().name, member.name);
     let back = check_in(&app, device("dev-1")).await;
-    assert_eq!(back.recognition, pb::Recognition::ReturningMember as i32, "its touches are the member's");
+    assert_eq!(
+        back.recognition,
+        pb::Recognition::ReturningMember as i32,
+        "its touches are the member's"
+    );
     assert_eq!(back.member.unwrap().name, member.name);
 
     // New and returning: a member's first touch, then the next.
@@ -445,7 +487,10 @@ async fn an_anonymous_contact_becomes_the_member_who_registers_with_its_id() {
         value: "b-77".into(),
         channel: String::new(),
     };
-    assert_eq!(check_in(&app, beacon.clone()).await.recognition, pb::Recognition::NewContact as i32);
+    assert_eq!(
+        check_in(&app, beacon.clone()).await.recognition,
+        pb::Recognition::NewContact as i32
+    );
     let linked = visit(
         &app,
         phone("+4915500000002"),
@@ -544,9 +589,15 @@ async fn a_check_in_and_a_product_tried_each_contact_the_member_once_however_oft
     let check_ins = running_campaign(&app, pb::CampaignTrigger::CheckIn).await;
     let content = running_campaign(&app, pb::CampaignTrigger::Content).await;
     // Online is no scene trigger.
-    visit(&app, phone("+4915600000001"), vec![], touch(pb::Scene::Online, pb::TouchKind::CheckIn, ""), "")
-        .await
-        .unwrap();
+    visit(
+        &app,
+        phone("+4915600000001"),
+        vec![],
+        touch(pb::Scene::Online, pb::TouchKind::CheckIn, ""),
+        "",
+    )
+    .await
+    .unwrap();
     assert!(sent(&app, &check_ins).await.is_empty());
     for request_id in ["door-1", "door-1", "door-2"] {
         visit(
