@@ -281,6 +281,22 @@ async fn a_merge_combines_points_purchases_lifecycle_and_identifiers_and_the_cac
     }
     assert_eq!(balance(&app, &ann.name).await, 440);
     assert_eq!(get(&app, &dup.name).await.unwrap().points_balance, 440);
+
+    // Erasing the survivor erases the duplicate too: the same person.
+    app.client()
+        .erase_member(authed(pb::EraseMemberRequest {
+            name: ann.name.clone(),
+            reason: "asked to".into(),
+        }))
+        .await
+        .unwrap();
+    for name in [&ann.name, &dup.name] {
+        assert_eq!(get(&app, name).await.unwrap_err().code(), Code::NotFound);
+    }
+    assert_eq!(
+        app.identify(email("ann.b@example.com")).await.unwrap_err().code(),
+        Code::NotFound
+    );
 }
 
 /// An `OrderPaid` event of the orders log for `member`.
@@ -310,30 +326,18 @@ fn order_paid(member: &str, order: &str, minor: i64) -> ev::EventEnvelope {
     }
 }
 
-#[tokio::test]
-async fn concurrent_merges_of_one_member_let_exactly_one_win() {
-    let app = spawn_app().await;
-    let mut names = Vec::new();
-    for i in 0..3 {
-        let m = app
-            .register("M", vec![phone(&format!("+491530000000{i}"))])
-            .await
-            .unwrap();
-        grant(&app, &m.name, 100 * (i + 1)).await;
-        names.push(m.name);
-    }
-    let (a, b, c) = (names[0].clone(), names[1].clone(), names[2].clone());
-    let pairs = [(a.clone(), b.clone()), (c.clone(), b.clone()), (b.clone(), a.clone())];
-    let tasks: Vec<_> = pairs
-        .iter()
+/// Races `merges` (survivor, merged) at once; the number that won.
+async fn race(app: &TestApp, merges: Vec<(String, String)>) -> usize {
+    let tasks: Vec<_> = merges
+        .into_iter()
         .enumerate()
         .map(|(i, (s, m))| {
             let mut client = app.client();
             let request = authed(pb::MergeMembersRequest {
-                survivor: s.clone(),
-                merged: m.clone(),
+                survivor: s,
+                merged: m,
                 reason: String::new(),
-                request_id: format!("race-{i}"),
+                request_id: format!("race-{i}-{}", uuid::Uuid::now_v7()),
             });
             tokio::spawn(async move { client.merge_members(request).await })
         })
@@ -345,23 +349,40 @@ async fn concurrent_merges_of_one_member_let_exactly_one_win() {
             Err(e) => assert!(matches!(e.code(), Code::FailedPrecondition | Code::Aborted), "{e:?}"),
         }
     }
-    assert!(won >= 1, "one merge wins");
-    // Every merge that won took a member that was live: b is merged at most once,
-    // and no point is lost or made.
-    let mut live_points = 0;
-    let mut live = std::collections::BTreeSet::new();
-    for name in [&a, &b, &c] {
-        let m = get(&app, name).await.unwrap();
-        if live.insert(m.name.clone()) {
-            live_points += m.points_balance;
-        }
+    won
+}
+
+#[tokio::test]
+async fn concurrent_merges_of_one_member_let_exactly_one_win() {
+    let app = spawn_app().await;
+    let mut names = Vec::new();
+    for i in 0..5 {
+        let m = app
+            .register("M", vec![phone(&format!("+491530000000{i}"))])
+            .await
+            .unwrap();
+        grant(&app, &m.name, 100 * (i + 1)).await;
+        names.push(m.name);
     }
-    assert_eq!(live_points, 600);
-    assert_eq!(live.len(), 3 - won);
-    assert!(
-        won < 3,
-        "b cannot be merged into two members and survive a merge as well"
-    );
+    let n = |i: usize| names[i].clone();
+    // Two survivors want the same duplicate; two members want each other.
+    assert_eq!(race(&app, vec![(n(0), n(1)), (n(2), n(1))]).await, 1);
+    assert_eq!(race(&app, vec![(n(3), n(4)), (n(4), n(3))]).await, 1);
+    // No point was lost or made, and three people are left.
+    let mut live = std::collections::BTreeMap::new();
+    for name in &names {
+        let m = get(&app, name).await.unwrap();
+        live.insert(m.name.clone(), m.points_balance);
+    }
+    assert_eq!(live.len(), 3);
+    assert_eq!(live.values().sum::<i64>(), 1_500);
+    for name in live.keys() {
+        assert_eq!(balance(&app, name).await, live[name]);
+        assert_eq!(
+            entries(&app, name).await.iter().map(|e| e.points).sum::<i64>(),
+            live[name]
+        );
+    }
 }
 
 #[tokio::test]
