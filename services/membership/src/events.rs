@@ -1,5 +1,6 @@
 //! What membership publishes on its event log (`retail.events.v1`), each event typed
-//! by its message's full name, and its reaction to the orders event log: a paid order
+//! by its message's full name, its reaction to analytics' log (an overdue member
+//! starts the overdue campaigns, [`AnalyticsEvents`]) and to the orders event log: a paid order
 //! adds spend, a purchase (for the lifecycle) and points with the tier multiplier; a
 //! refunded return or a cancelled paid order reverses spend and points
 //! (docs/domain.md, Points). The same recording serves the back-office

@@ -1,6 +1,6 @@
 //! The membership service: member profiles, recognition by identifier (served from
-//! the hot-profile cache), tags, consents, export and erasure, and the event log
-//! other services subscribe to.
+//! the hot-profile cache) and at touchpoints (anonymous contacts), member merges,
+//! tags, consents, export and erasure, and the event log other services subscribe to.
 //!
 //! Layout: `api` is the gRPC adapter (authorise, parse, convert), `app` the use
 //! cases, [`domain`] the rules without I/O, `events` what membership publishes and
