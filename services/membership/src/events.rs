@@ -1,5 +1,6 @@
 //! What membership publishes on its event log (`retail.events.v1`), each event typed
-//! by its message's full name, and its reaction to the orders event log: a paid order
+//! by its message's full name, its reaction to analytics' log (an overdue member
+//! starts the overdue campaigns, [`AnalyticsEvents`]) and to the orders event log: a paid order
 //! adds spend, a purchase (for the lifecycle) and points with the tier multiplier; a
 //! refunded return or a cancelled paid order reverses spend and points
 //! (docs/domain.md, Points). The same recording serves the back-office
@@ -81,6 +82,16 @@ pub(crate) fn tier_changed(id: &str, from: &str, to: &str, reason: TierChangeRea
     })
 }
 
+/// A member's lifecycle state was found changed at `at`.
+pub(crate) fn lifecycle_changed(id: &str, from: &str, to: &str, at: DateTime<Utc>) -> Outgoing {
+    Outgoing::of(&ev::LifecycleChanged {
+        member_id: id.to_owned(),
+        from_state: from.to_owned(),
+        to_state: to.to_owned(),
+        detect_time: Some(timestamp(at)),
+    })
+}
+
 /// Consumer name and source, as stored with the position.
 pub(crate) const CONSUMER: &str = "membership";
 pub(crate) const SOURCE: &str = "orders";
@@ -112,7 +123,7 @@ impl OrderEvents {
 
 fn decode<M: Message + Default>(event: &EventEnvelope) -> ServiceResult<M> {
     let bytes = event.payload.as_ref().map(|p| p.value.as_slice()).unwrap_or_default();
-    M::decode(bytes).map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("unreadable order event")))
+    M::decode(bytes).map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("unreadable event")))
 }
 
 /// The member and the purchase or refund an event stands for, if it stands for one.
@@ -250,6 +261,56 @@ fn route(event: &EventEnvelope) -> Option<String> {
         Ok(Some((member, _, _))) => Some(member),
         Ok(None) => None,
         Err(_) => Some(event.aggregate_id.clone()),
+    }
+}
+
+/// Consumer name and source of analytics' log, as stored with the position.
+pub(crate) const ANALYTICS_CONSUMER: &str = "membership";
+pub(crate) const ANALYTICS_SOURCE: &str = "analytics";
+
+/// The consumer of analytics' log: a member found overdue starts the overdue
+/// campaigns for it, in the transaction that stores the log position. Each campaign
+/// decides for a member once, so an event delivered again contacts nobody twice.
+#[derive(Debug, Clone)]
+pub struct AnalyticsEvents {
+    app: Arc<App>,
+}
+
+impl AnalyticsEvents {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventHandler for AnalyticsEvents {
+    async fn handle(&self, txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>> {
+        let overdue = ev::MemberOverdue::full_name();
+        let now = Utc::now();
+        let mut changed = Vec::new();
+        for event in events.iter().filter(|e| e.r#type == overdue) {
+            let e: ev::MemberOverdue = decode(event)?;
+            let Some(member) = store::identity::resolve_member(txn, &e.member_id).await? else {
+                continue;
+            };
+            if let Some(version) = self.app.react_to_overdue(txn, &member, now).await? {
+                changed.push((member, version));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let app = self.app.clone();
+        Ok(vec![Box::pin(async move {
+            for (member, version) in changed {
+                app.forget_member(&member, version, false).await;
+            }
+            app.log.committed();
+        })])
+    }
+
+    fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
+        (event.r#type == ev::MemberOverdue::full_name()).then(|| event.aggregate_id.clone())
     }
 }
 

@@ -1,6 +1,6 @@
 //! The membership service: member profiles, recognition by identifier (served from
-//! the hot-profile cache), tags, consents, export and erasure, and the event log
-//! other services subscribe to.
+//! the hot-profile cache) and at touchpoints (anonymous contacts), member merges,
+//! tags, consents, export and erasure, and the event log other services subscribe to.
 //!
 //! Layout: `api` is the gRPC adapter (authorise, parse, convert), `app` the use
 //! cases, [`domain`] the rules without I/O, `events` what membership publishes and
@@ -31,7 +31,7 @@ use sea_orm::DatabaseConnection;
 pub use settings::Settings;
 
 pub use crate::app::{App, LogSender, MessageSender};
-pub use crate::events::OrderEvents;
+pub use crate::events::{AnalyticsEvents, OrderEvents};
 
 use crate::api::{EngagementApi, LoyaltyApi, MembershipApi};
 use crate::store::migration::Migrator;
@@ -75,6 +75,12 @@ impl Application {
     /// Subscribes to the orders event log at `url` (where orders turned out to listen).
     pub fn with_orders_events_url(mut self, url: String) -> Self {
         self.settings.orders.events_url = Some(url);
+        self
+    }
+
+    /// Subscribes to analytics' event log at `url` (overdue members).
+    pub fn with_analytics_events_url(mut self, url: String) -> Self {
+        self.settings.analytics.events_url = Some(url);
         self
     }
 
@@ -203,6 +209,27 @@ impl Application {
             }
             None => None,
         };
+        let analytics_consumer = match &self.settings.analytics.events_url {
+            Some(url) => {
+                let channel = retail_kit::resilience::lazy_channel("analytics.events_url", url)?;
+                let client = retail_proto::events::event_log_service_client::EventLogServiceClient::with_interceptor(
+                    channel,
+                    ClientInterceptor::new(self.tokens.clone()),
+                );
+                let group = retail_kit::events::ConsumerGroup::new(
+                    events::ANALYTICS_CONSUMER,
+                    events::ANALYTICS_SOURCE,
+                    self.app.db.clone(),
+                    Arc::new(AnalyticsEvents::new(self.app.clone())),
+                    1,
+                );
+                let mut stopped = consumer_stopped.clone();
+                Some(background.add(tokio::spawn(group.run(client, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }))))
+            }
+            None => None,
+        };
         let log = self.app.log.clone();
         // Open subscriptions end when shutdown starts, so the drain can finish.
         let shutdown = async move {
@@ -225,7 +252,7 @@ impl Application {
         };
         let result = server::serve(self.bound, &self.settings.server, routes, shutdown).await;
         // Consumers finish the event in hand; the other tasks end with `background`.
-        for task in consumer.into_iter().flatten() {
+        for task in consumer.into_iter().flatten().chain(analytics_consumer) {
             let _ = task.await;
         }
         result

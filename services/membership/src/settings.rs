@@ -21,7 +21,18 @@ pub struct Settings {
     pub events: EventsSettings,
     pub loyalty: LoyaltySection,
     pub orders: OrdersFeedSection,
+    pub analytics: AnalyticsFeedSection,
     pub engagement: EngagementSection,
+}
+
+/// Where overdue members come from (the overdue campaign trigger).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsFeedSection {
+    /// The analytics service, whose event log (`MemberOverdue`) membership
+    /// subscribes to (`http://analytics:50056`); unset = no subscription (overdue
+    /// campaigns never fire).
+    pub events_url: Option<String>,
 }
 
 /// Campaign limits and the campaign job.
@@ -99,6 +110,9 @@ impl Validate for Settings {
         self.loyalty.rules()?;
         if let Some(url) = &self.orders.events_url {
             retail_kit::config::validate_url("orders.events_url", url, retail_kit::config::HTTP)?;
+        }
+        if let Some(url) = &self.analytics.events_url {
+            retail_kit::config::validate_url("analytics.events_url", url, retail_kit::config::HTTP)?;
         }
         if self.engagement.frequency_cap == 0
             || self.engagement.frequency_window_days == 0

@@ -265,6 +265,8 @@ where
     let analytics = retail_analytics::Application::build(settings.analytics.clone()).await?;
     let analytics_addr = analytics.local_addr();
     let dashboard_addr = analytics.dashboard_addr();
+    // Membership's overdue campaigns follow analytics' event log.
+    let membership = membership.with_analytics_events_url(format!("http://{analytics_addr}"));
     tasks.push(run_then_report(
         scoped("catalog", catalog.run(after_stopped(vec![orders_done.clone()]))),
         catalog_stopped,

@@ -230,6 +230,10 @@ fn trigger_pb(t: TriggerKind) -> pb::CampaignTrigger {
         TriggerKind::Planned => pb::CampaignTrigger::Planned,
         TriggerKind::TierUpgrade => pb::CampaignTrigger::TierUpgrade,
         TriggerKind::Purchase => pb::CampaignTrigger::Purchase,
+        TriggerKind::LifecycleChange => pb::CampaignTrigger::LifecycleChange,
+        TriggerKind::Overdue => pb::CampaignTrigger::Overdue,
+        TriggerKind::CheckIn => pb::CampaignTrigger::CheckIn,
+        TriggerKind::Content => pb::CampaignTrigger::Content,
     }
 }
 
@@ -329,6 +333,10 @@ fn new_campaign(c: Option<&pb::Campaign>, rules: &LoyaltyRules) -> ServiceResult
         pb::CampaignTrigger::Planned => Some(TriggerKind::Planned),
         pb::CampaignTrigger::TierUpgrade => Some(TriggerKind::TierUpgrade),
         pb::CampaignTrigger::Purchase => Some(TriggerKind::Purchase),
+        pb::CampaignTrigger::LifecycleChange => Some(TriggerKind::LifecycleChange),
+        pb::CampaignTrigger::Overdue => Some(TriggerKind::Overdue),
+        pb::CampaignTrigger::CheckIn => Some(TriggerKind::CheckIn),
+        pb::CampaignTrigger::Content => Some(TriggerKind::Content),
         pb::CampaignTrigger::Unspecified => {
             v.add("campaign.trigger", "must be a trigger");
             None

@@ -42,6 +42,32 @@ impl MembershipService for MembershipApi {
         ok(self.app.identify(&id).await?)
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn identify_visitor(&self, request: Request<pb::IdentifyVisitorRequest>) -> Rpc<pb::IdentifyVisitorResponse> {
+        let caller = {
+            let principal = Principal::of(&request)?;
+            principal.require_scope(WRITE)?;
+            principal.subject.clone()
+        };
+        let req = request.into_inner();
+        let key = IdempotencyKey::from_request("membership.IdentifyVisitor", &caller, &req.request_id, &req)?;
+        let visit = parse::visit(&req)?;
+        ok(self.app.identify_visitor(visit, key.as_ref()).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn merge_members(&self, request: Request<pb::MergeMembersRequest>) -> Rpc<pb::MergeMembersResponse> {
+        let caller = {
+            let principal = Principal::of(&request)?;
+            principal.require_scope(WRITE)?;
+            principal.subject.clone()
+        };
+        let req = request.into_inner();
+        let key = IdempotencyKey::from_request("membership.MergeMembers", &caller, &req.request_id, &req)?;
+        let merge = parse::merge(&req)?;
+        ok(self.app.merge_members(&caller, merge, key.as_ref()).await?)
+    }
+
     async fn list_members(&self, request: Request<pb::ListMembersRequest>) -> Rpc<pb::ListMembersResponse> {
         Principal::of(&request)?.require_scope(READ)?;
         let list = parse::list_members(request.get_ref())?;

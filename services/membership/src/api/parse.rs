@@ -9,8 +9,10 @@ use retail_kit::idempotency;
 use retail_kit::paging::Page;
 use retail_proto::membership as pb;
 
-use crate::app::{ListMembers, ProfileChange, PurchaseInput, Registration, TagChange};
-use crate::domain::fields::{self, ConsentChannel, Identifier, IdentifierKind, MAX_IDENTIFIERS, MAX_TAGS};
+use crate::app::{ListMembers, Merge, ProfileChange, PurchaseInput, Registration, TagChange, Touch, Visit};
+use crate::domain::fields::{
+    self, ConsentChannel, Identifier, IdentifierKind, MAX_IDENTIFIERS, MAX_TAGS, Scene, TouchKind,
+};
 use crate::domain::ids::MemberId;
 use crate::domain::lifecycle::LifecycleState;
 use crate::store::MemberFilter;
@@ -26,6 +28,9 @@ fn identifier_kind(kind: i32) -> Option<IdentifierKind> {
         pb::IdentifierKind::Email => Some(IdentifierKind::Email),
         pb::IdentifierKind::Card => Some(IdentifierKind::Card),
         pb::IdentifierKind::External => Some(IdentifierKind::External),
+        pb::IdentifierKind::Device => Some(IdentifierKind::Device),
+        pb::IdentifierKind::Rfid => Some(IdentifierKind::Rfid),
+        pb::IdentifierKind::Beacon => Some(IdentifierKind::Beacon),
         pb::IdentifierKind::Unspecified => None,
     }
 }
@@ -59,7 +64,10 @@ fn parse_identifier(field: &str, id: Option<&pb::Identifier>) -> Result<Identifi
         return Err(Violation::new(field, "is required"));
     };
     let Some(kind) = identifier_kind(id.kind) else {
-        return Err(Violation::new(format!("{field}.kind"), "must be set"));
+        return Err(Violation::new(
+            format!("{field}.kind"),
+            "must be a known identifier kind (phone, email, card, external, device, rfid, beacon)",
+        ));
     };
     Identifier::parse(field, kind, &id.channel, &id.value)
 }
@@ -403,4 +411,119 @@ pub(super) fn reason(field: &str, raw: &str) -> ServiceResult<String> {
 pub(super) fn erasure_reason(raw: &str) -> ServiceResult<()> {
     text("reason", raw, 200, true).map_err(ServiceError::from)?;
     Ok(())
+}
+
+/// Identifiers a touch may link to the presented one, at most.
+const MAX_LINKED: usize = 5;
+
+/// A code such as a place or SKU at `field`: 1-64 visible characters.
+fn code(field: &str, raw: &str) -> Result<String, Violation> {
+    let t = raw.trim();
+    if t.is_empty() || t.chars().count() > 64 || t.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Violation::new(field, "must be 1-64 characters without spaces"));
+    }
+    Ok(t.to_owned())
+}
+
+fn touch(v: &mut Violations, t: Option<&pb::Touchpoint>) -> Option<Touch> {
+    let Some(t) = t else {
+        v.add("touchpoint", "is required");
+        return None;
+    };
+    let scene = match pb::Scene::try_from(t.scene).unwrap_or_default() {
+        pb::Scene::Store => Some(Scene::Store),
+        pb::Scene::Online => Some(Scene::Online),
+        pb::Scene::PartnerOutlet => Some(Scene::PartnerOutlet),
+        pb::Scene::Unspecified => {
+            v.add("touchpoint.scene", "must be store, online or partner outlet");
+            None
+        }
+    };
+    let kind = match pb::TouchKind::try_from(t.kind).unwrap_or_default() {
+        pb::TouchKind::CheckIn => Some(TouchKind::CheckIn),
+        pb::TouchKind::Visit => Some(TouchKind::Visit),
+        pb::TouchKind::ViewProduct => Some(TouchKind::ViewProduct),
+        pb::TouchKind::TryProduct => Some(TouchKind::TryProduct),
+        pb::TouchKind::Unspecified => {
+            v.add(
+                "touchpoint.kind",
+                "must be check-in, visit, view product or try product",
+            );
+            None
+        }
+    };
+    let place = v.check(code("touchpoint.place", &t.place));
+    let product = match kind {
+        Some(k) if k.about_product() => v.check(code("touchpoint.product", &t.product)),
+        _ if !t.product.is_empty() => {
+            v.add("touchpoint.product", "is only for viewed or tried products");
+            None
+        }
+        _ => Some(String::new()),
+    };
+    let now = Utc::now();
+    let at = match &t.occur_time {
+        None => Some(now),
+        Some(ts) => match from_timestamp(ts) {
+            Some(at) if at <= now + chrono::Duration::minutes(5) => Some(at),
+            _ => {
+                v.add("touchpoint.occur_time", "must be a valid time, not in the future");
+                None
+            }
+        },
+    };
+    Some(Touch {
+        scene: scene?,
+        place: place?,
+        kind: kind?,
+        product: product?,
+        at: at?,
+    })
+}
+
+/// A visitor's identification with the touch to record.
+pub(super) fn visit(req: &pb::IdentifyVisitorRequest) -> ServiceResult<Visit> {
+    let mut v = Violations::new();
+    let identifier = v.check(parse_identifier("identifier", req.identifier.as_ref()));
+    let touch = touch(&mut v, req.touchpoint.as_ref());
+    if req.linked_identifiers.len() > MAX_LINKED {
+        v.add("linked_identifiers", format!("at most {MAX_LINKED}"));
+    }
+    let mut linked = Vec::new();
+    for (i, id) in req.linked_identifiers.iter().enumerate().take(MAX_LINKED) {
+        if let Some(parsed) = v.check(parse_identifier(&format!("linked_identifiers[{i}]"), Some(id))) {
+            linked.push(parsed);
+        }
+    }
+    v.finish()?;
+    match (identifier, touch) {
+        (Some(identifier), Some(touch)) => Ok(Visit {
+            identifier,
+            touch,
+            linked,
+        }),
+        _ => Err(ServiceError::invalid("identifier", "is invalid")),
+    }
+}
+
+/// A merge of two members: both names valid and different.
+pub(super) fn merge(req: &pb::MergeMembersRequest) -> ServiceResult<Merge> {
+    let mut v = Violations::new();
+    let survivor = v.check(MemberId::parse_name(&req.survivor).map_err(|r| Violation::new("survivor", r)));
+    let merged = v.check(MemberId::parse_name(&req.merged).map_err(|r| Violation::new("merged", r)));
+    let reason = v.check(text("reason", &req.reason, 500, false)).unwrap_or_default();
+    if let (Some(s), Some(m)) = (&survivor, &merged)
+        && s == m
+    {
+        v.add("merged", "must be another member than the survivor");
+    }
+    v.finish()?;
+    match (survivor, merged) {
+        (Some(survivor), Some(merged)) => Ok(Merge {
+            survivor,
+            merged,
+            reason,
+        }),
+        _ => Err(ServiceError::invalid("survivor", "is invalid")),
+    }
 }

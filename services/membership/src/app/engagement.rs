@@ -24,9 +24,10 @@ use crate::domain::engagement::{
 };
 use crate::domain::points::PurchaseKind;
 use crate::domain::rules::LoyaltyRules;
+use crate::events;
 use crate::store::engagement as db;
-use crate::store::loyalty;
 use crate::store::{self, MemberFilter, MemberView, campaign, contact, message, segment};
+use crate::store::{identity, loyalty};
 
 /// Delivers a rendered message through its channel. The message is marked sent once
 /// this returns `Ok`; an error leaves it for the next round.
@@ -319,8 +320,20 @@ impl App {
                 db::move_campaign(&self.db, &c.id, "scheduled", "running", now).await?;
             }
         }
+        let running = db::campaigns_in(&self.db, CampaignState::Running.as_str()).await?;
+        // Lifecycle states are followed while a lifecycle-change campaign runs;
+        // otherwise they are forgotten, so the next such campaign starts from the
+        // states it first sees rather than from changes long past.
+        if running
+            .iter()
+            .any(|c| c.trigger_kind == TriggerKind::LifecycleChange.as_str())
+        {
+            self.track_lifecycle(as_of).await?;
+        } else {
+            identity::forget_lifecycles(&self.db).await?;
+        }
         let mut contacted = 0;
-        for c in db::campaigns_in(&self.db, CampaignState::Running.as_str()).await? {
+        for c in running {
             let due = c.trigger_kind == TriggerKind::Planned.as_str()
                 && !c.sent
                 && c.send_at.is_none_or(|t| t <= as_of)
@@ -484,12 +497,29 @@ impl App {
         upgraded: bool,
         as_of: DateTime<Utc>,
     ) -> ServiceResult<Option<i64>> {
+        self.react(txn, member_id, as_of, |t| {
+            t == TriggerKind::Purchase || (upgraded && t == TriggerKind::TierUpgrade)
+        })
+        .await
+    }
+
+    /// Contacts the member for every running campaign whose trigger `wanted`
+    /// accepts, whose window holds `as_of` and whose segment the member is in, in
+    /// the caller's transaction. Each campaign decides for a member once, so the
+    /// same event arriving again contacts nobody twice. The member's version
+    /// afterwards if a bonus changed it.
+    pub(crate) async fn react(
+        &self,
+        txn: &DatabaseTransaction,
+        member_id: &str,
+        as_of: DateTime<Utc>,
+        wanted: impl Fn(TriggerKind) -> bool,
+    ) -> ServiceResult<Option<i64>> {
         let running = db::campaigns_in(txn, CampaignState::Running.as_str()).await?;
         let wanted: Vec<&campaign::Model> = running
             .iter()
             .filter(|c| {
-                (c.trigger_kind == TriggerKind::Purchase.as_str()
-                    || (upgraded && c.trigger_kind == TriggerKind::TierUpgrade.as_str()))
+                TriggerKind::parse(&c.trigger_kind).is_some_and(&wanted)
                     && c.window_start <= as_of
                     && as_of < c.window_end
             })
@@ -500,6 +530,9 @@ impl App {
         let Some(member) = store::find_member(txn, member_id).await? else {
             return Ok(None);
         };
+        if member.merged_into.is_some() {
+            return Ok(None);
+        }
         let mut view = store::view(txn, member).await?;
         let mut version = None;
         for c in wanted {
@@ -519,6 +552,74 @@ impl App {
             }
         }
         Ok(version)
+    }
+
+    /// Contacts the member for the running overdue campaigns (analytics found it
+    /// overdue against its own purchase cycle), in the caller's transaction.
+    pub(crate) async fn react_to_overdue(
+        &self,
+        txn: &DatabaseTransaction,
+        member_id: &str,
+        as_of: DateTime<Utc>,
+    ) -> ServiceResult<Option<i64>> {
+        self.react(txn, member_id, as_of, |t| t == TriggerKind::Overdue).await
+    }
+
+    /// Finds members whose lifecycle state changed since the last run (time passing
+    /// or a purchase), while a lifecycle-change campaign runs: records the new state, publishes `LifecycleChanged` and starts
+    /// the lifecycle-change campaigns for them, one member per transaction. A member
+    /// seen for the first time has its state recorded without a trigger. Returns
+    /// the members found changed.
+    async fn track_lifecycle(&self, as_of: DateTime<Utc>) -> ServiceResult<u64> {
+        let page = Page::parse(SCAN_BATCH, "", "lifecycle-scan")?;
+        let mut cursor = None;
+        let mut changed = 0;
+        loop {
+            let rows = store::list_members(
+                &self.db,
+                &page.continued_after(cursor.clone()),
+                &MemberFilter::default(),
+            )
+            .await?;
+            let exhausted = rows.len() as u64 <= page.size;
+            for row in rows.into_iter().take(page.size as usize) {
+                cursor = Some(row.id.clone());
+                let paid: Vec<DateTime<Utc>> = loyalty::purchases_after(&self.db, &row.id, None)
+                    .await?
+                    .iter()
+                    .filter(|p| p.kind == PurchaseKind::Paid.as_str() && p.occurred_at <= as_of)
+                    .map(|p| p.occurred_at)
+                    .collect();
+                let now_state = self.rules.lifecycle(&paid, as_of).as_str();
+                let Some(seen) = identity::seen_lifecycle(&self.db, &row.id).await? else {
+                    identity::first_lifecycle(&self.db, &row.id, now_state, as_of).await?;
+                    continue;
+                };
+                if seen == now_state {
+                    continue;
+                }
+                let txn = retail_kit::db::begin_write(&self.db).await?;
+                if !identity::move_lifecycle(&txn, &row.id, &seen, now_state, as_of).await? {
+                    continue;
+                }
+                events::lifecycle_changed(&row.id, &seen, now_state, as_of)
+                    .publish(&txn, &row.id)
+                    .await?;
+                let version = self
+                    .react(&txn, &row.id, as_of, |t| t == TriggerKind::LifecycleChange)
+                    .await?;
+                txn.commit().await?;
+                changed += 1;
+                if let Some(version) = version {
+                    self.forget_member(&row.id, version, false).await;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        self.log.committed();
+        Ok(changed)
     }
 
     /// Hands up to `limit` pending messages to the sender, marking each sent when it

@@ -26,6 +26,7 @@ impl App {
                     )));
                 }
                 store::insert_identifier(txn, &id, &identifier, now).await?;
+                super::contacts::absorb_contacts(txn, &id, std::slice::from_ref(&identifier), now).await?;
                 let version = store::touch(txn, &id, now).await?.version;
                 events::member_updated(&id, vec!["identifiers".into()], version)
                     .publish(txn, &id)

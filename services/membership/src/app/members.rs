@@ -102,6 +102,8 @@ impl App {
             updated_at: now,
             erased_at: None,
             version: 1,
+            merged_into: None,
+            merged_at: None,
         };
         let rules = self.rules.clone();
         let caller = caller.to_owned();
@@ -113,6 +115,8 @@ impl App {
                 for id in &identifiers {
                     store::insert_identifier(txn, &model.id, id, now).await?;
                 }
+                // The person was seen before as an anonymous contact: it becomes the member.
+                super::contacts::absorb_contacts(txn, &model.id, &identifiers, now).await?;
                 for tag in tags {
                     store::upsert_tag(txn, tag.row(&model.id, &caller, now)).await?;
                 }

@@ -12,9 +12,11 @@
 //! [`retail_kit::cache::STALENESS_BOUND`] (2 s) after Redis answers again.
 
 mod consents;
+mod contacts;
 pub(crate) mod engagement;
 mod identifiers;
 mod members;
+mod merge;
 pub(crate) mod orders_log;
 mod points;
 mod privacy;
@@ -34,9 +36,11 @@ use crate::domain::ids::MemberId;
 use crate::domain::rules::LoyaltyRules;
 use crate::store;
 
+pub(crate) use contacts::{Touch, Visit};
 pub(crate) use engagement::{EngagementRules, NewCampaign};
 pub use engagement::{LogSender, MessageSender};
 pub(crate) use members::{ListMembers, MemberRead, Profile, ProfileChange, Registration};
+pub(crate) use merge::Merge;
 pub(crate) use points::{Balance, PurchaseInput};
 pub(crate) use privacy::Export;
 pub(crate) use profile::{consent, consent_channel, lifecycle_state};
@@ -70,11 +74,18 @@ pub(crate) fn member_not_found(id: &str) -> ServiceError {
     ServiceError::not_found("member", format!("members/{id}"))
 }
 
-/// Loads a live member; NOT_FOUND for unknown and erased ones.
+/// Loads a live member; NOT_FOUND for unknown and erased ones, FAILED_PRECONDITION
+/// naming the survivor for a merged one (changes go to the survivor).
 pub(crate) async fn live(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<store::member::Model> {
     match store::find_member(conn, id).await? {
-        Some(m) if m.erased_at.is_none() => Ok(m),
-        _ => Err(member_not_found(id)),
+        Some(m) if m.erased_at.is_some() => Err(member_not_found(id)),
+        Some(m) => match &m.merged_into {
+            Some(survivor) => Err(ServiceError::FailedPrecondition(format!(
+                "the member was merged into members/{survivor}"
+            ))),
+            None => Ok(m),
+        },
+        None => Err(member_not_found(id)),
     }
 }
 

@@ -9,6 +9,7 @@ use sea_orm::DatabaseTransaction;
 use super::App;
 use super::points::{Paid, PurchaseInput, Recorded, record, record_payments};
 use crate::domain::points::PurchaseKind;
+use crate::store::identity;
 use crate::store::loyalty as db;
 
 /// A member a batch changed.
@@ -53,7 +54,16 @@ impl App {
             Err(ServiceError::AlreadyExists(why)) => return Err(ServiceError::Aborted(why)),
             Err(other) => return Err(other),
         };
+        // Payments for members merged since the order was placed go to the survivor.
+        let mut redirected = Vec::new();
         for ((member, input), outcome) in payments.into_iter().zip(outcomes) {
+            if matches!(outcome, Paid::NoMember)
+                && let Some(survivor) = identity::resolve_member(txn, &member).await?
+                && survivor != member
+            {
+                redirected.push((survivor, input));
+                continue;
+            }
             match outcome {
                 Paid::Recorded(mut recorded) => {
                     // Instant campaigns; a bonus they grant moves the version on.
@@ -71,6 +81,9 @@ impl App {
                 }
             }
         }
+        if !redirected.is_empty() {
+            Box::pin(self.pay_batch(txn, redirected, now, changed)).await?;
+        }
         Ok(())
     }
 
@@ -83,6 +96,8 @@ impl App {
         now: DateTime<Utc>,
         changed: &mut Vec<Changed>,
     ) -> ServiceResult<()> {
+        // A refund of a member merged since goes to the survivor.
+        let member = identity::resolve_member(txn, &member).await?.unwrap_or(member);
         // A refund applied before would fail the refund checks (as exceeding the
         // payment): it is looked for first.
         if db::find_purchase(txn, &input.order_id, PurchaseKind::Refund.as_str(), &input.reference)

@@ -59,6 +59,10 @@ impl App {
                     })
                     .collect::<ServiceResult<Vec<_>>>()?;
                 store::erase(txn, &id, now).await?;
+                // The duplicates merged into the member are the same person.
+                for merged in store::identity::merged_into(txn, &id).await? {
+                    store::erase(txn, &merged, now).await?;
+                }
                 let version = store::touch(txn, &id, now).await?.version;
                 events::member_erased(&id).publish(txn, &id).await?;
                 Ok((version, identifiers))

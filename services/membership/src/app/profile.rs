@@ -14,25 +14,61 @@ use sea_orm::{AccessMode, IsolationLevel, TransactionTrait};
 
 use super::{App, live, member_key, member_not_found, stored, tier_key};
 use crate::domain::engagement;
-use crate::domain::fields::{ConsentChannel, IdentifierKind};
+use crate::domain::fields::{ConsentChannel, Identifier, IdentifierKind};
 use crate::domain::ids::MemberId;
 use crate::domain::lifecycle::LifecycleState;
 use crate::domain::points::PurchaseKind;
 use crate::domain::rules::LoyaltyRules;
 use crate::store::{self, MemberView};
 
+/// Merges chain (a survivor merged later in turn) at most this deep when read.
+const MAX_REDIRECTS: usize = 16;
+
+/// The survivor a profile read for `id` redirects to: a profile naming another member.
+fn redirect(name: &str, id: &str) -> Option<String> {
+    name.strip_prefix("members/")
+        .filter(|named| *named != id)
+        .map(str::to_owned)
+}
+
+fn too_many_redirects() -> ServiceError {
+    ServiceError::internal(anyhow::anyhow!("a chain of merged members is too long to follow"))
+}
+
 fn decode_member(bytes: &[u8]) -> ServiceResult<pb::Member> {
     pb::Member::decode(bytes)
         .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("cached member is unreadable")))
 }
 
-fn identifier_kind(kind: IdentifierKind) -> pb::IdentifierKind {
+pub(crate) fn identifier_kind(kind: IdentifierKind) -> pb::IdentifierKind {
     match kind {
         IdentifierKind::Phone => pb::IdentifierKind::Phone,
         IdentifierKind::Email => pb::IdentifierKind::Email,
         IdentifierKind::Card => pb::IdentifierKind::Card,
         IdentifierKind::External => pb::IdentifierKind::External,
+        IdentifierKind::Device => pb::IdentifierKind::Device,
+        IdentifierKind::Rfid => pb::IdentifierKind::Rfid,
+        IdentifierKind::Beacon => pb::IdentifierKind::Beacon,
     }
+}
+
+/// A served identifier back in its parsed form (served ones are normalised).
+pub(crate) fn identifier_from_pb(id: &pb::Identifier) -> Option<Identifier> {
+    let kind = match pb::IdentifierKind::try_from(id.kind).ok()? {
+        pb::IdentifierKind::Phone => IdentifierKind::Phone,
+        pb::IdentifierKind::Email => IdentifierKind::Email,
+        pb::IdentifierKind::Card => IdentifierKind::Card,
+        pb::IdentifierKind::External => IdentifierKind::External,
+        pb::IdentifierKind::Device => IdentifierKind::Device,
+        pb::IdentifierKind::Rfid => IdentifierKind::Rfid,
+        pb::IdentifierKind::Beacon => IdentifierKind::Beacon,
+        pb::IdentifierKind::Unspecified => return None,
+    };
+    Some(Identifier {
+        kind,
+        channel: id.channel.clone(),
+        value: id.value.clone(),
+    })
 }
 
 pub(crate) fn consent_channel(channel: ConsentChannel) -> pb::ConsentChannel {
@@ -134,8 +170,22 @@ impl App {
     }
 
     /// The member as served: from the cache, else from the database (and cached).
+    /// A merged member answers as its survivor (the answer names the survivor).
     pub(crate) async fn cached_member(&self, id: &MemberId) -> ServiceResult<pb::Member> {
-        let id = id.as_str();
+        let mut id = id.as_str().to_owned();
+        for _ in 0..MAX_REDIRECTS {
+            let member = self.cached_profile(&id).await?;
+            match redirect(&member.name, &id) {
+                Some(survivor) => id = survivor,
+                None => return Ok(member),
+            }
+        }
+        Err(too_many_redirects())
+    }
+
+    /// The cached profile of `id`: for a merged member, a profile naming only its
+    /// survivor (the redirect), which stays true since a merged member never changes.
+    async fn cached_profile(&self, id: &str) -> ServiceResult<pb::Member> {
         let bytes = self
             .cache
             .get_or_load(&member_key(id), || async {
@@ -157,6 +207,14 @@ impl App {
                     return Ok(None);
                 }
                 let version = member.version.max(0) as u64;
+                if let Some(survivor) = &member.merged_into {
+                    let redirect = pb::Member {
+                        name: format!("members/{survivor}"),
+                        version: member.version,
+                        ..pb::Member::default()
+                    };
+                    return Ok(Some((version, redirect.encode_to_vec())));
+                }
                 let view = store::view(&txn, member).await?;
                 txn.commit().await?;
                 Ok(Some((version, self.profile(&view)?.encode_to_vec())))
@@ -170,44 +228,75 @@ impl App {
 
     /// The member's own fields (those of its row): from the cached profile if there
     /// is one, else from the member row alone. Not cached: the cache holds whole
-    /// profiles.
+    /// profiles. A merged member answers as its survivor.
     pub(crate) async fn member_row(&self, id: &MemberId) -> ServiceResult<pb::Member> {
-        let id = id.as_str();
-        if let Some(bytes) = self.cache.peek(&member_key(id)).await {
-            return decode_member(&bytes);
+        let mut id = id.as_str().to_owned();
+        for _ in 0..MAX_REDIRECTS {
+            if let Some(bytes) = self.cache.peek(&member_key(&id)).await {
+                let member = decode_member(&bytes)?;
+                match redirect(&member.name, &id) {
+                    Some(survivor) => {
+                        id = survivor;
+                        continue;
+                    }
+                    None => return Ok(member),
+                }
+            }
+            match store::find_member(&self.db, &id).await? {
+                Some(member) if member.erased_at.is_none() => match member.merged_into {
+                    Some(survivor) => id = survivor,
+                    None => {
+                        return self.profile(&MemberView {
+                            member,
+                            identifiers: Vec::new(),
+                            tags: Vec::new(),
+                            consents: Vec::new(),
+                            purchases: Vec::new(),
+                        });
+                    }
+                },
+                _ => return Err(member_not_found(&id)),
+            }
         }
-        match store::find_member(&self.db, id).await? {
-            Some(member) if member.erased_at.is_none() => self.profile(&MemberView {
-                member,
-                identifiers: Vec::new(),
-                tags: Vec::new(),
-                consents: Vec::new(),
-                purchases: Vec::new(),
-            }),
-            _ => Err(member_not_found(id)),
-        }
+        Err(too_many_redirects())
     }
 
     /// The member's name and tier, through the tier's own cache key ([`tier_key`]).
+    /// A merged member's key holds its survivor's id (after a NUL byte, which no
+    /// tier name starts with), and the survivor's tier is read.
     pub(crate) async fn member_tier(&self, id: &MemberId) -> ServiceResult<pb::Member> {
-        let id = id.as_str();
-        let tier = self
-            .cache
-            .get_or_load(&tier_key(id), || async {
-                Ok(match store::find_member(&self.db, id).await? {
-                    Some(m) if m.erased_at.is_none() => Some((m.version.max(0) as u64, m.tier.into_bytes())),
-                    _ => None,
+        let mut id = id.as_str().to_owned();
+        for _ in 0..MAX_REDIRECTS {
+            let tier = self
+                .cache
+                .get_or_load(&tier_key(&id), || async {
+                    Ok(match store::find_member(&self.db, &id).await? {
+                        Some(m) if m.erased_at.is_none() => {
+                            let value = match m.merged_into {
+                                Some(survivor) => format!("\u{0}{survivor}"),
+                                None => m.tier,
+                            };
+                            Some((m.version.max(0) as u64, value.into_bytes()))
+                        }
+                        _ => None,
+                    })
                 })
-            })
-            .await?
-            .ok_or_else(|| member_not_found(id))?;
-        let tier = String::from_utf8(tier.to_vec())
-            .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("cached tier is unreadable")))?;
-        Ok(pb::Member {
-            name: format!("members/{id}"),
-            tier,
-            ..pb::Member::default()
-        })
+                .await?
+                .ok_or_else(|| member_not_found(&id))?;
+            let tier = String::from_utf8(tier.to_vec())
+                .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("cached tier is unreadable")))?;
+            match tier.strip_prefix('\u{0}') {
+                Some(survivor) => id = survivor.to_owned(),
+                None => {
+                    return Ok(pb::Member {
+                        name: format!("members/{id}"),
+                        tier,
+                        ..pb::Member::default()
+                    });
+                }
+            }
+        }
+        Err(too_many_redirects())
     }
 
     /// The live member as it is now, from the database.

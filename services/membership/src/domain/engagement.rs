@@ -228,6 +228,14 @@ pub(crate) enum TriggerKind {
     TierUpgrade,
     /// When a member's purchase is recorded.
     Purchase,
+    /// When the periodic run finds a member's lifecycle state changed.
+    LifecycleChange,
+    /// When analytics finds a member overdue against its own purchase cycle.
+    Overdue,
+    /// When a member checks in at a store or a partner outlet.
+    CheckIn,
+    /// When a member views or tries a product.
+    Content,
 }
 
 impl TriggerKind {
@@ -236,6 +244,10 @@ impl TriggerKind {
             Self::Planned => "planned",
             Self::TierUpgrade => "tier_upgrade",
             Self::Purchase => "purchase",
+            Self::LifecycleChange => "lifecycle_change",
+            Self::Overdue => "overdue",
+            Self::CheckIn => "check_in",
+            Self::Content => "content",
         }
     }
 
@@ -244,6 +256,10 @@ impl TriggerKind {
             "planned" => Some(Self::Planned),
             "tier_upgrade" => Some(Self::TierUpgrade),
             "purchase" => Some(Self::Purchase),
+            "lifecycle_change" => Some(Self::LifecycleChange),
+            "overdue" => Some(Self::Overdue),
+            "check_in" => Some(Self::CheckIn),
+            "content" => Some(Self::Content),
             _ => None,
         }
     }

@@ -18,6 +18,12 @@ pub(crate) enum IdentifierKind {
     Email,
     Card,
     External,
+    /// A device id (app installation, a phone seen by Wi-Fi).
+    Device,
+    /// An RFID card or tag.
+    Rfid,
+    /// The id a beacon reports for a phone.
+    Beacon,
 }
 
 impl IdentifierKind {
@@ -27,6 +33,9 @@ impl IdentifierKind {
             Self::Email => "email",
             Self::Card => "card",
             Self::External => "external",
+            Self::Device => "device",
+            Self::Rfid => "rfid",
+            Self::Beacon => "beacon",
         }
     }
 
@@ -36,8 +45,18 @@ impl IdentifierKind {
             "email" => Some(Self::Email),
             "card" => Some(Self::Card),
             "external" => Some(Self::External),
+            "device" => Some(Self::Device),
+            "rfid" => Some(Self::Rfid),
+            "beacon" => Some(Self::Beacon),
             _ => None,
         }
+    }
+
+    /// Whether an anonymous contact may be kept by this kind: device, RFID, beacon
+    /// and channel ids, which carry no personal data. Phone numbers, email
+    /// addresses and loyalty cards only ever recognise members.
+    pub(crate) fn anonymous(self) -> bool {
+        matches!(self, Self::External | Self::Device | Self::Rfid | Self::Beacon)
     }
 }
 
@@ -123,6 +142,18 @@ impl Identifier {
                 }
                 (channel, raw.to_owned())
             }
+            IdentifierKind::Device | IdentifierKind::Rfid | IdentifierKind::Beacon => {
+                if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(violation(&value_field, "must not contain spaces or control characters"));
+                }
+                // RFID and beacon ids are hex or alphanumeric codes printed in either case.
+                let value = if kind == IdentifierKind::Device {
+                    raw.to_owned()
+                } else {
+                    raw.to_uppercase()
+                };
+                (String::new(), value)
+            }
         };
         Ok(Self { kind, channel, value })
     }
@@ -132,6 +163,66 @@ impl Identifier {
     pub(crate) fn cache_key(&self) -> String {
         let plain = format!("{}:{}:{}", self.kind.as_str(), self.channel, self.value);
         format!("ident:{}", retail_kit::convert::sha256_hex(plain.as_bytes()))
+    }
+}
+
+/// Where a touch happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scene {
+    Store,
+    Online,
+    PartnerOutlet,
+}
+
+impl Scene {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Store => "store",
+            Self::Online => "online",
+            Self::PartnerOutlet => "partner_outlet",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [Self::Store, Self::Online, Self::PartnerOutlet]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    /// A physical place a person enters: a check-in here is a scene trigger.
+    pub(crate) fn physical(self) -> bool {
+        matches!(self, Self::Store | Self::PartnerOutlet)
+    }
+}
+
+/// What a touch was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TouchKind {
+    CheckIn,
+    Visit,
+    ViewProduct,
+    TryProduct,
+}
+
+impl TouchKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::CheckIn => "check_in",
+            Self::Visit => "visit",
+            Self::ViewProduct => "view_product",
+            Self::TryProduct => "try_product",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [Self::CheckIn, Self::Visit, Self::ViewProduct, Self::TryProduct]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    /// Whether the touch is about a product (which it then names).
+    pub(crate) fn about_product(self) -> bool {
+        matches!(self, Self::ViewProduct | Self::TryProduct)
     }
 }
 
@@ -249,6 +340,33 @@ mod tests {
     }
 
     #[test]
+    fn device_rfid_and_beacon_ids_keep_no_personal_data_and_open_contacts() {
+        let rfid = Identifier::parse("i", IdentifierKind::Rfid, "ignored", " e200 ").unwrap();
+        assert_eq!((rfid.channel.as_str(), rfid.value.as_str()), ("", "E200"));
+        assert_eq!(
+            Identifier::parse("i", IdentifierKind::Device, "", "Dev-1")
+                .unwrap()
+                .value,
+            "Dev-1"
+        );
+        assert!(Identifier::parse("i", IdentifierKind::Beacon, "", "a b").is_err());
+        for kind in [
+            IdentifierKind::Device,
+            IdentifierKind::Rfid,
+            IdentifierKind::Beacon,
+            IdentifierKind::External,
+        ] {
+            assert!(kind.anonymous());
+            assert_eq!(IdentifierKind::parse(kind.as_str()), Some(kind));
+        }
+        for kind in [IdentifierKind::Phone, IdentifierKind::Email, IdentifierKind::Card] {
+            assert!(!kind.anonymous());
+        }
+        assert!(Scene::Store.physical() && Scene::PartnerOutlet.physical() && !Scene::Online.physical());
+        assert!(TouchKind::TryProduct.about_product() && !TouchKind::CheckIn.about_product());
+    }
+
+    #[test]
     fn tag_paths_are_hierarchical() {
         assert_eq!(
             tag_path("t", "Interest/Outdoor/Hiking").unwrap(),
@@ -272,7 +390,7 @@ mod tests {
     proptest! {
         #[test]
         fn identifier_parsing_never_panics(s in ".{0,200}", c in ".{0,40}") {
-            for kind in [IdentifierKind::Phone, IdentifierKind::Email, IdentifierKind::Card, IdentifierKind::External] {
+            for kind in [IdentifierKind::Phone, IdentifierKind::Email, IdentifierKind::Card, IdentifierKind::External, IdentifierKind::Device, IdentifierKind::Rfid, IdentifierKind::Beacon] {
                 let _ = Identifier::parse("i", kind, &c, &s);
             }
             let _ = tag_path("t", &s);

@@ -19,6 +19,20 @@ pub(crate) enum LifecycleState {
 }
 
 impl LifecycleState {
+    /// The state's name in events and records.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Prospect => "prospect",
+            Self::NewOnce => "new_once",
+            Self::NewRepeat => "new_repeat",
+            Self::OldOnce => "old_once",
+            Self::OldRepeat => "old_repeat",
+            Self::Silent => "silent",
+            Self::Sleeping => "sleeping",
+            Self::Lost => "lost",
+        }
+    }
+
     /// The four active states.
     #[cfg(test)]
     fn is_active(self) -> bool {

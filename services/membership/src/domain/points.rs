@@ -28,6 +28,9 @@ pub(crate) enum EntryKind {
     Expire,
     /// Points taken back for a refund.
     Reverse,
+    /// Points moved between the ledgers of a merged member and its survivor: out
+    /// of the one (negative), into the other (positive), per lot.
+    Merge,
 }
 
 impl EntryKind {
@@ -38,13 +41,21 @@ impl EntryKind {
             Self::Redeem => "redeem",
             Self::Expire => "expire",
             Self::Reverse => "reverse",
+            Self::Merge => "merge",
         }
     }
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        [Self::Earn, Self::Grant, Self::Redeem, Self::Expire, Self::Reverse]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Earn,
+            Self::Grant,
+            Self::Redeem,
+            Self::Expire,
+            Self::Reverse,
+            Self::Merge,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -134,6 +134,9 @@ pub(crate) enum TierChangeReason {
     Purchase,
     /// The periodic re-evaluation.
     Reevaluation,
+    /// A merge: the survivor takes the higher tier of the two, or the one the
+    /// combined spend reaches.
+    Merge,
 }
 
 impl TierChangeReason {
@@ -141,6 +144,7 @@ impl TierChangeReason {
         match self {
             Self::Purchase => "purchase",
             Self::Reevaluation => "reevaluation",
+            Self::Merge => "merge",
         }
     }
 }

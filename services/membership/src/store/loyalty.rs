@@ -416,6 +416,7 @@ pub(crate) async fn live_members(conn: &impl ConnectionTrait, ids: &[String]) ->
     Ok(member::Entity::find()
         .filter(one_of(conn.get_database_backend(), member::Column::Id, ids))
         .filter(member::Column::ErasedAt.is_null())
+        .filter(member::Column::MergedInto.is_null())
         .order_by_asc(member::Column::Id)
         .lock_exclusive()
         .all(conn)
@@ -526,7 +527,7 @@ pub(crate) async fn tier_standings(
     let sql = format!(
         "SELECT m.id, m.tier, COALESCE((SELECT {sum} FROM purchases p \
          WHERE p.member_id = m.id AND {window}), 0) AS spend \
-         FROM members m WHERE m.erased_at IS NULL AND m.id > {after_param} \
+         FROM members m WHERE m.erased_at IS NULL AND m.merged_into IS NULL AND m.id > {after_param} \
          ORDER BY m.id LIMIT {limit_param}"
     );
     let rows = conn

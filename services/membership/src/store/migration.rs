@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::OutboxPartitionKey),
             Box::new(retail_kit::events::migration::CreateConsumerPartitions),
             Box::new(CreateEngagementTables),
+            Box::new(CreateIdentityResolutionTables),
         ]
     }
 }
@@ -562,6 +563,85 @@ impl MigrationTrait for CreateEngagementTables {
         }
         db.execute_unprepared("ALTER TABLE member_tags DROP COLUMN expires_at")
             .await?;
+        Ok(())
+    }
+}
+
+/// Identity resolution: anonymous contacts with their ids and touchpoints, members
+/// merged into a survivor (`merged_into`) with the merge records, and each member's
+/// last seen lifecycle state (for the lifecycle-change trigger).
+#[derive(Debug)]
+struct CreateIdentityResolutionTables;
+
+impl MigrationName for CreateIdentityResolutionTables {
+    fn name(&self) -> &str {
+        "m20261228_000001_create_identity_resolution_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateIdentityResolutionTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        let ts = if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            "TEXT"
+        } else {
+            "TIMESTAMPTZ"
+        };
+        for sql in [
+            "ALTER TABLE members ADD COLUMN merged_into VARCHAR(36) NULL".to_owned(),
+            format!("ALTER TABLE members ADD COLUMN merged_at {ts} NULL"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS member_merges (id VARCHAR(36) PRIMARY KEY, \
+                 survivor_id VARCHAR(36) NOT NULL, merged_id VARCHAR(36) NOT NULL UNIQUE, \
+                 points_transferred BIGINT NOT NULL, debt_transferred BIGINT NOT NULL, \
+                 identifiers_moved INTEGER NOT NULL, purchases_moved INTEGER NOT NULL, \
+                 reason VARCHAR(500) NOT NULL, created_by VARCHAR(128) NOT NULL, created_at {ts} NOT NULL)"
+            ),
+            "CREATE INDEX IF NOT EXISTS idx_member_merges_survivor ON member_merges (survivor_id)".to_owned(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS anonymous_contacts (id VARCHAR(36) PRIMARY KEY, \
+                 created_at {ts} NOT NULL, last_seen_at {ts} NOT NULL, merged_into VARCHAR(36) NULL, merged_at {ts} NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS contact_identifiers (kind VARCHAR(16) NOT NULL, \
+                 channel VARCHAR(32) NOT NULL, value VARCHAR(128) NOT NULL, contact_id VARCHAR(36) NOT NULL, \
+                 created_at {ts} NOT NULL, PRIMARY KEY (kind, channel, value))"
+            ),
+            "CREATE INDEX IF NOT EXISTS idx_contact_identifiers_contact ON contact_identifiers (contact_id)".to_owned(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS touchpoints (id VARCHAR(36) PRIMARY KEY, \
+                 member_id VARCHAR(36) NULL, contact_id VARCHAR(36) NULL, scene VARCHAR(16) NOT NULL, \
+                 place VARCHAR(64) NOT NULL, kind VARCHAR(16) NOT NULL, product VARCHAR(64) NOT NULL, \
+                 occurred_at {ts} NOT NULL)"
+            ),
+            "CREATE INDEX IF NOT EXISTS idx_touchpoints_member ON touchpoints (member_id, id)".to_owned(),
+            "CREATE INDEX IF NOT EXISTS idx_touchpoints_contact ON touchpoints (contact_id, id)".to_owned(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS member_lifecycle (member_id VARCHAR(36) PRIMARY KEY, \
+                 state VARCHAR(16) NOT NULL, changed_at {ts} NOT NULL)"
+            ),
+        ] {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        for table in [
+            "member_lifecycle",
+            "touchpoints",
+            "contact_identifiers",
+            "anonymous_contacts",
+            "member_merges",
+        ] {
+            db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}")).await?;
+        }
+        for column in ["merged_at", "merged_into"] {
+            db.execute_unprepared(&format!("ALTER TABLE members DROP COLUMN {column}"))
+                .await?;
+        }
         Ok(())
     }
 }

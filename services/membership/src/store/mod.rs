@@ -3,6 +3,7 @@
 
 pub(crate) mod engagement;
 pub mod entities;
+pub(crate) mod identity;
 pub mod loyalty;
 pub(crate) mod migration;
 
@@ -19,8 +20,8 @@ use sea_orm::{
 };
 
 pub use entities::{
-    campaign, consent, contact, identifier, member, message, points_entry, points_lot, purchase, segment, tag,
-    tier_change,
+    anonymous_contact, campaign, consent, contact, contact_identifier, identifier, member, member_lifecycle,
+    member_merge, message, points_entry, points_lot, purchase, segment, tag, tier_change, touchpoint,
 };
 
 use crate::domain::fields::Identifier;
@@ -242,6 +243,7 @@ pub(crate) async fn list_members(
 ) -> ServiceResult<Vec<member::Model>> {
     let mut query = member::Entity::find()
         .filter(member::Column::ErasedAt.is_null())
+        .filter(member::Column::MergedInto.is_null())
         .order_by_asc(member::Column::Id)
         .limit(page.fetch_limit());
     if let Some(after) = &page.after {

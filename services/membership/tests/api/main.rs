@@ -7,6 +7,7 @@ mod cache;
 mod engagement;
 mod helpers;
 mod loyalty;
+mod merge;
 mod partners;
 mod tier_run;
 

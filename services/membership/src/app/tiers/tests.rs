@@ -135,6 +135,8 @@ async fn write(app: &App, seeds: &[Seed]) -> BTreeMap<&'static str, String> {
                 updated_at: days_ago(500),
                 erased_at: s.erased.then(|| days_ago(1)),
                 version: 1,
+                merged_into: None,
+                merged_at: None,
             },
         )
         .await
