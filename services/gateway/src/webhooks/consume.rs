@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::domain::{self, EventType};
-use super::rfc3339;
 use super::store::{PENDING, delivery, subscription};
 
 /// The consumer's name, stored with its positions.
