@@ -100,10 +100,8 @@ impl Application {
         ));
         let db = retail_kit::db::connect_and_migrate::<webhooks::store::Migrator>(&settings.database).await?;
         let webhooks = Arc::new(Webhooks::new(db, settings.webhooks.clone()));
-        let sender = webhooks::deliver::Sender::new(
-            settings.webhooks.timeout(),
-            settings.webhooks.allow_private_addresses,
-        )?;
+        let sender =
+            webhooks::deliver::Sender::new(settings.webhooks.timeout(), settings.webhooks.allow_private_addresses)?;
         let gateway = Gateway {
             auth: Authenticator::new(
                 identity,
@@ -184,8 +182,16 @@ impl Application {
         )];
         let settings = &self.webhooks.settings;
         for (source, key, url) in [
-            (webhooks::consume::ORDERS, "webhooks.orders_events_url", &settings.orders_events_url),
-            (webhooks::consume::PARTNER, "webhooks.partner_events_url", &settings.partner_events_url),
+            (
+                webhooks::consume::ORDERS,
+                "webhooks.orders_events_url",
+                &settings.orders_events_url,
+            ),
+            (
+                webhooks::consume::PARTNER,
+                "webhooks.partner_events_url",
+                &settings.partner_events_url,
+            ),
         ] {
             let Some(url) = url else {
                 continue;

@@ -71,7 +71,11 @@ impl Log {
         let server_settings = retail_kit::config::ServerSettings::default();
         let bound = server::bind(&server_settings).await.unwrap();
         let addr = bound.local_addr();
-        let verifier = Arc::new(Verifier::new("retail-identity", test_keys(), Duration::from_millis(100)));
+        let verifier = Arc::new(Verifier::new(
+            "retail-identity",
+            test_keys(),
+            Duration::from_millis(100),
+        ));
         let api = EventLogApi::new(log.clone());
         tokio::spawn(async move {
             server::serve(
@@ -252,7 +256,11 @@ impl Gateway {
             }
             None => Bytes::new(),
         };
-        let response = self.http.request(request.body(Full::new(bytes)).unwrap()).await.unwrap();
+        let response = self
+            .http
+            .request(request.body(Full::new(bytes)).unwrap())
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -299,7 +307,12 @@ impl Gateway {
     async fn deliveries_when(&self, partner: &str, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         for _ in 0..500 {
             let (status, _, page) = self
-                .call(partner, "GET", &format!("/v1/webhooks/subscriptions/{id}/deliveries"), None)
+                .call(
+                    partner,
+                    "GET",
+                    &format!("/v1/webhooks/subscriptions/{id}/deliveries"),
+                    None,
+                )
                 .await;
             assert_eq!(status, 200, "{page}");
             let deliveries = page["deliveries"].as_array().cloned().unwrap_or_default();
@@ -350,10 +363,17 @@ async fn a_receiver_failing_three_times_gets_the_event_once_signed_and_never_ano
 
     // Another partner's shipment, a store order's, a type p1 did not subscribe to,
     // then p1's own shipment.
-    gw.orders.publish(&shipped("o-2", "partner", &p2, "shipped"), "o-2").await;
+    gw.orders
+        .publish(&shipped("o-2", "partner", &p2, "shipped"), "o-2")
+        .await;
     gw.orders.publish(&shipped("o-3", "store", "", "shipped"), "o-3").await;
-    gw.orders.publish(&shipped("o-1", "partner", &p1, "delivered"), "o-1").await;
-    let event_id = gw.orders.publish(&shipped("o-1", "partner", &p1, "shipped"), "o-1").await;
+    gw.orders
+        .publish(&shipped("o-1", "partner", &p1, "delivered"), "o-1")
+        .await;
+    let event_id = gw
+        .orders
+        .publish(&shipped("o-1", "partner", &p1, "shipped"), "o-1")
+        .await;
 
     let got = mine.wait_for(4).await;
     let answered: Vec<u16> = got.iter().map(|r| r.answered).collect();
@@ -408,7 +428,11 @@ async fn a_receiver_failing_three_times_gets_the_event_once_signed_and_never_ano
     assert!(verify(&secret, &got[4]));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(mine.got().len(), 5, "nothing else reached p1's receiver");
-    assert!(mine.got().iter().all(|r| !r.body.contains("o-2") && !r.body.contains("o-3")));
+    assert!(
+        mine.got()
+            .iter()
+            .all(|r| !r.body.contains("o-2") && !r.body.contains("o-3"))
+    );
     assert_eq!(theirs.got().len(), 1);
     assert!(theirs_got[0].body.contains("o-2"));
 
@@ -416,11 +440,13 @@ async fn a_receiver_failing_three_times_gets_the_event_once_signed_and_never_ano
     let path = format!("/v1/webhooks/subscriptions/{sub}");
     gw.problem(&p2, "GET", &path, None, 404).await;
     gw.problem(&p2, "DELETE", &path, None, 404).await;
-    gw.problem(&p2, "POST", &format!("{path}/rotateSecret"), None, 404).await;
+    gw.problem(&p2, "POST", &format!("{path}/rotateSecret"), None, 404)
+        .await;
     gw.problem(&p2, "GET", &format!("{path}/deliveries"), None, 404).await;
     let delivery_path = format!("{path}/deliveries/{}", delivery["deliveryId"].as_str().unwrap());
     gw.problem(&p2, "GET", &delivery_path, None, 404).await;
-    gw.problem(&p2, "POST", &format!("{delivery_path}/replay"), None, 404).await;
+    gw.problem(&p2, "POST", &format!("{delivery_path}/replay"), None, 404)
+        .await;
     let (status, _, listed) = gw.call(&p2, "GET", "/v1/webhooks/subscriptions", None).await;
     assert_eq!(status, 200);
     assert_eq!(listed["subscriptions"].as_array().unwrap().len(), 1);
@@ -483,7 +509,12 @@ async fn a_delivery_is_dead_lettered_after_its_last_attempt_and_a_replay_deliver
 
     // A rotated secret signs the next replay; the old one no longer verifies.
     let (status, _, rotated) = gw
-        .call(&p1, "POST", &format!("/v1/webhooks/subscriptions/{sub}/rotateSecret"), None)
+        .call(
+            &p1,
+            "POST",
+            &format!("/v1/webhooks/subscriptions/{sub}/rotateSecret"),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     let new_secret = rotated["secret"].as_str().unwrap().to_owned();
@@ -523,26 +554,50 @@ async fn bad_input_is_a_400_problem_and_lists_page() {
     let gw = Gateway::start().await;
     let p1 = partner_id("p1");
     let create = |body: Value| gw.problem(&p1, "POST", "/v1/webhooks/subscriptions", Some(body), 400);
-    for url in ["not a url", "ftp://example.com/x", "https://user:pw@example.com/", "/relative", ""] {
+    for url in [
+        "not a url",
+        "ftp://example.com/x",
+        "https://user:pw@example.com/",
+        "/relative",
+        "",
+    ] {
         let problem = create(json!({"url": url, "eventTypes": ["order.shipped"]})).await;
         assert_eq!(problem["violations"][0]["field"], "url", "{url}: {problem}");
     }
-    let problem = create(json!({"url": "https://example.com/h", "eventTypes": ["order.shipped", "order.placed"]})).await;
+    let problem =
+        create(json!({"url": "https://example.com/h", "eventTypes": ["order.shipped", "order.placed"]})).await;
     assert_eq!(problem["violations"][0]["field"], "eventTypes[1]");
     let problem = create(json!({"url": "https://example.com/h", "eventTypes": []})).await;
     assert_eq!(problem["violations"][0]["field"], "eventTypes");
-    let problem = create(json!({"url": "https://example.com/h", "eventTypes": ["order.shipped"], "secret": "mine"})).await;
-    assert!(problem["detail"].as_str().unwrap().contains("unknown field"), "{problem}");
+    let problem =
+        create(json!({"url": "https://example.com/h", "eventTypes": ["order.shipped"], "secret": "mine"})).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("unknown field"),
+        "{problem}"
+    );
     create(json!({"url": 7, "eventTypes": ["order.shipped"]})).await;
     create(json!({"eventTypes": ["order.shipped"]})).await;
-    gw.problem(&p1, "GET", "/v1/webhooks/subscriptions?pageSize=-1", None, 400).await;
-    gw.problem(&p1, "GET", "/v1/webhooks/subscriptions?pageToken=nonsense", None, 400).await;
-    gw.problem(&p1, "GET", "/v1/webhooks/subscriptions?colour=red", None, 400).await;
-    gw.problem(&p1, "GET", "/v1/webhooks/subscriptions/nope", None, 404).await;
-    gw.problem(&p1, "POST", "/v1/webhooks/subscriptions/nope/deliveries/nope/replay", None, 404).await;
+    gw.problem(&p1, "GET", "/v1/webhooks/subscriptions?pageSize=-1", None, 400)
+        .await;
+    gw.problem(&p1, "GET", "/v1/webhooks/subscriptions?pageToken=nonsense", None, 400)
+        .await;
+    gw.problem(&p1, "GET", "/v1/webhooks/subscriptions?colour=red", None, 400)
+        .await;
+    gw.problem(&p1, "GET", "/v1/webhooks/subscriptions/nope", None, 404)
+        .await;
+    gw.problem(
+        &p1,
+        "POST",
+        "/v1/webhooks/subscriptions/nope/deliveries/nope/replay",
+        None,
+        404,
+    )
+    .await;
 
     // A URL pointing nowhere is accepted; its deliveries fail in the background.
-    let (a, _) = gw.subscribe(&p1, "https://nowhere.invalid/hook", &["order.shipped"]).await;
+    let (a, _) = gw
+        .subscribe(&p1, "https://nowhere.invalid/hook", &["order.shipped"])
+        .await;
     let (b, _) = gw.subscribe(&p1, "http://127.0.0.1:9/hook", &["order.returned"]).await;
     let (status, _, first) = gw.call(&p1, "GET", "/v1/webhooks/subscriptions?pageSize=1", None).await;
     assert_eq!(status, 200);
@@ -550,7 +605,12 @@ async fn bad_input_is_a_400_problem_and_lists_page() {
     let token = first["nextPageToken"].as_str().unwrap();
     assert!(!token.is_empty());
     let (status, _, second) = gw
-        .call(&p1, "GET", &format!("/v1/webhooks/subscriptions?pageSize=1&pageToken={token}"), None)
+        .call(
+            &p1,
+            "GET",
+            &format!("/v1/webhooks/subscriptions?pageSize=1&pageToken={token}"),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(second["subscriptions"][0]["subscriptionId"], b.as_str());

@@ -185,7 +185,10 @@ fn parse_new(body: NewWebhookSubscription, allow_private: bool) -> Result<NewSub
         });
     }
     if !violations.is_empty() {
-        let mut problem = Problem::new(StatusCode::BAD_REQUEST, "invalid request: the subscription is not valid");
+        let mut problem = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request: the subscription is not valid",
+        );
         problem.violations = violations;
         return Err(problem);
     }

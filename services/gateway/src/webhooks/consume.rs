@@ -253,8 +253,7 @@ impl EventHandler for LogEvents {
     /// without a transaction.
     fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
         TYPES
-            .iter()
-            .any(|t| *t == event.r#type)
+            .contains(&event.r#type)
             .then(|| partition_key_of(event).to_owned())
     }
 }
@@ -328,10 +327,7 @@ mod tests {
             change: "expired".into(),
             ..Default::default()
         };
-        assert_eq!(
-            hook_of(&envelope(&lock)).map(|h| h.kind),
-            Some(EventType::LockExpired)
-        );
+        assert_eq!(hook_of(&envelope(&lock)).map(|h| h.kind), Some(EventType::LockExpired));
         let registered = ev::DealLockChanged {
             change: "registered".into(),
             ..lock

@@ -81,7 +81,9 @@ pub struct Sender {
 
 impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Sender")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 

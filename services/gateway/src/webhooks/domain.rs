@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(EventType::parse("order.placed"), None);
         let stored = join_types(&[EventType::LockExpired, EventType::OrderShipped, EventType::OrderShipped]);
         assert_eq!(stored, "order.shipped lock.expired");
-        assert_eq!(split_types(&stored), vec![EventType::OrderShipped, EventType::LockExpired]);
+        assert_eq!(
+            split_types(&stored),
+            vec![EventType::OrderShipped, EventType::LockExpired]
+        );
     }
 
     #[test]

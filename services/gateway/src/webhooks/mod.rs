@@ -237,7 +237,7 @@ impl Webhooks {
             let txn = self.db.begin().await?;
             let replayed = delivery::Entity::update_many()
                 .col_expr(delivery::Column::State, Expr::value(PENDING))
-                .col_expr(delivery::Column::RoundStart, Expr::col(delivery::Column::AttemptCount).into())
+                .col_expr(delivery::Column::RoundStart, Expr::col(delivery::Column::AttemptCount))
                 .col_expr(delivery::Column::NextAttemptAt, Expr::value(now))
                 .col_expr(delivery::Column::Version, Expr::value(current.version + 1))
                 .col_expr(delivery::Column::UpdatedAt, Expr::value(now))

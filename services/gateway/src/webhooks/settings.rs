@@ -66,7 +66,10 @@ impl WebhooksSection {
             return Err(ConfigError::invalid("webhooks.timeout_ms", "must be positive"));
         }
         if !(1..=100).contains(&self.max_attempts) {
-            return Err(ConfigError::invalid("webhooks.max_attempts", "must be between 1 and 100"));
+            return Err(ConfigError::invalid(
+                "webhooks.max_attempts",
+                "must be between 1 and 100",
+            ));
         }
         if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
             return Err(ConfigError::invalid(
@@ -78,7 +81,10 @@ impl WebhooksSection {
             return Err(ConfigError::invalid("webhooks.poll_ms", "must be positive"));
         }
         if !(1..=256).contains(&self.concurrency) {
-            return Err(ConfigError::invalid("webhooks.concurrency", "must be between 1 and 256"));
+            return Err(ConfigError::invalid(
+                "webhooks.concurrency",
+                "must be between 1 and 256",
+            ));
         }
         if !(1..=1000).contains(&self.max_subscriptions) {
             return Err(ConfigError::invalid(
