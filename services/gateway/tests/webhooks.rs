@@ -205,6 +205,10 @@ const MAX_ATTEMPTS: usize = 4;
 
 impl Gateway {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut retail_gateway::Settings)) -> Self {
         let orders = Log::start("orders").await;
         let partner = Log::start("partner").await;
         let database = TestDatabase::new().await.unwrap();
@@ -227,6 +231,7 @@ impl Gateway {
         hooks.backoff_max_ms = 20;
         hooks.poll_ms = 10;
         hooks.timeout_ms = 2_000;
+        configure(&mut settings);
         let app = Application::build_with_keys(settings, test_keys(), Arc::new(SystemClock::default()))
             .await
             .unwrap()
@@ -615,4 +620,30 @@ async fn bad_input_is_a_400_problem_and_lists_page() {
     assert_eq!(status, 200);
     assert_eq!(second["subscriptions"][0]["subscriptionId"], b.as_str());
     assert_eq!(second["nextPageToken"], "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_never_pass_the_partners_cap() {
+    let gw = Gateway::start_with(|s| s.webhooks.max_subscriptions = 3).await;
+    let p1 = partner_id("p1");
+    let creates = (0..10).map(|i| {
+        gw.call(
+            &p1,
+            "POST",
+            "/v1/webhooks/subscriptions",
+            Some(json!({"url": format!("https://example.com/{i}"), "eventTypes": ["order.shipped"]})),
+        )
+    });
+    let statuses: Vec<u16> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|(status, _, _)| status)
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 7, "{statuses:?}");
+    let (_, _, listed) = gw.call(&p1, "GET", "/v1/webhooks/subscriptions", None).await;
+    assert_eq!(listed["subscriptions"].as_array().unwrap().len(), 3);
+    // Another partner has a cap of its own.
+    gw.subscribe(&partner_id("p2"), "https://example.com/p2", &["order.shipped"])
+        .await;
 }

@@ -21,8 +21,8 @@ use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::paging::Page;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use tokio::sync::Notify;
 
@@ -68,6 +68,16 @@ impl Webhooks {
     /// `webhooks.max_subscriptions` for the partner.
     pub async fn create(&self, partner: &str, new: NewSubscription) -> ServiceResult<subscription::Model> {
         let txn = retail_kit::db::begin_write(&self.db).await?;
+        // One create per partner at a time, so concurrent ones cannot pass the cap
+        // together (SQLite's write transaction is exclusive already).
+        if txn.get_database_backend() == DatabaseBackend::Postgres {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                [format!("retail.gateway.webhook_subscriptions:{partner}").into()],
+            ))
+            .await?;
+        }
         let count = subscription::Entity::find()
             .filter(subscription::Column::PartnerId.eq(partner))
             .count(&txn)
