@@ -620,6 +620,23 @@ async fn bad_input_is_a_400_problem_and_lists_page() {
     assert_eq!(status, 200);
     assert_eq!(second["subscriptions"][0]["subscriptionId"], b.as_str());
     assert_eq!(second["nextPageToken"], "");
+
+    // The document names the routes and the event types.
+    let (status, _, doc) = gw.call(&p1, "GET", "/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/webhooks/subscriptions",
+        "/v1/webhooks/subscriptions/{subscriptionId}",
+        "/v1/webhooks/subscriptions/{subscriptionId}/rotateSecret",
+        "/v1/webhooks/subscriptions/{subscriptionId}/deliveries",
+        "/v1/webhooks/subscriptions/{subscriptionId}/deliveries/{deliveryId}",
+        "/v1/webhooks/subscriptions/{subscriptionId}/deliveries/{deliveryId}/replay",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path}");
+    }
+    let types = &doc["components"]["schemas"]["WebhookEventType"]["enum"];
+    assert_eq!(types.as_array().map(Vec::len), Some(7), "{types}");
+    assert!(types.as_array().unwrap().contains(&json!("lock.expired")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -83,13 +83,34 @@ pub struct NewWebhookSubscription {
     /// characters, without user information or fragment.
     #[schema(max_length = 2048, example = "https://hooks.example.com/retail")]
     pub url: String,
-    /// 1-7 of `order.shipped`, `order.delivered`, `order.returned`,
-    /// `lead.assigned`, `lock.expired`, `target.attained`, `redemption.decided`.
+    /// The event types to send, at least one.
+    #[schema(value_type = Vec<WebhookEventType>, min_items = 1)]
     pub event_types: Vec<String>,
     /// A note for the partner's own use, at most 500 characters.
     #[serde(default)]
     #[schema(max_length = 500)]
     pub description: String,
+}
+
+/// An event type a subscription can name (parsed by the route, so that an unknown
+/// one is a violation naming its index).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub enum WebhookEventType {
+    #[schema(rename = "order.shipped")]
+    OrderShipped,
+    #[schema(rename = "order.delivered")]
+    OrderDelivered,
+    #[schema(rename = "order.returned")]
+    OrderReturned,
+    #[schema(rename = "lead.assigned")]
+    LeadAssigned,
+    #[schema(rename = "lock.expired")]
+    LockExpired,
+    #[schema(rename = "target.attained")]
+    TargetAttained,
+    #[schema(rename = "redemption.decided")]
+    RedemptionDecided,
 }
 
 /// A webhook subscription (its secret is shown only when created or rotated).
