@@ -302,6 +302,12 @@ fn router(state: AppState, settings: &Settings, webhooks: Arc<Webhooks>) -> Rout
         .with_state(state)
 }
 
+/// Applies the gateway's migrations (webhooks, log positions).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = retail_kit::db::connect(&settings.database).await?;
+    retail_kit::db::migrate::<webhooks::store::Migrator>(&db).await
+}
+
 #[async_trait::async_trait]
 impl retail_kit::service::Service for Application {
     const NAME: &'static str = "gateway";
@@ -326,7 +332,6 @@ impl retail_kit::service::Service for Application {
     }
 
     async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-        let db = retail_kit::db::connect(&settings.database).await?;
-        retail_kit::db::migrate::<webhooks::store::Migrator>(&db).await
+        migrate(settings).await
     }
 }
