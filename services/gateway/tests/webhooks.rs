@@ -664,3 +664,46 @@ async fn concurrent_creates_never_pass_the_partners_cap() {
     gw.subscribe(&partner_id("p2"), "https://example.com/p2", &["order.shipped"])
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn private_addresses_are_refused_when_not_allowed() {
+    let gw = Gateway::start_with(|s| s.webhooks.allow_private_addresses = false).await;
+    let p1 = partner_id("p1");
+    let receiver = Receiver::start(0).await;
+    // A literal private address is refused at once.
+    let problem = gw
+        .problem(
+            &p1,
+            "POST",
+            "/v1/webhooks/subscriptions",
+            Some(json!({"url": receiver.url, "eventTypes": ["order.shipped"]})),
+            400,
+        )
+        .await;
+    assert_eq!(problem["violations"][0]["field"], "url");
+    // A name is checked where it resolves, at every attempt: never connected to.
+    let port = receiver
+        .url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .unwrap();
+    let (sub, _) = gw
+        .subscribe(&p1, &format!("http://localhost:{port}/hook"), &["order.shipped"])
+        .await;
+    gw.orders
+        .publish(&shipped("o-1", "partner", &p1, "shipped"), "o-1")
+        .await;
+    let dead = gw
+        .deliveries_when(&p1, &sub, |d| d.len() == 1 && d[0]["state"] == "dead")
+        .await;
+    let attempts = dead[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), MAX_ATTEMPTS);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["statusCode"].is_null() && a["error"].as_str().unwrap().contains("refused")),
+        "{attempts:?}"
+    );
+    assert!(receiver.got().is_empty());
+}
