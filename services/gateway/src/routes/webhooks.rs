@@ -146,13 +146,21 @@ impl From<subscription::Model> for WebhookSubscription {
 }
 
 /// A subscription with its signing secret, shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSubscriptionWithSecret {
     pub subscription: WebhookSubscription,
     /// The HMAC-SHA256 key of `Webhook-Signature`; it cannot be read again, only
     /// rotated.
     pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookSubscriptionWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSubscriptionWithSecret")
+            .field("subscription", &self.subscription.subscription_id)
+            .finish_non_exhaustive()
+    }
 }
 
 fn with_secret(s: subscription::Model) -> WebhookSubscriptionWithSecret {

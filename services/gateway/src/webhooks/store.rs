@@ -9,7 +9,7 @@ pub mod subscription {
     //! signs them (kept as issued: the gateway computes HMACs with it).
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "webhook_subscriptions")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -22,6 +22,17 @@ pub mod subscription {
         pub secret: String,
         pub created_at: DateTimeUtc,
         pub secret_rotated_at: DateTimeUtc,
+    }
+
+    /// Without the secret (nor the URL, which may carry a token of the partner's).
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Subscription")
+                .field("id", &self.id)
+                .field("partner_id", &self.partner_id)
+                .field("event_types", &self.event_types)
+                .finish_non_exhaustive()
+        }
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -282,5 +293,26 @@ impl MigrationTrait for CreateWebhookTables {
             m.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_subscription_debugs_without_its_secret_or_url() {
+        let now = chrono::Utc::now();
+        let s = super::subscription::Model {
+            id: "s1".into(),
+            partner_id: "p1".into(),
+            url: "https://hooks.example.com/in?token=abc".into(),
+            event_types: "order.shipped".into(),
+            description: String::new(),
+            secret: "whsec_topsecret".into(),
+            created_at: now,
+            secret_rotated_at: now,
+        };
+        let shown = format!("{s:?}");
+        assert!(shown.contains("s1"));
+        assert!(!shown.contains("topsecret") && !shown.contains("token=abc"), "{shown}");
     }
 }
