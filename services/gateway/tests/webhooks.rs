@@ -707,3 +707,32 @@ async fn private_addresses_are_refused_when_not_allowed() {
     );
     assert!(receiver.got().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_and_urls_are_never_logged() {
+    let logs = retail_testkit::capture_logs();
+    let gw = Gateway::start().await;
+    let p1 = partner_id("p1");
+    let receiver = Receiver::start(1).await;
+    let url = format!("{}?token=partner-own-token", receiver.url);
+    let (sub, secret) = gw.subscribe(&p1, &url, &["order.shipped"]).await;
+    gw.orders
+        .publish(&shipped("o-1", "partner", &p1, "shipped"), "o-1")
+        .await;
+    gw.deliveries_when(&p1, &sub, |d| d.len() == 1 && d[0]["state"] == "delivered")
+        .await;
+    let (_, _, rotated) = gw
+        .call(
+            &p1,
+            "POST",
+            &format!("/v1/webhooks/subscriptions/{sub}/rotateSecret"),
+            None,
+        )
+        .await;
+    let rotated = rotated["secret"].as_str().unwrap().to_owned();
+    let logged = logs.contents();
+    assert!(logged.contains("webhook attempt"), "the attempts are logged");
+    for secret in [secret.as_str(), rotated.as_str(), "partner-own-token"] {
+        assert!(!logged.contains(secret), "{secret} was logged");
+    }
+}
