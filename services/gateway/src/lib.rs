@@ -7,7 +7,9 @@
 //! that turn bad input into problems, authentication and the rate limit),
 //! `routes` the `/v1` routes, [`problem`] RFC 9457 problem documents, [`auth`] API
 //! keys and tokens, [`ratelimit`] the per-partner limits, [`openapi`] the OpenAPI
-//! 3.1 document generated from the routes.
+//! 3.1 document generated from the routes, [`webhooks`] the partners' outbound
+//! webhooks (the gateway's own database, the event logs it follows, the delivery
+//! worker).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +20,7 @@ pub mod problem;
 pub mod ratelimit;
 mod routes;
 pub mod settings;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,14 +31,16 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use retail_kit::auth::{GrpcKeySource, Verifier};
+use retail_kit::auth::{ClientInterceptor, GrpcKeySource, KeySource, ServiceTokenSource, Verifier};
 use retail_kit::resilience::lazy_channel;
+use retail_proto::events::event_log_service_client::EventLogServiceClient;
 
 pub use settings::Settings;
 
 use crate::auth::Authenticator;
 use crate::http::{AppState, Gateway};
 use crate::ratelimit::{Clock, RateLimiter, SystemClock};
+use crate::webhooks::Webhooks;
 
 #[derive(Debug)]
 pub struct Application {
@@ -43,6 +48,10 @@ pub struct Application {
     local_addr: SocketAddr,
     router: Router,
     drain_timeout: Duration,
+    webhooks: Arc<Webhooks>,
+    sender: webhooks::deliver::Sender,
+    /// The gateway's own token, to follow the event logs webhooks come from.
+    tokens: Option<Arc<ServiceTokenSource>>,
 }
 
 impl Application {
@@ -54,11 +63,45 @@ impl Application {
     /// Builds with the given clock for the rate limits (tests control it).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let identity = lazy_channel("auth.identity_url", &settings.auth.identity_url)?;
+        let follows_logs =
+            settings.webhooks.orders_events_url.is_some() || settings.webhooks.partner_events_url.is_some();
+        let tokens = if settings.auth.client_id.is_empty() {
+            if follows_logs {
+                tracing::warn!("auth.client_id is not set: the event logs of webhooks are read without a token");
+            }
+            None
+        } else {
+            Some(
+                ServiceTokenSource::start(
+                    identity.clone(),
+                    settings.auth.client_id.clone(),
+                    settings.auth.client_secret.clone(),
+                    Duration::from_secs(30),
+                )
+                .await?,
+            )
+        };
+        let mut app = Self::build_with_keys(settings, Arc::new(GrpcKeySource::new(identity)), clock).await?;
+        app.tokens = tokens;
+        Ok(app)
+    }
+
+    /// Builds with a given key source and clock (tests use a static key).
+    pub async fn build_with_keys(
+        settings: Settings,
+        keys: Arc<dyn KeySource>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let identity = lazy_channel("auth.identity_url", &settings.auth.identity_url)?;
         let verifier = Arc::new(Verifier::new(
             &settings.auth.issuer,
-            Arc::new(GrpcKeySource::new(identity.clone())),
+            keys,
             Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
         ));
+        let db = retail_kit::db::connect_and_migrate::<webhooks::store::Migrator>(&settings.database).await?;
+        let webhooks = Arc::new(Webhooks::new(db, settings.webhooks.clone()));
+        let sender =
+            webhooks::deliver::Sender::new(settings.webhooks.timeout(), settings.webhooks.allow_private_addresses)?;
         let gateway = Gateway {
             auth: Authenticator::new(
                 identity,
@@ -73,7 +116,7 @@ impl Application {
             timeout: settings.upstream.timeout(),
             currency: settings.upstream.currency.clone(),
         };
-        let router = router(Arc::new(gateway), &settings);
+        let router = router(Arc::new(gateway), &settings, webhooks.clone());
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = tokio::net::TcpListener::bind(&address)
             .await
@@ -84,7 +127,21 @@ impl Application {
             local_addr,
             router,
             drain_timeout: settings.server.drain_timeout(),
+            webhooks,
+            sender,
+            tokens: None,
         })
+    }
+
+    /// Uses `tokens` to follow the event logs (tests hand in a fixed token).
+    pub fn with_service_tokens(mut self, tokens: Arc<ServiceTokenSource>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The webhooks' use cases (tests drive them).
+    pub fn webhooks(&self) -> Arc<Webhooks> {
+        self.webhooks.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -94,12 +151,75 @@ impl Application {
     /// Serves until `shutdown` resolves, then lets requests in flight finish (for
     /// at most `server.drain_timeout_ms`).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+        let background = self.spawn_webhooks(&background_stopped)?;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             shutdown.await;
+            let _ = stop_background.send(true);
             let _ = stopping_tx.send(());
         };
-        let serving = axum::serve(self.listener, self.router)
+        let result = Self::serve(self.listener, self.router, self.drain_timeout, shutdown, stopping_rx).await;
+        // The worker finishes the attempts in hand; the consumers the batch in hand.
+        for task in background {
+            let _ = task.await;
+        }
+        result
+    }
+
+    /// Starts the delivery worker and a consumer of each configured event log.
+    fn spawn_webhooks(
+        &self,
+        stopped: &tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let mut tasks = vec![tokio::spawn(
+            self.webhooks
+                .clone()
+                .run_worker(self.sender.clone(), until(stopped.clone())),
+        )];
+        let settings = &self.webhooks.settings;
+        for (source, key, url) in [
+            (
+                webhooks::consume::ORDERS,
+                "webhooks.orders_events_url",
+                &settings.orders_events_url,
+            ),
+            (
+                webhooks::consume::PARTNER,
+                "webhooks.partner_events_url",
+                &settings.partner_events_url,
+            ),
+        ] {
+            let Some(url) = url else {
+                continue;
+            };
+            let client = EventLogServiceClient::with_interceptor(
+                lazy_channel(key, url)?,
+                ClientInterceptor::new(self.tokens.clone()),
+            );
+            let group = retail_kit::events::ConsumerGroup::new(
+                webhooks::consume::CONSUMER,
+                source,
+                self.webhooks.db.clone(),
+                Arc::new(webhooks::consume::LogEvents::new(self.webhooks.wake.clone())),
+                1,
+            );
+            tasks.push(tokio::spawn(group.run(client, until(stopped.clone()))));
+        }
+        Ok(tasks)
+    }
+
+    async fn serve(
+        listener: tokio::net::TcpListener,
+        router: Router,
+        drain_timeout: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        stopping_rx: tokio::sync::oneshot::Receiver<()>,
+    ) -> anyhow::Result<()> {
+        let serving = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .into_future();
         tokio::pin!(serving);
@@ -107,7 +227,7 @@ impl Application {
             result = &mut serving => return result.context("the gateway failed"),
             _ = stopping_rx => {}
         }
-        match tokio::time::timeout(self.drain_timeout, serving).await {
+        match tokio::time::timeout(drain_timeout, serving).await {
             Ok(result) => result.context("the gateway failed"),
             Err(_) => {
                 tracing::warn!("requests still in flight after the drain timeout were dropped");
@@ -117,7 +237,7 @@ impl Application {
     }
 }
 
-fn router(state: AppState, settings: &Settings) -> Router {
+fn router(state: AppState, settings: &Settings, webhooks: Arc<Webhooks>) -> Router {
     let v1 = Router::new()
         .route("/v1/partner", get(routes::partner::get_partner))
         .route("/v1/partner/salesReps", get(routes::partner::list_sales_reps))
@@ -161,6 +281,7 @@ fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/orders/{orderId}/cancel", post(routes::orders::cancel_order))
         .route("/v1/orders/{orderId}/tracking", get(routes::orders::track_order))
         .route("/v1/orders/{orderId}/returns", post(routes::orders::request_return))
+        .merge(routes::webhooks::routes(webhooks))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), http::authenticate));
     Router::new()
         .route("/healthz", get(openapi::healthz))
@@ -179,6 +300,12 @@ fn router(state: AppState, settings: &Settings) -> Router {
         ))
         .layer(axum::middleware::from_fn(http::request_id))
         .with_state(state)
+}
+
+/// Applies the gateway's migrations (webhooks, log positions).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = retail_kit::db::connect(&settings.database).await?;
+    retail_kit::db::migrate::<webhooks::store::Migrator>(&db).await
 }
 
 #[async_trait::async_trait]
@@ -204,8 +331,7 @@ impl retail_kit::service::Service for Application {
         self.run(shutdown).await
     }
 
-    /// The gateway has no database.
-    async fn migrate(_settings: &Settings) -> anyhow::Result<()> {
-        Ok(())
+    async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+        migrate(settings).await
     }
 }

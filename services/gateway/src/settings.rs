@@ -1,9 +1,9 @@
 //! The gateway's configuration: where it listens, the services behind it, request
-//! limits and the per-partner rate limits.
+//! limits, the per-partner rate limits, and its own database and webhooks.
 
 use std::time::Duration;
 
-use retail_kit::config::{AuthSettings, ConfigError, ServerSettings, TelemetrySettings, Validate};
+use retail_kit::config::{AuthSettings, ConfigError, DatabaseSettings, ServerSettings, TelemetrySettings, Validate};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -16,6 +16,9 @@ pub struct Settings {
     pub upstream: UpstreamSection,
     pub http: HttpSection,
     pub rate_limit: RateLimitSection,
+    /// The gateway's own database (webhook subscriptions and deliveries).
+    pub database: DatabaseSettings,
+    pub webhooks: crate::webhooks::WebhooksSection,
 }
 
 impl Default for Settings {
@@ -30,6 +33,11 @@ impl Default for Settings {
             upstream: UpstreamSection::default(),
             http: HttpSection::default(),
             rate_limit: RateLimitSection::default(),
+            database: DatabaseSettings {
+                url: secrecy::SecretString::from("sqlite://data/gateway.db?mode=rwc"),
+                ..DatabaseSettings::default()
+            },
+            webhooks: crate::webhooks::WebhooksSection::default(),
         }
     }
 }
@@ -39,6 +47,8 @@ impl Validate for Settings {
         self.server.validate("server")?;
         self.telemetry.validate("telemetry")?;
         self.auth.validate("auth")?;
+        self.database.validate("database")?;
+        self.webhooks.validate()?;
         for (key, url) in [
             ("upstream.partner_url", &self.upstream.partner_url),
             ("upstream.catalog_url", &self.upstream.catalog_url),

@@ -59,7 +59,7 @@ enum Service {
     Orders,
     ChannelPartner,
     Analytics,
-    /// The partner gateway (HTTP; no database, `migrate` does nothing).
+    /// The partner gateway (HTTP; its database holds the webhooks).
     Gateway,
 }
 
@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             retail_orders::migrate(&settings.orders).await?;
             retail_channel_partner::migrate(&settings.partner).await?;
             retail_analytics::migrate(&settings.analytics).await?;
+            retail_gateway::migrate(&settings.gateway).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

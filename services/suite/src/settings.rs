@@ -70,6 +70,9 @@ impl Default for SuiteSettings {
         analytics.database.url = SecretString::from(sqlite_url(&data_dir, "analytics"));
         let mut gateway = retail_gateway::Settings::default();
         gateway.server.port = GATEWAY_PORT;
+        gateway.database.url = SecretString::from(sqlite_url(&data_dir, "gateway"));
+        // Local use: webhook receivers may listen on this machine.
+        gateway.webhooks.allow_private_addresses = true;
         Self {
             data_dir,
             telemetry: TelemetrySettings::default(),
@@ -141,6 +144,7 @@ impl SuiteSettings {
             ("orders", &mut self.orders.database.url),
             ("partner", &mut self.partner.database.url),
             ("analytics", &mut self.analytics.database.url),
+            ("gateway", &mut self.gateway.database.url),
         ] {
             let default = sqlite_url(std::path::Path::new(DEFAULT_DATA_DIR), service);
             if url.expose_secret() == default {

@@ -184,6 +184,8 @@ where
         ("membership", &mut settings.membership.auth, &["events.read"][..]),
         ("partner", &mut settings.partner.auth, &["events.read"][..]),
         ("analytics", &mut settings.analytics.auth, &["events.read"][..]),
+        // The gateway follows orders' and channel-partner's logs for webhooks.
+        ("gateway", &mut settings.gateway.auth, &["events.read"][..]),
     ] {
         if auth.client_id.is_empty() {
             auth.client_id = client_id.into();
@@ -289,6 +291,9 @@ where
     settings.gateway.upstream.partner_url = format!("http://{partner_addr}");
     settings.gateway.upstream.catalog_url = format!("http://{catalog_addr}");
     settings.gateway.upstream.orders_url = format!("http://{orders_addr}");
+    // Webhooks come from orders' and channel-partner's event logs.
+    settings.gateway.webhooks.orders_events_url = Some(format!("http://{orders_addr}"));
+    settings.gateway.webhooks.partner_events_url = Some(format!("http://{partner_addr}"));
     let gateway = retail_gateway::Application::build(settings.gateway.clone()).await?;
     let gateway_addr = gateway.local_addr();
     let (gateway_stopped, gateway_done) = tokio::sync::watch::channel(false);
@@ -344,6 +349,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         ("partner", redact_url(settings.partner.database.url.expose_secret())),
         ("analytics", redact_url(settings.analytics.database.url.expose_secret())),
     ];
+    let gateway_db = redact_url(settings.gateway.database.url.expose_secret());
     let cache = match &settings.membership.cache.redis_url {
         Some(url) => format!("redis {}", redact_url(url)),
         None => "in-process".into(),
@@ -379,7 +385,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  {:<12} {:<22} HTTP: http://{}/v1/openapi.json",
+        "  {:<12} {:<22} HTTP: http://{}/v1/openapi.json; {gateway_db}",
         "gateway",
         launched.gateway.to_string(),
         launched.gateway
