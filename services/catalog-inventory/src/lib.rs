@@ -1,9 +1,9 @@
 //! The catalog-inventory service: products and variants, listings per channel and
-//! their reconciliation, prices and quotes, warehouses, stock and reservations that
+//! their reconciliation, prices, coupons and quotes, warehouses, stock and reservations that
 //! never oversell, and the event log other services subscribe to.
 //!
-//! Layout: `api` is the gRPC adapter of the three services (catalog, pricing,
-//! inventory: parse, authorise, convert), `app` the use cases and the read caches,
+//! Layout: `api` is the gRPC adapter of the four services (catalog, pricing,
+//! coupons, inventory: parse, authorise, convert), `app` the use cases and the read caches,
 //! `domain` the rules without I/O, `events` what catalog publishes, `store` the
 //! tables and conditional updates.
 
