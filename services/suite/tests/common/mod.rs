@@ -25,6 +25,7 @@ pub fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
 
 /// A running suite; its databases and data directory live as long as it does.
 pub struct Running {
+    pub membership: SocketAddr,
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
     pub partner: SocketAddr,
@@ -79,6 +80,7 @@ pub async fn start(cache_namespace: &str) -> Running {
             .unwrap();
     }
     Running {
+        membership: launched.membership,
         catalog: launched.catalog,
         orders: launched.orders,
         partner: launched.partner,
