@@ -285,6 +285,7 @@ fn quote_request(
                 quantity: *quantity,
             })
             .collect(),
+        ..Default::default()
     }
 }
 
