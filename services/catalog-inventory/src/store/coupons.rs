@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use retail_kit::db::is_unique_violation;
 use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::paging::Page;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{coupon, coupon_code, coupon_redemption, product, sku};
