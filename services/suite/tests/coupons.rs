@@ -17,7 +17,7 @@ use retail_proto::catalog::{self as cpb};
 use retail_proto::common::Money;
 use retail_proto::orders::orders_service_client::OrdersServiceClient;
 use retail_proto::orders::{self as opb};
-use retail_testkit::violated_fields;
+use retail_testkit::tokens::violated_fields;
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -3,6 +3,9 @@
 //! the admin signed in, and partners `acme-0` and `globex-0` (active, level
 //! `registered`).
 
+// Each test file uses the parts of the suite it needs.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 
 use futures::FutureExt;
