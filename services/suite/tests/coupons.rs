@@ -428,7 +428,10 @@ async fn quotes_follow_scope_validity_and_ownership() {
     assert_eq!(q.lines[0].line_total.as_ref().unwrap().amount_minor, 3 * PRICE - 45_00);
     assert_eq!(q.lines[1].coupon_discount.as_ref().unwrap().amount_minor, 0);
     assert_eq!(q.total.as_ref().unwrap().amount_minor, 4 * PRICE - 45_00);
-    assert_eq!(q.coupon.as_ref().unwrap().discount.as_ref().unwrap().amount_minor, 45_00);
+    assert_eq!(
+        q.coupon.as_ref().unwrap().discount.as_ref().unwrap().amount_minor,
+        45_00
+    );
     // Only lines out of scope: refused, saying why.
     let status = w.quote(&code, &ann, &[(&pack, 1)], online).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -508,7 +511,10 @@ async fn quotes_follow_scope_validity_and_ownership() {
     assert!(disabled.disable_time.is_some());
     let status = w.quote(&code, &ann, &[(&w.skus[0], 1)], online).await.unwrap_err();
     assert!(status.message().contains("disabled"), "{}", status.message());
-    let status = w.quote("NO-SUCH-CODE", &ann, &[(&w.skus[0], 1)], online).await.unwrap_err();
+    let status = w
+        .quote("NO-SUCH-CODE", &ann, &[(&w.skus[0], 1)], online)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
     // Issuing again gives a member the same code; listing pages.
@@ -540,25 +546,52 @@ async fn bad_coupons_are_refused_naming_each_field() {
             })),
             "coupon.end_time",
         ),
-        (bad(Box::new(|c: &mut cpb::Coupon| c.percent_off_bp = 10_001)), "coupon.percent_off_bp"),
-        (bad(Box::new(|c: &mut cpb::Coupon| c.percent_off_bp = 0)), "coupon.percent_off_bp"),
-        (bad(Box::new(|c: &mut cpb::Coupon| c.amount_off = eur(5_00))), "coupon.amount_off"),
-        (bad(Box::new(|c: &mut cpb::Coupon| c.skus = vec!["skus/NO-SUCH-SKU".into()])), "coupon.skus[0]"),
-        (bad(Box::new(|c: &mut cpb::Coupon| c.skus = vec!["not a sku".into()])), "coupon.skus[0]"),
         (
-            bad(Box::new(|c: &mut cpb::Coupon| c.categories = vec!["nothing/here".into()])),
+            bad(Box::new(|c: &mut cpb::Coupon| c.percent_off_bp = 10_001)),
+            "coupon.percent_off_bp",
+        ),
+        (
+            bad(Box::new(|c: &mut cpb::Coupon| c.percent_off_bp = 0)),
+            "coupon.percent_off_bp",
+        ),
+        (
+            bad(Box::new(|c: &mut cpb::Coupon| c.amount_off = eur(5_00))),
+            "coupon.amount_off",
+        ),
+        (
+            bad(Box::new(|c: &mut cpb::Coupon| c.skus = vec!["skus/NO-SUCH-SKU".into()])),
+            "coupon.skus[0]",
+        ),
+        (
+            bad(Box::new(|c: &mut cpb::Coupon| c.skus = vec!["not a sku".into()])),
+            "coupon.skus[0]",
+        ),
+        (
+            bad(Box::new(|c: &mut cpb::Coupon| {
+                c.categories = vec!["nothing/here".into()]
+            })),
             "coupon.categories[0]",
         ),
         (
-            bad(Box::new(|c: &mut cpb::Coupon| c.channels = vec![cpb::SalesChannel::Partner.into()])),
+            bad(Box::new(|c: &mut cpb::Coupon| {
+                c.channels = vec![cpb::SalesChannel::Partner.into()]
+            })),
             "coupon.channels[0]",
         ),
         (
-            bad(Box::new(|c: &mut cpb::Coupon| c.kind = cpb::coupon::Kind::Shared.into())),
+            bad(Box::new(|c: &mut cpb::Coupon| {
+                c.kind = cpb::coupon::Kind::Shared.into()
+            })),
             "coupon.usage_cap",
         ),
-        (bad(Box::new(|c: &mut cpb::Coupon| c.code = "MINE".into())), "coupon.code"),
-        (bad(Box::new(|c: &mut cpb::Coupon| c.display_name.clear())), "coupon.display_name"),
+        (
+            bad(Box::new(|c: &mut cpb::Coupon| c.code = "MINE".into())),
+            "coupon.code",
+        ),
+        (
+            bad(Box::new(|c: &mut cpb::Coupon| c.display_name.clear())),
+            "coupon.display_name",
+        ),
     ];
     for (coupon, field) in cases {
         let status = w.create(coupon).await.unwrap_err();

@@ -74,25 +74,35 @@ fn new_coupon(c: &pb::Coupon) -> ServiceResult<NewCoupon> {
     let code = if c.code.is_empty() {
         None
     } else if kind == Some(CouponKind::SingleUse) {
-        v.add("coupon.code", "must be empty for a single-use coupon (codes are issued per member)");
+        v.add(
+            "coupon.code",
+            "must be empty for a single-use coupon (codes are issued per member)",
+        );
         None
     } else {
         v.field("coupon.code", coupons::code(&c.code))
     };
     match kind {
         Some(CouponKind::Shared) if c.usage_cap < 1 => v.add("coupon.usage_cap", "must be at least 1"),
-        Some(CouponKind::SingleUse) if c.usage_cap != 0 => {
-            v.add("coupon.usage_cap", "must be 0 for a single-use coupon (each code is used once)")
-        }
+        Some(CouponKind::SingleUse) if c.usage_cap != 0 => v.add(
+            "coupon.usage_cap",
+            "must be 0 for a single-use coupon (each code is used once)",
+        ),
         _ => {}
     }
     let off = match (c.percent_off_bp, &c.amount_off) {
         (0, None) => {
-            v.add("coupon.percent_off_bp", "one of percent_off_bp and amount_off is required");
+            v.add(
+                "coupon.percent_off_bp",
+                "one of percent_off_bp and amount_off is required",
+            );
             None
         }
         (_, Some(_)) if c.percent_off_bp > 0 => {
-            v.add("coupon.amount_off", "only one of percent_off_bp and amount_off may be set");
+            v.add(
+                "coupon.amount_off",
+                "only one of percent_off_bp and amount_off may be set",
+            );
             None
         }
         (bp, None) if bp > MAX_PERCENT_BP => {

@@ -16,8 +16,8 @@ use tonic::Request;
 
 use super::convert::{competitor_to_pb, promotion_to_pb, quote_to_pb};
 use super::parse::channel;
-use super::{READ, Rpc, authorised, ok};
 use super::parse::member_name;
+use super::{READ, Rpc, authorised, ok};
 use crate::app::{App, CouponAsk, NewPromotion, Observation, QuoteFor};
 use crate::domain::codes::{self, Channel, PromotionId, SkuCode};
 use crate::domain::coupons;

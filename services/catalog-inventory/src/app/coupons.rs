@@ -141,7 +141,11 @@ impl App {
         let mut channels: Vec<String> = input.channels.iter().map(|c| c.as_str().to_owned()).collect();
         channels.sort();
         let (percent, amount, currency) = match &input.off {
-            Off::Percent(bp) => (*bp as i32, 0, input.min_order.as_ref().map(|m| m.0.clone()).unwrap_or_default()),
+            Off::Percent(bp) => (
+                *bp as i32,
+                0,
+                input.min_order.as_ref().map(|m| m.0.clone()).unwrap_or_default(),
+            ),
             Off::Amount { currency, minor } => (0, *minor, currency.clone()),
         };
         let at = now();
@@ -158,7 +162,11 @@ impl App {
             categories_json: to_json(&dedup(input.categories))?,
             channels_json: to_json(&dedup(channels))?,
             min_order_minor: input.min_order.map(|m| m.1).unwrap_or(0),
-            usage_cap: if input.kind == CouponKind::Shared { input.usage_cap } else { 0 },
+            usage_cap: if input.kind == CouponKind::Shared {
+                input.usage_cap
+            } else {
+                0
+            },
             disabled_at: None,
             created_at: at,
         };
@@ -278,10 +286,7 @@ impl App {
             })
         })
         .await?;
-        let by_member: HashMap<&str, &str> = codes
-            .iter()
-            .map(|c| (c.member_id.as_str(), c.code.as_str()))
-            .collect();
+        let by_member: HashMap<&str, &str> = codes.iter().map(|c| (c.member_id.as_str(), c.code.as_str())).collect();
         members
             .iter()
             .map(|m| {
@@ -419,7 +424,10 @@ impl App {
     /// answers as it is. NOT_FOUND when the order redeemed nothing.
     pub(crate) async fn release_coupon(&self, order_id: &OrderId) -> ServiceResult<coupon_redemption::Model> {
         let Some(found) = db::find_redemption(&self.db, order_id.as_str()).await? else {
-            return Err(ServiceError::not_found("coupon redemption", order_id.as_str().to_owned()));
+            return Err(ServiceError::not_found(
+                "coupon redemption",
+                order_id.as_str().to_owned(),
+            ));
         };
         if found.state == redemption_state::ACTIVE {
             idempotency::transaction(&self.db, |txn| {

@@ -119,7 +119,12 @@ impl fmt::Display for NotApplicable {
 
 /// Whether a code may be used by `buyer` at `at`: the coupon enabled and in its
 /// window, the code the buyer's (or shared) and not used up.
-pub fn usable(rules: &CouponRules, code: &CodeUse<'_>, buyer: Option<&str>, at: DateTime<Utc>) -> Result<(), NotApplicable> {
+pub fn usable(
+    rules: &CouponRules,
+    code: &CodeUse<'_>,
+    buyer: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<(), NotApplicable> {
     if rules.disabled {
         return Err(NotApplicable::Disabled);
     }
@@ -146,9 +151,10 @@ pub fn in_scope(rules: &CouponRules, sku: &str, category: &str) -> bool {
         return true;
     }
     rules.skus.iter().any(|s| s == sku)
-        || rules.categories.iter().any(|c| {
-            category == c || (category.starts_with(c.as_str()) && category[c.len()..].starts_with('/'))
-        })
+        || rules
+            .categories
+            .iter()
+            .any(|c| category == c || (category.starts_with(c.as_str()) && category[c.len()..].starts_with('/')))
 }
 
 /// A line as the coupon sees it: in scope or not, and its total after every other
@@ -302,7 +308,10 @@ mod tests {
             disabled: true,
             ..r.clone()
         };
-        assert_eq!(usable(&disabled, &mine, Some("m1"), at(2)), Err(NotApplicable::Disabled));
+        assert_eq!(
+            usable(&disabled, &mine, Some("m1"), at(2)),
+            Err(NotApplicable::Disabled)
+        );
     }
 
     #[test]

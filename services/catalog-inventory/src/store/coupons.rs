@@ -73,7 +73,10 @@ pub async fn usage(conn: &impl ConnectionTrait, ids: &[String]) -> ServiceResult
         .into_tuple()
         .all(conn)
         .await?;
-    Ok(rows.into_iter().map(|(id, used, issued)| (id, (used, issued))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, used, issued)| (id, (used, issued)))
+        .collect())
 }
 
 /// Disables a coupon at `at` unless it is already; the rows changed.
@@ -125,7 +128,9 @@ pub async fn find_redemption(
     conn: &impl ConnectionTrait,
     order_id: &str,
 ) -> ServiceResult<Option<coupon_redemption::Model>> {
-    Ok(coupon_redemption::Entity::find_by_id(order_id.to_owned()).one(conn).await?)
+    Ok(coupon_redemption::Entity::find_by_id(order_id.to_owned())
+        .one(conn)
+        .await?)
 }
 
 pub async fn insert_redemption(conn: &impl ConnectionTrait, model: coupon_redemption::Model) -> ServiceResult<()> {

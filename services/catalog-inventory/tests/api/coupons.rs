@@ -35,7 +35,12 @@ async fn create(app: &TestApp, kind: pb::coupon::Kind, code: &str, cap: i64) -> 
         .into_inner()
 }
 
-async fn redeem(client: &CouponServiceClient<Channel>, order: &str, code: &str, member: &str) -> Result<pb::CouponRedemption, tonic::Status> {
+async fn redeem(
+    client: &CouponServiceClient<Channel>,
+    order: &str,
+    code: &str,
+    member: &str,
+) -> Result<pb::CouponRedemption, tonic::Status> {
     client
         .clone()
         .redeem_coupon(authed(pb::RedeemCouponRequest {
@@ -148,9 +153,14 @@ async fn a_member_code_is_redeemed_once_and_only_by_its_member() {
         .into_inner();
     assert_eq!(again.codes[0].code, code);
 
-    let other = redeem(&coupons(&app), "o-x", &code, "members/0193a5c2-7b1e-7c3d-9f00-000000000002")
-        .await
-        .unwrap_err();
+    let other = redeem(
+        &coupons(&app),
+        "o-x",
+        &code,
+        "members/0193a5c2-7b1e-7c3d-9f00-000000000002",
+    )
+    .await
+    .unwrap_err();
     assert!(other.message().contains("another member"), "{}", other.message());
     assert_eq!(race(&app, 25, &code, MEMBER).await, 1);
 }

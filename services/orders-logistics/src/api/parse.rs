@@ -136,7 +136,8 @@ pub(super) fn place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Servi
         None
     } else {
         let code = o.coupon_code.trim().to_ascii_uppercase();
-        if code.len() < 4 || code.len() > 32 || !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if code.len() < 4 || code.len() > 32 || !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             v.add("order.coupon_code", "must be 4-32 characters of A-Z, 0-9, '-' and '_'");
             None
         } else {

@@ -478,7 +478,13 @@ impl App {
 impl App {
     /// A consumer sale's prices with a coupon: catalog's quote for the order's
     /// channel, the coupon's discount on each line it applies to.
-    async fn price_with_coupon(&self, input: &PlaceOrder, code: &str, tier: &str, lines: &[Units]) -> ServiceResult<Priced> {
+    async fn price_with_coupon(
+        &self,
+        input: &PlaceOrder,
+        code: &str,
+        tier: &str,
+        lines: &[Units],
+    ) -> ServiceResult<Priced> {
         let channel = match input.channel {
             Channel::Store => retail_proto::catalog::SalesChannel::Store,
             Channel::Online | Channel::Partner => retail_proto::catalog::SalesChannel::Online,

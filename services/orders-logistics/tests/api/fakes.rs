@@ -256,10 +256,7 @@ impl CouponService for Fakes {
     async fn disable_coupon(&self, _: Request<cpb::DisableCouponRequest>) -> Rpc<cpb::Coupon> {
         unused()
     }
-    async fn issue_coupon_codes(
-        &self,
-        _: Request<cpb::IssueCouponCodesRequest>,
-    ) -> Rpc<cpb::IssueCouponCodesResponse> {
+    async fn issue_coupon_codes(&self, _: Request<cpb::IssueCouponCodesRequest>) -> Rpc<cpb::IssueCouponCodesResponse> {
         unused()
     }
     async fn redeem_coupon(&self, _: Request<cpb::RedeemCouponRequest>) -> Rpc<cpb::CouponRedemption> {
