@@ -48,7 +48,11 @@ struct World {
 
 impl World {
     async fn start() -> Self {
-        let suite = common::start("coupons").await;
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut retail_suite::settings::SuiteSettings)) -> Self {
+        let suite = common::start_with("coupons", configure).await;
         let admin = suite.admin.clone();
         let skus = retail_suite::seed::seed_catalog(channel(suite.catalog), &admin, 4, 4, 1_000, 1)
             .await
@@ -245,7 +249,7 @@ impl World {
     /// Places with `code` until catalog has released the cancelled order's use
     /// (the release follows the cancellation's commit).
     async fn place_when_released(&self, member: &str, code: &str) -> opb::Order {
-        for attempt in 0..100 {
+        for attempt in 0..400 {
             match self.place(member, code, &format!("again-{code}-{attempt}")).await {
                 Ok(order) => return order,
                 Err(status) if status.code() == Code::FailedPrecondition => {
@@ -404,6 +408,28 @@ async fn cancelling_before_payment_gives_the_code_back_and_payment_keeps_it_used
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("used up"), "{}", status.message());
     assert_eq!(w.get(&coupon).await.used_count, 1);
+}
+
+#[tokio::test]
+async fn an_unpaid_order_that_expires_gives_its_code_back() {
+    // A payment window of a second, swept every second.
+    let w = World::start_with(|s| {
+        s.orders.orders.payment_window_secs = 1;
+        s.orders.orders.sweep_every_secs = 1;
+    })
+    .await;
+    let member = w.members[2].clone();
+    let (coupon, code) = w.code_for(&member, |_| {}).await;
+    let first = w.place(&member, &code, "unpaid").await.unwrap();
+    assert_eq!(coupon_discount(&first), 10_00);
+
+    // The sweeper cancels the order when its window closes, and the code is
+    // usable again.
+    let again = w.place_when_released(&member, &code).await;
+    assert_ne!(again.name, first.name);
+    assert_eq!(coupon_discount(&again), 10_00);
+    // (This one expires too, a second later: its use is not asserted.)
+    assert!(w.get(&coupon).await.used_count <= 1);
 }
 
 #[tokio::test]

@@ -41,6 +41,11 @@ pub struct Running {
 /// Starts the suite with `cache_namespace` for membership's cache keys, then creates
 /// the two partners.
 pub async fn start(cache_namespace: &str) -> Running {
+    start_with(cache_namespace, |_| {}).await
+}
+
+/// [`start`] with `configure` applied to the settings before launch.
+pub async fn start_with(cache_namespace: &str, configure: impl FnOnce(&mut SuiteSettings)) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = SuiteSettings {
         data_dir: dir.path().to_path_buf(),
@@ -71,6 +76,7 @@ pub async fn start(cache_namespace: &str) -> Running {
     settings.identity.passwords.iterations = 1;
     settings.membership.cache.redis_url = retail_testkit::redis_url();
     settings.membership.cache.namespace = format!("{cache_namespace}-{}", uuid::Uuid::new_v4().simple());
+    configure(&mut settings);
     let launched = retail_suite::up::launch(&mut settings, std::future::pending::<()>().boxed().shared())
         .await
         .unwrap();
