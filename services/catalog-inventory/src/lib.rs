@@ -1,9 +1,9 @@
 //! The catalog-inventory service: products and variants, listings per channel and
-//! their reconciliation, prices and quotes, warehouses, stock and reservations that
+//! their reconciliation, prices, coupons and quotes, warehouses, stock and reservations that
 //! never oversell, and the event log other services subscribe to.
 //!
-//! Layout: `api` is the gRPC adapter of the three services (catalog, pricing,
-//! inventory: parse, authorise, convert), `app` the use cases and the read caches,
+//! Layout: `api` is the gRPC adapter of the four services (catalog, pricing,
+//! coupons, inventory: parse, authorise, convert), `app` the use cases and the read caches,
 //! `domain` the rules without I/O, `events` what catalog publishes, `store` the
 //! tables and conditional updates.
 
@@ -25,6 +25,7 @@ use retail_kit::auth::{AuthLayer, GrpcKeySource, KeySource, Verifier};
 use retail_kit::events::{EventLog, EventLogApi};
 use retail_kit::server::{self, Bound, ServiceRoutes};
 use retail_proto::catalog::catalog_service_server::{self, CatalogServiceServer};
+use retail_proto::catalog::coupon_service_server::{self, CouponServiceServer};
 use retail_proto::catalog::inventory_service_server::{self, InventoryServiceServer};
 use retail_proto::catalog::pricing_service_server::{self, PricingServiceServer};
 use retail_proto::events::event_log_service_server::{self, EventLogServiceServer};
@@ -34,7 +35,7 @@ pub use settings::Settings;
 
 pub use app::App;
 
-use crate::api::{CatalogApi, InventoryApi, PricingApi};
+use crate::api::{CatalogApi, CouponApi, InventoryApi, PricingApi};
 use crate::store::migration::Migrator;
 
 #[derive(Debug)]
@@ -104,11 +105,13 @@ impl Application {
         let routes = ServiceRoutes {
             routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(state.clone())))
                 .add_service(PricingServiceServer::new(PricingApi::new(state.clone())))
+                .add_service(CouponServiceServer::new(CouponApi::new(state.clone())))
                 .add_service(InventoryServiceServer::new(InventoryApi::new(state.clone())))
                 .add_service(EventLogServiceServer::new(EventLogApi::new(state.log.clone()))),
             names: vec![
                 catalog_service_server::SERVICE_NAME,
                 pricing_service_server::SERVICE_NAME,
+                coupon_service_server::SERVICE_NAME,
                 inventory_service_server::SERVICE_NAME,
                 event_log_service_server::SERVICE_NAME,
             ],

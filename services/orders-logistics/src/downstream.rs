@@ -12,6 +12,7 @@ use std::time::Duration;
 use retail_kit::auth::{ClientInterceptor, ServiceTokenSource};
 use retail_kit::error::{ServiceError, missing_resource};
 use retail_kit::resilience::{Breaker, CallPolicy, request};
+use retail_proto::catalog::coupon_service_client::CouponServiceClient;
 use retail_proto::catalog::inventory_service_client::InventoryServiceClient;
 use retail_proto::catalog::pricing_service_client::PricingServiceClient;
 use retail_proto::catalog::{self as cpb};
@@ -64,6 +65,23 @@ fn partner_pricing_off() -> Status {
     Status::failed_precondition("partner pricing is not configured (downstream.partner_url)")
 }
 
+/// Consumer prices with a coupon applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponPrices {
+    /// Unit prices, in order.
+    pub prices: Vec<i64>,
+    /// The coupon's discount on each line, in order.
+    pub discounts: Vec<i64>,
+    /// `coupons/{coupon_id}`.
+    pub coupon: String,
+    /// The coupon's percentage in basis points; 0 for a fixed amount.
+    pub rate_bp: i32,
+}
+
+fn coupons_off() -> Status {
+    Status::failed_precondition("coupons are not available")
+}
+
 /// What catalog holds for an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Held {
@@ -97,6 +115,28 @@ pub trait Downstream: Send + Sync + std::fmt::Debug {
         damaged: bool,
         request_id: &str,
     ) -> Result<(), Status>;
+
+    /// Consumer prices of `lines` for `tier` on `channel` with `code` applied for
+    /// `member` (empty for guests); FAILED_PRECONDITION when the code does not apply.
+    async fn quote_with_coupon(
+        &self,
+        _currency: &str,
+        _tier: &str,
+        _channel: cpb::SalesChannel,
+        _member: &str,
+        _code: &str,
+        _lines: &[Units],
+    ) -> Result<CouponPrices, Status> {
+        Err(coupons_off())
+    }
+    /// Redeems `code` for the order (idempotent by order id).
+    async fn redeem_coupon(&self, _order_id: &str, _code: &str, _member: &str) -> Result<(), Status> {
+        Err(coupons_off())
+    }
+    /// Gives the order's coupon use back; an order that redeemed none is fine.
+    async fn release_coupon(&self, _order_id: &str) -> Result<(), Status> {
+        Ok(())
+    }
 
     /// Whether partner orders are priced with channel-partner's price policy.
     fn prices_partner_orders(&self) -> bool {
@@ -168,6 +208,7 @@ type Authed = InterceptedService<Channel, ClientInterceptor>;
 pub struct GrpcDownstream {
     membership: MembershipServiceClient<Authed>,
     pricing: PricingServiceClient<Authed>,
+    coupons: CouponServiceClient<Authed>,
     inventory: InventoryServiceClient<Authed>,
     membership_breaker: Breaker,
     catalog_breaker: Breaker,
@@ -194,6 +235,7 @@ impl GrpcDownstream {
         Self {
             membership: MembershipServiceClient::with_interceptor(membership, interceptor.clone()),
             pricing: PricingServiceClient::with_interceptor(catalog.clone(), interceptor.clone()),
+            coupons: CouponServiceClient::with_interceptor(catalog.clone(), interceptor.clone()),
             inventory: InventoryServiceClient::with_interceptor(catalog, interceptor),
             membership_breaker: Breaker::new("membership", policy.clone()),
             catalog_breaker: Breaker::new("catalog", policy),
@@ -243,6 +285,7 @@ fn quote_request(
                 quantity: *quantity,
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -313,6 +356,91 @@ impl Downstream for GrpcDownstream {
             .await?
             .into_inner();
         unit_prices(&quote, lines.len())
+    }
+
+    async fn quote_with_coupon(
+        &self,
+        currency: &str,
+        tier: &str,
+        channel: cpb::SalesChannel,
+        member: &str,
+        code: &str,
+        lines: &[Units],
+    ) -> Result<CouponPrices, Status> {
+        let quote = self
+            .catalog_breaker
+            .call_idempotent(|timeout| {
+                let mut client = self.pricing.clone();
+                let mut ask = quote_request(channel, currency, tier, "", lines);
+                ask.coupon_code = code.to_owned();
+                ask.member = if member.is_empty() {
+                    String::new()
+                } else {
+                    format!("members/{member}")
+                };
+                let req = request(ask, timeout);
+                async move { client.quote_prices(req).await }
+            })
+            .await?
+            .into_inner();
+        let prices = unit_prices(&quote, lines.len())?;
+        let discounts = quote
+            .lines
+            .iter()
+            .map(|l| l.coupon_discount.as_ref().map_or(0, |m| m.amount_minor))
+            .collect();
+        let coupon = quote
+            .coupon
+            .ok_or_else(|| Status::internal("catalog applied no coupon"))?;
+        Ok(CouponPrices {
+            prices,
+            discounts,
+            coupon: coupon.coupon,
+            rate_bp: i32::try_from(coupon.percent_off_bp).unwrap_or(0),
+        })
+    }
+
+    async fn redeem_coupon(&self, order_id: &str, code: &str, member: &str) -> Result<(), Status> {
+        self.catalog_breaker
+            .call_idempotent(|timeout| {
+                let mut client = self.coupons.clone();
+                let req = request(
+                    cpb::RedeemCouponRequest {
+                        order_id: order_id.to_owned(),
+                        code: code.to_owned(),
+                        member: if member.is_empty() {
+                            String::new()
+                        } else {
+                            format!("members/{member}")
+                        },
+                    },
+                    timeout,
+                );
+                async move { client.redeem_coupon(req).await }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn release_coupon(&self, order_id: &str) -> Result<(), Status> {
+        let result = self
+            .catalog_breaker
+            .call_idempotent(|timeout| {
+                let mut client = self.coupons.clone();
+                let req = request(
+                    cpb::ReleaseCouponRedemptionRequest {
+                        order_id: order_id.to_owned(),
+                    },
+                    timeout,
+                );
+                async move { client.release_coupon_redemption(req).await }
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(status),
+        }
     }
 
     async fn reserve(&self, order_id: &str, lines: &[Units], ttl: Duration) -> Result<(), Status> {

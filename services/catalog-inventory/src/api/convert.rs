@@ -203,10 +203,18 @@ pub(super) fn quote_to_pb(q: &Quote) -> pb::QuotePricesResponse {
                 unit_price: money(currency, l.unit.unit_minor),
                 line_total: money(currency, l.total_minor),
                 applied_rules: l.unit.applied.iter().map(|a| applied_to_pb(currency, a)).collect(),
+                coupon_discount: money(currency, l.coupon_minor),
             })
             .collect(),
         total: money(currency, q.total_minor),
         price_time: Some(timestamp(q.at)),
+        coupon: q.coupon.as_ref().map(|c| pb::AppliedCoupon {
+            code: c.code.clone(),
+            coupon: format!("coupons/{}", c.coupon_id),
+            display_name: c.display_name.clone(),
+            percent_off_bp: c.percent_off_bp,
+            discount: money(currency, c.discount_minor),
+        }),
     }
 }
 

@@ -1,10 +1,11 @@
-//! The gRPC adapter of catalog-inventory: three services ([`catalog`], [`pricing`],
-//! [`inventory`]) that authorise (the scope; partners see no staff identity, audit
+//! The gRPC adapter of catalog-inventory: four services ([`catalog`], [`pricing`],
+//! [`coupons`], [`inventory`]) that authorise (the scope; partners see no staff identity, audit
 //! trail or reservation), parse the request into the app's input (collecting every
 //! field violation), call the use case and convert the answer ([`convert`]).
 
 mod catalog;
 mod convert;
+mod coupons;
 mod inventory;
 mod parse;
 mod pricing;
@@ -14,6 +15,7 @@ use retail_kit::error::ServiceResult;
 use tonic::{Request, Response, Status};
 
 pub(crate) use catalog::CatalogApi;
+pub(crate) use coupons::CouponApi;
 pub(crate) use inventory::InventoryApi;
 pub(crate) use pricing::PricingApi;
 

@@ -55,3 +55,8 @@ pub(super) fn lines<'a>(
     }
     lines
 }
+
+/// A member's id from `members/{member_id}` (a UUID).
+pub(super) fn member_name(name: &str) -> Result<String, String> {
+    retail_kit::convert::uuid_id(name, "members")
+}

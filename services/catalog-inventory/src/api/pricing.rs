@@ -16,9 +16,11 @@ use tonic::Request;
 
 use super::convert::{competitor_to_pb, promotion_to_pb, quote_to_pb};
 use super::parse::channel;
+use super::parse::member_name;
 use super::{READ, Rpc, authorised, ok};
-use crate::app::{App, NewPromotion, Observation, QuoteFor};
+use crate::app::{App, CouponAsk, NewPromotion, Observation, QuoteFor};
 use crate::domain::codes::{self, Channel, PromotionId, SkuCode};
+use crate::domain::coupons;
 use crate::domain::pricing::MAX_DISCOUNT_BP;
 use crate::events::money;
 
@@ -151,6 +153,17 @@ fn quote(req: &pb::QuotePricesRequest, default_currency: &str) -> ServiceResult<
         v.add("partner_level", "is required for the partner channel");
     }
     let at = time_or_now(&mut v, "price_time", req.price_time.as_ref().map(from_timestamp));
+    let member = if req.member.is_empty() {
+        None
+    } else {
+        v.field("member", member_name(&req.member))
+    };
+    let coupon = if req.coupon_code.is_empty() {
+        None
+    } else {
+        v.field("coupon_code", coupons::code(&req.coupon_code))
+            .map(|code| CouponAsk { code, member })
+    };
     if req.lines.is_empty() || req.lines.len() > MAX_QUOTE_LINES {
         v.add("lines", format!("1-{MAX_QUOTE_LINES} lines"));
     }
@@ -175,6 +188,7 @@ fn quote(req: &pb::QuotePricesRequest, default_currency: &str) -> ServiceResult<
         tier,
         partner_level,
         at,
+        coupon,
     };
     Ok((who, lines))
 }

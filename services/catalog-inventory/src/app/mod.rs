@@ -1,12 +1,13 @@
 //! Catalog-inventory's use cases, one method each, on parsed input: products and
 //! their SKUs ([`products`]), listings and their reconciliation ([`listings`]), list
 //! prices, tier discounts, partner prices and competitor observations ([`prices`]),
-//! promotions ([`promotions`]), quotes ([`quotes`]), warehouses and stock
+//! promotions ([`promotions`]), quotes ([`quotes`]), coupons ([`coupons`]), warehouses and stock
 //! ([`stock`]), and reservations ([`reservations`]).
 //!
 //! Every change commits with its event in one transaction. The read caches
 //! ([`sku_cache`], [`price_cache`]) follow the service's own log ([`read_cache`]).
 
+mod coupons;
 mod listings;
 mod price_cache;
 mod prices;
@@ -30,11 +31,12 @@ use crate::domain::stock::{MovementKind, ReservationState};
 use crate::settings::Settings;
 use crate::store::{self, inventory as db, reservation, stock_movement};
 
+pub(crate) use coupons::{CouponView, NewCoupon, kind_of as coupon_kind, rules_of as coupon_rules};
 pub(crate) use price_cache::PriceCache;
 pub(crate) use prices::Observation;
 pub(crate) use products::{NewProduct, NewSku, ProductChanges};
 pub(crate) use promotions::{NewPromotion, PromotionView};
-pub(crate) use quotes::{Quote, QuoteFor};
+pub(crate) use quotes::{CouponAsk, Quote, QuoteFor};
 pub(crate) use reservations::HeldReservations;
 pub(crate) use sku_cache::SkuCache;
 pub(crate) use stock::StockChange;

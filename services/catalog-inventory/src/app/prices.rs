@@ -131,6 +131,7 @@ impl App {
             tier: None,
             partner_level: None,
             at: o.at,
+            coupon: None,
         };
         let ours = self.quote(&who, &[(o.sku.clone(), 1)]).await?;
         let our_minor = ours.lines.first().map(|l| l.unit.unit_minor).unwrap_or(0);

@@ -22,6 +22,29 @@ pub(crate) struct QuoteFor {
     pub(crate) tier: Option<String>,
     pub(crate) partner_level: Option<String>,
     pub(crate) at: DateTime<Utc>,
+    /// A coupon code to apply, with the buyer.
+    pub(crate) coupon: Option<CouponAsk>,
+}
+
+/// A coupon code a quote is asked to apply, and who asks.
+#[derive(Debug, Clone)]
+pub(crate) struct CouponAsk {
+    /// Upper-cased.
+    pub(crate) code: String,
+    /// The member's id; `None` for a guest.
+    pub(crate) member: Option<String>,
+}
+
+/// The coupon a quote applied.
+#[derive(Debug, Clone)]
+pub(crate) struct AppliedCoupon {
+    pub(crate) code: String,
+    pub(crate) coupon_id: String,
+    pub(crate) display_name: String,
+    /// 0 for a fixed amount.
+    pub(crate) percent_off_bp: u32,
+    /// Over every line.
+    pub(crate) discount_minor: i64,
 }
 
 /// One priced line.
@@ -30,7 +53,9 @@ pub(crate) struct QuotedLine {
     pub(crate) sku: SkuCode,
     pub(crate) quantity: i64,
     pub(crate) unit: UnitPrice,
-    /// Unit price times quantity, at most `i64::MAX`.
+    /// The coupon's discount on the line.
+    pub(crate) coupon_minor: i64,
+    /// Unit price times quantity minus the coupon's discount, at most `i64::MAX`.
     pub(crate) total_minor: i64,
 }
 
@@ -42,6 +67,8 @@ pub(crate) struct Quote {
     pub(crate) lines: Vec<QuotedLine>,
     /// The lines' totals summed, at most `i64::MAX`.
     pub(crate) total_minor: i64,
+    /// The coupon applied, when one was asked for.
+    pub(crate) coupon: Option<AppliedCoupon>,
 }
 
 fn clamped(amount: i128) -> i64 {
@@ -76,7 +103,9 @@ impl App {
     }
 
     /// Prices `lines` for `who`. NOT_FOUND for unknown SKUs; FAILED_PRECONDITION for
-    /// SKUs without a price in the currency (or on the partner level's list).
+    /// SKUs without a price in the currency (or on the partner level's list). A coupon
+    /// asked for is applied last ([`App::apply_coupon`]): an unknown code is
+    /// NOT_FOUND, one that does not apply FAILED_PRECONDITION saying why.
     pub(crate) async fn quote(&self, who: &QuoteFor, lines: &[(SkuCode, i64)]) -> ServiceResult<Quote> {
         let codes: Vec<String> = lines
             .iter()
@@ -147,14 +176,26 @@ impl App {
                 sku: code.clone(),
                 quantity: *quantity,
                 unit,
+                coupon_minor: 0,
                 total_minor: clamped(line_total),
             });
         }
+        let coupon = match &who.coupon {
+            Some(ask) => {
+                let applied = self
+                    .apply_coupon(ask, who.channel, &who.currency, who.at, &mut out)
+                    .await?;
+                total -= i128::from(applied.discount_minor);
+                Some(applied)
+            }
+            None => None,
+        };
         Ok(Quote {
             currency: who.currency.clone(),
             at: who.at,
             lines: out,
             total_minor: clamped(total),
+            coupon,
         })
     }
 }

@@ -390,3 +390,91 @@ pub mod allocation {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod coupon {
+    use sea_orm::entity::prelude::*;
+
+    /// A coupon; its scope lists are JSON arrays (SKU codes, category paths,
+    /// channel names).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "coupons")]
+    pub struct Model {
+        /// UUID v7: ids sort by creation, which paging relies on.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub display_name: String,
+        /// `single_use` or `shared`.
+        pub kind: String,
+        /// 0 for a fixed amount.
+        pub percent_off_bp: i32,
+        /// 0 for a percentage.
+        pub amount_off_minor: i64,
+        /// Of the fixed amount and the minimum order; empty when neither is set.
+        pub currency: String,
+        pub starts_at: DateTimeUtc,
+        pub ends_at: DateTimeUtc,
+        pub skus_json: String,
+        pub categories_json: String,
+        pub channels_json: String,
+        /// 0: no minimum.
+        pub min_order_minor: i64,
+        /// Shared coupons' cap; 0 for single-use ones (each code has cap 1).
+        pub usage_cap: i64,
+        pub disabled_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod coupon_code {
+    use sea_orm::entity::prelude::*;
+
+    /// A code and its uses: `used_count <= usage_cap` by CHECK, and every use is one
+    /// conditional update.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "coupon_codes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub code: String,
+        pub coupon_id: String,
+        /// The member it was issued to; empty for a shared coupon's code.
+        pub member_id: String,
+        pub usage_cap: i64,
+        pub used_count: i64,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod coupon_redemption {
+    use sea_orm::entity::prelude::*;
+
+    /// The use of a code by an order, one per order.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "coupon_redemptions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub order_id: String,
+        pub code: String,
+        pub coupon_id: String,
+        /// Empty for a guest.
+        pub member_id: String,
+        /// `active` or `released`.
+        pub state: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateInventoryTables),
             Box::new(retail_kit::events::migration::PartialOutboxIndexes),
             Box::new(retail_kit::events::migration::OutboxPartitionKey),
+            Box::new(CreateCouponTables),
         ]
     }
 }
@@ -648,6 +649,157 @@ impl MigrationTrait for CreateInventoryTables {
             Warehouses::Table.into_iden(),
         ] {
             m.drop_table(Table::drop().table(t).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum Coupons {
+    Table,
+    Id,
+    DisplayName,
+    Kind,
+    PercentOffBp,
+    AmountOffMinor,
+    Currency,
+    StartsAt,
+    EndsAt,
+    SkusJson,
+    CategoriesJson,
+    ChannelsJson,
+    MinOrderMinor,
+    UsageCap,
+    DisabledAt,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum CouponCodes {
+    Table,
+    Code,
+    CouponId,
+    MemberId,
+    UsageCap,
+    UsedCount,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum CouponRedemptions {
+    Table,
+    OrderId,
+    Code,
+    CouponId,
+    MemberId,
+    State,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// Coupons, their codes (a shared coupon's one code, or one per member) with their
+/// uses, and the redemptions by order. A code's uses stay within its cap by CHECK.
+struct CreateCouponTables;
+
+impl MigrationName for CreateCouponTables {
+    fn name(&self) -> &str {
+        "m20261204_000040_create_coupon_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateCouponTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Coupons::Table)
+                .if_not_exists()
+                .col(string_len(Coupons::Id, 36).primary_key())
+                .col(string_len(Coupons::DisplayName, 200))
+                .col(string_len(Coupons::Kind, 16))
+                .col(integer(Coupons::PercentOffBp))
+                .col(big_integer(Coupons::AmountOffMinor))
+                .col(string_len(Coupons::Currency, 3))
+                .col(timestamp_with_time_zone(Coupons::StartsAt))
+                .col(timestamp_with_time_zone(Coupons::EndsAt))
+                .col(text(Coupons::SkusJson))
+                .col(text(Coupons::CategoriesJson))
+                .col(text(Coupons::ChannelsJson))
+                .col(big_integer(Coupons::MinOrderMinor))
+                .col(big_integer(Coupons::UsageCap))
+                .col(timestamp_with_time_zone_null(Coupons::DisabledAt))
+                .col(timestamp_with_time_zone(Coupons::CreatedAt))
+                .check(Expr::col(Coupons::PercentOffBp).between(0, 10_000))
+                .check(Expr::col(Coupons::AmountOffMinor).gte(0))
+                .check(Expr::col(Coupons::MinOrderMinor).gte(0))
+                .check(Expr::col(Coupons::UsageCap).gte(0))
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(CouponCodes::Table)
+                .if_not_exists()
+                .col(string_len(CouponCodes::Code, 32).primary_key())
+                .col(string_len(CouponCodes::CouponId, 36))
+                .col(string_len(CouponCodes::MemberId, 64))
+                .col(big_integer(CouponCodes::UsageCap))
+                .col(big_integer(CouponCodes::UsedCount))
+                .col(timestamp_with_time_zone(CouponCodes::CreatedAt))
+                .check(Expr::col(CouponCodes::UsedCount).gte(0))
+                .check(Expr::col(CouponCodes::UsedCount).lte(Expr::col(CouponCodes::UsageCap)))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(CouponCodes::Table, CouponCodes::CouponId)
+                        .to(Coupons::Table, Coupons::Id),
+                )
+                .to_owned(),
+        )
+        .await?;
+        // One code per coupon and member (a shared coupon's code has no member).
+        m.create_index(
+            Index::create()
+                .name("uq_coupon_codes_member")
+                .table(CouponCodes::Table)
+                .col(CouponCodes::CouponId)
+                .col(CouponCodes::MemberId)
+                .unique()
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(CouponRedemptions::Table)
+                .if_not_exists()
+                .col(string_len(CouponRedemptions::OrderId, 128).primary_key())
+                .col(string_len(CouponRedemptions::Code, 32))
+                .col(string_len(CouponRedemptions::CouponId, 36))
+                .col(string_len(CouponRedemptions::MemberId, 64))
+                .col(string_len(CouponRedemptions::State, 16))
+                .col(timestamp_with_time_zone(CouponRedemptions::CreatedAt))
+                .col(timestamp_with_time_zone(CouponRedemptions::UpdatedAt))
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "idx_coupon_redemptions_code",
+            CouponRedemptions::Table,
+            vec![CouponRedemptions::Code.into_iden()],
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            CouponRedemptions::Table.into_iden(),
+            CouponCodes::Table.into_iden(),
+            Coupons::Table.into_iden(),
+        ] {
+            m.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! taken SKU code is `AlreadyExists`); stock only changes through the conditional
 //! updates in [`inventory`], and the schema's CHECK constraints back them up.
 
+pub mod coupons;
 pub mod entities;
 pub mod inventory;
 pub mod migration;
@@ -20,8 +21,9 @@ use sea_orm::{
 };
 
 pub use entities::{
-    allocation, competitor_price, list_price, listing, listing_change, partner_price, product, product_tag, promotion,
-    promotion_sku, reservation, sku, stock, stock_movement, tier_discount, warehouse,
+    allocation, competitor_price, coupon, coupon_code, coupon_redemption, list_price, listing, listing_change,
+    partner_price, product, product_tag, promotion, promotion_sku, reservation, sku, stock, stock_movement,
+    tier_discount, warehouse,
 };
 
 use crate::domain::reconcile::SkuFacts;

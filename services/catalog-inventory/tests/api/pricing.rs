@@ -69,6 +69,7 @@ fn quote_request(
                 quantity: *q,
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -264,6 +265,7 @@ async fn partners_are_quoted_from_their_level_price_list() {
             sku: format!("skus/{sku}"),
             quantity: 10,
         }],
+        ..Default::default()
     };
     let gold = app
         .pricing()

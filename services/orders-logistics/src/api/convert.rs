@@ -85,6 +85,7 @@ pub(super) fn order_to_pb(v: &OrderView) -> pb::Order {
         sales_rep: o.sales_rep.clone(),
         store: o.store.clone(),
         special_discount: o.special_discount.clone(),
+        coupon_code: o.coupon_code.clone(),
         partner_level: o.partner_level.clone(),
         customer: (!o.customer_name.is_empty()).then(|| pb::Customer {
             display_name: o.customer_name.clone(),

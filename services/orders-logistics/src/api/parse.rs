@@ -128,6 +128,22 @@ pub(super) fn place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Servi
             }
         }
     };
+    // A coupon code, on consumer sales only; catalog decides whether it applies.
+    let coupon_code = if o.coupon_code.is_empty() {
+        None
+    } else if channel == Some(Channel::Partner) {
+        v.add("order.coupon_code", "only consumer sales use a coupon");
+        None
+    } else {
+        let code = o.coupon_code.trim().to_ascii_uppercase();
+        if code.len() < 4 || code.len() > 32 || !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            v.add("order.coupon_code", "must be 4-32 characters of A-Z, 0-9, '-' and '_'");
+            None
+        } else {
+            Some(code)
+        }
+    };
     // The end customer, on partner sales only.
     let customer = match &o.customer {
         None => None,
@@ -170,6 +186,7 @@ pub(super) fn place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Servi
         lines,
         special_discount,
         customer,
+        coupon_code,
     })
 }
 

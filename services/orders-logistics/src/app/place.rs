@@ -6,7 +6,8 @@
 //!    sale naming its end customer is first checked against deal registration
 //!    (channel-partner configured): a customer locked to another partner is refused.
 //! 3. Reserve: stock for every line, idempotent by order id, with the payment window
-//!    as its TTL (a crashed saga cannot hold stock forever).
+//!    as its TTL (a crashed saga cannot hold stock forever); then a coupon the
+//!    order names is redeemed at catalog, idempotent by order id.
 //! 4. Store: the order, its lines, its timeline entry and `OrderPlaced`, in one
 //!    guarded write with the update that marks the saga done (only if it is still
 //!    started: a saga taken over by the recovery is never stored late).
@@ -17,8 +18,8 @@
 //! transaction per order and tell recovery nothing it needs.
 //!
 //! Any failure compensates: the saga turns `compensating` (which the recovery also
-//! does for sagas whose process died), the reservation is released, and the saga is
-//! `failed`. The sweeper retries releases that failed and recovers stale sagas.
+//! does for sagas whose process died), the reservation and any coupon redemption
+//! are released, and the saga is `failed`. The sweeper retries releases that failed and recovers stale sagas.
 
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct PlaceOrder {
     pub special_discount: Option<String>,
     /// For partner sales: the end customer, if the order names one.
     pub customer: Option<Customer>,
+    /// For consumer sales: a coupon code to redeem (upper-cased).
+    pub coupon_code: Option<String>,
 }
 
 const COMPENSATING: &str = "compensating";
@@ -181,16 +184,21 @@ impl App {
                     "special discounts need partner pricing, which is not configured".into(),
                 ));
             }
-            let prices = self
-                .downstream
-                .quote(&settings.currency, &tier, &lines)
-                .await
-                .map_err(|s| from_downstream("catalog", s))?;
-            Priced {
-                discounts: vec![Vec::new(); prices.len()],
-                prices,
-                level: String::new(),
-                special: None,
+            match &input.coupon_code {
+                Some(code) => self.price_with_coupon(input, code, &tier, &lines).await?,
+                None => {
+                    let prices = self
+                        .downstream
+                        .quote(&settings.currency, &tier, &lines)
+                        .await
+                        .map_err(|s| from_downstream("catalog", s))?;
+                    Priced {
+                        discounts: vec![Vec::new(); prices.len()],
+                        prices,
+                        level: String::new(),
+                        special: None,
+                    }
+                }
             }
         };
         let Priced {
@@ -208,6 +216,18 @@ impl App {
         // No separate "reserved" step is stored: the store write below only
         // completes a saga still STARTED, and a compensation releases by order id
         // whether or not a reservation was made.
+
+        // The coupon is redeemed once the stock is held: idempotent by order, and
+        // only one conditional update at catalog takes a code's use, so of orders
+        // racing for a code's last use one gets it and the others fail here (and
+        // compensate). A compensation releases the redemption of its order id.
+        if let Some(code) = &input.coupon_code {
+            let member = input.member.as_ref().map(|m| m.as_str()).unwrap_or_default();
+            self.downstream
+                .redeem_coupon(order_id, code, member)
+                .await
+                .map_err(|s| from_downstream("catalog", s))?;
+        }
 
         // The special discount is used last, once the stock is held: idempotent by
         // order, so the sweeper or a retry never uses it twice for this order.
@@ -264,6 +284,7 @@ impl App {
                 .unwrap_or_default(),
             customer_region: input.customer.as_ref().map(|c| c.region.clone()).unwrap_or_default(),
             customer_tax_id: input.customer.as_ref().map(|c| c.tax_id.clone()).unwrap_or_default(),
+            coupon_code: input.coupon_code.clone().unwrap_or_default(),
         };
         let lines: Vec<store::line::Model> = lines
             .iter()
@@ -334,6 +355,11 @@ impl App {
     async fn finish_compensation(&self, order_id: &str) {
         if let Err(status) = self.downstream.release(order_id).await {
             tracing::warn!(order_id, error = %status.message(), "releasing the reservation failed; will retry");
+            return;
+        }
+        // A coupon redeemed for the order is given back (none counts as released).
+        if let Err(status) = self.downstream.release_coupon(order_id).await {
+            tracing::warn!(order_id, error = %status.message(), "releasing the coupon failed; will retry");
             return;
         }
         let result = store::saga::Entity::update_many()
@@ -445,6 +471,50 @@ impl App {
             discounts,
             level,
             special,
+        })
+    }
+}
+
+impl App {
+    /// A consumer sale's prices with a coupon: catalog's quote for the order's
+    /// channel, the coupon's discount on each line it applies to.
+    async fn price_with_coupon(
+        &self,
+        input: &PlaceOrder,
+        code: &str,
+        tier: &str,
+        lines: &[Units],
+    ) -> ServiceResult<Priced> {
+        let channel = match input.channel {
+            Channel::Store => retail_proto::catalog::SalesChannel::Store,
+            Channel::Online | Channel::Partner => retail_proto::catalog::SalesChannel::Online,
+        };
+        let member = input.member.as_ref().map(|m| m.as_str()).unwrap_or_default();
+        let quoted = self
+            .downstream
+            .quote_with_coupon(&self.settings.orders.currency, tier, channel, member, code, lines)
+            .await
+            .map_err(|s| from_downstream("catalog", s))?;
+        let discounts = quoted
+            .discounts
+            .iter()
+            .map(|amount| {
+                if *amount > 0 {
+                    vec![LineDiscount {
+                        rule: quoted.coupon.clone(),
+                        rate_bp: quoted.rate_bp,
+                        amount_minor: *amount,
+                    }]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        Ok(Priced {
+            prices: quoted.prices,
+            discounts,
+            level: String::new(),
+            special: None,
         })
     }
 }

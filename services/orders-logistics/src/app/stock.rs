@@ -8,6 +8,11 @@
 //! call is idempotent (a release by order id, a return by its request id), so work
 //! done twice counts once.
 //!
+//! A cancellation of an unpaid order (by the customer, or the sweeper at the end of
+//! the payment window) also releases the coupon the order redeemed, so the code can
+//! be used again; a paid order's coupon stays used, also after a cancellation or a
+//! return.
+//!
 //! A cancellation gives back whatever catalog holds for the order, as catalog says
 //! it is now: a reservation is released; stock already shipped out - a paid order,
 //! or a payment that committed the reservation and then lost the race to this
@@ -53,7 +58,7 @@ impl App {
     /// True when the work is done.
     async fn do_work(&self, work: &stock_work::Model) -> bool {
         let outcome = match work.kind.as_str() {
-            "cancel" => self.give_back(&work.order_id).await,
+            "cancel" => self.cancelled(&work.order_id).await,
             "return" => self.put_back(&work.order_id, &work.return_id).await,
             other => Err(Status::internal(format!("unknown stock work kind {other}"))),
         };
@@ -86,6 +91,20 @@ impl App {
             return false;
         }
         state == work_state::DONE
+    }
+
+    /// Gives back what a cancelled order holds: its stock, and the coupon it
+    /// redeemed if it was never paid (a paid order keeps its coupon used).
+    async fn cancelled(&self, order_id: &str) -> Result<(), Status> {
+        self.give_back(order_id).await?;
+        let order = store::find_order(&self.db, order_id).await.map_err(Status::from)?;
+        if let Some(order) = order
+            && !order.coupon_code.is_empty()
+            && order.paid_at.is_none()
+        {
+            self.downstream.release_coupon(order_id).await?;
+        }
+        Ok(())
     }
 
     /// Gives back whatever catalog holds for a cancelled order.

@@ -44,6 +44,8 @@ pub mod order {
         pub customer_name: String,
         pub customer_region: String,
         pub customer_tax_id: String,
+        /// The coupon code redeemed for the order; empty when none.
+        pub coupon_code: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

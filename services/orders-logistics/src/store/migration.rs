@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::OutboxPartitionKey),
             Box::new(AddPartnerPricing),
             Box::new(AddOrderCustomer),
+            Box::new(AddOrderCoupon),
         ]
     }
 }
@@ -533,5 +534,38 @@ impl MigrationTrait for AddOrderCustomer {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// The coupon code a consumer order redeemed (empty when it names none).
+#[derive(Debug)]
+struct AddOrderCoupon;
+
+impl MigrationName for AddOrderCoupon {
+    fn name(&self) -> &str {
+        "m20261204_000060_add_order_coupon"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddOrderCoupon {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("orders"))
+                .add_column(string_len(Alias::new("coupon_code"), 32).default("").to_owned())
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("orders"))
+                .drop_column(Alias::new("coupon_code"))
+                .to_owned(),
+        )
+        .await
     }
 }

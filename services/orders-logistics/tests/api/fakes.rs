@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use retail_kit::error::ServiceError;
+use retail_proto::catalog::coupon_service_server::{CouponService, CouponServiceServer};
 use retail_proto::catalog::inventory_service_server::{InventoryService, InventoryServiceServer};
 use retail_proto::catalog::pricing_service_server::{PricingService, PricingServiceServer};
 use retail_proto::catalog::{self as cpb};
@@ -93,7 +94,8 @@ impl Fakes {
         let membership = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addrs = (catalog.local_addr().unwrap(), membership.local_addr().unwrap());
         let routes = tonic::service::Routes::new(InventoryServiceServer::new(self.clone()))
-            .add_service(PricingServiceServer::new(self.clone()));
+            .add_service(PricingServiceServer::new(self.clone()))
+            .add_service(CouponServiceServer::new(self.clone()));
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_routes(routes)
@@ -238,6 +240,36 @@ impl InventoryService for Fakes {
     }
 }
 
+/// Coupons are tested against the real catalog (services/suite/tests/coupons.rs);
+/// here no order redeems one, so a compensation's release finds nothing.
+#[tonic::async_trait]
+impl CouponService for Fakes {
+    async fn create_coupon(&self, _: Request<cpb::CreateCouponRequest>) -> Rpc<cpb::Coupon> {
+        unused()
+    }
+    async fn get_coupon(&self, _: Request<cpb::GetCouponRequest>) -> Rpc<cpb::Coupon> {
+        unused()
+    }
+    async fn list_coupons(&self, _: Request<cpb::ListCouponsRequest>) -> Rpc<cpb::ListCouponsResponse> {
+        unused()
+    }
+    async fn disable_coupon(&self, _: Request<cpb::DisableCouponRequest>) -> Rpc<cpb::Coupon> {
+        unused()
+    }
+    async fn issue_coupon_codes(&self, _: Request<cpb::IssueCouponCodesRequest>) -> Rpc<cpb::IssueCouponCodesResponse> {
+        unused()
+    }
+    async fn redeem_coupon(&self, _: Request<cpb::RedeemCouponRequest>) -> Rpc<cpb::CouponRedemption> {
+        unused()
+    }
+    async fn release_coupon_redemption(
+        &self,
+        _: Request<cpb::ReleaseCouponRedemptionRequest>,
+    ) -> Rpc<cpb::CouponRedemption> {
+        Err(Status::not_found("no coupon redemption for this order"))
+    }
+}
+
 #[tonic::async_trait]
 impl PricingService for Fakes {
     async fn quote_prices(&self, request: Request<cpb::QuotePricesRequest>) -> Rpc<cpb::QuotePricesResponse> {
@@ -264,6 +296,7 @@ impl PricingService for Fakes {
                 unit_price: money(price),
                 line_total: money(price * l.quantity),
                 applied_rules: Vec::new(),
+                coupon_discount: None,
             });
         }
         Ok(Response::new(cpb::QuotePricesResponse {

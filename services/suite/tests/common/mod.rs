@@ -3,6 +3,9 @@
 //! the admin signed in, and partners `acme-0` and `globex-0` (active, level
 //! `registered`).
 
+// Each test file uses the parts of the suite it needs.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 
 use futures::FutureExt;
@@ -25,6 +28,7 @@ pub fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
 
 /// A running suite; its databases and data directory live as long as it does.
 pub struct Running {
+    pub membership: SocketAddr,
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
     pub partner: SocketAddr,
@@ -37,6 +41,11 @@ pub struct Running {
 /// Starts the suite with `cache_namespace` for membership's cache keys, then creates
 /// the two partners.
 pub async fn start(cache_namespace: &str) -> Running {
+    start_with(cache_namespace, |_| {}).await
+}
+
+/// [`start`] with `configure` applied to the settings before launch.
+pub async fn start_with(cache_namespace: &str, configure: impl FnOnce(&mut SuiteSettings)) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = SuiteSettings {
         data_dir: dir.path().to_path_buf(),
@@ -67,6 +76,7 @@ pub async fn start(cache_namespace: &str) -> Running {
     settings.identity.passwords.iterations = 1;
     settings.membership.cache.redis_url = retail_testkit::redis_url();
     settings.membership.cache.namespace = format!("{cache_namespace}-{}", uuid::Uuid::new_v4().simple());
+    configure(&mut settings);
     let launched = retail_suite::up::launch(&mut settings, std::future::pending::<()>().boxed().shared())
         .await
         .unwrap();
@@ -79,6 +89,7 @@ pub async fn start(cache_namespace: &str) -> Running {
             .unwrap();
     }
     Running {
+        membership: launched.membership,
         catalog: launched.catalog,
         orders: launched.orders,
         partner: launched.partner,
