@@ -390,4 +390,10 @@ impl MembershipService for Fakes {
     async fn erase_member(&self, _: Request<mpb::EraseMemberRequest>) -> Rpc<mpb::EraseMemberResponse> {
         unused()
     }
+    async fn identify_visitor(&self, _: Request<mpb::IdentifyVisitorRequest>) -> Rpc<mpb::IdentifyVisitorResponse> {
+        unused()
+    }
+    async fn merge_members(&self, _: Request<mpb::MergeMembersRequest>) -> Rpc<mpb::MergeMembersResponse> {
+        unused()
+    }
 }
