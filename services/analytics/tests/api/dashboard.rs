@@ -117,6 +117,7 @@ async fn start_dashboard(
             "orders" => settings.sources.orders_url = url,
             "membership" => settings.sources.membership_url = url,
             "catalog" => settings.sources.catalog_url = url,
+            "partner" => settings.sources.partner_url = url,
             other => panic!("unknown source {other}"),
         }
     }
