@@ -191,6 +191,22 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
     await t.screenshot({ path: path.join(dataDir, "dashboard-tablet.png"), fullPage: true });
     await tablet.close();
 
+    // The seeded store manager of BER: only BER is offered, another store is 403.
+    const [managerName, managerPassword] = fs.readFileSync(path.join(dataDir, "store-manager"), "utf8").trim().split("\n");
+    const managerContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const manager = await managerContext.newPage();
+    await manager.goto(base + "/login");
+    await manager.fill("input[name=username]", managerName);
+    await manager.fill("input[name=password]", managerPassword);
+    await Promise.all([manager.waitForNavigation(), manager.click("button[type=submit]")]);
+    await manager.goto(base + "/stores" + query);
+    const offered = await manager.locator("select[name=store] option").evaluateAll((os) => os.map((o) => o.value).filter((v) => v));
+    check(offered.join(",") === "BER", `the store manager is offered his store only (${offered.join(",")})`);
+    check((await manager.textContent("h1")).includes("BER"), "his store's funnel is shown");
+    const other = await manager.goto(base + "/stores" + query + "&store=HAM");
+    check(other.status() === 403, "another store in the URL is refused");
+    await managerContext.close();
+
     // Sign out.
     await Promise.all([page.waitForNavigation(), page.click("form.logout button")]);
     check(page.url().endsWith("/login"), "signed out");

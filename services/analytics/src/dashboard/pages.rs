@@ -77,9 +77,13 @@ macro_rules! page_handler {
                 Ok(v) => v,
                 Err(response) => return response,
             };
+            let scope = Scope::of(&viewer);
+            if !scope.may_see_store(&params.store) {
+                return view::error_page(StatusCode::FORBIDDEN, "This store is not one of yours.");
+            }
             let built = match params.resolve(state.now()) {
-                Ok(period) => $build(&state, &params, period).await,
-                Err(problem) => $build(&state, &params, Period { start: 0, end: 1 }).await.map(|page| Page {
+                Ok(period) => $build(&state, &params, period, &scope).await,
+                Err(problem) => $build(&state, &params, Period { start: 0, end: 1 }, &scope).await.map(|page| Page {
                     problem: Some(problem),
                     ..page
                 }),
@@ -120,10 +124,52 @@ page_handler!(
     /// Partners and reps ranked by target attainment, revenue, leads, pipeline.
     partners, Access::Aggregates, build_partners);
 
-async fn sales_filters(state: &State) -> ServiceResult<Vec<(&'static str, Vec<String>)>> {
+/// Which stores a viewer may see: a store manager (who is neither admin nor
+/// analyst) only the stores his token names (the `stores` claim), everyone else
+/// every store.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// `None`: every store.
+    pub stores: Option<Vec<String>>,
+}
+
+impl Scope {
+    pub fn of(viewer: &Viewer) -> Self {
+        let p = &viewer.principal;
+        let has = |role: &str| p.roles.iter().any(|r| r == role);
+        if has("admin") || has("analyst") {
+            Self { stores: None }
+        } else {
+            Self {
+                stores: Some(p.stores.clone()),
+            }
+        }
+    }
+
+    /// Whether the store filter `store` (empty: none) is allowed.
+    pub fn may_see_store(&self, store: &str) -> bool {
+        store.is_empty() || self.stores.as_ref().is_none_or(|own| own.iter().any(|s| s == store))
+    }
+
+    /// The stores of `all` the viewer may pick.
+    pub fn narrow(&self, all: Vec<String>) -> Vec<String> {
+        match &self.stores {
+            None => all,
+            Some(own) => {
+                let mut mine: Vec<String> = own.clone();
+                mine.sort();
+                mine.dedup();
+                mine
+            }
+        }
+    }
+}
+
+async fn sales_filters(state: &State, scope: &Scope) -> ServiceResult<Vec<(&'static str, Vec<String>)>> {
     let mut out = Vec::new();
     for f in FILTERS {
-        out.push((f, state.app.dimension_values(f).await?));
+        let values = state.app.dimension_values(f).await?;
+        out.push((f, if f == "store" { scope.narrow(values) } else { values }));
     }
     Ok(out)
 }
@@ -138,9 +184,9 @@ fn card(id: &'static str, label: &str, current: String, previous: String, change
     }
 }
 
-async fn build_overview(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_overview(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
     let app = &state.app;
-    let filters = sales_filters(state).await?;
+    let filters = sales_filters(state, scope).await?;
     let mut page = Page {
         path: "/",
         title: "Overview".into(),
@@ -316,9 +362,9 @@ fn buckets(period: Period) -> Vec<Period> {
     out
 }
 
-async fn build_sales(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_sales(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
     let app = &state.app;
-    let filters = sales_filters(state).await?;
+    let filters = sales_filters(state, scope).await?;
     let channels = filters
         .iter()
         .find(|(f, _)| *f == "channel")
@@ -425,7 +471,7 @@ async fn build_sales(state: &State, params: &Params, period: Period) -> ServiceR
     Ok(page)
 }
 
-async fn build_pyramid(state: &State, _params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_pyramid(state: &State, _params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/pyramid",
         title: "Customer pyramid".into(),
@@ -497,7 +543,7 @@ fn rfm_as_of(state: &State, period: Period) -> i64 {
     (period.end - 1).min(state.now())
 }
 
-async fn build_rfm(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_rfm(state: &State, params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/rfm",
         title: "RFM segments".into(),
@@ -628,7 +674,7 @@ async fn build_members(state: &State, params: &Params, period: Period, seg: Segm
     })
 }
 
-async fn build_lifecycle(state: &State, _params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_lifecycle(state: &State, _params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/lifecycle",
         title: "Lifecycle".into(),
@@ -678,7 +724,7 @@ async fn build_lifecycle(state: &State, _params: &Params, period: Period) -> Ser
     Ok(page)
 }
 
-async fn build_cohorts(state: &State, _params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_cohorts(state: &State, _params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/cohorts",
         title: "Cohort retention".into(),
@@ -737,9 +783,9 @@ async fn build_cohorts(state: &State, _params: &Params, period: Period) -> Servi
     Ok(page)
 }
 
-/// The store asked for, or the first one known.
-async fn chosen_store(state: &State, params: &Params) -> ServiceResult<(Vec<String>, String)> {
-    let stores = state.app.dimension_values("store").await?;
+/// The store asked for, or the first one known (of the viewer's own stores).
+async fn chosen_store(state: &State, params: &Params, scope: &Scope) -> ServiceResult<(Vec<String>, String)> {
+    let stores = scope.narrow(state.app.dimension_values("store").await?);
     let store = if params.store.is_empty() {
         stores.first().cloned().unwrap_or_default()
     } else {
@@ -748,8 +794,8 @@ async fn chosen_store(state: &State, params: &Params) -> ServiceResult<(Vec<Stri
     Ok((stores, store))
 }
 
-async fn build_stores(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
-    let (stores, store) = chosen_store(state, params).await?;
+async fn build_stores(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
+    let (stores, store) = chosen_store(state, params, scope).await?;
     let mut page = Page {
         path: "/stores",
         title: format!("Store funnel {store}"),
@@ -762,7 +808,11 @@ async fn build_stores(state: &State, params: &Params, period: Period) -> Service
     if store.is_empty() {
         page.sections.push(Section {
             heading: "Funnel".into(),
-            empty: Some("No store has reported touchpoints yet.".into()),
+            empty: Some(if scope.stores.is_some() {
+                "No store is assigned to you.".into()
+            } else {
+                "No store has reported touchpoints yet.".into()
+            }),
             ..Section::default()
         });
         return Ok(page);
@@ -897,8 +947,8 @@ async fn build_stores(state: &State, params: &Params, period: Period) -> Service
     Ok(page)
 }
 
-async fn build_staff(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
-    let (stores, store) = chosen_store(state, params).await?;
+async fn build_staff(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
+    let (stores, store) = chosen_store(state, params, scope).await?;
     let mut page = Page {
         path: "/staff",
         title: format!("Staff {store}"),
@@ -962,7 +1012,7 @@ async fn build_staff(state: &State, params: &Params, period: Period) -> ServiceR
     Ok(page)
 }
 
-async fn build_products(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_products(state: &State, params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let categories = state.app.dimension_values("category").await?;
     let category = if params.category.is_empty() {
         categories.first().cloned().unwrap_or_default()
@@ -1102,7 +1152,7 @@ fn target_section(
     }
 }
 
-async fn build_partners(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_partners(state: &State, params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let partners = state.app.dimension_values("partner").await?;
     let mut page = Page {
         path: "/partners",

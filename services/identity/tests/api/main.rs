@@ -98,6 +98,7 @@ mod auth {
             scope: "identity.users.read".into(),
             partner_id: None,
             sid: None,
+            stores: Vec::new(),
         }
     }
 
