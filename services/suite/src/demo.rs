@@ -383,7 +383,14 @@ fn partner_history(
                 lead(h, &id, "timed_out", at + 2 * DAY);
             }
         }
-        let stages = ["identified", "proposed", "confirmed", "understood", "negotiating", "won"];
+        let stages = [
+            "identified",
+            "proposed",
+            "confirmed",
+            "understood",
+            "negotiating",
+            "won",
+        ];
         for k in 0..20 {
             let id = format!("partners/{partner}/opportunities/demo-{run}-o{k}");
             let mut at = end - rng.random_range(DAY..90 * DAY);

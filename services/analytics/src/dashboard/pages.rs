@@ -1137,7 +1137,11 @@ fn target_section(
                     money(t.actual),
                     money(t.amount)
                 ),
-                format!("{who}: projected {} ({})", pct(t.projected_attainment), money(t.projected)),
+                format!(
+                    "{who}: projected {} ({})",
+                    pct(t.projected_attainment),
+                    money(t.projected)
+                ),
             ],
         ));
     }
@@ -1241,7 +1245,11 @@ async fn build_partners(state: &State, params: &Params, period: Period, _scope: 
     );
     let mut lead_bars = Vec::new();
     for l in by_partner.iter().chain(std::iter::once(&total)) {
-        let who = if l.partner.is_empty() { "all" } else { l.partner.as_str() };
+        let who = if l.partner.is_empty() {
+            "all"
+        } else {
+            l.partner.as_str()
+        };
         leads.row(vec![
             who.into(),
             l.offered.to_string().into(),
@@ -1259,16 +1267,33 @@ async fn build_partners(state: &State, params: &Params, period: Period, _scope: 
             lead_bars.push((
                 format!("{who} accepted"),
                 l.acceptance_rate * 100.0,
-                format!("{who}: {} of {} offers accepted ({})", l.accepted, l.offered, pct(l.acceptance_rate)),
+                format!(
+                    "{who}: {} of {} offers accepted ({})",
+                    l.accepted,
+                    l.offered,
+                    pct(l.acceptance_rate)
+                ),
             ));
         }
     }
     page.sections.push(Section {
         heading: "Lead conversion".into(),
         cards: vec![
-            card("lead_acceptance", "Accepted", pct(total.acceptance_rate), String::new(), None),
+            card(
+                "lead_acceptance",
+                "Accepted",
+                pct(total.acceptance_rate),
+                String::new(),
+                None,
+            ),
             card("lead_decline", "Declined", pct(total.decline_rate), String::new(), None),
-            card("lead_timeout", "Timed out", pct(total.timeout_rate), String::new(), None),
+            card(
+                "lead_timeout",
+                "Timed out",
+                pct(total.timeout_rate),
+                String::new(),
+                None,
+            ),
             card("lead_win", "Won of accepted", pct(total.win_rate), String::new(), None),
         ],
         chart: Some(view::bar_chart(&lead_bars)),

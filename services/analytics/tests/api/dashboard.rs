@@ -753,7 +753,12 @@ async fn a_store_manager_sees_only_his_own_stores() {
     let (mut max, _) = Browser::sign_in(d.web, "max", "pw").await;
     let (mut mia, _) = Browser::sign_in(d.web, "mia", "pw").await;
     // Analysts pick any store.
-    for page in ["/stores?store=HAM", "/staff?store=HAM", "/?store=HAM", "/sales?store=HAM"] {
+    for page in [
+        "/stores?store=HAM",
+        "/staff?store=HAM",
+        "/?store=HAM",
+        "/sales?store=HAM",
+    ] {
         assert_eq!(ana.get(page).await.status, 200, "analyst on {page}");
     }
     let all = ana.get("/stores").await;
@@ -764,11 +769,19 @@ async fn a_store_manager_sees_only_his_own_stores() {
     assert_eq!(own.status, 200);
     assert!(own.body.contains("Store funnel BER"), "his store is the default");
     assert!(!own.body.contains("HAM"), "another store is not offered");
-    for page in ["/stores?store=BER", "/staff?store=BER", "/?store=BER", "/sales?store=BER"] {
+    for page in [
+        "/stores?store=BER",
+        "/staff?store=BER",
+        "/?store=BER",
+        "/sales?store=BER",
+    ] {
         assert_eq!(max.get(page).await.status, 200, "store manager on {page}");
     }
     let overview = max.get("/").await;
-    assert!(!overview.body.contains("value=\"HAM\""), "the store filter offers his stores only");
+    assert!(
+        !overview.body.contains("value=\"HAM\""),
+        "the store filter offers his stores only"
+    );
     for page in [
         "/stores?store=HAM",
         "/staff?store=HAM",
@@ -848,7 +861,12 @@ async fn the_partners_page_ranks_targets_with_attainment_and_projection() {
     assert_eq!(page.status, 200);
     // 10 of 30 days elapsed: pb 300.00 of 500.00 = 60%, projected 900.00 = 180%;
     // pa 200.00 of 1,000.00 = 20%, projected 600.00 = 60%.
-    assert!(page.body.contains("<title>pb: attainment 60.0% (300.00 of 500.00)</title>"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("<title>pb: attainment 60.0% (300.00 of 500.00)</title>"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("<title>pb: projected 180.0% (900.00)</title>"));
     assert!(page.body.contains("<title>pa: projected 60.0% (600.00)</title>"));
     assert_eq!(page.body.matches("data-series=\"attainment\"").count(), 2);
@@ -864,8 +882,13 @@ async fn the_partners_page_ranks_targets_with_attainment_and_projection() {
         ]
     );
     // The partner filter narrows the ranking, keeping the ranks.
-    let only = ana.get("/partners?period=month&partner=pa&format=csv&table=targets").await;
-    assert_eq!(only.body.lines().nth(1), Some("2,2,pa,,month,2026-05-23,1000.00,200.00,20.0%,600.00,60.0%"));
+    let only = ana
+        .get("/partners?period=month&partner=pa&format=csv&table=targets")
+        .await;
+    assert_eq!(
+        only.body.lines().nth(1),
+        Some("2,2,pa,,month,2026-05-23,1000.00,200.00,20.0%,600.00,60.0%")
+    );
     assert_eq!(only.body.lines().count(), 2);
     let leads = ana.get("/partners?period=month&format=csv&table=leads").await;
     assert!(leads.body.starts_with("partner,offered,accepted,"), "{}", leads.body);

@@ -215,7 +215,15 @@ async fn attainment_projection_ranking_leads_and_pipeline_by_hand() {
     let got: Vec<(&str, i64, i64, i32, i32)> = partners
         .targets
         .iter()
-        .map(|t| (t.partner.as_str(), t.actual_minor, t.projected_minor, t.rank, t.peer_count))
+        .map(|t| {
+            (
+                t.partner.as_str(),
+                t.actual_minor,
+                t.projected_minor,
+                t.rank,
+                t.peer_count,
+            )
+        })
         .collect();
     // 10 of 30 days elapsed: the projection is three times the actual.
     assert_eq!(
@@ -233,7 +241,14 @@ async fn attainment_projection_ranking_leads_and_pipeline_by_hand() {
     assert_eq!(p1.period.as_ref().unwrap().start_time, ts(NOV));
     assert!(close(partners.targets[0].attainment, 0.8));
     assert!(close(partners.targets[2].projected_attainment, 0.3));
-    assert!(partners.freshness.unwrap().positions.iter().any(|p| p.source == "partner"));
+    assert!(
+        partners
+            .freshness
+            .unwrap()
+            .positions
+            .iter()
+            .any(|p| p.source == "partner")
+    );
 
     let reps = kpis
         .list_target_attainment(reader(pb::ListTargetAttainmentRequest {
@@ -290,7 +305,15 @@ async fn attainment_projection_ranking_leads_and_pipeline_by_hand() {
         .into_inner();
     let total = leads.total.unwrap();
     assert_eq!(
-        (total.offered, total.accepted, total.declined, total.timed_out, total.unassigned, total.won, total.lost),
+        (
+            total.offered,
+            total.accepted,
+            total.declined,
+            total.timed_out,
+            total.unassigned,
+            total.won,
+            total.lost
+        ),
         (5, 3, 1, 1, 1, 1, 1)
     );
     assert!(close(total.acceptance_rate, 0.6));
