@@ -158,6 +158,7 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
       const column = series === "attainment" ? 8 : 10;
       check(target && target[column] === shownPct, `${series} hover "${text}" matches the table's ${target && target[column]}`);
     }
+    check(targetRows.some((r) => cents(r[7]) > 0 && r[3] !== ""), "some partner has sold against its target, with its level shown");
     const first = targetRows[1];
     check(first[0] === "1", "the ranking starts at 1");
     const repRows = parseCsv(await (await page.request.get(base + "/partners" + query + "&format=csv&table=reps")).text());

@@ -325,7 +325,18 @@ fn partner_history(
     let length = (stop - start) as f64;
     let factors = [0.8, 1.0, 1.25, 0.9, 1.1];
     let mut n = 0;
-    for (partner, reps) in PARTNERS {
+    for ((partner, reps), level) in PARTNERS.iter().zip(["gold", "silver", "registered"]) {
+        h.push(
+            start - 30 * DAY,
+            partner,
+            &ev::PartnerLevelChanged {
+                partner_id: (*partner).into(),
+                from_level: "registered".into(),
+                to_level: level.into(),
+                reason: "reevaluation".into(),
+                trailing_sales_minor: 0,
+            },
+        );
         for rep in std::iter::once(&"").chain(reps.iter()) {
             let sold = quarter_sales
                 .get(&((*partner).to_owned(), (*rep).to_owned()))

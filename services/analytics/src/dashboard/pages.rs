@@ -1244,7 +1244,9 @@ async fn build_partners(state: &State, params: &Params, period: Period, _scope: 
         ],
     );
     let mut lead_bars = Vec::new();
-    for l in by_partner.iter().chain(std::iter::once(&total)) {
+    // With a partner filter the total is that partner's own row.
+    let total_row = partner.is_empty().then_some(&total);
+    for l in by_partner.iter().chain(total_row) {
         let who = if l.partner.is_empty() {
             "all"
         } else {
@@ -1263,18 +1265,16 @@ async fn build_partners(state: &State, params: &Params, period: Period, _scope: 
             pct(l.timeout_rate).into(),
             pct(l.win_rate).into(),
         ]);
-        if !l.partner.is_empty() || partner.is_empty() {
-            lead_bars.push((
-                format!("{who} accepted"),
-                l.acceptance_rate * 100.0,
-                format!(
-                    "{who}: {} of {} offers accepted ({})",
-                    l.accepted,
-                    l.offered,
-                    pct(l.acceptance_rate)
-                ),
-            ));
-        }
+        lead_bars.push((
+            format!("{who} accepted"),
+            l.acceptance_rate * 100.0,
+            format!(
+                "{who}: {} of {} offers accepted ({})",
+                l.accepted,
+                l.offered,
+                pct(l.acceptance_rate)
+            ),
+        ));
     }
     page.sections.push(Section {
         heading: "Lead conversion".into(),
