@@ -1,7 +1,8 @@
 // The dashboard in headless Chromium: sign in as the first admin, the overview's
 // figures against its CSV export and against the sum of the per-channel sales
 // (computed here from the sales CSV), hover values against the table under the
-// chart, filters kept in the URL across pages, a tablet viewport, sign out.
+// chart, filters kept in the URL across pages, the partners' attainment and
+// projection, a tablet viewport, sign out.
 // Screenshots go to DATA_DIR.
 "use strict";
 const { chromium } = require("playwright-core");
@@ -141,6 +142,39 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
     check(new URL(page.url()).pathname.startsWith("/rfm/"), "a segment drills into its members");
     check((await page.locator("#table-members th").first().textContent()) === "member_id", "members are listed by id only");
 
+    // Partners: attainment and projection per target, both series drawn with
+    // the table's figures on hover, the CSV of the ranking, the filter in the URL.
+    await page.goto(base + "/partners" + query);
+    const targetRows = parseCsv(await (await page.request.get(base + "/partners" + query + "&format=csv&table=targets")).text());
+    check(targetRows[0].join(",") === "rank,peers,partner,level,period,from,target,actual,attainment,projected,projected_attainment", "the partner targets' CSV header");
+    check(targetRows.length > 1, `the seeded partners have running targets (${targetRows.length - 1})`);
+    const paired = page.locator("svg.paired").first();
+    for (const series of ["attainment", "projected"]) {
+      const marks = paired.locator(`g.mark[data-series=${series}]`);
+      check((await marks.count()) === targetRows.length - 1, `one ${series} bar per target`);
+      const text = await marks.first().locator("title").textContent();
+      const [, who, shownPct] = text.match(/^(\S+): \S+ ([0-9.-]+%)/) || [];
+      const target = targetRows.find((r) => r[2] === who);
+      const column = series === "attainment" ? 8 : 10;
+      check(target && target[column] === shownPct, `${series} hover "${text}" matches the table's ${target && target[column]}`);
+    }
+    check(targetRows.some((r) => cents(r[7]) > 0 && r[3] !== ""), "some partner has sold against its target, with its level shown");
+    const first = targetRows[1];
+    check(first[0] === "1", "the ranking starts at 1");
+    const repRows = parseCsv(await (await page.request.get(base + "/partners" + query + "&format=csv&table=reps")).text());
+    check(repRows.length > 1, `the seeded reps have running targets (${repRows.length - 1})`);
+    const leadRows = parseCsv(await (await page.request.get(base + "/partners" + query + "&format=csv&table=leads")).text());
+    check(leadRows.some((r) => r[0] === "all" && parseInt(r[1], 10) > 0), "leads were offered in the quarter");
+    const stageRows = parseCsv(await (await page.request.get(base + "/partners" + query + "&format=csv&table=pipeline")).text());
+    check(stageRows.length === 8 && parseInt(stageRows[1][1], 10) > 0, "the pipeline lists its stages with opportunities");
+    const partnerFilter = await page.locator("select[name=partner] option").nth(1).getAttribute("value");
+    await page.selectOption("select[name=partner]", partnerFilter);
+    await Promise.all([page.waitForNavigation(), page.click("form.picker button[type=submit]")]);
+    check(page.url().includes("partner=" + encodeURIComponent(partnerFilter)), `the partner filter is in the URL: ${page.url()}`);
+    const onlyRows = parseCsv(await (await page.request.get(page.url() + "&format=csv&table=targets")).text());
+    check(onlyRows.slice(1).every((r) => r[2] === partnerFilter), "the filter narrows the ranking to the partner");
+    await page.screenshot({ path: path.join(dataDir, "dashboard-partners.png"), fullPage: true });
+
     // Live refresh keeps the page without a navigation.
     await page.goto(base + "/" + query);
     const refreshed = page.waitForResponse((r) => r.url().startsWith(base + "/?period=quarter") && r.request().resourceType() === "fetch", { timeout: 20000 });
@@ -157,6 +191,22 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
     check(cardWidth < 768 / 2, `cards in two columns on a tablet (${Math.round(cardWidth)}px)`);
     await t.screenshot({ path: path.join(dataDir, "dashboard-tablet.png"), fullPage: true });
     await tablet.close();
+
+    // The seeded store manager of BER: only BER is offered, another store is 403.
+    const [managerName, managerPassword] = fs.readFileSync(path.join(dataDir, "store-manager"), "utf8").trim().split("\n");
+    const managerContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const manager = await managerContext.newPage();
+    await manager.goto(base + "/login");
+    await manager.fill("input[name=username]", managerName);
+    await manager.fill("input[name=password]", managerPassword);
+    await Promise.all([manager.waitForNavigation(), manager.click("button[type=submit]")]);
+    await manager.goto(base + "/stores" + query);
+    const offered = await manager.locator("select[name=store] option").evaluateAll((os) => os.map((o) => o.value).filter((v) => v));
+    check(offered.join(",") === "BER", `the store manager is offered his store only (${offered.join(",")})`);
+    check((await manager.textContent("h1")).includes("BER"), "his store's funnel is shown");
+    const other = await manager.goto(base + "/stores" + query + "&store=HAM");
+    check(other.status() === 403, "another store in the URL is refused");
+    await managerContext.close();
 
     // Sign out.
     await Promise.all([page.waitForNavigation(), page.click("form.logout button")]);

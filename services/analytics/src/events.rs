@@ -1,6 +1,6 @@
 //! What analytics consumes and publishes.
 //!
-//! Consumers: one per source log (orders, membership, catalog), each a
+//! Consumers: one per source log (orders, membership, catalog, partner), each a
 //! registration of [`SourceEvents`] under its source name ([`SOURCES`]). Every
 //! batch is archived raw (`event_archive`, by month) and projected ([`Projector`])
 //! in the transaction that stores the consumer's position, so each event takes
@@ -25,13 +25,13 @@ use crate::store::exec;
 pub const CONSUMER: &str = "analytics";
 
 /// The logs analytics follows.
-pub const SOURCES: [&str; 3] = ["orders", "membership", "catalog"];
+pub const SOURCES: [&str; 4] = ["orders", "membership", "catalog", "partner"];
 
 /// The source of backfilled history (`ImportEvents`).
 pub const IMPORT: &str = "import";
 
 /// Every source in the archive: the followed logs and the import.
-pub const ARCHIVED: [&str; 4] = ["orders", "membership", "catalog", IMPORT];
+pub const ARCHIVED: [&str; 5] = ["orders", "membership", "catalog", "partner", IMPORT];
 
 /// Lock a rebuild takes exclusively to swap its tables in, and every consumer
 /// batch shared (PostgreSQL): no batch commits between the rebuild's last catch-up

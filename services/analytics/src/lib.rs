@@ -1,6 +1,6 @@
 //! The analytics service: KPIs across the suite in real time, from the event logs
-//! of orders, membership and catalog and from ingested store and online
-//! touchpoints.
+//! of orders, membership, catalog and channel-partner and from ingested store and
+//! online touchpoints.
 //!
 //! Layout: `api` is the gRPC adapter (parse, authorise, convert), `dashboard` the
 //! HTTP adapter (the staff KPI pages), `app` the use
@@ -185,6 +185,7 @@ impl Application {
                 "orders" => &settings.sources.orders_url,
                 "membership" => &settings.sources.membership_url,
                 "catalog" => &settings.sources.catalog_url,
+                "partner" => &settings.sources.partner_url,
                 _ => &None,
             };
             let Some(url) = url else { continue };

@@ -314,8 +314,139 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             .await?;
             Ok(())
         } else {
-            Ok(())
+            self.apply_partner(event).await
         }
+    }
+
+    /// Channel-partner's events: targets, partners' levels and states, points,
+    /// deal locks, leads, opportunity stages and overdue visits. Counts go into
+    /// the rollups under "all" and the partner.
+    async fn apply_partner(&mut self, event: &EventEnvelope) -> ServiceResult<()> {
+        let ty = event.r#type.as_str();
+        if ty == ev::TargetSet::full_name() {
+            let e: ev::TargetSet = decode(event)?;
+            let start = time_or(&e.period_start_time, event);
+            let end = time_or(&e.period_end_time, event);
+            let sql = format!(
+                "INSERT INTO {}targets (target_id, subject_kind, partner, rep, period_kind, start_at, end_at, amount) \
+                 VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (target_id) DO UPDATE SET subject_kind = excluded.subject_kind, \
+                 partner = excluded.partner, rep = excluded.rep, period_kind = excluded.period_kind, \
+                 start_at = excluded.start_at, end_at = excluded.end_at, amount = excluded.amount",
+                self.p
+            );
+            exec(
+                self.db,
+                &sql,
+                vec![
+                    e.target_id.into(),
+                    e.subject_kind.into(),
+                    e.partner_id.into(),
+                    e.sales_rep_id.into(),
+                    e.period_kind.into(),
+                    start.into(),
+                    end.into(),
+                    e.amount_minor.into(),
+                ],
+            )
+            .await?;
+        } else if ty == ev::TargetAttained::full_name() {
+            let e: ev::TargetAttained = decode(event)?;
+            let sql = format!(
+                "UPDATE {}targets SET attained_at = ? WHERE target_id = ? AND attained_at IS NULL",
+                self.p
+            );
+            exec(self.db, &sql, vec![occur_at(event).into(), e.target_id.into()]).await?;
+        } else if ty == ev::PartnerStatusChanged::full_name() {
+            let e: ev::PartnerStatusChanged = decode(event)?;
+            self.partner_fact(&e.partner_id, "status", &e.to_state).await?;
+        } else if ty == ev::PartnerLevelChanged::full_name() {
+            let e: ev::PartnerLevelChanged = decode(event)?;
+            self.partner_fact(&e.partner_id, "level", &e.to_level).await?;
+        } else if ty == ev::PartnerPointsChanged::full_name() {
+            let e: ev::PartnerPointsChanged = decode(event)?;
+            let metric = match e.kind.as_str() {
+                "earn" | "action" => "points_earned",
+                "redeem" => "points_redeemed",
+                "reverse" | "return" => "points_reversed",
+                "expire" => "points_expired",
+                _ => return Ok(()),
+            };
+            self.partner_count(occur_at(event), &e.partner_id, metric, e.points.abs());
+        } else if ty == ev::DealLockChanged::full_name() {
+            let e: ev::DealLockChanged = decode(event)?;
+            let metric = match e.change.as_str() {
+                "registered" => "locks_registered",
+                "extended" => "locks_extended",
+                "released" => "locks_released",
+                "expired" => "locks_expired",
+                _ => return Ok(()),
+            };
+            self.partner_count(time_or(&e.change_time, event), &e.partner_id, metric, 1);
+        } else if ty == ev::LeadChanged::full_name() {
+            let e: ev::LeadChanged = decode(event)?;
+            let metric = match e.change.as_str() {
+                "offered" => "leads_offered",
+                "accepted" => "leads_accepted",
+                "declined" => "leads_declined",
+                "timed_out" => "leads_timed_out",
+                "unassigned" => "leads_unassigned",
+                "won" => "leads_won",
+                "lost" => "leads_lost",
+                _ => return Ok(()),
+            };
+            self.partner_count(time_or(&e.change_time, event), &e.partner_id, metric, 1);
+        } else if ty == ev::OpportunityStageChanged::full_name() {
+            let e: ev::OpportunityStageChanged = decode(event)?;
+            let sql = format!(
+                "INSERT INTO {}opportunity_stages (opportunity, stage, partner, rep, reached_at) VALUES (?,?,?,?,?) \
+                 ON CONFLICT (opportunity, stage) DO NOTHING",
+                self.p
+            );
+            exec(
+                self.db,
+                &sql,
+                vec![
+                    e.opportunity.into(),
+                    e.to_stage.into(),
+                    e.partner_id.into(),
+                    e.sales_rep_id.into(),
+                    time_or(&e.change_time, event).into(),
+                ],
+            )
+            .await?;
+        } else if ty == ev::VisitOverdue::full_name() {
+            let e: ev::VisitOverdue = decode(event)?;
+            self.partner_count(time_or(&e.due_time, event), &e.partner_id, "visits_overdue", 1);
+        } else if ty == ev::SpecialDiscountDecided::full_name() {
+            let e: ev::SpecialDiscountDecided = decode(event)?;
+            let metric = match e.decision.as_str() {
+                "granted" => "discounts_granted",
+                "approved" => "discounts_approved",
+                "rejected" => "discounts_rejected",
+                _ => return Ok(()),
+            };
+            self.partner_count(time_or(&e.decide_time, event), &e.partner_id, metric, 1);
+        }
+        Ok(())
+    }
+
+    /// Counts `value` of `metric` under "all" and, when known, the partner.
+    fn partner_count(&mut self, t: i64, partner: &str, metric: &'static str, value: i64) {
+        self.increments.add(t, "all", "", metric, value);
+        if !partner.is_empty() {
+            self.increments.add(t, "partner", partner, metric, value);
+        }
+    }
+
+    /// Sets a partner's `level` or `status`.
+    async fn partner_fact(&self, partner: &str, column: &'static str, value: &str) -> ServiceResult<()> {
+        let sql = format!(
+            "INSERT INTO {p}partners (partner_id, {column}) VALUES (?,?) \
+             ON CONFLICT (partner_id) DO UPDATE SET {column} = excluded.{column}",
+            p = self.p
+        );
+        exec(self.db, &sql, vec![partner.into(), value.into()]).await?;
+        Ok(())
     }
 
     async fn ensure_member(&self, member: &str) -> ServiceResult<()> {

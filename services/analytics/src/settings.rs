@@ -29,6 +29,7 @@ impl Validate for Settings {
             ("sources.orders_url", &self.sources.orders_url),
             ("sources.membership_url", &self.sources.membership_url),
             ("sources.catalog_url", &self.sources.catalog_url),
+            ("sources.partner_url", &self.sources.partner_url),
         ] {
             if let Some(url) = url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -75,6 +76,8 @@ pub struct SourcesSection {
     pub orders_url: Option<String>,
     pub membership_url: Option<String>,
     pub catalog_url: Option<String>,
+    /// Channel-partner's log: targets, leads, opportunities, points, deal locks.
+    pub partner_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -67,6 +67,22 @@ pub(crate) fn target_attained(t: &target::Model, progress_minor: i64) -> Outgoin
     .partitioned_by(&t.partner_id)
 }
 
+/// A target was set: its subject, period and amount, for the followers of the
+/// log that compute attainment themselves.
+pub(crate) fn target_set(t: &target::Model) -> Outgoing {
+    Outgoing::of(&ev::TargetSet {
+        target_id: t.id.clone(),
+        subject_kind: t.subject_kind.clone(),
+        partner_id: t.partner_id.clone(),
+        sales_rep_id: t.rep_id.clone(),
+        period_kind: t.period_kind.clone(),
+        period_start_time: Some(timestamp(t.period_start)),
+        period_end_time: Some(timestamp(t.period_end)),
+        amount_minor: t.amount_minor,
+    })
+    .partitioned_by(&t.partner_id)
+}
+
 pub(crate) fn points_changed(ledger_name: &str, change: &Change) -> Outgoing {
     Outgoing::of(&ev::PartnerPointsChanged {
         ledger: ledger_name.to_owned(),

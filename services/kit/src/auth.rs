@@ -68,6 +68,10 @@ pub struct Claims {
     /// Login session of a user token, so a session can be ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// Store codes a staff user is confined to in per-store views (a store
+    /// manager's own stores); empty when the user has none assigned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<String>,
 }
 
 /// The authenticated caller of an RPC.
@@ -78,6 +82,8 @@ pub struct Principal {
     pub roles: Vec<String>,
     pub scopes: BTreeSet<String>,
     pub partner_id: Option<String>,
+    /// The stores the user is assigned to (the `stores` claim).
+    pub stores: Vec<String>,
     pub session_id: Option<String>,
     pub token_id: String,
     pub expires_at: DateTime<Utc>,
@@ -91,6 +97,7 @@ impl From<Claims> for Principal {
             roles: c.roles,
             scopes: c.scope.split_whitespace().map(str::to_owned).collect(),
             partner_id: c.partner_id,
+            stores: c.stores,
             session_id: c.sid,
             token_id: c.jti,
             expires_at: DateTime::from_timestamp(c.exp, 0).unwrap_or_default(),
@@ -613,6 +620,7 @@ mod tests {
             scope: "orders.read orders.write".into(),
             partner_id: Some("p1".into()),
             sid: None,
+            stores: Vec::new(),
         }
     }
 

@@ -74,6 +74,7 @@ async fn serve_log(log: Arc<EventLog>) -> (std::net::SocketAddr, String) {
         scope: "events.read".into(),
         partner_id: None,
         sid: None,
+        stores: Vec::new(),
     };
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some("k".into());

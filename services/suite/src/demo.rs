@@ -2,7 +2,8 @@
 //! analytics (`ImportEvents`; the producers keep a week of log), and the last
 //! days' store and online touchpoints (`StreamTouchpoints`), so the KPIs tell a
 //! story: December peaks and a summer bump, whales at the top of the pyramid,
-//! returns and ratings, and one running shoe that many try on and few buy.
+//! returns and ratings, one running shoe that many try on and few buy, and
+//! partners' quarter targets, leads and opportunities.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -172,6 +173,9 @@ fn history(run: u32, orders: u64, members: u64, now: i64, rng: &mut StdRng) -> H
     }
     let max_weight = 3.5;
     let mut placed = 0u64;
+    // Partner and rep sales of the running quarter, for their targets.
+    let quarter = quarter_start(now);
+    let mut quarter_sales: std::collections::BTreeMap<(String, String), i64> = Default::default();
     while placed < orders {
         let at = start + 30 * DAY + rng.random_range(0..(end - start - 30 * DAY));
         if rng.random::<f64>() * max_weight > season(at) {
@@ -219,6 +223,10 @@ fn history(run: u32, orders: u64, members: u64, now: i64, rng: &mut StdRng) -> H
             .iter()
             .map(|l| l.quantity * l.unit_price.as_ref().map(|p| p.amount_minor).unwrap_or(0))
             .sum();
+        if !partner.is_empty() && at >= quarter {
+            *quarter_sales.entry((partner.to_owned(), String::new())).or_default() += amount;
+            *quarter_sales.entry((partner.to_owned(), rep.to_owned())).or_default() += amount;
+        }
         h.push(
             at,
             &member,
@@ -274,8 +282,167 @@ fn history(run: u32, orders: u64, members: u64, now: i64, rng: &mut StdRng) -> H
             );
         }
     }
+    partner_history(&mut h, run, now, end, &quarter_sales, rng);
     h.0.sort_by_key(|(at, _)| *at);
     h
+}
+
+/// The first second of `now`'s calendar quarter (UTC).
+fn quarter_start(now: i64) -> i64 {
+    use chrono::{Datelike, TimeZone, Utc};
+    let Some(date) = Utc.timestamp_opt(now, 0).single() else {
+        return now;
+    };
+    let month = (date.month() - 1) / 3 * 3 + 1;
+    Utc.with_ymd_and_hms(date.year(), month, 1, 0, 0, 0)
+        .single()
+        .map_or(now, |t| t.timestamp())
+}
+
+/// The quarter after the one starting at `start`.
+fn quarter_end(start: i64) -> i64 {
+    use chrono::{Months, TimeZone, Utc};
+    Utc.timestamp_opt(start, 0)
+        .single()
+        .and_then(|t| t.checked_add_months(Months::new(3)))
+        .map_or(start + 91 * DAY, |t| t.timestamp())
+}
+
+/// Channel-partner's side of the history: the running quarter's targets of the
+/// demo partners and their reps (set so that the run rates land above, at and
+/// under them), and three months of leads and opportunities.
+fn partner_history(
+    h: &mut History,
+    run: u32,
+    now: i64,
+    end: i64,
+    quarter_sales: &std::collections::BTreeMap<(String, String), i64>,
+    rng: &mut StdRng,
+) {
+    let start = quarter_start(now);
+    let stop = quarter_end(start);
+    let elapsed = (end - start).max(DAY) as f64;
+    let length = (stop - start) as f64;
+    let factors = [0.8, 1.0, 1.25, 0.9, 1.1];
+    let mut n = 0;
+    for ((partner, reps), level) in PARTNERS.iter().zip(["gold", "silver", "registered"]) {
+        h.push(
+            start - 30 * DAY,
+            partner,
+            &ev::PartnerLevelChanged {
+                partner_id: (*partner).into(),
+                from_level: "registered".into(),
+                to_level: level.into(),
+                reason: "reevaluation".into(),
+                trailing_sales_minor: 0,
+            },
+        );
+        for rep in std::iter::once(&"").chain(reps.iter()) {
+            let sold = quarter_sales
+                .get(&((*partner).to_owned(), (*rep).to_owned()))
+                .copied()
+                .unwrap_or(0);
+            let run_rate = (sold as f64 * length / elapsed) as i64;
+            let amount = ((run_rate as f64 * factors[n % factors.len()]) as i64).max(50_000);
+            n += 1;
+            let kind = if rep.is_empty() { "partner" } else { "rep" };
+            let id = format!("demo-{run}-t-{partner}-{rep}");
+            h.push(
+                start,
+                partner,
+                &ev::TargetSet {
+                    target_id: id,
+                    subject_kind: kind.into(),
+                    partner_id: (*partner).into(),
+                    sales_rep_id: (*rep).into(),
+                    period_kind: "quarter".into(),
+                    period_start_time: ts(start),
+                    period_end_time: ts(stop),
+                    amount_minor: amount,
+                },
+            );
+        }
+        let lead = |h: &mut History, id: &str, change: &str, at: i64| {
+            h.push(
+                at,
+                partner,
+                &ev::LeadChanged {
+                    lead: format!("leads/{id}"),
+                    partner_id: (*partner).into(),
+                    change: change.into(),
+                    change_time: ts(at),
+                    ..Default::default()
+                },
+            );
+        };
+        for k in 0..25 {
+            let id = format!("demo-{run}-{partner}-l{k}");
+            let at = end - rng.random_range(DAY..90 * DAY);
+            lead(h, &id, "offered", at);
+            let roll: f64 = rng.random();
+            if roll < 0.6 {
+                let accepted = at + rng.random_range(600..DAY);
+                lead(h, &id, "accepted", accepted);
+                let closed = accepted + rng.random_range(5..30) * DAY;
+                if closed < end {
+                    let outcome = if rng.random_bool(0.55) { "won" } else { "lost" };
+                    lead(h, &id, outcome, closed);
+                }
+            } else if roll < 0.85 {
+                lead(h, &id, "declined", at + rng.random_range(600..DAY));
+            } else {
+                lead(h, &id, "timed_out", at + 2 * DAY);
+            }
+        }
+        let stages = [
+            "identified",
+            "proposed",
+            "confirmed",
+            "understood",
+            "negotiating",
+            "won",
+        ];
+        for k in 0..20 {
+            let id = format!("partners/{partner}/opportunities/demo-{run}-o{k}");
+            let mut at = end - rng.random_range(DAY..90 * DAY);
+            let mut from = "";
+            for to in stages {
+                h.push(
+                    at,
+                    partner,
+                    &ev::OpportunityStageChanged {
+                        opportunity: id.clone(),
+                        partner_id: (*partner).into(),
+                        from_stage: from.into(),
+                        to_stage: to.into(),
+                        change_time: ts(at),
+                        ..Default::default()
+                    },
+                );
+                from = to;
+                at += rng.random_range(1..10) * DAY;
+                let roll: f64 = rng.random();
+                if to == "won" || at >= end || roll > 0.85 {
+                    break;
+                }
+                if roll > 0.65 {
+                    h.push(
+                        at,
+                        partner,
+                        &ev::OpportunityStageChanged {
+                            opportunity: id.clone(),
+                            partner_id: (*partner).into(),
+                            from_stage: from.into(),
+                            to_stage: "lost".into(),
+                            change_time: ts(at),
+                            ..Default::default()
+                        },
+                    );
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Store and online touchpoints of the last `hours` hours.

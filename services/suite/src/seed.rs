@@ -101,6 +101,37 @@ pub async fn partner_api_key(identity: Channel, bearer: &str, partner: &str) -> 
     Ok(created.into_inner().secret)
 }
 
+/// Creates a store manager of `stores` with a random password; returns the user
+/// name and the password.
+pub async fn store_manager(
+    identity: Channel,
+    bearer: &str,
+    username: &str,
+    stores: &[&str],
+) -> anyhow::Result<(String, String)> {
+    let header: tonic::metadata::MetadataValue<_> = bearer.parse()?;
+    let password = format!("Sm-{}", uuid::Uuid::new_v4().simple());
+    IdentityServiceClient::new(identity)
+        .create_user(with_bearer(
+            &header,
+            ipb::CreateUserRequest {
+                user: Some(ipb::User {
+                    username: username.to_owned(),
+                    display_name: format!("Store manager of {}", stores.join(", ")),
+                    kind: ipb::PrincipalKind::Staff as i32,
+                    roles: vec![ipb::Role::StoreManager as i32],
+                    stores: stores.iter().map(|s| (*s).to_owned()).collect(),
+                    ..Default::default()
+                }),
+                password: password.clone(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .context("creating the store manager failed")?;
+    Ok((username.to_owned(), password))
+}
+
 fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
@@ -496,5 +527,14 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .await?;
         println!("seeded analytics in {:.1} s", started.elapsed().as_secs_f64());
     }
+    // A store manager who sees store BER only on the dashboard.
+    let identity = Channel::from_shared(args.identity.clone())?.connect().await?;
+    let (username, password) = store_manager(identity, &bearer, &format!("ber.manager.{prefix}"), &["BER"]).await?;
+    let path = args.data_dir.join("store-manager");
+    write_private(&path, &format!("{username}\n{password}\n"))?;
+    println!(
+        "created store manager {username} of store BER (user name and password in {})",
+        path.display()
+    );
     Ok(())
 }

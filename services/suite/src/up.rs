@@ -264,6 +264,7 @@ where
     settings.analytics.sources.orders_url = Some(format!("http://{orders_addr}"));
     settings.analytics.sources.membership_url = Some(format!("http://{membership_addr}"));
     settings.analytics.sources.catalog_url = Some(format!("http://{catalog_addr}"));
+    settings.analytics.sources.partner_url = Some(format!("http://{partner_addr}"));
     let analytics = retail_analytics::Application::build(settings.analytics.clone()).await?;
     let analytics_addr = analytics.local_addr();
     let dashboard_addr = analytics.dashboard_addr();

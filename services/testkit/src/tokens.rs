@@ -55,6 +55,7 @@ pub fn claims(subject: &str, kind: PrincipalKind, scopes: &[&str], partner_id: O
         scope: scopes.join(" "),
         partner_id: partner_id.map(str::to_owned),
         sid: None,
+        stores: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@ use retail_proto::analytics as pb;
 
 use crate::app::SourcePosition;
 use crate::app::kpis::SalesFigures;
+use crate::app::partners::LeadConversion;
 use crate::app::stores::PlaceRate;
 use crate::app::touchpoints::Outcome;
 
@@ -65,5 +66,22 @@ pub fn outcome(o: Outcome) -> pb::IngestTouchpointsResponse {
                 reason: r.reason,
             })
             .collect(),
+    }
+}
+
+pub fn leads(l: LeadConversion) -> pb::LeadFigures {
+    pb::LeadFigures {
+        partner: l.partner,
+        offered: l.offered,
+        accepted: l.accepted,
+        declined: l.declined,
+        timed_out: l.timed_out,
+        unassigned: l.unassigned,
+        won: l.won,
+        lost: l.lost,
+        acceptance_rate: l.acceptance_rate,
+        decline_rate: l.decline_rate,
+        timeout_rate: l.timeout_rate,
+        win_rate: l.win_rate,
     }
 }

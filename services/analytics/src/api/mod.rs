@@ -487,6 +487,96 @@ impl AnalyticsService for AnalyticsApi {
             freshness: freshness(positions),
         })
     }
+
+    async fn list_target_attainment(
+        &self,
+        request: Request<pb::ListTargetAttainmentRequest>,
+    ) -> Rpc<pb::ListTargetAttainmentResponse> {
+        authorise(&request, READ)?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let as_of = parse::as_of(&mut v, &req.as_of_time);
+        let kind = if req.subject_kind.is_empty() {
+            "partner"
+        } else {
+            req.subject_kind.as_str()
+        };
+        if !matches!(kind, "partner" | "rep") {
+            v.add("subject_kind", "\"partner\" or \"rep\"");
+        }
+        if !matches!(req.period_kind.as_str(), "" | "month" | "quarter" | "year") {
+            v.add("period_kind", "\"month\", \"quarter\", \"year\" or empty");
+        }
+        let partner = v.text("partner", &req.partner, crate::domain::touchpoint::MAX_TEXT, false);
+        v.finish()?;
+        let positions = self.app.freshness().await?;
+        let targets = self
+            .app
+            .target_standings(as_of, kind, &req.period_kind, &partner)
+            .await?;
+        ok(pb::ListTargetAttainmentResponse {
+            targets: targets
+                .into_iter()
+                .map(|t| pb::TargetAttainment {
+                    target_id: t.target_id,
+                    subject_kind: t.subject_kind,
+                    partner: t.partner,
+                    sales_rep: t.rep,
+                    level: t.level,
+                    period_kind: t.period_kind,
+                    period: Some(pb::Period {
+                        start_time: ts(t.start),
+                        end_time: ts(t.end),
+                    }),
+                    amount_minor: t.amount,
+                    actual_minor: t.actual,
+                    attainment: t.attainment,
+                    projected_minor: t.projected,
+                    projected_attainment: t.projected_attainment,
+                    rank: t.rank as i32,
+                    peer_count: t.peers as i32,
+                    attain_time: t.attained_at.and_then(ts),
+                })
+                .collect(),
+            freshness: freshness(positions),
+        })
+    }
+
+    async fn get_lead_conversion(&self, request: Request<pb::GetLeadConversionRequest>) -> Rpc<pb::LeadConversion> {
+        authorise(&request, READ)?;
+        let (period, partner) = parse::partner_period(&request.get_ref().period, &request.get_ref().partner)?;
+        let positions = self.app.freshness().await?;
+        let (total, partners) = self.app.lead_conversion(period, &partner).await?;
+        ok(pb::LeadConversion {
+            total: Some(convert::leads(total)),
+            partners: partners.into_iter().map(convert::leads).collect(),
+            freshness: freshness(positions),
+        })
+    }
+
+    async fn get_pipeline_conversion(
+        &self,
+        request: Request<pb::GetPipelineConversionRequest>,
+    ) -> Rpc<pb::PipelineConversion> {
+        authorise(&request, READ)?;
+        let (period, partner) = parse::partner_period(&request.get_ref().period, &request.get_ref().partner)?;
+        let positions = self.app.freshness().await?;
+        let stages = self.app.pipeline_conversion(period, &partner).await?;
+        ok(pb::PipelineConversion {
+            stages: stages
+                .into_iter()
+                .map(|s| pb::StageConversion {
+                    stage: s.stage,
+                    reached: s.reached,
+                    advanced: s.advanced,
+                    lost: s.lost,
+                    conversion: s.conversion,
+                    average_days: s.average_days,
+                })
+                .collect(),
+            freshness: freshness(positions),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -86,6 +86,15 @@ pub fn store_period(p: &Option<pb::Period>, store: &str) -> ServiceResult<(Perio
     Ok((p.unwrap_or(Period { start: 0, end: 1 }), store))
 }
 
+/// A period and an optional partner id.
+pub fn partner_period(p: &Option<pb::Period>, partner: &str) -> ServiceResult<(Period, String)> {
+    let mut v = Violations::new();
+    let p = period(&mut v, "period", p);
+    let partner = v.text("partner", partner, MAX_TEXT, false);
+    v.finish()?;
+    Ok((p.unwrap_or(Period { start: 0, end: 1 }), partner))
+}
+
 /// `as_of_time`, now when unset.
 pub fn as_of(v: &mut Violations, ts: &Option<prost_types::Timestamp>) -> i64 {
     match ts {

@@ -1,4 +1,5 @@
-//! Analytics' use cases: the KPI queries ([`kpis`], [`members`], [`stores`]), the
+//! Analytics' use cases: the KPI queries ([`kpis`], [`members`], [`stores`],
+//! [`partners`]), the
 //! touchpoint ingestion ([`touchpoints`]), the rebuild of projections from the
 //! archive ([`rebuild`]) and the overdue members' events ([`overdue`]).
 
@@ -6,6 +7,7 @@ pub mod import;
 pub mod kpis;
 pub mod members;
 pub mod overdue;
+pub mod partners;
 pub mod rebuild;
 pub mod stores;
 pub mod touchpoints;
@@ -142,6 +144,49 @@ pub async fn rollup_sums(
     for (sql, values) in queries {
         for row in rows(db, &sql, values).await? {
             *out.entry(store::text(&row, 0)?).or_insert(0) += store::int(&row, 1)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Sums of rollup metrics of every value of a dimension over a period, by value
+/// and metric (the same buckets as [`rollup_sums`]).
+pub async fn rollup_sums_by_key(
+    db: &DatabaseConnection,
+    table: &str,
+    period: Period,
+    dim: &str,
+    metrics: &[&str],
+) -> ServiceResult<std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>> {
+    let day = crate::projection::DAY;
+    let first_full = period.start + (day - period.start.rem_euclid(day)) % day;
+    let last_full = period.end - period.end.rem_euclid(day);
+    let placeholders = vec!["?"; metrics.len()].join(",");
+    let run = |grain: &'static str, from: i64, to: i64| {
+        let sql = format!(
+            "SELECT dim_key, metric, CAST(SUM(value) AS BIGINT) FROM {table} WHERE grain = ? AND dim = ? \
+             AND metric IN ({placeholders}) AND bucket >= ? AND bucket < ? GROUP BY dim_key, metric"
+        );
+        let mut values: Vec<sea_orm::Value> = vec![grain.into(), dim.into()];
+        values.extend(metrics.iter().map(|m| (*m).into()));
+        values.extend([from.into(), to.into()]);
+        (sql, values)
+    };
+    let mut queries = Vec::new();
+    if first_full < last_full {
+        queries.push(run("d", first_full, last_full));
+        queries.push(run("h", period.start, first_full));
+        queries.push(run("h", last_full, period.end));
+    } else {
+        queries.push(run("h", period.start, period.end));
+    }
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> = Default::default();
+    for (sql, values) in queries {
+        for row in rows(db, &sql, values).await? {
+            *out.entry(store::text(&row, 0)?)
+                .or_default()
+                .entry(store::text(&row, 1)?)
+                .or_insert(0) += store::int(&row, 2)?;
         }
     }
     Ok(out)

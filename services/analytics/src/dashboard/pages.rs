@@ -77,9 +77,13 @@ macro_rules! page_handler {
                 Ok(v) => v,
                 Err(response) => return response,
             };
+            let scope = Scope::of(&viewer);
+            if !scope.may_see_store(&params.store) {
+                return view::error_page(StatusCode::FORBIDDEN, "This store is not one of yours.");
+            }
             let built = match params.resolve(state.now()) {
-                Ok(period) => $build(&state, &params, period).await,
-                Err(problem) => $build(&state, &params, Period { start: 0, end: 1 }).await.map(|page| Page {
+                Ok(period) => $build(&state, &params, period, &scope).await,
+                Err(problem) => $build(&state, &params, Period { start: 0, end: 1 }, &scope).await.map(|page| Page {
                     problem: Some(problem),
                     ..page
                 }),
@@ -117,13 +121,55 @@ page_handler!(
     /// Product classes of a category.
     products, Access::Aggregates, build_products);
 page_handler!(
-    /// Partners ranked by revenue.
+    /// Partners and reps ranked by target attainment, revenue, leads, pipeline.
     partners, Access::Aggregates, build_partners);
 
-async fn sales_filters(state: &State) -> ServiceResult<Vec<(&'static str, Vec<String>)>> {
+/// Which stores a viewer may see: a store manager (who is neither admin nor
+/// analyst) only the stores his token names (the `stores` claim), everyone else
+/// every store.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// `None`: every store.
+    pub stores: Option<Vec<String>>,
+}
+
+impl Scope {
+    pub fn of(viewer: &Viewer) -> Self {
+        let p = &viewer.principal;
+        let has = |role: &str| p.roles.iter().any(|r| r == role);
+        if has("admin") || has("analyst") {
+            Self { stores: None }
+        } else {
+            Self {
+                stores: Some(p.stores.clone()),
+            }
+        }
+    }
+
+    /// Whether the store filter `store` (empty: none) is allowed.
+    pub fn may_see_store(&self, store: &str) -> bool {
+        store.is_empty() || self.stores.as_ref().is_none_or(|own| own.iter().any(|s| s == store))
+    }
+
+    /// The stores of `all` the viewer may pick.
+    pub fn narrow(&self, all: Vec<String>) -> Vec<String> {
+        match &self.stores {
+            None => all,
+            Some(own) => {
+                let mut mine: Vec<String> = own.clone();
+                mine.sort();
+                mine.dedup();
+                mine
+            }
+        }
+    }
+}
+
+async fn sales_filters(state: &State, scope: &Scope) -> ServiceResult<Vec<(&'static str, Vec<String>)>> {
     let mut out = Vec::new();
     for f in FILTERS {
-        out.push((f, state.app.dimension_values(f).await?));
+        let values = state.app.dimension_values(f).await?;
+        out.push((f, if f == "store" { scope.narrow(values) } else { values }));
     }
     Ok(out)
 }
@@ -138,9 +184,9 @@ fn card(id: &'static str, label: &str, current: String, previous: String, change
     }
 }
 
-async fn build_overview(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_overview(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
     let app = &state.app;
-    let filters = sales_filters(state).await?;
+    let filters = sales_filters(state, scope).await?;
     let mut page = Page {
         path: "/",
         title: "Overview".into(),
@@ -316,9 +362,9 @@ fn buckets(period: Period) -> Vec<Period> {
     out
 }
 
-async fn build_sales(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_sales(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
     let app = &state.app;
-    let filters = sales_filters(state).await?;
+    let filters = sales_filters(state, scope).await?;
     let channels = filters
         .iter()
         .find(|(f, _)| *f == "channel")
@@ -425,7 +471,7 @@ async fn build_sales(state: &State, params: &Params, period: Period) -> ServiceR
     Ok(page)
 }
 
-async fn build_pyramid(state: &State, _params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_pyramid(state: &State, _params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/pyramid",
         title: "Customer pyramid".into(),
@@ -497,7 +543,7 @@ fn rfm_as_of(state: &State, period: Period) -> i64 {
     (period.end - 1).min(state.now())
 }
 
-async fn build_rfm(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_rfm(state: &State, params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/rfm",
         title: "RFM segments".into(),
@@ -628,7 +674,7 @@ async fn build_members(state: &State, params: &Params, period: Period, seg: Segm
     })
 }
 
-async fn build_lifecycle(state: &State, _params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_lifecycle(state: &State, _params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/lifecycle",
         title: "Lifecycle".into(),
@@ -678,7 +724,7 @@ async fn build_lifecycle(state: &State, _params: &Params, period: Period) -> Ser
     Ok(page)
 }
 
-async fn build_cohorts(state: &State, _params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_cohorts(state: &State, _params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/cohorts",
         title: "Cohort retention".into(),
@@ -737,9 +783,9 @@ async fn build_cohorts(state: &State, _params: &Params, period: Period) -> Servi
     Ok(page)
 }
 
-/// The store asked for, or the first one known.
-async fn chosen_store(state: &State, params: &Params) -> ServiceResult<(Vec<String>, String)> {
-    let stores = state.app.dimension_values("store").await?;
+/// The store asked for, or the first one known (of the viewer's own stores).
+async fn chosen_store(state: &State, params: &Params, scope: &Scope) -> ServiceResult<(Vec<String>, String)> {
+    let stores = scope.narrow(state.app.dimension_values("store").await?);
     let store = if params.store.is_empty() {
         stores.first().cloned().unwrap_or_default()
     } else {
@@ -748,8 +794,8 @@ async fn chosen_store(state: &State, params: &Params) -> ServiceResult<(Vec<Stri
     Ok((stores, store))
 }
 
-async fn build_stores(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
-    let (stores, store) = chosen_store(state, params).await?;
+async fn build_stores(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
+    let (stores, store) = chosen_store(state, params, scope).await?;
     let mut page = Page {
         path: "/stores",
         title: format!("Store funnel {store}"),
@@ -762,7 +808,11 @@ async fn build_stores(state: &State, params: &Params, period: Period) -> Service
     if store.is_empty() {
         page.sections.push(Section {
             heading: "Funnel".into(),
-            empty: Some("No store has reported touchpoints yet.".into()),
+            empty: Some(if scope.stores.is_some() {
+                "No store is assigned to you.".into()
+            } else {
+                "No store has reported touchpoints yet.".into()
+            }),
             ..Section::default()
         });
         return Ok(page);
@@ -897,8 +947,8 @@ async fn build_stores(state: &State, params: &Params, period: Period) -> Service
     Ok(page)
 }
 
-async fn build_staff(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
-    let (stores, store) = chosen_store(state, params).await?;
+async fn build_staff(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
+    let (stores, store) = chosen_store(state, params, scope).await?;
     let mut page = Page {
         path: "/staff",
         title: format!("Staff {store}"),
@@ -962,7 +1012,7 @@ async fn build_staff(state: &State, params: &Params, period: Period) -> ServiceR
     Ok(page)
 }
 
-async fn build_products(state: &State, params: &Params, period: Period) -> ServiceResult<Page> {
+async fn build_products(state: &State, params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
     let categories = state.app.dimension_values("category").await?;
     let category = if params.category.is_empty() {
         categories.first().cloned().unwrap_or_default()
@@ -1027,19 +1077,120 @@ async fn build_products(state: &State, params: &Params, period: Period) -> Servi
     Ok(page)
 }
 
-async fn build_partners(state: &State, _params: &Params, period: Period) -> ServiceResult<Page> {
+/// The targets of one kind of subject running at `as_of`, as a section: their
+/// attainment and projection side by side, and the ranking table.
+fn target_section(
+    kind: &str,
+    id: &'static str,
+    heading: &str,
+    targets: &[crate::app::partners::TargetStanding],
+    as_of: i64,
+) -> Section {
+    let subject = |t: &crate::app::partners::TargetStanding| {
+        if kind == "rep" {
+            format!("{}/{}", t.partner, t.rep)
+        } else {
+            t.partner.clone()
+        }
+    };
+    let mut table = Table::new(
+        id,
+        format!("Targets running on {}, ranked among their peers", date_time(as_of)),
+        &[
+            "rank",
+            "peers",
+            if kind == "rep" { "partner/rep" } else { "partner" },
+            "level",
+            "period",
+            "from",
+            "target",
+            "actual",
+            "attainment",
+            "projected",
+            "projected_attainment",
+        ],
+    );
+    let mut rows = Vec::new();
+    for t in targets {
+        let who = subject(t);
+        table.row(vec![
+            t.rank.to_string().into(),
+            t.peers.to_string().into(),
+            who.clone().into(),
+            t.level.clone().into(),
+            t.period_kind.clone().into(),
+            date(t.start).into(),
+            money(t.amount).into(),
+            money(t.actual).into(),
+            pct(t.attainment).into(),
+            money(t.projected).into(),
+            pct(t.projected_attainment).into(),
+        ]);
+        let label = format!("{} {who}", t.rank);
+        rows.push((
+            label,
+            [t.attainment, t.projected_attainment],
+            [
+                format!(
+                    "{who}: attainment {} ({} of {})",
+                    pct(t.attainment),
+                    money(t.actual),
+                    money(t.amount)
+                ),
+                format!(
+                    "{who}: projected {} ({})",
+                    pct(t.projected_attainment),
+                    money(t.projected)
+                ),
+            ],
+        ));
+    }
+    Section {
+        heading: heading.to_owned(),
+        chart: Some(view::paired_bar_chart(["attainment", "projected"], &rows, Some(1.0))),
+        empty: targets
+            .is_empty()
+            .then(|| "No target of this kind runs at the period's end.".to_owned()),
+        table: Some(table),
+        ..Section::default()
+    }
+}
+
+async fn build_partners(state: &State, params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
+    let partners = state.app.dimension_values("partner").await?;
     let mut page = Page {
         path: "/partners",
         title: "Partner ranking".into(),
+        filters: vec![("partner", partners.clone())],
         ..Page::default()
     };
     if period.end - period.start <= 1 {
         return Ok(page);
     }
+    let partner = params.partner.as_str();
+    // Targets running at the period's end, or now for a period that runs on.
+    let as_of = state.now().min(period.end);
+    let standings = state.app.target_standings(as_of, "partner", "", partner).await?;
+    page.sections.push(target_section(
+        "partner",
+        "targets",
+        "Partner target attainment and projection",
+        &standings,
+        as_of,
+    ));
+    let reps = state.app.target_standings(as_of, "rep", "", partner).await?;
+    page.sections.push(target_section(
+        "rep",
+        "reps",
+        "Sales rep target attainment and projection",
+        &reps,
+        as_of,
+    ));
+
     let mut ranked = Vec::new();
-    for partner in state.app.dimension_values("partner").await? {
-        let report = state.app.sales(period, "partner", &partner).await?;
-        ranked.push((partner, report));
+    for p in partners.iter().filter(|p| partner.is_empty() || p.as_str() == partner) {
+        let report = state.app.sales(period, "partner", p).await?;
+        ranked.push((p.clone(), report));
     }
     ranked.sort_by(|a, b| b.1.current.revenue.cmp(&a.1.current.revenue).then(a.0.cmp(&b.0)));
     let mut table = Table::new(
@@ -1071,6 +1222,123 @@ async fn build_partners(state: &State, _params: &Params, period: Period) -> Serv
             .all(|r| r.1.current.orders == 0)
             .then(|| "No partner sales in this period.".to_owned()),
         table: Some(table),
+        ..Section::default()
+    });
+
+    let (total, by_partner) = state.app.lead_conversion(period, partner).await?;
+    let mut leads = Table::new(
+        "leads",
+        "Leads offered in the period and what became of them",
+        &[
+            "partner",
+            "offered",
+            "accepted",
+            "declined",
+            "timed_out",
+            "won",
+            "lost",
+            "acceptance_rate",
+            "decline_rate",
+            "timeout_rate",
+            "win_rate",
+        ],
+    );
+    let mut lead_bars = Vec::new();
+    // With a partner filter the total is that partner's own row.
+    let total_row = partner.is_empty().then_some(&total);
+    for l in by_partner.iter().chain(total_row) {
+        let who = if l.partner.is_empty() {
+            "all"
+        } else {
+            l.partner.as_str()
+        };
+        leads.row(vec![
+            who.into(),
+            l.offered.to_string().into(),
+            l.accepted.to_string().into(),
+            l.declined.to_string().into(),
+            l.timed_out.to_string().into(),
+            l.won.to_string().into(),
+            l.lost.to_string().into(),
+            pct(l.acceptance_rate).into(),
+            pct(l.decline_rate).into(),
+            pct(l.timeout_rate).into(),
+            pct(l.win_rate).into(),
+        ]);
+        lead_bars.push((
+            format!("{who} accepted"),
+            l.acceptance_rate * 100.0,
+            format!(
+                "{who}: {} of {} offers accepted ({})",
+                l.accepted,
+                l.offered,
+                pct(l.acceptance_rate)
+            ),
+        ));
+    }
+    page.sections.push(Section {
+        heading: "Lead conversion".into(),
+        cards: vec![
+            card(
+                "lead_acceptance",
+                "Accepted",
+                pct(total.acceptance_rate),
+                String::new(),
+                None,
+            ),
+            card("lead_decline", "Declined", pct(total.decline_rate), String::new(), None),
+            card(
+                "lead_timeout",
+                "Timed out",
+                pct(total.timeout_rate),
+                String::new(),
+                None,
+            ),
+            card("lead_win", "Won of accepted", pct(total.win_rate), String::new(), None),
+        ],
+        chart: Some(view::bar_chart(&lead_bars)),
+        empty: (total.offered == 0 && total.won == 0 && total.lost == 0)
+            .then(|| "No lead was offered in this period.".to_owned()),
+        table: Some(leads),
+        extra: None,
+    });
+
+    let stages = state.app.pipeline_conversion(period, partner).await?;
+    let mut pipeline = Table::new(
+        "pipeline",
+        "Opportunities that reached each stage in the period, and what became of them by its end",
+        &["stage", "reached", "advanced", "lost", "conversion", "average_days"],
+    );
+    let mut funnel = Vec::new();
+    for st in &stages {
+        pipeline.row(vec![
+            st.stage.clone().into(),
+            st.reached.to_string().into(),
+            st.advanced.to_string().into(),
+            st.lost.to_string().into(),
+            pct(st.conversion).into(),
+            num(st.average_days).into(),
+        ]);
+        funnel.push((
+            st.stage.clone(),
+            st.reached as f64,
+            format!(
+                "{}: {} reached, {} advanced ({})",
+                st.stage,
+                st.reached,
+                st.advanced,
+                pct(st.conversion)
+            ),
+        ));
+    }
+    page.sections.push(Section {
+        heading: "Pipeline conversion".into(),
+        chart: Some(view::bar_chart(&funnel)),
+        empty: stages
+            .iter()
+            .all(|s| s.reached == 0)
+            .then(|| "No opportunity changed stage in this period.".to_owned()),
+        table: Some(pipeline),
         ..Section::default()
     });
     Ok(page)

@@ -373,6 +373,46 @@ pub fn bar_chart(bars: &[(String, f64, String)]) -> Markup {
     }
 }
 
+/// Two horizontal bars per row (two series, e.g. attainment so far and
+/// projected): a label, and each series' value and hover text; a legend names
+/// the series. A dashed rule marks `mark` (e.g. 100%) when it is in range.
+pub fn paired_bar_chart(names: [&str; 2], rows: &[(String, [f64; 2], [String; 2])], mark: Option<f64>) -> Markup {
+    let max = rows
+        .iter()
+        .flat_map(|r| r.1)
+        .chain(mark)
+        .fold(0.0_f64, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let row = 40.0;
+    let height = row * rows.len() as f64 + 32.0;
+    let scale = |v: f64| (v.max(0.0) / max * 400.0).max(1.0);
+    html! {
+        svg.bars.paired viewBox={ "0 0 640 " (height) } role="img" preserveAspectRatio="xMinYMin meet" {
+            @for (s, name) in names.iter().enumerate() {
+                rect x=(150.0 + 160.0 * s as f64) y="4" width="12" height="12" fill=(color(s)) {}
+                text x=(166.0 + 160.0 * s as f64) y="15" { (name) }
+            }
+            @for (i, (label, values, hovers)) in rows.iter().enumerate() {
+                @let y = 28.0 + row * i as f64;
+                text x="0" y=(y + 22.0) { (label) }
+                @for s in 0..2 {
+                    @let w = scale(values[s]);
+                    @let top = y + 2.0 + 17.0 * s as f64;
+                    g.mark data-series=(names[s]) {
+                        title { (hovers[s]) }
+                        rect x="150" y=(top) width=(format!("{w:.1}")) height="15" fill=(color(s)) {}
+                        text x=(format!("{:.1}", 156.0 + w)) y=(top + 12.0) { (format!("{:.1}%", values[s] * 100.0)) }
+                    }
+                }
+            }
+            @if let Some(m) = mark {
+                @let x = 150.0 + scale(m);
+                line.grid x1=(format!("{x:.1}")) x2=(format!("{x:.1}")) y1="24" y2=(height) stroke-dasharray="4 3" {}
+            }
+        }
+    }
+}
+
 /// Lines over buckets, one per series; each point has its exact value on hover.
 pub fn line_chart(labels: &[String], series: &[(String, Vec<f64>)], unit: &str) -> Markup {
     let (w, h, left, top, bottom) = (640.0, 260.0, 56.0, 12.0, 40.0);

@@ -1,9 +1,10 @@
 //! Analytics' rules without I/O: the KPI formulas ([`kpi`]), the customer
-//! lifecycle ([`lifecycle`]) and the touchpoints' kinds and checks
-//! ([`touchpoint`]).
+//! lifecycle ([`lifecycle`]), the touchpoints' kinds and checks
+//! ([`touchpoint`]) and the partner and sales-rep figures ([`partner`]).
 
 pub mod kpi;
 pub mod lifecycle;
+pub mod partner;
 pub mod touchpoint;
 
 /// Seconds of a day.

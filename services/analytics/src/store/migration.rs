@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::OutboxPartitionKey),
             Box::new(retail_kit::events::migration::CreateConsumerPartitions),
             Box::new(CreateAnalyticsTables),
+            Box::new(CreatePartnerProjections),
         ]
     }
 }
@@ -40,7 +41,7 @@ impl MigrationTrait for CreateAnalyticsTables {
         let db = manager.get_connection();
         let pg = db.get_database_backend() == DatabaseBackend::Postgres;
         let bytes = if pg { "BYTEA" } else { "BLOB" };
-        let mut ddl = super::projection_ddl("", "v1");
+        let mut ddl = super::sales_ddl("", "v1");
         let archive = format!(
             "CREATE TABLE event_archive (source TEXT NOT NULL, log_position BIGINT NOT NULL, month BIGINT NOT NULL, \
              event_id TEXT NOT NULL, event_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, \
@@ -88,6 +89,27 @@ impl MigrationTrait for CreateAnalyticsTables {
             "CREATE TABLE overdue_published (member_id TEXT PRIMARY KEY, last_purchase BIGINT NOT NULL)".to_owned(),
         ]);
         for sql in ddl {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The projections of channel-partner's log.
+#[derive(Debug)]
+pub struct CreatePartnerProjections;
+
+impl MigrationName for CreatePartnerProjections {
+    fn name(&self) -> &str {
+        "m20261204_000001_create_partner_projections"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreatePartnerProjections {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in super::partner_ddl("", "v1") {
             db.execute_unprepared(&sql).await?;
         }
         Ok(())

@@ -23,6 +23,9 @@ pub const PROJECTIONS: &[&str] = &[
     "stock",
     "listings",
     "last_sales",
+    "targets",
+    "partners",
+    "opportunity_stages",
 ];
 
 /// The table prefix of the rebuild's shadow projections.
@@ -89,6 +92,37 @@ pub fn text(row: &QueryResult, i: usize) -> ServiceResult<String> {
 /// Index names carry `tag`, since index names are global to a schema and a
 /// rebuild's shadow tables take the serving names when swapped in.
 pub fn projection_ddl(prefix: &str, tag: &str) -> Vec<String> {
+    let mut ddl = sales_ddl(prefix, tag);
+    ddl.extend(partner_ddl(prefix, tag));
+    ddl
+}
+
+/// The projections of channel-partner's log: targets, partners' levels and
+/// states, and the stages each opportunity reached.
+pub fn partner_ddl(prefix: &str, tag: &str) -> Vec<String> {
+    let p = prefix;
+    vec![
+        format!(
+            "CREATE TABLE {p}targets (target_id TEXT PRIMARY KEY, subject_kind TEXT NOT NULL, partner TEXT NOT NULL, \
+             rep TEXT NOT NULL, period_kind TEXT NOT NULL, start_at BIGINT NOT NULL, end_at BIGINT NOT NULL, \
+             amount BIGINT NOT NULL, attained_at BIGINT)"
+        ),
+        format!("CREATE INDEX {p}targets_period_{tag} ON {p}targets (start_at, end_at)"),
+        format!(
+            "CREATE TABLE {p}partners (partner_id TEXT PRIMARY KEY, level TEXT NOT NULL DEFAULT '', \
+             status TEXT NOT NULL DEFAULT '')"
+        ),
+        // The first time each opportunity reached each stage.
+        format!(
+            "CREATE TABLE {p}opportunity_stages (opportunity TEXT NOT NULL, stage TEXT NOT NULL, \
+             partner TEXT NOT NULL, rep TEXT NOT NULL, reached_at BIGINT NOT NULL, PRIMARY KEY (opportunity, stage))"
+        ),
+        format!("CREATE INDEX {p}opportunity_stages_at_{tag} ON {p}opportunity_stages (stage, reached_at)"),
+    ]
+}
+
+/// The projections of the orders, membership and catalog logs.
+pub fn sales_ddl(prefix: &str, tag: &str) -> Vec<String> {
     let p = prefix;
     vec![
         // Additive figures per time bucket: grain h (hour), d (day), w (ISO week),

@@ -46,6 +46,8 @@ impl FakeIdentity {
             user(&["store_manager"], &["analytics.read", "orders.write"]),
         );
         users.insert("sue".into(), user(&["support"], &["orders.read"]));
+        // A store manager without stores assigned.
+        users.insert("mia".into(), user(&["store_manager"], &["analytics.read"]));
         Self {
             users,
             ..Self::default()
@@ -57,6 +59,10 @@ impl FakeIdentity {
         let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
         let mut c = claims(username, PrincipalKind::Staff, &scopes, None);
         c.roles = roles.clone();
+        // max manages store BER (the `stores` claim identity issues).
+        if username == "max" {
+            c.stores = vec!["BER".into()];
+        }
         let mut next = self.next.lock().unwrap();
         *next += 1;
         let refresh = format!("rt-{username}-{next}");
@@ -117,6 +123,7 @@ async fn start_dashboard(
             "orders" => settings.sources.orders_url = url,
             "membership" => settings.sources.membership_url = url,
             "catalog" => settings.sources.catalog_url = url,
+            "partner" => settings.sources.partner_url = url,
             other => panic!("unknown source {other}"),
         }
     }
@@ -716,4 +723,175 @@ async fn without_http_port_there_is_no_dashboard() {
         .await
         .unwrap();
     assert_eq!(application.dashboard_addr(), None);
+}
+
+#[tokio::test]
+async fn a_store_manager_sees_only_his_own_stores() {
+    let logs = FakeLogs::default();
+    for (i, store) in ["BER", "HAM"].iter().enumerate() {
+        logs.push(
+            "orders",
+            store,
+            T0,
+            &ev::OrderPaid {
+                order_id: format!("o{i}"),
+                parties: parties("", "store", store),
+                lines: vec![line("SKU-1", 1, 1_000)],
+                amount: money(1_000),
+                pay_time: ts(T0),
+            },
+        );
+    }
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard(&database, &[("orders", logs.serve("orders").await)], |_| {}).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while d.app.dimension_values("store").await.unwrap().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the orders never arrived");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let (mut max, _) = Browser::sign_in(d.web, "max", "pw").await;
+    let (mut mia, _) = Browser::sign_in(d.web, "mia", "pw").await;
+    // Analysts pick any store.
+    for page in [
+        "/stores?store=HAM",
+        "/staff?store=HAM",
+        "/?store=HAM",
+        "/sales?store=HAM",
+    ] {
+        assert_eq!(ana.get(page).await.status, 200, "analyst on {page}");
+    }
+    let all = ana.get("/stores").await;
+    assert!(all.body.contains("value=\"HAM\"") && all.body.contains("value=\"BER\""));
+    // The store manager sees his store, is offered only it, and is refused another
+    // one asked for in the URL.
+    let own = max.get("/stores").await;
+    assert_eq!(own.status, 200);
+    assert!(own.body.contains("Store funnel BER"), "his store is the default");
+    assert!(!own.body.contains("HAM"), "another store is not offered");
+    for page in [
+        "/stores?store=BER",
+        "/staff?store=BER",
+        "/?store=BER",
+        "/sales?store=BER",
+    ] {
+        assert_eq!(max.get(page).await.status, 200, "store manager on {page}");
+    }
+    let overview = max.get("/").await;
+    assert!(
+        !overview.body.contains("value=\"HAM\""),
+        "the store filter offers his stores only"
+    );
+    for page in [
+        "/stores?store=HAM",
+        "/staff?store=HAM",
+        "/?store=HAM",
+        "/sales?store=HAM",
+        "/stores?store=HAM&format=csv",
+    ] {
+        assert_eq!(max.get(page).await.status, 403, "store manager on {page}");
+    }
+    // Without stores assigned, no store at all.
+    let none = mia.get("/stores").await;
+    assert_eq!(none.status, 200);
+    assert!(none.body.contains("No store is assigned to you."));
+    assert_eq!(mia.get("/staff?store=BER").await.status, 403);
+}
+
+#[tokio::test]
+async fn the_partners_page_ranks_targets_with_attainment_and_projection() {
+    // T0 + DAY is the dashboard's clock: a month target from T0 - 9 days.
+    let start = T0 - 9 * DAY;
+    let logs = FakeLogs::default();
+    for (p, amount, sold) in [("pa", 100_000, 20_000), ("pb", 50_000, 30_000)] {
+        logs.push(
+            "partner",
+            p,
+            start,
+            &ev::TargetSet {
+                target_id: format!("t-{p}"),
+                subject_kind: "partner".into(),
+                partner_id: p.into(),
+                sales_rep_id: String::new(),
+                period_kind: "month".into(),
+                period_start_time: ts(start),
+                period_end_time: ts(start + 30 * DAY),
+                amount_minor: amount,
+            },
+        );
+        logs.push(
+            "orders",
+            p,
+            start + DAY,
+            &ev::OrderPaid {
+                order_id: format!("o-{p}"),
+                parties: Some(ev::OrderParties {
+                    channel: "partner".into(),
+                    partner_id: p.into(),
+                    ..Default::default()
+                }),
+                lines: vec![line("SKU-1", 1, sold)],
+                amount: money(sold),
+                pay_time: ts(start + DAY),
+            },
+        );
+    }
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard(
+        &database,
+        &[
+            ("orders", logs.serve("orders").await),
+            ("partner", logs.serve("partner").await),
+        ],
+        |_| {},
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let positions = d.app.freshness().await.unwrap();
+        let at = |s: &str| positions.iter().find(|p| p.source == s).map_or(0, |p| p.position);
+        if at("orders") >= 2 && at("partner") >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let page = ana.get("/partners?period=month").await;
+    assert_eq!(page.status, 200);
+    // 10 of 30 days elapsed: pb 300.00 of 500.00 = 60%, projected 900.00 = 180%;
+    // pa 200.00 of 1,000.00 = 20%, projected 600.00 = 60%.
+    assert!(
+        page.body
+            .contains("<title>pb: attainment 60.0% (300.00 of 500.00)</title>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<title>pb: projected 180.0% (900.00)</title>"));
+    assert!(page.body.contains("<title>pa: projected 60.0% (600.00)</title>"));
+    assert_eq!(page.body.matches("data-series=\"attainment\"").count(), 2);
+    assert_eq!(page.body.matches("data-series=\"projected\"").count(), 2);
+    let csv = ana.get("/partners?period=month&format=csv&table=targets").await;
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "rank,peers,partner,level,period,from,target,actual,attainment,projected,projected_attainment",
+            "1,2,pb,,month,2026-05-23,500.00,300.00,60.0%,900.00,180.0%",
+            "2,2,pa,,month,2026-05-23,1000.00,200.00,20.0%,600.00,60.0%",
+        ]
+    );
+    // The partner filter narrows the ranking, keeping the ranks.
+    let only = ana
+        .get("/partners?period=month&partner=pa&format=csv&table=targets")
+        .await;
+    assert_eq!(
+        only.body.lines().nth(1),
+        Some("2,2,pa,,month,2026-05-23,1000.00,200.00,20.0%,600.00,60.0%")
+    );
+    assert_eq!(only.body.lines().count(), 2);
+    let leads = ana.get("/partners?period=month&format=csv&table=leads").await;
+    assert!(leads.body.starts_with("partner,offered,accepted,"), "{}", leads.body);
+    let pipeline = ana.get("/partners?period=month&format=csv&table=pipeline").await;
+    assert_eq!(pipeline.body.lines().count(), 8, "header and seven stages");
 }

@@ -174,6 +174,7 @@ pub async fn start(
             "orders" => settings.sources.orders_url = url,
             "membership" => settings.sources.membership_url = url,
             "catalog" => settings.sources.catalog_url = url,
+            "partner" => settings.sources.partner_url = url,
             other => panic!("unknown source {other}"),
         }
     }
@@ -245,6 +246,12 @@ pub async fn dump(db: &sea_orm::DatabaseConnection) -> BTreeMap<String, Vec<Stri
         ("stock", "sku, warehouse, sellable"),
         ("listings", "sku, channel, listed"),
         ("last_sales", "sku, sold_at"),
+        (
+            "targets",
+            "target_id, subject_kind, partner, rep, period_kind, start_at, end_at, amount, attained_at",
+        ),
+        ("partners", "partner_id, level, status"),
+        ("opportunity_stages", "opportunity, stage, partner, rep, reached_at"),
         (
             "event_archive",
             "source, log_position, month, event_id, event_type, occur_at",

@@ -8,6 +8,7 @@
 mod dashboard;
 mod helpers;
 mod kpis;
+mod partners;
 mod touchpoints;
 
 use std::time::Duration;

@@ -126,11 +126,13 @@ impl App {
                     )));
                 }
                 target::ActiveModel::from(model.clone()).insert(txn).await?;
+                crate::events::target_set(&model).publish(txn, &model.id).await?;
                 let view = view(txn, model, now).await?;
                 Ok(respond(&view))
             })
         })
         .await?;
+        self.log.committed();
         Ok(response)
     }
 

@@ -55,6 +55,7 @@ pub(super) fn principal_to_pb(p: &Principal) -> pb::Principal {
         scopes: p.scopes.iter().cloned().collect(),
         partner_id: p.partner_id.clone().unwrap_or_default(),
         expire_time: Some(timestamp(p.expires_at)),
+        stores: p.stores.clone(),
     }
 }
 
@@ -74,6 +75,7 @@ pub(super) fn user_to_pb(u: &user::Model) -> pb::User {
             .map(|r| pb_role(r) as i32)
             .collect(),
         partner_id: u.partner_id.clone().unwrap_or_default(),
+        stores: crate::domain::users::stores_of(&u.stores),
         disabled: u.disabled,
         create_time: Some(timestamp(u.created_at)),
         update_time: Some(timestamp(u.updated_at)),

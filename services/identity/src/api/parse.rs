@@ -140,6 +140,9 @@ pub(super) fn new_user(req: &pb::CreateUserRequest, caller: &Caller) -> ServiceR
         }
     };
     let roles = roles(&mut v, "user.roles", &user.roles);
+    let stores = v
+        .check(crate::domain::users::parse_stores("user.stores", &user.stores))
+        .unwrap_or_default();
     let mut partner_id = None;
     match kind {
         Some(UserKind::Staff) => {
@@ -153,6 +156,9 @@ pub(super) fn new_user(req: &pb::CreateUserRequest, caller: &Caller) -> ServiceR
         Some(UserKind::PartnerUser) => {
             if !user.roles.is_empty() {
                 v.add("user.roles", "must be empty for partner users");
+            }
+            if !user.stores.is_empty() {
+                v.add("user.stores", "must be empty for partner users");
             }
             partner_id = v.check(fields::external_id("user.partner_id", &user.partner_id));
         }
@@ -177,6 +183,7 @@ pub(super) fn new_user(req: &pb::CreateUserRequest, caller: &Caller) -> ServiceR
         kind,
         roles,
         partner_id,
+        stores,
     })
 }
 
@@ -218,6 +225,16 @@ pub(super) fn user_update(changes: &pb::User, paths: &[String], kind: UserKind) 
             "disabled" => {
                 update.disabled = Some(changes.disabled);
                 update.fields.push("disabled");
+            }
+            "stores" => {
+                if !kind.has_roles() {
+                    v.add("user.stores", "partner users have no stores");
+                    continue;
+                }
+                if let Some(stores) = v.check(crate::domain::users::parse_stores("user.stores", &changes.stores)) {
+                    update.stores = Some(stores);
+                    update.fields.push("stores");
+                }
             }
             other => v.add("update_mask", format!("cannot update `{other}`")),
         }

@@ -188,6 +188,7 @@ impl App {
             scopes: scopes::split(&key.scopes),
             partner_id: Some(&key.partner_id),
             session_id: None,
+            stores: Vec::new(),
         })
     }
 }

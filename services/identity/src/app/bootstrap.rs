@@ -105,6 +105,7 @@ async fn admin(
             updated_at: now,
             last_login_at: None,
             password_changed_at: now,
+            stores: String::new(),
         },
     )
     .await;

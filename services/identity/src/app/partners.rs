@@ -64,6 +64,7 @@ impl App {
                 scopes: vec!["partner.read".into()],
                 partner_id: None,
                 session_id: None,
+                stores: Vec::new(),
             })?
             .access_token;
         let mut request = tonic::Request::new(GetPartnerRequest {

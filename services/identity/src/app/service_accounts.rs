@@ -118,6 +118,7 @@ impl App {
             scopes: scopes::split(&account.scopes),
             partner_id: None,
             session_id: None,
+            stores: Vec::new(),
         })
     }
 }

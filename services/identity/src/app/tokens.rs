@@ -35,6 +35,8 @@ pub(super) struct Grant<'a> {
     pub(super) scopes: Vec<String>,
     pub(super) partner_id: Option<&'a str>,
     pub(super) session_id: Option<&'a str>,
+    /// The user's stores (staff users).
+    pub(super) stores: Vec<String>,
 }
 
 impl App {
@@ -56,6 +58,7 @@ impl App {
             scope: grant.scopes.join(" "),
             partner_id: grant.partner_id.map(str::to_owned),
             sid: grant.session_id.map(str::to_owned),
+            stores: grant.stores,
         };
         Ok(Tokens {
             access_token: self.keys.sign(&claims)?,
@@ -82,6 +85,7 @@ impl App {
             scopes: kind.scopes(&roles),
             partner_id: user.partner_id.as_deref(),
             session_id: Some(session_id),
+            stores: crate::domain::users::stores_of(&user.stores),
         })?;
         Ok(Tokens {
             refresh: Some((refresh_token, self.tokens.refresh_ttl())),

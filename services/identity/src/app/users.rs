@@ -26,6 +26,8 @@ pub(crate) struct NewUser {
     pub(crate) roles: Vec<Role>,
     /// A partner user's partner.
     pub(crate) partner_id: Option<String>,
+    /// A staff user's stores, space-separated.
+    pub(crate) stores: String,
 }
 
 /// The fields an update sets, each `Some` if the update mask names it.
@@ -35,6 +37,8 @@ pub(crate) struct UserUpdate {
     pub(crate) display_name: Option<String>,
     pub(crate) roles: Option<Vec<Role>>,
     pub(crate) disabled: Option<bool>,
+    /// Store codes, space-separated.
+    pub(crate) stores: Option<String>,
     /// The mask's fields in its order (for the audit trail).
     pub(crate) fields: Vec<&'static str>,
 }
@@ -75,6 +79,7 @@ impl App {
             updated_at: at,
             last_login_at: None,
             password_changed_at: at,
+            stores: new.stores,
         };
         let actor = caller.subject.clone();
         idempotency::execute(&self.db, key, Clone::clone, |txn| {
@@ -151,6 +156,9 @@ impl App {
         }
         if let Some(disabled) = update.disabled {
             active.disabled = Set(disabled);
+        }
+        if let Some(stores) = update.stores {
+            active.stores = Set(stores);
         }
         active.updated_at = Set(at);
         let actor = caller.subject.clone();

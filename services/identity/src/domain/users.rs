@@ -50,9 +50,54 @@ impl UserKind {
     }
 }
 
+/// Most stores a user may be assigned.
+pub const MAX_STORES: usize = 64;
+
+/// The store codes of a user as stored (space-separated).
+pub fn stores_of(stored: &str) -> Vec<String> {
+    stored.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Store codes to assign: at most [`MAX_STORES`], each 1-64 characters of
+/// `A-Z a-z 0-9 . _ -`; duplicates dropped, sorted; stored space-separated.
+pub fn parse_stores(field: &str, codes: &[String]) -> Result<String, retail_kit::error::Violation> {
+    if codes.len() > MAX_STORES {
+        return Err(retail_kit::error::Violation::new(
+            field,
+            format!("must have at most {MAX_STORES} entries"),
+        ));
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for code in codes {
+        let ok = (1..=64).contains(&code.len())
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(retail_kit::error::Violation::new(
+                field,
+                "store codes are 1-64 characters of A-Z, a-z, 0-9, `.`, `_`, `-`",
+            ));
+        }
+        out.insert(code.as_str());
+    }
+    Ok(out.into_iter().collect::<Vec<_>>().join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stores_are_checked_deduplicated_and_sorted() {
+        let codes = |c: &[&str]| c.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(parse_stores("s", &codes(&["MUC", "BER", "MUC"])).unwrap(), "BER MUC");
+        assert_eq!(stores_of("BER MUC"), ["BER", "MUC"]);
+        assert_eq!(parse_stores("s", &[]).unwrap(), "");
+        assert!(parse_stores("s", &codes(&["B ER"])).is_err());
+        assert!(parse_stores("s", &codes(&[""])).is_err());
+        assert!(parse_stores("s", &vec!["A".to_owned(); 65]).is_err());
+    }
 
     #[test]
     fn kinds_round_trip_and_unknown_ones_do_not_parse() {

@@ -25,6 +25,9 @@ pub mod user {
         pub updated_at: DateTimeUtc,
         pub last_login_at: Option<DateTimeUtc>,
         pub password_changed_at: DateTimeUtc,
+        /// Space-separated store codes (staff only): the stores the user is
+        /// confined to in per-store views.
+        pub stores: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(retail_kit::idempotency::migration::Migration),
             Box::new(CreateIdentityTables),
+            Box::new(AddUserStores),
         ]
     }
 }
@@ -326,5 +327,29 @@ impl MigrationTrait for CreateIdentityTables {
             m.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// The stores a staff user is confined to in per-store views.
+#[derive(Debug)]
+pub struct AddUserStores;
+
+impl MigrationName for AddUserStores {
+    fn name(&self) -> &str {
+        "m20261204_000001_add_user_stores"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddUserStores {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(ColumnDef::new(Alias::new("stores")).text().not_null().default(""))
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -98,6 +98,7 @@ mod auth {
             scope: "identity.users.read".into(),
             partner_id: None,
             sid: None,
+            stores: Vec::new(),
         }
     }
 
@@ -420,6 +421,138 @@ mod sessions {
 mod users {
     use super::*;
     use prost_types::FieldMask;
+
+    #[tokio::test]
+    async fn a_store_managers_stores_are_set_by_an_admin_and_carried_in_his_tokens() {
+        let app = spawn_app().await;
+        let admin = app.admin_token().await;
+        let created = app
+            .client()
+            .create_user(authed(
+                &admin,
+                pb::CreateUserRequest {
+                    user: Some(pb::User {
+                        username: "max".into(),
+                        kind: pb::PrincipalKind::Staff as i32,
+                        roles: vec![pb::Role::StoreManager as i32],
+                        stores: vec!["MUC".into(), "BER".into(), "MUC".into()],
+                        ..Default::default()
+                    }),
+                    password: "manager-Passw0rd!".into(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(created.stores, ["BER", "MUC"], "deduplicated and sorted");
+        let session = app.login("max", "manager-Passw0rd!").await.unwrap();
+        let me = app
+            .client()
+            .get_current_principal(authed(&session.access_token, pb::GetCurrentPrincipalRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(me.stores, ["BER", "MUC"]);
+
+        let updated = app
+            .client()
+            .update_user(authed(
+                &admin,
+                pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        name: created.name.clone(),
+                        stores: vec!["HAM".into()],
+                        display_name: "ignored".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["stores".into()],
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(updated.stores, ["HAM"]);
+        assert_eq!(updated.display_name, "max", "not in the mask");
+        // The next refresh carries the new stores.
+        let refreshed = app
+            .client()
+            .refresh_token(pb::RefreshTokenRequest {
+                refresh_token: session.refresh_token,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tokens
+            .unwrap();
+        let me = app
+            .client()
+            .get_current_principal(authed(&refreshed.access_token, pb::GetCurrentPrincipalRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(me.stores, ["HAM"]);
+
+        // Bad codes, and stores of a partner user, are refused.
+        let bad = app
+            .client()
+            .update_user(authed(
+                &admin,
+                pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        name: created.name.clone(),
+                        stores: vec!["B ER".into()],
+                        ..Default::default()
+                    }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["stores".into()],
+                    }),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        let partner = app
+            .client()
+            .create_user(authed(
+                &admin,
+                pb::CreateUserRequest {
+                    user: Some(pb::User {
+                        username: "pat".into(),
+                        kind: pb::PrincipalKind::PartnerUser as i32,
+                        partner_id: "p-1".into(),
+                        stores: vec!["BER".into()],
+                        ..Default::default()
+                    }),
+                    password: "partner-Passw0rd!".into(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(partner.code(), Code::InvalidArgument);
+        // Only holders of identity.users.write set stores.
+        let denied = app
+            .client()
+            .update_user(authed(
+                &refreshed.access_token,
+                pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        name: created.name.clone(),
+                        stores: vec!["BER".into(), "HAM".into()],
+                        ..Default::default()
+                    }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["stores".into()],
+                    }),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+    }
 
     #[tokio::test]
     async fn create_user_is_idempotent_by_request_id_even_when_retries_race() {
