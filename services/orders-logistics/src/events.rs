@@ -158,6 +158,7 @@ mod tests {
             customer_name: String::new(),
             customer_region: String::new(),
             customer_tax_id: String::new(),
+            quote: None,
         }
     }
 

@@ -44,6 +44,9 @@ pub mod order {
         pub customer_name: String,
         pub customer_region: String,
         pub customer_tax_id: String,
+        /// For partner sales placed from a quote: `partners/{p}/quotes/{id}`,
+        /// unique (one order per quote); none otherwise.
+        pub quote: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
