@@ -379,3 +379,80 @@ fn week_start_of(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono:
     let day = now.date_naive() - Duration::days(i64::from(now.weekday().num_days_from_monday()));
     day.and_time(chrono::NaiveTime::MIN).and_utc()
 }
+
+#[tokio::test]
+async fn key_customers_are_listed_and_read_by_their_partner_only() {
+    let app = spawn_app().await;
+    app.active("p1").await;
+    app.active("p2").await;
+    let mut names = Vec::new();
+    for (name, days) in [("ACME", 7), ("Globex", 14), ("Initech", 30)] {
+        let k = app
+            .visits()
+            .set_visit_cycle(as_partner(
+                "p1",
+                pb::SetVisitCycleRequest {
+                    parent: "partners/p1".into(),
+                    key_customer: Some(pb::KeyCustomer {
+                        customer: customer(name),
+                        cycle_days: days,
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        names.push(k.name);
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = app
+            .visits()
+            .list_key_customers(as_partner(
+                "p1",
+                pb::ListKeyCustomersRequest {
+                    parent: "partners/p1".into(),
+                    page_size: 2,
+                    page_token: token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.key_customers.into_iter().map(|k| (k.name, k.cycle_days)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected: Vec<(String, i32)> = names.iter().cloned().zip([7, 14, 30]).collect();
+    assert_eq!(seen, expected);
+    let one = app
+        .visits()
+        .get_key_customer(as_partner("p1", pb::GetKeyCustomerRequest { name: names[1].clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.customer.unwrap().display_name, "Globex");
+
+    let hidden = app
+        .visits()
+        .get_key_customer(as_partner("p2", pb::GetKeyCustomerRequest { name: names[1].clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    let listed = app
+        .visits()
+        .list_key_customers(as_partner(
+            "p2",
+            pb::ListKeyCustomersRequest {
+                parent: "partners/p1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::NotFound);
+}
