@@ -19,7 +19,6 @@ use crate::app::opportunities::opportunity_name;
 use crate::app::quotes::{NewQuote, NewRange, QuoteView, quote_name};
 use crate::domain::ids::PartnerId;
 use crate::domain::quotes::{QuoteState, Relationship};
-use crate::domain::sales::CustomerClass;
 use crate::store::price_range;
 
 /// Lines of a quote, at most.
@@ -398,6 +397,5 @@ mod tests {
         assert_eq!(state_of_pb(0), Ok(None));
         assert_eq!(state_of_pb(99), Err(()));
         assert_eq!(state_of_pb(2), Ok(Some(QuoteState::Issued)));
-        let _ = CustomerClass::S;
     }
 }

@@ -197,11 +197,6 @@ impl App {
     where
         R: prost::Message + Default + Clone + Send + 'static,
     {
-        if let Some(key) = key
-            && let Some(replayed) = key.stored::<R>(&self.db).await?
-        {
-            return Ok(replayed);
-        }
         let p = self.partner(caller, partner).await?;
         if p.state != PartnerState::Active.as_str() {
             return Err(ServiceError::FailedPrecondition(format!(
@@ -272,7 +267,7 @@ impl App {
         };
         let action = if state == QuoteState::Issued { "issued" } else { "submitted" };
         let entry = trail_entry(&q.id, action, &caller.subject, "", now);
-        let response = idempotency::execute_after_replay(&self.db, key, Clone::clone, |txn| {
+        let response = idempotency::execute(&self.db, key, Clone::clone, |txn| {
             let (q, entry, lines) = (q.clone(), entry.clone(), lines.clone());
             Box::pin(async move {
                 quote::ActiveModel::from(q.clone()).insert(txn).await?;

@@ -99,7 +99,7 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
-    async fn accept(&self, partner: &str, name: &str) -> Result<pb::Quote, tonic::Status> {
+    async fn accept_as(&self, partner: &str, name: &str) -> Result<pb::Quote, tonic::Status> {
         self.quotes()
             .accept_quote(as_partner(partner, pb::AcceptQuoteRequest { name: name.into() }))
             .await
@@ -192,7 +192,7 @@ async fn out_of_range_waits_for_the_brand_and_is_not_accepted_before() {
     assert_eq!(q.trail[0].action, "submitted");
     assert!(!q.lines[0].in_range && !q.lines[1].in_range);
 
-    let refused = app.accept("p1", &q.name).await.unwrap_err();
+    let refused = app.accept_as("p1", &q.name).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert_eq!(app.downstream.placements.load(Ordering::SeqCst), 0, "nothing was placed");
     assert_eq!(app.downstream.order_count(), 0);
@@ -238,7 +238,7 @@ async fn out_of_range_waits_for_the_brand_and_is_not_accepted_before() {
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
 
-    let accepted = app.accept("p1", &q.name).await.unwrap();
+    let accepted = app.accept_as("p1", &q.name).await.unwrap();
     assert_eq!(accepted.state(), pb::QuoteState::Accepted);
     assert!(accepted.order.starts_with("orders/"));
     assert_eq!(accepted.trail.last().unwrap().action, "accepted");
@@ -276,7 +276,7 @@ async fn a_rejected_quote_keeps_its_reason_and_is_never_accepted() {
         .into_inner();
     assert_eq!(rejected.state(), pb::QuoteState::Rejected);
     assert_eq!(rejected.trail[1].reason, "half price is below cost");
-    assert_eq!(app.accept("p1", &q.name).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(app.accept_as("p1", &q.name).await.unwrap_err().code(), Code::FailedPrecondition);
     assert_eq!(app.downstream.order_count(), 0);
 }
 
@@ -287,10 +287,10 @@ async fn accepting_twice_or_concurrently_places_one_order_with_the_quotes_prices
         .quote("p1", &opportunity, &[("PUMP-1", 3, 85_00), ("VALVE-2", 2, 36_00)])
         .await
         .unwrap();
-    let tries = futures::future::join_all((0..6).map(|_| app.accept("p1", &q.name))).await;
+    let tries = futures::future::join_all((0..6).map(|_| app.accept_as("p1", &q.name))).await;
     let orders: std::collections::HashSet<String> = tries.into_iter().map(|r| r.unwrap().order).collect();
     assert_eq!(orders.len(), 1, "every acceptance answers the same order");
-    let again = app.accept("p1", &q.name).await.unwrap();
+    let again = app.accept_as("p1", &q.name).await.unwrap();
     assert!(orders.contains(&again.order));
     assert_eq!(app.downstream.order_count(), 1);
     let placed = app.downstream.orders.lock().unwrap().values().next().unwrap().1.clone();
@@ -325,11 +325,12 @@ async fn another_partner_neither_sees_nor_accepts_a_quote() {
         .await
         .unwrap_err();
     assert_eq!(get.code(), Code::NotFound);
-    assert_eq!(app.accept("p2", &q.name).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(app.accept_as("p2", &q.name).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(app.downstream.order_count(), 0);
     // Quoting another partner's opportunity, or for another partner, is NOT_FOUND.
-    let other = app.quote("p2", &opportunity.replace("partners/p1", "partners/p2"), &[("PUMP-1", 1, 90_00)]);
-    assert_eq!(other.await.unwrap_err().code(), Code::NotFound);
+    let elsewhere = opportunity.replace("partners/p1", "partners/p2");
+    let other = app.quote("p2", &elsewhere, &[("PUMP-1", 1, 90_00)]).await;
+    assert_eq!(other.unwrap_err().code(), Code::NotFound);
     let foreign = app
         .quotes()
         .create_quote(as_partner(
@@ -399,7 +400,7 @@ async fn an_expired_quote_is_not_accepted() {
     let q = app.quote("p1", &opportunity, &[("PUMP-1", 1, 90_00)]).await.unwrap();
     let pending = app.quote("p1", &opportunity, &[("PUMP-1", 1, 10_00)]).await.unwrap();
     app.app.advance_clock(Duration::days(31));
-    assert_eq!(app.accept("p1", &q.name).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(app.accept_as("p1", &q.name).await.unwrap_err().code(), Code::FailedPrecondition);
     let approve = app
         .quotes()
         .approve_quote(authed(pb::ApproveQuoteRequest {
