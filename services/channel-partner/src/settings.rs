@@ -156,7 +156,10 @@ impl Validate for Settings {
             return Err(ConfigError::invalid("downstream.timeout_ms", "must be positive"));
         }
         if !(1..=366).contains(&self.sales.quote_valid_days) {
-            return Err(ConfigError::invalid("sales.quote_valid_days", "must be between 1 and 366"));
+            return Err(ConfigError::invalid(
+                "sales.quote_valid_days",
+                "must be between 1 and 366",
+            ));
         }
         if self.sales.sweep_every_secs == 0 {
             return Err(ConfigError::invalid("sales.sweep_every_secs", "must be positive"));

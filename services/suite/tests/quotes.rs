@@ -203,10 +203,7 @@ async fn an_accepted_quote_becomes_one_order_at_the_quotes_prices() {
         .collect();
     assert_eq!(
         lines,
-        [
-            (w.skus[0].clone(), 3, 85_00, 0),
-            (w.skus[1].clone(), 2, 36_00, 0)
-        ]
+        [(w.skus[0].clone(), 3, 85_00, 0), (w.skus[1].clone(), 2, 36_00, 0)]
     );
     assert_eq!(amount(&order.total), 3 * 85_00 + 2 * 36_00);
 

@@ -208,12 +208,14 @@ fn parse_quote(req: &pb::CreateQuoteRequest) -> Result<(PartnerId, NewQuote), Se
     if req.quote.is_none() {
         v.add("quote", "is required");
     }
-    let opportunity = v.check(child_id("quote.opportunity", &q.opportunity, "opportunities").map_err(|_| {
-        Violation::new(
-            "quote.opportunity",
-            "must be partners/{partner_id}/opportunities/{opportunity_id} with a UUID id",
-        )
-    }));
+    let opportunity = v.check(
+        child_id("quote.opportunity", &q.opportunity, "opportunities").map_err(|_| {
+            Violation::new(
+                "quote.opportunity",
+                "must be partners/{partner_id}/opportunities/{opportunity_id} with a UUID id",
+            )
+        }),
+    );
     if let (Some(p), Some((of, _))) = (&partner, &opportunity)
         && p != of
     {
@@ -347,9 +349,10 @@ impl QuoteService for QuoteApi {
         let who = caller(&request, ADMIN)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let name = v.check(quote_id(&req.name).map_err(|_| {
-            Violation::new("name", "must be partners/{partner_id}/quotes/{quote_id} with a UUID id")
-        }));
+        let name = v.check(
+            quote_id(&req.name)
+                .map_err(|_| Violation::new("name", "must be partners/{partner_id}/quotes/{quote_id} with a UUID id")),
+        );
         let reason = v.text("reason", &req.reason, 500, false);
         v.finish()?;
         let (partner, id) = name.ok_or_else(|| ServiceError::invalid("name", "is invalid"))?;
@@ -362,9 +365,10 @@ impl QuoteService for QuoteApi {
         let who = caller(&request, ADMIN)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let name = v.check(quote_id(&req.name).map_err(|_| {
-            Violation::new("name", "must be partners/{partner_id}/quotes/{quote_id} with a UUID id")
-        }));
+        let name = v.check(
+            quote_id(&req.name)
+                .map_err(|_| Violation::new("name", "must be partners/{partner_id}/quotes/{quote_id} with a UUID id")),
+        );
         let reason = v.text("reason", &req.reason, 500, true);
         v.finish()?;
         let (partner, id) = name.ok_or_else(|| ServiceError::invalid("name", "is invalid"))?;

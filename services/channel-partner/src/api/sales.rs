@@ -531,9 +531,10 @@ impl LeadService for LeadApi {
         let who = caller(&request, WRITE)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let id = v.check(lead_id("name", &req.name).map_err(|_| {
-            retail_kit::error::Violation::new("name", "must be leads/{lead_id} with a UUID id")
-        }));
+        let id = v.check(
+            lead_id("name", &req.name)
+                .map_err(|_| retail_kit::error::Violation::new("name", "must be leads/{lead_id} with a UUID id")),
+        );
         let rep = if req.sales_rep.is_empty() {
             None
         } else {

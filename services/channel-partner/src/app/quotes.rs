@@ -11,10 +11,7 @@ use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_kit::paging::Page;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{App, Caller};
 use crate::domain::ids::PartnerId;
@@ -153,7 +150,10 @@ impl App {
                     match existing {
                         Some(old) => {
                             let updated = price_range::Model { id: old.id, ..row };
-                            price_range::ActiveModel::from(updated.clone()).reset_all().update(txn).await?;
+                            price_range::ActiveModel::from(updated.clone())
+                                .reset_all()
+                                .update(txn)
+                                .await?;
                             Ok(updated)
                         }
                         None => Ok(price_range::ActiveModel::from(row).insert(txn).await?),
@@ -205,7 +205,10 @@ impl App {
                 p.state
             )));
         }
-        let o = self.opportunity(caller, partner, &new.opportunity_id).await?.opportunity;
+        let o = self
+            .opportunity(caller, partner, &new.opportunity_id)
+            .await?
+            .opportunity;
         if Stage::parse(&o.stage).is_none_or(Stage::is_final) {
             return Err(ServiceError::FailedPrecondition(format!(
                 "opportunity {} is {}: only open opportunities are quoted",
@@ -244,7 +247,9 @@ impl App {
         let state = rules::initial_state(&lines);
         let total_minor = lines
             .iter()
-            .try_fold(0i64, |sum, l| l.unit_minor.checked_mul(l.quantity).and_then(|t| sum.checked_add(t)))
+            .try_fold(0i64, |sum, l| {
+                l.unit_minor.checked_mul(l.quantity).and_then(|t| sum.checked_add(t))
+            })
             .filter(|t| *t <= retail_kit::money::MAX_AMOUNT_MINOR)
             .ok_or_else(|| ServiceError::invalid("quote.lines", "the quote's total is too large"))?;
         let q = quote::Model {
@@ -265,7 +270,11 @@ impl App {
             created_by: caller.subject.clone(),
             created_at: now,
         };
-        let action = if state == QuoteState::Issued { "issued" } else { "submitted" };
+        let action = if state == QuoteState::Issued {
+            "issued"
+        } else {
+            "submitted"
+        };
         let entry = trail_entry(&q.id, action, &caller.subject, "", now);
         let response = idempotency::execute(&self.db, key, Clone::clone, |txn| {
             let (q, entry, lines) = (q.clone(), entry.clone(), lines.clone());
@@ -479,7 +488,10 @@ async fn win_opportunity(
     actor: &str,
     now: DateTime<Utc>,
 ) -> ServiceResult<()> {
-    let Some(o) = opportunity::Entity::find_by_id(q.opportunity_id.clone()).one(txn).await? else {
+    let Some(o) = opportunity::Entity::find_by_id(q.opportunity_id.clone())
+        .one(txn)
+        .await?
+    else {
         return Ok(());
     };
     let Some(from) = Stage::parse(&o.stage).filter(|s| !s.is_final()) else {
@@ -508,6 +520,8 @@ async fn win_opportunity(
         changed_at: at,
     };
     stage_change::ActiveModel::from(change.clone()).insert(txn).await?;
-    events::opportunity_stage_changed(&o, &change).publish(txn, &o.id).await?;
+    events::opportunity_stage_changed(&o, &change)
+        .publish(txn, &o.id)
+        .await?;
     Ok(())
 }

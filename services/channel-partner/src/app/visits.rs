@@ -258,7 +258,12 @@ impl App {
     }
 
     /// A key customer the caller may see.
-    pub async fn key_customer(&self, caller: &Caller, partner: &PartnerId, id: &str) -> ServiceResult<key_customer::Model> {
+    pub async fn key_customer(
+        &self,
+        caller: &Caller,
+        partner: &PartnerId,
+        id: &str,
+    ) -> ServiceResult<key_customer::Model> {
         match key_customer::Entity::find_by_id(id.to_owned()).one(&self.db).await? {
             Some(k) if k.partner_id == partner.as_str() && caller.sees(&k.partner_id) => Ok(k),
             _ => Err(ServiceError::not_found(

@@ -196,7 +196,11 @@ mod tests {
 
     #[test]
     fn the_highest_band_reached_applies() {
-        let rows = vec![row("gold", 0, 0, 500), row("gold", 1_000_00, 0, 1_000), row("silver", 0, 0, 300)];
+        let rows = vec![
+            row("gold", 0, 0, 500),
+            row("gold", 1_000_00, 0, 1_000),
+            row("silver", 0, 0, 300),
+        ];
         let pick = |v| applicable_row(&rows, "gold", CustomerClass::A, Relationship::New, v).map(|r| r.id.clone());
         assert_eq!(pick(0).as_deref(), Some("gold-0"));
         assert_eq!(pick(99_999).as_deref(), Some("gold-0"));
@@ -237,7 +241,10 @@ mod tests {
     fn open_quotes_expire_by_the_clock() {
         let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
         assert_eq!(QuoteState::Issued.at(t, t), QuoteState::Expired);
-        assert_eq!(QuoteState::Issued.at(t, t - chrono::Duration::seconds(1)), QuoteState::Issued);
+        assert_eq!(
+            QuoteState::Issued.at(t, t - chrono::Duration::seconds(1)),
+            QuoteState::Issued
+        );
         assert_eq!(QuoteState::Accepted.at(t, t), QuoteState::Accepted);
         assert_eq!(QuoteState::Rejected.at(t, t), QuoteState::Rejected);
     }

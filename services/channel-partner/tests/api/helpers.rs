@@ -221,7 +221,12 @@ impl FakeDownstream {
 
 #[async_trait::async_trait]
 impl Downstream for FakeDownstream {
-    async fn list_prices(&self, _currency: &str, level: &str, lines: &[(String, i64)]) -> Result<Vec<i64>, tonic::Status> {
+    async fn list_prices(
+        &self,
+        _currency: &str,
+        level: &str,
+        lines: &[(String, i64)],
+    ) -> Result<Vec<i64>, tonic::Status> {
         let prices = self.prices.lock().unwrap();
         lines
             .iter()

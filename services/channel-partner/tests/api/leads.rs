@@ -451,7 +451,13 @@ async fn an_accepted_lead_is_assigned_to_a_rep_of_its_partner_and_shows_on_his_h
     assert_eq!(assigned.sales_rep, anna);
     let home = app
         .visits()
-        .get_rep_home(as_user("p1", ANNA, pb::GetRepHomeRequest { sales_rep: anna.clone() }))
+        .get_rep_home(as_user(
+            "p1",
+            ANNA,
+            pb::GetRepHomeRequest {
+                sales_rep: anna.clone(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner();

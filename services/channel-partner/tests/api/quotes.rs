@@ -146,7 +146,11 @@ async fn a_quote_in_range_is_issued_at_once() {
     assert_eq!(q.currency_code, "EUR");
     let pump = &q.lines[0];
     assert_eq!(
-        (pump.list_price_minor, pump.min_unit_price_minor, pump.max_unit_price_minor),
+        (
+            pump.list_price_minor,
+            pump.min_unit_price_minor,
+            pump.max_unit_price_minor
+        ),
         (100_00, 80_00, 95_00)
     );
     assert!(q.lines.iter().all(|l| l.in_range));
@@ -194,7 +198,11 @@ async fn out_of_range_waits_for_the_brand_and_is_not_accepted_before() {
 
     let refused = app.accept_as("p1", &q.name).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert_eq!(app.downstream.placements.load(Ordering::SeqCst), 0, "nothing was placed");
+    assert_eq!(
+        app.downstream.placements.load(Ordering::SeqCst),
+        0,
+        "nothing was placed"
+    );
     assert_eq!(app.downstream.order_count(), 0);
 
     // The partner cannot approve its own quote.
@@ -223,7 +231,11 @@ async fn out_of_range_waits_for_the_brand_and_is_not_accepted_before() {
     assert_eq!(approved.state(), pb::QuoteState::Approved);
     let decision = &approved.trail[1];
     assert_eq!(
-        (decision.action.as_str(), decision.reason.as_str(), decision.actor.as_str()),
+        (
+            decision.action.as_str(),
+            decision.reason.as_str(),
+            decision.actor.as_str()
+        ),
         ("approved", "strategic account", "staff-1")
     );
     assert!(decision.time.is_some());
@@ -276,7 +288,10 @@ async fn a_rejected_quote_keeps_its_reason_and_is_never_accepted() {
         .into_inner();
     assert_eq!(rejected.state(), pb::QuoteState::Rejected);
     assert_eq!(rejected.trail[1].reason, "half price is below cost");
-    assert_eq!(app.accept_as("p1", &q.name).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        app.accept_as("p1", &q.name).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     assert_eq!(app.downstream.order_count(), 0);
 }
 
@@ -308,7 +323,10 @@ async fn accepting_twice_or_concurrently_places_one_order_with_the_quotes_prices
     assert_eq!(got.trail.iter().filter(|t| t.action == "accepted").count(), 1);
     assert_eq!(app.stage_of("p1", &opportunity).await, pb::PipelineStage::Won);
     // A won opportunity is not quoted again.
-    let closed = app.quote("p1", &opportunity, &[("PUMP-1", 1, 90_00)]).await.unwrap_err();
+    let closed = app
+        .quote("p1", &opportunity, &[("PUMP-1", 1, 90_00)])
+        .await
+        .unwrap_err();
     assert_eq!(closed.code(), Code::FailedPrecondition);
 }
 
@@ -371,7 +389,12 @@ async fn another_partner_neither_sees_nor_accepts_a_quote() {
                 .map(|r| r.into_inner().quotes)
         }
     };
-    let own: Vec<String> = list("p2", "partners/-").await.unwrap().into_iter().map(|q| q.name).collect();
+    let own: Vec<String> = list("p2", "partners/-")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
     assert_eq!(own, [mine.name.clone()]);
     assert_eq!(list("p2", "partners/p1").await.unwrap_err().code(), Code::NotFound);
     let all = app
@@ -400,7 +423,10 @@ async fn an_expired_quote_is_not_accepted() {
     let q = app.quote("p1", &opportunity, &[("PUMP-1", 1, 90_00)]).await.unwrap();
     let pending = app.quote("p1", &opportunity, &[("PUMP-1", 1, 10_00)]).await.unwrap();
     app.app.advance_clock(Duration::days(31));
-    assert_eq!(app.accept_as("p1", &q.name).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        app.accept_as("p1", &q.name).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     let approve = app
         .quotes()
         .approve_quote(authed(pb::ApproveQuoteRequest {

@@ -487,7 +487,10 @@ impl App {
             .await
             .map_err(|s| from_downstream("channel-partner", s))?;
         if q.partner_id != input.partner_id {
-            return Err(ServiceError::invalid("order.quote", "must be a quote of the order's partner"));
+            return Err(ServiceError::invalid(
+                "order.quote",
+                "must be a quote of the order's partner",
+            ));
         }
         if !q.usable {
             return Err(ServiceError::FailedPrecondition(format!(

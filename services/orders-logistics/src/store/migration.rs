@@ -570,8 +570,13 @@ impl MigrationTrait for AddOrderQuote {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_index(Index::drop().name("idx_orders_quote").table(Alias::new("orders")).to_owned())
-            .await?;
+        m.drop_index(
+            Index::drop()
+                .name("idx_orders_quote")
+                .table(Alias::new("orders"))
+                .to_owned(),
+        )
+        .await?;
         m.alter_table(
             Table::alter()
                 .table(Alias::new("orders"))
