@@ -179,6 +179,8 @@ pub fn initial_state(lines: &[PricedLine]) -> QuoteState {
 }
 
 #[cfg(test)]
+// Amounts in minor units are written major_minor (100_00 = 100.00).
+#[allow(clippy::inconsistent_digit_grouping)]
 mod tests {
     use super::*;
 

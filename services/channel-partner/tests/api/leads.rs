@@ -462,7 +462,7 @@ async fn an_accepted_lead_is_assigned_to_a_rep_of_its_partner_and_shows_on_his_h
         .unwrap()
         .into_inner();
     let names: Vec<String> = home.assigned_leads.iter().map(|l| l.name.clone()).collect();
-    assert_eq!(names, [l.name.clone()]);
+    assert_eq!(names, std::slice::from_ref(&l.name));
     assert_eq!(home.open_leads, 1);
 
     // Taken back: the home screen no longer shows it.

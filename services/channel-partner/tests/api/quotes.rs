@@ -395,7 +395,7 @@ async fn another_partner_neither_sees_nor_accepts_a_quote() {
         .into_iter()
         .map(|q| q.name)
         .collect();
-    assert_eq!(own, [mine.name.clone()]);
+    assert_eq!(own, std::slice::from_ref(&mine.name));
     assert_eq!(list("p2", "partners/p1").await.unwrap_err().code(), Code::NotFound);
     let all = app
         .quotes()
