@@ -903,10 +903,38 @@ impl VisitService for VisitApi {
         let mut v = Violations::new();
         let partner = v.field("parent", PartnerId::parse_name(&req.parent));
         let k = req.key_customer.unwrap_or_default();
-        let customer = customer(&mut v, "key_customer.customer", k.customer.as_ref());
         if !(1..=366).contains(&k.cycle_days) {
             v.add("key_customer.cycle_days", "must be 1 to 366 days");
         }
+        let paths = req.update_mask.as_ref().map(|m| m.paths.as_slice()).unwrap_or_default();
+        if !paths.is_empty() {
+            // A masked update of one key customer's cycle.
+            if paths.iter().any(|p| p != "cycle_days") {
+                v.add("update_mask", "only cycle_days can be updated");
+            }
+            let name = v.check(child_id("key_customer.name", &k.name, "keyCustomers").map_err(|_| {
+                retail_kit::error::Violation::new(
+                    "key_customer.name",
+                    "must be partners/{partner_id}/keyCustomers/{key_customer_id} with a UUID id",
+                )
+            }));
+            if let (Some(p), Some((of, _))) = (&partner, &name)
+                && p != of
+            {
+                v.add("key_customer.name", "must be a key customer of the partner in parent");
+            }
+            v.finish()?;
+            let Some((partner, id)) = name else {
+                return Err(ServiceError::invalid("key_customer.name", "is invalid").into());
+            };
+            return ok(key_customer_to_pb(
+                &self
+                    .app
+                    .update_visit_cycle(&who, &partner, &id, i64::from(k.cycle_days))
+                    .await?,
+            ));
+        }
+        let customer = customer(&mut v, "key_customer.customer", k.customer.as_ref());
         v.finish()?;
         let Some(partner) = partner else {
             return Err(ServiceError::invalid("parent", "is invalid").into());

@@ -257,6 +257,29 @@ impl App {
         Ok(row)
     }
 
+    /// Changes the cycle of a key customer of `partner`; the partner's manager
+    /// (not a rep) or the brand.
+    pub async fn update_visit_cycle(
+        &self,
+        caller: &Caller,
+        partner: &PartnerId,
+        id: &str,
+        cycle_days: i64,
+    ) -> ServiceResult<key_customer::Model> {
+        let k = self.key_customer(caller, partner, id).await?;
+        if self.acting_rep(caller).await?.is_some() {
+            return Err(ServiceError::PermissionDenied(
+                "only the partner's manager or the brand sets visit cycles".into(),
+            ));
+        }
+        key_customer::Entity::update_many()
+            .col_expr(key_customer::Column::CycleDays, Expr::value(cycle_days))
+            .filter(key_customer::Column::Id.eq(k.id.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(key_customer::Model { cycle_days, ..k })
+    }
+
     /// A key customer the caller may see.
     pub async fn key_customer(
         &self,

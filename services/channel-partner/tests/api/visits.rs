@@ -176,6 +176,7 @@ async fn bad_visits_are_field_violations() {
                     cycle_days: 0,
                     ..Default::default()
                 }),
+                update_mask: None,
             },
         ))
         .await
@@ -199,6 +200,7 @@ async fn an_overdue_key_customer_is_published_once_per_overdue_period() {
                     cycle_days: 14,
                     ..Default::default()
                 }),
+                update_mask: None,
             },
         ))
         .await
@@ -217,6 +219,7 @@ async fn an_overdue_key_customer_is_published_once_per_overdue_period() {
                     cycle_days: 1,
                     ..Default::default()
                 }),
+                update_mask: None,
             },
         ))
         .await
@@ -308,6 +311,7 @@ async fn the_rep_home_screen_shows_targets_pipeline_visits_and_overdue_key_custo
                     cycle_days: 3,
                     ..Default::default()
                 }),
+                update_mask: None,
             },
         ))
         .await
@@ -398,6 +402,7 @@ async fn key_customers_are_listed_and_read_by_their_partner_only() {
                         cycle_days: days,
                         ..Default::default()
                     }),
+                    update_mask: None,
                 },
             ))
             .await
@@ -436,6 +441,39 @@ async fn key_customers_are_listed_and_read_by_their_partner_only() {
         .unwrap()
         .into_inner();
     assert_eq!(one.customer.unwrap().display_name, "Globex");
+
+    // A masked update changes one key customer's cycle by its name.
+    let masked = |partner: &'static str, name: String, days: i32, paths: &[&str]| {
+        let mut visits = app.visits();
+        let paths: Vec<String> = paths.iter().map(|p| (*p).to_owned()).collect();
+        async move {
+            visits
+                .set_visit_cycle(as_partner(
+                    partner,
+                    pb::SetVisitCycleRequest {
+                        parent: format!("partners/{partner}"),
+                        key_customer: Some(pb::KeyCustomer {
+                            name,
+                            cycle_days: days,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask { paths }),
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let changed = masked("p1", names[1].clone(), 21, &["cycle_days"]).await.unwrap();
+    assert_eq!((changed.name.as_str(), changed.cycle_days), (names[1].as_str(), 21));
+    let bad = masked("p1", "keyCustomers/x".into(), 0, &["customer"])
+        .await
+        .unwrap_err();
+    let mut fields = violated_fields(&bad);
+    fields.sort();
+    assert_eq!(fields, ["key_customer.cycle_days", "key_customer.name", "update_mask"]);
+    let foreign = masked("p2", names[1].replace("partners/p1", "partners/p2"), 3, &["cycle_days"]);
+    assert_eq!(foreign.await.unwrap_err().code(), Code::NotFound);
 
     let hidden = app
         .visits()
