@@ -178,6 +178,29 @@ pub(crate) fn opportunity_stage_changed(
     .partitioned_by(&o.partner_id)
 }
 
+pub(crate) fn quote_changed(
+    q: &crate::store::quote::Model,
+    entry: &crate::store::quote_trail::Model,
+    order_id: &str,
+) -> Outgoing {
+    Outgoing::of(&ev::QuoteChanged {
+        quote: crate::app::quotes::quote_name(&q.partner_id, &q.id),
+        partner_id: q.partner_id.clone(),
+        opportunity: crate::app::opportunities::opportunity_name(&q.partner_id, &q.opportunity_id),
+        change: entry.action.clone(),
+        actor: entry.actor.clone(),
+        total_minor: q.total_minor,
+        currency_code: q.currency.clone(),
+        order: if order_id.is_empty() {
+            String::new()
+        } else {
+            format!("orders/{order_id}")
+        },
+        change_time: Some(timestamp(entry.at)),
+    })
+    .partitioned_by(&q.partner_id)
+}
+
 pub(crate) fn visit_overdue(k: &crate::store::key_customer::Model, due: DateTime<Utc>) -> Outgoing {
     Outgoing::of(&ev::VisitOverdue {
         key_customer: crate::app::visits::key_customer_name(&k.partner_id, &k.id),

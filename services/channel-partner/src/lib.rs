@@ -11,6 +11,7 @@
 mod api;
 mod app;
 pub mod domain;
+pub mod downstream;
 mod events;
 pub mod settings;
 pub mod store;
@@ -31,6 +32,7 @@ use retail_proto::partner::lead_service_server::{self, LeadServiceServer};
 use retail_proto::partner::opportunity_service_server::{self, OpportunityServiceServer};
 use retail_proto::partner::partner_service_server::{self, PartnerServiceServer};
 use retail_proto::partner::price_policy_service_server::{self, PricePolicyServiceServer};
+use retail_proto::partner::quote_service_server::{self, QuoteServiceServer};
 use retail_proto::partner::target_service_server::{self, TargetServiceServer};
 use retail_proto::partner::visit_service_server::{self, VisitServiceServer};
 use sea_orm::DatabaseConnection;
@@ -42,6 +44,7 @@ pub use crate::app::{App, Caller, Sale};
 pub use crate::events::OrderEvents;
 
 use crate::api::policy::PricePolicyApi;
+use crate::api::quotes::QuoteApi;
 use crate::api::sales::{DealApi, LeadApi, OpportunityApi, VisitApi};
 use crate::api::{IncentiveApi, PartnerApi, TargetApi};
 use crate::store::migration::Migrator;
@@ -55,6 +58,10 @@ pub struct Application {
     tokens: Option<Arc<ServiceTokenSource>>,
     /// Where orders' event log is, if this replica follows it.
     orders_events_url: Option<String>,
+    /// Catalog and orders for quotes, when given (tests); else from the settings.
+    downstream: Option<Arc<dyn downstream::Downstream>>,
+    /// Where orders is, when learnt after the settings were read.
+    orders_url: Option<String>,
 }
 
 impl Application {
@@ -103,12 +110,27 @@ impl Application {
             verifier,
             tokens: None,
             orders_events_url,
+            downstream: None,
+            orders_url: None,
         })
     }
 
     /// Subscribes to the orders event log at `url` (where orders turned out to listen).
     pub fn with_orders_events_url(mut self, url: String) -> Self {
         self.orders_events_url = Some(url);
+        self
+    }
+
+    /// Places the orders of accepted quotes at `url` (where orders turned out to listen).
+    pub fn with_orders_url(mut self, url: String) -> Self {
+        self.orders_url = Some(url);
+        self
+    }
+
+    /// Uses `downstream` for quotes' calls to catalog and orders (tests stand in
+    /// for both).
+    pub fn with_downstream(mut self, downstream: Arc<dyn downstream::Downstream>) -> Self {
+        self.downstream = Some(downstream);
         self
     }
 
@@ -133,6 +155,22 @@ impl Application {
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = self.app;
+        let downstream = match self.downstream {
+            Some(d) => d,
+            None => {
+                let mut section = state.settings.downstream.clone();
+                if self.orders_url.is_some() {
+                    section.orders_url.clone_from(&self.orders_url);
+                }
+                if section.catalog_url.is_none() || section.orders_url.is_none() {
+                    tracing::warn!(
+                        "downstream.catalog_url or downstream.orders_url is not set: quotes cannot be priced or accepted"
+                    );
+                }
+                Arc::new(downstream::GrpcDownstream::new(&section, self.tokens.clone())?)
+            }
+        };
+        state.set_downstream(downstream);
         let mut background = server::Background::new();
         background.add(state.log.spawn_appender());
         background.add(state.log.spawn_retention(state.settings.events.retention()));
@@ -217,6 +255,7 @@ impl Application {
                 .add_service(LeadServiceServer::new(LeadApi::new(state.clone())))
                 .add_service(OpportunityServiceServer::new(OpportunityApi::new(state.clone())))
                 .add_service(VisitServiceServer::new(VisitApi::new(state.clone())))
+                .add_service(QuoteServiceServer::new(QuoteApi::new(state.clone())))
                 .add_service(EventLogServiceServer::new(EventLogApi::new(state.log.clone()))),
             names: vec![
                 partner_service_server::SERVICE_NAME,
@@ -227,6 +266,7 @@ impl Application {
                 lead_service_server::SERVICE_NAME,
                 opportunity_service_server::SERVICE_NAME,
                 visit_service_server::SERVICE_NAME,
+                quote_service_server::SERVICE_NAME,
                 event_log_service_server::SERVICE_NAME,
             ],
             auth: Some(AuthLayer::new(self.verifier.clone(), &[])),

@@ -19,6 +19,30 @@ pub struct Settings {
     pub orders: OrdersFeedSection,
     pub programme: ProgrammeSection,
     pub sales: SalesSection,
+    pub downstream: DownstreamSection,
+}
+
+/// Where quotes find catalog (the level's wholesale list) and orders (the order
+/// an accepted quote becomes). Without them quotes are FAILED_PRECONDITION.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownstreamSection {
+    /// Catalog-inventory's gRPC URL.
+    pub catalog_url: Option<String>,
+    /// Orders-logistics' gRPC URL.
+    pub orders_url: Option<String>,
+    /// Deadline of each attempt of a call.
+    pub timeout_ms: u64,
+}
+
+impl Default for DownstreamSection {
+    fn default() -> Self {
+        Self {
+            catalog_url: None,
+            orders_url: None,
+            timeout_ms: 5_000,
+        }
+    }
 }
 
 /// The sales side: deal locks, lead distribution, the sweep that expires locks
@@ -38,6 +62,8 @@ pub struct SalesSection {
     pub level_lead_capacity: std::collections::BTreeMap<String, u32>,
     /// How often due locks expire and unanswered offers time out.
     pub sweep_every_secs: u64,
+    /// How long a quote may be accepted when it names no `valid_until`.
+    pub quote_valid_days: u32,
 }
 
 impl Default for SalesSection {
@@ -49,6 +75,7 @@ impl Default for SalesSection {
             lead_capacity: 5,
             level_lead_capacity: std::collections::BTreeMap::new(),
             sweep_every_secs: 60,
+            quote_valid_days: 30,
         }
     }
 }
@@ -113,6 +140,25 @@ impl Validate for Settings {
             return Err(ConfigError::invalid(
                 "sales.lead_accept_hours",
                 "must be between 1 and 8760",
+            ));
+        }
+        for (key, url) in [
+            ("downstream.catalog_url", &self.downstream.catalog_url),
+            ("downstream.orders_url", &self.downstream.orders_url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError::invalid(key, "must be an http:// or https:// URL"));
+            }
+        }
+        if self.downstream.timeout_ms == 0 {
+            return Err(ConfigError::invalid("downstream.timeout_ms", "must be positive"));
+        }
+        if !(1..=366).contains(&self.sales.quote_valid_days) {
+            return Err(ConfigError::invalid(
+                "sales.quote_valid_days",
+                "must be between 1 and 366",
             ));
         }
         if self.sales.sweep_every_secs == 0 {

@@ -21,6 +21,7 @@ use retail_proto::membership::{self as mpb};
 use retail_proto::partner::deal_service_client::DealServiceClient;
 use retail_proto::partner::partner_service_client::PartnerServiceClient;
 use retail_proto::partner::price_policy_service_client::PricePolicyServiceClient;
+use retail_proto::partner::quote_service_client::QuoteServiceClient;
 use retail_proto::partner::{self as ppb};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -59,6 +60,21 @@ pub struct SpecialDiscount {
     pub usable: bool,
     /// Its state, for messages ("pending", "consumed", ...).
     pub state: String,
+}
+
+/// A quote of channel-partner as orders needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotedPrices {
+    /// The partner it belongs to.
+    pub partner_id: String,
+    /// Issued or approved and not expired (an accepted quote has its order).
+    pub usable: bool,
+    /// Its state, for messages ("pending_approval", "expired", ...).
+    pub state: String,
+    /// The partner's level it was quoted at.
+    pub level: String,
+    /// SKU code, units, unit price, in the quote's order.
+    pub lines: Vec<(String, i64, i64)>,
 }
 
 fn partner_pricing_off() -> Status {
@@ -163,6 +179,11 @@ pub trait Downstream: Send + Sync + std::fmt::Debug {
         Err(partner_pricing_off())
     }
 
+    /// A quote (`partners/{p}/quotes/{id}`) with its prices.
+    async fn quote_prices(&self, _name: &str) -> Result<QuotedPrices, Status> {
+        Err(partner_pricing_off())
+    }
+
     /// Whether partner sales naming their customer are checked against deal
     /// registration's locks (channel-partner is configured).
     fn checks_customer_locks(&self) -> bool {
@@ -221,6 +242,7 @@ struct PartnerClients {
     partners: PartnerServiceClient<Authed>,
     policy: PricePolicyServiceClient<Authed>,
     deals: DealServiceClient<Authed>,
+    quotes: QuoteServiceClient<Authed>,
     breaker: Breaker,
 }
 
@@ -254,7 +276,8 @@ impl GrpcDownstream {
         self.partner = Some(PartnerClients {
             partners: PartnerServiceClient::with_interceptor(partner.clone(), interceptor.clone()),
             policy: PricePolicyServiceClient::with_interceptor(partner.clone(), interceptor.clone()),
-            deals: DealServiceClient::with_interceptor(partner, interceptor),
+            deals: DealServiceClient::with_interceptor(partner.clone(), interceptor.clone()),
+            quotes: QuoteServiceClient::with_interceptor(partner, interceptor),
             breaker: Breaker::new("channel-partner", policy),
         });
         self
@@ -684,6 +707,43 @@ impl Downstream for GrpcDownstream {
             })
             .await
             .map(|_| ())
+    }
+
+    async fn quote_prices(&self, name: &str) -> Result<QuotedPrices, Status> {
+        let p = self.partner()?;
+        let q = p
+            .breaker
+            .call_idempotent(|timeout| {
+                let mut client = p.quotes.clone();
+                let req = request(ppb::GetQuoteRequest { name: name.to_owned() }, timeout);
+                async move { client.get_quote(req).await }
+            })
+            .await?
+            .into_inner();
+        let state = ppb::QuoteState::try_from(q.state).unwrap_or(ppb::QuoteState::Unspecified);
+        let partner_id = q
+            .name
+            .strip_prefix("partners/")
+            .and_then(|rest| rest.split_once("/quotes/"))
+            .map(|(p, _)| p.to_owned())
+            .unwrap_or_default();
+        Ok(QuotedPrices {
+            partner_id,
+            usable: matches!(state, ppb::QuoteState::Issued | ppb::QuoteState::Approved),
+            state: state.as_str_name().trim_start_matches("QUOTE_STATE_").to_lowercase(),
+            level: q.partner_level,
+            lines: q
+                .lines
+                .into_iter()
+                .map(|l| {
+                    (
+                        l.sku.strip_prefix("skus/").unwrap_or(&l.sku).to_owned(),
+                        l.quantity,
+                        l.unit_price_minor,
+                    )
+                })
+                .collect(),
+        })
     }
 
     async fn customer_locked_to_other(&self, partner_id: &str, customer: &Customer) -> Result<bool, Status> {

@@ -159,6 +159,7 @@ mod tests {
             customer_region: String::new(),
             customer_tax_id: String::new(),
             coupon_code: String::new(),
+            quote: None,
         }
     }
 

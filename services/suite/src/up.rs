@@ -182,7 +182,13 @@ where
             ][..],
         ),
         ("membership", &mut settings.membership.auth, &["events.read"][..]),
-        ("partner", &mut settings.partner.auth, &["events.read"][..]),
+        (
+            "partner",
+            &mut settings.partner.auth,
+            // Quotes: the level's wholesale list (`catalog.read`) and the order of
+            // an accepted quote (`orders.write`).
+            &["events.read", "catalog.read", "orders.write"][..],
+        ),
         ("analytics", &mut settings.analytics.auth, &["events.read"][..]),
         // The gateway follows orders' and channel-partner's logs for webhooks.
         ("gateway", &mut settings.gateway.auth, &["events.read"][..]),
@@ -247,6 +253,9 @@ where
     let membership_addr = membership.local_addr();
     // Channel-partner is bound before orders, whose partner sales its price policy
     // prices; it follows orders' event log once orders' address is known.
+    if settings.partner.downstream.catalog_url.is_none() {
+        settings.partner.downstream.catalog_url = Some(format!("http://{catalog_addr}"));
+    }
     let partner = retail_channel_partner::Application::build(settings.partner.clone()).await?;
     let partner_addr = partner.local_addr();
     settings.orders.downstream.membership_url = format!("http://{membership_addr}");
@@ -260,6 +269,11 @@ where
     let membership = membership.with_orders_events_url(format!("http://{orders_addr}"));
     // Channel-partner counts partner sales from orders' event log.
     let partner = partner.with_orders_events_url(format!("http://{orders_addr}"));
+    // Channel-partner places the orders of accepted quotes.
+    let partner = match &settings.partner.downstream.orders_url {
+        Some(_) => partner,
+        None => partner.with_orders_url(format!("http://{orders_addr}")),
+    };
     // Analytics follows every log.
     settings.analytics.sources.orders_url = Some(format!("http://{orders_addr}"));
     settings.analytics.sources.membership_url = Some(format!("http://{membership_addr}"));

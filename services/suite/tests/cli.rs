@@ -225,6 +225,7 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
                 "retail.partner.v1.OpportunityService",
                 "retail.partner.v1.PartnerService",
                 "retail.partner.v1.PricePolicyService",
+                "retail.partner.v1.QuoteService",
                 "retail.partner.v1.TargetService",
                 "retail.partner.v1.VisitService",
             ][..],

@@ -6,6 +6,7 @@
 mod convert;
 mod parse;
 pub(crate) mod policy;
+pub(crate) mod quotes;
 pub(crate) mod sales;
 
 use std::sync::Arc;

@@ -92,7 +92,7 @@ fn customer_to_pb(name: &str, region: &str, tax_id: &str) -> pb::Customer {
 }
 
 /// `partners/{partner_id}/{collection}/{uuid}`.
-fn child_id(field: &str, name: &str, collection: &str) -> ServiceResult<(PartnerId, String)> {
+pub(super) fn child_id(field: &str, name: &str, collection: &str) -> ServiceResult<(PartnerId, String)> {
     let bad = || {
         ServiceError::invalid(
             field,
@@ -272,7 +272,7 @@ impl DealService for DealApi {
     }
 }
 
-fn class_of_pb(raw: i32) -> Option<CustomerClass> {
+pub(super) fn class_of_pb(raw: i32) -> Option<CustomerClass> {
     match pb::CustomerClass::try_from(raw) {
         Ok(pb::CustomerClass::S) => Some(CustomerClass::S),
         Ok(pb::CustomerClass::A) => Some(CustomerClass::A),
@@ -282,7 +282,7 @@ fn class_of_pb(raw: i32) -> Option<CustomerClass> {
     }
 }
 
-fn class_to_pb(raw: &str) -> pb::CustomerClass {
+pub(super) fn class_to_pb(raw: &str) -> pb::CustomerClass {
     match CustomerClass::parse(raw) {
         Some(CustomerClass::S) => pb::CustomerClass::S,
         Some(CustomerClass::A) => pb::CustomerClass::A,
@@ -383,6 +383,11 @@ fn lead_to_pb(v: &LeadView) -> pb::Lead {
             })
             .collect(),
         create_time: Some(timestamp(l.created_at)),
+        sales_rep: if l.rep_id.is_empty() {
+            String::new()
+        } else {
+            RepId::from_stored(l.rep_id.clone()).resource_name()
+        },
     }
 }
 
@@ -396,7 +401,7 @@ fn budget(v: &mut Violations, field: &str, raw: i64) -> i64 {
     raw
 }
 
-fn amount(v: &mut Violations, field: &str, raw: i64) -> i64 {
+pub(super) fn amount(v: &mut Violations, field: &str, raw: i64) -> i64 {
     if !(0..=MAX_AMOUNT_MINOR).contains(&raw) {
         v.add(field, format!("must be 0-{MAX_AMOUNT_MINOR}"));
     }
@@ -520,6 +525,24 @@ impl LeadService for LeadApi {
         let who = caller(&request, WRITE)?;
         let (id, changes) = parse_lead_update(request.get_ref())?;
         ok(lead_to_pb(&self.app.update_lead(&who, &id, changes).await?))
+    }
+
+    async fn assign_lead(&self, request: Request<pb::AssignLeadRequest>) -> Rpc<pb::Lead> {
+        let who = caller(&request, WRITE)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = v.check(
+            lead_id("name", &req.name)
+                .map_err(|_| retail_kit::error::Violation::new("name", "must be leads/{lead_id} with a UUID id")),
+        );
+        let rep = if req.sales_rep.is_empty() {
+            None
+        } else {
+            v.field("sales_rep", RepId::parse_name(&req.sales_rep))
+        };
+        v.finish()?;
+        let id = id.ok_or_else(|| ServiceError::invalid("name", "is invalid"))?;
+        ok(lead_to_pb(&self.app.assign_lead(&who, &id, rep.as_ref()).await?))
     }
 
     async fn accept_lead(&self, request: Request<pb::AcceptLeadRequest>) -> Rpc<pb::Lead> {
@@ -880,10 +903,38 @@ impl VisitService for VisitApi {
         let mut v = Violations::new();
         let partner = v.field("parent", PartnerId::parse_name(&req.parent));
         let k = req.key_customer.unwrap_or_default();
-        let customer = customer(&mut v, "key_customer.customer", k.customer.as_ref());
         if !(1..=366).contains(&k.cycle_days) {
             v.add("key_customer.cycle_days", "must be 1 to 366 days");
         }
+        let paths = req.update_mask.as_ref().map(|m| m.paths.as_slice()).unwrap_or_default();
+        if !paths.is_empty() {
+            // A masked update of one key customer's cycle.
+            if paths.iter().any(|p| p != "cycle_days") {
+                v.add("update_mask", "only cycle_days can be updated");
+            }
+            let name = v.check(child_id("key_customer.name", &k.name, "keyCustomers").map_err(|_| {
+                retail_kit::error::Violation::new(
+                    "key_customer.name",
+                    "must be partners/{partner_id}/keyCustomers/{key_customer_id} with a UUID id",
+                )
+            }));
+            if let (Some(p), Some((of, _))) = (&partner, &name)
+                && p != of
+            {
+                v.add("key_customer.name", "must be a key customer of the partner in parent");
+            }
+            v.finish()?;
+            let Some((partner, id)) = name else {
+                return Err(ServiceError::invalid("key_customer.name", "is invalid").into());
+            };
+            return ok(key_customer_to_pb(
+                &self
+                    .app
+                    .update_visit_cycle(&who, &partner, &id, i64::from(k.cycle_days))
+                    .await?,
+            ));
+        }
+        let customer = customer(&mut v, "key_customer.customer", k.customer.as_ref());
         v.finish()?;
         let Some(partner) = partner else {
             return Err(ServiceError::invalid("parent", "is invalid").into());
@@ -920,6 +971,37 @@ impl VisitService for VisitApi {
             open_leads: i32::try_from(home.open_leads).unwrap_or(i32::MAX),
             visits_this_week: i32::try_from(home.visits_this_week).unwrap_or(i32::MAX),
             overdue_key_customers: home.overdue.iter().map(key_customer_to_pb).collect(),
+            assigned_leads: home
+                .leads
+                .iter()
+                .map(|l| {
+                    lead_to_pb(&LeadView {
+                        lead: l.clone(),
+                        offers: Vec::new(),
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    async fn get_key_customer(&self, request: Request<pb::GetKeyCustomerRequest>) -> Rpc<pb::KeyCustomer> {
+        let who = caller(&request, READ)?;
+        let (partner, id) = child_id("name", &request.get_ref().name, "keyCustomers")?;
+        ok(key_customer_to_pb(&self.app.key_customer(&who, &partner, &id).await?))
+    }
+
+    async fn list_key_customers(
+        &self,
+        request: Request<pb::ListKeyCustomersRequest>,
+    ) -> Rpc<pb::ListKeyCustomersResponse> {
+        let who = caller(&request, READ)?;
+        let req = request.into_inner();
+        let partner = parse::partner_id("parent", &req.parent)?;
+        let page = Page::parse(req.page_size, &req.page_token, &req.parent)?;
+        let (rows, next_page_token) = self.app.list_key_customers(&who, &partner, &page).await?;
+        ok(pb::ListKeyCustomersResponse {
+            key_customers: rows.iter().map(key_customer_to_pb).collect(),
+            next_page_token,
         })
     }
 }

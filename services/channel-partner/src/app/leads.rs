@@ -16,6 +16,7 @@ use sea_orm::{
 
 use super::deals::CustomerInput;
 use super::{App, Caller};
+use crate::domain::ids::RepId;
 use crate::domain::partner::PartnerState;
 use crate::domain::sales::{self, Candidate, CustomerClass, LeadState, ManInputs, Trend};
 use crate::events;
@@ -240,6 +241,7 @@ impl App {
             outcome_reason: String::new(),
             created_by: caller.subject.clone(),
             created_at: now,
+            rep_id: String::new(),
         };
         self.score_into(&mut model, &new.inputs, now);
         let d = self.distributor();
@@ -461,6 +463,60 @@ impl App {
         self.lead(caller, id).await
     }
 
+    /// Assigns an accepted lead to a rep of the partner holding it (`None`: to
+    /// no rep); the partner's manager (not a rep) or the brand.
+    pub async fn assign_lead(&self, caller: &Caller, id: &str, rep: Option<&RepId>) -> ServiceResult<LeadView> {
+        let l = self.lead(caller, id).await?.lead;
+        if self.acting_rep(caller).await?.is_some() {
+            return Err(ServiceError::PermissionDenied(
+                "only the partner's manager or the brand assigns leads to reps".into(),
+            ));
+        }
+        if l.state != LeadState::Accepted.as_str() {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "lead leads/{id} is {}: only an accepted lead is assigned to a rep",
+                l.state
+            )));
+        }
+        let rep_id = match rep {
+            None => String::new(),
+            Some(rep) => match store::rep(&self.db, rep.as_str()).await? {
+                Some(r) if r.partner_id == l.partner_id => r.id,
+                _ => {
+                    return Err(ServiceError::invalid(
+                        "sales_rep",
+                        "must be a sales rep of the partner holding the lead",
+                    ));
+                }
+            },
+        };
+        let r = lead::Entity::update_many()
+            .col_expr(lead::Column::RepId, Expr::value(rep_id.as_str()))
+            .filter(lead::Column::Id.eq(id))
+            .filter(lead::Column::State.eq(LeadState::Accepted.as_str()))
+            .filter(lead::Column::PartnerId.eq(l.partner_id.as_str()))
+            .exec(&self.db)
+            .await?;
+        if r.rows_affected != 1 {
+            return Err(ServiceError::FailedPrecondition(
+                "the lead changed meanwhile; read it again".into(),
+            ));
+        }
+        self.lead(caller, id).await
+    }
+
+    /// The accepted leads assigned to a rep, by MAN total (highest first).
+    pub(crate) async fn rep_leads(&self, rep_id: &str) -> ServiceResult<Vec<lead::Model>> {
+        Ok(lead::Entity::find()
+            .filter(lead::Column::RepId.eq(rep_id))
+            .filter(lead::Column::State.eq(LeadState::Accepted.as_str()))
+            .order_by_desc(lead::Column::TotalTenths)
+            .order_by_asc(lead::Column::Id)
+            .limit(500)
+            .all(&self.db)
+            .await?)
+    }
+
     /// Declines a lead offered to the caller's partner: it goes to the next
     /// eligible partner. Afterwards the decliner no longer sees it.
     pub async fn decline_lead(&self, caller: &Caller, id: &str, reason: &str) -> ServiceResult<LeadView> {
@@ -606,6 +662,8 @@ async fn write_assignment(txn: &DatabaseTransaction, l: &lead::Model) -> Service
     lead::Entity::update_many()
         .col_expr(lead::Column::State, Expr::value(l.state.as_str()))
         .col_expr(lead::Column::PartnerId, Expr::value(l.partner_id.as_str()))
+        // A rep assignment belongs to the partner that held the lead.
+        .col_expr(lead::Column::RepId, Expr::value(""))
         .col_expr(lead::Column::AcceptDeadline, Expr::value(l.accept_deadline))
         .col_expr(
             lead::Column::AssignmentReason,

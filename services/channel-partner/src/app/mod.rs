@@ -14,6 +14,7 @@ pub mod opportunities;
 mod partners;
 mod points;
 pub mod policy;
+pub mod quotes;
 mod redemptions;
 mod reps;
 pub mod sales;
@@ -28,6 +29,7 @@ use retail_kit::events::EventLog;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::domain::ids::{PartnerId, Subject};
+use crate::downstream::{Downstream, Unconfigured};
 use crate::settings::{Rules, Settings};
 use crate::store;
 
@@ -45,6 +47,8 @@ pub struct App {
     pub(crate) rules: Rules,
     /// The offset of the service's clock from the system's, in milliseconds.
     clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// Catalog and orders, for quotes (set when the service starts).
+    downstream: std::sync::RwLock<Arc<dyn Downstream>>,
 }
 
 impl std::fmt::Debug for App {
@@ -61,7 +65,24 @@ impl App {
             settings,
             rules,
             clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
+            downstream: std::sync::RwLock::new(Arc::new(Unconfigured)),
         }
+    }
+
+    /// Catalog and orders as quotes call them.
+    pub(crate) fn downstream(&self) -> Arc<dyn Downstream> {
+        self.downstream
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Uses `downstream` for quotes' calls to catalog and orders.
+    pub fn set_downstream(&self, downstream: Arc<dyn Downstream>) {
+        *self
+            .downstream
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = downstream;
     }
 
     /// The service's clock: what deal locks, lead offers and stage changes are

@@ -257,6 +257,63 @@ impl App {
         Ok(row)
     }
 
+    /// Changes the cycle of a key customer of `partner`; the partner's manager
+    /// (not a rep) or the brand.
+    pub async fn update_visit_cycle(
+        &self,
+        caller: &Caller,
+        partner: &PartnerId,
+        id: &str,
+        cycle_days: i64,
+    ) -> ServiceResult<key_customer::Model> {
+        let k = self.key_customer(caller, partner, id).await?;
+        if self.acting_rep(caller).await?.is_some() {
+            return Err(ServiceError::PermissionDenied(
+                "only the partner's manager or the brand sets visit cycles".into(),
+            ));
+        }
+        key_customer::Entity::update_many()
+            .col_expr(key_customer::Column::CycleDays, Expr::value(cycle_days))
+            .filter(key_customer::Column::Id.eq(k.id.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(key_customer::Model { cycle_days, ..k })
+    }
+
+    /// A key customer the caller may see.
+    pub async fn key_customer(
+        &self,
+        caller: &Caller,
+        partner: &PartnerId,
+        id: &str,
+    ) -> ServiceResult<key_customer::Model> {
+        match key_customer::Entity::find_by_id(id.to_owned()).one(&self.db).await? {
+            Some(k) if k.partner_id == partner.as_str() && caller.sees(&k.partner_id) => Ok(k),
+            _ => Err(ServiceError::not_found(
+                "key customer",
+                key_customer_name(partner.as_str(), id),
+            )),
+        }
+    }
+
+    /// A partner's key customers in the order they became key.
+    pub async fn list_key_customers(
+        &self,
+        caller: &Caller,
+        partner: &PartnerId,
+        page: &Page,
+    ) -> ServiceResult<(Vec<key_customer::Model>, String)> {
+        self.partner(caller, partner).await?;
+        let mut q = key_customer::Entity::find()
+            .filter(key_customer::Column::PartnerId.eq(partner.as_str()))
+            .order_by_asc(key_customer::Column::Id);
+        if let Some(after) = &page.after {
+            q = q.filter(key_customer::Column::Id.gt(after.as_str()));
+        }
+        let rows = q.limit(page.fetch_limit()).all(&self.db).await?;
+        Ok(page.finish(rows, |k| k.id.clone()))
+    }
+
     /// Key customers of `partner` whose visit is overdue at `now`.
     pub async fn overdue_key_customers(
         &self,
@@ -321,6 +378,8 @@ pub struct RepHome {
     pub open_leads: u64,
     pub visits_this_week: u64,
     pub overdue: Vec<key_customer::Model>,
+    /// The accepted leads assigned to the rep.
+    pub leads: Vec<lead::Model>,
 }
 
 /// Monday 00:00 UTC of the week of `now`.
@@ -384,7 +443,9 @@ impl App {
         } else {
             self.overdue_key_customers(&r.partner_id, now).await?
         };
+        let leads = self.rep_leads(&r.id).await?;
         Ok(RepHome {
+            leads,
             rep_id: r.id,
             targets,
             open_opportunities,

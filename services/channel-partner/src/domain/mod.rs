@@ -7,4 +7,5 @@ pub mod partner;
 pub mod period;
 pub mod points;
 pub mod policy;
+pub mod quotes;
 pub mod sales;

@@ -440,6 +440,8 @@ pub mod lead {
         pub outcome_reason: String,
         pub created_by: String,
         pub created_at: DateTimeUtc,
+        /// The rep of the holder partner the lead is assigned to; empty if none.
+        pub rep_id: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -566,6 +568,86 @@ pub mod key_customer {
         pub since: DateTimeUtc,
         pub last_visit_at: Option<DateTimeUtc>,
         pub notified_due_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod price_range {
+    use sea_orm::entity::prelude::*;
+
+    /// One row of the quotes' range table, unique by its key.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "price_ranges")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub level: String,
+        pub customer_class: String,
+        pub relationship: String,
+        pub volume_from_minor: i64,
+        pub min_discount_bp: i64,
+        pub max_discount_bp: i64,
+        pub updated_by: String,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod quote {
+    use sea_orm::entity::prelude::*;
+
+    /// A quote of an opportunity; `lines` is JSON of
+    /// [`crate::domain::quotes::PricedLine`]s; `order_id` is set once, on acceptance.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "quotes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub partner_id: String,
+        pub opportunity_id: String,
+        pub customer_class: String,
+        pub relationship: String,
+        pub expected_volume_minor: i64,
+        pub level: String,
+        pub price_range_id: String,
+        pub currency: String,
+        pub total_minor: i64,
+        pub lines: String,
+        pub state: String,
+        pub valid_until: DateTimeUtc,
+        pub order_id: String,
+        pub created_by: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod quote_trail {
+    use sea_orm::entity::prelude::*;
+
+    /// One entry of a quote's trail (immutable).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "quote_trail")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub quote_id: String,
+        pub action: String,
+        pub actor: String,
+        pub reason: String,
+        pub at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddDiscountRuleDisplayName),
             Box::new(CreateSalesTables),
             Box::new(CreateVisitTables),
+            Box::new(CreateQuoteTables),
         ]
     }
 }
@@ -812,6 +813,103 @@ impl MigrationTrait for CreateVisitTables {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         for t in ["key_customers", "visits"] {
+            m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes: the range table, quotes with their lines, their trail; and the rep a
+/// lead is assigned to within its partner.
+#[derive(Debug)]
+struct CreateQuoteTables;
+
+impl MigrationName for CreateQuoteTables {
+    fn name(&self) -> &str {
+        "m20261204_000060_create_quote_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateQuoteTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(table(
+            "price_ranges",
+            vec![
+                text("id", 36),
+                text("level", 64),
+                text("customer_class", 1),
+                text("relationship", 16),
+                int("volume_from_minor"),
+                int("min_discount_bp"),
+                int("max_discount_bp"),
+                text("updated_by", 200),
+                time("updated_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        // One row per key: concurrent sets of the same key meet here.
+        plain_index(
+            m,
+            "idx_price_ranges_key",
+            "price_ranges",
+            &["level", "customer_class", "relationship", "volume_from_minor"],
+            true,
+        )
+        .await?;
+        m.create_table(table(
+            "quotes",
+            vec![
+                text("id", 36),
+                text("partner_id", 64),
+                text("opportunity_id", 36),
+                text("customer_class", 1),
+                text("relationship", 16),
+                int("expected_volume_minor"),
+                text("level", 64),
+                text("price_range_id", 36),
+                text("currency", 3),
+                int("total_minor"),
+                // The lines as JSON (they never change).
+                ColumnDef::new(col("lines")).text().not_null().to_owned(),
+                text("state", 20),
+                time("valid_until"),
+                text("order_id", 64),
+                text("created_by", 200),
+                time("created_at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(m, "idx_quotes_partner", "quotes", &["partner_id", "id"], false).await?;
+        m.create_table(table(
+            "quote_trail",
+            vec![
+                text("id", 36),
+                text("quote_id", 36),
+                text("action", 16),
+                text("actor", 200),
+                text("reason", 500),
+                time("at"),
+            ],
+            &["id"],
+        ))
+        .await?;
+        plain_index(m, "idx_quote_trail_quote", "quote_trail", &["quote_id", "id"], false).await?;
+        m.alter_table(
+            Table::alter()
+                .table(col("leads"))
+                .add_column(text("rep_id", 36).default("").to_owned())
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table(col("leads")).drop_column(col("rep_id")).to_owned())
+            .await?;
+        for t in ["quote_trail", "quotes", "price_ranges"] {
             m.drop_table(Table::drop().table(col(t)).to_owned()).await?;
         }
         Ok(())

@@ -13,8 +13,8 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryF
 
 pub use entities::{
     catalog_item, deal_lock, deal_lock_key, discount_rule, entry, key_customer, lead, lead_offer, ledger, level_change,
-    lot, opportunity, order_points, partner, redemption, redemption_take, sale, sales_rep, special_discount,
-    special_discount_decision, stage_change, status_change, target, visit,
+    lot, opportunity, order_points, partner, price_range, quote, quote_trail, redemption, redemption_take, sale,
+    sales_rep, special_discount, special_discount_decision, stage_change, status_change, target, visit,
 };
 
 pub fn new_id() -> String {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use retail_channel_partner::downstream::{Downstream, QuoteOrder};
 use retail_channel_partner::{App, Settings};
 use retail_kit::auth::{AuthLayer, PrincipalKind, ServiceTokenSource, Verifier};
 use retail_kit::events::{EventLog, EventLogApi, Outgoing};
@@ -193,9 +194,69 @@ fn parties(partner: &str, rep: &str) -> ev::OrderParties {
     }
 }
 
+/// Stands in for catalog (a wholesale list per level) and orders (orders of
+/// accepted quotes, one per request id, as orders' idempotency gives them).
+#[derive(Debug, Default)]
+pub struct FakeDownstream {
+    /// (level, SKU code) -> list price.
+    pub prices: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
+    /// Request id -> (order id, the order asked for).
+    pub orders: std::sync::Mutex<std::collections::HashMap<String, (String, QuoteOrder)>>,
+    /// Placements asked for, repeats included.
+    pub placements: std::sync::atomic::AtomicUsize,
+}
+
+impl FakeDownstream {
+    pub fn price(&self, level: &str, sku: &str, minor: i64) {
+        self.prices
+            .lock()
+            .unwrap()
+            .insert((level.to_owned(), sku.to_owned()), minor);
+    }
+
+    pub fn order_count(&self) -> usize {
+        self.orders.lock().unwrap().len()
+    }
+}
+
+#[async_trait::async_trait]
+impl Downstream for FakeDownstream {
+    async fn list_prices(
+        &self,
+        _currency: &str,
+        level: &str,
+        lines: &[(String, i64)],
+    ) -> Result<Vec<i64>, tonic::Status> {
+        let prices = self.prices.lock().unwrap();
+        lines
+            .iter()
+            .map(|(sku, _)| {
+                prices
+                    .get(&(level.to_owned(), sku.clone()))
+                    .copied()
+                    .ok_or_else(|| tonic::Status::failed_precondition(format!("skus/{sku} is not on {level}'s list")))
+            })
+            .collect()
+    }
+
+    async fn place_quote_order(&self, order: &QuoteOrder) -> Result<String, tonic::Status> {
+        self.placements.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Placing takes a while: concurrent acceptances overlap.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut orders = self.orders.lock().unwrap();
+        let id = orders
+            .entry(order.request_id.clone())
+            .or_insert_with(|| (uuid::Uuid::now_v7().to_string(), order.clone()))
+            .0
+            .clone();
+        Ok(id)
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub app: Arc<App>,
+    pub downstream: Arc<FakeDownstream>,
     pub orders: OrdersLog,
     settings: Settings,
     stop: Option<oneshot::Sender<()>>,
@@ -216,10 +277,12 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     settings.events.poll_ms = 50;
     settings.orders.events_url = Some(format!("http://{}", orders.addr));
     configure(&mut settings);
-    let (addr, app, stop, task) = start(settings.clone()).await;
+    let downstream = Arc::new(FakeDownstream::default());
+    let (addr, app, stop, task) = start(settings.clone(), downstream.clone()).await;
     TestApp {
         addr,
         app,
+        downstream,
         orders,
         settings,
         stop: Some(stop),
@@ -235,12 +298,13 @@ type Started = (
     tokio::task::JoinHandle<anyhow::Result<()>>,
 );
 
-async fn start(settings: Settings) -> Started {
+async fn start(settings: Settings, downstream: Arc<FakeDownstream>) -> Started {
     let token = sign(&claims("partner", PrincipalKind::Service, &["events.read"], None));
     let app = retail_channel_partner::Application::build_with_keys(settings, retail_testkit::tokens::test_keys())
         .await
         .unwrap()
-        .with_service_tokens(ServiceTokenSource::fixed(token));
+        .with_service_tokens(ServiceTokenSource::fixed(token))
+        .with_downstream(downstream);
     let addr = app.local_addr();
     let state = app.app();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -292,6 +356,10 @@ impl TestApp {
 
     pub fn visits(&self) -> retail_proto::partner::visit_service_client::VisitServiceClient<Channel> {
         retail_proto::partner::visit_service_client::VisitServiceClient::new(self.channel())
+    }
+
+    pub fn quotes(&self) -> retail_proto::partner::quote_service_client::QuoteServiceClient<Channel> {
+        retail_proto::partner::quote_service_client::QuoteServiceClient::new(self.channel())
     }
 
     pub fn opportunities(&self) -> OpportunityServiceClient<Channel> {
@@ -361,7 +429,7 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        let (addr, app, stop, task) = start(self.settings.clone()).await;
+        let (addr, app, stop, task) = start(self.settings.clone(), self.downstream.clone()).await;
         self.addr = addr;
         self.app = app;
         self.stop = Some(stop);

@@ -404,3 +404,75 @@ async fn leads_created_at_once_never_pass_a_partners_capacity() {
     );
     assert_eq!(unassigned, 14);
 }
+
+#[tokio::test]
+async fn an_accepted_lead_is_assigned_to_a_rep_of_its_partner_and_shows_on_his_home_screen() {
+    const ANNA: &str = "0b0c6a3e-6f5c-4d0e-9a51-000000000a11";
+    const BEN: &str = "0b0c6a3e-6f5c-4d0e-9a51-000000000b12";
+    let app = spawn_app().await;
+    app.active_in("p1", "west").await;
+    app.active_in("p2", "east").await;
+    let anna = app.rep("p1", ANNA).await.name;
+    let ben = app.rep("p2", BEN).await.name;
+    let l = app.create_lead(lead("west", BILLION, 3, 3)).await.unwrap();
+    assert_eq!(l.partner, "partners/p1");
+    let assign = |token: tonic::Request<pb::AssignLeadRequest>| {
+        let mut leads = app.leads();
+        async move { leads.assign_lead(token).await.map(|r| r.into_inner()) }
+    };
+    let request = |rep: &str| pb::AssignLeadRequest {
+        name: l.name.clone(),
+        sales_rep: rep.into(),
+    };
+    let early = assign(as_partner("p1", request(&anna))).await.unwrap_err();
+    assert_eq!(early.code(), Code::FailedPrecondition, "only an accepted lead");
+    app.accept("p1", &l.name).await.unwrap();
+
+    let by_rep = assign(as_user("p1", ANNA, request(&anna))).await.unwrap_err();
+    assert_eq!(by_rep.code(), Code::PermissionDenied);
+    let foreign_rep = assign(as_partner("p1", request(&ben))).await.unwrap_err();
+    assert_eq!(violated_fields(&foreign_rep), ["sales_rep"]);
+    let other_partner = assign(as_partner("p2", request(&ben))).await.unwrap_err();
+    assert_eq!(other_partner.code(), Code::NotFound);
+    let bad = assign(as_partner(
+        "p1",
+        pb::AssignLeadRequest {
+            name: "leads/x".into(),
+            sales_rep: "reps/1".into(),
+        },
+    ))
+    .await
+    .unwrap_err();
+    let mut fields = violated_fields(&bad);
+    fields.sort();
+    assert_eq!(fields, ["name", "sales_rep"]);
+
+    let assigned = assign(as_partner("p1", request(&anna))).await.unwrap();
+    assert_eq!(assigned.sales_rep, anna);
+    let home = app
+        .visits()
+        .get_rep_home(as_user(
+            "p1",
+            ANNA,
+            pb::GetRepHomeRequest {
+                sales_rep: anna.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<String> = home.assigned_leads.iter().map(|l| l.name.clone()).collect();
+    assert_eq!(names, std::slice::from_ref(&l.name));
+    assert_eq!(home.open_leads, 1);
+
+    // Taken back: the home screen no longer shows it.
+    let unassigned = assign(as_partner("p1", request(""))).await.unwrap();
+    assert_eq!(unassigned.sales_rep, "");
+    let home = app
+        .visits()
+        .get_rep_home(as_user("p1", ANNA, pb::GetRepHomeRequest { sales_rep: anna }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(home.assigned_leads.is_empty());
+}

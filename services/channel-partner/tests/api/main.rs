@@ -11,6 +11,7 @@ mod leads;
 mod ledger_props;
 mod pipeline;
 mod policy;
+mod quotes;
 mod sales;
 mod visits;
 

@@ -176,6 +176,7 @@ async fn bad_visits_are_field_violations() {
                     cycle_days: 0,
                     ..Default::default()
                 }),
+                update_mask: None,
             },
         ))
         .await
@@ -199,6 +200,7 @@ async fn an_overdue_key_customer_is_published_once_per_overdue_period() {
                     cycle_days: 14,
                     ..Default::default()
                 }),
+                update_mask: None,
             },
         ))
         .await
@@ -217,6 +219,7 @@ async fn an_overdue_key_customer_is_published_once_per_overdue_period() {
                     cycle_days: 1,
                     ..Default::default()
                 }),
+                update_mask: None,
             },
         ))
         .await
@@ -308,6 +311,7 @@ async fn the_rep_home_screen_shows_targets_pipeline_visits_and_overdue_key_custo
                     cycle_days: 3,
                     ..Default::default()
                 }),
+                update_mask: None,
             },
         ))
         .await
@@ -378,4 +382,115 @@ fn week_start_of(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono:
     use chrono::Datelike;
     let day = now.date_naive() - Duration::days(i64::from(now.weekday().num_days_from_monday()));
     day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+#[tokio::test]
+async fn key_customers_are_listed_and_read_by_their_partner_only() {
+    let app = spawn_app().await;
+    app.active("p1").await;
+    app.active("p2").await;
+    let mut names = Vec::new();
+    for (name, days) in [("ACME", 7), ("Globex", 14), ("Initech", 30)] {
+        let k = app
+            .visits()
+            .set_visit_cycle(as_partner(
+                "p1",
+                pb::SetVisitCycleRequest {
+                    parent: "partners/p1".into(),
+                    key_customer: Some(pb::KeyCustomer {
+                        customer: customer(name),
+                        cycle_days: days,
+                        ..Default::default()
+                    }),
+                    update_mask: None,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        names.push(k.name);
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = app
+            .visits()
+            .list_key_customers(as_partner(
+                "p1",
+                pb::ListKeyCustomersRequest {
+                    parent: "partners/p1".into(),
+                    page_size: 2,
+                    page_token: token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.key_customers.into_iter().map(|k| (k.name, k.cycle_days)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected: Vec<(String, i32)> = names.iter().cloned().zip([7, 14, 30]).collect();
+    assert_eq!(seen, expected);
+    let one = app
+        .visits()
+        .get_key_customer(as_partner("p1", pb::GetKeyCustomerRequest { name: names[1].clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.customer.unwrap().display_name, "Globex");
+
+    // A masked update changes one key customer's cycle by its name.
+    let masked = |partner: &'static str, name: String, days: i32, paths: &[&str]| {
+        let mut visits = app.visits();
+        let paths: Vec<String> = paths.iter().map(|p| (*p).to_owned()).collect();
+        async move {
+            visits
+                .set_visit_cycle(as_partner(
+                    partner,
+                    pb::SetVisitCycleRequest {
+                        parent: format!("partners/{partner}"),
+                        key_customer: Some(pb::KeyCustomer {
+                            name,
+                            cycle_days: days,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask { paths }),
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let changed = masked("p1", names[1].clone(), 21, &["cycle_days"]).await.unwrap();
+    assert_eq!((changed.name.as_str(), changed.cycle_days), (names[1].as_str(), 21));
+    let bad = masked("p1", "keyCustomers/x".into(), 0, &["customer"])
+        .await
+        .unwrap_err();
+    let mut fields = violated_fields(&bad);
+    fields.sort();
+    assert_eq!(fields, ["key_customer.cycle_days", "key_customer.name", "update_mask"]);
+    let foreign = masked("p2", names[1].replace("partners/p1", "partners/p2"), 3, &["cycle_days"]);
+    assert_eq!(foreign.await.unwrap_err().code(), Code::NotFound);
+
+    let hidden = app
+        .visits()
+        .get_key_customer(as_partner("p2", pb::GetKeyCustomerRequest { name: names[1].clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    let listed = app
+        .visits()
+        .list_key_customers(as_partner(
+            "p2",
+            pb::ListKeyCustomersRequest {
+                parent: "partners/p1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::NotFound);
 }

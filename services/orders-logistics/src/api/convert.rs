@@ -87,6 +87,7 @@ pub(super) fn order_to_pb(v: &OrderView) -> pb::Order {
         special_discount: o.special_discount.clone(),
         coupon_code: o.coupon_code.clone(),
         partner_level: o.partner_level.clone(),
+        quote: o.quote.clone().unwrap_or_default(),
         customer: (!o.customer_name.is_empty()).then(|| pb::Customer {
             display_name: o.customer_name.clone(),
             region: o.customer_region.clone(),

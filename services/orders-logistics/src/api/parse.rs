@@ -144,6 +144,35 @@ pub(super) fn place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Servi
             Some(code)
         }
     };
+    // A quote of the order's own partner, on partner sales only, without a
+    // special discount (the quote's prices are the prices).
+    let quote = if o.quote.is_empty() {
+        None
+    } else if channel.is_some_and(|c| c != Channel::Partner) {
+        v.add("order.quote", "only partner sales are placed from a quote");
+        None
+    } else if special_discount.is_some() {
+        v.add("order.quote", "an order from a quote uses no special discount");
+        None
+    } else {
+        match o.quote.split_once("/quotes/") {
+            Some((owner, id))
+                if owner.strip_prefix("partners/").is_some_and(|p| p == partner_id)
+                    && !id.is_empty()
+                    && id.len() <= 64
+                    && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+            {
+                Some(o.quote.clone())
+            }
+            _ => {
+                v.add(
+                    "order.quote",
+                    "must be partners/{partner_id}/quotes/{quote_id} of the order's partner",
+                );
+                None
+            }
+        }
+    };
     // The end customer, on partner sales only.
     let customer = match &o.customer {
         None => None,
@@ -187,6 +216,7 @@ pub(super) fn place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Servi
         special_discount,
         customer,
         coupon_code,
+        quote,
     })
 }
 

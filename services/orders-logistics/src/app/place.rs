@@ -60,6 +60,9 @@ pub struct PlaceOrder {
     pub customer: Option<Customer>,
     /// For consumer sales: a coupon code to redeem (upper-cased).
     pub coupon_code: Option<String>,
+    /// For partner sales: the quote whose prices the order takes,
+    /// `partners/{partner_id}/quotes/{id}`.
+    pub quote: Option<String>,
 }
 
 const COMPENSATING: &str = "compensating";
@@ -67,6 +70,12 @@ const COMPENSATING: &str = "compensating";
 impl App {
     /// Places an order; see the module documentation.
     pub async fn place(&self, caller: &Caller, input: PlaceOrder) -> ServiceResult<OrderView> {
+        // A quote's order is placed by channel-partner when the quote is accepted.
+        if input.quote.is_some() && caller.partner.is_some() {
+            return Err(ServiceError::PermissionDenied(
+                "an order from a quote is placed by accepting the quote".into(),
+            ));
+        }
         let request_key = input.request_id.as_ref().map(|id| format!("{}:{id}", caller.owner));
         let order_id = match self.claim(request_key.as_deref(), &input.fingerprint).await? {
             Claim::New(order_id) => order_id,
@@ -176,7 +185,9 @@ impl App {
             .iter()
             .map(|(sku, q)| (sku.as_str().to_owned(), *q))
             .collect();
-        let priced = if input.channel == Channel::Partner && self.downstream.prices_partner_orders() {
+        let priced = if let Some(quote) = &input.quote {
+            self.price_from_quote(input, quote, &lines).await?
+        } else if input.channel == Channel::Partner && self.downstream.prices_partner_orders() {
             self.price_for_partner(input, &lines).await?
         } else {
             if input.special_discount.is_some() {
@@ -285,6 +296,7 @@ impl App {
             customer_region: input.customer.as_ref().map(|c| c.region.clone()).unwrap_or_default(),
             customer_tax_id: input.customer.as_ref().map(|c| c.tax_id.clone()).unwrap_or_default(),
             coupon_code: input.coupon_code.clone().unwrap_or_default(),
+            quote: input.quote.clone(),
         };
         let lines: Vec<store::line::Model> = lines
             .iter()
@@ -327,7 +339,16 @@ impl App {
             order.created_at,
         )])?
         .insert([event.outbox_row(&order.id)])?;
-        if !idempotency::apply(&self.db, &writes).await? {
+        let applied = match idempotency::apply(&self.db, &writes).await {
+            // The quote's unique key: another order was placed from it first.
+            Err(ServiceError::AlreadyExists(_)) if input.quote.is_some() => {
+                return Err(ServiceError::FailedPrecondition(
+                    "the quote already has its order".into(),
+                ));
+            }
+            other => other?,
+        };
+        if !applied {
             return Err(ServiceError::Aborted("placing the order was abandoned; retry".into()));
         }
         // Exactly what was written (`now()` is already at the database's precision).
@@ -514,6 +535,64 @@ impl App {
             prices: quoted.prices,
             discounts,
             level: String::new(),
+            special: None,
+        })
+    }
+
+    /// A quote's prices: the quote must be the order's partner's, issued or
+    /// approved and unexpired, with exactly the order's SKUs and units; no
+    /// order was placed from it yet. Its unit prices are the order's, without
+    /// further discounts.
+    async fn price_from_quote(&self, input: &PlaceOrder, name: &str, lines: &[Units]) -> ServiceResult<Priced> {
+        if !self.downstream.prices_partner_orders() {
+            return Err(ServiceError::FailedPrecondition(
+                "orders from quotes need channel-partner, which is not configured".into(),
+            ));
+        }
+        let q = self
+            .downstream
+            .quote_prices(name)
+            .await
+            .map_err(|s| from_downstream("channel-partner", s))?;
+        if q.partner_id != input.partner_id {
+            return Err(ServiceError::invalid(
+                "order.quote",
+                "must be a quote of the order's partner",
+            ));
+        }
+        if !q.usable {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "quote {name} is {}, not issued or approved",
+                q.state
+            )));
+        }
+        let same = q.lines.len() == lines.len()
+            && lines
+                .iter()
+                .all(|(sku, units)| q.lines.iter().any(|(s, u, _)| s == sku && u == units));
+        if !same {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "the order's lines must be quote {name}'s SKUs and units"
+            )));
+        }
+        if store::order_of_quote(&self.db, name).await?.is_some() {
+            return Err(ServiceError::FailedPrecondition(
+                "the quote already has its order".into(),
+            ));
+        }
+        let prices = lines
+            .iter()
+            .map(|(sku, _)| {
+                q.lines
+                    .iter()
+                    .find(|(s, _, _)| s == sku)
+                    .map_or(0, |(_, _, price)| *price)
+            })
+            .collect::<Vec<_>>();
+        Ok(Priced {
+            discounts: vec![Vec::new(); prices.len()],
+            prices,
+            level: q.level,
             special: None,
         })
     }

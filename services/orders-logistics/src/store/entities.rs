@@ -46,6 +46,9 @@ pub mod order {
         pub customer_tax_id: String,
         /// The coupon code redeemed for the order; empty when none.
         pub coupon_code: String,
+        /// For partner sales placed from a quote: `partners/{p}/quotes/{id}`,
+        /// unique (one order per quote); none otherwise.
+        pub quote: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddPartnerPricing),
             Box::new(AddOrderCustomer),
             Box::new(AddOrderCoupon),
+            Box::new(AddOrderQuote),
         ]
     }
 }
@@ -564,6 +565,56 @@ impl MigrationTrait for AddOrderCoupon {
             Table::alter()
                 .table(Alias::new("orders"))
                 .drop_column(Alias::new("coupon_code"))
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// The quote a partner order was placed from: at most one order per quote.
+#[derive(Debug)]
+struct AddOrderQuote;
+
+impl MigrationName for AddOrderQuote {
+    fn name(&self) -> &str {
+        "m20261204_000061_add_order_quote"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddOrderQuote {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("orders"))
+                .add_column(string_len_null(Alias::new("quote"), 200))
+                .to_owned(),
+        )
+        .await?;
+        // NULLs (orders without a quote) never collide.
+        m.create_index(
+            Index::create()
+                .name("idx_orders_quote")
+                .table(Alias::new("orders"))
+                .col(Alias::new("quote"))
+                .unique()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(
+            Index::drop()
+                .name("idx_orders_quote")
+                .table(Alias::new("orders"))
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("orders"))
+                .drop_column(Alias::new("quote"))
                 .to_owned(),
         )
         .await

@@ -131,6 +131,14 @@ pub async fn find_order(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<
     Ok(order::Entity::find_by_id(id.to_owned()).one(conn).await?)
 }
 
+/// The order placed from a quote, if any.
+pub async fn order_of_quote(conn: &impl ConnectionTrait, quote: &str) -> ServiceResult<Option<order::Model>> {
+    Ok(order::Entity::find()
+        .filter(order::Column::Quote.eq(quote))
+        .one(conn)
+        .await?)
+}
+
 /// An order with its lines in order, in one query.
 pub async fn find_view(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<Option<OrderView>> {
     let found = order::Entity::find_by_id(id.to_owned())
