@@ -146,6 +146,8 @@ impl Downstream for GrpcDownstream {
                                 quantity: *quantity,
                             })
                             .collect(),
+                        coupon_code: String::new(),
+                        member: String::new(),
                     },
                     timeout,
                 );
