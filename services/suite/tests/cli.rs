@@ -206,6 +206,7 @@ async fn up_serves_every_service_and_the_printed_credentials_log_in() {
             "catalog",
             &[
                 "retail.catalog.v1.CatalogService",
+                "retail.catalog.v1.CouponService",
                 "retail.catalog.v1.InventoryService",
                 "retail.catalog.v1.PricingService",
                 "retail.events.v1.EventLogService",
