@@ -161,6 +161,7 @@ fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/orders/{orderId}/cancel", post(routes::orders::cancel_order))
         .route("/v1/orders/{orderId}/tracking", get(routes::orders::track_order))
         .route("/v1/orders/{orderId}/returns", post(routes::orders::request_return))
+        .merge(routes::sales::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), http::authenticate));
     Router::new()
         .route("/healthz", get(openapi::healthz))

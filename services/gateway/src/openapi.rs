@@ -47,7 +47,7 @@ use crate::routes::{self, Money};
         routes::orders::request_return,
     ),
     components(schemas(Problem, FieldViolation, Money, Health)),
-    modifiers(&Security),
+    modifiers(&Security, &routes::sales::SalesDoc),
     security(("apiKey" = []), ("bearer" = [])),
 )]
 #[derive(Debug)]

@@ -7,6 +7,7 @@ pub mod partner;
 pub mod policy;
 pub mod products;
 pub mod programme;
+pub mod sales;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
