@@ -101,7 +101,8 @@ fn lock_name(caller: &Caller, id: &str) -> String {
 /// wins; a customer already locked to another partner is a 409 that does not
 /// name it. With an `Idempotency-Key` a retry returns the first answer.
 #[utoipa::path(post, path = "/v1/partner/dealLocks", tag = "sales", request_body = NewDealLock,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 characters; a replay returns the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 visible ASCII characters without `/`; a replay returns the first response",
+        pattern = "^[!-.0-~]{1,128}$")),
     responses(
         (status = 201, description = "The active lock", body = DealLock),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),

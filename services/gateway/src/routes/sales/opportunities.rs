@@ -139,7 +139,8 @@ fn opportunity_name(caller: &Caller, raw: &str) -> Result<String, Problem> {
 /// Opens an opportunity for the partner. With an `Idempotency-Key` a retry
 /// returns the first answer.
 #[utoipa::path(post, path = "/v1/partner/opportunities", tag = "sales", request_body = NewOpportunity,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 characters; a replay returns the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 visible ASCII characters without `/`; a replay returns the first response",
+        pattern = "^[!-.0-~]{1,128}$")),
     responses(
         (status = 201, description = "The opportunity, at identified", body = Opportunity,
             headers(("ETag" = String, description = "Version of the opportunity"))),

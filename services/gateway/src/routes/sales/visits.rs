@@ -101,7 +101,8 @@ pub struct NewVisit {
 /// Checks a rep of the partner in at a customer. With an `Idempotency-Key` a
 /// retry returns the first answer.
 #[utoipa::path(post, path = "/v1/partner/visits", tag = "sales", request_body = NewVisit,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 characters; a replay returns the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 visible ASCII characters without `/`; a replay returns the first response",
+        pattern = "^[!-.0-~]{1,128}$")),
     responses(
         (status = 201, description = "The open visit", body = Visit),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
