@@ -113,6 +113,24 @@ pub fn uuid_name(field: &str, raw: &str, collection: &str) -> Result<String, Pro
         .ok_or_else(|| Problem::invalid(field, format!("must be {collection}/{{id}} with a UUID id")))
 }
 
+/// `salesReps/{uuid}` of a rep the caller sees (its partner's): another
+/// partner's rep is a 404 before anything is filtered by it.
+pub async fn own_rep(state: &AppState, caller: &crate::auth::Caller, raw: &str) -> Result<String, Problem> {
+    use retail_proto::partner::GetSalesRepRequest;
+    use retail_proto::partner::partner_service_client::PartnerServiceClient;
+    let name = uuid_name("salesRep", raw, "salesReps")?;
+    let mut client = PartnerServiceClient::new(state.partner.clone());
+    let request = state.request(caller, GetSalesRepRequest { name: name.clone() });
+    client.get_sales_rep(request).await.map_err(|s| {
+        if s.code() == tonic::Code::NotFound {
+            Problem::not_found("sales rep")
+        } else {
+            Problem::from(s)
+        }
+    })?;
+    Ok(name)
+}
+
 /// The customer a lock, lead, opportunity or visit is about.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

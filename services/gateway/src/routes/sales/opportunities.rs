@@ -389,7 +389,7 @@ pub async fn get_pipeline_report(
 ) -> Result<axum::Json<PipelineReport>, Problem> {
     let sales_rep = match query.sales_rep.as_deref() {
         None | Some("") => String::new(),
-        Some(raw) => uuid_name("salesRep", raw, "salesReps")?,
+        Some(raw) => super::own_rep(&state, &caller, raw).await?,
     };
     let mut client = OpportunityServiceClient::new(state.partner.clone());
     let request = state.request(

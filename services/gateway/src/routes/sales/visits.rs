@@ -218,7 +218,7 @@ pub async fn list_visits(
     .parts()?;
     let sales_rep = match query.sales_rep.as_deref() {
         None | Some("") => String::new(),
-        Some(raw) => uuid_name("salesRep", raw, "salesReps")?,
+        Some(raw) => super::own_rep(&state, &caller, raw).await?,
     };
     let mut client = VisitServiceClient::new(state.partner.clone());
     let request = state.request(
