@@ -7,6 +7,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::problem::{FieldViolation, Problem};
+use crate::routes::sales::SalesDoc;
 use crate::routes::{self, Money};
 
 #[derive(OpenApi)]
@@ -47,7 +48,7 @@ use crate::routes::{self, Money};
         routes::orders::request_return,
     ),
     components(schemas(Problem, FieldViolation, Money, Health)),
-    modifiers(&Security, &routes::sales::SalesDoc),
+    modifiers(&Security, &SalesDoc),
     security(("apiKey" = []), ("bearer" = [])),
 )]
 #[derive(Debug)]

@@ -211,7 +211,13 @@ pub(super) async fn bench_gateway(args: &BenchArgs) -> anyhow::Result<Vec<Report
     const GATEWAY: &str = "gateway GET /v1/orders/{id}";
     const DIRECT: &str = "orders.GetOrder (direct gRPC)";
     if !args.warmup.is_zero() {
-        measure(GATEWAY, args.concurrency, Plan::Duration(args.warmup), through_gateway.clone()).await?;
+        measure(
+            GATEWAY,
+            args.concurrency,
+            Plan::Duration(args.warmup),
+            through_gateway.clone(),
+        )
+        .await?;
         measure(DIRECT, args.concurrency, Plan::Duration(args.warmup), direct.clone()).await?;
     }
     let reports = match args.requests {
@@ -225,7 +231,13 @@ pub(super) async fn bench_gateway(args: &BenchArgs) -> anyhow::Result<Vec<Report
             let slice = args.duration / rounds;
             let mut totals: Option<(Report, Report)> = None;
             for _ in 0..rounds {
-                let gw = measure(GATEWAY, args.concurrency, Plan::Duration(slice), through_gateway.clone()).await?;
+                let gw = measure(
+                    GATEWAY,
+                    args.concurrency,
+                    Plan::Duration(slice),
+                    through_gateway.clone(),
+                )
+                .await?;
                 let dr = measure(DIRECT, args.concurrency, Plan::Duration(slice), direct.clone()).await?;
                 match totals.as_mut() {
                     Some((g, d)) => {

@@ -627,12 +627,26 @@ async fn sales_routes_reach_only_the_callers_own(
     let new_lock = json!({"subjectKind": "DEAL_SUBJECT_KIND_CUSTOMER", "customer": customer}).to_string();
     let mut with_key = json_a.to_vec();
     with_key.push(("Idempotency-Key", "lock-1"));
-    let lock = http(gw, "POST", "/v1/partner/dealLocks", &with_key, Some(new_lock.as_bytes())).await;
+    let lock = http(
+        gw,
+        "POST",
+        "/v1/partner/dealLocks",
+        &with_key,
+        Some(new_lock.as_bytes()),
+    )
+    .await;
     assert_eq!(lock.status, 201, "{}", String::from_utf8_lossy(&lock.body));
     let lock = lock.json();
     assert_eq!(lock["state"], "DEAL_LOCK_STATE_ACTIVE");
     let lock_id = lock["dealLockId"].as_str().unwrap().to_owned();
-    let replay = http(gw, "POST", "/v1/partner/dealLocks", &with_key, Some(new_lock.as_bytes())).await;
+    let replay = http(
+        gw,
+        "POST",
+        "/v1/partner/dealLocks",
+        &with_key,
+        Some(new_lock.as_bytes()),
+    )
+    .await;
     assert_eq!(replay.json()["dealLockId"], lock_id.as_str());
     // The same customer for B: a conflict that does not name A.
     let taken = http(gw, "POST", "/v1/partner/dealLocks", json_b, Some(new_lock.as_bytes())).await;
@@ -640,15 +654,23 @@ async fn sales_routes_reach_only_the_callers_own(
     assert!(!taken.to_string().contains(&a.id), "{taken}");
     let lock_path = format!("/v1/partner/dealLocks/{lock_id}");
     http(gw, "GET", &lock_path, as_b, None).await.problem(404);
-    post(format!("{lock_path}/release"), "b", reason.clone()).await.problem(404);
+    post(format!("{lock_path}/release"), "b", reason.clone())
+        .await
+        .problem(404);
     let locks_b = http(gw, "GET", "/v1/partner/dealLocks", as_b, None).await.json();
     assert!(locks_b["dealLocks"].as_array().unwrap().is_empty(), "{locks_b}");
     let still = http(gw, "GET", &lock_path, as_a, None).await;
     assert_eq!(still.status, 200);
     assert_eq!(still.json()["state"], "DEAL_LOCK_STATE_ACTIVE");
-    let active = http(gw, "GET", "/v1/partner/dealLocks?state=DEAL_LOCK_STATE_ACTIVE", as_a, None)
-        .await
-        .json();
+    let active = http(
+        gw,
+        "GET",
+        "/v1/partner/dealLocks?state=DEAL_LOCK_STATE_ACTIVE",
+        as_a,
+        None,
+    )
+    .await
+    .json();
     assert_eq!(active["dealLocks"][0]["dealLockId"], lock_id.as_str());
     http(gw, "GET", "/v1/partner/dealLocks?state=OPEN", as_a, None)
         .await
@@ -659,10 +681,17 @@ async fn sales_routes_reach_only_the_callers_own(
     let bad = json!({"subjectKind": "DEAL_SUBJECT_KIND_CUSTOMER", "customer": {"displayName": "", "region": "DE-BE"}});
     let bad = post("/v1/partner/dealLocks".into(), "a", bad).await;
     assert_eq!(bad.problem(400)["violations"][0]["field"], "customer.displayName");
-    let released = post(format!("{lock_path}/release"), "a", json!({"reason": "customer went elsewhere"})).await;
+    let released = post(
+        format!("{lock_path}/release"),
+        "a",
+        json!({"reason": "customer went elsewhere"}),
+    )
+    .await;
     assert_eq!(released.status, 200, "{}", String::from_utf8_lossy(&released.body));
     assert_eq!(released.json()["state"], "DEAL_LOCK_STATE_RELEASED");
-    post(format!("{lock_path}/release"), "a", reason.clone()).await.problem(409);
+    post(format!("{lock_path}/release"), "a", reason.clone())
+        .await
+        .problem(409);
 
     // Leads: the brand's two leads in A's region are offered to A; B reaches neither.
     let mut leads = LeadServiceClient::new(partner_channel);
@@ -695,7 +724,9 @@ async fn sales_routes_reach_only_the_callers_own(
         assert_eq!(lead.partner, format!("partners/{}", a.id), "{lead:?}");
         lead_ids.push(lead.name.strip_prefix("leads/").unwrap().to_owned());
     }
-    let listed = http(gw, "GET", "/v1/leads?state=LEAD_STATE_OFFERED", as_a, None).await.json();
+    let listed = http(gw, "GET", "/v1/leads?state=LEAD_STATE_OFFERED", as_a, None)
+        .await
+        .json();
     assert_eq!(listed["leads"].as_array().unwrap().len(), 2, "{listed}");
     assert!(listed["leads"][0]["annualBudgetMinor"].is_string());
     let listed_b = http(gw, "GET", "/v1/leads", as_b, None).await.json();
@@ -704,9 +735,13 @@ async fn sales_routes_reach_only_the_callers_own(
         let path = format!("/v1/leads/{id}");
         http(gw, "GET", &path, as_b, None).await.problem(404);
         post(format!("{path}/accept"), "b", json!({})).await.problem(404);
-        http(gw, "POST", &format!("{path}/accept"), as_b, None).await.problem(404);
+        http(gw, "POST", &format!("{path}/accept"), as_b, None)
+            .await
+            .problem(404);
         post(format!("{path}/decline"), "b", reason.clone()).await.problem(404);
-        post(format!("{path}/outcome"), "b", json!({"won": true})).await.problem(404);
+        post(format!("{path}/outcome"), "b", json!({"won": true}))
+            .await
+            .problem(404);
         let lead = http(gw, "GET", &path, as_a, None).await;
         assert_eq!(lead.status, 200, "{}", String::from_utf8_lossy(&lead.body));
         assert_eq!(lead.json()["state"], "LEAD_STATE_OFFERED");
@@ -720,7 +755,12 @@ async fn sales_routes_reach_only_the_callers_own(
     let won = post(format!("{first}/outcome"), "a", json!({"won": true})).await;
     assert_eq!(won.status, 200, "{}", String::from_utf8_lossy(&won.body));
     assert_eq!(won.json()["state"], "LEAD_STATE_WON");
-    let declined = post(format!("/v1/leads/{}/decline", lead_ids[1]), "a", json!({"reason": "no capacity"})).await;
+    let declined = post(
+        format!("/v1/leads/{}/decline", lead_ids[1]),
+        "a",
+        json!({"reason": "no capacity"}),
+    )
+    .await;
     assert_eq!(declined.status, 200, "{}", String::from_utf8_lossy(&declined.body));
 
     // Opportunities: B reaches none of A's; a stale If-Match is refused.
@@ -730,37 +770,70 @@ async fn sales_routes_reach_only_the_callers_own(
     let etag = created.header("etag").unwrap().to_owned();
     let created = created.json();
     assert_eq!(created["stage"], "PIPELINE_STAGE_IDENTIFIED");
-    let opportunity_path = format!("/v1/partner/opportunities/{}", created["opportunityId"].as_str().unwrap());
+    let opportunity_path = format!(
+        "/v1/partner/opportunities/{}",
+        created["opportunityId"].as_str().unwrap()
+    );
     http(gw, "GET", &opportunity_path, as_b, None).await.problem(404);
     let forward = json!({"stage": "PIPELINE_STAGE_PROPOSED"});
-    post(format!("{opportunity_path}/move"), "b", forward.clone()).await.problem(404);
+    post(format!("{opportunity_path}/move"), "b", forward.clone())
+        .await
+        .problem(404);
     let opportunities_b = http(gw, "GET", "/v1/partner/opportunities", as_b, None).await.json();
     assert!(opportunities_b["opportunities"].as_array().unwrap().is_empty());
     // B's opportunity cannot name A's rep.
     let foreign = json!({"title": "Not mine", "customer": customer, "salesRep": a.reps[0]});
     let foreign = post("/v1/partner/opportunities".into(), "b", foreign).await;
-    assert!((400..500).contains(&foreign.status), "{}", String::from_utf8_lossy(&foreign.body));
-    let skip = post(format!("{opportunity_path}/move"), "a", json!({"stage": "PIPELINE_STAGE_WON"})).await;
+    assert!(
+        (400..500).contains(&foreign.status),
+        "{}",
+        String::from_utf8_lossy(&foreign.body)
+    );
+    let skip = post(
+        format!("{opportunity_path}/move"),
+        "a",
+        json!({"stage": "PIPELINE_STAGE_WON"}),
+    )
+    .await;
     skip.problem(409);
     let unchanged = http(gw, "GET", &opportunity_path, as_a, None).await;
     assert_eq!(unchanged.json()["stage"], "PIPELINE_STAGE_IDENTIFIED");
     let mut stale = json_a.to_vec();
     stale.push(("If-Match", "\"1.000000000\""));
-    http(gw, "POST", &format!("{opportunity_path}/move"), &stale, Some(forward.to_string().as_bytes()))
-        .await
-        .problem(412);
+    http(
+        gw,
+        "POST",
+        &format!("{opportunity_path}/move"),
+        &stale,
+        Some(forward.to_string().as_bytes()),
+    )
+    .await
+    .problem(412);
     let mut current = json_a.to_vec();
     current.push(("If-Match", &etag));
-    let moved = http(gw, "POST", &format!("{opportunity_path}/move"), &current, Some(forward.to_string().as_bytes())).await;
+    let moved = http(
+        gw,
+        "POST",
+        &format!("{opportunity_path}/move"),
+        &current,
+        Some(forward.to_string().as_bytes()),
+    )
+    .await;
     assert_eq!(moved.status, 200, "{}", String::from_utf8_lossy(&moved.body));
     assert_eq!(moved.json()["stage"], "PIPELINE_STAGE_PROPOSED");
     assert_eq!(moved.json()["stageChanges"].as_array().unwrap().len(), 2);
     let report = http(gw, "GET", "/v1/partner/pipelineReport", as_a, None).await;
     assert_eq!(report.status, 200, "{}", String::from_utf8_lossy(&report.body));
     assert_eq!(report.json()["partner"], format!("partners/{}", a.id));
-    http(gw, "GET", &format!("/v1/partner/pipelineReport?salesRep={}", a.reps[0]), as_b, None)
-        .await
-        .problem(404);
+    http(
+        gw,
+        "GET",
+        &format!("/v1/partner/pipelineReport?salesRep={}", a.reps[0]),
+        as_b,
+        None,
+    )
+    .await
+    .problem(404);
 
     // Visits and the rep's home: B reaches neither A's visit nor A's rep.
     let visit = json!({"salesRep": a.reps[0], "customer": {"displayName": "Gateway Sports Club", "region": "DE-BE"}, "place": "Club house"});
@@ -769,12 +842,23 @@ async fn sales_routes_reach_only_the_callers_own(
     let visit_id = visit.json()["visitId"].as_str().unwrap().to_owned();
     let check_out = format!("/v1/partner/visits/{visit_id}/checkOut");
     http(gw, "POST", &check_out, as_b, None).await.problem(404);
-    let foreign = json!({"salesRep": a.reps[0], "customer": {"displayName": "X", "region": "DE-HH"}, "place": "Street"});
+    let foreign =
+        json!({"salesRep": a.reps[0], "customer": {"displayName": "X", "region": "DE-HH"}, "place": "Street"});
     let foreign = post("/v1/partner/visits".into(), "b", foreign).await;
-    assert!((400..500).contains(&foreign.status), "{}", String::from_utf8_lossy(&foreign.body));
-    http(gw, "GET", &format!("/v1/partner/visits?salesRep={}", a.reps[0]), as_b, None)
-        .await
-        .problem(404);
+    assert!(
+        (400..500).contains(&foreign.status),
+        "{}",
+        String::from_utf8_lossy(&foreign.body)
+    );
+    http(
+        gw,
+        "GET",
+        &format!("/v1/partner/visits?salesRep={}", a.reps[0]),
+        as_b,
+        None,
+    )
+    .await
+    .problem(404);
     let visits_b = http(gw, "GET", "/v1/partner/visits", as_b, None).await.json();
     assert!(visits_b["visits"].as_array().unwrap().is_empty(), "{visits_b}");
     let visits_a = http(gw, "GET", "/v1/partner/visits", as_a, None).await.json();
@@ -789,7 +873,10 @@ async fn sales_routes_reach_only_the_callers_own(
     assert_eq!(home.status, 200, "{}", String::from_utf8_lossy(&home.body));
     let home = home.json();
     assert_eq!(home["visitsThisWeek"], 1, "{home}");
-    assert_eq!(home["openOpportunities"][0]["stage"], "PIPELINE_STAGE_PROPOSED", "{home}");
+    assert_eq!(
+        home["openOpportunities"][0]["stage"], "PIPELINE_STAGE_PROPOSED",
+        "{home}"
+    );
     http(gw, "GET", &format!("/v1/salesReps/{rep_id}/home"), as_b, None)
         .await
         .problem(404);

@@ -131,7 +131,11 @@ fn order_response(order: retail_proto::orders::Order, status: StatusCode) -> Res
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrderLine {
     /// `skus/{skuCode}`.
-    #[schema(max_length = 69, pattern = "^skus/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "skus/RUN-42")]
+    #[schema(
+        max_length = 69,
+        pattern = "^skus/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        example = "skus/RUN-42"
+    )]
     pub sku: String,
     /// Units, 1-10,000.
     #[schema(minimum = 1, maximum = 10000)]

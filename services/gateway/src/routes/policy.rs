@@ -49,7 +49,9 @@ pub struct Basket {
     pub functions: Vec<String>,
 }
 
-/// A function the partner performs on an order.
+/// A function the partner performs on an order (described only: `functions` is
+/// parsed by name, so an unknown one is a violation naming its index).
+#[allow(dead_code)]
 #[derive(Debug, Serialize, ToSchema)]
 pub enum PartnerFunctionName {
     #[serde(rename = "PARTNER_FUNCTION_INSTALLATION")]

@@ -274,5 +274,7 @@ pub async fn report_lead_outcome(
             reason: body.reason,
         },
     );
-    Ok(axum::Json(client.report_lead_outcome(request).await?.into_inner().into()))
+    Ok(axum::Json(
+        client.report_lead_outcome(request).await?.into_inner().into(),
+    ))
 }

@@ -47,10 +47,7 @@ pub fn router() -> Router<AppState> {
             post(opportunities::move_opportunity),
         )
         .route("/v1/partner/pipelineReport", get(opportunities::get_pipeline_report))
-        .route(
-            "/v1/partner/visits",
-            get(visits::list_visits).post(visits::check_in),
-        )
+        .route("/v1/partner/visits", get(visits::list_visits).post(visits::check_in))
         .route("/v1/partner/visits/{visitId}/checkOut", post(visits::check_out))
         .route("/v1/salesReps/{salesRepId}/home", get(visits::get_rep_home))
 }
@@ -93,9 +90,6 @@ impl utoipa::Modify for SalesDoc {
     }
 }
 
-/// The pattern of a UUID as the services write it.
-pub const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
-
 /// A UUID id from a path or a body: 400 naming `field` unless it is one; the
 /// canonical (lower-case, hyphenated) form.
 pub fn uuid_id(field: &str, raw: &str) -> Result<String, Problem> {
@@ -136,10 +130,20 @@ pub async fn own_rep(state: &AppState, caller: &crate::auth::Caller, raw: &str) 
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Customer {
     /// The customer's name: one line of 1-200 characters with a letter or digit.
-    #[schema(min_length = 1, max_length = 200, pattern = "^[ -~]*[A-Za-z0-9][ -~]*$", example = "Trailfox Outdoor GmbH")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[ -~]*[A-Za-z0-9][ -~]*$",
+        example = "Trailfox Outdoor GmbH"
+    )]
     pub display_name: String,
     /// The region: one line of 1-32 characters with a letter or digit.
-    #[schema(min_length = 1, max_length = 32, pattern = "^[ -~]*[A-Za-z0-9][ -~]*$", example = "DE-BE")]
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = "^[ -~]*[A-Za-z0-9][ -~]*$",
+        example = "DE-BE"
+    )]
     pub region: String,
     /// The tax id, optional: one line of at most 32 characters.
     #[serde(default)]
@@ -189,6 +193,13 @@ mod tests {
         );
         assert!(uuid_name("salesRep", "salesReps/x", "salesReps").is_err());
         assert!(uuid_name("salesRep", "leads/0b4c1d9e-6f1a-4c84-9a8b-6e1e1c7b4a11", "salesReps").is_err());
-        assert!(uuid_name("salesRep", "salesReps/0b4c1d9e-6f1a-4c84-9a8b-6e1e1c7b4a11", "salesReps").is_ok());
+        assert!(
+            uuid_name(
+                "salesRep",
+                "salesReps/0b4c1d9e-6f1a-4c84-9a8b-6e1e1c7b4a11",
+                "salesReps"
+            )
+            .is_ok()
+        );
     }
 }

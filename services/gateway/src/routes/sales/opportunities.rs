@@ -109,14 +109,17 @@ fn opportunity_response(o: retail_proto::partner::Opportunity, status: StatusCod
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOpportunity {
     /// One line of 1-200 characters.
-    #[schema(min_length = 1, max_length = 200, pattern = "^[ -~]*[!-~][ -~]*$", example = "Team kit for the spring league")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[ -~]*[!-~][ -~]*$",
+        example = "Team kit for the spring league"
+    )]
     pub title: String,
     pub customer: Customer,
     /// `salesReps/{salesRepId}` of the partner who works it; optional.
     #[serde(default)]
-    #[schema(
-        pattern = "^salesReps/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-    )]
+    #[schema(pattern = "^salesReps/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub sales_rep: Option<String>,
     /// Expected amount in minor units, 0 to 10^12 (a decimal string or a number).
     #[serde(default, deserialize_with = "i64_from_string_or_number")]
@@ -223,11 +226,7 @@ pub async fn list_opportunities(
     }))
 }
 
-async fn fetch(
-    state: &AppState,
-    caller: &Caller,
-    name: String,
-) -> Result<retail_proto::partner::Opportunity, Problem> {
+async fn fetch(state: &AppState, caller: &Caller, name: String) -> Result<retail_proto::partner::Opportunity, Problem> {
     let mut client = OpportunityServiceClient::new(state.partner.clone());
     let request = state.request(caller, GetOpportunityRequest { name });
     Ok(client.get_opportunity(request).await?.into_inner())

@@ -68,10 +68,20 @@ impl From<retail_proto::partner::Visit> for Visit {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VisitCustomer {
     /// One line of 1-200 characters with a letter or digit.
-    #[schema(min_length = 1, max_length = 200, pattern = "^[ -~]*[A-Za-z0-9][ -~]*$", example = "Trailfox Outdoor GmbH")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[ -~]*[A-Za-z0-9][ -~]*$",
+        example = "Trailfox Outdoor GmbH"
+    )]
     pub display_name: String,
     /// One line of 1-32 characters with a letter or digit.
-    #[schema(min_length = 1, max_length = 32, pattern = "^[ -~]*[A-Za-z0-9][ -~]*$", example = "DE-BE")]
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = "^[ -~]*[A-Za-z0-9][ -~]*$",
+        example = "DE-BE"
+    )]
     pub region: String,
 }
 
@@ -86,7 +96,11 @@ pub struct NewVisit {
     pub customer: VisitCustomer,
     /// Where, one line of 1-500 characters; or leave it out and give coordinates.
     #[serde(default)]
-    #[schema(max_length = 500, pattern = "^[ -~]*[!-~][ -~]*$", example = "Store front, Kastanienallee 12")]
+    #[schema(
+        max_length = 500,
+        pattern = "^[ -~]*[!-~][ -~]*$",
+        example = "Store front, Kastanienallee 12"
+    )]
     pub place: Option<String>,
     /// Degrees, -90 to 90.
     #[serde(default)]
@@ -117,7 +131,11 @@ pub async fn check_in(
     let sales_rep = uuid_name("salesRep", &body.sales_rep, "salesReps")?;
     if body.latitude.is_some() != body.longitude.is_some() {
         return Err(Problem::invalid(
-            if body.latitude.is_some() { "longitude" } else { "latitude" },
+            if body.latitude.is_some() {
+                "longitude"
+            } else {
+                "latitude"
+            },
             "latitude and longitude go together",
         ));
     }
