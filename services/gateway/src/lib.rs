@@ -282,6 +282,7 @@ fn router(state: AppState, settings: &Settings, webhooks: Arc<Webhooks>) -> Rout
         .route("/v1/orders/{orderId}/tracking", get(routes::orders::track_order))
         .route("/v1/orders/{orderId}/returns", post(routes::orders::request_return))
         .merge(routes::webhooks::routes(webhooks))
+        .merge(routes::sales::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), http::authenticate));
     Router::new()
         .route("/healthz", get(openapi::healthz))

@@ -7,6 +7,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::problem::{FieldViolation, Problem};
+use crate::routes::sales::SalesDoc;
 use crate::routes::{self, Money};
 
 #[derive(OpenApi)]
@@ -55,7 +56,7 @@ use crate::routes::{self, Money};
         routes::webhooks::replay_delivery,
     ),
     components(schemas(Problem, FieldViolation, Money, Health)),
-    modifiers(&Security),
+    modifiers(&Security, &SalesDoc),
     security(("apiKey" = []), ("bearer" = [])),
 )]
 #[derive(Debug)]

@@ -61,7 +61,8 @@ pub enum Target {
     /// analytics KPI queries (sales, store funnel, satisfaction) over a loaded history.
     AnalyticsKpi,
     /// The partner gateway: GET /v1/orders/{id} with an API key, over HTTP/1.1
-    /// keep-alive (one connection per worker).
+    /// keep-alive (one connection per worker), against orders' GetOrder straight
+    /// over gRPC with the partner's token in the same run.
     GatewayGetOrder,
 }
 
@@ -1216,7 +1217,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             reports.push(bench_membership(&args, args.target).await?)
         }
         Target::OrdersPlace | Target::OrdersPlacePay => reports.push(bench_orders(&args, args.target).await?),
-        Target::GatewayGetOrder => reports.push(gateway::bench_gateway(&args).await?),
+        Target::GatewayGetOrder => reports.extend(gateway::bench_gateway(&args).await?),
         Target::AnalyticsIngest | Target::AnalyticsKpi => {
             reports.push(analytics::bench_analytics(&args, args.target).await?)
         }
@@ -1238,5 +1239,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     echo.stop().await?;
     reports.insert(0, baseline.clone());
     print_table(&reports, &baseline);
+    if args.target == Target::GatewayGetOrder
+        && let [_, through_gateway, direct, ..] = reports.as_slice()
+    {
+        gateway::print_comparison(through_gateway, direct);
+    }
     Ok(())
 }

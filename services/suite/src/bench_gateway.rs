@@ -1,7 +1,10 @@
 //! `gateway-get-order`: a partner system reading one of its orders through the
 //! partner gateway (HTTP/1.1 keep-alive, one connection per worker): API-key
 //! authentication from the gateway's token cache, the rate limit, a gRPC GetOrder
-//! with the partner's token, and the JSON of the answer.
+//! with the partner's token, and the JSON of the answer. In the same run, in
+//! alternating slices, the same `GetOrder` straight to orders over gRPC with the
+//! partner's token (the token the gateway exchanges the key for): what the
+//! gateway adds is the difference.
 
 use std::sync::Arc;
 
@@ -10,7 +13,7 @@ use secrecy::SecretString;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{BENCH_ADMIN_PASSWORD, BenchArgs, Report, Scratch, channels, loopback, run};
+use super::{BENCH_ADMIN_PASSWORD, BenchArgs, Plan, Report, Scratch, channels, loopback, measure};
 
 /// One keep-alive HTTP/1.1 connection.
 struct Connection(BufReader<TcpStream>);
@@ -53,7 +56,8 @@ impl Connection {
     }
 }
 
-pub(super) async fn bench_gateway(args: &BenchArgs) -> anyhow::Result<Report> {
+/// The gateway's report, then the direct gRPC one.
+pub(super) async fn bench_gateway(args: &BenchArgs) -> anyhow::Result<Vec<Report>> {
     use retail_proto::orders::orders_service_client::OrdersServiceClient;
     use retail_proto::orders::{self as opb};
 
@@ -119,7 +123,16 @@ pub(super) async fn bench_gateway(args: &BenchArgs) -> anyhow::Result<Report> {
     )
     .await?;
     let partner = partners.first().context("no partner seeded")?;
-    let key = crate::seed::partner_api_key(identity, &bearer, &partner.id).await?;
+    let key = crate::seed::partner_api_key(identity.clone(), &bearer, &partner.id).await?;
+    // The partner's own token, as the gateway gets it for the key.
+    let token = retail_proto::identity::identity_service_client::IdentityServiceClient::new(identity)
+        .exchange_api_key(retail_proto::identity::ExchangeApiKeyRequest { api_key: key.clone() })
+        .await?
+        .into_inner()
+        .tokens
+        .context("no token for the API key")?
+        .access_token;
+    let authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}").parse()?;
     let mut place = tonic::Request::new(opb::PlaceOrderRequest {
         order: Some(opb::Order {
             channel: opb::OrderChannel::Partner as i32,
@@ -148,7 +161,7 @@ pub(super) async fn bench_gateway(args: &BenchArgs) -> anyhow::Result<Report> {
     .into();
     let connections: Arc<Vec<tokio::sync::Mutex<Option<Connection>>>> =
         Arc::new((0..args.concurrency).map(|_| tokio::sync::Mutex::new(None)).collect());
-    let report = run("gateway GET /v1/orders/{id}", args, move |worker| {
+    let through_gateway = move |worker: usize| {
         let (connections, request) = (connections.clone(), request.clone());
         async move {
             let slot = connections
@@ -174,10 +187,92 @@ pub(super) async fn bench_gateway(args: &BenchArgs) -> anyhow::Result<Report> {
                 }
             }
         }
-    })
-    .await?;
+    };
+    let direct_clients: Arc<Vec<OrdersServiceClient<tonic::transport::Channel>>> = Arc::new(
+        channels(launched.orders, args.connections)
+            .await?
+            .into_iter()
+            .map(OrdersServiceClient::new)
+            .collect(),
+    );
+    let order_name = order.name.clone();
+    let direct = move |worker: usize| {
+        let (clients, name, authorization) = (direct_clients.clone(), order_name.clone(), authorization.clone());
+        async move {
+            let mut client = clients
+                .get(worker % clients.len().max(1))
+                .ok_or_else(|| tonic::Status::internal("no client"))?
+                .clone();
+            let mut request = tonic::Request::new(opb::GetOrderRequest { name });
+            request.metadata_mut().insert("authorization", authorization);
+            client.get_order(request).await.map(|_| ())
+        }
+    };
+    const GATEWAY: &str = "gateway GET /v1/orders/{id}";
+    const DIRECT: &str = "orders.GetOrder (direct gRPC)";
+    if !args.warmup.is_zero() {
+        measure(
+            GATEWAY,
+            args.concurrency,
+            Plan::Duration(args.warmup),
+            through_gateway.clone(),
+        )
+        .await?;
+        measure(DIRECT, args.concurrency, Plan::Duration(args.warmup), direct.clone()).await?;
+    }
+    let reports = match args.requests {
+        Some(n) => vec![
+            measure(GATEWAY, args.concurrency, Plan::Requests(n), through_gateway).await?,
+            measure(DIRECT, args.concurrency, Plan::Requests(n), direct).await?,
+        ],
+        None => {
+            // Alternating slices, so both meet the same machine.
+            let rounds = args.rounds.max(1);
+            let slice = args.duration / rounds;
+            let mut totals: Option<(Report, Report)> = None;
+            for _ in 0..rounds {
+                let gw = measure(
+                    GATEWAY,
+                    args.concurrency,
+                    Plan::Duration(slice),
+                    through_gateway.clone(),
+                )
+                .await?;
+                let dr = measure(DIRECT, args.concurrency, Plan::Duration(slice), direct.clone()).await?;
+                match totals.as_mut() {
+                    Some((g, d)) => {
+                        g.merge(&gw)?;
+                        d.merge(&dr)?;
+                    }
+                    None => totals = Some((gw, dr)),
+                }
+                if let Some(baseline) = &args.baseline {
+                    baseline.measure(args.concurrency, slice).await?;
+                }
+            }
+            let (g, d) = totals.context("no round was measured")?;
+            vec![g, d]
+        }
+    };
     let _ = stop.send(());
     launched.wait().await?;
     scratch.drop().await?;
-    Ok(report)
+    Ok(reports)
+}
+
+/// The gateway against the direct call: throughput share and added latency.
+pub(super) fn print_comparison(gateway: &Report, direct: &Report) {
+    println!(
+        "gateway vs direct gRPC GetOrder at concurrency {}: {:.0} vs {:.0} req/s ({:.1}% of direct); \
+         p50 {:.2} vs {:.2} ms; p99 {:.2} vs {:.2} ms (p99 added {:.2} ms)",
+        gateway.concurrency,
+        gateway.throughput(),
+        direct.throughput(),
+        100.0 * gateway.throughput() / direct.throughput().max(f64::EPSILON),
+        gateway.ms(0.50),
+        direct.ms(0.50),
+        gateway.ms(0.99),
+        direct.ms(0.99),
+        gateway.ms(0.99) - direct.ms(0.99),
+    );
 }

@@ -301,6 +301,9 @@ const COLORS: &[&str] = &[
     "black", "red", "blue", "green", "grey", "sand", "navy", "olive", "white", "teal",
 ];
 
+/// How many of the seeded SKUs go on every partner level's wholesale list.
+const WHOLESALE_SKUS: usize = 100;
+
 /// The warehouses the seed stocks.
 pub const SEED_WAREHOUSES: &[(&str, i32)] = &[("MAIN", 0), ("OVERFLOW", 10)];
 
@@ -503,13 +506,30 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         args.concurrency,
     )
     .await?;
-    let items = crate::seed_partner::seed_redemption_catalog(partner, &bearer).await?;
+    let items = crate::seed_partner::seed_redemption_catalog(partner.clone(), &bearer).await?;
     println!(
         "seeded {} partners with {} reps each, this month's targets and {items} catalog items in {:.1} s",
         partners.len(),
         args.reps_per_partner,
         started.elapsed().as_secs_f64()
     );
+    // Partner orders are priced from the partner level's wholesale list: the first
+    // SKUs go on every level's, so the seeded partners can order them.
+    if !partners.is_empty() && !skus.is_empty() {
+        let started = Instant::now();
+        let wholesale = &skus[..skus.len().min(WHOLESALE_SKUS)];
+        let levels = crate::seed_partner::level_codes(partner, &bearer).await?;
+        let catalog = Channel::from_shared(args.catalog.clone())?.connect().await?;
+        for level in &levels {
+            set_partner_prices(catalog.clone(), &bearer, level, wholesale, "EUR", 1_999).await?;
+        }
+        println!(
+            "put {} SKUs on the wholesale lists of {} levels in {:.1} s",
+            wholesale.len(),
+            levels.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     if let (Some(path), Some(first)) = (&args.partner_api_key_file, partners.first()) {
         let identity = Channel::from_shared(args.identity.clone())?.connect().await?;
         let key = partner_api_key(identity, &bearer, &first.id).await?;

@@ -170,6 +170,17 @@ pub async fn seed_partners(
     Ok(all)
 }
 
+/// The codes of the partner levels, lowest first.
+pub async fn level_codes(channel: Channel, bearer: &str) -> anyhow::Result<Vec<String>> {
+    let header: MetadataValue<Ascii> = bearer.parse()?;
+    let levels = PartnerServiceClient::new(channel)
+        .list_levels(with_bearer(&header, pb::ListLevelsRequest {}))
+        .await
+        .context("listing the partner levels failed")?
+        .into_inner();
+    Ok(levels.levels.into_iter().map(|l| l.code).collect())
+}
+
 /// The redemption catalog, one item per category.
 pub async fn seed_redemption_catalog(channel: Channel, bearer: &str) -> anyhow::Result<usize> {
     let header: MetadataValue<Ascii> = bearer.parse()?;

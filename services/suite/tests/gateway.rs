@@ -148,6 +148,8 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     settings.relocate_data();
     // The gateway's limits go through Redis when there is one.
     settings.gateway.rate_limit.redis_url = retail_testkit::redis_url();
+    // Room for every request of the test; the limit itself is tested below.
+    settings.gateway.rate_limit.write = retail_gateway::settings::RateClass { rps: 100, burst: 1_000 };
     settings.use_free_ports();
     // Identity asks channel-partner about partners only at a known port.
     settings.partner.server.port = free_port();
@@ -213,6 +215,21 @@ async fn partners_reach_only_their_own_through_the_gateway() {
         "/v1/partner/ledger/redemptions",
         "/v1/partner/priceEvaluations",
         "/v1/partner/specialDiscounts",
+        "/v1/partner/dealLocks",
+        "/v1/partner/dealLocks/{dealLockId}",
+        "/v1/partner/dealLocks/{dealLockId}/release",
+        "/v1/leads",
+        "/v1/leads/{leadId}",
+        "/v1/leads/{leadId}/accept",
+        "/v1/leads/{leadId}/decline",
+        "/v1/leads/{leadId}/outcome",
+        "/v1/partner/opportunities",
+        "/v1/partner/opportunities/{opportunityId}",
+        "/v1/partner/opportunities/{opportunityId}/move",
+        "/v1/partner/pipelineReport",
+        "/v1/partner/visits",
+        "/v1/partner/visits/{visitId}/checkOut",
+        "/v1/salesReps/{salesRepId}/home",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
@@ -576,10 +593,294 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     let listed = http(gw, "GET", "/v1/partner/specialDiscounts", as_b, None).await.json();
     assert!(listed["specialDiscounts"].as_array().unwrap().is_empty());
 
+    sales_routes_reach_only_the_callers_own(gw, partner_channel.clone(), &admin, a, &key_a, &key_b).await;
+
     rate_limits_are_shared_by_replicas(&settings.gateway, &key_a, &key_b).await;
 
     let _ = stop.send(());
     launched.wait().await.unwrap();
+}
+
+/// The sales routes: each partner registers locks, works leads and
+/// opportunities and checks its reps in; every id route named with the other
+/// partner's id is a 404 and changes nothing.
+async fn sales_routes_reach_only_the_callers_own(
+    gw: SocketAddr,
+    partner_channel: Channel,
+    admin: &str,
+    a: &retail_suite::seed_partner::SeededPartner,
+    key_a: &str,
+    key_b: &str,
+) {
+    use retail_proto::partner::lead_service_client::LeadServiceClient;
+    let as_a: &[(&str, &str)] = &[("X-Api-Key", key_a)];
+    let as_b: &[(&str, &str)] = &[("X-Api-Key", key_b)];
+    let json_a: &[(&str, &str)] = &[("X-Api-Key", key_a), ("Content-Type", "application/json")];
+    let json_b: &[(&str, &str)] = &[("X-Api-Key", key_b), ("Content-Type", "application/json")];
+    let post = |path: String, headers: &'static str, body: Value| async move {
+        let headers = if headers == "a" { json_a } else { json_b };
+        http(gw, "POST", &path, headers, Some(body.to_string().as_bytes())).await
+    };
+    let reason = json!({"reason": "not mine"});
+
+    // Deal locks: A registers (idempotently), B can neither read nor release it.
+    let customer = json!({"displayName": "Gateway Sports Club", "region": "DE-BE"});
+    let new_lock = json!({"subjectKind": "DEAL_SUBJECT_KIND_CUSTOMER", "customer": customer}).to_string();
+    let mut with_key = json_a.to_vec();
+    with_key.push(("Idempotency-Key", "lock-1"));
+    let lock = http(
+        gw,
+        "POST",
+        "/v1/partner/dealLocks",
+        &with_key,
+        Some(new_lock.as_bytes()),
+    )
+    .await;
+    assert_eq!(lock.status, 201, "{}", String::from_utf8_lossy(&lock.body));
+    let lock = lock.json();
+    assert_eq!(lock["state"], "DEAL_LOCK_STATE_ACTIVE");
+    let lock_id = lock["dealLockId"].as_str().unwrap().to_owned();
+    let replay = http(
+        gw,
+        "POST",
+        "/v1/partner/dealLocks",
+        &with_key,
+        Some(new_lock.as_bytes()),
+    )
+    .await;
+    assert_eq!(replay.json()["dealLockId"], lock_id.as_str());
+    // The same customer for B: a conflict that does not name A.
+    let taken = http(gw, "POST", "/v1/partner/dealLocks", json_b, Some(new_lock.as_bytes())).await;
+    let taken = taken.problem(409);
+    assert!(!taken.to_string().contains(&a.id), "{taken}");
+    let lock_path = format!("/v1/partner/dealLocks/{lock_id}");
+    http(gw, "GET", &lock_path, as_b, None).await.problem(404);
+    post(format!("{lock_path}/release"), "b", reason.clone())
+        .await
+        .problem(404);
+    let locks_b = http(gw, "GET", "/v1/partner/dealLocks", as_b, None).await.json();
+    assert!(locks_b["dealLocks"].as_array().unwrap().is_empty(), "{locks_b}");
+    let still = http(gw, "GET", &lock_path, as_a, None).await;
+    assert_eq!(still.status, 200);
+    assert_eq!(still.json()["state"], "DEAL_LOCK_STATE_ACTIVE");
+    let active = http(
+        gw,
+        "GET",
+        "/v1/partner/dealLocks?state=DEAL_LOCK_STATE_ACTIVE",
+        as_a,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(active["dealLocks"][0]["dealLockId"], lock_id.as_str());
+    http(gw, "GET", "/v1/partner/dealLocks?state=OPEN", as_a, None)
+        .await
+        .problem(400);
+    http(gw, "GET", "/v1/partner/dealLocks/not-a-uuid", as_a, None)
+        .await
+        .problem(400);
+    let bad = json!({"subjectKind": "DEAL_SUBJECT_KIND_CUSTOMER", "customer": {"displayName": "", "region": "DE-BE"}});
+    let bad = post("/v1/partner/dealLocks".into(), "a", bad).await;
+    assert_eq!(bad.problem(400)["violations"][0]["field"], "customer.displayName");
+    let released = post(
+        format!("{lock_path}/release"),
+        "a",
+        json!({"reason": "customer went elsewhere"}),
+    )
+    .await;
+    assert_eq!(released.status, 200, "{}", String::from_utf8_lossy(&released.body));
+    assert_eq!(released.json()["state"], "DEAL_LOCK_STATE_RELEASED");
+    post(format!("{lock_path}/release"), "a", reason.clone())
+        .await
+        .problem(409);
+
+    // Leads: the brand's two leads in A's region are offered to A; B reaches neither.
+    let mut leads = LeadServiceClient::new(partner_channel);
+    let mut lead_ids = Vec::new();
+    for i in 0..2 {
+        let lead = leads
+            .create_lead(bearer(
+                admin,
+                retail_proto::partner::CreateLeadRequest {
+                    lead: Some(retail_proto::partner::Lead {
+                        customer: Some(retail_proto::partner::Customer {
+                            display_name: format!("Lead customer {i}"),
+                            region: "DE-BE".into(),
+                            tax_id: String::new(),
+                        }),
+                        customer_class: retail_proto::partner::CustomerClass::B as i32,
+                        annual_budget_minor: 5_000_000,
+                        financial_trend: retail_proto::partner::FinancialTrend::Stable as i32,
+                        authority_score: 3,
+                        need_score: 4,
+                        need: "kit for a club".into(),
+                        ..Default::default()
+                    }),
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(lead.partner, format!("partners/{}", a.id), "{lead:?}");
+        lead_ids.push(lead.name.strip_prefix("leads/").unwrap().to_owned());
+    }
+    let listed = http(gw, "GET", "/v1/leads?state=LEAD_STATE_OFFERED", as_a, None)
+        .await
+        .json();
+    assert_eq!(listed["leads"].as_array().unwrap().len(), 2, "{listed}");
+    assert!(listed["leads"][0]["annualBudgetMinor"].is_string());
+    let listed_b = http(gw, "GET", "/v1/leads", as_b, None).await.json();
+    assert!(listed_b["leads"].as_array().unwrap().is_empty(), "{listed_b}");
+    for id in &lead_ids {
+        let path = format!("/v1/leads/{id}");
+        http(gw, "GET", &path, as_b, None).await.problem(404);
+        post(format!("{path}/accept"), "b", json!({})).await.problem(404);
+        http(gw, "POST", &format!("{path}/accept"), as_b, None)
+            .await
+            .problem(404);
+        post(format!("{path}/decline"), "b", reason.clone()).await.problem(404);
+        post(format!("{path}/outcome"), "b", json!({"won": true}))
+            .await
+            .problem(404);
+        let lead = http(gw, "GET", &path, as_a, None).await;
+        assert_eq!(lead.status, 200, "{}", String::from_utf8_lossy(&lead.body));
+        assert_eq!(lead.json()["state"], "LEAD_STATE_OFFERED");
+    }
+    let first = format!("/v1/leads/{}", lead_ids[0]);
+    let accepted = http(gw, "POST", &format!("{first}/accept"), as_a, None).await;
+    assert_eq!(accepted.status, 200, "{}", String::from_utf8_lossy(&accepted.body));
+    assert_eq!(accepted.json()["state"], "LEAD_STATE_ACCEPTED");
+    let lost = post(format!("{first}/outcome"), "a", json!({"won": false})).await;
+    assert_eq!(lost.problem(400)["violations"][0]["field"], "reason");
+    let won = post(format!("{first}/outcome"), "a", json!({"won": true})).await;
+    assert_eq!(won.status, 200, "{}", String::from_utf8_lossy(&won.body));
+    assert_eq!(won.json()["state"], "LEAD_STATE_WON");
+    let declined = post(
+        format!("/v1/leads/{}/decline", lead_ids[1]),
+        "a",
+        json!({"reason": "no capacity"}),
+    )
+    .await;
+    assert_eq!(declined.status, 200, "{}", String::from_utf8_lossy(&declined.body));
+
+    // Opportunities: B reaches none of A's; a stale If-Match is refused.
+    let new = json!({"title": "Club kit", "customer": customer, "salesRep": a.reps[0], "amountMinor": "250000"});
+    let created = post("/v1/partner/opportunities".into(), "a", new).await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let etag = created.header("etag").unwrap().to_owned();
+    let created = created.json();
+    assert_eq!(created["stage"], "PIPELINE_STAGE_IDENTIFIED");
+    let opportunity_path = format!(
+        "/v1/partner/opportunities/{}",
+        created["opportunityId"].as_str().unwrap()
+    );
+    http(gw, "GET", &opportunity_path, as_b, None).await.problem(404);
+    let forward = json!({"stage": "PIPELINE_STAGE_PROPOSED"});
+    post(format!("{opportunity_path}/move"), "b", forward.clone())
+        .await
+        .problem(404);
+    let opportunities_b = http(gw, "GET", "/v1/partner/opportunities", as_b, None).await.json();
+    assert!(opportunities_b["opportunities"].as_array().unwrap().is_empty());
+    // B's opportunity cannot name A's rep.
+    let foreign = json!({"title": "Not mine", "customer": customer, "salesRep": a.reps[0]});
+    let foreign = post("/v1/partner/opportunities".into(), "b", foreign).await;
+    assert!(
+        (400..500).contains(&foreign.status),
+        "{}",
+        String::from_utf8_lossy(&foreign.body)
+    );
+    let skip = post(
+        format!("{opportunity_path}/move"),
+        "a",
+        json!({"stage": "PIPELINE_STAGE_WON"}),
+    )
+    .await;
+    skip.problem(409);
+    let unchanged = http(gw, "GET", &opportunity_path, as_a, None).await;
+    assert_eq!(unchanged.json()["stage"], "PIPELINE_STAGE_IDENTIFIED");
+    let mut stale = json_a.to_vec();
+    stale.push(("If-Match", "\"1.000000000\""));
+    http(
+        gw,
+        "POST",
+        &format!("{opportunity_path}/move"),
+        &stale,
+        Some(forward.to_string().as_bytes()),
+    )
+    .await
+    .problem(412);
+    let mut current = json_a.to_vec();
+    current.push(("If-Match", &etag));
+    let moved = http(
+        gw,
+        "POST",
+        &format!("{opportunity_path}/move"),
+        &current,
+        Some(forward.to_string().as_bytes()),
+    )
+    .await;
+    assert_eq!(moved.status, 200, "{}", String::from_utf8_lossy(&moved.body));
+    assert_eq!(moved.json()["stage"], "PIPELINE_STAGE_PROPOSED");
+    assert_eq!(moved.json()["stageChanges"].as_array().unwrap().len(), 2);
+    let report = http(gw, "GET", "/v1/partner/pipelineReport", as_a, None).await;
+    assert_eq!(report.status, 200, "{}", String::from_utf8_lossy(&report.body));
+    assert_eq!(report.json()["partner"], format!("partners/{}", a.id));
+    http(
+        gw,
+        "GET",
+        &format!("/v1/partner/pipelineReport?salesRep={}", a.reps[0]),
+        as_b,
+        None,
+    )
+    .await
+    .problem(404);
+
+    // Visits and the rep's home: B reaches neither A's visit nor A's rep.
+    let visit = json!({"salesRep": a.reps[0], "customer": {"displayName": "Gateway Sports Club", "region": "DE-BE"}, "place": "Club house"});
+    let visit = post("/v1/partner/visits".into(), "a", visit).await;
+    assert_eq!(visit.status, 201, "{}", String::from_utf8_lossy(&visit.body));
+    let visit_id = visit.json()["visitId"].as_str().unwrap().to_owned();
+    let check_out = format!("/v1/partner/visits/{visit_id}/checkOut");
+    http(gw, "POST", &check_out, as_b, None).await.problem(404);
+    let foreign =
+        json!({"salesRep": a.reps[0], "customer": {"displayName": "X", "region": "DE-HH"}, "place": "Street"});
+    let foreign = post("/v1/partner/visits".into(), "b", foreign).await;
+    assert!(
+        (400..500).contains(&foreign.status),
+        "{}",
+        String::from_utf8_lossy(&foreign.body)
+    );
+    http(
+        gw,
+        "GET",
+        &format!("/v1/partner/visits?salesRep={}", a.reps[0]),
+        as_b,
+        None,
+    )
+    .await
+    .problem(404);
+    let visits_b = http(gw, "GET", "/v1/partner/visits", as_b, None).await.json();
+    assert!(visits_b["visits"].as_array().unwrap().is_empty(), "{visits_b}");
+    let visits_a = http(gw, "GET", "/v1/partner/visits", as_a, None).await.json();
+    assert_eq!(visits_a["visits"][0]["visitId"], visit_id.as_str());
+    assert!(visits_a["visits"][0]["checkOutTime"].is_null(), "{visits_a}");
+    let out = http(gw, "POST", &check_out, as_a, None).await;
+    assert_eq!(out.status, 200, "{}", String::from_utf8_lossy(&out.body));
+    assert!(out.json()["checkOutTime"].is_string());
+    http(gw, "POST", &check_out, as_a, None).await.problem(409);
+    let rep_id = a.reps[0].strip_prefix("salesReps/").unwrap();
+    let home = http(gw, "GET", &format!("/v1/salesReps/{rep_id}/home"), as_a, None).await;
+    assert_eq!(home.status, 200, "{}", String::from_utf8_lossy(&home.body));
+    let home = home.json();
+    assert_eq!(home["visitsThisWeek"], 1, "{home}");
+    assert_eq!(
+        home["openOpportunities"][0]["stage"], "PIPELINE_STAGE_PROPOSED",
+        "{home}"
+    );
+    http(gw, "GET", &format!("/v1/salesReps/{rep_id}/home"), as_b, None)
+        .await
+        .problem(404);
 }
 
 /// A clock that stands still: what is admitted is one burst, whatever the timing.

@@ -7,6 +7,7 @@ pub mod partner;
 pub mod policy;
 pub mod products;
 pub mod programme;
+pub mod sales;
 pub mod webhooks;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

@@ -131,7 +131,11 @@ fn order_response(order: retail_proto::orders::Order, status: StatusCode) -> Res
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrderLine {
     /// `skus/{skuCode}`.
-    #[schema(max_length = 80, example = "skus/RUN-42")]
+    #[schema(
+        max_length = 69,
+        pattern = "^skus/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        example = "skus/RUN-42"
+    )]
     pub sku: String,
     /// Units, 1-10,000.
     #[schema(minimum = 1, maximum = 10000)]
@@ -143,10 +147,11 @@ pub struct NewOrderLine {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrder {
     /// 1-200 lines; one SKU once.
+    #[schema(min_items = 1, max_items = 200)]
     pub lines: Vec<NewOrderLine>,
     /// The partner's sales rep who sold it, `salesReps/{salesRepId}`.
     #[serde(default)]
-    #[schema(max_length = 128)]
+    #[schema(pattern = "^salesReps/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub sales_rep: Option<String>,
 }
 
@@ -166,7 +171,8 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Pro
 /// Places an order. With an `Idempotency-Key` a retry returns the first answer and
 /// places nothing more.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = NewOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 characters; a replay returns the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 visible ASCII characters without `/`; a replay returns the first response",
+        pattern = "^[!-.0-~]{1,128}$")),
     responses(
         (status = 201, description = "The placed order, waiting for payment", body = Order),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
@@ -223,7 +229,8 @@ async fn fetch(state: &AppState, caller: &Caller, order_id: &str) -> Result<reta
 
 /// Gets an order of the partner.
 #[utoipa::path(get, path = "/v1/orders/{orderId}", tag = "orders",
-    params(("orderId" = String, Path, description = "The order's id")),
+    params(("orderId" = String, Path, description = "The order's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The order", body = Order,
             headers(("ETag" = String, description = "Version of the order"))),
@@ -250,7 +257,9 @@ pub struct OrderQuery {
     #[param(max_length = 1024)]
     pub page_token: Option<String>,
     /// Only orders in this state, for example `ORDER_STATE_PAID`.
-    #[param(max_length = 64)]
+    #[param(
+        pattern = "^ORDER_STATE_(PENDING_PAYMENT|PAID|SHIPPED|DELIVERED|COMPLETED|CANCELLED|RETURN_REQUESTED|RETURN_RECEIVED|REFUNDED)$"
+    )]
     pub state: Option<String>,
 }
 
@@ -322,8 +331,10 @@ pub struct NewPayment {
 /// `If-Match` only the version read is paid.
 #[utoipa::path(post, path = "/v1/orders/{orderId}/pay", tag = "orders", request_body = NewPayment,
     params(
-        ("orderId" = String, Path, description = "The order's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-128 characters; a replay returns the first response"),
+        ("orderId" = String, Path, description = "The order's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-128 visible ASCII characters without `/`; a replay returns the first response",
+        pattern = "^[!-.0-~]{1,128}$"),
         ("If-Match" = Option<String>, Header, description = "The ETag of the order as read"),
     ),
     responses(
@@ -369,7 +380,8 @@ pub struct Cancellation {
 /// Cancels an order that has not shipped; with `If-Match` only the version read.
 #[utoipa::path(post, path = "/v1/orders/{orderId}/cancel", tag = "orders", request_body = Cancellation,
     params(
-        ("orderId" = String, Path, description = "The order's id"),
+        ("orderId" = String, Path, description = "The order's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
         ("If-Match" = Option<String>, Header, description = "The ETag of the order as read"),
     ),
     responses(
@@ -423,7 +435,8 @@ pub struct OrderTracking {
 
 /// Tracks an order: its history, the carrier's tracking events included.
 #[utoipa::path(get, path = "/v1/orders/{orderId}/tracking", tag = "orders",
-    params(("orderId" = String, Path, description = "The order's id")),
+    params(("orderId" = String, Path, description = "The order's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The order's history", body = OrderTracking),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
@@ -465,7 +478,7 @@ pub async fn track_order(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewReturnLine {
     /// `skus/{skuCode}`, a line of the order.
-    #[schema(max_length = 80)]
+    #[schema(max_length = 69, pattern = "^skus/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub sku: String,
     /// Units, at most those bought and not yet returned.
     #[schema(minimum = 1, maximum = 10000)]
@@ -513,8 +526,10 @@ pub struct ReturnLine {
 /// `Idempotency-Key` a retry returns the first answer.
 #[utoipa::path(post, path = "/v1/orders/{orderId}/returns", tag = "orders", request_body = NewReturn,
     params(
-        ("orderId" = String, Path, description = "The order's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-128 characters; a replay returns the first response"),
+        ("orderId" = String, Path, description = "The order's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-128 visible ASCII characters without `/`; a replay returns the first response",
+        pattern = "^[!-.0-~]{1,128}$"),
     ),
     responses(
         (status = 201, description = "The return", body = Return),

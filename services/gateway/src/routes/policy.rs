@@ -24,7 +24,7 @@ use crate::problem::{FieldViolation, Problem};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewBasketLine {
     /// The SKU code.
-    #[schema(max_length = 80)]
+    #[schema(max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "RUN-42")]
     pub sku: String,
     /// Unit price in minor units, not negative (a decimal string or a number).
     #[serde(deserialize_with = "i64_from_string_or_number")]
@@ -40,11 +40,26 @@ pub struct NewBasketLine {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Basket {
     /// 1-500 lines.
+    #[schema(min_items = 1, max_items = 500)]
     pub lines: Vec<NewBasketLine>,
     /// Functions the partner performs on this order: `PARTNER_FUNCTION_INSTALLATION`,
     /// `PARTNER_FUNCTION_AFTER_SALES`, `PARTNER_FUNCTION_WAREHOUSING`.
     #[serde(default)]
+    #[schema(value_type = Vec<PartnerFunctionName>)]
     pub functions: Vec<String>,
+}
+
+/// A function the partner performs on an order (described only: `functions` is
+/// parsed by name, so an unknown one is a violation naming its index).
+#[allow(dead_code)]
+#[derive(Debug, Serialize, ToSchema)]
+pub enum PartnerFunctionName {
+    #[serde(rename = "PARTNER_FUNCTION_INSTALLATION")]
+    Installation,
+    #[serde(rename = "PARTNER_FUNCTION_AFTER_SALES")]
+    AfterSales,
+    #[serde(rename = "PARTNER_FUNCTION_WAREHOUSING")]
+    Warehousing,
 }
 
 /// One discount on a line.
@@ -257,7 +272,8 @@ pub struct NewSpecialDiscount {
 /// Asks for a special discount: granted at once at or under the level's ceiling,
 /// otherwise pending a brand manager's decision.
 #[utoipa::path(post, path = "/v1/partner/specialDiscounts", tag = "policy", request_body = NewSpecialDiscount,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 characters; a replay returns the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 visible ASCII characters without `/`; a replay returns the first response",
+        pattern = "^[!-.0-~]{1,128}$")),
     responses(
         (status = 201, description = "The request", body = SpecialDiscount),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
@@ -333,7 +349,8 @@ pub async fn list_special_discounts(
 
 /// Gets one of the partner's special discount requests.
 #[utoipa::path(get, path = "/v1/partner/specialDiscounts/{specialDiscountId}", tag = "policy",
-    params(("specialDiscountId" = String, Path, description = "The request's id")),
+    params(("specialDiscountId" = String, Path, description = "The request's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The request", body = SpecialDiscount),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),

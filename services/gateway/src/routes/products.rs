@@ -155,7 +155,8 @@ pub async fn list_products(
 
 /// Gets a product with its SKUs and available stock.
 #[utoipa::path(get, path = "/v1/products/{productId}", tag = "products",
-    params(("productId" = String, Path, description = "The product's id")),
+    params(("productId" = String, Path, description = "The product's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The product", body = Product,
             headers(("ETag" = String, description = "Version of the product"))),

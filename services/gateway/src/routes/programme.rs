@@ -121,7 +121,8 @@ pub async fn list_targets(
 
 /// Gets a target of the partner or of one of its reps, with its progress.
 #[utoipa::path(get, path = "/v1/targets/{targetId}", tag = "programme",
-    params(("targetId" = String, Path, description = "The target's id")),
+    params(("targetId" = String, Path, description = "The target's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The target", body = Target),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
@@ -193,7 +194,8 @@ pub async fn get_partner_ledger(
 
 /// Gets a rep's individual points ledger.
 #[utoipa::path(get, path = "/v1/salesReps/{salesRepId}/ledger", tag = "programme",
-    params(("salesRepId" = String, Path, description = "The rep's id")),
+    params(("salesRepId" = String, Path, description = "The rep's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The ledger", body = Ledger),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
@@ -388,7 +390,7 @@ impl From<retail_proto::partner::Redemption> for Redemption {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewRedemption {
     /// `catalogItems/{catalogItemId}`.
-    #[schema(max_length = 128)]
+    #[schema(pattern = "^catalogItems/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub catalog_item: String,
     /// Units, 1-1000.
     #[schema(minimum = 1, maximum = 1000)]
@@ -398,7 +400,8 @@ pub struct NewRedemption {
 /// Requests a redemption from the partner's collective ledger. With an
 /// `Idempotency-Key` a retry returns the first answer and takes nothing more.
 #[utoipa::path(post, path = "/v1/partner/ledger/redemptions", tag = "programme", request_body = NewRedemption,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 characters; a replay returns the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-128 visible ASCII characters without `/`; a replay returns the first response",
+        pattern = "^[!-.0-~]{1,128}$")),
     responses(
         (status = 201, description = "The redemption, points taken", body = Redemption),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
@@ -473,7 +476,8 @@ pub async fn list_redemptions(
 
 /// Gets a redemption of the partner's collective ledger.
 #[utoipa::path(get, path = "/v1/partner/ledger/redemptions/{redemptionId}", tag = "programme",
-    params(("redemptionId" = String, Path, description = "The redemption's id")),
+    params(("redemptionId" = String, Path, description = "The redemption's id (a UUID)",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The redemption", body = Redemption),
         (status = "4XX", description = "A problem", body = Problem, content_type = "application/problem+json"),
