@@ -181,7 +181,12 @@ where
                 "partner.write",
             ][..],
         ),
-        ("membership", &mut settings.membership.auth, &["events.read"][..]),
+        (
+            "membership",
+            &mut settings.membership.auth,
+            // Coupon campaigns issue members' codes (catalog's IssueCouponCodes).
+            &["events.read", "catalog.pricing.write"][..],
+        ),
         ("partner", &mut settings.partner.auth, &["events.read"][..]),
         ("analytics", &mut settings.analytics.auth, &["events.read"][..]),
         // The gateway follows orders' and channel-partner's logs for webhooks.
@@ -243,6 +248,10 @@ where
     }
     let catalog = retail_catalog::Application::build(settings.catalog.clone()).await?;
     let catalog_addr = catalog.local_addr();
+    // Coupon campaigns get their members' codes from catalog.
+    if settings.membership.catalog.url.is_none() {
+        settings.membership.catalog.url = Some(format!("http://{catalog_addr}"));
+    }
     let membership = retail_membership::Application::build(settings.membership.clone()).await?;
     let membership_addr = membership.local_addr();
     // Channel-partner is bound before orders, whose partner sales its price policy
