@@ -102,6 +102,9 @@ pub fn redact_url(url: &str) -> String {
 pub struct Launched {
     pub identity: SocketAddr,
     pub membership: SocketAddr,
+    /// Membership's use cases, for driving its periodic jobs (tests run the
+    /// campaign job with their own time).
+    pub membership_app: std::sync::Arc<retail_membership::App>,
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
     pub partner: SocketAddr,
@@ -278,6 +281,7 @@ where
     let dashboard_addr = analytics.dashboard_addr();
     // Membership's overdue campaigns follow analytics' event log.
     let membership = membership.with_analytics_events_url(format!("http://{analytics_addr}"));
+    let membership_app = membership.app();
     tasks.push(run_then_report(
         scoped("catalog", catalog.run(after_stopped(vec![orders_done.clone()]))),
         catalog_stopped,
@@ -317,6 +321,7 @@ where
     Ok(Launched {
         identity: identity_addr,
         membership: membership_addr,
+        membership_app,
         catalog: catalog_addr,
         orders: orders_addr,
         partner: partner_addr,

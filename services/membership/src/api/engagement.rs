@@ -286,7 +286,11 @@ fn campaign_pb(rules: &LoyaltyRules, c: &campaign::Model, contacted: i64, contro
         cost_per_contact: (c.cost_per_contact_minor > 0)
             .then(|| money(rules, c.cost_per_contact_minor))
             .flatten(),
-        coupon: c.coupon_id.as_ref().map(|id| format!("coupons/{id}")).unwrap_or_default(),
+        coupon: c
+            .coupon_id
+            .as_ref()
+            .map(|id| format!("coupons/{id}"))
+            .unwrap_or_default(),
     })
 }
 
@@ -386,7 +390,10 @@ fn new_campaign(c: Option<&pb::Campaign>, rules: &LoyaltyRules) -> ServiceResult
         None
     };
     if action == Some("coupon") && !template.contains("{coupon_code}") {
-        v.add("campaign.message_template", "a coupon campaign's message must show {coupon_code}");
+        v.add(
+            "campaign.message_template",
+            "a coupon campaign's message must show {coupon_code}",
+        );
     }
     if action == Some("bonus_points") {
         if !(1..=1_000_000).contains(&c.bonus_points) {

@@ -37,8 +37,8 @@ use crate::domain::rules::LoyaltyRules;
 use crate::store;
 
 pub(crate) use contacts::{Touch, Visit};
-pub(crate) use engagement::{EngagementRules, NewCampaign};
 pub use engagement::{CouponIssuer, LogSender, MessageSender};
+pub(crate) use engagement::{EngagementRules, NewCampaign};
 pub(crate) use members::{ListMembers, MemberRead, Profile, ProfileChange, Registration};
 pub(crate) use merge::Merge;
 pub(crate) use points::{Balance, PurchaseInput};
