@@ -10,6 +10,7 @@
 
 mod api;
 mod app;
+mod catalog;
 pub mod domain;
 mod events;
 pub mod settings;
@@ -30,7 +31,7 @@ use sea_orm::DatabaseConnection;
 
 pub use settings::Settings;
 
-pub use crate::app::{App, LogSender, MessageSender};
+pub use crate::app::{App, CouponIssuer, LogSender, MessageSender};
 pub use crate::events::{AnalyticsEvents, OrderEvents};
 
 use crate::api::{EngagementApi, LoyaltyApi, MembershipApi};
@@ -67,9 +68,11 @@ impl Application {
                 .await?,
             )
         };
-        let mut app = Self::build_with_keys(settings, Arc::new(GrpcKeySource::new(channel))).await?;
-        app.tokens = tokens;
-        Ok(app)
+        let app = Self::build_with_keys(settings, Arc::new(GrpcKeySource::new(channel))).await?;
+        Ok(match tokens {
+            Some(tokens) => app.with_service_tokens(tokens),
+            None => app,
+        })
     }
 
     /// Subscribes to the orders event log at `url` (where orders turned out to listen).
@@ -87,7 +90,20 @@ impl Application {
     /// Uses `tokens` for calls to other services (tests hand in a fixed token).
     pub fn with_service_tokens(mut self, tokens: Arc<ServiceTokenSource>) -> Self {
         self.tokens = Some(tokens);
+        // The URL was accepted when the service was built, so this connects again.
+        if let Err(e) = self.connect_catalog() {
+            tracing::warn!(error = %e, "catalog not connected");
+        }
         self
+    }
+
+    /// Calls catalog at `catalog.url`, if set, for coupon campaigns' codes.
+    fn connect_catalog(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.settings.catalog.url {
+            let coupons = catalog::CatalogCoupons::new(url, self.tokens.clone())?;
+            self.app.set_coupon_issuer(Arc::new(coupons));
+        }
+        Ok(())
     }
 
     /// Builds with a given key source (tests use a static one).
@@ -119,13 +135,15 @@ impl Application {
             settings.engagement.rules(),
         ));
         let bound = server::bind(&settings.server).await?;
-        Ok(Self {
+        let built = Self {
             bound,
             settings,
             app,
             verifier,
             tokens: None,
-        })
+        };
+        built.connect_catalog()?;
+        Ok(built)
     }
 
     pub fn local_addr(&self) -> SocketAddr {

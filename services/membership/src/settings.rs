@@ -23,6 +23,16 @@ pub struct Settings {
     pub orders: OrdersFeedSection,
     pub analytics: AnalyticsFeedSection,
     pub engagement: EngagementSection,
+    pub catalog: CatalogSection,
+}
+
+/// Where coupon campaigns get their members' codes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogSection {
+    /// The catalog service (`http://catalog:50053`), whose `IssueCouponCodes`
+    /// gives coupon campaigns their members' codes; unset = no coupon campaigns.
+    pub url: Option<String>,
 }
 
 /// Where overdue members come from (the overdue campaign trigger).
@@ -110,6 +120,9 @@ impl Validate for Settings {
         self.loyalty.rules()?;
         if let Some(url) = &self.orders.events_url {
             retail_kit::config::validate_url("orders.events_url", url, retail_kit::config::HTTP)?;
+        }
+        if let Some(url) = &self.catalog.url {
+            retail_kit::config::validate_url("catalog.url", url, retail_kit::config::HTTP)?;
         }
         if let Some(url) = &self.analytics.events_url {
             retail_kit::config::validate_url("analytics.events_url", url, retail_kit::config::HTTP)?;

@@ -102,6 +102,9 @@ pub fn redact_url(url: &str) -> String {
 pub struct Launched {
     pub identity: SocketAddr,
     pub membership: SocketAddr,
+    /// Membership's use cases, for driving its periodic jobs (tests run the
+    /// campaign job with their own time).
+    pub membership_app: std::sync::Arc<retail_membership::App>,
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
     pub partner: SocketAddr,
@@ -181,7 +184,12 @@ where
                 "partner.write",
             ][..],
         ),
-        ("membership", &mut settings.membership.auth, &["events.read"][..]),
+        (
+            "membership",
+            &mut settings.membership.auth,
+            // Coupon campaigns issue members' codes (catalog's IssueCouponCodes).
+            &["events.read", "catalog.pricing.write"][..],
+        ),
         (
             "partner",
             &mut settings.partner.auth,
@@ -249,6 +257,10 @@ where
     }
     let catalog = retail_catalog::Application::build(settings.catalog.clone()).await?;
     let catalog_addr = catalog.local_addr();
+    // Coupon campaigns get their members' codes from catalog.
+    if settings.membership.catalog.url.is_none() {
+        settings.membership.catalog.url = Some(format!("http://{catalog_addr}"));
+    }
     let membership = retail_membership::Application::build(settings.membership.clone()).await?;
     let membership_addr = membership.local_addr();
     // Channel-partner is bound before orders, whose partner sales its price policy
@@ -284,6 +296,7 @@ where
     let dashboard_addr = analytics.dashboard_addr();
     // Membership's overdue campaigns follow analytics' event log.
     let membership = membership.with_analytics_events_url(format!("http://{analytics_addr}"));
+    let membership_app = membership.app();
     tasks.push(run_then_report(
         scoped("catalog", catalog.run(after_stopped(vec![orders_done.clone()]))),
         catalog_stopped,
@@ -323,6 +336,7 @@ where
     Ok(Launched {
         identity: identity_addr,
         membership: membership_addr,
+        membership_app,
         catalog: catalog_addr,
         orders: orders_addr,
         partner: partner_addr,

@@ -252,6 +252,7 @@ fn action_pb(a: &str) -> pb::CampaignAction {
         "message" => pb::CampaignAction::Message,
         "bonus_points" => pb::CampaignAction::BonusPoints,
         "upgrade_nudge" => pb::CampaignAction::UpgradeNudge,
+        "coupon" => pb::CampaignAction::Coupon,
         _ => pb::CampaignAction::Unspecified,
     }
 }
@@ -285,6 +286,11 @@ fn campaign_pb(rules: &LoyaltyRules, c: &campaign::Model, contacted: i64, contro
         cost_per_contact: (c.cost_per_contact_minor > 0)
             .then(|| money(rules, c.cost_per_contact_minor))
             .flatten(),
+        coupon: c
+            .coupon_id
+            .as_ref()
+            .map(|id| format!("coupons/{id}"))
+            .unwrap_or_default(),
     })
 }
 
@@ -346,6 +352,7 @@ fn new_campaign(c: Option<&pb::Campaign>, rules: &LoyaltyRules) -> ServiceResult
         pb::CampaignAction::Message => Some("message"),
         pb::CampaignAction::BonusPoints => Some("bonus_points"),
         pb::CampaignAction::UpgradeNudge => Some("upgrade_nudge"),
+        pb::CampaignAction::Coupon => Some("coupon"),
         pb::CampaignAction::Unspecified => {
             v.add("campaign.action", "must be an action");
             None
@@ -360,11 +367,33 @@ fn new_campaign(c: Option<&pb::Campaign>, rules: &LoyaltyRules) -> ServiceResult
             _ => {
                 v.add(
                     "campaign.message_template",
-                    "may use only the placeholders {tier}, {next_tier}, {distance} and {points}",
+                    "may use only the placeholders {tier}, {next_tier}, {distance}, {points} and {coupon_code}",
                 );
                 break;
             }
         }
+    }
+    let coupon_id = if action == Some("coupon") {
+        if c.coupon.is_empty() {
+            v.add("campaign.coupon", "is required for a coupon campaign");
+            None
+        } else {
+            v.field(
+                "campaign.coupon",
+                id_of("campaign.coupon", &c.coupon, "coupons").map_err(|_| "must be coupons/{id} with a UUID id"),
+            )
+        }
+    } else {
+        if !c.coupon.is_empty() {
+            v.add("campaign.coupon", "only a coupon campaign hands out a coupon");
+        }
+        None
+    };
+    if action == Some("coupon") && !template.contains("{coupon_code}") {
+        v.add(
+            "campaign.message_template",
+            "a coupon campaign's message must show {coupon_code}",
+        );
     }
     if action == Some("bonus_points") {
         if !(1..=1_000_000).contains(&c.bonus_points) {
@@ -436,6 +465,7 @@ fn new_campaign(c: Option<&pb::Campaign>, rules: &LoyaltyRules) -> ServiceResult
         window_end: end,
         budget_contacts: c.budget_contacts,
         cost_per_contact_minor,
+        coupon_id,
     })
 }
 

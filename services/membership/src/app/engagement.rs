@@ -7,6 +7,7 @@
 //! (tags, tier, region, lifecycle and purchases as of now); lifecycle and recency
 //! depend on "now", so no index answers them.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -48,6 +49,21 @@ impl MessageSender for LogSender {
     }
 }
 
+/// Issues members' codes of a single-use catalog coupon (catalog's
+/// `IssueCouponCodes`): a member who has a code of the coupon gets the same code
+/// again, so asking twice is harmless.
+#[async_trait::async_trait]
+pub trait CouponIssuer: Send + Sync + Debug {
+    /// The code of each member id in `member_ids` (at most [`MAX_ISSUE`]), by member id.
+    async fn issue(&self, coupon_id: &str, member_ids: &[String]) -> anyhow::Result<HashMap<String, String>>;
+}
+
+/// Members per `IssueCouponCodes` call (catalog takes at most 1,000).
+pub const MAX_ISSUE: usize = 1_000;
+
+/// The action that hands out coupon codes.
+const COUPON: &str = "coupon";
+
 /// The configured engagement limits.
 #[derive(Debug, Clone)]
 pub(crate) struct EngagementRules {
@@ -74,6 +90,8 @@ pub(crate) struct NewCampaign {
     pub(crate) window_end: DateTime<Utc>,
     pub(crate) budget_contacts: i64,
     pub(crate) cost_per_contact_minor: i64,
+    /// The catalog coupon (its id) of a coupon campaign.
+    pub(crate) coupon_id: Option<String>,
 }
 
 /// Members scanned per query when evaluating a segment.
@@ -124,6 +142,17 @@ fn campaign_not_found(id: &str) -> ServiceError {
 /// Whether the member's latest decision for `channel` grants marketing.
 fn consented(v: &MemberView, channel: &str) -> bool {
     v.consents.iter().any(|c| c.channel == channel && c.granted)
+}
+
+/// Whether the campaign may contact the member and so needs the member's coupon
+/// code first: a coupon campaign, a live consented member outside the control
+/// group. (The cap or the budget may still hold the member back; its code then
+/// stays unused.)
+fn wants_code(c: &campaign::Model, v: &MemberView) -> bool {
+    c.action_kind == COUPON
+        && v.member.erased_at.is_none()
+        && consented(v, &c.channel)
+        && !engagement::in_control_group(&c.id, &v.member.id, c.control_share_bp.max(0) as u32)
 }
 
 impl App {
@@ -244,6 +273,11 @@ impl App {
         if db::find_segment(&self.db, &new.segment_id).await?.is_none() {
             return Err(ServiceError::invalid("campaign.segment", "no such segment"));
         }
+        if new.action == COUPON && self.coupon_issuer().is_none() {
+            return Err(ServiceError::FailedPrecondition(
+                "coupon campaigns need catalog, and no catalog URL (catalog.url) is configured".into(),
+            ));
+        }
         let now = retail_kit::convert::now();
         idempotency::execute(&self.db, key, Clone::clone, |txn| {
             let n = new.clone();
@@ -267,6 +301,7 @@ impl App {
                 sent: false,
                 created_at: now,
                 updated_at: now,
+                coupon_id: n.coupon_id,
             };
             Box::pin(async move {
                 db::insert_campaign(txn, model.clone()).await?;
@@ -349,8 +384,40 @@ impl App {
         Ok(contacted)
     }
 
+    /// The coupon codes of those of `views` the coupon campaign `c` may contact,
+    /// by member id, issued by catalog before any contact transaction; `None` if
+    /// catalog did not answer (those members wait for the next run).
+    async fn codes_for(&self, c: &campaign::Model, views: &[MemberView]) -> Option<HashMap<String, String>> {
+        let wanted: Vec<String> = views
+            .iter()
+            .filter(|v| wants_code(c, v))
+            .map(|v| v.member.id.clone())
+            .collect();
+        let mut codes = HashMap::new();
+        if wanted.is_empty() {
+            return Some(codes);
+        }
+        let (Some(issuer), Some(coupon_id)) = (self.coupon_issuer(), c.coupon_id.as_deref()) else {
+            tracing::warn!(campaign_id = %c.id, "coupon campaign without catalog; its members wait");
+            return None;
+        };
+        for chunk in wanted.chunks(MAX_ISSUE) {
+            match issuer.issue(coupon_id, chunk).await {
+                Ok(issued) => codes.extend(issued),
+                Err(e) => {
+                    tracing::warn!(campaign_id = %c.id, error = %e, "coupon codes not issued; members retried later");
+                    return None;
+                }
+            }
+        }
+        Some(codes)
+    }
+
     /// Contacts a planned campaign's audience, one member per transaction; the
-    /// decision row makes each member count once, also when this runs again.
+    /// decision row makes each member count once, also when this runs again. A
+    /// coupon campaign gets its members' codes from catalog first; members whose
+    /// code catalog did not give stay undecided, and the campaign is sent again on
+    /// the next run.
     async fn send_planned(&self, c: &campaign::Model, as_of: DateTime<Utc>) -> ServiceResult<u64> {
         let segment = db::find_segment(&self.db, &c.segment_id)
             .await?
@@ -358,17 +425,30 @@ impl App {
         let rule = segment_rule(&segment)?;
         let mut contacted = 0;
         let mut cursor = None;
+        let mut complete = true;
         loop {
             let (views, last) = self
                 .matching(&self.db, &rule, cursor, SCAN_BATCH as usize, as_of)
                 .await?;
+            let codes = if c.action_kind == COUPON {
+                self.codes_for(c, &views).await
+            } else {
+                Some(HashMap::new())
+            };
+            complete &= codes.is_some();
+            let codes = codes.unwrap_or_default();
             for view in views {
                 let member_id = view.member.id.clone();
+                let code = codes.get(&member_id).map(String::as_str);
+                if c.action_kind == COUPON && code.is_none() && wants_code(c, &view) {
+                    complete = false;
+                    continue;
+                }
                 let txn = retail_kit::db::begin_write(&self.db).await?;
                 let version = match store::find_member(&txn, &member_id).await? {
                     Some(member) => {
                         let view = store::view(&txn, member).await?;
-                        self.contact(&txn, c, &view, as_of).await?
+                        self.contact(&txn, c, &view, as_of, code).await?
                     }
                     None => None,
                 };
@@ -385,7 +465,9 @@ impl App {
             }
             cursor = last;
         }
-        db::mark_sent(&self.db, &c.id).await?;
+        if complete {
+            db::mark_sent(&self.db, &c.id).await?;
+        }
         self.log.committed();
         Ok(contacted)
     }
@@ -393,14 +475,18 @@ impl App {
     /// Decides for one member of a running campaign the member is in the audience
     /// of: nothing without consent for the channel or when decided before; else
     /// control, capped, over budget or contacted (a message in the outbox, and bonus
-    /// points with the campaign as their reference). `Some(version)` when contacted,
-    /// with the member's new version if points changed it (0 otherwise).
+    /// points with the campaign as their reference, or the coupon `code` in the
+    /// message and on the decision). A coupon campaign without a code for a member
+    /// it would contact decides nothing, so the member is contacted later, never
+    /// without its code. `Some(version)` when contacted, with the member's new
+    /// version if points changed it (0 otherwise).
     async fn contact(
         &self,
         txn: &DatabaseTransaction,
         c: &campaign::Model,
         v: &MemberView,
         as_of: DateTime<Utc>,
+        code: Option<&str>,
     ) -> ServiceResult<Option<i64>> {
         if v.member.erased_at.is_some() || !consented(v, &c.channel) {
             return Ok(None);
@@ -412,6 +498,11 @@ impl App {
         let so_far = db::count_outcome(txn, &c.id, ContactOutcome::Contacted.as_str()).await?;
         let budget = (c.budget_contacts > 0).then_some(c.budget_contacts as u64);
         let outcome = engagement::decide_contact(in_control, recent, self.engagement.frequency_cap, so_far, budget);
+        let coupon_code = match (c.action_kind == COUPON, outcome == ContactOutcome::Contacted, code) {
+            (true, true, None) => return Ok(None),
+            (true, true, Some(code)) => Some(code.to_owned()),
+            _ => None,
+        };
         let first = db::decide(
             txn,
             contact::Model {
@@ -419,6 +510,7 @@ impl App {
                 member_id: member_id.to_owned(),
                 outcome: outcome.as_str().to_owned(),
                 decided_at: as_of,
+                coupon_code: coupon_code.clone(),
             },
         )
         .await?;
@@ -447,7 +539,9 @@ impl App {
                 Err(other) => return Err(other),
             }
         }
-        let body = engagement::render(&c.message_template, &self.message_context(v, as_of, granted));
+        let mut context = self.message_context(v, as_of, granted);
+        context.coupon_code = coupon_code.unwrap_or_default();
+        let body = engagement::render(&c.message_template, &context);
         db::insert_message(
             txn,
             message::Model {
@@ -483,6 +577,7 @@ impl App {
             next_tier,
             distance,
             points,
+            coupon_code: String::new(),
         }
     }
 
@@ -542,7 +637,18 @@ impl App {
             if !segment_rule(&segment)?.matches(&facts(&self.rules, &view, as_of)) {
                 continue;
             }
-            if let Some(v) = self.contact(txn, c, &view, as_of).await?
+            // Catalog gives a member the same code again, so asking inside the
+            // transaction is safe; without an answer the member stays undecided and
+            // its next trigger tries again.
+            let code = if wants_code(c, &view) {
+                match self.codes_for(c, std::slice::from_ref(&view)).await {
+                    Some(codes) => codes.get(&view.member.id).cloned(),
+                    None => None,
+                }
+            } else {
+                None
+            };
+            if let Some(v) = self.contact(txn, c, &view, as_of, code.as_deref()).await?
                 && v > 0
             {
                 version = Some(v);

@@ -37,8 +37,8 @@ use crate::domain::rules::LoyaltyRules;
 use crate::store;
 
 pub(crate) use contacts::{Touch, Visit};
+pub use engagement::{CouponIssuer, LogSender, MessageSender};
 pub(crate) use engagement::{EngagementRules, NewCampaign};
-pub use engagement::{LogSender, MessageSender};
 pub(crate) use members::{ListMembers, MemberRead, Profile, ProfileChange, Registration};
 pub(crate) use merge::Merge;
 pub(crate) use points::{Balance, PurchaseInput};
@@ -55,6 +55,8 @@ pub struct App {
     pub(crate) rules: LoyaltyRules,
     pub(crate) engagement: EngagementRules,
     pub(crate) sender: Arc<dyn MessageSender>,
+    /// Catalog's coupon codes for coupon campaigns; unset without a catalog URL.
+    coupons: std::sync::RwLock<Option<Arc<dyn CouponIssuer>>>,
 }
 
 /// The cache key of a member's whole profile.
@@ -109,7 +111,20 @@ impl App {
             rules,
             engagement,
             sender: engagement::default_sender(),
+            coupons: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Gets coupon campaigns' codes from `issuer` (catalog, or a stand-in in tests).
+    pub fn set_coupon_issuer(&self, issuer: Arc<dyn CouponIssuer>) {
+        if let Ok(mut slot) = self.coupons.write() {
+            *slot = Some(issuer);
+        }
+    }
+
+    /// The coupon issuer, if catalog is configured.
+    pub(crate) fn coupon_issuer(&self) -> Option<Arc<dyn CouponIssuer>> {
+        self.coupons.read().ok().and_then(|slot| slot.clone())
     }
 
     /// Delivers campaign messages through `sender` instead of the default log.

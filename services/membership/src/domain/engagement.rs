@@ -334,10 +334,12 @@ pub(crate) struct MessageContext {
     /// currency (`120.50 EUR`); empty at the top.
     pub(crate) distance: String,
     pub(crate) points: i64,
+    /// The member's coupon code (coupon campaigns); empty otherwise.
+    pub(crate) coupon_code: String,
 }
 
 /// The placeholders a template may use.
-pub(crate) const PLACEHOLDERS: [&str; 4] = ["{tier}", "{next_tier}", "{distance}", "{points}"];
+pub(crate) const PLACEHOLDERS: [&str; 5] = ["{tier}", "{next_tier}", "{distance}", "{points}", "{coupon_code}"];
 
 /// Renders a template, replacing each placeholder.
 pub(crate) fn render(template: &str, ctx: &MessageContext) -> String {
@@ -346,6 +348,7 @@ pub(crate) fn render(template: &str, ctx: &MessageContext) -> String {
         .replace("{next_tier}", &ctx.next_tier)
         .replace("{distance}", &ctx.distance)
         .replace("{points}", &ctx.points.to_string())
+        .replace("{coupon_code}", &ctx.coupon_code)
 }
 
 /// Formats minor units as major units with the currency (`12050`, 2 -> `120.50 EUR`).
@@ -593,11 +596,13 @@ mod tests {
             next_tier: "gold".into(),
             distance: format_money(12_050, 2, "EUR"),
             points: 50,
+            coupon_code: "SPRING-7QK2".into(),
         };
         assert_eq!(
             render("{tier} -> {next_tier}: {distance} to go, {points} points", &ctx),
             "silver -> gold: 120.50 EUR to go, 50 points"
         );
+        assert_eq!(render("Your code: {coupon_code}", &ctx), "Your code: SPRING-7QK2");
         assert_eq!(format_money(5, 3, "KWD"), "0.005 KWD");
         assert_eq!(format_money(500, 0, "JPY"), "500 JPY");
     }

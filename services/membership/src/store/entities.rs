@@ -251,6 +251,8 @@ pub mod campaign {
         pub sent: bool,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// The catalog coupon (its id) a coupon campaign hands out.
+        pub coupon_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -272,6 +274,9 @@ pub mod contact {
         pub member_id: String,
         pub outcome: String,
         pub decided_at: DateTimeUtc,
+        /// The member's code of the campaign's coupon, when contacted by a coupon
+        /// campaign.
+        pub coupon_code: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::CreateConsumerPartitions),
             Box::new(CreateEngagementTables),
             Box::new(CreateIdentityResolutionTables),
+            Box::new(CampaignCoupons),
         ]
     }
 }
@@ -641,6 +642,42 @@ impl MigrationTrait for CreateIdentityResolutionTables {
         for column in ["merged_at", "merged_into"] {
             db.execute_unprepared(&format!("ALTER TABLE members DROP COLUMN {column}"))
                 .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Coupon campaigns: the catalog coupon a campaign hands out, and the code each
+/// contacted member got with its decision.
+#[derive(Debug)]
+struct CampaignCoupons;
+
+impl MigrationName for CampaignCoupons {
+    fn name(&self) -> &str {
+        "m20261230_000001_campaign_coupons"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CampaignCoupons {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        for sql in [
+            "ALTER TABLE engagement_campaigns ADD COLUMN coupon_id VARCHAR(64) NULL",
+            "ALTER TABLE engagement_contacts ADD COLUMN coupon_code VARCHAR(64) NULL",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        for sql in [
+            "ALTER TABLE engagement_contacts DROP COLUMN coupon_code",
+            "ALTER TABLE engagement_campaigns DROP COLUMN coupon_id",
+        ] {
+            db.execute_unprepared(sql).await?;
         }
         Ok(())
     }

@@ -836,3 +836,51 @@ async fn concurrent_runs_contact_each_member_once_within_the_budget() {
     members.dedup();
     assert_eq!((sent.len(), members.len()), (15, 15));
 }
+
+#[tokio::test]
+async fn a_coupon_campaign_names_its_coupon_and_needs_catalog() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    let mut spec = pb::Campaign {
+        display_name: "coupon".into(),
+        segment: everyone(&app).await,
+        channel: pb::ConsentChannel::Email as i32,
+        trigger: pb::CampaignTrigger::Planned as i32,
+        send_time: Some(timestamp(now)),
+        action: pb::CampaignAction::Coupon as i32,
+        message_template: "Your code: {coupon_code}".into(),
+        start_time: Some(timestamp(now - Duration::hours(1))),
+        end_time: Some(timestamp(now + Duration::days(7))),
+        ..Default::default()
+    };
+    let create = |campaign: pb::Campaign| {
+        let mut client = engagement(&app);
+        async move {
+            client
+                .create_campaign(authed(pb::CreateCampaignRequest {
+                    campaign: Some(campaign),
+                    request_id: String::new(),
+                }))
+                .await
+        }
+    };
+    let err = create(spec.clone()).await.unwrap_err();
+    assert_eq!(violated_fields(&err), vec!["campaign.coupon"]);
+    spec.coupon = "coupons/not-a-uuid".into();
+    let err = create(spec.clone()).await.unwrap_err();
+    assert_eq!(violated_fields(&err), vec!["campaign.coupon"]);
+    // Another action hands out no coupon; a coupon campaign's message shows the code.
+    let mut other = spec.clone();
+    other.action = pb::CampaignAction::Message as i32;
+    other.coupon = format!("coupons/{}", uuid::Uuid::new_v4());
+    let err = create(other).await.unwrap_err();
+    assert_eq!(violated_fields(&err), vec!["campaign.coupon"]);
+    spec.coupon = format!("coupons/{}", uuid::Uuid::new_v4());
+    let mut silent = spec.clone();
+    silent.message_template = "Hello".into();
+    let err = create(silent).await.unwrap_err();
+    assert_eq!(violated_fields(&err), vec!["campaign.message_template"]);
+    // This membership has no catalog URL.
+    let err = create(spec).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+}

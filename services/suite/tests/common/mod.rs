@@ -29,6 +29,8 @@ pub fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
 /// A running suite; its databases and data directory live as long as it does.
 pub struct Running {
     pub membership: SocketAddr,
+    /// Membership's use cases (its campaign job, run with the test's time).
+    pub membership_app: std::sync::Arc<retail_membership::App>,
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
     pub partner: SocketAddr,
@@ -90,6 +92,7 @@ pub async fn start_with(cache_namespace: &str, configure: impl FnOnce(&mut Suite
     }
     Running {
         membership: launched.membership,
+        membership_app: launched.membership_app.clone(),
         catalog: launched.catalog,
         orders: launched.orders,
         partner: launched.partner,

@@ -1,0 +1,352 @@
+//! Coupon campaigns across `retail-suite up`'s wiring: membership's campaign gets
+//! each contacted member's single-use code from catalog, the member orders with it
+//! and gets the discount, and the campaign report counts the order. On a fresh
+//! database per service (PostgreSQL when `RETAIL_TEST_DATABASE_URL` is set).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+// Amounts in minor units are written major_minor (123_45 = 123.45).
+#![allow(clippy::inconsistent_digit_grouping)]
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{Duration, Utc};
+use retail_kit::convert::timestamp;
+use retail_proto::catalog::coupon_service_client::CouponServiceClient;
+use retail_proto::catalog::pricing_service_client::PricingServiceClient;
+use retail_proto::catalog::{self as cpb};
+use retail_proto::common::Money;
+use retail_proto::membership::engagement_service_client::EngagementServiceClient;
+use retail_proto::membership::membership_service_client::MembershipServiceClient;
+use retail_proto::membership::segment_rule::Rule as R;
+use retail_proto::membership::{self as mpb};
+use retail_proto::orders::orders_service_client::OrdersServiceClient;
+use retail_proto::orders::{self as opb};
+
+mod common;
+use common::{authed, channel};
+
+/// Every seeded SKU's list price: 100.00 EUR.
+const PRICE: i64 = 100_00;
+const MEMBERS: usize = 30;
+/// Members 0..CONSENTED grant email; the others never decided.
+const CONSENTED: usize = 24;
+
+fn eur(amount_minor: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: "EUR".into(),
+        amount_minor,
+    })
+}
+
+/// The code in a rendered `Your code: {coupon_code}.` message.
+fn code_in(body: &str) -> &str {
+    body.strip_prefix("Your code: ")
+        .and_then(|rest| rest.strip_suffix('.'))
+        .unwrap_or_else(|| panic!("unexpected message {body:?}"))
+}
+
+#[tokio::test]
+async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discounts_its_order() {
+    let suite = common::start("campaign-coupons").await;
+    let admin = suite.admin.clone();
+    let skus = retail_suite::seed::seed_catalog(channel(suite.catalog), &admin, 1, 1, 1_000, 1)
+        .await
+        .unwrap();
+    PricingServiceClient::new(channel(suite.catalog))
+        .set_list_price(authed(
+            &admin,
+            cpb::SetListPriceRequest {
+                sku: skus[0].clone(),
+                price: eur(PRICE),
+            },
+        ))
+        .await
+        .unwrap();
+    let (_, members) = retail_suite::seed::register_members(channel(suite.membership), &admin, MEMBERS as u64, 1)
+        .await
+        .unwrap();
+    let membership = MembershipServiceClient::new(channel(suite.membership));
+    for (i, member) in members.iter().enumerate() {
+        // The last consented ones revoke again: their latest decision counts.
+        let decisions: &[bool] = match i {
+            i if i >= CONSENTED => &[],
+            i if i >= CONSENTED - 2 => &[true, false],
+            _ => &[true],
+        };
+        for granted in decisions {
+            membership
+                .clone()
+                .set_consent(authed(
+                    &admin,
+                    mpb::SetConsentRequest {
+                        name: member.clone(),
+                        consent: Some(mpb::Consent {
+                            channel: mpb::ConsentChannel::Email.into(),
+                            granted: *granted,
+                            source: "app".into(),
+                            update_time: None,
+                        }),
+                    },
+                ))
+                .await
+                .unwrap();
+        }
+    }
+    let consented: HashSet<&String> = members[..CONSENTED - 2].iter().collect();
+
+    let mut coupons = CouponServiceClient::new(channel(suite.catalog));
+    let coupon = coupons
+        .create_coupon(authed(
+            &admin,
+            cpb::CreateCouponRequest {
+                coupon: Some(cpb::Coupon {
+                    display_name: "Welcome back".into(),
+                    kind: cpb::coupon::Kind::SingleUse.into(),
+                    percent_off_bp: 10_00,
+                    start_time: Some(timestamp(Utc::now() - Duration::days(1))),
+                    end_time: Some(timestamp(Utc::now() + Duration::days(30))),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut engagement = EngagementServiceClient::new(channel(suite.membership));
+    let segment = engagement
+        .create_segment(authed(
+            &admin,
+            mpb::CreateSegmentRequest {
+                segment: Some(mpb::Segment {
+                    display_name: "everyone regular".into(),
+                    rule: Some(mpb::SegmentRule {
+                        rule: Some(R::Tier(mpb::TierCondition {
+                            tiers: vec!["regular".into()],
+                        })),
+                    }),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let now = Utc::now() - Duration::seconds(1);
+    let mut spec = mpb::Campaign {
+        display_name: "welcome back".into(),
+        segment: segment.name.clone(),
+        channel: mpb::ConsentChannel::Email.into(),
+        trigger: mpb::CampaignTrigger::Planned.into(),
+        send_time: Some(timestamp(now)),
+        action: mpb::CampaignAction::Coupon.into(),
+        message_template: "Your code: {coupon_code}.".into(),
+        control_share_bp: 20_00,
+        start_time: Some(timestamp(now - Duration::hours(1))),
+        end_time: Some(timestamp(now + Duration::days(7))),
+        ..Default::default()
+    };
+    // A coupon campaign names its coupon.
+    let refused = engagement
+        .create_campaign(authed(
+            &admin,
+            mpb::CreateCampaignRequest {
+                campaign: Some(spec.clone()),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        retail_testkit::tokens::violated_fields(&refused),
+        vec!["campaign.coupon".to_owned()]
+    );
+    spec.coupon = coupon.name.clone();
+    let campaign = engagement
+        .create_campaign(authed(
+            &admin,
+            mpb::CreateCampaignRequest {
+                campaign: Some(spec),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(campaign.coupon, coupon.name);
+    engagement
+        .schedule_campaign(authed(
+            &admin,
+            mpb::ScheduleCampaignRequest {
+                name: campaign.name.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    let app = suite.membership_app.clone();
+    let contacted_count = app.run_campaigns(now).await.unwrap();
+    // A second run contacts nobody again.
+    assert_eq!(app.run_campaigns(now).await.unwrap(), 0);
+
+    let messages = engagement
+        .list_messages(authed(
+            &admin,
+            mpb::ListMessagesRequest {
+                parent: campaign.name.clone(),
+                page_size: 500,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(messages.len() as u64, contacted_count);
+    let mut codes: HashMap<String, String> = HashMap::new();
+    for m in &messages {
+        assert!(consented.contains(&m.member), "{} had no consent", m.member);
+        let code = code_in(&m.body).to_owned();
+        assert!(!code.is_empty());
+        assert!(
+            codes.insert(m.member.clone(), code).is_none(),
+            "{} contacted twice",
+            m.member
+        );
+    }
+    let distinct: HashSet<&String> = codes.values().collect();
+    assert_eq!(distinct.len(), codes.len(), "codes are per member");
+    let campaign = engagement
+        .get_campaign(authed(
+            &admin,
+            mpb::GetCampaignRequest {
+                name: campaign.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Every consented member was decided: contacted (with a code) or control.
+    assert_eq!(campaign.contacted_count, codes.len() as i64);
+    assert_eq!(
+        campaign.contacted_count + campaign.control_count,
+        consented.len() as i64
+    );
+    assert!(
+        campaign.contacted_count > 0 && campaign.control_count > 0,
+        "22 draws at 20 %"
+    );
+    // Each member's code is the one catalog holds for it; control members have none.
+    let reached: Vec<String> = codes.keys().cloned().collect();
+    let control: Vec<String> = consented
+        .iter()
+        .filter(|m| !codes.contains_key(**m))
+        .map(|m| (*m).clone())
+        .collect();
+    let issued = coupons
+        .issue_coupon_codes(authed(
+            &admin,
+            cpb::IssueCouponCodesRequest {
+                coupon: coupon.name.clone(),
+                members: reached.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    for c in &issued.codes {
+        assert_eq!(codes[&c.member], c.code);
+    }
+    let got = coupons
+        .get_coupon(authed(
+            &admin,
+            cpb::GetCouponRequest {
+                name: coupon.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.issued_count, reached.len() as i64, "control members got no code");
+
+    // A contacted member orders with its code and pays.
+    let buyer = reached[0].clone();
+    let mut orders = OrdersServiceClient::new(channel(suite.orders));
+    let order = orders
+        .place_order(authed(
+            &admin,
+            opb::PlaceOrderRequest {
+                order: Some(opb::Order {
+                    member: buyer.clone(),
+                    channel: opb::OrderChannel::Online.into(),
+                    coupon_code: codes[&buyer].clone(),
+                    lines: vec![opb::OrderLine {
+                        sku: skus[0].clone(),
+                        quantity: 1,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                request_id: "campaign-order".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let discount: i64 = order
+        .lines
+        .iter()
+        .flat_map(|l| &l.discounts)
+        .filter(|d| d.rule == coupon.name)
+        .map(|d| d.amount.as_ref().map_or(0, |m| m.amount_minor))
+        .sum();
+    assert_eq!(discount, 10_00);
+    let total = order.total.as_ref().unwrap().amount_minor;
+    assert_eq!(total, PRICE - 10_00);
+    orders
+        .pay_order(authed(
+            &admin,
+            opb::PayOrderRequest {
+                name: order.name.clone(),
+                payment: Some(opb::Payment {
+                    reference: format!("psp-{}", order.name),
+                    amount: order.total.clone(),
+                    pay_time: None,
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    // The report counts the order once membership has it from orders' log.
+    let mut report = None;
+    for _ in 0..400 {
+        let r = engagement
+            .get_campaign_report(authed(
+                &admin,
+                mpb::GetCampaignReportRequest {
+                    name: campaign.name.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if r.responded > 0 {
+            report = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = report.expect("the paid order never reached the campaign report");
+    let n = reached.len() as i64;
+    let k = control.len() as i64;
+    assert_eq!((r.reached, r.responded, r.response_rate_bp), (n, 1, 10_000 / n));
+    assert_eq!((r.control, r.control_responded), (k, 0));
+    assert_eq!(r.revenue.unwrap().amount_minor, total);
+    assert_eq!(r.control_revenue.unwrap().amount_minor, 0);
+    assert_eq!(r.incremental_revenue.unwrap().amount_minor, total);
+}
