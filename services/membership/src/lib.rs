@@ -111,13 +111,11 @@ impl Application {
             keys,
             Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
         ));
-        let app = Arc::new(App::new(
-            db,
-            cache,
-            log,
-            settings.loyalty.rules()?,
-            settings.engagement.rules(),
-        ));
+        let mut app = App::new(db, cache, log, settings.loyalty.rules()?, settings.engagement.rules());
+        if settings.engagement.sender == "webhook" {
+            app.set_message_sender(Arc::new(settings.engagement.webhook.sender()?));
+        }
+        let app = Arc::new(app);
         let bound = server::bind(&settings.server).await?;
         Ok(Self {
             bound,

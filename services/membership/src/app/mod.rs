@@ -23,6 +23,7 @@ mod privacy;
 mod profile;
 mod tags;
 mod tiers;
+mod webhook_sender;
 
 use std::sync::Arc;
 
@@ -38,13 +39,14 @@ use crate::store;
 
 pub(crate) use contacts::{Touch, Visit};
 pub(crate) use engagement::{EngagementRules, NewCampaign};
-pub use engagement::{LogSender, MessageSender};
+pub use engagement::{LogSender, MessageSender, OutgoingMessage, RetryPolicy};
 pub(crate) use members::{ListMembers, MemberRead, Profile, ProfileChange, Registration};
 pub(crate) use merge::Merge;
 pub(crate) use points::{Balance, PurchaseInput};
 pub(crate) use privacy::Export;
 pub(crate) use profile::{consent, consent_channel, lifecycle_state};
 pub(crate) use tags::TagChange;
+pub use webhook_sender::WebhookSender;
 
 /// The service's state and its use cases.
 #[derive(Debug)]
