@@ -83,3 +83,36 @@ impl MessageSender for WebhookSender {
         self.retry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_neither_the_secret_nor_the_recipient_nor_the_body() {
+        let sender = WebhookSender::new(
+            "https://bridge.example.com/hook".into(),
+            "whsec_very_secret".into(),
+            Duration::from_secs(1),
+            false,
+            RetryPolicy::default(),
+        );
+        let Ok(sender) = sender else {
+            panic!("the client builds");
+        };
+        let shown = format!("{sender:?}");
+        assert!(!shown.contains("whsec_very_secret") && !shown.contains("bridge.example.com"));
+        let message = OutgoingMessage {
+            id: "m-1".into(),
+            campaign_id: "c-1".into(),
+            member_id: "x-1".into(),
+            channel: "sms".into(),
+            recipient: Some("+4915100000001".into()),
+            body: "Private text".into(),
+            attempt: 1,
+        };
+        let shown = format!("{message:?}");
+        assert!(shown.contains("m-1"));
+        assert!(!shown.contains("4915100000001") && !shown.contains("Private text"));
+    }
+}
