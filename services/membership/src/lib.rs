@@ -30,7 +30,7 @@ use sea_orm::DatabaseConnection;
 
 pub use settings::Settings;
 
-pub use crate::app::{App, LogSender, MessageSender};
+pub use crate::app::{App, LogSender, MessageSender, OutgoingMessage, RetryPolicy, WebhookSender};
 pub use crate::events::{AnalyticsEvents, OrderEvents};
 
 use crate::api::{EngagementApi, LoyaltyApi, MembershipApi};
