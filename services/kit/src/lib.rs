@@ -16,6 +16,7 @@
 //! - [`service`]: one service as its binary and the suite run it (the generic main).
 //! - [`resilience`]: deadlines, retries and circuit breakers for calls to other services.
 //! - [`convert`]: small proto <-> domain conversions (timestamps, durations).
+//! - [`webhook`]: signed outbound webhooks: the signature, URL and address policy, the HTTP client.
 
 #![forbid(unsafe_code)]
 
@@ -35,5 +36,6 @@ pub mod resilience;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod webhook;
 
 pub use error::{ServiceError, ServiceResult};

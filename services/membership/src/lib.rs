@@ -31,7 +31,7 @@ use sea_orm::DatabaseConnection;
 
 pub use settings::Settings;
 
-pub use crate::app::{App, CouponIssuer, LogSender, MessageSender};
+pub use crate::app::{App, CouponIssuer, LogSender, MessageSender, OutgoingMessage, RetryPolicy, WebhookSender};
 pub use crate::events::{AnalyticsEvents, OrderEvents};
 
 use crate::api::{EngagementApi, LoyaltyApi, MembershipApi};
@@ -127,13 +127,11 @@ impl Application {
             keys,
             Duration::from_millis(settings.auth.key_refresh_min_interval_ms),
         ));
-        let app = Arc::new(App::new(
-            db,
-            cache,
-            log,
-            settings.loyalty.rules()?,
-            settings.engagement.rules(),
-        ));
+        let mut app = App::new(db, cache, log, settings.loyalty.rules()?, settings.engagement.rules());
+        if settings.engagement.sender == "webhook" {
+            app.set_message_sender(Arc::new(settings.engagement.webhook.sender()?));
+        }
+        let app = Arc::new(app);
         let bound = server::bind(&settings.server).await?;
         let built = Self {
             bound,

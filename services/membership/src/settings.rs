@@ -58,6 +58,99 @@ pub struct EngagementSection {
     /// Purchases this many days after a contact (or control decision) count as its
     /// response.
     pub attribution_days: u32,
+    /// How messages leave: `log` (kept only as the log `ListMessages` shows) or
+    /// `webhook` (POSTed to `webhook.url`).
+    pub sender: String,
+    pub webhook: MessageWebhookSection,
+}
+
+/// The webhook messages are POSTed to, signed, when `engagement.sender = "webhook"`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessageWebhookSection {
+    /// `https://sms-bridge.example.com/messages`.
+    pub url: String,
+    /// The HMAC-SHA256 key of the `Webhook-Signature` header.
+    pub secret: String,
+    /// One try's limit, connecting included.
+    pub timeout_ms: u64,
+    /// Tries per message before it is dead-lettered.
+    pub max_attempts: u32,
+    /// The wait after the first failed try, doubled after each further one up to
+    /// `backoff_max_ms` (tries happen on the campaign runs after it).
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Whether the URL may be (or resolve to) a loopback or private address.
+    pub allow_private_addresses: bool,
+}
+
+impl Default for MessageWebhookSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            secret: String::new(),
+            timeout_ms: 10_000,
+            max_attempts: 8,
+            backoff_base_ms: 60_000,
+            backoff_max_ms: 3_600_000,
+            allow_private_addresses: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for MessageWebhookSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageWebhookSection")
+            .field("url", &"[redacted]")
+            .field("secret", &"[redacted]")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_base_ms", &self.backoff_base_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("allow_private_addresses", &self.allow_private_addresses)
+            .finish()
+    }
+}
+
+impl MessageWebhookSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(retail_kit::webhook::BadUrl(why)) =
+            retail_kit::webhook::check_url(&self.url, self.allow_private_addresses)
+        {
+            return Err(ConfigError::invalid("engagement.webhook.url", why));
+        }
+        if self.secret.is_empty() {
+            return Err(ConfigError::invalid("engagement.webhook.secret", "is required"));
+        }
+        if self.timeout_ms == 0 || self.max_attempts == 0 || self.backoff_base_ms == 0 {
+            return Err(ConfigError::invalid(
+                "engagement.webhook.timeout_ms",
+                "the timeout, max_attempts and backoff_base_ms must be positive",
+            ));
+        }
+        if self.backoff_max_ms < self.backoff_base_ms {
+            return Err(ConfigError::invalid(
+                "engagement.webhook.backoff_max_ms",
+                "must be at least backoff_base_ms",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configured sender.
+    pub(crate) fn sender(&self) -> anyhow::Result<crate::app::WebhookSender> {
+        crate::app::WebhookSender::new(
+            self.url.clone(),
+            self.secret.clone(),
+            std::time::Duration::from_millis(self.timeout_ms),
+            self.allow_private_addresses,
+            crate::app::RetryPolicy {
+                max_attempts: self.max_attempts,
+                backoff_base: std::time::Duration::from_millis(self.backoff_base_ms),
+                backoff_max: std::time::Duration::from_millis(self.backoff_max_ms),
+            },
+        )
+    }
 }
 
 impl Default for EngagementSection {
@@ -67,6 +160,8 @@ impl Default for EngagementSection {
             frequency_window_days: 7,
             run_every_secs: 60,
             attribution_days: 14,
+            sender: "log".into(),
+            webhook: MessageWebhookSection::default(),
         }
     }
 }
@@ -135,6 +230,11 @@ impl Validate for Settings {
                 "engagement.frequency_cap",
                 "the cap, its window and the attribution window must be positive",
             ));
+        }
+        match self.engagement.sender.as_str() {
+            "log" => {}
+            "webhook" => self.engagement.webhook.validate()?,
+            _ => return Err(ConfigError::invalid("engagement.sender", "must be log or webhook")),
         }
         if !(1..=64).contains(&self.orders.partitions) {
             return Err(ConfigError::invalid("orders.partitions", "must be between 1 and 64"));

@@ -7,173 +7,24 @@
 //! attempt past the attempt's deadline, so replicas never send a delivery at once,
 //! and one whose sender died is taken up again after that.
 //!
-//! The HTTP client refuses what a partner must not make the gateway reach: other
-//! schemes, redirects (not followed: a 3xx is a failed attempt), and, unless
-//! `webhooks.allow_private_addresses`, hosts that are or resolve to loopback,
-//! private, link-local and other non-public addresses (checked on the addresses
-//! actually connected to, so a name that resolves differently later is caught).
+//! The HTTP client and the signature are the kit's ([`retail_kit::webhook`]):
+//! unless `webhooks.allow_private_addresses`, it refuses hosts that are or resolve
+//! to non-public addresses.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioExecutor;
 use retail_kit::error::ServiceResult;
+pub use retail_kit::webhook::{Client as Sender, Outcome};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::Webhooks;
 use super::domain;
 use super::store::{DEAD, DELIVERED, PENDING, attempt, delivery, subscription};
-
-/// Resolves host names to the addresses webhooks may connect to.
-#[derive(Debug, Clone)]
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl tower::Service<Name> for GuardedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .filter(|a| allow_private || domain::is_public(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    "the host resolves to no public address",
-                ));
-            }
-            Ok(addrs.into_iter())
-        })
-    }
-}
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
-
-/// The outbound HTTP client of webhooks.
-#[derive(Clone)]
-pub struct Sender {
-    client: HttpsClient,
-    timeout: Duration,
-    allow_private: bool,
-}
-
-impl std::fmt::Debug for Sender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What one attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The receiver answered with this status.
-    Status(u16),
-    /// No answer: why.
-    Failed(String),
-}
-
-impl Outcome {
-    pub fn accepted(&self) -> bool {
-        matches!(self, Self::Status(s) if (200..300).contains(s))
-    }
-}
-
-impl Sender {
-    pub fn new(timeout: Duration, allow_private: bool) -> anyhow::Result<Self> {
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(4)
-            .build(https);
-        Ok(Self {
-            client,
-            timeout,
-            allow_private,
-        })
-    }
-
-    /// POSTs `body` to `url` with the webhook headers, within the timeout.
-    pub async fn send(&self, url: &str, id: &str, secret: &str, body: &str) -> Outcome {
-        let uri = match domain::check_url(url, self.allow_private) {
-            Ok(uri) => uri,
-            Err(domain::BadUrl(why)) => return Outcome::Failed(format!("the URL {why}")),
-        };
-        let timestamp = Utc::now().timestamp();
-        let request = http::Request::post(uri)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, "retail-suite-webhooks/1")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                domain::signature(secret, id, timestamp, body.as_bytes()),
-            )
-            .body(Full::new(Bytes::from(body.to_owned())));
-        let request = match request {
-            Ok(request) => request,
-            Err(_) => return Outcome::Failed("the request could not be built".into()),
-        };
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Err(_) => Outcome::Failed("timed out".into()),
-            Ok(Err(err)) => Outcome::Failed(connect_error(&err)),
-            // The body is not read: only the status counts.
-            Ok(Ok(response)) => Outcome::Status(response.status().as_u16()),
-        }
-    }
-}
-
-/// A connection error without the URL or anything the receiver sent.
-fn connect_error(err: &hyper_util::client::legacy::Error) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(inner) = source {
-        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::PermissionDenied => "refused: the host resolves to no public address".into(),
-                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-                std::io::ErrorKind::TimedOut => "connect timed out".into(),
-                _ => "connection failed".into(),
-            };
-        }
-        source = inner.source();
-    }
-    if err.is_connect() {
-        "connection failed".into()
-    } else {
-        "the request failed".into()
-    }
-}
 
 /// A delivery claimed for one attempt.
 struct Claimed {

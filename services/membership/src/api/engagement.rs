@@ -301,6 +301,14 @@ fn message_pb(m: &message::Model) -> ServiceResult<pb::EngagementMessage> {
         channel: consent_channel(stored("channel", &m.channel, ConsentChannel::parse)?) as i32,
         body: m.body.clone(),
         send_time: m.sent_at.map(timestamp),
+        delivery_state: if m.sent_at.is_some() {
+            pb::MessageDeliveryState::Sent
+        } else if m.dead_at.is_some() {
+            pb::MessageDeliveryState::Dead
+        } else {
+            pb::MessageDeliveryState::Pending
+        } as i32,
+        attempt_count: m.attempts,
     })
 }
 

@@ -30,11 +30,66 @@ use crate::store::engagement as db;
 use crate::store::{self, MemberFilter, MemberView, campaign, contact, message, segment};
 use crate::store::{identity, loyalty};
 
+/// A message as handed to a [`MessageSender`]: the outbox row's id (the same on
+/// every try), where it goes and what it says. `Debug` leaves out the recipient
+/// and the body.
+#[derive(Clone)]
+pub struct OutgoingMessage {
+    pub id: String,
+    pub campaign_id: String,
+    pub member_id: String,
+    pub channel: String,
+    /// The member's address for the channel (phone for `sms`, e-mail for
+    /// `email`) while the member consents to it; `None` otherwise or for channels
+    /// without an address.
+    pub recipient: Option<String>,
+    pub body: String,
+    /// This try, from 1.
+    pub attempt: u32,
+}
+
+impl Debug for OutgoingMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingMessage")
+            .field("id", &self.id)
+            .field("campaign_id", &self.campaign_id)
+            .field("member_id", &self.member_id)
+            .field("channel", &self.channel)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often and how far apart a message is tried before it is dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    /// The wait after the first failed try, doubled after each further one.
+    pub backoff_base: std::time::Duration,
+    pub backoff_max: std::time::Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            backoff_base: std::time::Duration::from_secs(60),
+            backoff_max: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Delivers a rendered message through its channel. The message is marked sent once
-/// this returns `Ok`; an error leaves it for the next round.
+/// this returns `Ok`; an error leaves it for a later try after the backoff of
+/// [`MessageSender::retry`], and the last failed try dead-letters it. Errors must
+/// not carry the recipient or the body (they are logged).
 #[async_trait::async_trait]
 pub trait MessageSender: Send + Sync + Debug {
-    async fn send(&self, message: &message::Model) -> anyhow::Result<()>;
+    async fn send(&self, message: &OutgoingMessage) -> anyhow::Result<()>;
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
 }
 
 /// The default sender: delivers nothing outside the service; the sent messages are
@@ -44,7 +99,7 @@ pub struct LogSender;
 
 #[async_trait::async_trait]
 impl MessageSender for LogSender {
-    async fn send(&self, _message: &message::Model) -> anyhow::Result<()> {
+    async fn send(&self, _message: &OutgoingMessage) -> anyhow::Result<()> {
         Ok(())
     }
 }
@@ -552,6 +607,9 @@ impl App {
                 body,
                 created_at: as_of,
                 sent_at: None,
+                attempts: 0,
+                next_attempt_at: None,
+                dead_at: None,
             },
         )
         .await?;
@@ -728,22 +786,72 @@ impl App {
         Ok(changed)
     }
 
-    /// Hands up to `limit` pending messages to the sender, marking each sent when it
-    /// took it. Bodies are never logged.
+    /// Hands up to `limit` messages due for a try to the sender: each is claimed
+    /// (its try counted, so replicas never try it at once), then marked sent when
+    /// the sender took it, or else given its next try after the backoff, or
+    /// dead-lettered after the last. Recipients and bodies are never logged.
     pub async fn deliver(&self, limit: u64) -> ServiceResult<u64> {
+        let policy = self.sender.retry();
         let mut sent = 0;
-        for m in db::pending_messages(&self.db, limit).await? {
-            match self.sender.send(&m).await {
+        for m in db::pending_messages(&self.db, Utc::now(), limit).await? {
+            // A claim outlives any try; a replica that died mid-try leaves the
+            // message to be tried again once it runs out.
+            let lease = Utc::now() + Duration::minutes(5);
+            if !db::claim_message(&self.db, &m, lease).await? {
+                continue;
+            }
+            let attempt = u32::try_from(m.attempts + 1).unwrap_or(u32::MAX);
+            let outgoing = OutgoingMessage {
+                recipient: self.recipient(&m.member_id, &m.channel).await?,
+                id: m.id,
+                campaign_id: m.campaign_id,
+                member_id: m.member_id,
+                channel: m.channel,
+                body: m.body,
+                attempt,
+            };
+            let result = self.sender.send(&outgoing).await;
+            let now = retail_kit::convert::now();
+            match result {
                 Ok(()) => {
-                    db::mark_message_sent(&self.db, &m.id, retail_kit::convert::now()).await?;
+                    db::mark_message_sent(&self.db, &outgoing.id, now).await?;
                     sent += 1;
                 }
+                Err(e) if attempt >= policy.max_attempts => {
+                    db::mark_message_failed(&self.db, &outgoing.id, None, now).await?;
+                    tracing::warn!(message_id = %outgoing.id, attempt, error = %e, "message dead-lettered after its last try");
+                }
                 Err(e) => {
-                    tracing::warn!(message_id = %m.id, error = %e, "message not delivered; retried later");
+                    let wait = retail_kit::webhook::backoff(policy.backoff_base, policy.backoff_max, attempt);
+                    let next = now + Duration::from_std(wait).unwrap_or_else(|_| Duration::hours(1));
+                    db::mark_message_failed(&self.db, &outgoing.id, Some(next), now).await?;
+                    tracing::warn!(message_id = %outgoing.id, attempt, error = %e, "message not delivered; tried again later");
                 }
             }
         }
         Ok(sent)
+    }
+
+    /// The member's address for `channel` while the member is live and consents to
+    /// the channel.
+    async fn recipient(&self, member_id: &str, channel: &str) -> ServiceResult<Option<String>> {
+        let kind = match channel {
+            "sms" => "phone",
+            "email" => "email",
+            _ => return Ok(None),
+        };
+        let Some(member) = store::find_member(&self.db, member_id).await? else {
+            return Ok(None);
+        };
+        let view = store::view(&self.db, member).await?;
+        if view.member.erased_at.is_some() || !consented(&view, channel) {
+            return Ok(None);
+        }
+        Ok(view
+            .identifiers
+            .iter()
+            .find(|i| i.kind == kind)
+            .map(|i| i.value.clone()))
     }
 
     /// The campaign's results at `as_of`: each reached and each control member's

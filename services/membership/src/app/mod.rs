@@ -23,6 +23,7 @@ mod privacy;
 mod profile;
 mod tags;
 mod tiers;
+mod webhook_sender;
 
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ use crate::domain::rules::LoyaltyRules;
 use crate::store;
 
 pub(crate) use contacts::{Touch, Visit};
-pub use engagement::{CouponIssuer, LogSender, MessageSender};
+pub use engagement::{CouponIssuer, LogSender, MessageSender, OutgoingMessage, RetryPolicy};
 pub(crate) use engagement::{EngagementRules, NewCampaign};
 pub(crate) use members::{ListMembers, MemberRead, Profile, ProfileChange, Registration};
 pub(crate) use merge::Merge;
@@ -45,6 +46,7 @@ pub(crate) use points::{Balance, PurchaseInput};
 pub(crate) use privacy::Export;
 pub(crate) use profile::{consent, consent_channel, lifecycle_state};
 pub(crate) use tags::TagChange;
+pub use webhook_sender::WebhookSender;
 
 /// The service's state and its use cases.
 #[derive(Debug)]

@@ -6,8 +6,8 @@ use retail_kit::error::ServiceResult;
 use retail_kit::paging::Page;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TryInsertResult,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TryInsertResult,
 };
 
 use super::entities::{campaign, contact, message, segment};
@@ -139,14 +139,43 @@ pub(crate) async fn insert_message(conn: &impl ConnectionTrait, model: message::
     Ok(())
 }
 
-/// The oldest messages not yet sent.
-pub(crate) async fn pending_messages(conn: &impl ConnectionTrait, limit: u64) -> ServiceResult<Vec<message::Model>> {
+/// The oldest messages neither sent nor dead whose next try is due at `now`.
+pub(crate) async fn pending_messages(
+    conn: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> ServiceResult<Vec<message::Model>> {
     Ok(message::Entity::find()
         .filter(message::Column::SentAt.is_null())
+        .filter(message::Column::DeadAt.is_null())
+        .filter(
+            Condition::any()
+                .add(message::Column::NextAttemptAt.is_null())
+                .add(message::Column::NextAttemptAt.lte(now)),
+        )
         .order_by_asc(message::Column::Id)
         .limit(limit)
         .all(conn)
         .await?)
+}
+
+/// Takes a message for one try: counts the try and moves its next try to `until`,
+/// on condition that nobody took it since it was read (`attempts` unchanged).
+pub(crate) async fn claim_message(
+    conn: &impl ConnectionTrait,
+    m: &message::Model,
+    until: DateTime<Utc>,
+) -> ServiceResult<bool> {
+    let claimed = message::Entity::update_many()
+        .col_expr(message::Column::Attempts, Expr::value(m.attempts + 1))
+        .col_expr(message::Column::NextAttemptAt, Expr::value(until))
+        .filter(message::Column::Id.eq(m.id.as_str()))
+        .filter(message::Column::Attempts.eq(m.attempts))
+        .filter(message::Column::SentAt.is_null())
+        .filter(message::Column::DeadAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(claimed.rows_affected == 1)
 }
 
 pub(crate) async fn mark_message_sent(conn: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> ServiceResult<()> {
@@ -159,7 +188,26 @@ pub(crate) async fn mark_message_sent(conn: &impl ConnectionTrait, id: &str, at:
     Ok(())
 }
 
-/// A page of a campaign's sent messages, oldest first.
+/// A failed try: the next is due at `next`, or, with `None`, the message is dead.
+pub(crate) async fn mark_message_failed(
+    conn: &impl ConnectionTrait,
+    id: &str,
+    next: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ServiceResult<()> {
+    let update = match next {
+        Some(next) => message::Entity::update_many().col_expr(message::Column::NextAttemptAt, Expr::value(next)),
+        None => message::Entity::update_many().col_expr(message::Column::DeadAt, Expr::value(now)),
+    };
+    update
+        .filter(message::Column::Id.eq(id))
+        .filter(message::Column::SentAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// A page of a campaign's sent and dead-lettered messages, oldest first.
 pub(crate) async fn sent_messages(
     conn: &impl ConnectionTrait,
     campaign_id: &str,
@@ -167,7 +215,11 @@ pub(crate) async fn sent_messages(
 ) -> ServiceResult<Vec<message::Model>> {
     let mut query = message::Entity::find()
         .filter(message::Column::CampaignId.eq(campaign_id))
-        .filter(message::Column::SentAt.is_not_null())
+        .filter(
+            Condition::any()
+                .add(message::Column::SentAt.is_not_null())
+                .add(message::Column::DeadAt.is_not_null()),
+        )
         .order_by_asc(message::Column::Id)
         .limit(page.fetch_limit());
     if let Some(after) = &page.after {

@@ -286,7 +286,9 @@ pub mod contact {
 }
 
 pub mod message {
-    //! The outbox of rendered messages; `sent_at` is set when the sender took one.
+    //! The outbox of rendered messages; `sent_at` is set when the sender took one,
+    //! `dead_at` when the last try failed; `attempts` and `next_attempt_at` pace the
+    //! tries.
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -300,6 +302,9 @@ pub mod message {
         pub body: String,
         pub created_at: DateTimeUtc,
         pub sent_at: Option<DateTimeUtc>,
+        pub attempts: i32,
+        pub next_attempt_at: Option<DateTimeUtc>,
+        pub dead_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateEngagementTables),
             Box::new(CreateIdentityResolutionTables),
             Box::new(CampaignCoupons),
+            Box::new(TrackMessageDelivery),
         ]
     }
 }
@@ -678,6 +679,46 @@ impl MigrationTrait for CampaignCoupons {
             "ALTER TABLE engagement_campaigns DROP COLUMN coupon_id",
         ] {
             db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The outbox's delivery tries: how many were made, when the next is due, and
+/// when the message was given up on (dead-lettered).
+#[derive(Debug)]
+struct TrackMessageDelivery;
+
+impl MigrationName for TrackMessageDelivery {
+    fn name(&self) -> &str {
+        "m20261230_000002_track_message_delivery"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TrackMessageDelivery {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        let ts = if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            "TEXT"
+        } else {
+            "TIMESTAMPTZ"
+        };
+        for sql in [
+            "ALTER TABLE engagement_messages ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0".to_owned(),
+            format!("ALTER TABLE engagement_messages ADD COLUMN next_attempt_at {ts} NULL"),
+            format!("ALTER TABLE engagement_messages ADD COLUMN dead_at {ts} NULL"),
+        ] {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        for column in ["dead_at", "next_attempt_at", "attempts"] {
+            db.execute_unprepared(&format!("ALTER TABLE engagement_messages DROP COLUMN {column}"))
+                .await?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 mod cache;
+mod delivery;
 mod engagement;
 mod helpers;
 mod loyalty;
