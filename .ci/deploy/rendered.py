@@ -329,7 +329,7 @@ def selftest(path):
     def extra_caller(docs):
         np = next(x for x in docs if x["kind"] == "NetworkPolicy" and x["metadata"]["labels"][COMPONENT] == "catalog")
         peer = copy.deepcopy(np["spec"]["ingress"][0]["from"][0])
-        peer["podSelector"]["matchLabels"][COMPONENT] = "membership"
+        peer["podSelector"]["matchLabels"][COMPONENT] = "identity"
         np["spec"]["ingress"][0]["from"].append(peer)
 
     def root(docs):
