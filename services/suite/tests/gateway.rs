@@ -227,6 +227,9 @@ async fn partners_reach_only_their_own_through_the_gateway() {
         "/v1/partner/opportunities/{opportunityId}",
         "/v1/partner/opportunities/{opportunityId}/move",
         "/v1/partner/pipelineReport",
+        "/v1/partner/quotes",
+        "/v1/partner/quotes/{quoteId}",
+        "/v1/partner/quotes/{quoteId}/accept",
         "/v1/partner/visits",
         "/v1/partner/visits/{visitId}/checkOut",
         "/v1/salesReps/{salesRepId}/home",
@@ -594,6 +597,15 @@ async fn partners_reach_only_their_own_through_the_gateway() {
     assert!(listed["specialDiscounts"].as_array().unwrap().is_empty());
 
     sales_routes_reach_only_the_callers_own(gw, partner_channel.clone(), &admin, a, &key_a, &key_b).await;
+    quotes_reach_only_the_callers_own(
+        gw,
+        partner_channel.clone(),
+        &admin,
+        (&level, &skus_of_product[0]),
+        &key_a,
+        &key_b,
+    )
+    .await;
 
     rate_limits_are_shared_by_replicas(&settings.gateway, &key_a, &key_b).await;
 
@@ -881,6 +893,126 @@ async fn sales_routes_reach_only_the_callers_own(
     http(gw, "GET", &format!("/v1/salesReps/{rep_id}/home"), as_b, None)
         .await
         .problem(404);
+}
+
+/// Quotes: A quotes its opportunity for a SKU on its level's wholesale list
+/// (15.00) within the brand's range; B neither reads nor accepts it, and A's
+/// acceptance places its order.
+async fn quotes_reach_only_the_callers_own(
+    gw: SocketAddr,
+    partner_channel: Channel,
+    admin: &str,
+    (level, sku): (&str, &str),
+    key_a: &str,
+    key_b: &str,
+) {
+    use retail_proto::partner::quote_service_client::QuoteServiceClient;
+    let as_a: &[(&str, &str)] = &[("X-Api-Key", key_a)];
+    let as_b: &[(&str, &str)] = &[("X-Api-Key", key_b)];
+    let json_a: &[(&str, &str)] = &[("X-Api-Key", key_a), ("Content-Type", "application/json")];
+    let json_b: &[(&str, &str)] = &[("X-Api-Key", key_b), ("Content-Type", "application/json")];
+    let post = |path: String, headers: &'static str, body: Value| async move {
+        let headers = if headers == "a" { json_a } else { json_b };
+        http(gw, "POST", &path, headers, Some(body.to_string().as_bytes())).await
+    };
+    // Class A, new customers, any volume: 5% to 20% off list.
+    QuoteServiceClient::new(partner_channel)
+        .set_price_range(bearer(
+            admin,
+            retail_proto::partner::SetPriceRangeRequest {
+                price_range: Some(retail_proto::partner::PriceRange {
+                    level: level.into(),
+                    customer_class: retail_proto::partner::CustomerClass::A.into(),
+                    relationship: retail_proto::partner::CustomerRelationship::New.into(),
+                    volume_from_minor: 0,
+                    min_discount_bp: 500,
+                    max_discount_bp: 2_000,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let customer = json!({"displayName": "Quoted Sports Club", "region": "DE-BE"});
+    let opportunity = post(
+        "/v1/partner/opportunities".into(),
+        "a",
+        json!({"title": "Quoted kit", "customer": customer}),
+    )
+    .await;
+    assert_eq!(
+        opportunity.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&opportunity.body)
+    );
+    let opportunity_id = opportunity.json()["opportunityId"].as_str().unwrap().to_owned();
+    let new_quote = json!({
+        "opportunityId": opportunity_id,
+        "customerClass": "CUSTOMER_CLASS_A",
+        "relationship": "CUSTOMER_RELATIONSHIP_NEW",
+        "expectedVolumeMinor": "100000",
+        "lines": [{"sku": sku, "quantity": 2, "unitPriceMinor": "1400"}],
+    })
+    .to_string();
+    let mut with_key = json_a.to_vec();
+    with_key.push(("Idempotency-Key", "quote-1"));
+    let quote = http(gw, "POST", "/v1/partner/quotes", &with_key, Some(new_quote.as_bytes())).await;
+    assert_eq!(quote.status, 201, "{}", String::from_utf8_lossy(&quote.body));
+    let quote = quote.json();
+    assert_eq!(quote["state"], "QUOTE_STATE_ISSUED", "{quote}");
+    assert_eq!(quote["lines"][0]["listPriceMinor"], "1500", "{quote}");
+    assert_eq!(quote["totalMinor"], "2800", "{quote}");
+    let quote_id = quote["quoteId"].as_str().unwrap().to_owned();
+    let replay = http(gw, "POST", "/v1/partner/quotes", &with_key, Some(new_quote.as_bytes())).await;
+    assert_eq!(replay.json()["quoteId"], quote_id.as_str());
+
+    // B reaches none of it, and changes nothing.
+    let quote_path = format!("/v1/partner/quotes/{quote_id}");
+    http(gw, "GET", &quote_path, as_b, None).await.problem(404);
+    http(gw, "POST", &format!("{quote_path}/accept"), as_b, None)
+        .await
+        .problem(404);
+    let quotes_b = http(gw, "GET", "/v1/partner/quotes", as_b, None).await.json();
+    assert!(quotes_b["quotes"].as_array().unwrap().is_empty(), "{quotes_b}");
+    let foreign = http(gw, "POST", "/v1/partner/quotes", json_b, Some(new_quote.as_bytes())).await;
+    assert!(
+        (400..500).contains(&foreign.status),
+        "{}",
+        String::from_utf8_lossy(&foreign.body)
+    );
+    let still = http(gw, "GET", &quote_path, as_a, None).await;
+    assert_eq!(still.status, 200, "{}", String::from_utf8_lossy(&still.body));
+    assert_eq!(still.json()["state"], "QUOTE_STATE_ISSUED");
+    assert_eq!(still.json()["order"], "");
+
+    // Bad input is a 400 problem naming the field.
+    http(gw, "GET", "/v1/partner/quotes/not-a-uuid", as_a, None)
+        .await
+        .problem(400);
+    http(gw, "GET", "/v1/partner/quotes?state=OPEN", as_a, None)
+        .await
+        .problem(400);
+    let bad = json!({"opportunityId": "nope", "customerClass": "CUSTOMER_CLASS_A",
+        "relationship": "CUSTOMER_RELATIONSHIP_NEW", "lines": []});
+    let bad = post("/v1/partner/quotes".into(), "a", bad).await;
+    assert_eq!(bad.problem(400)["violations"][0]["field"], "opportunityId");
+    let empty = json!({"opportunityId": opportunity_id, "customerClass": "CUSTOMER_CLASS_A",
+        "relationship": "CUSTOMER_RELATIONSHIP_NEW", "lines": []});
+    let empty = post("/v1/partner/quotes".into(), "a", empty).await;
+    assert_eq!(empty.problem(400)["violations"][0]["field"], "lines");
+
+    // A accepts: the quote names its order.
+    let accepted = http(gw, "POST", &format!("{quote_path}/accept"), as_a, None).await;
+    assert_eq!(accepted.status, 200, "{}", String::from_utf8_lossy(&accepted.body));
+    let accepted = accepted.json();
+    assert_eq!(accepted["state"], "QUOTE_STATE_ACCEPTED", "{accepted}");
+    assert!(accepted["order"].as_str().unwrap().starts_with("orders/"), "{accepted}");
+    let listed = http(gw, "GET", "/v1/partner/quotes?state=QUOTE_STATE_ACCEPTED", as_a, None)
+        .await
+        .json();
+    assert_eq!(listed["quotes"][0]["quoteId"], quote_id.as_str(), "{listed}");
+    assert_eq!(listed["quotes"][0]["order"], accepted["order"]);
 }
 
 /// A clock that stands still: what is admitted is one burst, whatever the timing.

@@ -1,12 +1,13 @@
 //! The partner's sales work, over channel-partner's sales services: deal locks
 //! (rights protection), the leads offered to it, its opportunities and pipeline,
-//! its reps' visits and a rep's home screen. Every call carries the caller's token
-//! and names the caller's own partner, so another partner's lock, lead,
-//! opportunity, visit or rep is not found and nothing of it changes.
+//! its quotes, its reps' visits and a rep's home screen. Every call carries the
+//! caller's token and names the caller's own partner, so another partner's lock,
+//! lead, opportunity, quote, visit or rep is not found and nothing of it changes.
 
 pub mod deals;
 pub mod leads;
 pub mod opportunities;
+pub mod quotes;
 pub mod visits;
 
 use axum::Router;
@@ -46,6 +47,12 @@ pub fn router() -> Router<AppState> {
             "/v1/partner/opportunities/{opportunityId}/move",
             post(opportunities::move_opportunity),
         )
+        .route(
+            "/v1/partner/quotes",
+            get(quotes::list_quotes).post(quotes::create_quote),
+        )
+        .route("/v1/partner/quotes/{quoteId}", get(quotes::get_quote))
+        .route("/v1/partner/quotes/{quoteId}/accept", post(quotes::accept_quote))
         .route("/v1/partner/pipelineReport", get(opportunities::get_pipeline_report))
         .route("/v1/partner/visits", get(visits::list_visits).post(visits::check_in))
         .route("/v1/partner/visits/{visitId}/checkOut", post(visits::check_out))
@@ -70,6 +77,10 @@ pub fn router() -> Router<AppState> {
         opportunities::get_opportunity,
         opportunities::move_opportunity,
         opportunities::get_pipeline_report,
+        quotes::create_quote,
+        quotes::list_quotes,
+        quotes::get_quote,
+        quotes::accept_quote,
         visits::check_in,
         visits::list_visits,
         visits::check_out,
