@@ -123,6 +123,20 @@ pub(super) async fn bench_gateway(args: &BenchArgs) -> anyhow::Result<Vec<Report
     )
     .await?;
     let partner = partners.first().context("no partner seeded")?;
+    // Partner orders are priced from the level's wholesale list.
+    let first_sku = skus.first().context("no SKU seeded")?;
+    let catalog = channels(launched.catalog, 1).await?.remove(0);
+    for level in crate::seed_partner::level_codes(channels(launched.partner, 1).await?.remove(0), &bearer).await? {
+        crate::seed::set_partner_prices(
+            catalog.clone(),
+            &bearer,
+            &level,
+            std::slice::from_ref(first_sku),
+            "EUR",
+            1_999,
+        )
+        .await?;
+    }
     let key = crate::seed::partner_api_key(identity.clone(), &bearer, &partner.id).await?;
     // The partner's own token, as the gateway gets it for the key.
     let token = retail_proto::identity::identity_service_client::IdentityServiceClient::new(identity)
@@ -138,7 +152,7 @@ pub(super) async fn bench_gateway(args: &BenchArgs) -> anyhow::Result<Vec<Report
             channel: opb::OrderChannel::Partner as i32,
             partner_id: partner.id.clone(),
             lines: vec![opb::OrderLine {
-                sku: skus.first().context("no SKU seeded")?.clone(),
+                sku: first_sku.clone(),
                 quantity: 1,
                 ..Default::default()
             }],
