@@ -12,7 +12,7 @@ use retail_proto::partner as pb;
 use retail_proto::partner::quote_service_server::QuoteService;
 use tonic::Request;
 
-use super::sales::{amount, child_id, class_of_pb, class_to_pb};
+use super::sales::{amount, child_id, class_of_pb, class_to_pb, parent_partner};
 use super::{ADMIN, READ, Rpc, WRITE, caller, ok};
 use crate::app::App;
 use crate::app::opportunities::opportunity_name;
@@ -327,11 +327,7 @@ impl QuoteService for QuoteApi {
         let who = caller(&request, READ)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let partner = if req.parent == "partners/-" {
-            None
-        } else {
-            v.field("parent", PartnerId::parse_name(&req.parent))
-        };
+        let partner = parent_partner(&mut v, &req.parent);
         let state = state_of_pb(req.state).unwrap_or_else(|()| {
             v.add("state", "must be a quote state");
             None

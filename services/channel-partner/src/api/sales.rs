@@ -92,6 +92,16 @@ fn customer_to_pb(name: &str, region: &str, tax_id: &str) -> pb::Customer {
 }
 
 /// `partners/{partner_id}/{collection}/{uuid}`.
+/// A list's `parent`: one partner (`partners/{id}`), or `None` for `partners/-`
+/// (every partner the caller may see).
+pub(super) fn parent_partner(v: &mut Violations, parent: &str) -> Option<PartnerId> {
+    if parent == "partners/-" {
+        None
+    } else {
+        v.field("parent", PartnerId::parse_name(parent))
+    }
+}
+
 pub(super) fn child_id(field: &str, name: &str, collection: &str) -> ServiceResult<(PartnerId, String)> {
     let bad = || {
         ServiceError::invalid(
@@ -221,11 +231,7 @@ impl DealService for DealApi {
         let who = caller(&request, READ)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let partner = if req.parent == "partners/-" {
-            None
-        } else {
-            v.field("parent", PartnerId::parse_name(&req.parent))
-        };
+        let partner = parent_partner(&mut v, &req.parent);
         let state = lock_state_of_pb(req.state).unwrap_or_else(|()| {
             v.add("state", "must be active, released or expired");
             None
