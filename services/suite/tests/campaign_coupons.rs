@@ -12,9 +12,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{Duration, Utc};
 use retail_kit::convert::timestamp;
 use retail_proto::catalog::coupon_service_client::CouponServiceClient;
-use retail_proto::catalog::pricing_service_client::PricingServiceClient;
 use retail_proto::catalog::{self as cpb};
-use retail_proto::common::Money;
 use retail_proto::membership::engagement_service_client::EngagementServiceClient;
 use retail_proto::membership::membership_service_client::MembershipServiceClient;
 use retail_proto::membership::segment_rule::Rule as R;
@@ -31,13 +29,6 @@ const MEMBERS: usize = 30;
 /// Members 0..CONSENTED grant email; the others never decided.
 const CONSENTED: usize = 24;
 
-fn eur(amount_minor: i64) -> Option<Money> {
-    Some(Money {
-        currency_code: "EUR".into(),
-        amount_minor,
-    })
-}
-
 /// The code in a rendered `Your code: {coupon_code}.` message.
 fn code_in(body: &str) -> &str {
     body.strip_prefix("Your code: ")
@@ -49,19 +40,7 @@ fn code_in(body: &str) -> &str {
 async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discounts_its_order() {
     let suite = common::start("campaign-coupons").await;
     let admin = suite.admin.clone();
-    let skus = retail_suite::seed::seed_catalog(channel(suite.catalog), &admin, 1, 1, 1_000, 1)
-        .await
-        .unwrap();
-    PricingServiceClient::new(channel(suite.catalog))
-        .set_list_price(authed(
-            &admin,
-            cpb::SetListPriceRequest {
-                sku: skus[0].clone(),
-                price: eur(PRICE),
-            },
-        ))
-        .await
-        .unwrap();
+    let skus = suite.seed_catalog(1, Some(PRICE), &[]).await;
     let (_, members) = retail_suite::seed::register_members(channel(suite.membership), &admin, MEMBERS as u64, 1)
         .await
         .unwrap();

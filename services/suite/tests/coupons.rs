@@ -54,13 +54,8 @@ impl World {
     async fn start_with(configure: impl FnOnce(&mut retail_suite::settings::SuiteSettings)) -> Self {
         let suite = common::start_with("coupons", configure).await;
         let admin = suite.admin.clone();
-        let skus = retail_suite::seed::seed_catalog(channel(suite.catalog), &admin, 4, 4, 1_000, 1)
-            .await
-            .unwrap();
+        let skus = suite.seed_catalog(4, Some(PRICE), &[]).await;
         let pricing = PricingServiceClient::new(channel(suite.catalog));
-        for sku in &skus {
-            set_price(&pricing, &admin, sku).await;
-        }
         let (_, members) = retail_suite::seed::register_members(channel(suite.membership), &admin, 3, 1)
             .await
             .unwrap();

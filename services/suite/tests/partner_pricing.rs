@@ -36,23 +36,9 @@ impl World {
     async fn start() -> Self {
         let suite = common::start("pricing").await;
         let admin = suite.admin.clone();
-        let skus = retail_suite::seed::seed_catalog(channel(suite.catalog), &admin, 3, 3, 1_000, 1)
-            .await
-            .unwrap();
         // Level `registered` (a new partner's, 5% ceiling) buys the first two at
         // these wholesale prices; the third is not on its list.
-        for (sku, price) in skus.iter().zip([123_45, 80_01]) {
-            retail_suite::seed::set_partner_prices(
-                channel(suite.catalog),
-                &admin,
-                "registered",
-                std::slice::from_ref(sku),
-                "EUR",
-                price,
-            )
-            .await
-            .unwrap();
-        }
+        let skus = suite.seed_catalog(3, None, &[123_45, 80_01]).await;
         World {
             orders: OrdersServiceClient::new(channel(suite.orders)),
             policy: PricePolicyServiceClient::new(channel(suite.partner)),

@@ -34,22 +34,8 @@ impl World {
     async fn start() -> Self {
         let suite = common::start("quotes").await;
         let admin = suite.admin.clone();
-        let skus = retail_suite::seed::seed_catalog(channel(suite.catalog), &admin, 2, 2, 1_000, 1)
-            .await
-            .unwrap();
         // Level `registered` (a new partner's) lists them at 100.00 and 40.00.
-        for (sku, price) in skus.iter().zip([100_00, 40_00]) {
-            retail_suite::seed::set_partner_prices(
-                channel(suite.catalog),
-                &admin,
-                "registered",
-                std::slice::from_ref(sku),
-                "EUR",
-                price,
-            )
-            .await
-            .unwrap();
-        }
+        let skus = suite.seed_catalog(2, None, &[100_00, 40_00]).await;
         let w = World {
             orders: OrdersServiceClient::new(channel(suite.orders)),
             quotes: QuoteServiceClient::new(channel(suite.partner)),

@@ -15,12 +15,13 @@ use retail_proto::membership::engagement_service_server::EngagementService;
 use tonic::Request;
 
 use super::{EngagementApi, READ, Rpc, WRITE, ok, parse};
-use crate::app::{NewCampaign, consent_channel, lifecycle_state, stored};
+use crate::app::{NewCampaign, campaign_schedule, consent_channel, lifecycle_state, stored};
 use crate::domain::engagement::{
     CampaignState, MAX_CONTROL_SHARE_BP, MAX_RULE_DEPTH, MAX_RULE_NODES, PLACEHOLDERS, Rule, TriggerKind,
 };
 use crate::domain::fields::{self, ConsentChannel};
 use crate::domain::rules::LoyaltyRules;
+use crate::domain::schedule::{Frequency, MAX_INTERVAL_DAYS, MAX_OCCURRENCES, Schedule};
 use crate::store::{campaign, message, segment};
 
 /// Values a condition lists, at most.
@@ -264,7 +265,141 @@ fn money(rules: &LoyaltyRules, amount_minor: i64) -> Option<Money> {
     })
 }
 
+/// Weekdays as the API names them, Monday first (index = days from Monday).
+const WEEKDAYS: [pb::DayOfWeek; 7] = [
+    pb::DayOfWeek::Monday,
+    pb::DayOfWeek::Tuesday,
+    pb::DayOfWeek::Wednesday,
+    pb::DayOfWeek::Thursday,
+    pb::DayOfWeek::Friday,
+    pb::DayOfWeek::Saturday,
+    pb::DayOfWeek::Sunday,
+];
+
+fn schedule_pb(s: &Schedule) -> pb::CampaignSchedule {
+    use pb::campaign_schedule::Frequency as F;
+    let frequency = match &s.frequency {
+        Frequency::EveryDays(n) => F::Daily(pb::DailyFrequency {
+            interval_days: *n as i32,
+        }),
+        Frequency::Weekly(days) => F::Weekly(pb::WeeklyFrequency {
+            days: days
+                .iter()
+                .filter_map(|d| WEEKDAYS.get(usize::from(*d)))
+                .map(|d| *d as i32)
+                .collect(),
+        }),
+        Frequency::Monthly(day) => F::Monthly(pb::MonthlyFrequency {
+            day_of_month: *day as i32,
+        }),
+    };
+    pb::CampaignSchedule {
+        frequency: Some(frequency),
+        hour: (s.minute_of_day / 60) as i32,
+        minute: (s.minute_of_day % 60) as i32,
+        until_time: s.until.map(timestamp),
+        occurrence_count: s.count.unwrap_or(0) as i32,
+    }
+}
+
+/// A planned campaign's schedule, checked against its window.
+fn schedule(
+    v: &mut Violations,
+    s: &pb::CampaignSchedule,
+    start: Option<chrono::DateTime<Utc>>,
+    end: Option<chrono::DateTime<Utc>>,
+) -> Option<Schedule> {
+    use pb::campaign_schedule::Frequency as F;
+    let frequency = match &s.frequency {
+        None => {
+            v.add("campaign.schedule", "must set one of daily, weekly or monthly");
+            None
+        }
+        Some(F::Daily(d)) => {
+            if (1..=MAX_INTERVAL_DAYS as i32).contains(&d.interval_days) {
+                Some(Frequency::EveryDays(d.interval_days as u32))
+            } else {
+                v.add(
+                    "campaign.schedule.daily.interval_days",
+                    format!("must be 1 to {MAX_INTERVAL_DAYS}"),
+                );
+                None
+            }
+        }
+        Some(F::Weekly(w)) => {
+            let mut days = BTreeSet::new();
+            if w.days.is_empty() {
+                v.add("campaign.schedule.weekly.days", "must name at least one weekday");
+            }
+            for (i, raw) in w.days.iter().take(MAX_VALUES).enumerate() {
+                match WEEKDAYS.iter().position(|d| *d as i32 == *raw) {
+                    Some(index) => {
+                        days.insert(index as u8);
+                    }
+                    None => v.add(format!("campaign.schedule.weekly.days[{i}]"), "is not a weekday"),
+                }
+            }
+            (!days.is_empty()).then_some(Frequency::Weekly(days))
+        }
+        Some(F::Monthly(m)) => {
+            if (1..=31).contains(&m.day_of_month) {
+                Some(Frequency::Monthly(m.day_of_month as u32))
+            } else {
+                v.add("campaign.schedule.monthly.day_of_month", "must be 1 to 31");
+                None
+            }
+        }
+    };
+    if !(0..24).contains(&s.hour) {
+        v.add("campaign.schedule.hour", "must be 0 to 23");
+    }
+    if !(0..60).contains(&s.minute) {
+        v.add("campaign.schedule.minute", "must be 0 to 59");
+    }
+    let until = s
+        .until_time
+        .as_ref()
+        .and_then(|ts| time(v, "campaign.schedule.until_time", Some(ts)));
+    if let (Some(until), Some(start)) = (until, start)
+        && until <= start
+    {
+        v.add("campaign.schedule.until_time", "must be after start_time");
+    }
+    if let (Some(until), Some(end)) = (until, end)
+        && until > end
+    {
+        v.add("campaign.schedule.until_time", "must not be after end_time");
+    }
+    if !(0..=MAX_OCCURRENCES as i32).contains(&s.occurrence_count) {
+        v.add(
+            "campaign.schedule.occurrence_count",
+            format!("must be 1 to {MAX_OCCURRENCES}, or 0 for no limit"),
+        );
+    }
+    if s.until_time.is_some() && s.occurrence_count != 0 {
+        v.add(
+            "campaign.schedule.occurrence_count",
+            "a schedule ends either at until_time or after occurrence_count",
+        );
+    }
+    let schedule = Schedule {
+        frequency: frequency?,
+        minute_of_day: u32::try_from(s.hour.clamp(0, 23) * 60 + s.minute.clamp(0, 59)).ok()?,
+        until,
+        count: (s.occurrence_count > 0).then_some(s.occurrence_count as u32),
+    };
+    if let (Some(start), Some(end)) = (start, end)
+        && start < end
+        && schedule.next_after(start, end, None).is_none()
+    {
+        v.add("campaign.schedule", "has no occurrence within the window");
+    }
+    Some(schedule)
+}
+
 fn campaign_pb(rules: &LoyaltyRules, c: &campaign::Model, contacted: i64, control: i64) -> ServiceResult<pb::Campaign> {
+    let state = stored("campaign state", &c.state, CampaignState::parse)?;
+    let pending = matches!(state, CampaignState::Scheduled | CampaignState::Running) && !c.sent;
     Ok(pb::Campaign {
         name: format!("campaigns/{}", c.id),
         display_name: c.display_name.clone(),
@@ -279,7 +414,7 @@ fn campaign_pb(rules: &LoyaltyRules, c: &campaign::Model, contacted: i64, contro
         start_time: Some(timestamp(c.window_start)),
         end_time: Some(timestamp(c.window_end)),
         budget_contacts: c.budget_contacts,
-        state: state_pb(stored("campaign state", &c.state, CampaignState::parse)?) as i32,
+        state: state_pb(state) as i32,
         contacted_count: contacted,
         control_count: control,
         create_time: Some(timestamp(c.created_at)),
@@ -291,6 +426,8 @@ fn campaign_pb(rules: &LoyaltyRules, c: &campaign::Model, contacted: i64, contro
             .as_ref()
             .map(|id| format!("coupons/{id}"))
             .unwrap_or_default(),
+        schedule: campaign_schedule(c)?.as_ref().map(schedule_pb),
+        next_run_time: c.next_run_at.filter(|_| pending).map(timestamp),
     })
 }
 
@@ -439,7 +576,23 @@ fn new_campaign(c: Option<&pb::Campaign>, rules: &LoyaltyRules) -> ServiceResult
     {
         v.add("campaign.end_time", "must be after start_time");
     }
-    let send_at = if trigger == Some(TriggerKind::Planned) {
+    let recurring = match &c.schedule {
+        Some(s) if trigger == Some(TriggerKind::Planned) => schedule(&mut v, s, start, end),
+        Some(_) => {
+            v.add("campaign.schedule", "only a planned campaign has a schedule");
+            None
+        }
+        None => None,
+    };
+    let send_at = if c.schedule.is_some() {
+        if c.send_time.is_some() {
+            v.add(
+                "campaign.send_time",
+                "a campaign with a schedule runs at its occurrences, not at a send time",
+            );
+        }
+        None
+    } else if trigger == Some(TriggerKind::Planned) {
         let at = time(&mut v, "campaign.send_time", c.send_time.as_ref());
         if let (Some(at), Some(s), Some(e)) = (at, start, end)
             && (at < s || at >= e)
@@ -474,6 +627,7 @@ fn new_campaign(c: Option<&pb::Campaign>, rules: &LoyaltyRules) -> ServiceResult
         budget_contacts: c.budget_contacts,
         cost_per_contact_minor,
         coupon_id,
+        schedule: recurring,
     })
 }
 

@@ -1,6 +1,7 @@
 //! `MembershipService`: profiles, recognition, tags, consents, export and erasure.
 
-use retail_kit::auth::Principal;
+use retail_kit::auth::{Principal, PrincipalKind};
+use retail_kit::error::ServiceError;
 use retail_kit::idempotency::IdempotencyKey;
 use retail_proto::membership as pb;
 use retail_proto::membership::membership_service_server::MembershipService;
@@ -136,4 +137,31 @@ impl MembershipService for MembershipApi {
         self.app.erase(&id).await?;
         ok(pb::EraseMemberResponse {})
     }
+
+    async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> Rpc<pb::AnonymousContact> {
+        staff(&request)?;
+        let id = parse::contact_id("name", &request.get_ref().name)?;
+        ok(self.app.anonymous_contact(&id).await?)
+    }
+
+    async fn list_contacts(&self, request: Request<pb::ListContactsRequest>) -> Rpc<pb::ListContactsResponse> {
+        staff(&request)?;
+        let (filter, page) = parse::list_contacts(request.get_ref())?;
+        let (contacts, next_page_token) = self.app.anonymous_contacts(&filter, page).await?;
+        ok(pb::ListContactsResponse {
+            contacts,
+            next_page_token,
+        })
+    }
+}
+
+/// Anonymous contacts are read by staff only: a staff user's token with
+/// `membership.members.read`; PERMISSION_DENIED for partners and services.
+fn staff<T>(request: &Request<T>) -> Result<(), tonic::Status> {
+    let principal = Principal::of(request)?;
+    principal.require_scope(READ)?;
+    if principal.kind != PrincipalKind::Staff {
+        return Err(ServiceError::PermissionDenied("anonymous contacts are read by staff only".into()).into());
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@ use crate::domain::fields::{
 use crate::domain::ids::MemberId;
 use crate::domain::lifecycle::LifecycleState;
 use crate::store::MemberFilter;
+use crate::store::identity::ContactFilter;
 
 /// A member's resource name; INVALID_ARGUMENT on `field` otherwise.
 pub(super) fn member_id(field: &str, name: &str) -> ServiceResult<MemberId> {
@@ -236,6 +237,58 @@ pub(super) fn profile_change(req: pb::UpdateMemberRequest) -> ServiceResult<(Mem
     }
     v.finish()?;
     Ok((id, ProfileChange { profile, paths }))
+}
+
+/// An anonymous contact's resource name, `contacts/{uuid}`; its id.
+pub(super) fn contact_id(field: &str, name: &str) -> ServiceResult<String> {
+    name.strip_prefix("contacts/")
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .map(|u| u.to_string())
+        .ok_or_else(|| ServiceError::invalid(field, "must be contacts/{id} with a UUID id"))
+}
+
+pub(super) fn list_contacts(req: &pb::ListContactsRequest) -> ServiceResult<(ContactFilter, Page)> {
+    let mut v = Violations::new();
+    let mut filter = ContactFilter {
+        merged: req.merged,
+        ..ContactFilter::default()
+    };
+    let kind = match pb::IdentifierKind::try_from(req.identifier_kind) {
+        Ok(pb::IdentifierKind::Unspecified) => None,
+        Ok(_) => identifier_kind(req.identifier_kind),
+        Err(_) => {
+            v.add("identifier_kind", "is not an identifier kind");
+            None
+        }
+    };
+    if kind.is_some_and(|k| !k.anonymous()) {
+        v.add(
+            "identifier_kind",
+            "contacts hold only device, RFID, beacon and external ids",
+        );
+    }
+    let has_value = !req.identifier_value.is_empty() || !req.identifier_channel.is_empty();
+    match kind {
+        Some(kind) if kind.anonymous() && has_value => {
+            match Identifier::parse("identifier", kind, &req.identifier_channel, &req.identifier_value) {
+                Ok(id) => filter.identifier = Some(id),
+                Err(e) => {
+                    let field = if e.field.ends_with(".channel") {
+                        "identifier_channel"
+                    } else {
+                        "identifier_value"
+                    };
+                    v.add(field, e.description);
+                }
+            }
+        }
+        Some(kind) => filter.identifier_kind = Some(kind.as_str().to_owned()),
+        None if has_value => v.add("identifier_kind", "is required with identifier_value"),
+        None => {}
+    }
+    v.finish()?;
+    let page = Page::parse(req.page_size, &req.page_token, &format!("contacts|{filter:?}"))?;
+    Ok((filter, page))
 }
 
 pub(super) fn list_members(req: &pb::ListMembersRequest) -> ServiceResult<ListMembers> {

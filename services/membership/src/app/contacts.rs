@@ -13,7 +13,8 @@ use retail_kit::events::Outgoing;
 use retail_kit::idempotency::{self, IdempotencyKey};
 use retail_proto::events as ev;
 use retail_proto::membership as pb;
-use sea_orm::DatabaseTransaction;
+use retail_kit::paging::Page;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
 use super::profile::{identifier_from_pb, identifier_kind, profile};
 use super::{App, live, stored};
@@ -22,6 +23,7 @@ use crate::domain::fields::{Identifier, IdentifierKind, MAX_IDENTIFIERS, Scene, 
 use crate::domain::ids::MemberId;
 use crate::domain::rules::LoyaltyRules;
 use crate::events;
+use crate::store::identity::ContactFilter;
 use crate::store::{self, identity, loyalty};
 
 /// Touchpoints an anonymous contact shows, newest first.
@@ -143,10 +145,10 @@ fn touchpoint_pb(t: &store::touchpoint::Model) -> ServiceResult<pb::Touchpoint> 
 }
 
 async fn contact_pb(
-    txn: &DatabaseTransaction,
+    conn: &impl ConnectionTrait,
     contact: &store::anonymous_contact::Model,
 ) -> ServiceResult<pb::AnonymousContact> {
-    let identifiers = identity::contact_identifiers(txn, &contact.id)
+    let identifiers = identity::contact_identifiers(conn, &contact.id)
         .await?
         .iter()
         .map(|row| {
@@ -158,7 +160,7 @@ async fn contact_pb(
             })
         })
         .collect::<ServiceResult<_>>()?;
-    let touchpoints = identity::contact_touchpoints(txn, &contact.id, CONTACT_TOUCHES_SHOWN)
+    let touchpoints = identity::contact_touchpoints(conn, &contact.id, CONTACT_TOUCHES_SHOWN)
         .await?
         .iter()
         .map(touchpoint_pb)
@@ -168,6 +170,13 @@ async fn contact_pb(
         identifiers,
         touchpoints,
         create_time: Some(timestamp(contact.created_at)),
+        last_seen_time: Some(timestamp(contact.last_seen_at)),
+        merged_into: contact
+            .merged_into
+            .as_ref()
+            .map(|id| format!("members/{id}"))
+            .unwrap_or_default(),
+        merge_time: contact.merged_at.map(timestamp),
     })
 }
 
@@ -333,5 +342,29 @@ impl App {
             self.log.committed();
         }
         Ok(response)
+    }
+
+    /// An anonymous contact: its ids (none once merged), latest touches and the
+    /// member it was merged into.
+    pub(crate) async fn anonymous_contact(&self, id: &str) -> ServiceResult<pb::AnonymousContact> {
+        let contact = identity::find_contact(&self.db, id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("contact", format!("contacts/{id}")))?;
+        contact_pb(&self.db, &contact).await
+    }
+
+    /// A page of the anonymous contacts `filter` selects, oldest first.
+    pub(crate) async fn anonymous_contacts(
+        &self,
+        filter: &ContactFilter,
+        page: Page,
+    ) -> ServiceResult<(Vec<pb::AnonymousContact>, String)> {
+        let rows = identity::list_contacts(&self.db, &page, filter).await?;
+        let (rows, next) = page.finish(rows, |c| c.id.clone());
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(contact_pb(&self.db, row).await?);
+        }
+        Ok((out, next))
     }
 }

@@ -25,6 +25,7 @@ use crate::domain::engagement::{
 };
 use crate::domain::points::PurchaseKind;
 use crate::domain::rules::LoyaltyRules;
+use crate::domain::schedule::Schedule;
 use crate::events;
 use crate::store::engagement as db;
 use crate::store::{self, MemberFilter, MemberView, campaign, contact, message, segment};
@@ -147,6 +148,8 @@ pub(crate) struct NewCampaign {
     pub(crate) cost_per_contact_minor: i64,
     /// The catalog coupon (its id) of a coupon campaign.
     pub(crate) coupon_id: Option<String>,
+    /// A recurring planned campaign's schedule (instead of `send_at`).
+    pub(crate) schedule: Option<Schedule>,
 }
 
 /// Members scanned per query when evaluating a segment.
@@ -184,6 +187,17 @@ pub(crate) fn facts(rules: &LoyaltyRules, v: &MemberView, as_of: DateTime<Utc>) 
 fn segment_rule(s: &segment::Model) -> ServiceResult<Rule> {
     serde_json::from_str(&s.rule_json)
         .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("unreadable stored segment rule")))
+}
+
+/// A recurring campaign's schedule; `None` for any other campaign.
+pub(crate) fn campaign_schedule(c: &campaign::Model) -> ServiceResult<Option<Schedule>> {
+    c.schedule_json
+        .as_deref()
+        .map(|json| {
+            serde_json::from_str(json)
+                .map_err(|e| ServiceError::internal(anyhow::Error::new(e).context("unreadable stored schedule")))
+        })
+        .transpose()
 }
 
 fn segment_not_found(id: &str) -> ServiceError {
@@ -333,9 +347,23 @@ impl App {
                 "coupon campaigns need catalog, and no catalog URL (catalog.url) is configured".into(),
             ));
         }
+        let schedule_json = new
+            .schedule
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(ServiceError::internal)?;
+        // A planned campaign runs first at its send time or its schedule's first
+        // occurrence.
+        let next_run_at = match &new.schedule {
+            Some(s) => s.next_after(new.window_start, new.window_end, None),
+            None if new.trigger == TriggerKind::Planned => new.send_at,
+            None => None,
+        };
         let now = retail_kit::convert::now();
         idempotency::execute(&self.db, key, Clone::clone, |txn| {
             let n = new.clone();
+            let schedule_json = schedule_json.clone();
             let rules = self.rules.clone();
             let model = campaign::Model {
                 id: store::new_id(),
@@ -357,6 +385,8 @@ impl App {
                 created_at: now,
                 updated_at: now,
                 coupon_id: n.coupon_id,
+                schedule_json,
+                next_run_at,
             };
             Box::pin(async move {
                 db::insert_campaign(txn, model.clone()).await?;
@@ -400,9 +430,10 @@ impl App {
     }
 
     /// The periodic campaign work at `as_of`: scheduled campaigns whose window has
-    /// begun start, planned campaigns due contact their audience, campaigns past
-    /// their window finish, and the outbox is delivered. Returns the members
-    /// contacted.
+    /// begun start, planned campaigns due (their send time or their schedule's
+    /// next occurrence has come) contact their audience, campaigns past their
+    /// window or their schedule's last occurrence finish, and the outbox is
+    /// delivered. Returns the members contacted.
     pub async fn run_campaigns(&self, as_of: DateTime<Utc>) -> ServiceResult<u64> {
         let now = retail_kit::convert::now();
         for c in db::campaigns_in(&self.db, CampaignState::Scheduled.as_str()).await? {
@@ -426,7 +457,7 @@ impl App {
         for c in running {
             let due = c.trigger_kind == TriggerKind::Planned.as_str()
                 && !c.sent
-                && c.send_at.is_none_or(|t| t <= as_of)
+                && c.next_run_at.or(c.send_at).is_none_or(|t| t <= as_of)
                 && as_of < c.window_end;
             if due {
                 contacted += self.send_planned(&c, as_of).await?;
@@ -521,10 +552,27 @@ impl App {
             cursor = last;
         }
         if complete {
-            db::mark_sent(&self.db, &c.id).await?;
+            self.planned_run_done(c, as_of).await?;
         }
         self.log.committed();
         Ok(contacted)
+    }
+
+    /// A planned campaign's run at `as_of` reached its whole audience: a recurring
+    /// campaign moves on to its first occurrence after `as_of` (so occurrences
+    /// missed while nothing ran are not made up one by one) and finishes after its
+    /// last; a one-off is sent (and finishes with its window).
+    async fn planned_run_done(&self, c: &campaign::Model, as_of: DateTime<Utc>) -> ServiceResult<()> {
+        let schedule = campaign_schedule(c)?;
+        let next = schedule
+            .as_ref()
+            .and_then(|s| s.next_after(c.window_start, c.window_end, Some(as_of)));
+        let moved = db::advance_campaign(&self.db, &c.id, c.next_run_at, next).await?;
+        if moved && schedule.is_some() && next.is_none() {
+            let now = retail_kit::convert::now();
+            db::move_campaign(&self.db, &c.id, "running", "finished", now).await?;
+        }
+        Ok(())
     }
 
     /// Decides for one member of a running campaign the member is in the audience

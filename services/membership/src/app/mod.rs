@@ -39,7 +39,7 @@ use crate::store;
 
 pub(crate) use contacts::{Touch, Visit};
 pub use engagement::{CouponIssuer, LogSender, MessageSender, OutgoingMessage, RetryPolicy};
-pub(crate) use engagement::{EngagementRules, NewCampaign};
+pub(crate) use engagement::{EngagementRules, NewCampaign, campaign_schedule};
 pub(crate) use members::{ListMembers, MemberRead, Profile, ProfileChange, Registration};
 pub(crate) use merge::Merge;
 pub(crate) use points::{Balance, PurchaseInput};

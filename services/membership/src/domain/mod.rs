@@ -10,6 +10,7 @@
 //! - [`lifecycle`]: the lifecycle state of a purchase history.
 //! - [`engagement`]: tag categories and durability, computed tags, segment rules,
 //!   campaign rules.
+//! - [`schedule`]: the occurrences of recurring planned campaigns.
 
 pub(crate) mod engagement;
 pub(crate) mod fields;
@@ -18,4 +19,5 @@ pub(crate) mod lifecycle;
 pub(crate) mod money;
 pub mod points;
 pub(crate) mod rules;
+pub(crate) mod schedule;
 pub(crate) mod tiers;

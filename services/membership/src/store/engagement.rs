@@ -50,15 +50,26 @@ pub(crate) async fn move_campaign(
     Ok(result.rows_affected == 1)
 }
 
-/// Marks a planned campaign's audience as contacted; false if it was already.
-pub(crate) async fn mark_sent(conn: &impl ConnectionTrait, id: &str) -> ServiceResult<bool> {
-    let result = campaign::Entity::update_many()
-        .col_expr(campaign::Column::Sent, Expr::value(true))
+/// Records that the planned campaign's run due at `due` is done: it runs next at
+/// `next`, or, with `None`, it is sent. Conditional on the due time being
+/// unchanged, so two replicas finishing the same run move it once; false if
+/// another did.
+pub(crate) async fn advance_campaign(
+    conn: &impl ConnectionTrait,
+    id: &str,
+    due: Option<DateTime<Utc>>,
+    next: Option<DateTime<Utc>>,
+) -> ServiceResult<bool> {
+    let mut update = campaign::Entity::update_many()
+        .col_expr(campaign::Column::NextRunAt, Expr::value(next))
+        .col_expr(campaign::Column::Sent, Expr::value(next.is_none()))
         .filter(campaign::Column::Id.eq(id))
-        .filter(campaign::Column::Sent.eq(false))
-        .exec(conn)
-        .await?;
-    Ok(result.rows_affected == 1)
+        .filter(campaign::Column::Sent.eq(false));
+    update = match due {
+        Some(due) => update.filter(campaign::Column::NextRunAt.eq(due)),
+        None => update.filter(campaign::Column::NextRunAt.is_null()),
+    };
+    Ok(update.exec(conn).await?.rows_affected == 1)
 }
 
 pub(crate) async fn campaigns_in(conn: &impl ConnectionTrait, state: &str) -> ServiceResult<Vec<campaign::Model>> {

@@ -253,6 +253,12 @@ pub mod campaign {
         pub updated_at: DateTimeUtc,
         /// The catalog coupon (its id) a coupon campaign hands out.
         pub coupon_id: Option<String>,
+        /// A recurring planned campaign's schedule (`domain::schedule::Schedule`
+        /// as JSON).
+        pub schedule_json: Option<String>,
+        /// When a planned campaign contacts its audience next; `None` once nothing
+        /// is due.
+        pub next_run_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -36,6 +36,52 @@ pub(crate) async fn find_contact(
     Ok(anonymous_contact::Entity::find_by_id(id.to_owned()).one(conn).await?)
 }
 
+/// Which anonymous contacts a list shows.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ContactFilter {
+    /// Only contacts holding an id of this kind (`IdentifierKind::as_str`).
+    pub(crate) identifier_kind: Option<String>,
+    /// With the kind: only the contact holding this id.
+    pub(crate) identifier: Option<Identifier>,
+    /// Only merged (true) or only unmerged (false) contacts.
+    pub(crate) merged: Option<bool>,
+}
+
+/// A page of anonymous contacts, by id (so oldest first).
+pub(crate) async fn list_contacts(
+    conn: &impl ConnectionTrait,
+    page: &retail_kit::paging::Page,
+    filter: &ContactFilter,
+) -> ServiceResult<Vec<anonymous_contact::Model>> {
+    let mut query = anonymous_contact::Entity::find()
+        .order_by_asc(anonymous_contact::Column::Id)
+        .limit(page.fetch_limit());
+    if let Some(after) = &page.after {
+        query = query.filter(anonymous_contact::Column::Id.gt(after.as_str()));
+    }
+    match filter.merged {
+        Some(true) => query = query.filter(anonymous_contact::Column::MergedInto.is_not_null()),
+        Some(false) => query = query.filter(anonymous_contact::Column::MergedInto.is_null()),
+        None => {}
+    }
+    if filter.identifier_kind.is_some() || filter.identifier.is_some() {
+        let mut held = sea_orm::sea_query::Query::select()
+            .column(contact_identifier::Column::ContactId)
+            .from(contact_identifier::Entity)
+            .to_owned();
+        if let Some(kind) = &filter.identifier_kind {
+            held.and_where(contact_identifier::Column::Kind.eq(kind.as_str()));
+        }
+        if let Some(id) = &filter.identifier {
+            held.and_where(contact_identifier::Column::Kind.eq(id.kind.as_str()))
+                .and_where(contact_identifier::Column::Channel.eq(id.channel.as_str()))
+                .and_where(contact_identifier::Column::Value.eq(id.value.as_str()));
+        }
+        query = query.filter(anonymous_contact::Column::Id.in_subquery(held));
+    }
+    Ok(query.all(conn).await?)
+}
+
 pub(crate) async fn insert_contact(conn: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> ServiceResult<()> {
     anonymous_contact::ActiveModel {
         id: Set(id.to_owned()),

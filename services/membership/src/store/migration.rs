@@ -22,7 +22,18 @@ impl MigratorTrait for Migrator {
             Box::new(CreateIdentityResolutionTables),
             Box::new(CampaignCoupons),
             Box::new(TrackMessageDelivery),
+            Box::new(CampaignSchedules),
         ]
+    }
+}
+
+/// The column type of a UTC timestamp on the migrated database (sea-orm keeps
+/// SQLite's as text).
+fn timestamp_type(m: &SchemaManager) -> &'static str {
+    if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+        "TEXT"
+    } else {
+        "TIMESTAMPTZ"
     }
 }
 
@@ -504,20 +515,9 @@ impl MigrationName for CreateEngagementTables {
 impl MigrationTrait for CreateEngagementTables {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         let db = m.get_connection();
-        db.execute_unprepared(&format!(
-            "ALTER TABLE member_tags ADD COLUMN expires_at {}",
-            if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-                "TEXT NULL"
-            } else {
-                "TIMESTAMPTZ NULL"
-            }
-        ))
-        .await?;
-        let ts = if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-            "TEXT"
-        } else {
-            "TIMESTAMPTZ"
-        };
+        let ts = timestamp_type(m);
+        db.execute_unprepared(&format!("ALTER TABLE member_tags ADD COLUMN expires_at {ts} NULL"))
+            .await?;
         for sql in [
             format!(
                 "CREATE TABLE IF NOT EXISTS engagement_segments (id VARCHAR(36) PRIMARY KEY, \
@@ -585,11 +585,7 @@ impl MigrationName for CreateIdentityResolutionTables {
 impl MigrationTrait for CreateIdentityResolutionTables {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         let db = m.get_connection();
-        let ts = if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-            "TEXT"
-        } else {
-            "TIMESTAMPTZ"
-        };
+        let ts = timestamp_type(m);
         for sql in [
             "ALTER TABLE members ADD COLUMN merged_into VARCHAR(36) NULL".to_owned(),
             format!("ALTER TABLE members ADD COLUMN merged_at {ts} NULL"),
@@ -699,11 +695,7 @@ impl MigrationName for TrackMessageDelivery {
 impl MigrationTrait for TrackMessageDelivery {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         let db = m.get_connection();
-        let ts = if m.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-            "TEXT"
-        } else {
-            "TIMESTAMPTZ"
-        };
+        let ts = timestamp_type(m);
         for sql in [
             "ALTER TABLE engagement_messages ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0".to_owned(),
             format!("ALTER TABLE engagement_messages ADD COLUMN next_attempt_at {ts} NULL"),
@@ -718,6 +710,43 @@ impl MigrationTrait for TrackMessageDelivery {
         let db = m.get_connection();
         for column in ["dead_at", "next_attempt_at", "attempts"] {
             db.execute_unprepared(&format!("ALTER TABLE engagement_messages DROP COLUMN {column}"))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Recurring planned campaigns: the schedule, and when each planned campaign runs
+/// next (a one-off's send time until it has been sent).
+#[derive(Debug)]
+struct CampaignSchedules;
+
+impl MigrationName for CampaignSchedules {
+    fn name(&self) -> &str {
+        "m20261231_000021_campaign_schedules"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CampaignSchedules {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        let ts = timestamp_type(m);
+        for sql in [
+            "ALTER TABLE engagement_campaigns ADD COLUMN schedule_json TEXT NULL".to_owned(),
+            format!("ALTER TABLE engagement_campaigns ADD COLUMN next_run_at {ts} NULL"),
+            "UPDATE engagement_campaigns SET next_run_at = send_at WHERE trigger_kind = 'planned' AND NOT sent"
+                .to_owned(),
+        ] {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        for column in ["next_run_at", "schedule_json"] {
+            db.execute_unprepared(&format!("ALTER TABLE engagement_campaigns DROP COLUMN {column}"))
                 .await?;
         }
         Ok(())

@@ -4,12 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 mod cache;
+mod contacts;
 mod delivery;
 mod engagement;
 mod helpers;
 mod loyalty;
 mod merge;
 mod partners;
+mod schedules;
 mod tier_run;
 
 use std::time::Duration;

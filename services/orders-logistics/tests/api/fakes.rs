@@ -396,4 +396,10 @@ impl MembershipService for Fakes {
     async fn merge_members(&self, _: Request<mpb::MergeMembersRequest>) -> Rpc<mpb::MergeMembersResponse> {
         unused()
     }
+    async fn get_contact(&self, _: Request<mpb::GetContactRequest>) -> Rpc<mpb::AnonymousContact> {
+        unused()
+    }
+    async fn list_contacts(&self, _: Request<mpb::ListContactsRequest>) -> Rpc<mpb::ListContactsResponse> {
+        unused()
+    }
 }

@@ -1,7 +1,7 @@
 //! The whole suite in process for partner-sales tests: a fresh database per service
 //! (PostgreSQL when `RETAIL_TEST_DATABASE_URL` is set), every listener on a free port,
 //! the admin signed in, and partners `acme-0` and `globex-0` (active, level
-//! `registered`).
+//! `registered`); [`Running::seed_catalog`] gives a test its SKUs and prices.
 
 // Each test file uses the parts of the suite it needs.
 #![allow(dead_code)]
@@ -9,6 +9,9 @@
 use std::net::SocketAddr;
 
 use futures::FutureExt;
+use retail_proto::catalog::pricing_service_client::PricingServiceClient;
+use retail_proto::catalog::{self as cpb};
+use retail_proto::common::Money;
 use retail_suite::settings::SuiteSettings;
 use retail_testkit::TestDatabase;
 use secrecy::SecretString;
@@ -99,5 +102,49 @@ pub async fn start_with(cache_namespace: &str, configure: impl FnOnce(&mut Suite
         admin,
         _databases: databases,
         _dir: dir,
+    }
+}
+
+impl Running {
+    /// `count` SKUs of one product, 1,000 units each in the main warehouse, each
+    /// list-priced at `list_minor` EUR when given (the seed's own list prices
+    /// otherwise); the first `wholesale_minor.len()` go on level `registered`'s
+    /// wholesale list at those EUR prices, in order (the rest are not on it).
+    /// Returns the SKUs (`skus/{code}`) in creation order.
+    pub async fn seed_catalog(&self, count: u64, list_minor: Option<i64>, wholesale_minor: &[i64]) -> Vec<String> {
+        let skus = retail_suite::seed::seed_catalog(channel(self.catalog), &self.admin, count, count, 1_000, 1)
+            .await
+            .unwrap();
+        if let Some(price) = list_minor {
+            let mut pricing = PricingServiceClient::new(channel(self.catalog));
+            for sku in &skus {
+                pricing
+                    .set_list_price(authed(
+                        &self.admin,
+                        cpb::SetListPriceRequest {
+                            sku: sku.clone(),
+                            price: Some(Money {
+                                currency_code: "EUR".into(),
+                                amount_minor: price,
+                            }),
+                        },
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+        for (sku, price) in skus.iter().zip(wholesale_minor) {
+            retail_suite::seed::set_partner_prices(
+                channel(self.catalog),
+                &self.admin,
+                "registered",
+                std::slice::from_ref(sku),
+                "EUR",
+                *price,
+            )
+            .await
+            .unwrap();
+        }
+        skus
     }
 }
