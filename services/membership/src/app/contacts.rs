@@ -11,9 +11,9 @@ use retail_kit::convert::timestamp;
 use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::events::Outgoing;
 use retail_kit::idempotency::{self, IdempotencyKey};
+use retail_kit::paging::Page;
 use retail_proto::events as ev;
 use retail_proto::membership as pb;
-use retail_kit::paging::Page;
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
 use super::profile::{identifier_from_pb, identifier_kind, profile};

@@ -55,10 +55,7 @@ fn last_day_of_month(date: NaiveDate) -> u32 {
     } else {
         NaiveDate::from_ymd_opt(y, m + 1, 1)
     };
-    first_next
-        .and_then(|d| d.pred_opt())
-        .map(|d| d.day())
-        .unwrap_or(28)
+    first_next.and_then(|d| d.pred_opt()).map(|d| d.day()).unwrap_or(28)
 }
 
 impl Schedule {
@@ -170,7 +167,10 @@ mod tests {
         // it, so the series begins on the 4th (1 + 3).
         let s = schedule(Frequency::EveryDays(3), 9 * 60);
         let got: Vec<_> = s.occurrences(t(2026, 3, 1, 12, 0), t(2026, 3, 12, 0, 0)).collect();
-        assert_eq!(got, vec![t(2026, 3, 4, 9, 0), t(2026, 3, 7, 9, 0), t(2026, 3, 10, 9, 0)]);
+        assert_eq!(
+            got,
+            vec![t(2026, 3, 4, 9, 0), t(2026, 3, 7, 9, 0), t(2026, 3, 10, 9, 0)]
+        );
         // At 12:00 sharp the first day counts.
         let s = schedule(Frequency::EveryDays(3), 12 * 60);
         assert_eq!(
@@ -197,11 +197,17 @@ mod tests {
         // 2028 is a leap year.
         assert_eq!(
             got,
-            vec![t(2028, 1, 31, 0, 0), t(2028, 2, 29, 0, 0), t(2028, 3, 31, 0, 0), t(2028, 4, 30, 0, 0)]
+            vec![
+                t(2028, 1, 31, 0, 0),
+                t(2028, 2, 29, 0, 0),
+                t(2028, 3, 31, 0, 0),
+                t(2028, 4, 30, 0, 0)
+            ]
         );
         let s = schedule(Frequency::Monthly(15), 10 * 60);
         assert_eq!(
-            s.occurrences(t(2026, 1, 15, 11, 0), t(2026, 4, 1, 0, 0)).collect::<Vec<_>>(),
+            s.occurrences(t(2026, 1, 15, 11, 0), t(2026, 4, 1, 0, 0))
+                .collect::<Vec<_>>(),
             vec![t(2026, 2, 15, 10, 0), t(2026, 3, 15, 10, 0)]
         );
     }
@@ -245,8 +251,14 @@ mod tests {
         // The run after the first occurrence happened on the 2nd; the next run
         // came on the 17th (the 9th and the 16th missed): it stands for them, and
         // then comes the 23rd, the last of the four.
-        assert_eq!(s.next_after(start, end, Some(t(2026, 3, 2, 9, 0))), Some(t(2026, 3, 9, 9, 0)));
-        assert_eq!(s.next_after(start, end, Some(t(2026, 3, 17, 3, 0))), Some(t(2026, 3, 23, 9, 0)));
+        assert_eq!(
+            s.next_after(start, end, Some(t(2026, 3, 2, 9, 0))),
+            Some(t(2026, 3, 9, 9, 0))
+        );
+        assert_eq!(
+            s.next_after(start, end, Some(t(2026, 3, 17, 3, 0))),
+            Some(t(2026, 3, 23, 9, 0))
+        );
         assert_eq!(s.next_after(start, end, Some(t(2026, 3, 23, 9, 0))), None);
     }
 

@@ -39,7 +39,11 @@ async fn seen(app: &TestApp, id: pb::Identifier, linked: Vec<pb::Identifier>) ->
         .into_inner()
 }
 
-async fn list(app: &TestApp, token: &str, req: pb::ListContactsRequest) -> Result<pb::ListContactsResponse, tonic::Status> {
+async fn list(
+    app: &TestApp,
+    token: &str,
+    req: pb::ListContactsRequest,
+) -> Result<pb::ListContactsResponse, tonic::Status> {
     app.client()
         .list_contacts(with_token(token, req))
         .await
@@ -118,17 +122,25 @@ async fn staff_get_and_list_contacts_by_identifier_and_merged_state() {
         identifier_channel: channel.into(),
         ..Default::default()
     };
-    let beacons = list(&app, &staff, by(pb::IdentifierKind::Beacon, "", "")).await.unwrap();
+    let beacons = list(&app, &staff, by(pb::IdentifierKind::Beacon, "", ""))
+        .await
+        .unwrap();
     assert_eq!(names(&beacons), vec![second.as_str()]);
-    let devices = list(&app, &staff, by(pb::IdentifierKind::Device, "", "")).await.unwrap();
+    let devices = list(&app, &staff, by(pb::IdentifierKind::Device, "", ""))
+        .await
+        .unwrap();
     assert_eq!(names(&devices), vec![first.as_str(), second.as_str()]);
-    let one = list(&app, &staff, by(pb::IdentifierKind::Device, " dev-1 ", "")).await.unwrap();
+    let one = list(&app, &staff, by(pb::IdentifierKind::Device, " dev-1 ", ""))
+        .await
+        .unwrap();
     assert_eq!(names(&one), vec![first.as_str()]);
     let wechat = list(&app, &staff, by(pb::IdentifierKind::External, "oid-3", "wechat"))
         .await
         .unwrap();
     assert_eq!(names(&wechat), vec![third.as_str()]);
-    let nobody = list(&app, &staff, by(pb::IdentifierKind::Device, "dev-9", "")).await.unwrap();
+    let nobody = list(&app, &staff, by(pb::IdentifierKind::Device, "dev-9", ""))
+        .await
+        .unwrap();
     assert!(nobody.contacts.is_empty());
 
     // The first turns out to be a member: merged, without ids of its own.
@@ -160,7 +172,9 @@ async fn staff_get_and_list_contacts_by_identifier_and_merged_state() {
     .await
     .unwrap();
     assert_eq!(names(&anonymous_only), vec![second.as_str(), third.as_str()]);
-    let devices = list(&app, &staff, by(pb::IdentifierKind::Device, "", "")).await.unwrap();
+    let devices = list(&app, &staff, by(pb::IdentifierKind::Device, "", ""))
+        .await
+        .unwrap();
     assert_eq!(names(&devices), vec![second.as_str()]);
 }
 

@@ -158,9 +158,12 @@ async fn a_weekly_campaign_reaches_the_newly_qualifying_at_each_occurrence_and_c
         minute: 0,
         ..Default::default()
     };
-    let created = create(&app, recurring(&segment, today, o(4) + Duration::days(6), weekly.clone()))
-        .await
-        .unwrap();
+    let created = create(
+        &app,
+        recurring(&segment, today, o(4) + Duration::days(6), weekly.clone()),
+    )
+    .await
+    .unwrap();
     // The schedule is kept as given; a draft has no run due.
     assert_eq!(created.schedule, Some(weekly));
     assert_eq!(created.send_time, None);
@@ -239,9 +242,12 @@ async fn a_schedule_ends_after_its_count_and_a_cancelled_one_stops() {
         occurrence_count: 2,
         ..Default::default()
     };
-    let c = create(&app, recurring(&segment, start, start + Duration::days(30), every_other_day.clone()))
-        .await
-        .unwrap();
+    let c = create(
+        &app,
+        recurring(&segment, start, start + Duration::days(30), every_other_day.clone()),
+    )
+    .await
+    .unwrap();
     schedule(&app, &c.name).await;
     assert_eq!(next_run(&get(&app, &c.name).await), Some(at(0)));
     assert_eq!(state.run_campaigns(at(0)).await.unwrap(), 1);
@@ -257,9 +263,12 @@ async fn a_schedule_ends_after_its_count_and_a_cancelled_one_stops() {
     );
 
     // A cancelled recurring campaign shows no next run and contacts nobody.
-    let other = create(&app, recurring(&segment, start, start + Duration::days(30), every_other_day))
-        .await
-        .unwrap();
+    let other = create(
+        &app,
+        recurring(&segment, start, start + Duration::days(30), every_other_day),
+    )
+    .await
+    .unwrap();
     schedule(&app, &other.name).await;
     let cancelled = engagement(&app)
         .cancel_campaign(authed(pb::CancelCampaignRequest {
@@ -287,7 +296,12 @@ async fn a_one_off_planned_campaign_shows_its_send_time_as_its_next_run() {
         pb::Campaign {
             schedule: None,
             send_time: Some(timestamp(send)),
-            ..recurring(&segment, now - Duration::hours(1), now + Duration::days(1), Default::default())
+            ..recurring(
+                &segment,
+                now - Duration::hours(1),
+                now + Duration::days(1),
+                Default::default(),
+            )
         },
     )
     .await
@@ -299,10 +313,7 @@ async fn a_one_off_planned_campaign_shows_its_send_time_as_its_next_run() {
     assert_eq!(state.run_campaigns(send).await.unwrap(), 1);
     let sent = get(&app, &c.name).await;
     // Sent: nothing is due any more, though it runs until its window ends.
-    assert_eq!(
-        (sent.state, next_run(&sent)),
-        (pb::CampaignState::Running as i32, None)
-    );
+    assert_eq!((sent.state, next_run(&sent)), (pb::CampaignState::Running as i32, None));
 }
 
 #[tokio::test]
@@ -312,7 +323,9 @@ async fn a_bad_schedule_is_refused_with_its_fields() {
     let now = Utc::now();
     let (start, end) = (now, now + Duration::days(10));
     let daily = |interval_days| {
-        Some(pb::campaign_schedule::Frequency::Daily(pb::DailyFrequency { interval_days }))
+        Some(pb::campaign_schedule::Frequency::Daily(pb::DailyFrequency {
+            interval_days,
+        }))
     };
     let refused = |campaign: pb::Campaign| {
         let app = &app;
