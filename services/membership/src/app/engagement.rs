@@ -334,7 +334,7 @@ impl App {
             ));
         }
         let now = retail_kit::convert::now();
-        idempotency::execute(&self.db, key, Clone::clone, |txn| {
+        let created = idempotency::execute(&self.db, key, Clone::clone, |txn| {
             let n = new.clone();
             let rules = self.rules.clone();
             let model = campaign::Model {
@@ -360,10 +360,15 @@ impl App {
             };
             Box::pin(async move {
                 db::insert_campaign(txn, model.clone()).await?;
+                events::campaign_changed(&model, &model.state, now)
+                    .publish(txn, &model.id)
+                    .await?;
                 render(&rules, &model, 0, 0)
             })
         })
-        .await
+        .await;
+        self.log.committed();
+        created
     }
 
     /// The campaign with its contacted and control counts.
@@ -391,12 +396,25 @@ impl App {
                 to.as_str()
             )));
         }
-        if !db::move_campaign(&self.db, id, from.as_str(), to.as_str(), Utc::now()).await? {
+        if !self.set_state(&current, from.as_str(), to.as_str(), Utc::now()).await? {
             return Err(ServiceError::FailedPrecondition(
                 "the campaign changed state meanwhile".into(),
             ));
         }
         self.campaign(id).await
+    }
+
+    /// Moves the campaign from state `from` to `to` and publishes `CampaignChanged`
+    /// in one transaction; false if it was no longer in `from`.
+    async fn set_state(&self, c: &campaign::Model, from: &str, to: &str, now: DateTime<Utc>) -> ServiceResult<bool> {
+        let txn = retail_kit::db::begin_write(&self.db).await?;
+        if !db::move_campaign(&txn, &c.id, from, to, now).await? {
+            return Ok(false);
+        }
+        events::campaign_changed(c, to, now).publish(&txn, &c.id).await?;
+        txn.commit().await?;
+        self.log.committed();
+        Ok(true)
     }
 
     /// The periodic campaign work at `as_of`: scheduled campaigns whose window has
@@ -407,7 +425,7 @@ impl App {
         let now = retail_kit::convert::now();
         for c in db::campaigns_in(&self.db, CampaignState::Scheduled.as_str()).await? {
             if c.window_start <= as_of {
-                db::move_campaign(&self.db, &c.id, "scheduled", "running", now).await?;
+                self.set_state(&c, "scheduled", "running", now).await?;
             }
         }
         let running = db::campaigns_in(&self.db, CampaignState::Running.as_str()).await?;
@@ -432,7 +450,7 @@ impl App {
                 contacted += self.send_planned(&c, as_of).await?;
             }
             if c.window_end <= as_of {
-                db::move_campaign(&self.db, &c.id, "running", "finished", now).await?;
+                self.set_state(&c, "running", "finished", now).await?;
             }
         }
         self.deliver(100).await?;
@@ -569,7 +587,22 @@ impl App {
             },
         )
         .await?;
-        if !first || outcome != ContactOutcome::Contacted {
+        if !first {
+            return Ok(None);
+        }
+        // Published once, with the decision: a repeated run finds it decided above.
+        let lifecycle = facts(&self.rules, v, as_of).lifecycle;
+        events::campaign_member_decided(
+            c,
+            member_id,
+            outcome,
+            lifecycle.as_str(),
+            as_of,
+            as_of + self.engagement.attribution_window,
+        )
+        .publish(txn, member_id)
+        .await?;
+        if outcome != ContactOutcome::Contacted {
             return Ok(None);
         }
         let mut version = 0;
