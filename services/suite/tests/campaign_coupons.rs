@@ -430,13 +430,7 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
     let mut sticky = None;
     for _ in 0..400 {
         let s = analytics
-            .get_stickiness(authed(
-                &admin,
-                apb::GetStickinessRequest {
-                    period: period.clone(),
-                    window_days: 0,
-                },
-            ))
+            .get_stickiness(authed(&admin, apb::GetStickinessRequest { period, window_days: 0 }))
             .await
             .unwrap()
             .into_inner();
