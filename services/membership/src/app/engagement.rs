@@ -549,7 +549,9 @@ impl App {
     /// of: nothing without consent for the channel or when decided before; else
     /// control, capped, over budget or contacted (a message in the outbox, and bonus
     /// points with the campaign as their reference, or the coupon `code` in the
-    /// message and on the decision). A coupon campaign without a code for a member
+    /// message and on the decision); the decision is published
+    /// (`CampaignMemberDecided`) in the same transaction, once, with the member's
+    /// lifecycle state at `as_of`. A coupon campaign without a code for a member
     /// it would contact decides nothing, so the member is contacted later, never
     /// without its code. `Some(version)` when contacted, with the member's new
     /// version if points changed it (0 otherwise).
