@@ -251,6 +251,50 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             )
             .await?;
             self.activity(&e.member_id, occur_at(event)).await
+        } else if ty == ev::CampaignMemberDecided::full_name() {
+            self.campaign_decision(event, decode(event)?).await
+        } else if ty == ev::CampaignChanged::full_name() {
+            let e: ev::CampaignChanged = decode(event)?;
+            let t = time_or(&e.change_time, event);
+            let sql = format!(
+                "INSERT INTO {}campaigns (campaign_id, display_name, state, segment_id, channel, changed_at) \
+                 VALUES (?,?,?,?,?,?) ON CONFLICT (campaign_id) DO UPDATE SET display_name = excluded.display_name, \
+                 state = excluded.state, segment_id = excluded.segment_id, channel = excluded.channel, \
+                 changed_at = excluded.changed_at",
+                self.p
+            );
+            exec(
+                self.db,
+                &sql,
+                vec![
+                    e.campaign_id.into(),
+                    e.display_name.into(),
+                    e.state.into(),
+                    e.segment_id.into(),
+                    e.channel.into(),
+                    t.into(),
+                ],
+            )
+            .await?;
+            Ok(())
+        } else if ty == ev::MembersMerged::full_name() {
+            let e: ev::MembersMerged = decode(event)?;
+            let sql = format!(
+                "INSERT INTO {}member_merges (merged_id, survivor_id, merged_at) VALUES (?,?,?) \
+                 ON CONFLICT (merged_id) DO NOTHING",
+                self.p
+            );
+            exec(
+                self.db,
+                &sql,
+                vec![
+                    e.merged_id.into(),
+                    e.survivor_id.into(),
+                    time_or(&e.merge_time, event).into(),
+                ],
+            )
+            .await?;
+            Ok(())
         } else if ty == ev::MemberErased::full_name() {
             let e: ev::MemberErased = decode(event)?;
             self.ensure_member(&e.member_id).await?;
@@ -476,6 +520,42 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
                 self.increments.at(grain, bucket, "all", "", "active_members", 1);
             }
         }
+        Ok(())
+    }
+
+    /// A campaign's decision for a member: one row per campaign and member (a
+    /// decision delivered again changes nothing).
+    async fn campaign_decision(&mut self, event: &EventEnvelope, e: ev::CampaignMemberDecided) -> ServiceResult<()> {
+        if e.campaign_id.is_empty() || e.member_id.is_empty() {
+            return Ok(());
+        }
+        let at = time_or(&e.decide_time, event);
+        let window_end = e
+            .attribution_end_time
+            .as_ref()
+            .and_then(from_timestamp)
+            .map(|t| t.timestamp())
+            .unwrap_or(at);
+        let sql = format!(
+            "INSERT INTO {}campaign_contacts (campaign_id, member_id, channel, outcome, control, lifecycle, \
+             contacted_at, window_end) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (campaign_id, member_id) DO NOTHING",
+            self.p
+        );
+        exec(
+            self.db,
+            &sql,
+            vec![
+                e.campaign_id.into(),
+                e.member_id.into(),
+                e.channel.into(),
+                e.outcome.into(),
+                i32::from(e.control).into(),
+                e.lifecycle_state.into(),
+                at.into(),
+                window_end.into(),
+            ],
+        )
+        .await?;
         Ok(())
     }
 

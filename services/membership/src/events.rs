@@ -25,10 +25,11 @@ use retail_proto::events::{self as ev, EventEnvelope};
 use sea_orm::DatabaseTransaction;
 
 use crate::app::{App, PurchaseInput};
+use crate::domain::engagement::ContactOutcome;
 use crate::domain::fields::ConsentChannel;
 use crate::domain::points::EntryKind;
 use crate::domain::tiers::TierChangeReason;
-use crate::store::{self, Standing};
+use crate::store::{self, Standing, campaign};
 
 pub(crate) fn member_registered(member: &store::member::Model, at: DateTime<Utc>) -> Outgoing {
     Outgoing::of(&ev::MemberRegistered {
@@ -89,6 +90,41 @@ pub(crate) fn lifecycle_changed(id: &str, from: &str, to: &str, at: DateTime<Utc
         from_state: from.to_owned(),
         to_state: to.to_owned(),
         detect_time: Some(timestamp(at)),
+    })
+}
+
+/// A campaign decided for a member at `at` (`outcome` as stored on the decision),
+/// the member then in lifecycle state `lifecycle`; purchases until `attribution_end`
+/// count as the campaign's response.
+pub(crate) fn campaign_member_decided(
+    campaign: &campaign::Model,
+    member_id: &str,
+    outcome: ContactOutcome,
+    lifecycle: &str,
+    at: DateTime<Utc>,
+    attribution_end: DateTime<Utc>,
+) -> Outgoing {
+    Outgoing::of(&ev::CampaignMemberDecided {
+        campaign_id: campaign.id.clone(),
+        member_id: member_id.to_owned(),
+        channel: campaign.channel.clone(),
+        outcome: outcome.as_str().to_owned(),
+        control: outcome == ContactOutcome::Control,
+        lifecycle_state: lifecycle.to_owned(),
+        decide_time: Some(timestamp(at)),
+        attribution_end_time: Some(timestamp(attribution_end)),
+    })
+}
+
+/// A campaign was created or changed state, at `at`.
+pub(crate) fn campaign_changed(campaign: &campaign::Model, state: &str, at: DateTime<Utc>) -> Outgoing {
+    Outgoing::of(&ev::CampaignChanged {
+        campaign_id: campaign.id.clone(),
+        display_name: campaign.display_name.clone(),
+        state: state.to_owned(),
+        segment_id: campaign.segment_id.clone(),
+        channel: campaign.channel.clone(),
+        change_time: Some(timestamp(at)),
     })
 }
 

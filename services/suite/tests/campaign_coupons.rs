@@ -1,7 +1,10 @@
-//! Coupon campaigns across `retail-suite up`'s wiring: membership's campaign gets
-//! each contacted member's single-use code from catalog, the member orders with it
-//! and gets the discount, and the campaign report counts the order. On a fresh
-//! database per service (PostgreSQL when `RETAIL_TEST_DATABASE_URL` is set).
+//! Coupon campaigns across `retail-suite up`'s wiring: a win-back campaign aimed at
+//! sleeping members of some regions with e-mail consent gets each contacted
+//! member's single-use code from catalog, the member orders with it and gets the
+//! discount, the campaign report counts the order, and analytics' wake-up rate,
+//! from the campaign's decisions on membership's log and the order on orders' log,
+//! counts it. On a fresh database per service (PostgreSQL when
+//! `RETAIL_TEST_DATABASE_URL` is set).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 // Amounts in minor units are written major_minor (123_45 = 123.45).
@@ -11,9 +14,12 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{Duration, Utc};
 use retail_kit::convert::timestamp;
+use retail_proto::analytics::analytics_service_client::AnalyticsServiceClient;
+use retail_proto::analytics::{self as apb};
 use retail_proto::catalog::coupon_service_client::CouponServiceClient;
 use retail_proto::catalog::{self as cpb};
 use retail_proto::membership::engagement_service_client::EngagementServiceClient;
+use retail_proto::membership::loyalty_service_client::LoyaltyServiceClient;
 use retail_proto::membership::membership_service_client::MembershipServiceClient;
 use retail_proto::membership::segment_rule::Rule as R;
 use retail_proto::membership::{self as mpb};
@@ -25,9 +31,23 @@ use common::{authed, channel};
 
 /// Every seeded SKU's list price: 100.00 EUR.
 const PRICE: i64 = 100_00;
-const MEMBERS: usize = 30;
+const MEMBERS: usize = 70;
 /// Members 0..CONSENTED grant email; the others never decided.
-const CONSENTED: usize = 24;
+const CONSENTED: usize = 64;
+/// The campaign's regions.
+const REGIONS: [&str; 3] = ["DE-BE", "DE-HH", "DE-BY"];
+
+/// Days before now of member `i`'s only purchase: with the 3-month lifecycle
+/// window, 240 days ago leaves it sleeping, 420 days lost and 10 days active; some
+/// never bought (prospects).
+fn bought_days_ago(i: usize) -> Option<i64> {
+    match i % 10 {
+        2 => Some(420),
+        5 => None,
+        8 => Some(10),
+        _ => Some(240),
+    }
+}
 
 /// The code in a rendered `Your code: {coupon_code}.` message.
 fn code_in(body: &str) -> &str {
@@ -71,7 +91,48 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
                 .unwrap();
         }
     }
-    let consented: HashSet<&String> = members[..CONSENTED - 2].iter().collect();
+    // Each member's past: its region, and the purchase that sets its lifecycle state.
+    let mut loyalty = LoyaltyServiceClient::new(channel(suite.membership));
+    let mut audience: HashSet<&String> = HashSet::new();
+    for (i, member) in members.iter().enumerate() {
+        let region = membership
+            .clone()
+            .get_member(authed(
+                &admin,
+                mpb::GetMemberRequest {
+                    name: member.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .region;
+        if let Some(days) = bought_days_ago(i) {
+            loyalty
+                .record_purchase(authed(
+                    &admin,
+                    mpb::RecordPurchaseRequest {
+                        name: member.clone(),
+                        purchase: Some(mpb::Purchase {
+                            order_id: format!("history-{i}"),
+                            amount: eur(50_00),
+                            occur_time: Some(timestamp(Utc::now() - Duration::days(days))),
+                            channel: "store".into(),
+                        }),
+                        refund: false,
+                        request_id: String::new(),
+                    },
+                ))
+                .await
+                .unwrap();
+        }
+        let sleeping = bought_days_ago(i) == Some(240);
+        if i < CONSENTED - 2 && sleeping && REGIONS.contains(&region.as_str()) {
+            audience.insert(member);
+        }
+    }
+    assert!(audience.len() >= 15, "{} members in the audience", audience.len());
 
     let mut coupons = CouponServiceClient::new(channel(suite.catalog));
     let coupon = coupons
@@ -99,10 +160,21 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
             &admin,
             mpb::CreateSegmentRequest {
                 segment: Some(mpb::Segment {
-                    display_name: "everyone regular".into(),
+                    display_name: "sleeping in Germany".into(),
                     rule: Some(mpb::SegmentRule {
-                        rule: Some(R::Tier(mpb::TierCondition {
-                            tiers: vec!["regular".into()],
+                        rule: Some(R::All(mpb::RuleGroup {
+                            rules: vec![
+                                mpb::SegmentRule {
+                                    rule: Some(R::Lifecycle(mpb::LifecycleCondition {
+                                        states: vec![mpb::LifecycleState::Sleeping.into()],
+                                    })),
+                                },
+                                mpb::SegmentRule {
+                                    rule: Some(R::Region(mpb::RegionCondition {
+                                        regions: REGIONS.iter().map(|r| (*r).to_owned()).collect(),
+                                    })),
+                                },
+                            ],
                         })),
                     }),
                     ..Default::default()
@@ -122,7 +194,7 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
         send_time: Some(timestamp(now)),
         action: mpb::CampaignAction::Coupon.into(),
         message_template: "Your code: {coupon_code}.".into(),
-        control_share_bp: 20_00,
+        control_share_bp: 30_00,
         start_time: Some(timestamp(now - Duration::hours(1))),
         end_time: Some(timestamp(now + Duration::days(7))),
         ..Default::default()
@@ -187,7 +259,7 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
     assert_eq!(messages.len() as u64, contacted_count);
     let mut codes: HashMap<String, String> = HashMap::new();
     for m in &messages {
-        assert!(consented.contains(&m.member), "{} had no consent", m.member);
+        assert!(audience.contains(&m.member), "{} is not in the audience", m.member);
         let code = code_in(&m.body).to_owned();
         assert!(!code.is_empty());
         assert!(
@@ -208,19 +280,17 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
         .await
         .unwrap()
         .into_inner();
-    // Every consented member was decided: contacted (with a code) or control.
+    // Every member of the audience was decided: contacted (with a code) or control.
     assert_eq!(campaign.contacted_count, codes.len() as i64);
-    assert_eq!(
-        campaign.contacted_count + campaign.control_count,
-        consented.len() as i64
-    );
+    assert_eq!(campaign.contacted_count + campaign.control_count, audience.len() as i64);
     assert!(
         campaign.contacted_count > 0 && campaign.control_count > 0,
-        "22 draws at 20 %"
+        "{} draws at 30 %",
+        audience.len()
     );
     // Each member's code is the one catalog holds for it; control members have none.
     let reached: Vec<String> = codes.keys().cloned().collect();
-    let control: Vec<String> = consented
+    let control: Vec<String> = audience
         .iter()
         .filter(|m| !codes.contains_key(**m))
         .map(|m| (*m).clone())
@@ -328,4 +398,39 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
     assert_eq!(r.revenue.unwrap().amount_minor, total);
     assert_eq!(r.control_revenue.unwrap().amount_minor, 0);
     assert_eq!(r.incremental_revenue.unwrap().amount_minor, total);
+
+    // Analytics: the sleeping members contacted, of whom the buyer bought again
+    // within the attribution window; none of the control members bought.
+    let mut analytics = AnalyticsServiceClient::new(channel(suite.analytics));
+    let period = Some(apb::Period {
+        start_time: Some(timestamp(now - Duration::hours(1))),
+        end_time: Some(timestamp(now + Duration::hours(1))),
+    });
+    let mut sticky = None;
+    for _ in 0..400 {
+        let s = analytics
+            .get_stickiness(authed(&admin, apb::GetStickinessRequest { period, window_days: 0 }))
+            .await
+            .unwrap()
+            .into_inner();
+        let (wake, control_wake) = (s.wake_up.unwrap(), s.wake_up_control.unwrap());
+        assert!(wake.members <= n && wake.bought_again <= 1, "{wake:?}");
+        if (wake.members, wake.bought_again, control_wake.members) == (n, 1, k) {
+            sticky = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let s = sticky.expect("analytics never counted the campaign's decisions and the order");
+    let wake = s.wake_up.unwrap();
+    assert_eq!((wake.members, wake.bought_again), (n, 1));
+    assert_eq!(wake.rate, 1.0 / n as f64);
+    let control_wake = s.wake_up_control.unwrap();
+    assert_eq!(
+        (control_wake.members, control_wake.bought_again, control_wake.rate),
+        (k, 0, 0.0)
+    );
+    // Lost members were not in the segment.
+    assert_eq!(s.reactivation.unwrap().members, 0);
+    assert_eq!(s.reactivation_control.unwrap().members, 0);
 }

@@ -6,6 +6,7 @@ use retail_proto::analytics as pb;
 
 use crate::app::SourcePosition;
 use crate::app::kpis::SalesFigures;
+use crate::app::members::WinBack;
 use crate::app::partners::LeadConversion;
 use crate::app::stores::PlaceRate;
 use crate::app::touchpoints::Outcome;
@@ -83,5 +84,13 @@ pub fn leads(l: LeadConversion) -> pb::LeadFigures {
         decline_rate: l.decline_rate,
         timeout_rate: l.timeout_rate,
         win_rate: l.win_rate,
+    }
+}
+
+pub fn win_back(w: WinBack) -> pb::WinBackRate {
+    pb::WinBackRate {
+        members: w.members,
+        bought_again: w.bought_again,
+        rate: w.rate,
     }
 }

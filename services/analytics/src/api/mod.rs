@@ -236,6 +236,10 @@ impl AnalyticsService for AnalyticsApi {
                 })
                 .collect(),
             freshness: freshness(positions),
+            wake_up: Some(convert::win_back(s.wake_up)),
+            wake_up_control: Some(convert::win_back(s.wake_up_control)),
+            reactivation: Some(convert::win_back(s.reactivation)),
+            reactivation_control: Some(convert::win_back(s.reactivation_control)),
         })
     }
 

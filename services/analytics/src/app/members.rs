@@ -67,7 +67,38 @@ pub struct Stickiness {
     pub active_arpu: f64,
     pub churn_rate: f64,
     pub cohorts: Vec<Cohort>,
+    /// Sleeping members contacted by a campaign in the period, and how many bought
+    /// again within its attribution window.
+    pub wake_up: WinBack,
+    /// The same among the campaigns' control members (contacted by nobody).
+    pub wake_up_control: WinBack,
+    /// Lost members contacted by a campaign in the period (the reactivation rate).
+    pub reactivation: WinBack,
+    pub reactivation_control: WinBack,
 }
+
+/// Members a campaign decided for in a period (contacted, or held back as
+/// control), those of them who bought again within the decision's attribution
+/// window, and the share.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WinBack {
+    pub members: i64,
+    pub bought_again: i64,
+    pub rate: f64,
+}
+
+/// Of the members with a campaign decision of `outcome` in `[start, end)` while in
+/// lifecycle state `lifecycle`, each counted once: all, and those with a paid
+/// purchase (not cancelled) after such a decision and at the latest at its
+/// attribution window's end. A merged duplicate's purchases and those of the
+/// member it went into are one person's.
+const WIN_BACK: &str = "SELECT COUNT(DISTINCT c.member_id), COUNT(DISTINCT CASE WHEN EXISTS (\
+     SELECT 1 FROM purchases p WHERE p.cancelled = 0 AND p.paid_at > c.contacted_at AND p.paid_at <= c.window_end \
+     AND (p.member_id = c.member_id \
+     OR p.member_id IN (SELECT survivor_id FROM member_merges WHERE merged_id = c.member_id) \
+     OR p.member_id IN (SELECT merged_id FROM member_merges WHERE survivor_id = c.member_id))) \
+     THEN c.member_id END) \
+     FROM campaign_contacts c WHERE c.lifecycle = ? AND c.outcome = ? AND c.contacted_at >= ? AND c.contacted_at < ?";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Overdue {
@@ -382,6 +413,35 @@ impl App {
             active_arpu: ratio(revenue as f64, customers as f64),
             churn_rate: ratio(lost as f64, valid.len() as f64),
             cohorts,
+            wake_up: self.win_back(period, State::Sleeping, "contacted").await?,
+            wake_up_control: self.win_back(period, State::Sleeping, "control").await?,
+            reactivation: self.win_back(period, State::Lost, "contacted").await?,
+            reactivation_control: self.win_back(period, State::Lost, "control").await?,
+        })
+    }
+
+    /// Members in `lifecycle` a campaign decided for with `outcome` in the period,
+    /// and those who bought again within the window ([`WIN_BACK`]).
+    async fn win_back(&self, period: Period, lifecycle: State, outcome: &str) -> ServiceResult<WinBack> {
+        let found = rows(
+            &self.db,
+            WIN_BACK,
+            vec![
+                lifecycle.as_str().into(),
+                outcome.into(),
+                period.start.into(),
+                period.end.into(),
+            ],
+        )
+        .await?;
+        let (members, bought_again) = match found.first() {
+            Some(row) => (store::int(row, 0)?, store::int(row, 1)?),
+            None => (0, 0),
+        };
+        Ok(WinBack {
+            members,
+            bought_again,
+            rate: ratio(bought_again as f64, members as f64),
         })
     }
 

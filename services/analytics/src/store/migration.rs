@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(retail_kit::events::migration::CreateConsumerPartitions),
             Box::new(CreateAnalyticsTables),
             Box::new(CreatePartnerProjections),
+            Box::new(CreateCampaignProjections),
         ]
     }
 }
@@ -110,6 +111,27 @@ impl MigrationTrait for CreatePartnerProjections {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         for sql in super::partner_ddl("", "v1") {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The projections of membership's campaign decisions and merges.
+#[derive(Debug)]
+pub struct CreateCampaignProjections;
+
+impl MigrationName for CreateCampaignProjections {
+    fn name(&self) -> &str {
+        "m20261204_093000_create_campaign_projections"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateCampaignProjections {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in super::campaign_ddl("", "v1") {
             db.execute_unprepared(&sql).await?;
         }
         Ok(())

@@ -26,6 +26,9 @@ pub const PROJECTIONS: &[&str] = &[
     "targets",
     "partners",
     "opportunity_stages",
+    "campaigns",
+    "campaign_contacts",
+    "member_merges",
 ];
 
 /// The table prefix of the rebuild's shadow projections.
@@ -94,7 +97,32 @@ pub fn text(row: &QueryResult, i: usize) -> ServiceResult<String> {
 pub fn projection_ddl(prefix: &str, tag: &str) -> Vec<String> {
     let mut ddl = sales_ddl(prefix, tag);
     ddl.extend(partner_ddl(prefix, tag));
+    ddl.extend(campaign_ddl(prefix, tag));
     ddl
+}
+
+/// The projections of membership's campaign events: campaigns by id (names and
+/// states), every audience decision with the member's lifecycle state at it and
+/// its attribution window, and which member each merged duplicate went into.
+pub fn campaign_ddl(prefix: &str, tag: &str) -> Vec<String> {
+    let p = prefix;
+    vec![
+        format!(
+            "CREATE TABLE {p}campaigns (campaign_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, \
+             state TEXT NOT NULL, segment_id TEXT NOT NULL, channel TEXT NOT NULL, changed_at BIGINT NOT NULL)"
+        ),
+        // One row per campaign and member: membership decides for a member once.
+        format!(
+            "CREATE TABLE {p}campaign_contacts (campaign_id TEXT NOT NULL, member_id TEXT NOT NULL, \
+             channel TEXT NOT NULL, outcome TEXT NOT NULL, control BIGINT NOT NULL, lifecycle TEXT NOT NULL, \
+             contacted_at BIGINT NOT NULL, window_end BIGINT NOT NULL, PRIMARY KEY (campaign_id, member_id))"
+        ),
+        format!("CREATE INDEX {p}campaign_contacts_at_{tag} ON {p}campaign_contacts (lifecycle, contacted_at)"),
+        format!(
+            "CREATE TABLE {p}member_merges (merged_id TEXT PRIMARY KEY, survivor_id TEXT NOT NULL, \
+             merged_at BIGINT NOT NULL)"
+        ),
+    ]
 }
 
 /// The projections of channel-partner's log: targets, partners' levels and

@@ -253,6 +253,15 @@ pub async fn dump(db: &sea_orm::DatabaseConnection) -> BTreeMap<String, Vec<Stri
         ("partners", "partner_id, level, status"),
         ("opportunity_stages", "opportunity, stage, partner, rep, reached_at"),
         (
+            "campaigns",
+            "campaign_id, display_name, state, segment_id, channel, changed_at",
+        ),
+        (
+            "campaign_contacts",
+            "campaign_id, member_id, channel, outcome, control, lifecycle, contacted_at, window_end",
+        ),
+        ("member_merges", "merged_id, survivor_id, merged_at"),
+        (
             "event_archive",
             "source, log_position, month, event_id, event_type, occur_at",
         ),

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
+mod campaigns;
 mod dashboard;
 mod helpers;
 mod kpis;
@@ -67,6 +68,51 @@ pub fn history() -> FakeLogs {
             );
         }
     }
+    // A win-back campaign's decisions, decided twice for m03 (a republished event),
+    // and a merge.
+    logs.push(
+        "membership",
+        "c1",
+        T0 - 400 * DAY,
+        &ev::CampaignChanged {
+            campaign_id: "c1".into(),
+            display_name: "Come back".into(),
+            state: "running".into(),
+            segment_id: "s1".into(),
+            channel: "email".into(),
+            change_time: ts(T0 - 400 * DAY),
+        },
+    );
+    for (i, member) in ["m02", "m03", "m04", "m03", "m05"].iter().enumerate() {
+        let outcome = if i == 2 { "control" } else { "contacted" };
+        logs.push(
+            "membership",
+            member,
+            T0 - 400 * DAY,
+            &ev::CampaignMemberDecided {
+                campaign_id: "c1".into(),
+                member_id: (*member).into(),
+                channel: "email".into(),
+                outcome: outcome.into(),
+                control: outcome == "control",
+                lifecycle_state: if i % 2 == 0 { "sleeping" } else { "lost" }.into(),
+                decide_time: ts(T0 - 400 * DAY),
+                attribution_end_time: ts(T0 - 386 * DAY),
+            },
+        );
+    }
+    logs.push(
+        "membership",
+        "m06",
+        T0 - 300 * DAY,
+        &ev::MembersMerged {
+            merge_id: "g1".into(),
+            survivor_id: "m06".into(),
+            merged_id: "m07".into(),
+            points_transferred: 0,
+            merge_time: ts(T0 - 300 * DAY),
+        },
+    );
     for (product, category, skus) in [("p1", "shoes", vec!["S1", "S2"]), ("p2", "bags", vec!["B1"])] {
         logs.push(
             "catalog",
@@ -250,6 +296,12 @@ async fn projections_after_restarts_equal_those_of_an_undisturbed_run() {
         logs.len("orders") + logs.len("membership") + logs.len("catalog")
     );
     assert!(undisturbed["rollups"].len() > 1_000, "the history fills the rollups");
+    assert_eq!(
+        undisturbed["campaign_contacts"].len(),
+        4,
+        "one row per campaign and member"
+    );
+    assert_eq!(undisturbed["member_merges"].len(), 1);
     for (table, rows) in &undisturbed {
         assert_eq!(rows, &disturbed[table], "table {table} differs after restarts");
     }

@@ -361,7 +361,7 @@ impl App {
             None => None,
         };
         let now = retail_kit::convert::now();
-        idempotency::execute(&self.db, key, Clone::clone, |txn| {
+        let created = idempotency::execute(&self.db, key, Clone::clone, |txn| {
             let n = new.clone();
             let schedule_json = schedule_json.clone();
             let rules = self.rules.clone();
@@ -390,10 +390,15 @@ impl App {
             };
             Box::pin(async move {
                 db::insert_campaign(txn, model.clone()).await?;
+                events::campaign_changed(&model, &model.state, now)
+                    .publish(txn, &model.id)
+                    .await?;
                 render(&rules, &model, 0, 0)
             })
         })
-        .await
+        .await;
+        self.log.committed();
+        created
     }
 
     /// The campaign with its contacted and control counts.
@@ -421,12 +426,25 @@ impl App {
                 to.as_str()
             )));
         }
-        if !db::move_campaign(&self.db, id, from.as_str(), to.as_str(), Utc::now()).await? {
+        if !self.set_state(&current, from.as_str(), to.as_str(), Utc::now()).await? {
             return Err(ServiceError::FailedPrecondition(
                 "the campaign changed state meanwhile".into(),
             ));
         }
         self.campaign(id).await
+    }
+
+    /// Moves the campaign from state `from` to `to` and publishes `CampaignChanged`
+    /// in one transaction; false if it was no longer in `from`.
+    async fn set_state(&self, c: &campaign::Model, from: &str, to: &str, now: DateTime<Utc>) -> ServiceResult<bool> {
+        let txn = retail_kit::db::begin_write(&self.db).await?;
+        if !db::move_campaign(&txn, &c.id, from, to, now).await? {
+            return Ok(false);
+        }
+        events::campaign_changed(c, to, now).publish(&txn, &c.id).await?;
+        txn.commit().await?;
+        self.log.committed();
+        Ok(true)
     }
 
     /// The periodic campaign work at `as_of`: scheduled campaigns whose window has
@@ -438,7 +456,7 @@ impl App {
         let now = retail_kit::convert::now();
         for c in db::campaigns_in(&self.db, CampaignState::Scheduled.as_str()).await? {
             if c.window_start <= as_of {
-                db::move_campaign(&self.db, &c.id, "scheduled", "running", now).await?;
+                self.set_state(&c, "scheduled", "running", now).await?;
             }
         }
         let running = db::campaigns_in(&self.db, CampaignState::Running.as_str()).await?;
@@ -463,7 +481,7 @@ impl App {
                 contacted += self.send_planned(&c, as_of).await?;
             }
             if c.window_end <= as_of {
-                db::move_campaign(&self.db, &c.id, "running", "finished", now).await?;
+                self.set_state(&c, "running", "finished", now).await?;
             }
         }
         self.deliver(100).await?;
@@ -579,7 +597,9 @@ impl App {
     /// of: nothing without consent for the channel or when decided before; else
     /// control, capped, over budget or contacted (a message in the outbox, and bonus
     /// points with the campaign as their reference, or the coupon `code` in the
-    /// message and on the decision). A coupon campaign without a code for a member
+    /// message and on the decision); the decision is published
+    /// (`CampaignMemberDecided`) in the same transaction, once, with the member's
+    /// lifecycle state at `as_of`. A coupon campaign without a code for a member
     /// it would contact decides nothing, so the member is contacted later, never
     /// without its code. `Some(version)` when contacted, with the member's new
     /// version if points changed it (0 otherwise).
@@ -617,7 +637,22 @@ impl App {
             },
         )
         .await?;
-        if !first || outcome != ContactOutcome::Contacted {
+        if !first {
+            return Ok(None);
+        }
+        // Published once, with the decision: a repeated run finds it decided above.
+        let lifecycle = facts(&self.rules, v, as_of).lifecycle;
+        events::campaign_member_decided(
+            c,
+            member_id,
+            outcome,
+            lifecycle.as_str(),
+            as_of,
+            as_of + self.engagement.attribution_window,
+        )
+        .publish(txn, member_id)
+        .await?;
+        if outcome != ContactOutcome::Contacted {
             return Ok(None);
         }
         let mut version = 0;

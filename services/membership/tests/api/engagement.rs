@@ -3,6 +3,7 @@
 //! triggers, and the campaign lifecycle.
 
 use chrono::{Duration, Utc};
+use prost::Message;
 use retail_kit::convert::timestamp;
 use retail_proto::common::Money;
 use retail_proto::membership::engagement_service_client::EngagementServiceClient;
@@ -883,4 +884,144 @@ async fn a_coupon_campaign_names_its_coupon_and_needs_catalog() {
     // This membership has no catalog URL.
     let err = create(spec).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+}
+
+/// The membership log from its start through the first event `last` accepts.
+async fn log_through(
+    app: &TestApp,
+    last: impl Fn(&retail_proto::events::EventEnvelope) -> bool,
+) -> Vec<retail_proto::events::EventEnvelope> {
+    let mut log = retail_proto::events::event_log_service_client::EventLogServiceClient::new(app.channel.clone());
+    let mut stream = log
+        .subscribe(authed(retail_proto::events::SubscribeRequest {
+            after_position: 0,
+            max_batch_size: 100,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    loop {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await
+            .expect("the log reaches the marker")
+            .unwrap()
+            .unwrap();
+        for event in batch.events {
+            let done = last(&event);
+            out.push(event);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+/// The events of `log` of message type `M`, decoded.
+fn of_type<M: prost::Message + prost::Name + Default>(log: &[retail_proto::events::EventEnvelope]) -> Vec<M> {
+    log.iter()
+        .filter(|e| e.r#type == M::full_name())
+        .map(|e| M::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_audience_decision_is_published_once_with_the_members_lifecycle_state_and_window() {
+    let app = spawn_app().await;
+    let state = app.state.clone().unwrap();
+    let now = Utc::now();
+    // Lifecycle window 3 months: a purchase 240 days ago leaves a member sleeping,
+    // one 420 days ago lost; a member who never bought is a prospect.
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..12u32 {
+        let m = register(&app, 300 + i).await;
+        consent(&app, &m, pb::ConsentChannel::Email, true).await;
+        let (days, lifecycle) = match i % 3 {
+            0 => (Some(240), "sleeping"),
+            1 => (Some(420), "lost"),
+            _ => (None, "prospect"),
+        };
+        if let Some(days) = days {
+            pay_at(
+                &app,
+                &m,
+                &format!("old-{i}"),
+                1_000,
+                "store",
+                now - Duration::days(days),
+            )
+            .await;
+        }
+        expected.insert(m.trim_start_matches("members/").to_owned(), lifecycle);
+    }
+    // Not consented: not in the audience, not decided.
+    let _silent = register(&app, 399).await;
+    let c = campaign(
+        &app,
+        CampaignSpec {
+            segment: everyone(&app).await,
+            trigger: pb::CampaignTrigger::Planned,
+            action: pb::CampaignAction::Message,
+            template: "We miss you",
+            bonus_points: 0,
+            control_share_bp: 5_000,
+        },
+    )
+    .await
+    .unwrap();
+    engagement(&app)
+        .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: c.name.clone() }))
+        .await
+        .unwrap();
+    let at = Utc::now();
+    state.run_campaigns(at).await.unwrap();
+    // A retried job decides nothing again and publishes nothing again.
+    assert_eq!(state.run_campaigns(at).await.unwrap(), 0);
+    let c = engagement(&app)
+        .get_campaign(authed(pb::GetCampaignRequest { name: c.name.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.contacted_count + c.control_count, 12);
+    assert!(c.control_count > 0 && c.contacted_count > 0, "12 draws at 50 %");
+    let id = c.name.trim_start_matches("campaigns/").to_owned();
+
+    // One more event afterwards marks the end of what the runs published.
+    let marker = register(&app, 398).await;
+    consent(&app, &marker, pb::ConsentChannel::Sms, true).await;
+    let log = log_through(&app, |e| {
+        e.r#type == "retail.events.v1.ConsentChanged"
+            && retail_proto::events::ConsentChanged::decode(e.payload.as_ref().unwrap().value.as_slice())
+                .is_ok_and(|c| c.channel == "sms")
+    })
+    .await;
+    let mut decided: Vec<retail_proto::events::CampaignMemberDecided> = of_type(&log);
+    assert_eq!(decided.len(), 12, "one event per decision");
+    decided.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+    let members: Vec<&str> = decided.iter().map(|d| d.member_id.as_str()).collect();
+    let want: Vec<&str> = expected.keys().map(String::as_str).collect();
+    assert_eq!(members, want, "each consented member decided once");
+    let mut control = 0;
+    for d in &decided {
+        assert_eq!(d.campaign_id, id);
+        assert_eq!(d.channel, "email");
+        assert_eq!(d.lifecycle_state, expected[&d.member_id], "{}", d.member_id);
+        assert_eq!(d.outcome, if d.control { "control" } else { "contacted" });
+        control += i64::from(d.control);
+        let decide = d.decide_time.unwrap();
+        assert_eq!(decide, timestamp(at));
+        // The default attribution window: 14 days.
+        assert_eq!(d.attribution_end_time.unwrap(), timestamp(at + Duration::days(14)));
+    }
+    assert_eq!(control, c.control_count);
+
+    // The campaign's states, in order: created, scheduled, started.
+    let changes: Vec<retail_proto::events::CampaignChanged> = of_type(&log);
+    let states: Vec<&str> = changes.iter().map(|c| c.state.as_str()).collect();
+    assert_eq!(states, vec!["draft", "scheduled", "running"]);
+    assert!(
+        changes
+            .iter()
+            .all(|e| e.campaign_id == id && e.display_name == "test campaign")
+    );
 }

@@ -37,6 +37,7 @@ pub struct Running {
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
     pub partner: SocketAddr,
+    pub analytics: SocketAddr,
     /// The admin's `Bearer ...` header value.
     pub admin: String,
     _databases: Vec<TestDatabase>,
@@ -99,6 +100,7 @@ pub async fn start_with(cache_namespace: &str, configure: impl FnOnce(&mut Suite
         catalog: launched.catalog,
         orders: launched.orders,
         partner: launched.partner,
+        analytics: launched.analytics,
         admin,
         _databases: databases,
         _dir: dir,
