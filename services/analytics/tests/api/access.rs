@@ -75,9 +75,18 @@ async fn a_store_manager_reads_his_stores_only_and_an_analyst_every_store() {
 
     // Sales: his store's figures; another store, every store, or a breakdown
     // across stores are refused.
-    assert_eq!(revenue(kpis.get_sales_report(manager(sales("store", "BER"))).await), 1_000);
-    denied(kpis.get_sales_report(manager(sales("store", "HAM"))).await, "sales of HAM");
-    denied(kpis.get_sales_report(manager(sales("", ""))).await, "sales of every store");
+    assert_eq!(
+        revenue(kpis.get_sales_report(manager(sales("store", "BER"))).await),
+        1_000
+    );
+    denied(
+        kpis.get_sales_report(manager(sales("store", "HAM"))).await,
+        "sales of HAM",
+    );
+    denied(
+        kpis.get_sales_report(manager(sales("", ""))).await,
+        "sales of every store",
+    );
     denied(
         kpis.get_sales_report(manager(sales("channel", "store"))).await,
         "sales by channel",
@@ -87,7 +96,10 @@ async fn a_store_manager_reads_his_stores_only_and_an_analyst_every_store() {
     assert_eq!(bad.code(), Code::InvalidArgument);
     // The analyst: everything.
     assert_eq!(revenue(kpis.get_sales_report(analyst(sales("", ""))).await), 3_500);
-    assert_eq!(revenue(kpis.get_sales_report(analyst(sales("store", "HAM"))).await), 2_500);
+    assert_eq!(
+        revenue(kpis.get_sales_report(analyst(sales("store", "HAM"))).await),
+        2_500
+    );
     assert_eq!(
         revenue(kpis.get_sales_report(analyst(sales("channel", "store"))).await),
         3_500
@@ -99,12 +111,17 @@ async fn a_store_manager_reads_his_stores_only_and_an_analyst_every_store() {
     assert_eq!(revenue(kpis.get_sales_report(admin_user).await), 2_500);
 
     // Satisfaction: the same rule.
-    kpis.get_satisfaction(manager(satisfaction("store", "BER"))).await.unwrap();
+    kpis.get_satisfaction(manager(satisfaction("store", "BER")))
+        .await
+        .unwrap();
     denied(
         kpis.get_satisfaction(manager(satisfaction("store", "HAM"))).await,
         "NPS of HAM",
     );
-    denied(kpis.get_satisfaction(manager(satisfaction("", ""))).await, "NPS overall");
+    denied(
+        kpis.get_satisfaction(manager(satisfaction("", ""))).await,
+        "NPS overall",
+    );
     kpis.get_satisfaction(analyst(satisfaction("", ""))).await.unwrap();
 
     // The store-level KPIs.
@@ -147,13 +164,17 @@ async fn a_store_manager_reads_his_stores_only_and_an_analyst_every_store() {
             .await,
         "overdue members",
     );
-    kpis.list_member_rfm(analyst(pb::ListMemberRfmRequest::default())).await.unwrap();
+    kpis.list_member_rfm(analyst(pb::ListMemberRfmRequest::default()))
+        .await
+        .unwrap();
     kpis.list_overdue_members(analyst(pb::ListOverdueMembersRequest::default()))
         .await
         .unwrap();
 
     // Brand-wide KPIs without a store dimension stay readable.
-    kpis.get_pyramid(manager(pb::GetPyramidRequest { period: p() })).await.unwrap();
+    kpis.get_pyramid(manager(pb::GetPyramidRequest { period: p() }))
+        .await
+        .unwrap();
     kpis.get_member_stats(manager(pb::GetMemberStatsRequest { period: p() }))
         .await
         .unwrap();

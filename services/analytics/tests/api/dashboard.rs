@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use retail_analytics::dashboard::session::SessionError;
 use retail_analytics::dashboard::campaigns::{CampaignPage, CampaignResult, CampaignsError, Report};
+use retail_analytics::dashboard::session::SessionError;
 use retail_analytics::dashboard::{Campaigns, Sessions, Tokens};
 use retail_kit::auth::PrincipalKind;
 use retail_proto::analytics::{self as pb};
@@ -805,7 +805,11 @@ async fn a_store_manager_sees_only_his_own_stores() {
     assert!(overview.body.contains("Headline figures, store BER"));
     assert!(ana.get("/").await.body.contains(r#"data-kpi="revenue">20.00<"#));
     let csv = max.get("/sales?format=csv").await;
-    assert!(csv.body.lines().skip(1).all(|l| l.contains(",store BER,")), "{}", csv.body);
+    assert!(
+        csv.body.lines().skip(1).all(|l| l.contains(",store BER,")),
+        "{}",
+        csv.body
+    );
     let partners = max.get("/partners").await;
     assert!(partners.body.contains("Sales per partner span every store"));
     for page in [
@@ -1025,7 +1029,10 @@ async fn the_campaigns_page_shows_each_report_against_control_for_analysts_only(
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains(r#"href="/campaigns""#), "the nav links the page");
     // Called with the analyst's own access token.
-    assert_eq!(fake.tokens.lock().unwrap().as_slice(), [ana.cookies["rs_access"].clone()]);
+    assert_eq!(
+        fake.tokens.lock().unwrap().as_slice(),
+        [ana.cookies["rs_access"].clone()]
+    );
     // Everything escaped.
     assert!(!page.body.contains(EVIL) && !page.body.contains("<b>buyers"));
     assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -1060,7 +1067,11 @@ async fn the_campaigns_page_shows_each_report_against_control_for_analysts_only(
     assert_eq!(lines.len(), 3);
 
     // Paging: the next page by membership's token, and back to the first.
-    assert!(page.body.contains(r#"href="/campaigns?page_token=tok%2F2""#), "{}", page.body);
+    assert!(
+        page.body.contains(r#"href="/campaigns?page_token=tok%2F2""#),
+        "{}",
+        page.body
+    );
     let next = ana.get("/campaigns?page_token=tok%2F2").await;
     assert_eq!(next.status, 200);
     assert!(next.body.contains("Winter") && !next.body.contains("spring"));
@@ -1072,9 +1083,16 @@ async fn the_campaigns_page_shows_each_report_against_control_for_analysts_only(
     // Brand-wide: not a store manager's, nor support's.
     let refused = max.get("/campaigns").await;
     assert_eq!(refused.status, 403);
-    assert!(!max.get("/").await.body.contains(r#"href="/campaigns""#), "not in his nav");
+    assert!(
+        !max.get("/").await.body.contains(r#"href="/campaigns""#),
+        "not in his nav"
+    );
     assert_eq!(sue.get("/campaigns").await.status, 403);
-    assert_eq!(fake.tokens.lock().unwrap().len(), 4, "only the analyst's pages asked membership");
+    assert_eq!(
+        fake.tokens.lock().unwrap().len(),
+        4,
+        "only the analyst's pages asked membership"
+    );
 }
 
 #[tokio::test]

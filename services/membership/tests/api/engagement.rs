@@ -933,7 +933,9 @@ async fn campaigns_are_listed_newest_first_in_pages_and_by_state_with_their_coun
     assert_eq!(state.run_campaigns(Utc::now()).await.unwrap(), 4);
 
     let names = |r: &pb::ListCampaignsResponse| r.campaigns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
-    let page = list_campaigns(&app, pb::CampaignState::Unspecified, 2, "").await.unwrap();
+    let page = list_campaigns(&app, pb::CampaignState::Unspecified, 2, "")
+        .await
+        .unwrap();
     assert_eq!(names(&page), vec![third.clone(), second.clone()]);
     assert!(!page.next_page_token.is_empty());
     let running = &page.campaigns[1];
@@ -977,7 +979,9 @@ async fn campaigns_are_listed_newest_first_in_pages_and_by_state_with_their_coun
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&err), vec!["state"]);
-    let err = list_campaigns(&app, pb::CampaignState::Unspecified, -1, "").await.unwrap_err();
+    let err = list_campaigns(&app, pb::CampaignState::Unspecified, -1, "")
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&err), vec!["page_size"]);
 }
 
