@@ -2,7 +2,8 @@
 // figures against its CSV export and against the sum of the per-channel sales
 // (computed here from the sales CSV), hover values against the table under the
 // chart, filters kept in the URL across pages, the partners' attainment and
-// projection, a tablet viewport, sign out.
+// projection, the seeded campaign's results against its CSV, a tablet viewport,
+// sign out.
 // Screenshots go to DATA_DIR.
 "use strict";
 const { chromium } = require("playwright-core");
@@ -133,7 +134,7 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
     );
 
     // Every page renders; drill into a segment's members.
-    for (const p of ["/pyramid", "/rfm", "/lifecycle", "/cohorts", "/stores", "/staff", "/products", "/partners"]) {
+    for (const p of ["/pyramid", "/rfm", "/lifecycle", "/cohorts", "/stores", "/staff", "/products", "/partners", "/campaigns"]) {
       const r = await page.goto(base + p + query);
       check(r.status() === 200 && (await page.locator("h1").count()) === 1, `${p} renders`);
     }
@@ -175,6 +176,29 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
     check(onlyRows.slice(1).every((r) => r[2] === partnerFilter), "the filter narrows the ranking to the partner");
     await page.screenshot({ path: path.join(dataDir, "dashboard-partners.png"), fullPage: true });
 
+    // Campaigns: the seeded campaign has run; its row carries the report's figures,
+    // the same on the page, in its CSV and on hover over its bars.
+    await Promise.all([page.waitForNavigation(), page.click("nav a:has-text('Campaigns')")]);
+    check(new URL(page.url()).pathname === "/campaigns", "the nav links the campaigns page");
+    const campaignRows = parseCsv(await (await page.request.get(base + "/campaigns?format=csv")).text());
+    check(
+      campaignRows[0].join(",") ===
+        "campaign,state,window,audience,control_share,reached,responded,response_rate,control,control_responded,control_response_rate,revenue,control_revenue,incremental_revenue,cost,roi",
+      "the campaigns' CSV header"
+    );
+    const seededCampaign = campaignRows.find((r) => r[0].startsWith("Spring reactivation"));
+    check(!!seededCampaign, `the seeded campaign is listed (${campaignRows.length - 1} campaigns)`);
+    const [campaignName, , , , , reachedCount, respondedCount, responseRate, controlCount] = seededCampaign;
+    check(parseInt(reachedCount, 10) > 0 && parseInt(controlCount, 10) > 0, `it reached ${reachedCount} and held back ${controlCount}`);
+    check(parseInt(respondedCount, 10) > 0 && cents(seededCampaign[11]) > 0, `reached members bought: ${respondedCount}, revenue ${seededCampaign[11]}`);
+    check(cents(seededCampaign[14]) === parseInt(reachedCount, 10) * 15, `cost ${seededCampaign[14]} = reached x 0.15`);
+    const shownRow = await page.locator("#table-campaigns tbody tr").filter({ hasText: campaignName }).first().locator("td").allTextContents();
+    check(shownRow[5] === reachedCount && shownRow[7] === responseRate, `the table shows the CSV's figures (${shownRow.slice(5, 8).join(", ")})`);
+    const targetedBar = page.locator("svg.paired g.mark[data-series=targeted]").filter({ hasText: campaignName.slice(0, 10) }).first();
+    const barText = await targetedBar.locator("title").textContent();
+    check(barText.startsWith(campaignName + ": targeted " + responseRate), `the bar's hover: "${barText}"`);
+    await page.screenshot({ path: path.join(dataDir, "dashboard-campaigns.png"), fullPage: true });
+
     // Live refresh keeps the page without a navigation.
     await page.goto(base + "/" + query);
     const refreshed = page.waitForResponse((r) => r.url().startsWith(base + "/?period=quarter") && r.request().resourceType() === "fetch", { timeout: 20000 });
@@ -206,6 +230,8 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
     check((await manager.textContent("h1")).includes("BER"), "his store's funnel is shown");
     const other = await manager.goto(base + "/stores" + query + "&store=HAM");
     check(other.status() === 403, "another store in the URL is refused");
+    const campaignsForManager = await manager.goto(base + "/campaigns");
+    check(campaignsForManager.status() === 403, "campaign results are brand-wide: not a store manager's");
     await managerContext.close();
 
     // Sign out.

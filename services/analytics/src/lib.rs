@@ -51,6 +51,8 @@ pub struct Application {
     dashboard: Option<dashboard::Listener>,
     /// Identity's password login, for the dashboard.
     sessions: Arc<dyn dashboard::Sessions>,
+    /// Membership's campaigns, for the dashboard (`sources.membership_url`).
+    campaigns: Option<Arc<dyn dashboard::Campaigns>>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
 
@@ -107,6 +109,14 @@ impl Application {
             None => None,
         };
         let identity = lazy_channel("auth.identity_url", &settings.auth.identity_url)?;
+        // Membership's gRPC server serves its log and its campaigns alike.
+        let campaigns = match &settings.sources.membership_url {
+            Some(url) => Some(Arc::new(dashboard::campaigns::MembershipCampaigns::new(lazy_channel(
+                "sources.membership_url",
+                url,
+            )?)) as Arc<dyn dashboard::Campaigns>),
+            None => None,
+        };
         Ok(Self {
             bound,
             app: Arc::new(App::new(db, log, settings)),
@@ -114,6 +124,7 @@ impl Application {
             tokens: None,
             dashboard,
             sessions: Arc::new(dashboard::session::IdentitySessions::new(identity)),
+            campaigns,
             clock: Arc::new(|| chrono::Utc::now().timestamp()),
         })
     }
@@ -136,6 +147,12 @@ impl Application {
     /// Logs dashboard users in with `sessions` instead of identity (tests).
     pub fn with_sessions(mut self, sessions: Arc<dyn dashboard::Sessions>) -> Self {
         self.sessions = sessions;
+        self
+    }
+
+    /// Reads campaigns from `campaigns` instead of membership (tests).
+    pub fn with_campaigns(mut self, campaigns: Arc<dyn dashboard::Campaigns>) -> Self {
+        self.campaigns = Some(campaigns);
         self
     }
 
@@ -203,6 +220,7 @@ impl Application {
                 app: app.clone(),
                 verifier: self.verifier.clone(),
                 sessions: self.sessions.clone(),
+                campaigns: self.campaigns.clone(),
                 clock: self.clock.clone(),
             };
             let mut stopped = stopped.clone();

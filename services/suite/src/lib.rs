@@ -8,6 +8,7 @@ pub mod bench;
 pub mod demo;
 pub mod echo;
 pub mod seed;
+pub mod seed_campaign;
 pub mod seed_partner;
 pub mod settings;
 pub mod up;

@@ -58,6 +58,10 @@ pub struct SeedArgs {
     /// trying the partner gateway.
     #[arg(long)]
     pub partner_api_key_file: Option<std::path::PathBuf>,
+    /// Seconds to wait for membership's campaign job to run the demo campaign
+    /// (0: no demo campaign).
+    #[arg(long, default_value_t = 180)]
+    pub campaign_wait_secs: u64,
     /// Directory holding `admin-password` (as `retail-suite up` created it).
     #[arg(long, default_value = "data")]
     pub data_dir: std::path::PathBuf,
@@ -479,7 +483,7 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let membership = Channel::from_shared(args.membership.clone())?.connect().await?;
     let bearer = admin_bearer(identity, password.trim()).await?;
     let started = Instant::now();
-    let (_, names) = register_members(membership, &bearer, args.members, args.concurrency).await?;
+    let (_, names) = register_members(membership.clone(), &bearer, args.members, args.concurrency).await?;
     println!(
         "seeded {} members in {:.1} s",
         names.len(),
@@ -546,6 +550,22 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         )
         .await?;
         println!("seeded analytics in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    // A campaign that has run, with responses in its report.
+    if args.campaign_wait_secs > 0 && !names.is_empty() {
+        let started = Instant::now();
+        let campaign = crate::seed_campaign::seed_campaign(
+            membership,
+            &bearer,
+            &names,
+            &prefix,
+            std::time::Duration::from_secs(args.campaign_wait_secs),
+        )
+        .await?;
+        println!(
+            "ran demo campaign {campaign} with purchases after its contacts in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     // A store manager who sees store BER only on the dashboard.
     let identity = Channel::from_shared(args.identity.clone())?.connect().await?;

@@ -1,4 +1,5 @@
-//! The gRPC adapter of analytics: authorise (the scope), parse the request
+//! The gRPC adapter of analytics: authorise (the scope, and for a store manager
+//! his stores: [`StoreScope`]), parse the request
 //! ([`parse`]), call the use case, convert the answer ([`convert`]). Every KPI
 //! answer carries the log positions it reflects.
 
@@ -17,6 +18,7 @@ use retail_proto::analytics::touchpoint_service_server::TouchpointService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::app::App;
+use crate::app::access::StoreScope;
 use crate::app::touchpoints::{MAX_BATCH, Outcome};
 use convert::{figures, freshness, outcome, place_rates, ts};
 
@@ -34,6 +36,14 @@ fn authorise<T>(request: &Request<T>, scope: &str) -> ServiceResult<()> {
     Principal::of(request)?.require_scope(scope)
 }
 
+/// Requires `analytics.read` and returns the stores the caller sees
+/// ([`StoreScope`]).
+fn reader<T>(request: &Request<T>) -> ServiceResult<StoreScope> {
+    let principal = Principal::of(request)?;
+    principal.require_scope(READ)?;
+    Ok(StoreScope::of(principal))
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct AnalyticsApi {
     app: Arc<App>,
@@ -48,8 +58,9 @@ impl AnalyticsApi {
 #[tonic::async_trait]
 impl AnalyticsService for AnalyticsApi {
     async fn get_sales_report(&self, request: Request<pb::GetSalesReportRequest>) -> Rpc<pb::SalesReport> {
-        authorise(&request, READ)?;
+        let scope = reader(&request)?;
         let (period, dim, key) = parse::sales(request.get_ref())?;
+        scope.require_dimension(&dim, &key)?;
         let positions = self.app.freshness().await?;
         let r = self.app.sales(period, &dim, &key).await?;
         ok(pb::SalesReport {
@@ -64,7 +75,7 @@ impl AnalyticsService for AnalyticsApi {
     }
 
     async fn list_member_rfm(&self, request: Request<pb::ListMemberRfmRequest>) -> Rpc<pb::ListMemberRfmResponse> {
-        authorise(&request, READ)?;
+        reader(&request)?.require_member_level()?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let as_of = parse::as_of(&mut v, &req.as_of_time);
@@ -247,7 +258,7 @@ impl AnalyticsService for AnalyticsApi {
         &self,
         request: Request<pb::ListOverdueMembersRequest>,
     ) -> Rpc<pb::ListOverdueMembersResponse> {
-        authorise(&request, READ)?;
+        reader(&request)?.require_member_level()?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let as_of = parse::as_of(&mut v, &req.as_of_time);
@@ -287,8 +298,9 @@ impl AnalyticsService for AnalyticsApi {
     }
 
     async fn get_satisfaction(&self, request: Request<pb::GetSatisfactionRequest>) -> Rpc<pb::Satisfaction> {
-        authorise(&request, READ)?;
+        let scope = reader(&request)?;
         let (period, dim, key) = parse::satisfaction(request.get_ref())?;
+        scope.require_dimension(&dim, &key)?;
         let positions = self.app.freshness().await?;
         let s = self.app.satisfaction(period, &dim, &key).await?;
         ok(pb::Satisfaction {
@@ -330,9 +342,10 @@ impl AnalyticsService for AnalyticsApi {
     }
 
     async fn get_store_funnel(&self, request: Request<pb::GetStoreFunnelRequest>) -> Rpc<pb::StoreFunnel> {
-        authorise(&request, READ)?;
+        let scope = reader(&request)?;
         let req = request.get_ref();
         let (period, store) = parse::store_period(&req.period, &req.store)?;
+        scope.require_store(&store)?;
         let positions = self.app.freshness().await?;
         let f = self.app.store_funnel(period, &store).await?;
         ok(pb::StoreFunnel {
@@ -353,7 +366,7 @@ impl AnalyticsService for AnalyticsApi {
     }
 
     async fn list_sku_flags(&self, request: Request<pb::ListSkuFlagsRequest>) -> Rpc<pb::ListSkuFlagsResponse> {
-        authorise(&request, READ)?;
+        let scope = reader(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let period = parse::period(&mut v, "period", &req.period);
@@ -361,6 +374,7 @@ impl AnalyticsService for AnalyticsApi {
         let top = parse::share(&mut v, "top_share", req.top_share, 0.1);
         let low = parse::share(&mut v, "low_factor", req.low_factor, 0.5);
         v.finish()?;
+        scope.require_store(&store)?;
         let period = period.ok_or_else(|| ServiceError::invalid("period", "required"))?;
         let positions = self.app.freshness().await?;
         let skus = self.app.sku_flags(period, &store, top, low).await?;
@@ -390,9 +404,10 @@ impl AnalyticsService for AnalyticsApi {
         &self,
         request: Request<pb::ListStaffMetricsRequest>,
     ) -> Rpc<pb::ListStaffMetricsResponse> {
-        authorise(&request, READ)?;
+        let scope = reader(&request)?;
         let req = request.get_ref();
         let (period, store) = parse::store_period(&req.period, &req.store)?;
+        scope.require_store(&store)?;
         let positions = self.app.freshness().await?;
         let staff = self.app.staff(period, &store).await?;
         ok(pb::ListStaffMetricsResponse {

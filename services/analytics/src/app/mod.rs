@@ -1,8 +1,9 @@
-//! Analytics' use cases: the KPI queries ([`kpis`], [`members`], [`stores`],
+//! Analytics' use cases: who sees which stores ([`access`]), the KPI queries ([`kpis`], [`members`], [`stores`],
 //! [`partners`]), the
 //! touchpoint ingestion ([`touchpoints`]), the rebuild of projections from the
 //! archive ([`rebuild`]) and the overdue members' events ([`overdue`]).
 
+pub mod access;
 pub mod import;
 pub mod kpis;
 pub mod members;

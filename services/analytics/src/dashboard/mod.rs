@@ -6,11 +6,14 @@
 //! - [`pages`]: one handler per page; each builds a [`view::Page`] of sections
 //!   (a chart and the table under it), rendered as HTML or, with `?format=csv`,
 //!   as the CSV of one table.
+//! - [`campaigns`]: membership's campaigns and reports, read with the user's own
+//!   access token for the campaigns page.
 //! - [`view`]: the layout, the SVG charts and the tables (maud escapes every
 //!   value it splices in); [`query`]: the period and filters held in the URL.
 //!
 //! Every asset (CSS, the refresh script) is compiled into the binary.
 
+pub mod campaigns;
 pub mod pages;
 pub mod query;
 pub mod session;
@@ -26,6 +29,7 @@ use axum::routing::{get, post};
 use retail_kit::auth::Verifier;
 use tokio::net::TcpListener;
 
+pub use campaigns::Campaigns;
 pub use session::{Sessions, Tokens};
 
 use crate::app::App;
@@ -36,6 +40,8 @@ pub struct State {
     pub app: Arc<App>,
     pub verifier: Arc<Verifier>,
     pub sessions: Arc<dyn Sessions>,
+    /// Membership's campaigns; `None` without `sources.membership_url`.
+    pub campaigns: Option<Arc<dyn Campaigns>>,
     /// Seconds since the epoch (tests hand in a fixed clock).
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
@@ -87,6 +93,7 @@ pub fn router(state: State) -> Router {
         .route("/staff", get(pages::staff))
         .route("/products", get(pages::products))
         .route("/partners", get(pages::partners))
+        .route("/campaigns", get(pages::campaigns))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/assets/app.css", get(view::css))

@@ -12,6 +12,7 @@ use super::query::{FILTERS, Params, date, date_time};
 use super::session::{self, Access, Viewer};
 use super::view::{self, Card, Cell, Page, Section, Table};
 use crate::app::Period;
+use crate::app::access::StoreScope;
 use crate::domain::DAY;
 use crate::domain::kpi::{Segment, growth};
 
@@ -77,10 +78,18 @@ macro_rules! page_handler {
                 Ok(v) => v,
                 Err(response) => return response,
             };
-            let scope = Scope::of(&viewer);
-            if !scope.may_see_store(&params.store) {
+            let scope = StoreScope::of(&viewer.principal);
+            if !params.store.is_empty() && !scope.may_see(&params.store) {
                 return view::error_page(StatusCode::FORBIDDEN, "This store is not one of yours.");
             }
+            // A store manager sees his first store unless he picks another of his.
+            let params = match scope.default_store() {
+                Some(own) if params.store.is_empty() => Params {
+                    store: own.to_owned(),
+                    ..params
+                },
+                _ => params,
+            };
             let built = match params.resolve(state.now()) {
                 Ok(period) => $build(&state, &params, period, &scope).await,
                 Err(problem) => $build(&state, &params, Period { start: 0, end: 1 }, &scope).await.map(|page| Page {
@@ -124,48 +133,18 @@ page_handler!(
     /// Partners and reps ranked by target attainment, revenue, leads, pipeline.
     partners, Access::Aggregates, build_partners);
 
-/// Which stores a viewer may see: a store manager (who is neither admin nor
-/// analyst) only the stores his token names (the `stores` claim), everyone else
-/// every store.
-#[derive(Debug, Clone, Default)]
-pub struct Scope {
-    /// `None`: every store.
-    pub stores: Option<Vec<String>>,
-}
+const NO_STORE: &str = "No store is assigned to you.";
 
-impl Scope {
-    pub fn of(viewer: &Viewer) -> Self {
-        let p = &viewer.principal;
-        let has = |role: &str| p.roles.iter().any(|r| r == role);
-        if has("admin") || has("analyst") {
-            Self { stores: None }
-        } else {
-            Self {
-                stores: Some(p.stores.clone()),
-            }
-        }
-    }
-
-    /// Whether the store filter `store` (empty: none) is allowed.
-    pub fn may_see_store(&self, store: &str) -> bool {
-        store.is_empty() || self.stores.as_ref().is_none_or(|own| own.iter().any(|s| s == store))
-    }
-
-    /// The stores of `all` the viewer may pick.
-    pub fn narrow(&self, all: Vec<String>) -> Vec<String> {
-        match &self.stores {
-            None => all,
-            Some(own) => {
-                let mut mine: Vec<String> = own.clone();
-                mine.sort();
-                mine.dedup();
-                mine
-            }
-        }
+/// A store manager without stores: a section saying so instead of figures.
+fn no_store_section(heading: &str) -> Section {
+    Section {
+        heading: heading.to_owned(),
+        empty: Some(NO_STORE.to_owned()),
+        ..Section::default()
     }
 }
 
-async fn sales_filters(state: &State, scope: &Scope) -> ServiceResult<Vec<(&'static str, Vec<String>)>> {
+async fn sales_filters(state: &State, scope: &StoreScope) -> ServiceResult<Vec<(&'static str, Vec<String>)>> {
     let mut out = Vec::new();
     for f in FILTERS {
         let values = state.app.dimension_values(f).await?;
@@ -184,7 +163,7 @@ fn card(id: &'static str, label: &str, current: String, previous: String, change
     }
 }
 
-async fn build_overview(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
+async fn build_overview(state: &State, params: &Params, period: Period, scope: &StoreScope) -> ServiceResult<Page> {
     let app = &state.app;
     let filters = sales_filters(state, scope).await?;
     let mut page = Page {
@@ -197,6 +176,10 @@ async fn build_overview(state: &State, params: &Params, period: Period, scope: &
         return Ok(page);
     }
     let (dim, key) = params.sales_dimension();
+    if scope.require_dimension(dim, key).is_err() {
+        page.sections.push(no_store_section("Headline figures"));
+        return Ok(page);
+    }
     let sales = app.sales(period, dim, key).await?;
     let members = app.member_stats(period).await?;
     let members_before = app.member_stats(period.previous()).await?;
@@ -362,7 +345,7 @@ fn buckets(period: Period) -> Vec<Period> {
     out
 }
 
-async fn build_sales(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
+async fn build_sales(state: &State, params: &Params, period: Period, scope: &StoreScope) -> ServiceResult<Page> {
     let app = &state.app;
     let filters = sales_filters(state, scope).await?;
     let channels = filters
@@ -382,6 +365,10 @@ async fn build_sales(state: &State, params: &Params, period: Period, scope: &Sco
     // The rollups are kept per dimension: with a filter, one line for it;
     // without, one line per channel.
     let (dim, key) = params.sales_dimension();
+    if scope.require_dimension(dim, key).is_err() {
+        page.sections.push(no_store_section("Revenue by channel"));
+        return Ok(page);
+    }
     let series_keys: Vec<(String, &str, String)> = if dim == "all" {
         channels.iter().map(|c| (c.clone(), "channel", c.clone())).collect()
     } else {
@@ -471,7 +458,7 @@ async fn build_sales(state: &State, params: &Params, period: Period, scope: &Sco
     Ok(page)
 }
 
-async fn build_pyramid(state: &State, _params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
+async fn build_pyramid(state: &State, _params: &Params, period: Period, _scope: &StoreScope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/pyramid",
         title: "Customer pyramid".into(),
@@ -543,7 +530,7 @@ fn rfm_as_of(state: &State, period: Period) -> i64 {
     (period.end - 1).min(state.now())
 }
 
-async fn build_rfm(state: &State, params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
+async fn build_rfm(state: &State, params: &Params, period: Period, _scope: &StoreScope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/rfm",
         title: "RFM segments".into(),
@@ -674,7 +661,7 @@ async fn build_members(state: &State, params: &Params, period: Period, seg: Segm
     })
 }
 
-async fn build_lifecycle(state: &State, _params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
+async fn build_lifecycle(state: &State, _params: &Params, period: Period, _scope: &StoreScope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/lifecycle",
         title: "Lifecycle".into(),
@@ -724,7 +711,7 @@ async fn build_lifecycle(state: &State, _params: &Params, period: Period, _scope
     Ok(page)
 }
 
-async fn build_cohorts(state: &State, _params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
+async fn build_cohorts(state: &State, _params: &Params, period: Period, _scope: &StoreScope) -> ServiceResult<Page> {
     let mut page = Page {
         path: "/cohorts",
         title: "Cohort retention".into(),
@@ -784,7 +771,7 @@ async fn build_cohorts(state: &State, _params: &Params, period: Period, _scope: 
 }
 
 /// The store asked for, or the first one known (of the viewer's own stores).
-async fn chosen_store(state: &State, params: &Params, scope: &Scope) -> ServiceResult<(Vec<String>, String)> {
+async fn chosen_store(state: &State, params: &Params, scope: &StoreScope) -> ServiceResult<(Vec<String>, String)> {
     let stores = scope.narrow(state.app.dimension_values("store").await?);
     let store = if params.store.is_empty() {
         stores.first().cloned().unwrap_or_default()
@@ -794,7 +781,7 @@ async fn chosen_store(state: &State, params: &Params, scope: &Scope) -> ServiceR
     Ok((stores, store))
 }
 
-async fn build_stores(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
+async fn build_stores(state: &State, params: &Params, period: Period, scope: &StoreScope) -> ServiceResult<Page> {
     let (stores, store) = chosen_store(state, params, scope).await?;
     let mut page = Page {
         path: "/stores",
@@ -808,8 +795,8 @@ async fn build_stores(state: &State, params: &Params, period: Period, scope: &Sc
     if store.is_empty() {
         page.sections.push(Section {
             heading: "Funnel".into(),
-            empty: Some(if scope.stores.is_some() {
-                "No store is assigned to you.".into()
+            empty: Some(if scope.is_restricted() {
+                NO_STORE.into()
             } else {
                 "No store has reported touchpoints yet.".into()
             }),
@@ -947,7 +934,7 @@ async fn build_stores(state: &State, params: &Params, period: Period, scope: &Sc
     Ok(page)
 }
 
-async fn build_staff(state: &State, params: &Params, period: Period, scope: &Scope) -> ServiceResult<Page> {
+async fn build_staff(state: &State, params: &Params, period: Period, scope: &StoreScope) -> ServiceResult<Page> {
     let (stores, store) = chosen_store(state, params, scope).await?;
     let mut page = Page {
         path: "/staff",
@@ -1012,7 +999,7 @@ async fn build_staff(state: &State, params: &Params, period: Period, scope: &Sco
     Ok(page)
 }
 
-async fn build_products(state: &State, params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
+async fn build_products(state: &State, params: &Params, period: Period, _scope: &StoreScope) -> ServiceResult<Page> {
     let categories = state.app.dimension_values("category").await?;
     let category = if params.category.is_empty() {
         categories.first().cloned().unwrap_or_default()
@@ -1156,7 +1143,7 @@ fn target_section(
     }
 }
 
-async fn build_partners(state: &State, params: &Params, period: Period, _scope: &Scope) -> ServiceResult<Page> {
+async fn build_partners(state: &State, params: &Params, period: Period, scope: &StoreScope) -> ServiceResult<Page> {
     let partners = state.app.dimension_values("partner").await?;
     let mut page = Page {
         path: "/partners",
@@ -1187,8 +1174,13 @@ async fn build_partners(state: &State, params: &Params, period: Period, _scope: 
         as_of,
     ));
 
+    // Sales per partner are summed over every store: not a store manager's.
     let mut ranked = Vec::new();
-    for p in partners.iter().filter(|p| partner.is_empty() || p.as_str() == partner) {
+    for p in partners
+        .iter()
+        .filter(|p| partner.is_empty() || p.as_str() == partner)
+        .filter(|_| !scope.is_restricted())
+    {
         let report = state.app.sales(period, "partner", p).await?;
         ranked.push((p.clone(), report));
     }
@@ -1217,10 +1209,14 @@ async fn build_partners(state: &State, params: &Params, period: Period, _scope: 
     page.sections.push(Section {
         heading: "Revenue per partner".into(),
         chart: Some(view::bar_chart(&bars)),
-        empty: ranked
-            .iter()
-            .all(|r| r.1.current.orders == 0)
-            .then(|| "No partner sales in this period.".to_owned()),
+        empty: if scope.is_restricted() {
+            Some("Sales per partner span every store; analysts see them.".to_owned())
+        } else {
+            ranked
+                .iter()
+                .all(|r| r.1.current.orders == 0)
+                .then(|| "No partner sales in this period.".to_owned())
+        },
         table: Some(table),
         ..Section::default()
     });
@@ -1342,4 +1338,182 @@ async fn build_partners(state: &State, params: &Params, period: Period, _scope: 
         ..Section::default()
     });
     Ok(page)
+}
+
+/// Campaigns per page of the campaigns list.
+pub const CAMPAIGNS_PER_PAGE: i32 = 20;
+
+/// Campaign results: membership's campaigns, newest first, each with its report
+/// (reached against control), read with the viewer's own token. Brand-wide, so
+/// admins and analysts only.
+pub async fn campaigns(AxState(state): AxState<State>, headers: HeaderMap, Query(params): Query<Params>) -> Response {
+    let viewer = match session::viewer(&state, &headers, Access::Campaigns).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let page = build_campaigns(&state, &params, &viewer).await;
+    view::render(page, &params, viewer, state.app.settings.http.refresh_secs)
+}
+
+fn bp(v: i64) -> String {
+    pct(v as f64 / 10_000.0)
+}
+
+/// At most `n` characters, with an ellipsis when cut.
+fn shorten(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(n.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+async fn build_campaigns(state: &State, params: &Params, viewer: &Viewer) -> Page {
+    use super::campaigns::CampaignsError;
+    let mut page = Page {
+        path: "/campaigns",
+        title: "Campaign results".into(),
+        without_period: true,
+        ..Page::default()
+    };
+    let Some(source) = &state.campaigns else {
+        page.problem = Some(
+            "Campaign results come from membership, and no membership address (sources.membership_url) is configured."
+                .into(),
+        );
+        page.status = Some(StatusCode::SERVICE_UNAVAILABLE);
+        return page;
+    };
+    let listed = match source
+        .list(&viewer.access_token.0, CAMPAIGNS_PER_PAGE, &params.page_token)
+        .await
+    {
+        Ok(listed) => listed,
+        Err(err) => {
+            let (status, message) = match err {
+                CampaignsError::Denied => (
+                    StatusCode::FORBIDDEN,
+                    "Membership refused to show you campaigns (it needs the scope membership.members.read).".to_owned(),
+                ),
+                CampaignsError::BadPageToken => (
+                    StatusCode::BAD_REQUEST,
+                    "This page link is out of date; start again from the first page.".to_owned(),
+                ),
+                CampaignsError::Unavailable(why) => {
+                    tracing::warn!(reason = %why, "the campaigns page could not reach membership");
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        "Membership could not be reached, so campaign results cannot be shown right now; try again shortly."
+                            .to_owned(),
+                    )
+                }
+            };
+            page.problem = Some(message);
+            page.status = Some(status);
+            return page;
+        }
+    };
+    let currency = listed
+        .campaigns
+        .iter()
+        .map(|c| c.report.currency.as_str())
+        .find(|c| !c.is_empty())
+        .unwrap_or("");
+    let mut table = Table::new(
+        "campaigns",
+        if currency.is_empty() {
+            "Newest first; purchases within the attribution window after each contact".to_owned()
+        } else {
+            format!("Newest first; purchases within the attribution window after each contact; amounts in {currency}")
+        },
+        &[
+            "campaign",
+            "state",
+            "window",
+            "audience",
+            "control_share",
+            "reached",
+            "responded",
+            "response_rate",
+            "control",
+            "control_responded",
+            "control_response_rate",
+            "revenue",
+            "control_revenue",
+            "incremental_revenue",
+            "cost",
+            "roi",
+        ],
+    );
+    let mut rows = Vec::new();
+    for c in &listed.campaigns {
+        let r = &c.report;
+        table.row(vec![
+            c.display_name.clone().into(),
+            c.state.clone().into(),
+            format!("{} to {}", date_time(c.start), date_time(c.end)).into(),
+            c.audience.clone().into(),
+            bp(i64::from(c.control_share_bp)).into(),
+            r.reached.to_string().into(),
+            r.responded.to_string().into(),
+            bp(r.response_rate_bp).into(),
+            r.control.to_string().into(),
+            r.control_responded.to_string().into(),
+            bp(r.control_response_rate_bp).into(),
+            money(r.revenue).into(),
+            money(r.control_revenue).into(),
+            money(r.incremental_revenue).into(),
+            money(r.cost).into(),
+            r.roi_bp.map_or_else(String::new, bp).into(),
+        ]);
+        rows.push((
+            shorten(&c.display_name, 20),
+            [
+                r.response_rate_bp as f64 / 10_000.0,
+                r.control_response_rate_bp as f64 / 10_000.0,
+            ],
+            [
+                format!(
+                    "{}: targeted {} ({} of {} reached)",
+                    c.display_name,
+                    bp(r.response_rate_bp),
+                    r.responded,
+                    r.reached
+                ),
+                format!(
+                    "{}: control {} ({} of {} held back)",
+                    c.display_name,
+                    bp(r.control_response_rate_bp),
+                    r.control_responded,
+                    r.control
+                ),
+            ],
+        ));
+    }
+    let first = !params.page_token.is_empty();
+    let next = (!listed.next_page_token.is_empty()).then(|| params.with(&[("page_token", &listed.next_page_token)]));
+    let pager = (first || next.is_some()).then(|| {
+        html! {
+            p.pager {
+                @if first { a href={ "/campaigns" (params.with(&[("page_token", "")])) } { "First page" } }
+                @if let Some(n) = &next { a rel="next" href={ "/campaigns" (n) } { "Next page" } }
+            }
+        }
+    });
+    page.sections.push(Section {
+        heading: "Response rate, targeted against control".into(),
+        chart: Some(view::paired_bar_chart(["targeted", "control"], &rows, None)),
+        empty: listed.campaigns.is_empty().then(|| {
+            if first {
+                "No more campaigns.".to_owned()
+            } else {
+                "No campaign yet.".to_owned()
+            }
+        }),
+        table: Some(table),
+        extra: pager,
+        ..Section::default()
+    });
+    page
 }

@@ -30,6 +30,8 @@ pub struct Params {
     pub table: String,
     /// Page of a member list, from 1.
     pub page: String,
+    /// Where a list continues (the campaigns': membership's page token).
+    pub page_token: String,
 }
 
 /// The sales filters, in the order the first one set wins (the rollups are kept
@@ -115,6 +117,7 @@ impl Params {
             ("partner", self.partner.clone()),
             ("category", self.category.clone()),
             ("page", self.page.clone()),
+            ("page_token", self.page_token.clone()),
         ];
         for (key, value) in changes {
             match pairs.iter_mut().find(|(k, _)| k == key) {

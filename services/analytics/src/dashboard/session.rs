@@ -10,10 +10,10 @@
 //! changes nothing.
 //!
 //! Roles: `admin` and `analyst` see every page; `store_manager` sees the
-//! aggregate pages but no member-level drill-down (identity's tokens name no
-//! stores of a user, so the dashboard cannot narrow a manager to his own stores
-//! and shows him the per-store pages of every store); `support` and everyone
-//! else get 403. A token without the `analytics.read` scope gets 403 too.
+//! aggregate pages of his own stores (the `stores` claim, narrowed by
+//! [`crate::app::access::StoreScope`], the rule the gRPC API applies too) but
+//! no member-level drill-down and no campaigns (brand-wide); `support` and
+//! everyone else get 403. A token without the `analytics.read` scope gets 403 too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,10 +172,23 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// An access token; `Debug` does not show it.
+#[derive(Clone)]
+pub struct AccessToken(pub String);
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(..)")
+    }
+}
+
 /// The signed-in user, as the verified access token says.
 #[derive(Debug, Clone)]
 pub struct Viewer {
     pub principal: Arc<Principal>,
+    /// The user's access token, for calls made on the user's behalf (membership's
+    /// campaigns).
+    pub access_token: AccessToken,
     /// The CSRF token of the logout form.
     pub csrf: String,
     /// Cookies to set on the response (a refreshed session, a new CSRF token).
@@ -189,6 +202,8 @@ pub enum Access {
     Aggregates,
     /// Member-level rows: admin, analyst.
     Members,
+    /// Brand-wide campaign results: admin, analyst.
+    Campaigns,
 }
 
 pub fn allowed(principal: &Principal, access: Access) -> bool {
@@ -198,7 +213,7 @@ pub fn allowed(principal: &Principal, access: Access) -> bool {
     let has = |role: &str| principal.roles.iter().any(|r| r == role);
     match access {
         Access::Aggregates => has("admin") || has("analyst") || has("store_manager"),
-        Access::Members => has("admin") || has("analyst"),
+        Access::Members | Access::Campaigns => has("admin") || has("analyst"),
     }
 }
 
@@ -216,11 +231,11 @@ pub async fn viewer(state: &State, headers: &HeaderMap, access: Access) -> Resul
         }
     };
     let verified = match cookie(headers, ACCESS_COOKIE) {
-        Some(token) => state.verifier.verify(token).await.ok(),
+        Some(token) => state.verifier.verify(token).await.ok().map(|p| (p, token.to_owned())),
         None => None,
     };
-    let principal = match verified {
-        Some(p) => p,
+    let (principal, access_token) = match verified {
+        Some(found) => found,
         None => {
             let Some(refresh) = cookie(headers, REFRESH_COOKIE) else {
                 return Err(Redirect::to("/login").into_response());
@@ -231,7 +246,7 @@ pub async fn viewer(state: &State, headers: &HeaderMap, access: Access) -> Resul
                         return Err(clear_session(Redirect::to("/login").into_response(), secure));
                     };
                     set_cookies.extend(session_cookies(&tokens, secure));
-                    p
+                    (p, tokens.access)
                 }
                 Err(SessionError::Denied) => return Err(clear_session(Redirect::to("/login").into_response(), secure)),
                 Err(SessionError::Unavailable(why)) => {
@@ -251,6 +266,7 @@ pub async fn viewer(state: &State, headers: &HeaderMap, access: Access) -> Resul
     }
     Ok(Viewer {
         principal,
+        access_token: AccessToken(access_token),
         csrf,
         set_cookies,
     })

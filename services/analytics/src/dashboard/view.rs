@@ -140,11 +140,16 @@ pub struct Page {
     /// Which filters the page's picker offers.
     pub filters: Vec<(&'static str, Vec<String>)>,
     pub sections: Vec<Section>,
-    /// A message in place of the figures (an invalid period).
+    /// A message in place of the figures (an invalid period, a service that
+    /// could not be reached).
     pub problem: Option<String>,
+    /// The response's status; 200 when unset.
+    pub status: Option<StatusCode>,
+    /// No period picker: the page's figures do not depend on a period.
+    pub without_period: bool,
 }
 
-pub const NAV: [(&str, &str); 11] = [
+pub const NAV: [(&str, &str); 12] = [
     ("/", "Overview"),
     ("/sales", "Sales"),
     ("/pyramid", "Pyramid"),
@@ -155,6 +160,7 @@ pub const NAV: [(&str, &str); 11] = [
     ("/staff", "Staff"),
     ("/products", "Products"),
     ("/partners", "Partners"),
+    ("/campaigns", "Campaigns"),
     ("/login", ""),
 ];
 
@@ -202,7 +208,10 @@ fn percent(change: f64) -> String {
 
 /// Renders `page` as HTML, or one table as CSV with `?format=csv`.
 pub fn render(page: Page, params: &Params, viewer: Viewer, refresh_secs: u64) -> Response {
-    let mut response = if params.format == "csv" {
+    let status = page.status.unwrap_or(StatusCode::OK);
+    let mut response = if params.format == "csv" && status != StatusCode::OK {
+        (status, page.problem.clone().unwrap_or_default()).into_response()
+    } else if params.format == "csv" {
         let tables: Vec<&Table> = page.sections.iter().filter_map(|s| s.table.as_ref()).collect();
         let table = tables.iter().find(|t| t.id == params.table).or(tables.first()).copied();
         match table {
@@ -220,7 +229,7 @@ pub fn render(page: Page, params: &Params, viewer: Viewer, refresh_secs: u64) ->
             None => (StatusCode::NOT_FOUND, "no table on this page").into_response(),
         }
     } else {
-        html_response(StatusCode::OK, html_page(&page, params, &viewer, refresh_secs))
+        html_response(status, html_page(&page, params, &viewer, refresh_secs))
     };
     super::session::append_cookies(&mut response, viewer.set_cookies);
     response
@@ -231,12 +240,13 @@ pub fn render(page: Page, params: &Params, viewer: Viewer, refresh_secs: u64) ->
 
 fn html_page(page: &Page, params: &Params, viewer: &Viewer, refresh_secs: u64) -> Markup {
     let kind = params.period_kind();
+    let campaigns = super::session::allowed(&viewer.principal, super::session::Access::Campaigns);
     let top = html! {
         header.top {
             span.brand { "Retail analytics" }
             nav {
-                @for (path, label) in NAV.iter().filter(|(_, l)| !l.is_empty()) {
-                    a href={ (path) (params.with(&[("page", "")])) } class=[(*path == page.path).then_some("current")] { (label) }
+                @for (path, label) in NAV.iter().filter(|(p, l)| !l.is_empty() && (*p != "/campaigns" || campaigns)) {
+                    a href={ (path) (params.with(&[("page", ""), ("page_token", "")])) } class=[(*path == page.path).then_some("current")] { (label) }
                 }
             }
             form.logout method="post" action="/logout" {
@@ -248,7 +258,8 @@ fn html_page(page: &Page, params: &Params, viewer: &Viewer, refresh_secs: u64) -
     };
     let body = html! {
         h1 { (page.title) }
-        form.picker method="get" action=(page.path) {
+        @if !page.without_period || !page.filters.is_empty() { form.picker method="get" action=(page.path) {
+            @if !page.without_period {
             label { "Period "
                 select name="period" {
                     @for p in ["day", "week", "month", "quarter", "custom"] {
@@ -258,6 +269,7 @@ fn html_page(page: &Page, params: &Params, viewer: &Viewer, refresh_secs: u64) -
             }
             label { "From " input type="date" name="from" value=(params.from); }
             label { "To " input type="date" name="to" value=(params.to); }
+            }
             @for (name, values) in &page.filters {
                 label { (name) " "
                     select name=(name) {
@@ -269,7 +281,7 @@ fn html_page(page: &Page, params: &Params, viewer: &Viewer, refresh_secs: u64) -
                 }
             }
             button type="submit" { "Apply" }
-        }
+        } }
         div id="live" data-refresh=(refresh_secs) {}
         @if let Some(problem) = &page.problem {
             p.error role="alert" { (problem) }

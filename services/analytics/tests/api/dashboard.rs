@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use retail_analytics::dashboard::campaigns::{CampaignPage, CampaignResult, CampaignsError, Report};
 use retail_analytics::dashboard::session::SessionError;
-use retail_analytics::dashboard::{Sessions, Tokens};
+use retail_analytics::dashboard::{Campaigns, Sessions, Tokens};
 use retail_kit::auth::PrincipalKind;
 use retail_proto::analytics::{self as pb};
 use retail_proto::events as ev;
@@ -112,6 +113,15 @@ async fn start_dashboard(
     sources: &[(&str, SocketAddr)],
     configure: impl FnOnce(&mut retail_analytics::Settings),
 ) -> Dashboard {
+    start_dashboard_with(database, sources, configure, None).await
+}
+
+async fn start_dashboard_with(
+    database: &TestDatabase,
+    sources: &[(&str, SocketAddr)],
+    configure: impl FnOnce(&mut retail_analytics::Settings),
+    campaigns: Option<Arc<dyn Campaigns>>,
+) -> Dashboard {
     let mut settings = retail_analytics::Settings::default();
     settings.database.url = database.secret_url();
     settings.database.max_connections = 8;
@@ -135,6 +145,10 @@ async fn start_dashboard(
         .unwrap()
         .with_sessions(identity.clone())
         .with_clock(Arc::new(|| T0 + DAY));
+    let application = match campaigns {
+        Some(c) => application.with_campaigns(c),
+        None => application,
+    };
     let web = application.dashboard_addr().unwrap();
     let grpc = application.local_addr();
     let app = application.app();
@@ -782,6 +796,22 @@ async fn a_store_manager_sees_only_his_own_stores() {
         !overview.body.contains("value=\"HAM\""),
         "the store filter offers his stores only"
     );
+    // Without a store asked for, his store's figures (10.00), not every store's.
+    assert!(
+        overview.body.contains(r#"data-kpi="revenue">10.00<"#),
+        "{}",
+        overview.body
+    );
+    assert!(overview.body.contains("Headline figures, store BER"));
+    assert!(ana.get("/").await.body.contains(r#"data-kpi="revenue">20.00<"#));
+    let csv = max.get("/sales?format=csv").await;
+    assert!(
+        csv.body.lines().skip(1).all(|l| l.contains(",store BER,")),
+        "{}",
+        csv.body
+    );
+    let partners = max.get("/partners").await;
+    assert!(partners.body.contains("Sales per partner span every store"));
     for page in [
         "/stores?store=HAM",
         "/staff?store=HAM",
@@ -795,6 +825,10 @@ async fn a_store_manager_sees_only_his_own_stores() {
     let none = mia.get("/stores").await;
     assert_eq!(none.status, 200);
     assert!(none.body.contains("No store is assigned to you."));
+    let overview = mia.get("/").await;
+    assert_eq!(overview.status, 200);
+    assert!(overview.body.contains("No store is assigned to you."));
+    assert!(!overview.body.contains("data-kpi=\"revenue\""));
     assert_eq!(mia.get("/staff?store=BER").await.status, 403);
 }
 
@@ -894,4 +928,205 @@ async fn the_partners_page_ranks_targets_with_attainment_and_projection() {
     assert!(leads.body.starts_with("partner,offered,accepted,"), "{}", leads.body);
     let pipeline = ana.get("/partners?period=month&format=csv&table=pipeline").await;
     assert_eq!(pipeline.body.lines().count(), 8, "header and seven stages");
+}
+
+/// Membership's campaigns as the dashboard sees them: pages by token, and the
+/// access tokens it was called with.
+#[derive(Debug, Default)]
+struct FakeCampaigns {
+    pages: BTreeMap<String, CampaignPage>,
+    tokens: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Campaigns for FakeCampaigns {
+    async fn list(&self, access_token: &str, page_size: i32, page_token: &str) -> Result<CampaignPage, CampaignsError> {
+        assert!(page_size > 0);
+        self.tokens.lock().unwrap().push(access_token.to_owned());
+        self.pages.get(page_token).cloned().ok_or(CampaignsError::BadPageToken)
+    }
+}
+
+fn result(name: &str, display_name: &str, report: Report) -> CampaignResult {
+    CampaignResult {
+        name: format!("campaigns/{name}"),
+        display_name: display_name.into(),
+        state: "running".into(),
+        start: T0,
+        end: T0 + 7 * DAY,
+        audience: "Lapsed <b>buyers</b> (email)".into(),
+        control_share_bp: 2_000,
+        report,
+    }
+}
+
+#[tokio::test]
+async fn the_campaigns_page_shows_each_report_against_control_for_analysts_only() {
+    const EVIL: &str = "<script>alert(1)</script>";
+    let first = result(
+        "c3",
+        "=SUM(A1) spring",
+        Report {
+            reached: 20,
+            responded: 5,
+            response_rate_bp: 2_500,
+            control: 5,
+            control_responded: 0,
+            control_response_rate_bp: 0,
+            revenue: 12_345,
+            control_revenue: 0,
+            incremental_revenue: 12_345,
+            cost: 1_000,
+            roi_bp: Some(113_450),
+            currency: "EUR".into(),
+        },
+    );
+    let second = result(
+        "c2",
+        EVIL,
+        Report {
+            reached: 10,
+            responded: 1,
+            response_rate_bp: 1_000,
+            control: 10,
+            control_responded: 2,
+            control_response_rate_bp: 2_000,
+            revenue: 5_000,
+            control_revenue: 9_000,
+            incremental_revenue: -4_000,
+            cost: 0,
+            roi_bp: None,
+            currency: "EUR".into(),
+        },
+    );
+    let third = result("c1", "Winter", Report::default());
+    let fake = Arc::new(FakeCampaigns {
+        pages: BTreeMap::from([
+            (
+                String::new(),
+                CampaignPage {
+                    campaigns: vec![first, second],
+                    next_page_token: "tok/2".into(),
+                },
+            ),
+            (
+                "tok/2".into(),
+                CampaignPage {
+                    campaigns: vec![third],
+                    next_page_token: String::new(),
+                },
+            ),
+        ]),
+        ..FakeCampaigns::default()
+    });
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard_with(&database, &[], |_| {}, Some(fake.clone())).await;
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let (mut max, _) = Browser::sign_in(d.web, "max", "pw").await;
+    let (mut sue, _) = Browser::sign_in(d.web, "sue", "pw").await;
+
+    let page = ana.get("/campaigns").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(r#"href="/campaigns""#), "the nav links the page");
+    // Called with the analyst's own access token.
+    assert_eq!(
+        fake.tokens.lock().unwrap().as_slice(),
+        [ana.cookies["rs_access"].clone()]
+    );
+    // Everything escaped.
+    assert!(!page.body.contains(EVIL) && !page.body.contains("<b>buyers"));
+    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    // One targeted and one control bar per campaign, the figures on hover.
+    assert_eq!(page.body.matches(r#"data-series="targeted""#).count(), 2);
+    assert_eq!(page.body.matches(r#"data-series="control""#).count(), 2);
+    assert!(page.body.contains("=SUM(A1) spring: targeted 25.0% (5 of 20 reached)"));
+    assert!(page.body.contains(": control 20.0% (2 of 10 held back)"));
+    // No period picker: campaigns are not read by period.
+    assert!(!page.body.contains("name=\"period\""));
+
+    // The CSV: the same figures, formulas neutralised.
+    let csv = ana.get("/campaigns?format=csv").await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(
+        lines[0],
+        "campaign,state,window,audience,control_share,reached,responded,response_rate,control,\
+         control_responded,control_response_rate,revenue,control_revenue,incremental_revenue,cost,roi"
+    );
+    assert_eq!(
+        lines[1],
+        "\"'=SUM(A1) spring\",running,2026-06-01 00:00 to 2026-06-08 00:00,Lapsed <b>buyers</b> (email),\
+         20.0%,20,5,25.0%,5,0,0.0%,123.45,0.00,123.45,10.00,1134.5%"
+    );
+    assert_eq!(
+        lines[2],
+        "<script>alert(1)</script>,running,2026-06-01 00:00 to 2026-06-08 00:00,Lapsed <b>buyers</b> (email),\
+         20.0%,10,1,10.0%,10,2,20.0%,50.00,90.00,-40.00,0.00,"
+    );
+    assert_eq!(lines.len(), 3);
+
+    // Paging: the next page by membership's token, and back to the first.
+    assert!(
+        page.body.contains(r#"href="/campaigns?page_token=tok%2F2""#),
+        "{}",
+        page.body
+    );
+    let next = ana.get("/campaigns?page_token=tok%2F2").await;
+    assert_eq!(next.status, 200);
+    assert!(next.body.contains("Winter") && !next.body.contains("spring"));
+    assert!(next.body.contains("First page") && !next.body.contains("Next page"));
+    let stale = ana.get("/campaigns?page_token=gone").await;
+    assert_eq!(stale.status, 400);
+    assert!(stale.body.contains("start again from the first page"));
+
+    // Brand-wide: not a store manager's, nor support's.
+    let refused = max.get("/campaigns").await;
+    assert_eq!(refused.status, 403);
+    assert!(
+        !max.get("/").await.body.contains(r#"href="/campaigns""#),
+        "not in his nav"
+    );
+    assert_eq!(sue.get("/campaigns").await.status, 403);
+    assert_eq!(
+        fake.tokens.lock().unwrap().len(),
+        4,
+        "only the analyst's pages asked membership"
+    );
+}
+
+#[tokio::test]
+async fn the_campaigns_page_says_so_when_membership_is_unreachable_or_empty() {
+    let database = TestDatabase::new().await.unwrap();
+    // Nothing listens on port 1: membership's real client fails to connect.
+    let d = start_dashboard(&database, &[], |s| {
+        s.sources.membership_url = Some("http://127.0.0.1:1".into());
+    })
+    .await;
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let page = ana.get("/campaigns").await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(page.body.contains("Membership could not be reached"));
+    assert!(page.body.contains("<nav>"), "still the dashboard's layout");
+    assert_eq!(ana.get("/campaigns?format=csv").await.status, 502);
+
+    // Without membership's address: said so.
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard(&database, &[], |_| {}).await;
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let page = ana.get("/campaigns").await;
+    assert_eq!(page.status, 503);
+    assert!(page.body.contains("sources.membership_url"));
+
+    // No campaign yet: the empty state.
+    let empty = Arc::new(FakeCampaigns {
+        pages: BTreeMap::from([(String::new(), CampaignPage::default())]),
+        ..FakeCampaigns::default()
+    });
+    let database = TestDatabase::new().await.unwrap();
+    let d = start_dashboard_with(&database, &[], |_| {}, Some(empty)).await;
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    let page = ana.get("/campaigns").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("No campaign yet."));
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 mod campaigns;
+mod access;
 mod dashboard;
 mod helpers;
 mod kpis;

@@ -753,4 +753,31 @@ impl EngagementService for EngagementApi {
             next_page_token,
         })
     }
+
+    async fn list_campaigns(&self, request: Request<pb::ListCampaignsRequest>) -> Rpc<pb::ListCampaignsResponse> {
+        caller(&request, READ)?;
+        let req = request.get_ref();
+        let state = match pb::CampaignState::try_from(req.state) {
+            Ok(pb::CampaignState::Unspecified) => None,
+            Ok(pb::CampaignState::Draft) => Some(CampaignState::Draft),
+            Ok(pb::CampaignState::Scheduled) => Some(CampaignState::Scheduled),
+            Ok(pb::CampaignState::Running) => Some(CampaignState::Running),
+            Ok(pb::CampaignState::Finished) => Some(CampaignState::Finished),
+            Ok(pb::CampaignState::Cancelled) => Some(CampaignState::Cancelled),
+            Err(_) => return Err(ServiceError::invalid("state", "is not a campaign state").into()),
+        };
+        let page = Page::parse(
+            req.page_size,
+            &req.page_token,
+            &format!("campaigns/{}", state.map_or("", CampaignState::as_str)),
+        )?;
+        let (rows, next_page_token) = self.app.campaigns(state, &page).await?;
+        ok(pb::ListCampaignsResponse {
+            campaigns: rows
+                .iter()
+                .map(|(c, contacted, control)| campaign_pb(&self.app.rules, c, *contacted, *control))
+                .collect::<ServiceResult<_>>()?,
+            next_page_token,
+        })
+    }
 }

@@ -411,6 +411,27 @@ impl App {
         Ok((c, contacted, control))
     }
 
+    /// Campaigns newest first, optionally only those in `state`, each with its
+    /// contacted and control counts; returns the page and the next page's token.
+    pub(crate) async fn campaigns(
+        &self,
+        state: Option<CampaignState>,
+        page: &Page,
+    ) -> ServiceResult<(Vec<(campaign::Model, i64, i64)>, String)> {
+        let rows = db::list_campaigns(&self.db, state.map(CampaignState::as_str), page).await?;
+        let (rows, next) = page.finish(rows, |c| c.id.clone());
+        let ids: Vec<String> = rows.iter().map(|c| c.id.clone()).collect();
+        let counts = db::outcome_counts(&self.db, &ids).await?;
+        let listed = rows
+            .into_iter()
+            .map(|c| {
+                let (contacted, control) = counts.get(&c.id).copied().unwrap_or_default();
+                (c, contacted, control)
+            })
+            .collect();
+        Ok((listed, next))
+    }
+
     /// Moves a campaign to `to`; FAILED_PRECONDITION if its state does not allow it.
     pub(crate) async fn move_campaign(
         &self,

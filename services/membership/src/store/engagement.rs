@@ -1,6 +1,8 @@
 //! Engagement's tables: segments, campaigns, the decision per campaign and member,
 //! and the message outbox.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use retail_kit::error::ServiceResult;
 use retail_kit::paging::Page;
@@ -11,6 +13,7 @@ use sea_orm::{
 };
 
 use super::entities::{campaign, contact, message, segment};
+use crate::domain::engagement::ContactOutcome;
 
 pub(crate) async fn insert_segment(conn: &impl ConnectionTrait, model: segment::Model) -> ServiceResult<()> {
     let active: segment::ActiveModel = model.into();
@@ -78,6 +81,57 @@ pub(crate) async fn campaigns_in(conn: &impl ConnectionTrait, state: &str) -> Se
         .order_by_asc(campaign::Column::Id)
         .all(conn)
         .await?)
+}
+
+/// A page of campaigns, newest first (ids are UUID v7), optionally only those in
+/// `state`.
+pub(crate) async fn list_campaigns(
+    conn: &impl ConnectionTrait,
+    state: Option<&str>,
+    page: &Page,
+) -> ServiceResult<Vec<campaign::Model>> {
+    let mut query = campaign::Entity::find()
+        .order_by_desc(campaign::Column::Id)
+        .limit(page.fetch_limit());
+    if let Some(state) = state {
+        query = query.filter(campaign::Column::State.eq(state));
+    }
+    if let Some(after) = &page.after {
+        query = query.filter(campaign::Column::Id.lt(after.as_str()));
+    }
+    Ok(query.all(conn).await?)
+}
+
+/// Contacted and control members of each of the campaigns `ids`:
+/// `(contacted, control)` by campaign id (absent: none decided yet).
+pub(crate) async fn outcome_counts(
+    conn: &impl ConnectionTrait,
+    ids: &[String],
+) -> ServiceResult<HashMap<String, (i64, i64)>> {
+    let mut out: HashMap<String, (i64, i64)> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<(String, String, i64)> = contact::Entity::find()
+        .select_only()
+        .column(contact::Column::CampaignId)
+        .column(contact::Column::Outcome)
+        .column_as(Expr::cust("CAST(COUNT(*) AS BIGINT)"), "n")
+        .filter(contact::Column::CampaignId.is_in(ids.iter().cloned()))
+        .group_by(contact::Column::CampaignId)
+        .group_by(contact::Column::Outcome)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    for (campaign_id, outcome, n) in rows {
+        let entry = out.entry(campaign_id).or_default();
+        if outcome == ContactOutcome::Contacted.as_str() {
+            entry.0 = n;
+        } else if outcome == ContactOutcome::Control.as_str() {
+            entry.1 = n;
+        }
+    }
+    Ok(out)
 }
 
 /// Serialises the decisions about one member (the frequency cap across campaigns)

@@ -965,6 +965,141 @@ async fn every_audience_decision_is_published_once_with_the_members_lifecycle_st
             template: "We miss you",
             bonus_points: 0,
             control_share_bp: 5_000,
+async fn list_campaigns(
+    app: &TestApp,
+    state: pb::CampaignState,
+    page_size: i32,
+    page_token: &str,
+) -> Result<pb::ListCampaignsResponse, tonic::Status> {
+    engagement(app)
+        .list_campaigns(authed(pb::ListCampaignsRequest {
+            page_size,
+            page_token: page_token.into(),
+            state: state as i32,
+        }))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn campaigns_are_listed_newest_first_in_pages_and_by_state_with_their_counts() {
+    let app = spawn_app().await;
+    let state = app.state.clone().unwrap();
+    for i in 0..4 {
+        let m = register(&app, 300 + i).await;
+        consent(&app, &m, pb::ConsentChannel::Email, true).await;
+    }
+    let audience = everyone(&app).await;
+    let spec = || CampaignSpec {
+        segment: audience.clone(),
+        trigger: pb::CampaignTrigger::Planned,
+        action: pb::CampaignAction::Message,
+        template: "Hello",
+        bonus_points: 0,
+        control_share_bp: 0,
+    };
+    let first = campaign(&app, spec()).await.unwrap().name;
+    let second = campaign(&app, spec()).await.unwrap().name;
+    let third = campaign(&app, spec()).await.unwrap().name;
+    engagement(&app)
+        .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: second.clone() }))
+        .await
+        .unwrap();
+    engagement(&app)
+        .cancel_campaign(authed(pb::CancelCampaignRequest { name: third.clone() }))
+        .await
+        .unwrap();
+    // The scheduled one runs: it contacts the four consented members.
+    assert_eq!(state.run_campaigns(Utc::now()).await.unwrap(), 4);
+
+    let names = |r: &pb::ListCampaignsResponse| r.campaigns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    let page = list_campaigns(&app, pb::CampaignState::Unspecified, 2, "")
+        .await
+        .unwrap();
+    assert_eq!(names(&page), vec![third.clone(), second.clone()]);
+    assert!(!page.next_page_token.is_empty());
+    let running = &page.campaigns[1];
+    assert_eq!(running.state, pb::CampaignState::Running as i32);
+    assert_eq!((running.contacted_count, running.control_count), (4, 0));
+    assert_eq!(page.campaigns[0].state, pb::CampaignState::Cancelled as i32);
+    assert_eq!(page.campaigns[0].contacted_count, 0);
+    let rest = list_campaigns(&app, pb::CampaignState::Unspecified, 2, &page.next_page_token)
+        .await
+        .unwrap();
+    assert_eq!(names(&rest), vec![first.clone()]);
+    assert!(rest.next_page_token.is_empty());
+    // The list shows what GetCampaign shows.
+    let got = engagement(&app)
+        .get_campaign(authed(pb::GetCampaignRequest { name: second.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(running, &got);
+
+    for (s, expected) in [
+        (pb::CampaignState::Draft, vec![first.clone()]),
+        (pb::CampaignState::Running, vec![second.clone()]),
+        (pb::CampaignState::Cancelled, vec![third.clone()]),
+        (pb::CampaignState::Finished, vec![]),
+    ] {
+        let listed = list_campaigns(&app, s, 0, "").await.unwrap();
+        assert_eq!(names(&listed), expected, "{s:?}");
+    }
+    // A token belongs to its filter; a state must be one.
+    let err = list_campaigns(&app, pb::CampaignState::Draft, 2, &page.next_page_token)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&err), vec!["page_token"]);
+    let err = engagement(&app)
+        .list_campaigns(authed(pb::ListCampaignsRequest {
+            state: 99,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), vec!["state"]);
+    let err = list_campaigns(&app, pb::CampaignState::Unspecified, -1, "")
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), vec!["page_size"]);
+}
+
+/// A token as identity issues it to an analyst: the role and every `.read` scope
+/// outside identity.
+fn analyst<T>(message: T) -> tonic::Request<T> {
+    use retail_kit::auth::PrincipalKind;
+    use retail_testkit::tokens::{claims, sign};
+    let mut c = claims(
+        "analyst-1",
+        PrincipalKind::Staff,
+        &[
+            "membership.members.read",
+            "catalog.read",
+            "orders.read",
+            "partner.read",
+            "analytics.read",
+            "events.read",
+        ],
+        None,
+    );
+    c.roles = vec!["analyst".into()];
+    with_token(&sign(&c), message)
+}
+
+#[tokio::test]
+async fn an_analyst_reads_campaigns_and_reports_but_changes_nothing() {
+    let app = spawn_app().await;
+    let audience = everyone(&app).await;
+    let c = campaign(
+        &app,
+        CampaignSpec {
+            segment: audience.clone(),
+            trigger: pb::CampaignTrigger::Planned,
+            action: pb::CampaignAction::Message,
+            template: "Hello",
+            bonus_points: 0,
+            control_share_bp: 1_000,
         },
     )
     .await
@@ -1024,4 +1159,65 @@ async fn every_audience_decision_is_published_once_with_the_members_lifecycle_st
             .iter()
             .all(|e| e.campaign_id == id && e.display_name == "test campaign")
     );
+    let mut client = engagement(&app);
+    let listed = client
+        .list_campaigns(analyst(pb::ListCampaignsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.campaigns.len(), 1);
+    assert_eq!(listed.campaigns[0].name, c.name);
+    assert_eq!(listed.campaigns[0].control_share_bp, 1_000);
+    client
+        .get_campaign(analyst(pb::GetCampaignRequest { name: c.name.clone() }))
+        .await
+        .unwrap();
+    let report = client
+        .get_campaign_report(analyst(pb::GetCampaignReportRequest { name: c.name.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((report.reached, report.control), (0, 0));
+
+    let denied = [
+        client
+            .create_segment(analyst(pb::CreateSegmentRequest {
+                segment: Some(pb::Segment {
+                    display_name: "x".into(),
+                    rule: Some(rule(R::Region(pb::RegionCondition {
+                        regions: vec!["DE-BE".into()],
+                    }))),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            }))
+            .await
+            .map(|_| ()),
+        client
+            .create_campaign(analyst(pb::CreateCampaignRequest {
+                campaign: Some(c.clone()),
+                request_id: String::new(),
+            }))
+            .await
+            .map(|_| ()),
+        client
+            .schedule_campaign(analyst(pb::ScheduleCampaignRequest { name: c.name.clone() }))
+            .await
+            .map(|_| ()),
+        client
+            .cancel_campaign(analyst(pb::CancelCampaignRequest { name: c.name.clone() }))
+            .await
+            .map(|_| ()),
+    ];
+    for (i, result) in denied.into_iter().enumerate() {
+        assert_eq!(result.unwrap_err().code(), Code::PermissionDenied, "change {i}");
+    }
+    // Nothing changed: still one draft.
+    let after = client
+        .list_campaigns(analyst(pb::ListCampaignsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.campaigns.len(), 1);
+    assert_eq!(after.campaigns[0].state, pb::CampaignState::Draft as i32);
 }
