@@ -1,7 +1,8 @@
 //! Analytics' use cases: the KPI queries ([`kpis`], [`members`], [`stores`],
 //! [`partners`]), the
 //! touchpoint ingestion ([`touchpoints`]), the rebuild of projections from the
-//! archive ([`rebuild`]) and the overdue members' events ([`overdue`]).
+//! archive ([`rebuild`]) and the overdue members' and member scores' events
+//! ([`overdue`], [`scores`]).
 
 pub mod import;
 pub mod kpis;
@@ -9,6 +10,7 @@ pub mod members;
 pub mod overdue;
 pub mod partners;
 pub mod rebuild;
+pub mod scores;
 pub mod stores;
 pub mod touchpoints;
 

@@ -9,6 +9,7 @@ mod dashboard;
 mod helpers;
 mod kpis;
 mod partners;
+mod scores;
 mod touchpoints;
 
 use std::time::Duration;

@@ -10,6 +10,7 @@ mod helpers;
 mod loyalty;
 mod merge;
 mod partners;
+mod scores;
 mod tier_run;
 
 use std::time::Duration;
