@@ -45,7 +45,7 @@ impl TagChange {
 
 impl App {
     /// Removes the tags at `remove` and sets `set`; a member keeps at most
-    /// [`MAX_TAGS`].
+    /// [`MAX_TAGS`] besides analytics' predictions.
     pub(crate) async fn set_tags(
         &self,
         caller: &str,
@@ -66,7 +66,13 @@ impl App {
                     store::upsert_tag(txn, tag).await?;
                 }
                 let view = store::view(txn, member).await?;
-                if view.tags.len() > MAX_TAGS {
+                // Analytics' predictions do not count against the member's own tags.
+                let own = view
+                    .tags
+                    .iter()
+                    .filter(|t| TagCategory::of(&t.path) != Some(TagCategory::Predicted))
+                    .count();
+                if own > MAX_TAGS {
                     return Err(ServiceError::invalid(
                         "set",
                         format!("a member has at most {MAX_TAGS} tags"),

@@ -357,3 +357,49 @@ async fn an_rfm_condition_names_known_segments() {
         "the rule reads back as saved"
     );
 }
+
+#[tokio::test]
+async fn predictions_do_not_count_against_the_members_own_tags() {
+    let log = FakeAnalyticsLog::default();
+    let app = following(&log).await;
+    let m = register(&app, 21).await;
+    let set_tags = |set: Vec<pb::Tag>| {
+        let mut client = app.client();
+        let name = m.clone();
+        async move {
+            client
+                .set_tags(authed(pb::SetTagsRequest {
+                    name,
+                    set,
+                    remove_paths: vec![],
+                }))
+                .await
+        }
+    };
+    // The member's own 100 tags, the most it may hold.
+    let own: Vec<pb::Tag> = (0..100)
+        .map(|i| pb::Tag {
+            path: format!("interest/t{i}"),
+            ..Default::default()
+        })
+        .collect();
+    set_tags(own).await.unwrap();
+    let end = log.scored(
+        &m,
+        "champion",
+        &[("likely_to_churn", Utc::now() + chrono::Duration::days(7))],
+    );
+    applied(&app, end).await;
+    assert_eq!(get(&app, &m).await.tags.len(), 101);
+    // Replacing one of its own still fits; a 101st of its own does not.
+    let one = |path: &str| {
+        vec![pb::Tag {
+            path: path.into(),
+            value: "x".into(),
+            ..Default::default()
+        }]
+    };
+    set_tags(one("interest/t0")).await.unwrap();
+    let err = set_tags(one("interest/t100")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
