@@ -7,8 +7,8 @@
 //! effect exactly once and the archive holds exactly the events applied. A new
 //! source log is one more entry in [`SOURCES`] plus its arms in the projector.
 //!
-//! Published: `MemberOverdue` (retail.events.v1) on analytics' own log, through
-//! the outbox.
+//! Published: `MemberOverdue` and `MemberScored` (retail.events.v1) on analytics'
+//! own log, through the outbox.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -144,6 +144,32 @@ pub fn member_overdue(
         days_since_last,
         last_purchase_time: Some(retail_kit::convert::timestamp(last)),
         next_purchase_time: Some(retail_kit::convert::timestamp(next)),
+    })
+}
+
+/// The event published for a member whose RFM segment or predicted tags changed:
+/// its scores (0 when not scored) and the tags that hold, each until `expires`.
+pub fn member_scored(
+    member_id: &str,
+    rfm: Option<crate::domain::kpi::RfmScore>,
+    predicted: &[&str],
+    scored: chrono::DateTime<chrono::Utc>,
+    expires: chrono::DateTime<chrono::Utc>,
+) -> Outgoing {
+    Outgoing::of(&ev::MemberScored {
+        member_id: member_id.to_owned(),
+        recency_score: rfm.map_or(0, |s| i32::from(s.r)),
+        frequency_score: rfm.map_or(0, |s| i32::from(s.f)),
+        monetary_score: rfm.map_or(0, |s| i32::from(s.m)),
+        rfm_segment: rfm.map(|s| s.segment.as_str().to_owned()).unwrap_or_default(),
+        predicted_tags: predicted
+            .iter()
+            .map(|name| ev::PredictedTag {
+                name: (*name).to_owned(),
+                expire_time: Some(retail_kit::convert::timestamp(expires)),
+            })
+            .collect(),
+        score_time: Some(retail_kit::convert::timestamp(scored)),
     })
 }
 

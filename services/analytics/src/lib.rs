@@ -189,6 +189,9 @@ impl Application {
                     if let Err(err) = app.publish_overdue(now).await {
                         tracing::warn!(error = %err, "publishing overdue members failed");
                     }
+                    if let Err(err) = app.publish_scores(now).await {
+                        tracing::warn!(error = %err, "publishing member scores failed");
+                    }
                     if let Err(err) = app.purge_touchpoints(now).await {
                         tracing::warn!(error = %err, "touchpoint retention failed");
                     }

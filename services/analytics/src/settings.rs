@@ -13,7 +13,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
-    /// Analytics' own log (overdue members).
+    /// Analytics' own log (overdue members, member scores).
     pub events: EventsSettings,
     pub sources: SourcesSection,
     pub analytics: AnalyticsSection,
@@ -52,6 +52,12 @@ impl Validate for Settings {
         }
         if a.lifetime_years <= 0.0 || !a.lifetime_years.is_finite() {
             return Err(ConfigError::invalid("analytics.lifetime_years", "must be positive"));
+        }
+        if !(1..=3650).contains(&a.rfm_window_days) {
+            return Err(ConfigError::invalid("analytics.rfm_window_days", "must be 1 to 3650"));
+        }
+        if !(1..=365).contains(&a.predicted_tag_days) {
+            return Err(ConfigError::invalid("analytics.predicted_tag_days", "must be 1 to 365"));
         }
         if a.retention_days == 0 || a.lateness_secs == 0 {
             return Err(ConfigError::invalid(
@@ -93,12 +99,18 @@ pub struct AnalyticsSection {
     /// A member is overdue when the days since the last purchase exceed their
     /// cycle times this factor.
     pub overdue_factor: f64,
-    /// How often overdue members are looked for and published.
+    /// How often overdue members are looked for and published, and members
+    /// rescored (`MemberScored`).
     pub overdue_every_secs: u64,
     /// Gross margin used by CLV.
     pub gross_margin: f64,
     /// Expected customer lifetime used by CLV, in years.
     pub lifetime_years: f64,
+    /// The RFM window (F and M) of the published member scores, in days.
+    pub rfm_window_days: i64,
+    /// How long a published predicted tag stays true (its durability), in days;
+    /// a tag that still holds is published again when half of it has passed.
+    pub predicted_tag_days: i64,
 }
 
 impl Default for AnalyticsSection {
@@ -111,6 +123,8 @@ impl Default for AnalyticsSection {
             overdue_every_secs: 3_600,
             gross_margin: 0.4,
             lifetime_years: 3.0,
+            rfm_window_days: 365,
+            predicted_tag_days: 7,
         }
     }
 }

@@ -24,7 +24,7 @@ use retail_kit::money::MAX_AMOUNT_MINOR;
 use retail_proto::events::{self as ev, EventEnvelope};
 use sea_orm::DatabaseTransaction;
 
-use crate::app::{App, PurchaseInput};
+use crate::app::{App, PurchaseInput, Score};
 use crate::domain::engagement::ContactOutcome;
 use crate::domain::fields::ConsentChannel;
 use crate::domain::points::EntryKind;
@@ -304,9 +304,12 @@ fn route(event: &EventEnvelope) -> Option<String> {
 pub(crate) const ANALYTICS_CONSUMER: &str = "membership";
 pub(crate) const ANALYTICS_SOURCE: &str = "analytics";
 
-/// The consumer of analytics' log: a member found overdue starts the overdue
-/// campaigns for it, in the transaction that stores the log position. Each campaign
-/// decides for a member once, so an event delivered again contacts nobody twice.
+/// The consumer of analytics' log, in the transaction that stores the log position:
+/// a member found overdue starts the overdue campaigns for it (each campaign decides
+/// for a member once, so an event delivered again contacts nobody twice); a scored
+/// member's RFM segment and predicted tags are recorded ([`App::apply_score`]). An
+/// event about a merged member applies to its survivor, one about an unknown or
+/// erased member to nobody.
 #[derive(Debug, Clone)]
 pub struct AnalyticsEvents {
     app: Arc<App>,
@@ -321,16 +324,26 @@ impl AnalyticsEvents {
 #[async_trait::async_trait]
 impl EventHandler for AnalyticsEvents {
     async fn handle(&self, txn: &DatabaseTransaction, events: &[&EventEnvelope]) -> ServiceResult<Vec<AfterCommit>> {
-        let overdue = ev::MemberOverdue::full_name();
+        let (overdue, scored) = (ev::MemberOverdue::full_name(), ev::MemberScored::full_name());
         let now = Utc::now();
         let mut changed = Vec::new();
-        for event in events.iter().filter(|e| e.r#type == overdue) {
-            let e: ev::MemberOverdue = decode(event)?;
-            let Some(member) = store::identity::resolve_member(txn, &e.member_id).await? else {
-                continue;
-            };
-            if let Some(version) = self.app.react_to_overdue(txn, &member, now).await? {
-                changed.push((member, version));
+        for event in events.iter() {
+            if event.r#type == overdue {
+                let e: ev::MemberOverdue = decode(event)?;
+                let Some(member) = store::identity::resolve_member(txn, &e.member_id).await? else {
+                    continue;
+                };
+                if let Some(version) = self.app.react_to_overdue(txn, &member, now).await? {
+                    changed.push((member, version));
+                }
+            } else if event.r#type == scored {
+                let e: ev::MemberScored = decode(event)?;
+                let Some(member) = store::identity::resolve_member(txn, &e.member_id).await? else {
+                    continue;
+                };
+                if let Some(version) = self.app.apply_score(txn, &member, score_of(e), now).await? {
+                    changed.push((member, version));
+                }
             }
         }
         if changed.is_empty() {
@@ -346,7 +359,21 @@ impl EventHandler for AnalyticsEvents {
     }
 
     fn partition_key(&self, event: &EventEnvelope) -> Option<String> {
-        (event.r#type == ev::MemberOverdue::full_name()).then(|| event.aggregate_id.clone())
+        (event.r#type == ev::MemberOverdue::full_name() || event.r#type == ev::MemberScored::full_name())
+            .then(|| event.aggregate_id.clone())
+    }
+}
+
+/// The scoring an event reports; a predicted tag without an expiry is passed
+/// over (a prediction always has a durability).
+fn score_of(e: ev::MemberScored) -> Score {
+    Score {
+        rfm_segment: Some(e.rfm_segment).filter(|s| !s.is_empty()),
+        predicted: e
+            .predicted_tags
+            .into_iter()
+            .filter_map(|t| Some((t.name, t.expire_time.as_ref().and_then(from_timestamp)?)))
+            .collect(),
     }
 }
 

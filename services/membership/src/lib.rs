@@ -81,7 +81,7 @@ impl Application {
         self
     }
 
-    /// Subscribes to analytics' event log at `url` (overdue members).
+    /// Subscribes to analytics' event log at `url` (overdue members, member scores).
     pub fn with_analytics_events_url(mut self, url: String) -> Self {
         self.settings.analytics.events_url = Some(url);
         self

@@ -35,13 +35,14 @@ pub struct CatalogSection {
     pub url: Option<String>,
 }
 
-/// Where overdue members come from (the overdue campaign trigger).
+/// Where overdue members (the overdue campaign trigger) and member scores (RFM
+/// segments, predicted tags) come from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsFeedSection {
-    /// The analytics service, whose event log (`MemberOverdue`) membership
-    /// subscribes to (`http://analytics:50056`); unset = no subscription (overdue
-    /// campaigns never fire).
+    /// The analytics service, whose event log (`MemberOverdue`, `MemberScored`)
+    /// membership subscribes to (`http://analytics:50056`); unset = no
+    /// subscription (overdue campaigns never fire, no member is scored).
     pub events_url: Option<String>,
 }
 

@@ -109,6 +109,9 @@ pub struct Launched {
     pub orders: SocketAddr,
     pub partner: SocketAddr,
     pub analytics: SocketAddr,
+    /// Analytics' use cases, for driving its periodic jobs (tests publish member
+    /// scores with their own time).
+    pub analytics_app: std::sync::Arc<retail_analytics::app::App>,
     /// The analytics dashboard (HTTP), with `analytics.http.port` set.
     pub dashboard: Option<SocketAddr>,
     /// The partner gateway (HTTP).
@@ -294,6 +297,7 @@ where
     let analytics = retail_analytics::Application::build(settings.analytics.clone()).await?;
     let analytics_addr = analytics.local_addr();
     let dashboard_addr = analytics.dashboard_addr();
+    let analytics_app = analytics.app();
     // Membership's overdue campaigns follow analytics' event log.
     let membership = membership.with_analytics_events_url(format!("http://{analytics_addr}"));
     let membership_app = membership.app();
@@ -341,6 +345,7 @@ where
         orders: orders_addr,
         partner: partner_addr,
         analytics: analytics_addr,
+        analytics_app,
         dashboard: dashboard_addr,
         gateway: gateway_addr,
         tasks,

@@ -25,6 +25,14 @@ pub struct MemberRfm {
     pub next_purchase: Option<i64>,
 }
 
+/// A member's scoring: RFM when it bought in the window, and its predicted tags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberScore {
+    pub member: String,
+    pub rfm: Option<kpi::RfmScore>,
+    pub predicted: Vec<&'static str>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layer {
     pub name: &'static str,
@@ -134,40 +142,27 @@ impl App {
     /// RFM of every member who bought in the window before `as_of`, by member id.
     pub async fn rfm(&self, as_of: i64, window_days: i64) -> ServiceResult<(Vec<MemberRfm>, (f64, f64, f64))> {
         let histories = self.histories(as_of + 1).await?;
-        let from = as_of - window_days * DAY;
-        let mut members = Vec::new();
-        let mut inputs = Vec::new();
-        for (member, purchases) in &histories {
-            let in_window: Vec<&(i64, i64)> = purchases.iter().filter(|(t, _)| *t > from).collect();
-            let Some(last) = in_window.last() else { continue };
-            inputs.push(RfmInput {
-                recency_days: (as_of - last.0).div_euclid(DAY),
-                frequency: in_window.len() as i64,
-                monetary: in_window.iter().map(|(_, a)| a).sum(),
-            });
-            members.push((member.clone(), purchases));
-        }
-        let (scores, means) = kpi::rfm(&inputs);
-        let out = members
+        Ok(rfm_of(&histories, as_of, window_days))
+    }
+
+    /// Every member who ever bought (net of cancelled orders) scored at `as_of`:
+    /// RFM in the window (`None` without a purchase in it) and the predicted tags
+    /// ([`kpi::predicted_tags`], overdue by `factor`), by member id.
+    pub async fn member_scores(&self, as_of: i64, window_days: i64, factor: f64) -> ServiceResult<Vec<MemberScore>> {
+        let histories = self.histories(as_of + 1).await?;
+        let (scored, _) = rfm_of(&histories, as_of, window_days);
+        let mut scored: BTreeMap<String, kpi::RfmScore> = scored.into_iter().map(|m| (m.member, m.score)).collect();
+        Ok(histories
             .into_iter()
-            .zip(inputs)
-            .zip(scores)
-            .map(|(((member, purchases), input), score)| {
+            .map(|(member, purchases)| {
                 let times: Vec<i64> = purchases.iter().map(|(t, _)| *t).collect();
-                let cycle = kpi::purchase_cycle_days(&times);
-                let last = times.last().copied().unwrap_or(0);
-                MemberRfm {
+                MemberScore {
+                    rfm: scored.remove(&member),
+                    predicted: kpi::predicted_tags(&times, as_of, factor),
                     member,
-                    recency_days: input.recency_days,
-                    frequency: input.frequency,
-                    monetary: input.monetary,
-                    score,
-                    cycle_days: cycle,
-                    next_purchase: cycle.map(|c| last + (c * DAY as f64) as i64),
                 }
             })
-            .collect();
-        Ok((out, means))
+            .collect())
     }
 
     /// Members in the eight segments, with their spend.
@@ -465,6 +460,44 @@ impl App {
             })
             .collect())
     }
+}
+
+/// RFM of every member of `histories` who bought in the window before `as_of`.
+fn rfm_of(histories: &Histories, as_of: i64, window_days: i64) -> (Vec<MemberRfm>, (f64, f64, f64)) {
+    let from = as_of - window_days * DAY;
+    let mut members = Vec::new();
+    let mut inputs = Vec::new();
+    for (member, purchases) in histories {
+        let in_window: Vec<&(i64, i64)> = purchases.iter().filter(|(t, _)| *t > from).collect();
+        let Some(last) = in_window.last() else { continue };
+        inputs.push(RfmInput {
+            recency_days: (as_of - last.0).div_euclid(DAY),
+            frequency: in_window.len() as i64,
+            monetary: in_window.iter().map(|(_, a)| a).sum(),
+        });
+        members.push((member.clone(), purchases));
+    }
+    let (scores, means) = kpi::rfm(&inputs);
+    let out = members
+        .into_iter()
+        .zip(inputs)
+        .zip(scores)
+        .map(|(((member, purchases), input), score)| {
+            let times: Vec<i64> = purchases.iter().map(|(t, _)| *t).collect();
+            let cycle = kpi::purchase_cycle_days(&times);
+            let last = times.last().copied().unwrap_or(0);
+            MemberRfm {
+                member,
+                recency_days: input.recency_days,
+                frequency: input.frequency,
+                monetary: input.monetary,
+                score,
+                cycle_days: cycle,
+                next_purchase: cycle.map(|c| last + (c * DAY as f64) as i64),
+            }
+        })
+        .collect();
+    (out, means)
 }
 
 /// The first seconds of the months from `first` to `last` (both month starts),

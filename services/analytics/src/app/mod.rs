@@ -1,7 +1,8 @@
 //! Analytics' use cases: who sees which stores ([`access`]), the KPI queries ([`kpis`], [`members`], [`stores`],
 //! [`partners`]), the
 //! touchpoint ingestion ([`touchpoints`]), the rebuild of projections from the
-//! archive ([`rebuild`]) and the overdue members' events ([`overdue`]).
+//! archive ([`rebuild`]) and the overdue members' and member scores' events
+//! ([`overdue`], [`scores`]).
 
 pub mod access;
 pub mod import;
@@ -10,6 +11,7 @@ pub mod members;
 pub mod overdue;
 pub mod partners;
 pub mod rebuild;
+pub mod scores;
 pub mod stores;
 pub mod touchpoints;
 

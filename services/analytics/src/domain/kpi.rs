@@ -222,6 +222,25 @@ pub fn is_overdue(days_since_last: f64, cycle_days: f64, factor: f64) -> bool {
     cycle_days > 0.0 && days_since_last > cycle_days * factor
 }
 
+/// The predicted tag of a member likely to churn.
+pub const LIKELY_TO_CHURN: &str = "likely_to_churn";
+
+/// The tags predicted for a member from its purchase times (ascending, seconds) at
+/// `as_of`: `likely_to_churn` when the member is overdue ([`is_overdue`]: the days
+/// since the last purchase exceed the member's own purchase cycle x `factor`), so
+/// only members with two or more purchases can be predicted to churn.
+pub fn predicted_tags(times: &[i64], as_of: i64, factor: f64) -> Vec<&'static str> {
+    let (Some(cycle), Some(last)) = (purchase_cycle_days(times), times.last()) else {
+        return Vec::new();
+    };
+    let since = (as_of - last) as f64 / super::DAY as f64;
+    if is_overdue(since, cycle, factor) {
+        vec![LIKELY_TO_CHURN]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Retention of one cohort: `bought[k]` customers of the `size` bought in month
 /// M+k+1.
 pub fn retention(size: i64, bought: &[i64]) -> Vec<f64> {
@@ -274,6 +293,22 @@ pub fn product_class(ctr: f64, units: f64, median_ctr: f64, median_units: f64) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_past_its_cycle_times_the_factor_is_likely_to_churn() {
+        let d = super::super::DAY;
+        // Purchases on days 0, 10, 20: a 10-day cycle; factor 1.5 -> 15 days.
+        let times = [0, 10 * d, 20 * d];
+        assert!(
+            predicted_tags(&times, 35 * d, 1.5).is_empty(),
+            "exactly 15 days is not past it"
+        );
+        assert_eq!(predicted_tags(&times, 35 * d + 1, 1.5), vec![LIKELY_TO_CHURN]);
+        assert!(predicted_tags(&times, 35 * d + 1, 2.0).is_empty());
+        // One purchase has no cycle: never predicted.
+        assert!(predicted_tags(&[0], 400 * d, 1.5).is_empty());
+        assert!(predicted_tags(&[], 400 * d, 1.5).is_empty());
+    }
 
     #[test]
     fn quintile_edges_split_ten_values_two_per_score() {

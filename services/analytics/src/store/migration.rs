@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateAnalyticsTables),
             Box::new(CreatePartnerProjections),
             Box::new(CreateCampaignProjections),
+            Box::new(CreateScoresPublished),
         ]
     }
 }
@@ -134,6 +135,33 @@ impl MigrationTrait for CreateCampaignProjections {
         for sql in super::campaign_ddl("", "v1") {
             db.execute_unprepared(&sql).await?;
         }
+        Ok(())
+    }
+}
+
+/// What was last published of each member's scoring (`MemberScored`): the RFM
+/// segment (empty = not scored), the predicted tags (sorted names joined by `,`)
+/// and when they are due to be published again (before they expire; far in the
+/// future without tags).
+#[derive(Debug)]
+pub struct CreateScoresPublished;
+
+impl MigrationName for CreateScoresPublished {
+    fn name(&self) -> &str {
+        "m20261204_000101_create_scores_published"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateScoresPublished {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE scores_published (member_id TEXT PRIMARY KEY, segment TEXT NOT NULL, \
+                 tags TEXT NOT NULL, renew_at BIGINT NOT NULL)",
+            )
+            .await?;
         Ok(())
     }
 }

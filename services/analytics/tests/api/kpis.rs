@@ -9,7 +9,7 @@ use crate::{T0, helpers};
 
 /// Three members; in the period [T0, T0+10d): five orders (one a guest's), a
 /// partial refund and four ratings; before it one order of m3.
-fn shop() -> FakeLogs {
+pub(crate) fn shop() -> FakeLogs {
     let logs = FakeLogs {
         batch: 100,
         ..Default::default()
@@ -130,7 +130,7 @@ fn shop() -> FakeLogs {
     logs
 }
 
-async fn shop_app() -> (TestDatabase, TestApp) {
+pub(crate) async fn shop_app() -> (TestDatabase, TestApp) {
     let logs = shop();
     let database = TestDatabase::new().await.unwrap();
     let sources = [

@@ -11,6 +11,7 @@ mod dashboard;
 mod helpers;
 mod kpis;
 mod partners;
+mod scores;
 mod touchpoints;
 
 use std::time::Duration;

@@ -17,7 +17,7 @@ use tonic::Request;
 use super::{EngagementApi, READ, Rpc, WRITE, ok, parse};
 use crate::app::{NewCampaign, campaign_schedule, consent_channel, lifecycle_state, stored};
 use crate::domain::engagement::{
-    CampaignState, MAX_CONTROL_SHARE_BP, MAX_RULE_DEPTH, MAX_RULE_NODES, PLACEHOLDERS, Rule, TriggerKind,
+    CampaignState, MAX_CONTROL_SHARE_BP, MAX_RULE_DEPTH, MAX_RULE_NODES, PLACEHOLDERS, RFM_SEGMENTS, Rule, TriggerKind,
 };
 use crate::domain::fields::{self, ConsentChannel};
 use crate::domain::rules::LoyaltyRules;
@@ -176,6 +176,21 @@ fn rule(
             }
             Some(Rule::DaysSinceLastPurchase { min_days, max_days })
         }
+        R::RfmSegment(c) => {
+            let f = format!("{field}.rfm_segment.segments");
+            let segments = strings(v, &f, &c.segments);
+            let mut ok = !segments.is_empty();
+            for segment in &segments {
+                if !RFM_SEGMENTS.contains(&segment.as_str()) {
+                    v.add(
+                        f.clone(),
+                        format!("{segment:?} is not an RFM segment (one of {})", RFM_SEGMENTS.join(", ")),
+                    );
+                    ok = false;
+                }
+            }
+            ok.then_some(Rule::RfmSegment(segments))
+        }
     }
 }
 
@@ -210,6 +225,9 @@ fn rule_pb(r: &Rule) -> pb::SegmentRule {
         Rule::DaysSinceLastPurchase { min_days, max_days } => R::Recency(pb::RecencyCondition {
             min_days: *min_days as i32,
             max_days: max_days.map(|n| n as i32),
+        }),
+        Rule::RfmSegment(s) => R::RfmSegment(pb::RfmSegmentCondition {
+            segments: s.iter().cloned().collect(),
         }),
     };
     pb::SegmentRule { rule: Some(kind) }

@@ -22,6 +22,7 @@ const ROW_FIELDS: &[&str] = &[
     "update_time",
     "erased",
     "version",
+    "rfm_segment",
 ];
 /// The fields read from identifiers, tags, consents and purchases.
 const VIEW_FIELDS: &[&str] = &["identifiers", "tags", "consents", "lifecycle_state", "qualifying_spend"];
@@ -99,6 +100,7 @@ impl ReadMask {
             update_time,
             erased,
             version,
+            rfm_segment,
         } = member;
         pb::Member {
             name: pick(paths, "name", name),
@@ -118,6 +120,7 @@ impl ReadMask {
             update_time: pick(paths, "update_time", update_time),
             erased: pick(paths, "erased", erased),
             version: pick(paths, "version", version),
+            rfm_segment: pick(paths, "rfm_segment", rfm_segment),
         }
     }
 }

@@ -179,6 +179,7 @@ pub(crate) fn facts(rules: &LoyaltyRules, v: &MemberView, as_of: DateTime<Utc>) 
         tier: v.member.tier.clone(),
         lifecycle: rules.lifecycle(&paid_at, as_of),
         region: v.member.region.clone(),
+        rfm_segment: v.member.rfm_segment.clone(),
         paid_at,
         as_of,
     }

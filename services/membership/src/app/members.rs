@@ -104,6 +104,7 @@ impl App {
             version: 1,
             merged_into: None,
             merged_at: None,
+            rfm_segment: None,
         };
         let rules = self.rules.clone();
         let caller = caller.to_owned();

@@ -144,6 +144,12 @@ async fn merge_in(
         }
     }
 
+    // RFM segment: the survivor keeps its own; without one it takes the merged
+    // member's (analytics scores each id by its own purchases until it rescores).
+    if survivor.rfm_segment.is_none() && merged.rfm_segment.is_some() {
+        identity::inherit_rfm_segment(txn, s_id, merged.rfm_segment.clone()).await?;
+    }
+
     // Identifiers, purchases, lots, consent decisions (the newest per channel is
     // the current one, whoever took it), touchpoints, messages, campaign decisions.
     let (identifiers_moved, purchases_moved) = identity::move_member_rows(txn, m_id, s_id).await?;

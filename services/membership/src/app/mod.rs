@@ -45,7 +45,7 @@ pub(crate) use merge::Merge;
 pub(crate) use points::{Balance, PurchaseInput};
 pub(crate) use privacy::Export;
 pub(crate) use profile::{consent, consent_channel, lifecycle_state};
-pub(crate) use tags::TagChange;
+pub(crate) use tags::{Score, TagChange};
 pub use webhook_sender::WebhookSender;
 
 /// The service's state and its use cases.

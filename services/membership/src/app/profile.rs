@@ -161,6 +161,7 @@ pub(crate) fn profile(rules: &LoyaltyRules, v: &MemberView) -> ServiceResult<pb:
         update_time: Some(timestamp(m.updated_at)),
         erased: m.erased_at.is_some(),
         version: m.version,
+        rfm_segment: m.rfm_segment.clone().unwrap_or_default(),
     })
 }
 

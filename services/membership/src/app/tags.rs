@@ -1,11 +1,14 @@
-//! A member's tags.
+//! A member's tags: those staff set, and analytics' predictions (category
+//! `predicted`, [`App::apply_score`]) with the member's RFM segment.
 
 use chrono::{DateTime, Utc};
 use retail_kit::error::{ServiceError, ServiceResult};
 use retail_kit::idempotency;
 use retail_proto::membership as pb;
+use sea_orm::DatabaseTransaction;
 
 use super::{App, live};
+use crate::domain::engagement::{self, MAX_PREDICTED_TAGS, RFM_SEGMENTS, TagCategory};
 use crate::domain::fields::MAX_TAGS;
 use crate::domain::ids::MemberId;
 use crate::events;
@@ -42,7 +45,7 @@ impl TagChange {
 
 impl App {
     /// Removes the tags at `remove` and sets `set`; a member keeps at most
-    /// [`MAX_TAGS`].
+    /// [`MAX_TAGS`] besides analytics' predictions.
     pub(crate) async fn set_tags(
         &self,
         caller: &str,
@@ -63,7 +66,13 @@ impl App {
                     store::upsert_tag(txn, tag).await?;
                 }
                 let view = store::view(txn, member).await?;
-                if view.tags.len() > MAX_TAGS {
+                // Analytics' predictions do not count against the member's own tags.
+                let own = view
+                    .tags
+                    .iter()
+                    .filter(|t| TagCategory::of(&t.path) != Some(TagCategory::Predicted))
+                    .count();
+                if own > MAX_TAGS {
                     return Err(ServiceError::invalid(
                         "set",
                         format!("a member has at most {MAX_TAGS} tags"),
@@ -79,5 +88,76 @@ impl App {
         .await?;
         self.after_commit(id, version, &[]).await;
         self.current_profile(id).await
+    }
+}
+
+/// Analytics' latest scoring of a member (`MemberScored`): its RFM segment (`None`
+/// when not scored) and the predicted tags that hold, by name, with their expiry.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Score {
+    pub(crate) rfm_segment: Option<String>,
+    pub(crate) predicted: Vec<(String, DateTime<Utc>)>,
+}
+
+/// Where analytics' predictions are recorded as set.
+const ANALYTICS: &str = "analytics";
+
+impl App {
+    /// Records analytics' scoring of live member `member_id` in the caller's
+    /// transaction (the one storing the log position): the RFM segment, and the
+    /// member's `predicted/` tags replaced by the scored ones, each expiring when
+    /// analytics said. An unknown segment name is recorded as none and an
+    /// unusable tag name passed over (with a warning): the event cannot be
+    /// refused, and retrying it would stop the partition. Returns the member's new
+    /// version, `None` for an erased or unknown member.
+    ///
+    /// No `MemberUpdated` is published: analytics counts those as the member's own
+    /// activity, and the change is analytics' own finding.
+    pub(crate) async fn apply_score(
+        &self,
+        txn: &DatabaseTransaction,
+        member_id: &str,
+        score: Score,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<Option<i64>> {
+        let Some(member) = store::find_member(txn, member_id).await? else {
+            return Ok(None);
+        };
+        if member.erased_at.is_some() {
+            return Ok(None);
+        }
+        let segment = score.rfm_segment.filter(|s| {
+            let known = RFM_SEGMENTS.contains(&s.as_str());
+            if !known {
+                tracing::warn!(member_id, segment = %s, "unknown RFM segment in a score; recorded as none");
+            }
+            known
+        });
+        // The row first: it serialises with every other change of the member.
+        let version = store::set_rfm_segment(txn, member_id, segment, now).await?.version;
+        let mut keep = Vec::new();
+        for (name, expires_at) in score.predicted.into_iter().take(MAX_PREDICTED_TAGS) {
+            match engagement::predicted_tag_path(&name) {
+                Some(path) => keep.push((path, expires_at)),
+                None => tracing::warn!(member_id, tag = %name, "unusable predicted tag name; passed over"),
+            }
+        }
+        for tag in store::identity::tags_of(txn, member_id).await? {
+            let predicted = TagCategory::of(&tag.path) == Some(TagCategory::Predicted);
+            if predicted && !keep.iter().any(|(path, _)| *path == tag.path) {
+                store::delete_tag(txn, member_id, &tag.path).await?;
+            }
+        }
+        for (path, expires_at) in keep {
+            let change = TagChange {
+                path,
+                value: String::new(),
+                dynamic: true,
+                source: ANALYTICS.to_owned(),
+                expires_at: Some(expires_at),
+            };
+            store::upsert_tag(txn, change.row(member_id, ANALYTICS, now)).await?;
+        }
+        Ok(Some(version))
     }
 }

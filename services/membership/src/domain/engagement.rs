@@ -13,13 +13,14 @@ use super::lifecycle::LifecycleState;
 
 /// The categories a tag belongs to, named by the first segment of its path
 /// (`interest/outdoor/hiking` is an interest tag). Other first segments are
-/// uncategorised.
+/// uncategorised. `predicted` tags are analytics' predictions (`MemberScored`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TagCategory {
     Demographic,
     Interest,
     Social,
     Consumption,
+    Predicted,
 }
 
 impl TagCategory {
@@ -29,6 +30,7 @@ impl TagCategory {
             "interest" => Some(Self::Interest),
             "social" => Some(Self::Social),
             "consumption" => Some(Self::Consumption),
+            "predicted" => Some(Self::Predicted),
             _ => None,
         }
     }
@@ -39,8 +41,36 @@ impl TagCategory {
             Self::Interest => "interest",
             Self::Social => "social",
             Self::Consumption => "consumption",
+            Self::Predicted => "predicted",
         }
     }
+}
+
+/// The eight RFM segments analytics scores members in (docs/domain.md, RFM).
+pub(crate) const RFM_SEGMENTS: [&str; 8] = [
+    "champion",
+    "potential_loyalist",
+    "at_risk_loyal",
+    "cannot_lose",
+    "loyal_low_spend",
+    "new_low_spend",
+    "hibernating_frequent",
+    "lost_low_value",
+];
+
+/// A scored member holds at most this many predicted tags; further ones in an
+/// event are passed over.
+pub(crate) const MAX_PREDICTED_TAGS: usize = 8;
+
+/// The tag path of analytics' prediction `name` (`predicted/likely_to_churn`), if
+/// the name is one segment of a tag path.
+pub(crate) fn predicted_tag_path(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    ok.then(|| format!("{}/{name}", TagCategory::Predicted.as_str()))
 }
 
 /// Whether a tag with expiry `expires_at` still holds at `as_of` (a tag is true
@@ -122,6 +152,9 @@ pub(crate) enum Rule {
         min_days: u32,
         max_days: Option<u32>,
     },
+    /// The RFM segment analytics last scored the member in is one of these
+    /// ([`RFM_SEGMENTS`]); an unscored member does not match.
+    RfmSegment(BTreeSet<String>),
 }
 
 /// What a rule is evaluated against: one member at `as_of`.
@@ -132,6 +165,8 @@ pub(crate) struct MemberFacts {
     pub(crate) tier: String,
     pub(crate) lifecycle: LifecycleState,
     pub(crate) region: String,
+    /// The RFM segment analytics last scored the member in.
+    pub(crate) rfm_segment: Option<String>,
     /// Paid purchase times.
     pub(crate) paid_at: Vec<DateTime<Utc>>,
     pub(crate) as_of: DateTime<Utc>,
@@ -172,6 +207,7 @@ impl Rule {
                 let days = u32::try_from(days).unwrap_or(u32::MAX);
                 days >= *min_days && max_days.is_none_or(|max| days <= max)
             }
+            Self::RfmSegment(segments) => f.rfm_segment.as_ref().is_some_and(|s| segments.contains(s)),
         }
     }
 }
@@ -501,6 +537,7 @@ mod tests {
             tier: "silver".into(),
             lifecycle: LifecycleState::NewRepeat,
             region: "DE-BE".into(),
+            rfm_segment: Some("at_risk_loyal".into()),
             paid_at: vec![at(1), at(10)],
             as_of: at(20),
         }
@@ -534,6 +571,43 @@ mod tests {
             paid_at: vec![],
             ..facts()
         }));
+    }
+
+    #[test]
+    fn the_rfm_condition_matches_the_scored_segment_only() {
+        let f = facts();
+        let rfm = |s: &[&str]| Rule::RfmSegment(s.iter().map(|s| (*s).to_owned()).collect());
+        assert!(rfm(&["at_risk_loyal"]).matches(&f));
+        assert!(rfm(&["champion", "at_risk_loyal"]).matches(&f));
+        assert!(!rfm(&["champion", "cannot_lose"]).matches(&f));
+        let unscored = MemberFacts {
+            rfm_segment: None,
+            ..facts()
+        };
+        assert!(!rfm(&["at_risk_loyal"]).matches(&unscored));
+        assert!(Rule::Not(Box::new(rfm(&["at_risk_loyal"]))).matches(&unscored));
+    }
+
+    #[test]
+    fn predictions_are_tags_of_the_predicted_category() {
+        let path = predicted_tag_path("likely_to_churn").unwrap();
+        assert_eq!(path, "predicted/likely_to_churn");
+        assert_eq!(TagCategory::of(&path), Some(TagCategory::Predicted));
+        assert_eq!(predicted_tag_path(""), None);
+        assert_eq!(predicted_tag_path("a/b"), None);
+        assert_eq!(predicted_tag_path("Churn"), None);
+        // A predicted tag matches the tag condition on its path or the category.
+        let f = MemberFacts {
+            tags: vec![(path, String::new())],
+            ..facts()
+        };
+        let tag = |p: &str| Rule::Tag {
+            path: p.into(),
+            value: None,
+        };
+        assert!(tag("predicted/likely_to_churn").matches(&f));
+        assert!(tag("predicted").matches(&f));
+        assert!(!tag("predicted/likely_to_buy").matches(&f));
     }
 
     #[test]
@@ -656,6 +730,8 @@ mod tests {
                 .prop_map(|(min, max, within_days)| Rule::PurchaseCount { min, max, within_days }),
             (0u32..30, prop::option::of(0u32..30))
                 .prop_map(|(min_days, max_days)| Rule::DaysSinceLastPurchase { min_days, max_days }),
+            prop::sample::subsequence(vec!["champion", "at_risk_loyal"], 0..2)
+                .prop_map(|s| Rule::RfmSegment(s.into_iter().map(str::to_owned).collect())),
         ]
     }
 
@@ -682,12 +758,18 @@ mod tests {
             prop::sample::select(vec!["regular", "silver", "gold"]),
             prop::sample::select(vec!["DE-BE", "FR", ""]),
             prop::collection::vec(1u32..28, 0..4),
+            prop::option::of(prop::sample::select(vec![
+                "champion",
+                "at_risk_loyal",
+                "lost_low_value",
+            ])),
         )
-            .prop_map(|(tags, tier, region, days)| MemberFacts {
+            .prop_map(|(tags, tier, region, days, rfm)| MemberFacts {
                 tags: tags.into_iter().map(|t| (t.to_owned(), String::new())).collect(),
                 tier: tier.into(),
                 lifecycle: LifecycleState::NewOnce,
                 region: region.into(),
+                rfm_segment: rfm.map(str::to_owned),
                 paid_at: days.into_iter().map(at).collect(),
                 as_of: at(28),
             })

@@ -28,6 +28,8 @@ pub mod member {
         /// The survivor this member was merged into; it answers as the survivor.
         pub merged_into: Option<String>,
         pub merged_at: Option<DateTimeUtc>,
+        /// The RFM segment analytics last scored the member in (`MemberScored`).
+        pub rfm_segment: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -319,6 +319,21 @@ pub(crate) async fn tags_of(conn: &impl ConnectionTrait, member_id: &str) -> Ser
         .await?)
 }
 
+/// Sets the member's RFM segment without a new version (the merge settles the
+/// survivor's version).
+pub(crate) async fn inherit_rfm_segment(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    segment: Option<String>,
+) -> ServiceResult<()> {
+    member::Entity::update_many()
+        .col_expr(member::Column::RfmSegment, Expr::value(segment))
+        .filter(member::Column::Id.eq(member_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
 /// Marks the member merged into `survivor` with version `version`, emptying its
 /// points (moved by the caller's ledger entries), if it is still live and unmerged.
 pub(crate) async fn mark_merged(

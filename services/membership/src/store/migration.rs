@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(CampaignCoupons),
             Box::new(TrackMessageDelivery),
             Box::new(CampaignSchedules),
+            Box::new(MemberRfmSegment),
         ]
     }
 }
@@ -749,6 +750,34 @@ impl MigrationTrait for CampaignSchedules {
             db.execute_unprepared(&format!("ALTER TABLE engagement_campaigns DROP COLUMN {column}"))
                 .await?;
         }
+        Ok(())
+    }
+}
+
+/// The RFM segment analytics last scored each member in (`MemberScored`); its
+/// predicted tags are rows of `member_tags` under `predicted/`.
+#[derive(Debug)]
+struct MemberRfmSegment;
+
+impl MigrationName for MemberRfmSegment {
+    fn name(&self) -> &str {
+        "m20261231_000101_member_rfm_segment"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for MemberRfmSegment {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.get_connection()
+            .execute_unprepared("ALTER TABLE members ADD COLUMN rfm_segment TEXT NULL")
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.get_connection()
+            .execute_unprepared("ALTER TABLE members DROP COLUMN rfm_segment")
+            .await?;
         Ok(())
     }
 }

@@ -148,6 +148,17 @@ pub(crate) async fn consent_history(
         .await?)
 }
 
+/// Sets the member's RFM segment, as a change of the member (a new version).
+pub(crate) async fn set_rfm_segment(
+    conn: &impl ConnectionTrait,
+    member_id: &str,
+    segment: Option<String>,
+    now: DateTime<Utc>,
+) -> ServiceResult<Standing> {
+    let update = member::Entity::update_many().col_expr(member::Column::RfmSegment, Expr::value(segment));
+    update_returning_standing(conn, update, member_id, now).await
+}
+
 /// Marks a committed change: bumps the version (the cache's guard) and update time.
 /// A member's points and version as a statement left them.
 #[derive(Debug, Clone, Copy)]
@@ -284,6 +295,7 @@ pub(crate) async fn erase(conn: &impl ConnectionTrait, member_id: &str, now: Dat
         .col_expr(member::Column::BirthDate, Expr::value(Option::<String>::None))
         .col_expr(member::Column::Region, Expr::value(""))
         .col_expr(member::Column::AttributesJson, Expr::value("{}"))
+        .col_expr(member::Column::RfmSegment, Expr::value(Option::<String>::None))
         .col_expr(member::Column::ErasedAt, Expr::value(now))
         .filter(member::Column::Id.eq(member_id))
         .exec(conn)

@@ -12,6 +12,7 @@ mod loyalty;
 mod merge;
 mod partners;
 mod schedules;
+mod scores;
 mod tier_run;
 
 use std::time::Duration;

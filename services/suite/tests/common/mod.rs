@@ -34,6 +34,8 @@ pub struct Running {
     pub membership: SocketAddr,
     /// Membership's use cases (its campaign job, run with the test's time).
     pub membership_app: std::sync::Arc<retail_membership::App>,
+    /// Analytics' use cases (its scoring job, run with the test's time).
+    pub analytics_app: std::sync::Arc<retail_analytics::app::App>,
     pub catalog: SocketAddr,
     pub orders: SocketAddr,
     pub partner: SocketAddr,
@@ -97,6 +99,7 @@ pub async fn start_with(cache_namespace: &str, configure: impl FnOnce(&mut Suite
     Running {
         membership: launched.membership,
         membership_app: launched.membership_app.clone(),
+        analytics_app: launched.analytics_app.clone(),
         catalog: launched.catalog,
         orders: launched.orders,
         partner: launched.partner,

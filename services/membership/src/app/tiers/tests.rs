@@ -137,6 +137,7 @@ async fn write(app: &App, seeds: &[Seed]) -> BTreeMap<&'static str, String> {
                 version: 1,
                 merged_into: None,
                 merged_at: None,
+                rfm_segment: None,
             },
         )
         .await
