@@ -1,9 +1,10 @@
 //! Coupon campaigns across `retail-suite up`'s wiring: a win-back campaign aimed at
 //! sleeping members of some regions with e-mail consent gets each contacted
-//! member's single-use code from catalog, the member orders with it and gets the
-//! discount, the campaign report counts the order, and analytics' wake-up rate,
-//! from the campaign's decisions on membership's log and the order on orders' log,
-//! counts it. On a fresh database per service (PostgreSQL when
+//! member's single-use code from catalog, 20% of the audience is held back as a
+//! control group, two contacted members order with their codes and get the
+//! discount while one control member buys without; the campaign report and
+//! analytics' wake-up rate (from the campaign's decisions on membership's log and
+//! the orders on orders' log) equal the figures computed here. On a fresh database per service (PostgreSQL when
 //! `RETAIL_TEST_DATABASE_URL` is set).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
@@ -27,13 +28,13 @@ use retail_proto::orders::orders_service_client::OrdersServiceClient;
 use retail_proto::orders::{self as opb};
 
 mod common;
-use common::{authed, channel};
+use common::{authed, channel, eur};
 
 /// Every seeded SKU's list price: 100.00 EUR.
 const PRICE: i64 = 100_00;
-const MEMBERS: usize = 70;
+const MEMBERS: usize = 150;
 /// Members 0..CONSENTED grant email; the others never decided.
-const CONSENTED: usize = 64;
+const CONSENTED: usize = 140;
 /// The campaign's regions.
 const REGIONS: [&str; 3] = ["DE-BE", "DE-HH", "DE-BY"];
 
@@ -132,7 +133,7 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
             audience.insert(member);
         }
     }
-    assert!(audience.len() >= 15, "{} members in the audience", audience.len());
+    assert!(audience.len() >= 30, "{} members in the audience", audience.len());
 
     let mut coupons = CouponServiceClient::new(channel(suite.catalog));
     let coupon = coupons
@@ -194,7 +195,8 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
         send_time: Some(timestamp(now)),
         action: mpb::CampaignAction::Coupon.into(),
         message_template: "Your code: {coupon_code}.".into(),
-        control_share_bp: 30_00,
+        control_share_bp: 20_00,
+        cost_per_contact: eur(1_00),
         start_time: Some(timestamp(now - Duration::hours(1))),
         end_time: Some(timestamp(now + Duration::days(7))),
         ..Default::default()
@@ -285,7 +287,7 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
     assert_eq!(campaign.contacted_count + campaign.control_count, audience.len() as i64);
     assert!(
         campaign.contacted_count > 0 && campaign.control_count > 0,
-        "{} draws at 30 %",
+        "{} draws at 20 %",
         audience.len()
     );
     // Each member's code is the one catalog holds for it; control members have none.
@@ -321,55 +323,68 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
         .into_inner();
     assert_eq!(got.issued_count, reached.len() as i64, "control members got no code");
 
-    // A contacted member orders with its code and pays.
-    let buyer = reached[0].clone();
-    let mut orders = OrdersServiceClient::new(channel(suite.orders));
-    let order = orders
-        .place_order(authed(
-            &admin,
-            opb::PlaceOrderRequest {
-                order: Some(opb::Order {
-                    member: buyer.clone(),
-                    channel: opb::OrderChannel::Online.into(),
-                    coupon_code: codes[&buyer].clone(),
-                    lines: vec![opb::OrderLine {
-                        sku: skus[0].clone(),
-                        quantity: 1,
+    // Two contacted members order with their codes and pay; one control member
+    // buys without a code.
+    let orders = OrdersServiceClient::new(channel(suite.orders));
+    let buy = async |buyer: &String, code: Option<&String>, request_id: &str| -> i64 {
+        let order = orders
+            .clone()
+            .place_order(authed(
+                &admin,
+                opb::PlaceOrderRequest {
+                    order: Some(opb::Order {
+                        member: buyer.clone(),
+                        channel: opb::OrderChannel::Online.into(),
+                        coupon_code: code.cloned().unwrap_or_default(),
+                        lines: vec![opb::OrderLine {
+                            sku: skus[0].clone(),
+                            quantity: 1,
+                            ..Default::default()
+                        }],
                         ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                request_id: "campaign-order".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let discount: i64 = order
-        .lines
-        .iter()
-        .flat_map(|l| &l.discounts)
-        .filter(|d| d.rule == coupon.name)
-        .map(|d| d.amount.as_ref().map_or(0, |m| m.amount_minor))
-        .sum();
-    assert_eq!(discount, 10_00);
-    let total = order.total.as_ref().unwrap().amount_minor;
-    assert_eq!(total, PRICE - 10_00);
-    orders
-        .pay_order(authed(
-            &admin,
-            opb::PayOrderRequest {
-                name: order.name.clone(),
-                payment: Some(opb::Payment {
-                    reference: format!("psp-{}", order.name),
-                    amount: order.total.clone(),
-                    pay_time: None,
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap();
+                    }),
+                    request_id: request_id.into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let discount: i64 = order
+            .lines
+            .iter()
+            .flat_map(|l| &l.discounts)
+            .filter(|d| d.rule == coupon.name)
+            .map(|d| d.amount.as_ref().map_or(0, |m| m.amount_minor))
+            .sum();
+        let total = order.total.as_ref().unwrap().amount_minor;
+        if code.is_some() {
+            assert_eq!(discount, 10_00);
+            assert_eq!(total, PRICE - 10_00);
+        } else {
+            assert_eq!((discount, total), (0, PRICE));
+        }
+        orders
+            .clone()
+            .pay_order(authed(
+                &admin,
+                opb::PayOrderRequest {
+                    name: order.name.clone(),
+                    payment: Some(opb::Payment {
+                        reference: format!("psp-{}", order.name),
+                        amount: order.total.clone(),
+                        pay_time: None,
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap();
+        total
+    };
+    let (first, second, control_buyer) = (&reached[0], &reached[1], &control[0]);
+    let with_code = buy(first, Some(&codes[first]), "campaign-order-1").await
+        + buy(second, Some(&codes[second]), "campaign-order-2").await;
+    let without_code = buy(control_buyer, None, "campaign-order-control").await;
 
     // The report counts the order once membership has it from orders' log.
     let mut report = None;
@@ -384,7 +399,7 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
             .await
             .unwrap()
             .into_inner();
-        if r.responded > 0 {
+        if (r.responded, r.control_responded) == (2, 1) {
             report = Some(r);
             break;
         }
@@ -393,14 +408,21 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
     let r = report.expect("the paid order never reached the campaign report");
     let n = reached.len() as i64;
     let k = control.len() as i64;
-    assert_eq!((r.reached, r.responded, r.response_rate_bp), (n, 1, 10_000 / n));
-    assert_eq!((r.control, r.control_responded), (k, 0));
-    assert_eq!(r.revenue.unwrap().amount_minor, total);
-    assert_eq!(r.control_revenue.unwrap().amount_minor, 0);
-    assert_eq!(r.incremental_revenue.unwrap().amount_minor, total);
+    assert_eq!((r.reached, r.responded, r.response_rate_bp), (n, 2, 20_000 / n));
+    assert_eq!(
+        (r.control, r.control_responded, r.control_response_rate_bp),
+        (k, 1, 10_000 / k)
+    );
+    assert_eq!(r.revenue.unwrap().amount_minor, with_code);
+    assert_eq!(r.control_revenue.unwrap().amount_minor, without_code);
+    // What the reached members would have spent at the control group's rate.
+    let incremental = with_code - without_code * n / k;
+    assert_eq!(r.incremental_revenue.unwrap().amount_minor, incremental);
+    assert_eq!(r.cost.unwrap().amount_minor, n * 1_00);
+    assert_eq!(r.roi_bp, Some((incremental - n * 1_00) * 10_000 / (n * 1_00)));
 
     // Analytics: the sleeping members contacted, of whom the buyer bought again
-    // within the attribution window; none of the control members bought.
+    // within the attribution window, and the control member who bought.
     let mut analytics = AnalyticsServiceClient::new(channel(suite.analytics));
     let period = Some(apb::Period {
         start_time: Some(timestamp(now - Duration::hours(1))),
@@ -414,8 +436,14 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
             .unwrap()
             .into_inner();
         let (wake, control_wake) = (s.wake_up.unwrap(), s.wake_up_control.unwrap());
-        assert!(wake.members <= n && wake.bought_again <= 1, "{wake:?}");
-        if (wake.members, wake.bought_again, control_wake.members) == (n, 1, k) {
+        assert!(wake.members <= n && wake.bought_again <= 2, "{wake:?}");
+        if (
+            wake.members,
+            wake.bought_again,
+            control_wake.members,
+            control_wake.bought_again,
+        ) == (n, 2, k, 1)
+        {
             sticky = Some(s);
             break;
         }
@@ -423,12 +451,12 @@ async fn a_coupon_campaign_gives_each_contacted_member_its_own_code_which_discou
     }
     let s = sticky.expect("analytics never counted the campaign's decisions and the order");
     let wake = s.wake_up.unwrap();
-    assert_eq!((wake.members, wake.bought_again), (n, 1));
-    assert_eq!(wake.rate, 1.0 / n as f64);
+    assert_eq!((wake.members, wake.bought_again), (n, 2));
+    assert_eq!(wake.rate, 2.0 / n as f64);
     let control_wake = s.wake_up_control.unwrap();
     assert_eq!(
         (control_wake.members, control_wake.bought_again, control_wake.rate),
-        (k, 0, 0.0)
+        (k, 1, 1.0 / k as f64)
     );
     // Lost members were not in the segment.
     assert_eq!(s.reactivation.unwrap().members, 0);

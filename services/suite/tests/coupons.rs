@@ -14,7 +14,6 @@ use retail_proto::catalog::coupon_service_client::CouponServiceClient;
 use retail_proto::catalog::inventory_service_client::InventoryServiceClient;
 use retail_proto::catalog::pricing_service_client::PricingServiceClient;
 use retail_proto::catalog::{self as cpb};
-use retail_proto::common::Money;
 use retail_proto::orders::orders_service_client::OrdersServiceClient;
 use retail_proto::orders::{self as opb};
 use retail_testkit::tokens::violated_fields;
@@ -22,17 +21,10 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 mod common;
-use common::{authed, channel};
+use common::{authed, channel, eur};
 
 /// Every seeded SKU's list price: 100.00 EUR.
 const PRICE: i64 = 100_00;
-
-fn eur(amount_minor: i64) -> Option<Money> {
-    Some(Money {
-        currency_code: "EUR".into(),
-        amount_minor,
-    })
-}
 
 struct World {
     coupons: CouponServiceClient<Channel>,

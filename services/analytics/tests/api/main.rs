@@ -5,8 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-mod campaigns;
 mod access;
+mod campaigns;
 mod dashboard;
 mod helpers;
 mod kpis;

@@ -965,6 +965,67 @@ async fn every_audience_decision_is_published_once_with_the_members_lifecycle_st
             template: "We miss you",
             bonus_points: 0,
             control_share_bp: 5_000,
+        },
+    )
+    .await
+    .unwrap();
+    engagement(&app)
+        .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: c.name.clone() }))
+        .await
+        .unwrap();
+    let at = Utc::now();
+    state.run_campaigns(at).await.unwrap();
+    // A retried job decides nothing again and publishes nothing again.
+    assert_eq!(state.run_campaigns(at).await.unwrap(), 0);
+    let c = engagement(&app)
+        .get_campaign(authed(pb::GetCampaignRequest { name: c.name.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.contacted_count + c.control_count, 12);
+    assert!(c.control_count > 0 && c.contacted_count > 0, "12 draws at 50 %");
+    let id = c.name.trim_start_matches("campaigns/").to_owned();
+
+    // One more event afterwards marks the end of what the runs published.
+    let marker = register(&app, 398).await;
+    consent(&app, &marker, pb::ConsentChannel::Sms, true).await;
+    let log = log_through(&app, |e| {
+        e.r#type == "retail.events.v1.ConsentChanged"
+            && retail_proto::events::ConsentChanged::decode(e.payload.as_ref().unwrap().value.as_slice())
+                .is_ok_and(|c| c.channel == "sms")
+    })
+    .await;
+    let mut decided: Vec<retail_proto::events::CampaignMemberDecided> = of_type(&log);
+    assert_eq!(decided.len(), 12, "one event per decision");
+    decided.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+    let members: Vec<&str> = decided.iter().map(|d| d.member_id.as_str()).collect();
+    let want: Vec<&str> = expected.keys().map(String::as_str).collect();
+    assert_eq!(members, want, "each consented member decided once");
+    let mut control = 0;
+    for d in &decided {
+        assert_eq!(d.campaign_id, id);
+        assert_eq!(d.channel, "email");
+        assert_eq!(d.lifecycle_state, expected[&d.member_id], "{}", d.member_id);
+        assert_eq!(d.outcome, if d.control { "control" } else { "contacted" });
+        control += i64::from(d.control);
+        let decide = d.decide_time.unwrap();
+        assert_eq!(decide, timestamp(at));
+        // The default attribution window: 14 days.
+        assert_eq!(d.attribution_end_time.unwrap(), timestamp(at + Duration::days(14)));
+    }
+    assert_eq!(control, c.control_count);
+
+    // The campaign's states, in order: created, scheduled, started.
+    let changes: Vec<retail_proto::events::CampaignChanged> = of_type(&log);
+    let states: Vec<&str> = changes.iter().map(|c| c.state.as_str()).collect();
+    assert_eq!(states, vec!["draft", "scheduled", "running"]);
+    assert!(
+        changes
+            .iter()
+            .all(|e| e.campaign_id == id && e.display_name == "test campaign")
+    );
+}
+
 async fn list_campaigns(
     app: &TestApp,
     state: pb::CampaignState,
@@ -1104,61 +1165,6 @@ async fn an_analyst_reads_campaigns_and_reports_but_changes_nothing() {
     )
     .await
     .unwrap();
-    engagement(&app)
-        .schedule_campaign(authed(pb::ScheduleCampaignRequest { name: c.name.clone() }))
-        .await
-        .unwrap();
-    let at = Utc::now();
-    state.run_campaigns(at).await.unwrap();
-    // A retried job decides nothing again and publishes nothing again.
-    assert_eq!(state.run_campaigns(at).await.unwrap(), 0);
-    let c = engagement(&app)
-        .get_campaign(authed(pb::GetCampaignRequest { name: c.name.clone() }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(c.contacted_count + c.control_count, 12);
-    assert!(c.control_count > 0 && c.contacted_count > 0, "12 draws at 50 %");
-    let id = c.name.trim_start_matches("campaigns/").to_owned();
-
-    // One more event afterwards marks the end of what the runs published.
-    let marker = register(&app, 398).await;
-    consent(&app, &marker, pb::ConsentChannel::Sms, true).await;
-    let log = log_through(&app, |e| {
-        e.r#type == "retail.events.v1.ConsentChanged"
-            && retail_proto::events::ConsentChanged::decode(e.payload.as_ref().unwrap().value.as_slice())
-                .is_ok_and(|c| c.channel == "sms")
-    })
-    .await;
-    let mut decided: Vec<retail_proto::events::CampaignMemberDecided> = of_type(&log);
-    assert_eq!(decided.len(), 12, "one event per decision");
-    decided.sort_by(|a, b| a.member_id.cmp(&b.member_id));
-    let members: Vec<&str> = decided.iter().map(|d| d.member_id.as_str()).collect();
-    let want: Vec<&str> = expected.keys().map(String::as_str).collect();
-    assert_eq!(members, want, "each consented member decided once");
-    let mut control = 0;
-    for d in &decided {
-        assert_eq!(d.campaign_id, id);
-        assert_eq!(d.channel, "email");
-        assert_eq!(d.lifecycle_state, expected[&d.member_id], "{}", d.member_id);
-        assert_eq!(d.outcome, if d.control { "control" } else { "contacted" });
-        control += i64::from(d.control);
-        let decide = d.decide_time.unwrap();
-        assert_eq!(decide, timestamp(at));
-        // The default attribution window: 14 days.
-        assert_eq!(d.attribution_end_time.unwrap(), timestamp(at + Duration::days(14)));
-    }
-    assert_eq!(control, c.control_count);
-
-    // The campaign's states, in order: created, scheduled, started.
-    let changes: Vec<retail_proto::events::CampaignChanged> = of_type(&log);
-    let states: Vec<&str> = changes.iter().map(|c| c.state.as_str()).collect();
-    assert_eq!(states, vec!["draft", "scheduled", "running"]);
-    assert!(
-        changes
-            .iter()
-            .all(|e| e.campaign_id == id && e.display_name == "test campaign")
-    );
     let mut client = engagement(&app);
     let listed = client
         .list_campaigns(analyst(pb::ListCampaignsRequest::default()))

@@ -17,6 +17,14 @@ use retail_testkit::TestDatabase;
 use secrecy::SecretString;
 use tonic::transport::Channel;
 
+/// An amount in euros, in minor units.
+pub fn eur(amount_minor: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: "EUR".into(),
+        amount_minor,
+    })
+}
+
 const ADMIN_PASSWORD: &str = "partner-sales-in-process-2026";
 
 pub fn channel(addr: SocketAddr) -> Channel {
