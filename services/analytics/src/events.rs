@@ -19,7 +19,7 @@ use retail_proto::events::{self as ev, EventEnvelope};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Value};
 
 use crate::projection::{Projector, month_key, occur_at};
-use crate::store::exec;
+use crate::store::{Col, exec, insert_rows};
 
 /// The consumer name positions are stored under.
 pub const CONSUMER: &str = "analytics";
@@ -57,9 +57,7 @@ impl EventHandler for SourceEvents {
         }
         archive(txn, self.source, events).await?;
         let mut projector = Projector::new(txn, "");
-        for event in events {
-            projector.apply(event).await?;
-        }
+        projector.apply_all(events).await?;
         projector.finish().await?;
         Ok(Vec::new())
     }
@@ -77,22 +75,14 @@ pub async fn archive(txn: &DatabaseTransaction, source: &str, events: &[&EventEn
         }
     }
     let archived_at = chrono::Utc::now().timestamp_micros();
-    for chunk in events.chunks(200) {
-        let mut sql = String::from(
-            "INSERT INTO event_archive (source, log_position, month, event_id, event_type, aggregate_id, \
-             partition_key, occur_at, archived_at, payload) VALUES ",
-        );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 10);
-        for (i, e) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str("(?,?,?,?,?,?,?,?,?,?)");
+    let rows: Vec<Vec<Value>> = events
+        .iter()
+        .map(|e| {
             let at = occur_at(e);
-            values.extend([
+            vec![
                 source.into(),
                 (e.position as i64).into(),
-                month_key(at).into(),
+                i64::from(month_key(at)).into(),
                 e.id.clone().into(),
                 e.r#type.clone().into(),
                 e.aggregate_id.clone().into(),
@@ -100,10 +90,19 @@ pub async fn archive(txn: &DatabaseTransaction, source: &str, events: &[&EventEn
                 at.into(),
                 archived_at.into(),
                 e.payload.as_ref().map(|p| p.value.clone()).unwrap_or_default().into(),
-            ]);
-        }
-        exec(txn, &sql, values).await?;
-    }
+            ]
+        })
+        .collect();
+    let (text, int) = (Col::Text, Col::BigInt);
+    insert_rows(
+        txn,
+        "event_archive (source, log_position, month, event_id, event_type, aggregate_id, partition_key, occur_at, \
+         archived_at, payload)",
+        &[text, int, int, text, text, text, text, int, int, Col::Bytes],
+        rows,
+        "",
+    )
+    .await?;
     Ok(())
 }
 
