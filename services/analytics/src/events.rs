@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use retail_kit::error::ServiceResult;
 use retail_kit::events::{AfterCommit, EventHandler, Outgoing};
@@ -38,6 +39,16 @@ pub const ARCHIVED: [&str; 5] = ["orders", "membership", "catalog", "partner", I
 /// and the swap.
 pub const PROJECTION_LOCK: i64 = 0x616e_616c_7974_6963;
 
+/// Batches this process committed that moved a position (consumed, imported or
+/// ingested): the positions an answer gives are read again after any
+/// ([`crate::app::App::recent_freshness`]).
+pub static COMMITTED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a committed batch.
+pub fn committed() {
+    COMMITTED.fetch_add(1, Ordering::Release);
+}
+
 /// The consumer of one source log.
 #[derive(Debug, Clone)]
 pub struct SourceEvents {
@@ -59,7 +70,7 @@ impl EventHandler for SourceEvents {
         let mut projector = Projector::new(txn, "");
         projector.apply_all(events).await?;
         projector.finish().await?;
-        Ok(Vec::new())
+        Ok(vec![Box::pin(async { committed() })])
     }
 }
 

@@ -50,7 +50,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_sales_report(&self, request: Request<pb::GetSalesReportRequest>) -> Rpc<pb::SalesReport> {
         authorise(&request, READ)?;
         let (period, dim, key) = parse::sales(request.get_ref())?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let r = self.app.sales(period, &dim, &key).await?;
         ok(pb::SalesReport {
             current: Some(figures(&r.current)),
@@ -85,7 +85,7 @@ impl AnalyticsService for AnalyticsApi {
             &req.page_token,
             &format!("{as_of}/{window}/{member:?}/{segment:?}"),
         )?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (all, _) = self.app.rfm(as_of, window).await?;
         let selected: Vec<_> = all
             .into_iter()
@@ -129,7 +129,7 @@ impl AnalyticsService for AnalyticsApi {
         let as_of = parse::as_of(&mut v, &req.as_of_time);
         let window = parse::window_days(&mut v, "window_days", req.window_days, 365);
         v.finish()?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (segments, means) = self.app.rfm_distribution(as_of, window).await?;
         ok(pb::RfmDistribution {
             segments: segments
@@ -150,7 +150,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_pyramid(&self, request: Request<pb::GetPyramidRequest>) -> Rpc<pb::Pyramid> {
         authorise(&request, READ)?;
         let period = parse::only_period(&request.get_ref().period)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let layers = self.app.pyramid(period).await?;
         ok(pb::Pyramid {
             layers: layers
@@ -172,7 +172,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_member_stats(&self, request: Request<pb::GetMemberStatsRequest>) -> Rpc<pb::MemberStats> {
         authorise(&request, READ)?;
         let period = parse::only_period(&request.get_ref().period)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let s = self.app.member_stats(period).await?;
         ok(pb::MemberStats {
             registered: s.registered,
@@ -191,7 +191,7 @@ impl AnalyticsService for AnalyticsApi {
         authorise(&request, READ)?;
         let req = request.into_inner();
         let (period, w) = parse::period_window(&req.period, req.window_days, 90)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let l = self.app.lifecycle(period, w).await?;
         ok(pb::Lifecycle {
             distribution: l
@@ -220,7 +220,7 @@ impl AnalyticsService for AnalyticsApi {
         authorise(&request, READ)?;
         let req = request.into_inner();
         let (period, w) = parse::period_window(&req.period, req.window_days, 90)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let s = self.app.stickiness(period, w).await?;
         ok(pb::Stickiness {
             repeat_purchase_rate: s.repeat_rate,
@@ -257,7 +257,7 @@ impl AnalyticsService for AnalyticsApi {
         };
         v.finish()?;
         let page = Page::parse(req.page_size, &req.page_token, &format!("{as_of}/{factor}"))?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let selected: Vec<_> = self
             .app
             .overdue(as_of, factor)
@@ -285,7 +285,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_satisfaction(&self, request: Request<pb::GetSatisfactionRequest>) -> Rpc<pb::Satisfaction> {
         authorise(&request, READ)?;
         let (period, dim, key) = parse::satisfaction(request.get_ref())?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let s = self.app.satisfaction(period, &dim, &key).await?;
         ok(pb::Satisfaction {
             ratings: s.ratings,
@@ -301,7 +301,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_customer_value(&self, request: Request<pb::GetCustomerValueRequest>) -> Rpc<pb::CustomerValue> {
         authorise(&request, READ)?;
         let period = parse::only_period(&request.get_ref().period)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let channels = self.app.customer_value(period).await?;
         let rules = &self.app.settings.analytics;
         ok(pb::CustomerValue {
@@ -329,7 +329,7 @@ impl AnalyticsService for AnalyticsApi {
         authorise(&request, READ)?;
         let req = request.get_ref();
         let (period, store) = parse::store_period(&req.period, &req.store)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let f = self.app.store_funnel(period, &store).await?;
         ok(pb::StoreFunnel {
             passed_by: f.passed_by,
@@ -358,7 +358,7 @@ impl AnalyticsService for AnalyticsApi {
         let low = parse::share(&mut v, "low_factor", req.low_factor, 0.5);
         v.finish()?;
         let period = period.ok_or_else(|| ServiceError::invalid("period", "required"))?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let skus = self.app.sku_flags(period, &store, top, low).await?;
         ok(pb::ListSkuFlagsResponse {
             skus: skus
@@ -389,7 +389,7 @@ impl AnalyticsService for AnalyticsApi {
         authorise(&request, READ)?;
         let req = request.get_ref();
         let (period, store) = parse::store_period(&req.period, &req.store)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let staff = self.app.staff(period, &store).await?;
         ok(pb::ListStaffMetricsResponse {
             staff: staff
@@ -412,7 +412,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_online_funnel(&self, request: Request<pb::GetOnlineFunnelRequest>) -> Rpc<pb::OnlineFunnel> {
         authorise(&request, READ)?;
         let period = parse::only_period(&request.get_ref().period)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let f = self.app.online_funnel(period).await?;
         ok(pb::OnlineFunnel {
             reach: f.reach,
@@ -442,7 +442,7 @@ impl AnalyticsService for AnalyticsApi {
         let category = v.text("category", &req.category, 200, true);
         v.finish()?;
         let period = period.ok_or_else(|| ServiceError::invalid("period", "required"))?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (classes, median_ctr, median_units) = self.app.product_classes(period, &category).await?;
         ok(pb::ListProductClassesResponse {
             products: classes
@@ -468,7 +468,7 @@ impl AnalyticsService for AnalyticsApi {
         let slow = parse::window_days(&mut v, "slow_days", req.slow_days, 30);
         let warehouse = v.text("warehouse", &req.warehouse, crate::domain::touchpoint::MAX_TEXT, false);
         v.finish()?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (outs, slow) = self.app.goods(as_of, slow, &warehouse).await?;
         let lines = |lines: Vec<crate::app::kpis::GoodsLine>| {
             lines
@@ -509,7 +509,7 @@ impl AnalyticsService for AnalyticsApi {
         }
         let partner = v.text("partner", &req.partner, crate::domain::touchpoint::MAX_TEXT, false);
         v.finish()?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let targets = self
             .app
             .target_standings(as_of, kind, &req.period_kind, &partner)
@@ -545,7 +545,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_lead_conversion(&self, request: Request<pb::GetLeadConversionRequest>) -> Rpc<pb::LeadConversion> {
         authorise(&request, READ)?;
         let (period, partner) = parse::partner_period(&request.get_ref().period, &request.get_ref().partner)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (total, partners) = self.app.lead_conversion(period, &partner).await?;
         ok(pb::LeadConversion {
             total: Some(convert::leads(total)),
@@ -560,7 +560,7 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Rpc<pb::PipelineConversion> {
         authorise(&request, READ)?;
         let (period, partner) = parse::partner_period(&request.get_ref().period, &request.get_ref().partner)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let stages = self.app.pipeline_conversion(period, &partner).await?;
         ok(pb::PipelineConversion {
             stages: stages
@@ -672,7 +672,7 @@ impl AnalyticsAdminService for AdminApi {
         let replayed = self.app.rebuild().await?;
         ok(pb::RebuildProjectionsResponse {
             events_replayed: replayed as i64,
-            freshness: freshness(self.app.freshness().await?),
+            freshness: freshness(self.app.recent_freshness().await?),
         })
     }
 

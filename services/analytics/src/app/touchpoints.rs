@@ -163,6 +163,7 @@ impl App {
         )
         .await?;
         txn.commit().await?;
+        crate::events::committed();
         Ok(outcome)
     }
 
