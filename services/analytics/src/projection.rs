@@ -96,7 +96,14 @@ impl Increments {
             .into_iter()
             .filter(|(_, v)| *v != 0)
             .map(|((grain, dim, key, metric, bucket), value)| {
-                vec![grain.into(), dim.into(), key.into(), metric.into(), bucket.into(), value.into()]
+                vec![
+                    grain.into(),
+                    dim.into(),
+                    key.into(),
+                    metric.into(),
+                    bucket.into(),
+                    value.into(),
+                ]
             })
             .collect();
         insert_rows(
@@ -234,8 +241,11 @@ struct Batch {
     stock: BTreeMap<(String, String), i64>,
     /// Distinct-set entries `(set, bucket, subject)` and the rollup each counts
     /// into `(grain, dim, key, metric)` when it is new.
-    seen: BTreeMap<(String, i64, String), (&'static str, &'static str, String, &'static str)>,
+    seen: BTreeMap<(String, i64, String), RollupCell>,
 }
+
+/// A rollup cell a distinct-set entry counts into: grain, dimension, key, metric.
+type RollupCell = (&'static str, &'static str, String, &'static str);
 
 /// Applies events to the projection tables with `prefix` inside one transaction.
 pub struct Projector<'a, C: ConnectionTrait> {
@@ -473,7 +483,9 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
                 self.batch.categories.insert(sku.clone(), String::new());
             }
             for row in rows(self.db, &sql, values).await? {
-                self.batch.categories.insert(store::text(&row, 0)?, store::text(&row, 1)?);
+                self.batch
+                    .categories
+                    .insert(store::text(&row, 0)?, store::text(&row, 1)?);
             }
         }
         Ok(())
@@ -507,7 +519,13 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             .lines
             .into_iter()
             .map(|(order, ordinal, sku, quantity, unit)| {
-                vec![order.into(), i64::from(ordinal).into(), sku.into(), quantity.into(), unit.into()]
+                vec![
+                    order.into(),
+                    i64::from(ordinal).into(),
+                    sku.into(),
+                    quantity.into(),
+                    unit.into(),
+                ]
             })
             .collect();
         insert_rows(
@@ -751,7 +769,11 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
                 exec(
                     self.db,
                     &sql,
-                    vec![sku.clone().into(), e.product_id.clone().into(), e.category.clone().into()],
+                    vec![
+                        sku.clone().into(),
+                        e.product_id.clone().into(),
+                        e.category.clone().into(),
+                    ],
                 )
                 .await?;
                 self.batch.categories.insert(sku, e.category.clone());

@@ -100,10 +100,7 @@ impl App {
         )
         .await?;
         let customers = match dim {
-            "sku" | "category" => sums
-                .iter()
-                .map(|s| s.get("customers").copied().unwrap_or(0))
-                .collect(),
+            "sku" | "category" => sums.iter().map(|s| s.get("customers").copied().unwrap_or(0)).collect(),
             _ => self.distinct_customers(periods, dim, key).await?,
         };
         Ok(sums

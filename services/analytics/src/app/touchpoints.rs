@@ -291,7 +291,9 @@ async fn store_new<'a>(
         txn,
         "touchpoints (event_id, month, kind, occur_at, store, place, sku, subject, staff, count, seconds, \
          reception_seconds, amount_minor, skus, home_page, received_at)",
-        &[text, int, text, int, text, text, text, text, text, int, int, int, int, text, int, int],
+        &[
+            text, int, text, int, text, text, text, text, text, int, int, int, int, text, int, int,
+        ],
         raw,
         "",
     )

@@ -158,12 +158,17 @@ pub async fn insert_rows(
             casts.join(","),
             names.join(",")
         );
-        return Ok(db.query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?);
+        return Ok(db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?);
     }
     let mut out = Vec::new();
     let group = format!("({})", vec!["?"; columns.len()].join(","));
     for chunk in rows.chunks(500) {
-        let sql = format!("INSERT INTO {target} VALUES {} {tail}", vec![group.as_str(); chunk.len()].join(","));
+        let sql = format!(
+            "INSERT INTO {target} VALUES {} {tail}",
+            vec![group.as_str(); chunk.len()].join(",")
+        );
         let values: Vec<Value> = chunk.iter().flatten().cloned().collect();
         out.extend(db.query_all_raw(stmt(backend, &sql, values)).await?);
     }
@@ -177,7 +182,10 @@ pub fn one_of(backend: DatabaseBackend, column: &str, keys: &[String]) -> (Strin
         let array: Vec<Value> = keys.iter().map(|k| k.clone().into()).collect();
         (
             format!("{column} = ANY(?::text[])"),
-            vec![Value::Array(sea_orm::sea_query::ArrayType::String, Some(Box::new(array)))],
+            vec![Value::Array(
+                sea_orm::sea_query::ArrayType::String,
+                Some(Box::new(array)),
+            )],
         )
     } else {
         (
