@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use retail_kit::error::ServiceResult;
 use retail_kit::events::{AfterCommit, EventHandler, Outgoing};
@@ -19,7 +20,7 @@ use retail_proto::events::{self as ev, EventEnvelope};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Value};
 
 use crate::projection::{Projector, month_key, occur_at};
-use crate::store::exec;
+use crate::store::{Col, exec, insert_rows};
 
 /// The consumer name positions are stored under.
 pub const CONSUMER: &str = "analytics";
@@ -37,6 +38,16 @@ pub const ARCHIVED: [&str; 5] = ["orders", "membership", "catalog", "partner", I
 /// batch shared (PostgreSQL): no batch commits between the rebuild's last catch-up
 /// and the swap.
 pub const PROJECTION_LOCK: i64 = 0x616e_616c_7974_6963;
+
+/// Batches this process committed that moved a position (consumed, imported or
+/// ingested): the positions an answer gives are read again after any
+/// ([`crate::app::App::recent_freshness`]).
+pub static COMMITTED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a committed batch.
+pub fn committed() {
+    COMMITTED.fetch_add(1, Ordering::Release);
+}
 
 /// The consumer of one source log.
 #[derive(Debug, Clone)]
@@ -57,11 +68,9 @@ impl EventHandler for SourceEvents {
         }
         archive(txn, self.source, events).await?;
         let mut projector = Projector::new(txn, "");
-        for event in events {
-            projector.apply(event).await?;
-        }
+        projector.apply_all(events).await?;
         projector.finish().await?;
-        Ok(Vec::new())
+        Ok(vec![Box::pin(async { committed() })])
     }
 }
 
@@ -77,22 +86,14 @@ pub async fn archive(txn: &DatabaseTransaction, source: &str, events: &[&EventEn
         }
     }
     let archived_at = chrono::Utc::now().timestamp_micros();
-    for chunk in events.chunks(200) {
-        let mut sql = String::from(
-            "INSERT INTO event_archive (source, log_position, month, event_id, event_type, aggregate_id, \
-             partition_key, occur_at, archived_at, payload) VALUES ",
-        );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 10);
-        for (i, e) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str("(?,?,?,?,?,?,?,?,?,?)");
+    let rows: Vec<Vec<Value>> = events
+        .iter()
+        .map(|e| {
             let at = occur_at(e);
-            values.extend([
+            vec![
                 source.into(),
                 (e.position as i64).into(),
-                month_key(at).into(),
+                i64::from(month_key(at)).into(),
                 e.id.clone().into(),
                 e.r#type.clone().into(),
                 e.aggregate_id.clone().into(),
@@ -100,10 +101,19 @@ pub async fn archive(txn: &DatabaseTransaction, source: &str, events: &[&EventEn
                 at.into(),
                 archived_at.into(),
                 e.payload.as_ref().map(|p| p.value.clone()).unwrap_or_default().into(),
-            ]);
-        }
-        exec(txn, &sql, values).await?;
-    }
+            ]
+        })
+        .collect();
+    let (text, int) = (Col::Text, Col::BigInt);
+    insert_rows(
+        txn,
+        "event_archive (source, log_position, month, event_id, event_type, aggregate_id, partition_key, occur_at, \
+         archived_at, payload)",
+        &[text, int, int, text, text, text, text, int, int, Col::Bytes],
+        rows,
+        "",
+    )
+    .await?;
     Ok(())
 }
 

@@ -6,17 +6,25 @@
 //! active members) by dimension; a batch's increments are summed in memory and
 //! written as one upsert per batch. Distinct counts go through `seen`: a subject
 //! counts once per set and bucket, when it is first inserted.
+//!
+//! A batch is applied in memory and written at its end: the members, purchases
+//! and order lines its events touch are read once ([`Projector::apply_all`]
+//! reads them all in one statement per table; on PostgreSQL the rows are locked
+//! for the transaction, in key order, so batches of other sources wait rather than
+//! overwrite), every event applies to those rows in log order, and
+//! [`Projector::finish`] writes what changed in multi-row statements. The effects
+//! are those of applying the events one by one, in a few statements a batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use prost::{Message, Name};
 use retail_kit::convert::from_timestamp;
 use retail_kit::error::{ServiceError, ServiceResult};
 use retail_proto::events::{self as ev, EventEnvelope};
-use sea_orm::{ConnectionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Value};
 
-use crate::store::{self, exec, rows};
+use crate::store::{self, Col, exec, insert_rows, rows};
 
 pub const HOUR: i64 = 3_600;
 pub const DAY: i64 = crate::domain::DAY;
@@ -81,31 +89,33 @@ impl Increments {
         self.0.is_empty()
     }
 
-    /// Writes the increments into `table` in statements of at most 500 rows.
+    /// Writes the increments into `table` in one multi-row upsert.
     pub async fn flush(self, db: &impl ConnectionTrait, table: &str) -> ServiceResult<()> {
-        let entries: Vec<_> = self.0.into_iter().filter(|(_, v)| *v != 0).collect();
-        for chunk in entries.chunks(500) {
-            let mut sql = format!("INSERT INTO {table} (grain, dim, dim_key, metric, bucket, value) VALUES ");
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
-            for (i, ((grain, dim, key, metric, bucket), value)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str("(?,?,?,?,?,?)");
-                values.extend([
-                    (*grain).into(),
-                    dim.clone().into(),
-                    key.clone().into(),
-                    (*metric).into(),
-                    (*bucket).into(),
-                    (*value).into(),
-                ]);
-            }
-            sql.push_str(&format!(
-                " ON CONFLICT (grain, dim, dim_key, metric, bucket) DO UPDATE SET value = {table}.value + excluded.value"
-            ));
-            exec(db, &sql, values).await?;
-        }
+        let rows: Vec<Vec<Value>> = self
+            .0
+            .into_iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|((grain, dim, key, metric, bucket), value)| {
+                vec![
+                    grain.into(),
+                    dim.into(),
+                    key.into(),
+                    metric.into(),
+                    bucket.into(),
+                    value.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            db,
+            &format!("{table} (grain, dim, dim_key, metric, bucket, value)"),
+            &[Col::Text, Col::Text, Col::Text, Col::Text, Col::BigInt, Col::BigInt],
+            rows,
+            &format!(
+                "ON CONFLICT (grain, dim, dim_key, metric, bucket) DO UPDATE SET value = {table}.value + excluded.value"
+            ),
+        )
+        .await?;
         Ok(())
     }
 }
@@ -180,11 +190,69 @@ fn time_or(ts: &Option<prost_types::Timestamp>, event: &EventEnvelope) -> i64 {
         .unwrap_or_else(|| occur_at(event))
 }
 
+/// Statements write at most this many rows.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A member's row as this batch sees it.
+#[derive(Debug, Clone, Default)]
+struct Member {
+    registered_at: Option<i64>,
+    region: String,
+    tier: String,
+    activated_at: Option<i64>,
+    erased: i64,
+    acquisition_channel: String,
+    first_purchase: Option<i64>,
+    last_purchase: Option<i64>,
+    /// Changed by this batch: written by `finish`.
+    dirty: bool,
+}
+
+/// A paid order as this batch sees it.
+#[derive(Debug, Clone)]
+struct Purchase {
+    dims: Dims,
+    cancelled: bool,
+    refunded: i64,
+    /// Paid in this batch: `(paid_at, amount, units)`, inserted by `finish`.
+    new: Option<(i64, i64, i64)>,
+    /// A stored purchase refunded or cancelled by this batch.
+    dirty: bool,
+}
+
+/// The rows a batch read and what it writes at its end.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Members read (`None`: no row).
+    members: HashMap<String, Option<Member>>,
+    /// Purchases read or paid (`None`: not paid).
+    purchases: HashMap<String, Option<Purchase>>,
+    /// The orders paid in this batch, in order.
+    paid: Vec<String>,
+    /// Order lines to insert: order, ordinal, SKU, quantity, unit price.
+    lines: Vec<(String, i32, String, i64, i64)>,
+    /// Lines per order (SKU, quantity, unit price), read or paid in this batch.
+    lines_of: HashMap<String, Vec<(String, i64, i64)>>,
+    /// Categories per SKU (empty when unknown).
+    categories: HashMap<String, String>,
+    /// Latest sale per SKU.
+    last_sales: BTreeMap<String, i64>,
+    /// Sellable stock per (SKU, warehouse), the last of the batch.
+    stock: BTreeMap<(String, String), i64>,
+    /// Distinct-set entries `(set, bucket, subject)` and the rollup each counts
+    /// into `(grain, dim, key, metric)` when it is new.
+    seen: BTreeMap<(String, i64, String), RollupCell>,
+}
+
+/// A rollup cell a distinct-set entry counts into: grain, dimension, key, metric.
+type RollupCell = (&'static str, &'static str, String, &'static str);
+
 /// Applies events to the projection tables with `prefix` inside one transaction.
 pub struct Projector<'a, C: ConnectionTrait> {
     db: &'a C,
     p: &'a str,
     pub increments: Increments,
+    batch: Batch,
 }
 
 impl<C: ConnectionTrait> std::fmt::Debug for Projector<'_, C> {
@@ -201,13 +269,432 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             db,
             p: prefix,
             increments: Increments::default(),
+            batch: Batch::default(),
         }
     }
 
-    /// Writes the summed rollups.
-    pub async fn finish(self) -> ServiceResult<()> {
+    fn postgres(&self) -> bool {
+        self.db.get_database_backend() == DatabaseBackend::Postgres
+    }
+
+    /// Applies a batch in log order: reads the rows its events touch first, in
+    /// one statement per table, then applies each event. `finish` writes it.
+    pub async fn apply_all(&mut self, events: &[&EventEnvelope]) -> ServiceResult<()> {
+        self.prefetch(events).await?;
+        for event in events {
+            self.apply(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the purchases, members, order lines and SKU categories the batch's
+    /// sales and membership events touch. Rows it does not read are read when
+    /// needed, one at a time.
+    async fn prefetch(&mut self, events: &[&EventEnvelope]) -> ServiceResult<()> {
+        let (mut orders, mut cancelled, mut skus) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        // Members whose row the batch creates if missing, and those it only reads.
+        let (mut ensured, mut read) = (BTreeSet::new(), BTreeSet::new());
+        let mut paid = Vec::new();
+        for event in events {
+            let ty = event.r#type.as_str();
+            if ty == ev::OrderPaid::full_name() {
+                let e: ev::OrderPaid = decode(event)?;
+                orders.insert(e.order_id.clone());
+                skus.extend(e.lines.iter().map(|l| l.sku_code.clone()));
+                let member = e.parties.map(|p| p.member_id).unwrap_or_default();
+                read.insert(member.clone());
+                paid.push((e.order_id, member));
+            } else if ty == ev::OrderCancelled::full_name() {
+                let e: ev::OrderCancelled = decode(event)?;
+                orders.insert(e.order_id.clone());
+                cancelled.insert(e.order_id);
+            } else if ty == ev::OrderRefunded::full_name() {
+                let e: ev::OrderRefunded = decode(event)?;
+                orders.insert(e.order_id);
+                skus.extend(e.lines.into_iter().map(|l| l.sku_code));
+            } else if ty == ev::OrderRated::full_name() {
+                let e: ev::OrderRated = decode(event)?;
+                orders.insert(e.order_id);
+                read.insert(e.parties.map(|p| p.member_id).unwrap_or_default());
+            } else if ty == ev::MemberRegistered::full_name() {
+                ensured.insert(decode::<ev::MemberRegistered>(event)?.member_id);
+            } else if ty == ev::MemberUpdated::full_name() {
+                ensured.insert(decode::<ev::MemberUpdated>(event)?.member_id);
+            } else if ty == ev::ConsentChanged::full_name() {
+                ensured.insert(decode::<ev::ConsentChanged>(event)?.member_id);
+            } else if ty == ev::MemberErased::full_name() {
+                ensured.insert(decode::<ev::MemberErased>(event)?.member_id);
+            } else if ty == ev::TierChanged::full_name() {
+                ensured.insert(decode::<ev::TierChanged>(event)?.member_id);
+            } else if ty == ev::PointsChanged::full_name() {
+                let e: ev::PointsChanged = decode(event)?;
+                if e.kind == "redeem" {
+                    ensured.insert(e.member_id);
+                }
+            }
+        }
+        self.load_purchases(orders.into_iter().collect()).await?;
+        // A payment of an order not paid before creates its member's row.
+        let mut new_orders = BTreeSet::new();
+        for (order, member) in paid {
+            if matches!(self.batch.purchases.get(&order), Some(None)) && new_orders.insert(order) {
+                ensured.insert(member);
+            }
+        }
+        ensured.remove("");
+        read.remove("");
+        let read: Vec<String> = read.difference(&ensured).cloned().collect();
+        self.load_members(ensured.into_iter().collect(), true).await?;
+        self.load_members(read, false).await?;
+        self.load_lines(cancelled.into_iter().collect()).await?;
+        self.load_categories(skus.into_iter().collect()).await?;
+        Ok(())
+    }
+
+    /// Reads members not read yet (all of them with `ensure`, creating the
+    /// missing rows first), locking them on PostgreSQL.
+    async fn load_members(&mut self, ids: Vec<String>, ensure: bool) -> ServiceResult<()> {
+        let mut ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| {
+                !id.is_empty()
+                    && match self.batch.members.get(id) {
+                        None => true,
+                        Some(None) => ensure,
+                        Some(Some(_)) => false,
+                    }
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let lock = if self.postgres() { " FOR UPDATE" } else { "" };
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            if ensure {
+                insert_rows(
+                    self.db,
+                    &format!("{}members (member_id)", self.p),
+                    &[Col::Text],
+                    chunk.iter().map(|id| vec![id.clone().into()]).collect(),
+                    "ON CONFLICT (member_id) DO NOTHING",
+                )
+                .await?;
+            }
+            let (wanted, values) = store::one_of(self.db.get_database_backend(), "member_id", chunk);
+            let sql = format!(
+                "SELECT member_id, registered_at, region, tier, activated_at, erased, acquisition_channel, \
+                 first_purchase, last_purchase FROM {}members WHERE {wanted} ORDER BY member_id{lock}",
+                self.p,
+            );
+            for id in chunk {
+                self.batch.members.insert(id.clone(), None);
+            }
+            for row in rows(self.db, &sql, values).await? {
+                let member = Member {
+                    registered_at: store::opt_int(&row, 1)?,
+                    region: store::text(&row, 2)?,
+                    tier: store::text(&row, 3)?,
+                    activated_at: store::opt_int(&row, 4)?,
+                    erased: store::int(&row, 5)?,
+                    acquisition_channel: store::text(&row, 6)?,
+                    first_purchase: store::opt_int(&row, 7)?,
+                    last_purchase: store::opt_int(&row, 8)?,
+                    dirty: false,
+                };
+                self.batch.members.insert(store::text(&row, 0)?, Some(member));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads purchases not read yet, locking them on PostgreSQL.
+    async fn load_purchases(&mut self, ids: Vec<String>) -> ServiceResult<()> {
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !self.batch.purchases.contains_key(id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let lock = if self.postgres() { " FOR UPDATE" } else { "" };
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let (wanted, values) = store::one_of(self.db.get_database_backend(), "order_id", chunk);
+            let sql = format!(
+                "SELECT order_id, member_id, channel, store, partner, rep, region, tier, cancelled, refunded \
+                 FROM {}purchases WHERE {wanted} ORDER BY order_id{lock}",
+                self.p,
+            );
+            for id in chunk {
+                self.batch.purchases.insert(id.clone(), None);
+            }
+            for row in rows(self.db, &sql, values).await? {
+                let purchase = Purchase {
+                    dims: Dims {
+                        member: store::text(&row, 1)?,
+                        channel: store::text(&row, 2)?,
+                        store: store::text(&row, 3)?,
+                        partner: store::text(&row, 4)?,
+                        rep: store::text(&row, 5)?,
+                        region: store::text(&row, 6)?,
+                        tier: store::text(&row, 7)?,
+                    },
+                    cancelled: store::int(&row, 8)? != 0,
+                    refunded: store::int(&row, 9)?,
+                    new: None,
+                    dirty: false,
+                };
+                self.batch.purchases.insert(store::text(&row, 0)?, Some(purchase));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the lines of orders whose lines are not known yet.
+    async fn load_lines(&mut self, ids: Vec<String>) -> ServiceResult<()> {
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !self.batch.lines_of.contains_key(id))
+            .collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let (wanted, values) = store::one_of(self.db.get_database_backend(), "order_id", chunk);
+            let sql = format!(
+                "SELECT order_id, sku, quantity, unit_minor FROM {}order_lines WHERE {wanted} ORDER BY order_id, ordinal",
+                self.p,
+            );
+            for id in chunk {
+                self.batch.lines_of.insert(id.clone(), Vec::new());
+            }
+            for row in rows(self.db, &sql, values).await? {
+                let line = (store::text(&row, 1)?, store::int(&row, 2)?, store::int(&row, 3)?);
+                self.batch.lines_of.entry(store::text(&row, 0)?).or_default().push(line);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the categories of SKUs not read yet.
+    async fn load_categories(&mut self, skus: Vec<String>) -> ServiceResult<()> {
+        let skus: Vec<String> = skus
+            .into_iter()
+            .filter(|sku| !self.batch.categories.contains_key(sku))
+            .collect();
+        for chunk in skus.chunks(ROWS_PER_STATEMENT) {
+            let (wanted, values) = store::one_of(self.db.get_database_backend(), "sku", chunk);
+            let sql = format!("SELECT sku, category FROM {}skus WHERE {wanted}", self.p);
+            for sku in chunk {
+                self.batch.categories.insert(sku.clone(), String::new());
+            }
+            for row in rows(self.db, &sql, values).await? {
+                self.batch
+                    .categories
+                    .insert(store::text(&row, 0)?, store::text(&row, 1)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `(grain, bucket, dim, key, metric)` once when `subject` is new in the
+    /// distinct set `set` and `bucket` (decided when the batch is written).
+    fn count_first(
+        &mut self,
+        set: String,
+        subject: &str,
+        (grain, bucket): (&'static str, i64),
+        dim: &'static str,
+        key: &str,
+        metric: &'static str,
+    ) {
+        self.batch
+            .seen
+            .entry((set, bucket, subject.to_owned()))
+            .or_insert_with(|| (grain, dim, key.to_owned(), metric));
+    }
+
+    /// Writes what the batch changed, then the summed rollups.
+    pub async fn finish(mut self) -> ServiceResult<()> {
+        let batch = std::mem::take(&mut self.batch);
+        self.write_members(&batch).await?;
+        self.write_purchases(&batch).await?;
+        let p = self.p;
+        let (text, int) = (Col::Text, Col::BigInt);
+        let lines = batch
+            .lines
+            .into_iter()
+            .map(|(order, ordinal, sku, quantity, unit)| {
+                vec![
+                    order.into(),
+                    i64::from(ordinal).into(),
+                    sku.into(),
+                    quantity.into(),
+                    unit.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            self.db,
+            &format!("{p}order_lines (order_id, ordinal, sku, quantity, unit_minor)"),
+            &[text, int, text, int, int],
+            lines,
+            "ON CONFLICT (order_id, ordinal) DO NOTHING",
+        )
+        .await?;
+        let last_sales = batch
+            .last_sales
+            .into_iter()
+            .map(|(sku, at)| vec![sku.into(), at.into()])
+            .collect();
+        insert_rows(
+            self.db,
+            &format!("{p}last_sales (sku, sold_at)"),
+            &[text, int],
+            last_sales,
+            &format!(
+                "ON CONFLICT (sku) DO UPDATE SET sold_at = CASE WHEN excluded.sold_at > {p}last_sales.sold_at \
+                 THEN excluded.sold_at ELSE {p}last_sales.sold_at END"
+            ),
+        )
+        .await?;
+        let stock = batch
+            .stock
+            .into_iter()
+            .map(|((sku, warehouse), sellable)| vec![sku.into(), warehouse.into(), sellable.into()])
+            .collect();
+        insert_rows(
+            self.db,
+            &format!("{p}stock (sku, warehouse, sellable)"),
+            &[text, text, int],
+            stock,
+            "ON CONFLICT (sku, warehouse) DO UPDATE SET sellable = excluded.sellable",
+        )
+        .await?;
+        let entries = batch
+            .seen
+            .keys()
+            .map(|(set, bucket, subject)| vec![set.clone().into(), (*bucket).into(), subject.clone().into()])
+            .collect();
+        let new = insert_rows(
+            self.db,
+            &format!("{p}seen (set_name, bucket, subject)"),
+            &[text, int, text],
+            entries,
+            "ON CONFLICT (set_name, bucket, subject) DO NOTHING RETURNING set_name, bucket, subject",
+        )
+        .await?;
+        for row in new {
+            let key = (store::text(&row, 0)?, store::int(&row, 1)?, store::text(&row, 2)?);
+            if let Some((grain, dim, dim_key, metric)) = batch.seen.get(&key) {
+                self.increments.at(grain, key.1, dim, dim_key, metric, 1);
+            }
+        }
         let table = format!("{}rollups", self.p);
-        self.increments.flush(self.db, &table).await
+        std::mem::take(&mut self.increments).flush(self.db, &table).await
+    }
+
+    async fn write_members(&self, batch: &Batch) -> ServiceResult<()> {
+        let mut changed: Vec<(&String, &Member)> = batch
+            .members
+            .iter()
+            .filter_map(|(id, m)| m.as_ref().filter(|m| m.dirty).map(|m| (id, m)))
+            .collect();
+        changed.sort_by(|a, b| a.0.cmp(b.0));
+        let opt = Col::OptBigInt;
+        let rows = changed
+            .into_iter()
+            .map(|(id, m)| {
+                vec![
+                    id.clone().into(),
+                    m.registered_at.into(),
+                    m.region.clone().into(),
+                    m.tier.clone().into(),
+                    m.activated_at.into(),
+                    m.erased.into(),
+                    m.acquisition_channel.clone().into(),
+                    m.first_purchase.into(),
+                    m.last_purchase.into(),
+                ]
+            })
+            .collect();
+        let (text, int) = (Col::Text, Col::BigInt);
+        insert_rows(
+            self.db,
+            &format!(
+                "{}members (member_id, registered_at, region, tier, activated_at, erased, acquisition_channel, \
+                 first_purchase, last_purchase)",
+                self.p
+            ),
+            &[text, opt, text, text, opt, int, text, opt, opt],
+            rows,
+            "ON CONFLICT (member_id) DO UPDATE SET registered_at = excluded.registered_at, region = excluded.region, \
+             tier = excluded.tier, activated_at = excluded.activated_at, erased = excluded.erased, \
+             acquisition_channel = excluded.acquisition_channel, first_purchase = excluded.first_purchase, \
+             last_purchase = excluded.last_purchase",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn write_purchases(&self, batch: &Batch) -> ServiceResult<()> {
+        let p = self.p;
+        let paid: Vec<(&String, &Purchase, (i64, i64, i64))> = batch
+            .paid
+            .iter()
+            .filter_map(|id| {
+                let purchase = batch.purchases.get(id)?.as_ref()?;
+                Some((id, purchase, purchase.new?))
+            })
+            .collect();
+        let rows = paid
+            .into_iter()
+            .map(|(id, purchase, (paid_at, amount, units))| {
+                let d = &purchase.dims;
+                vec![
+                    id.clone().into(),
+                    d.member.clone().into(),
+                    d.channel.clone().into(),
+                    d.store.clone().into(),
+                    d.partner.clone().into(),
+                    d.rep.clone().into(),
+                    d.region.clone().into(),
+                    d.tier.clone().into(),
+                    paid_at.into(),
+                    amount.into(),
+                    units.into(),
+                    purchase.refunded.into(),
+                    i64::from(purchase.cancelled).into(),
+                ]
+            })
+            .collect();
+        let (text, int) = (Col::Text, Col::BigInt);
+        // A plain insert: a payment another transaction stored meanwhile fails the
+        // batch, which is then applied again from the stored position.
+        insert_rows(
+            self.db,
+            &format!(
+                "{p}purchases (order_id, member_id, channel, store, partner, rep, region, tier, paid_at, amount, \
+                 units, refunded, cancelled)"
+            ),
+            &[text, text, text, text, text, text, text, text, int, int, int, int, int],
+            rows,
+            "",
+        )
+        .await?;
+        let sql = format!("UPDATE {p}purchases SET refunded = ?, cancelled = ? WHERE order_id = ?");
+        for (id, purchase) in &batch.purchases {
+            if let Some(purchase) = purchase
+                && purchase.dirty
+                && purchase.new.is_none()
+            {
+                exec(
+                    self.db,
+                    &sql,
+                    vec![
+                        purchase.refunded.into(),
+                        i64::from(purchase.cancelled).into(),
+                        id.clone().into(),
+                    ],
+                )
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies one event of any source; events analytics does not project are
@@ -297,15 +784,17 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             Ok(())
         } else if ty == ev::MemberErased::full_name() {
             let e: ev::MemberErased = decode(event)?;
-            self.ensure_member(&e.member_id).await?;
-            let sql = format!("UPDATE {}members SET erased = 1 WHERE member_id = ?", self.p);
-            exec(self.db, &sql, vec![e.member_id.into()]).await?;
+            if let Some(m) = self.ensure_member(&e.member_id).await? {
+                m.erased = 1;
+                m.dirty = true;
+            }
             Ok(())
         } else if ty == ev::TierChanged::full_name() {
             let e: ev::TierChanged = decode(event)?;
-            self.ensure_member(&e.member_id).await?;
-            let sql = format!("UPDATE {}members SET tier = ? WHERE member_id = ?", self.p);
-            exec(self.db, &sql, vec![e.to_tier.into(), e.member_id.into()]).await?;
+            if let Some(m) = self.ensure_member(&e.member_id).await? {
+                m.tier = e.to_tier;
+                m.dirty = true;
+            }
             Ok(())
         } else if ty == ev::PointsChanged::full_name() {
             let e: ev::PointsChanged = decode(event)?;
@@ -324,9 +813,14 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
                 exec(
                     self.db,
                     &sql,
-                    vec![sku.into(), e.product_id.clone().into(), e.category.clone().into()],
+                    vec![
+                        sku.clone().into(),
+                        e.product_id.clone().into(),
+                        e.category.clone().into(),
+                    ],
                 )
                 .await?;
+                self.batch.categories.insert(sku, e.category.clone());
             }
             Ok(())
         } else if ty == ev::ListingChanged::full_name() {
@@ -345,17 +839,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             Ok(())
         } else if ty == ev::StockChanged::full_name() {
             let e: ev::StockChanged = decode(event)?;
-            let sql = format!(
-                "INSERT INTO {}stock (sku, warehouse, sellable) VALUES (?,?,?) \
-                 ON CONFLICT (sku, warehouse) DO UPDATE SET sellable = excluded.sellable",
-                self.p
-            );
-            exec(
-                self.db,
-                &sql,
-                vec![e.sku_code.into(), e.warehouse_code.into(), e.sellable.into()],
-            )
-            .await?;
+            self.batch.stock.insert((e.sku_code, e.warehouse_code), e.sellable);
             Ok(())
         } else {
             self.apply_partner(event).await
@@ -493,32 +977,36 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
         Ok(())
     }
 
-    async fn ensure_member(&self, member: &str) -> ServiceResult<()> {
-        let sql = format!(
-            "INSERT INTO {}members (member_id) VALUES (?) ON CONFLICT (member_id) DO NOTHING",
-            self.p
-        );
-        exec(self.db, &sql, vec![member.into()]).await?;
-        Ok(())
+    /// The member's row, created if missing (`None` for an empty id).
+    async fn ensure_member(&mut self, member: &str) -> ServiceResult<Option<&mut Member>> {
+        if member.is_empty() {
+            return Ok(None);
+        }
+        if !matches!(self.batch.members.get(member), Some(Some(_))) {
+            self.load_members(vec![member.to_owned()], true).await?;
+        }
+        Ok(self.batch.members.get_mut(member).and_then(Option::as_mut))
     }
 
     /// A member did something: activated (first time after registering) and
     /// counted among the day's, week's and month's active members.
     async fn activity(&mut self, member: &str, t: i64) -> ServiceResult<()> {
-        if member.is_empty() {
+        let Some(m) = self.ensure_member(member).await? else {
             return Ok(());
+        };
+        if m.activated_at.is_none() {
+            m.activated_at = Some(t);
+            m.dirty = true;
         }
-        self.ensure_member(member).await?;
-        let sql = format!(
-            "UPDATE {}members SET activated_at = ? WHERE member_id = ? AND activated_at IS NULL",
-            self.p
-        );
-        exec(self.db, &sql, vec![t.into(), member.into()]).await?;
-        let seen = format!("{}seen", self.p);
         for (grain, bucket) in [("d", day(t)), ("w", week(t)), ("m", month(t))] {
-            if first_seen(self.db, &seen, &format!("active|{grain}"), bucket, member).await? {
-                self.increments.at(grain, bucket, "all", "", "active_members", 1);
-            }
+            self.count_first(
+                format!("active|{grain}"),
+                member,
+                (grain, bucket),
+                "all",
+                "",
+                "active_members",
+            );
         }
         Ok(())
     }
@@ -561,17 +1049,11 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
 
     async fn registered(&mut self, event: &EventEnvelope, e: ev::MemberRegistered) -> ServiceResult<()> {
         let t = time_or(&e.register_time, event);
-        let sql = format!(
-            "INSERT INTO {}members (member_id, registered_at, region) VALUES (?,?,?) \
-             ON CONFLICT (member_id) DO UPDATE SET registered_at = excluded.registered_at, region = excluded.region",
-            self.p
-        );
-        exec(
-            self.db,
-            &sql,
-            vec![e.member_id.into(), t.into(), e.region.clone().into()],
-        )
-        .await?;
+        if let Some(m) = self.ensure_member(&e.member_id).await? {
+            m.registered_at = Some(t);
+            m.region = e.region.clone();
+            m.dirty = true;
+        }
         self.increments.add(t, "all", "", "registered", 1);
         if !e.region.is_empty() {
             self.increments.add(t, "region", &e.region, "registered", 1);
@@ -581,7 +1063,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
 
     /// The dimensions of an order: its parties, and the member's region and tier
     /// as analytics knows them when the payment is applied.
-    async fn dims(&self, parties: ev::OrderParties) -> ServiceResult<Dims> {
+    async fn dims(&mut self, parties: ev::OrderParties) -> ServiceResult<Dims> {
         let mut dims = Dims {
             member: parties.member_id,
             channel: parties.channel,
@@ -591,110 +1073,70 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             ..Default::default()
         };
         if !dims.member.is_empty() {
-            let sql = format!("SELECT region, tier FROM {}members WHERE member_id = ?", self.p);
-            if let Some(row) = rows(self.db, &sql, vec![dims.member.clone().into()]).await?.first() {
-                dims.region = store::text(row, 0)?;
-                dims.tier = store::text(row, 1)?;
+            if !self.batch.members.contains_key(&dims.member) {
+                self.load_members(vec![dims.member.clone()], false).await?;
+            }
+            if let Some(Some(m)) = self.batch.members.get(&dims.member) {
+                dims.region = m.region.clone();
+                dims.tier = m.tier.clone();
             }
         }
         Ok(dims)
     }
 
-    /// The dimensions a paid order was counted under, if analytics has it.
-    async fn purchase_dims(&self, order_id: &str) -> ServiceResult<Option<(Dims, bool)>> {
-        let sql = format!(
-            "SELECT member_id, channel, store, partner, rep, region, tier, cancelled FROM {}purchases WHERE order_id = ?",
-            self.p
-        );
-        let Some(row) = rows(self.db, &sql, vec![order_id.into()]).await?.into_iter().next() else {
-            return Ok(None);
-        };
-        Ok(Some((
-            Dims {
-                member: store::text(&row, 0)?,
-                channel: store::text(&row, 1)?,
-                store: store::text(&row, 2)?,
-                partner: store::text(&row, 3)?,
-                rep: store::text(&row, 4)?,
-                region: store::text(&row, 5)?,
-                tier: store::text(&row, 6)?,
-            },
-            store::int(&row, 7)? != 0,
-        )))
+    /// The paid order, if analytics has it.
+    async fn purchase(&mut self, order_id: &str) -> ServiceResult<Option<&mut Purchase>> {
+        if !self.batch.purchases.contains_key(order_id) {
+            self.load_purchases(vec![order_id.to_owned()]).await?;
+        }
+        Ok(self.batch.purchases.get_mut(order_id).and_then(Option::as_mut))
     }
 
-    async fn category(&self, sku: &str) -> ServiceResult<String> {
-        let sql = format!("SELECT category FROM {}skus WHERE sku = ?", self.p);
-        Ok(match rows(self.db, &sql, vec![sku.into()]).await?.first() {
-            Some(row) => store::text(row, 0)?,
-            None => String::new(),
-        })
+    async fn category(&mut self, sku: &str) -> ServiceResult<String> {
+        if !self.batch.categories.contains_key(sku) {
+            self.load_categories(vec![sku.to_owned()]).await?;
+        }
+        Ok(self.batch.categories.get(sku).cloned().unwrap_or_default())
     }
 
     async fn paid(&mut self, event: &EventEnvelope, e: ev::OrderPaid) -> ServiceResult<()> {
         let t = time_or(&e.pay_time, event);
         let amount = e.amount.unwrap_or_default().amount_minor;
-        let dims = self.dims(e.parties.unwrap_or_default()).await?;
-        let units: i64 = e.lines.iter().map(|l| l.quantity).sum();
-        let sql = format!(
-            "INSERT INTO {}purchases (order_id, member_id, channel, store, partner, rep, region, tier, paid_at, amount, units) \
-             VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (order_id) DO NOTHING",
-            self.p
-        );
-        let inserted = exec(
-            self.db,
-            &sql,
-            vec![
-                e.order_id.clone().into(),
-                dims.member.clone().into(),
-                dims.channel.clone().into(),
-                dims.store.clone().into(),
-                dims.partner.clone().into(),
-                dims.rep.clone().into(),
-                dims.region.clone().into(),
-                dims.tier.clone().into(),
-                t.into(),
-                amount.into(),
-                units.into(),
-            ],
-        )
-        .await?;
-        if inserted == 0 {
+        if self.purchase(&e.order_id).await?.is_some() {
             // One payment per order: a second OrderPaid for it changes nothing.
             return Ok(());
         }
+        let dims = self.dims(e.parties.unwrap_or_default()).await?;
+        let units: i64 = e.lines.iter().map(|l| l.quantity).sum();
+        self.batch.purchases.insert(
+            e.order_id.clone(),
+            Some(Purchase {
+                dims: dims.clone(),
+                cancelled: false,
+                refunded: 0,
+                new: Some((t, amount, units)),
+                dirty: false,
+            }),
+        );
+        self.batch.paid.push(e.order_id.clone());
         for (dim, key) in dims.pairs() {
             self.increments.add(t, dim, &key, "revenue", amount);
             self.increments.add(t, dim, &key, "orders", 1);
             self.increments.add(t, dim, &key, "units", units);
         }
-        let seen = format!("{}seen", self.p);
-        let lines_sql = format!(
-            "INSERT INTO {}order_lines (order_id, ordinal, sku, quantity, unit_minor) VALUES (?,?,?,?,?) \
-             ON CONFLICT (order_id, ordinal) DO NOTHING",
-            self.p
-        );
-        let last_sale = format!(
-            "INSERT INTO {p}last_sales (sku, sold_at) VALUES (?,?) \
-             ON CONFLICT (sku) DO UPDATE SET sold_at = CASE WHEN excluded.sold_at > {p}last_sales.sold_at \
-             THEN excluded.sold_at ELSE {p}last_sales.sold_at END",
-            p = self.p
-        );
+        let mut lines = Vec::with_capacity(e.lines.len());
         for (ordinal, line) in e.lines.iter().enumerate() {
             let unit = line.unit_price.as_ref().map(|m| m.amount_minor).unwrap_or(0);
-            exec(
-                self.db,
-                &lines_sql,
-                vec![
-                    e.order_id.clone().into(),
-                    (ordinal as i32).into(),
-                    line.sku_code.clone().into(),
-                    line.quantity.into(),
-                    unit.into(),
-                ],
-            )
-            .await?;
-            exec(self.db, &last_sale, vec![line.sku_code.clone().into(), t.into()]).await?;
+            self.batch.lines.push((
+                e.order_id.clone(),
+                ordinal as i32,
+                line.sku_code.clone(),
+                line.quantity,
+                unit,
+            ));
+            lines.push((line.sku_code.clone(), line.quantity, unit));
+            let sold = self.batch.last_sales.entry(line.sku_code.clone()).or_insert(t);
+            *sold = (*sold).max(t);
             let category = self.category(&line.sku_code).await?;
             for (dim, key) in [("sku", line.sku_code.clone()), ("category", category)] {
                 if key.is_empty() {
@@ -703,45 +1145,39 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
                 self.increments.add(t, dim, &key, "revenue", line.quantity * unit);
                 self.increments.add(t, dim, &key, "units", line.quantity);
                 self.increments.add(t, dim, &key, "orders", 1);
-                if !dims.member.is_empty()
-                    && first_seen(self.db, &seen, &format!("customers|{dim}|{key}"), day(t), &dims.member).await?
-                {
-                    self.increments.at("d", day(t), dim, &key, "customers", 1);
+                if !dims.member.is_empty() {
+                    self.count_first(
+                        format!("customers|{dim}|{key}"),
+                        &dims.member,
+                        ("d", day(t)),
+                        dim,
+                        &key,
+                        "customers",
+                    );
                 }
             }
         }
-        if !dims.member.is_empty() {
-            self.ensure_member(&dims.member).await?;
-            // The first purchase sets the acquisition channel.
-            let first = format!(
-                "UPDATE {}members SET first_purchase = ?, acquisition_channel = ? \
-                 WHERE member_id = ? AND (first_purchase IS NULL OR first_purchase > ?)",
-                self.p
-            );
-            let new_customer = exec(
-                self.db,
-                &first,
-                vec![
-                    t.into(),
-                    dims.channel.clone().into(),
-                    dims.member.clone().into(),
-                    t.into(),
-                ],
-            )
-            .await?
-                == 1;
-            if new_customer {
-                self.increments.add(t, "all", "", "new_customers", 1);
-                self.increments.add(t, "channel", &dims.channel, "new_customers", 1);
-            }
-            let last = format!(
-                "UPDATE {}members SET last_purchase = ? WHERE member_id = ? AND (last_purchase IS NULL OR last_purchase < ?)",
-                self.p
-            );
-            exec(self.db, &last, vec![t.into(), dims.member.clone().into(), t.into()]).await?;
-            self.activity(&dims.member, t).await?;
+        // An order not paid before has no stored lines.
+        self.batch.lines_of.insert(e.order_id.clone(), lines);
+        let Some(m) = self.ensure_member(&dims.member).await? else {
+            return Ok(());
+        };
+        // The first purchase sets the acquisition channel.
+        let new_customer = m.first_purchase.is_none_or(|first| first > t);
+        if new_customer {
+            m.first_purchase = Some(t);
+            m.acquisition_channel = dims.channel.clone();
+            m.dirty = true;
         }
-        Ok(())
+        if m.last_purchase.is_none_or(|last| last < t) {
+            m.last_purchase = Some(t);
+            m.dirty = true;
+        }
+        if new_customer {
+            self.increments.add(t, "all", "", "new_customers", 1);
+            self.increments.add(t, "channel", &dims.channel, "new_customers", 1);
+        }
+        self.activity(&dims.member, t).await
     }
 
     /// Counts a refund (of a return or of a cancelled paid order) at its own time,
@@ -754,24 +1190,17 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
         lines: Vec<(String, i64, i64)>,
         cancel: bool,
     ) -> ServiceResult<()> {
-        let Some((dims, cancelled)) = self.purchase_dims(order_id).await? else {
+        let Some(purchase) = self.purchase(order_id).await? else {
             // A payment analytics never saw (before the log it has): nothing to reverse.
             return Ok(());
         };
-        if cancel && cancelled {
+        if cancel && purchase.cancelled {
             return Ok(());
         }
-        let sql = format!(
-            "UPDATE {}purchases SET refunded = refunded + ?, cancelled = CASE WHEN ? = 1 THEN 1 ELSE cancelled END \
-             WHERE order_id = ?",
-            self.p
-        );
-        exec(
-            self.db,
-            &sql,
-            vec![amount.into(), i32::from(cancel).into(), order_id.into()],
-        )
-        .await?;
+        purchase.refunded += amount;
+        purchase.cancelled |= cancel;
+        purchase.dirty = true;
+        let dims = purchase.dims.clone();
         let units: i64 = lines.iter().map(|l| l.1).sum();
         for (dim, key) in dims.pairs() {
             self.increments.add(t, dim, &key, "refunded", amount);
@@ -798,14 +1227,8 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             return Ok(());
         }
         let t = time_or(&e.cancel_time, event);
-        let sql = format!(
-            "SELECT sku, quantity, unit_minor FROM {}order_lines WHERE order_id = ? ORDER BY ordinal",
-            self.p
-        );
-        let mut lines = Vec::new();
-        for row in rows(self.db, &sql, vec![e.order_id.clone().into()]).await? {
-            lines.push((store::text(&row, 0)?, store::int(&row, 1)?, store::int(&row, 2)?));
-        }
+        self.load_lines(vec![e.order_id.clone()]).await?;
+        let lines = self.batch.lines_of.get(&e.order_id).cloned().unwrap_or_default();
         self.refund(t, &e.order_id, amount, lines, true).await
     }
 
@@ -825,8 +1248,8 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
 
     async fn rated(&mut self, event: &EventEnvelope, e: ev::OrderRated) -> ServiceResult<()> {
         let t = occur_at(event);
-        let dims = match self.purchase_dims(&e.order_id).await? {
-            Some((dims, _)) => dims,
+        let dims = match self.purchase(&e.order_id).await? {
+            Some(purchase) => purchase.dims.clone(),
             None => self.dims(e.parties.unwrap_or_default()).await?,
         };
         let mut pairs = vec![("all", String::new())];

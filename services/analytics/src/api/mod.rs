@@ -61,7 +61,7 @@ impl AnalyticsService for AnalyticsApi {
         let scope = reader(&request)?;
         let (period, dim, key) = parse::sales(request.get_ref())?;
         scope.require_dimension(&dim, &key)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let r = self.app.sales(period, &dim, &key).await?;
         ok(pb::SalesReport {
             current: Some(figures(&r.current)),
@@ -96,7 +96,7 @@ impl AnalyticsService for AnalyticsApi {
             &req.page_token,
             &format!("{as_of}/{window}/{member:?}/{segment:?}"),
         )?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (all, _) = self.app.rfm(as_of, window).await?;
         let selected: Vec<_> = all
             .into_iter()
@@ -140,7 +140,7 @@ impl AnalyticsService for AnalyticsApi {
         let as_of = parse::as_of(&mut v, &req.as_of_time);
         let window = parse::window_days(&mut v, "window_days", req.window_days, 365);
         v.finish()?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (segments, means) = self.app.rfm_distribution(as_of, window).await?;
         ok(pb::RfmDistribution {
             segments: segments
@@ -161,7 +161,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_pyramid(&self, request: Request<pb::GetPyramidRequest>) -> Rpc<pb::Pyramid> {
         authorise(&request, READ)?;
         let period = parse::only_period(&request.get_ref().period)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let layers = self.app.pyramid(period).await?;
         ok(pb::Pyramid {
             layers: layers
@@ -183,7 +183,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_member_stats(&self, request: Request<pb::GetMemberStatsRequest>) -> Rpc<pb::MemberStats> {
         authorise(&request, READ)?;
         let period = parse::only_period(&request.get_ref().period)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let s = self.app.member_stats(period).await?;
         ok(pb::MemberStats {
             registered: s.registered,
@@ -202,7 +202,7 @@ impl AnalyticsService for AnalyticsApi {
         authorise(&request, READ)?;
         let req = request.into_inner();
         let (period, w) = parse::period_window(&req.period, req.window_days, 90)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let l = self.app.lifecycle(period, w).await?;
         ok(pb::Lifecycle {
             distribution: l
@@ -231,7 +231,7 @@ impl AnalyticsService for AnalyticsApi {
         authorise(&request, READ)?;
         let req = request.into_inner();
         let (period, w) = parse::period_window(&req.period, req.window_days, 90)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let s = self.app.stickiness(period, w).await?;
         ok(pb::Stickiness {
             repeat_purchase_rate: s.repeat_rate,
@@ -272,7 +272,7 @@ impl AnalyticsService for AnalyticsApi {
         };
         v.finish()?;
         let page = Page::parse(req.page_size, &req.page_token, &format!("{as_of}/{factor}"))?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let selected: Vec<_> = self
             .app
             .overdue(as_of, factor)
@@ -301,7 +301,7 @@ impl AnalyticsService for AnalyticsApi {
         let scope = reader(&request)?;
         let (period, dim, key) = parse::satisfaction(request.get_ref())?;
         scope.require_dimension(&dim, &key)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let s = self.app.satisfaction(period, &dim, &key).await?;
         ok(pb::Satisfaction {
             ratings: s.ratings,
@@ -317,7 +317,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_customer_value(&self, request: Request<pb::GetCustomerValueRequest>) -> Rpc<pb::CustomerValue> {
         authorise(&request, READ)?;
         let period = parse::only_period(&request.get_ref().period)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let channels = self.app.customer_value(period).await?;
         let rules = &self.app.settings.analytics;
         ok(pb::CustomerValue {
@@ -346,7 +346,7 @@ impl AnalyticsService for AnalyticsApi {
         let req = request.get_ref();
         let (period, store) = parse::store_period(&req.period, &req.store)?;
         scope.require_store(&store)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let f = self.app.store_funnel(period, &store).await?;
         ok(pb::StoreFunnel {
             passed_by: f.passed_by,
@@ -376,7 +376,7 @@ impl AnalyticsService for AnalyticsApi {
         v.finish()?;
         scope.require_store(&store)?;
         let period = period.ok_or_else(|| ServiceError::invalid("period", "required"))?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let skus = self.app.sku_flags(period, &store, top, low).await?;
         ok(pb::ListSkuFlagsResponse {
             skus: skus
@@ -408,7 +408,7 @@ impl AnalyticsService for AnalyticsApi {
         let req = request.get_ref();
         let (period, store) = parse::store_period(&req.period, &req.store)?;
         scope.require_store(&store)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let staff = self.app.staff(period, &store).await?;
         ok(pb::ListStaffMetricsResponse {
             staff: staff
@@ -431,7 +431,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_online_funnel(&self, request: Request<pb::GetOnlineFunnelRequest>) -> Rpc<pb::OnlineFunnel> {
         authorise(&request, READ)?;
         let period = parse::only_period(&request.get_ref().period)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let f = self.app.online_funnel(period).await?;
         ok(pb::OnlineFunnel {
             reach: f.reach,
@@ -461,7 +461,7 @@ impl AnalyticsService for AnalyticsApi {
         let category = v.text("category", &req.category, 200, true);
         v.finish()?;
         let period = period.ok_or_else(|| ServiceError::invalid("period", "required"))?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (classes, median_ctr, median_units) = self.app.product_classes(period, &category).await?;
         ok(pb::ListProductClassesResponse {
             products: classes
@@ -487,7 +487,7 @@ impl AnalyticsService for AnalyticsApi {
         let slow = parse::window_days(&mut v, "slow_days", req.slow_days, 30);
         let warehouse = v.text("warehouse", &req.warehouse, crate::domain::touchpoint::MAX_TEXT, false);
         v.finish()?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (outs, slow) = self.app.goods(as_of, slow, &warehouse).await?;
         let lines = |lines: Vec<crate::app::kpis::GoodsLine>| {
             lines
@@ -528,7 +528,7 @@ impl AnalyticsService for AnalyticsApi {
         }
         let partner = v.text("partner", &req.partner, crate::domain::touchpoint::MAX_TEXT, false);
         v.finish()?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let targets = self
             .app
             .target_standings(as_of, kind, &req.period_kind, &partner)
@@ -564,7 +564,7 @@ impl AnalyticsService for AnalyticsApi {
     async fn get_lead_conversion(&self, request: Request<pb::GetLeadConversionRequest>) -> Rpc<pb::LeadConversion> {
         authorise(&request, READ)?;
         let (period, partner) = parse::partner_period(&request.get_ref().period, &request.get_ref().partner)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let (total, partners) = self.app.lead_conversion(period, &partner).await?;
         ok(pb::LeadConversion {
             total: Some(convert::leads(total)),
@@ -579,7 +579,7 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Rpc<pb::PipelineConversion> {
         authorise(&request, READ)?;
         let (period, partner) = parse::partner_period(&request.get_ref().period, &request.get_ref().partner)?;
-        let positions = self.app.freshness().await?;
+        let positions = self.app.recent_freshness().await?;
         let stages = self.app.pipeline_conversion(period, &partner).await?;
         ok(pb::PipelineConversion {
             stages: stages
@@ -691,7 +691,7 @@ impl AnalyticsAdminService for AdminApi {
         let replayed = self.app.rebuild().await?;
         ok(pb::RebuildProjectionsResponse {
             events_replayed: replayed as i64,
-            freshness: freshness(self.app.freshness().await?),
+            freshness: freshness(self.app.recent_freshness().await?),
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use retail_kit::error::{ServiceError, ServiceResult};
 use sea_orm::Value;
 
-use super::{App, Period, rollup_sums};
+use super::{App, Period, rollup_sums, rollup_sums_of};
 use crate::domain::kpi::{self, ratio};
 use crate::store::{self, exec, rows};
 
@@ -80,65 +80,106 @@ pub struct ProductClass {
 
 impl App {
     pub async fn sales_figures(&self, period: Period, dim: &str, key: &str) -> ServiceResult<SalesFigures> {
-        let sums = rollup_sums(
+        Ok(self
+            .sales_figures_of(&[period], dim, key)
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// The figures of several periods: one statement for the rollups of all of
+    /// them, one for their distinct customers.
+    async fn sales_figures_of(&self, periods: &[Period], dim: &str, key: &str) -> ServiceResult<Vec<SalesFigures>> {
+        let sums = rollup_sums_of(
             &self.db,
             "rollups",
-            period,
+            periods,
             dim,
             key,
             &["revenue", "orders", "units", "refunded", "customers"],
         )
         .await?;
-        let get = |m: &str| sums.get(m).copied().unwrap_or(0);
         let customers = match dim {
-            "sku" | "category" => get("customers"),
-            _ => {
-                let (filter, mut values): (String, Vec<Value>) = match dim {
-                    "all" => (String::new(), vec![]),
-                    "rep" => {
-                        let (partner, rep) = key.split_once('/').unwrap_or((key, ""));
-                        (" AND partner = ? AND rep = ?".into(), vec![partner.into(), rep.into()])
-                    }
-                    "channel" | "store" | "partner" | "tier" | "region" => {
-                        (format!(" AND {dim} = ?"), vec![key.into()])
-                    }
-                    other => {
-                        return Err(ServiceError::invalid(
-                            "dimension",
-                            format!("unknown dimension {other:?}"),
-                        ));
-                    }
-                };
-                let mut all = vec![period.start.into(), period.end.into()];
-                all.append(&mut values);
-                store::scalar(
-                    &self.db,
-                    &format!(
-                        "SELECT COUNT(DISTINCT member_id) FROM purchases WHERE paid_at >= ? AND paid_at < ? \
-                         AND member_id <> ''{filter}"
-                    ),
-                    all,
-                )
-                .await?
+            "sku" | "category" => sums.iter().map(|s| s.get("customers").copied().unwrap_or(0)).collect(),
+            _ => self.distinct_customers(periods, dim, key).await?,
+        };
+        Ok(sums
+            .iter()
+            .zip(customers)
+            .map(|(sums, customers)| {
+                let get = |m: &str| sums.get(m).copied().unwrap_or(0);
+                let revenue = get("revenue") - get("refunded");
+                let orders = get("orders");
+                SalesFigures {
+                    revenue,
+                    orders,
+                    aov: ratio(revenue as f64, orders as f64),
+                    customers,
+                    spend_per_customer: ratio(revenue as f64, customers as f64),
+                    units: get("units"),
+                    items_per_ticket: ratio(get("units") as f64, orders as f64),
+                    refunded: get("refunded"),
+                }
+            })
+            .collect())
+    }
+
+    /// The distinct members who paid for an order in each period (guests left
+    /// out), under one dimension value, in one statement.
+    async fn distinct_customers(&self, periods: &[Period], dim: &str, key: &str) -> ServiceResult<Vec<i64>> {
+        let (filter, filter_values): (String, Vec<Value>) = match dim {
+            "all" => (String::new(), vec![]),
+            "rep" => {
+                let (partner, rep) = key.split_once('/').unwrap_or((key, ""));
+                (" AND partner = ? AND rep = ?".into(), vec![partner.into(), rep.into()])
+            }
+            "channel" | "store" | "partner" | "tier" | "region" => (format!(" AND {dim} = ?"), vec![key.into()]),
+            other => {
+                return Err(ServiceError::invalid(
+                    "dimension",
+                    format!("unknown dimension {other:?}"),
+                ));
             }
         };
-        let revenue = get("revenue") - get("refunded");
-        let orders = get("orders");
-        Ok(SalesFigures {
-            revenue,
-            orders,
-            aov: ratio(revenue as f64, orders as f64),
-            customers,
-            spend_per_customer: ratio(revenue as f64, customers as f64),
-            units: get("units"),
-            items_per_ticket: ratio(get("units") as f64, orders as f64),
-            refunded: get("refunded"),
-        })
+        let (Some(from), Some(to)) = (
+            periods.iter().map(|p| p.start).min(),
+            periods.iter().map(|p| p.end).max(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let mut values: Vec<Value> = Vec::new();
+        let counts: Vec<String> = periods
+            .iter()
+            .map(|p| {
+                values.extend([p.start.into(), p.end.into()]);
+                "COUNT(DISTINCT CASE WHEN paid_at >= ? AND paid_at < ? THEN member_id END)".to_owned()
+            })
+            .collect();
+        values.extend([from.into(), to.into()]);
+        values.extend(filter_values);
+        let found = rows(
+            &self.db,
+            &format!(
+                "SELECT {} FROM purchases WHERE paid_at >= ? AND paid_at < ? AND member_id <> ''{filter}",
+                counts.join(", ")
+            ),
+            values,
+        )
+        .await?;
+        let mut out = Vec::with_capacity(periods.len());
+        for i in 0..periods.len() {
+            out.push(match found.first() {
+                Some(row) => store::int(row, i)?,
+                None => 0,
+            });
+        }
+        Ok(out)
     }
 
     pub async fn sales(&self, period: Period, dim: &str, key: &str) -> ServiceResult<SalesReport> {
-        let current = self.sales_figures(period, dim, key).await?;
-        let previous = self.sales_figures(period.previous(), dim, key).await?;
+        let mut both = self.sales_figures_of(&[period, period.previous()], dim, key).await?;
+        let previous = both.pop().unwrap_or_default();
+        let current = both.pop().unwrap_or_default();
         Ok(SalesReport {
             revenue_growth: kpi::growth(current.revenue as f64, previous.revenue as f64),
             orders_growth: kpi::growth(current.orders as f64, previous.orders as f64),

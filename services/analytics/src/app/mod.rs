@@ -56,16 +56,50 @@ pub struct SourcePosition {
     pub updated_at: i64,
 }
 
+/// Positions read this long ago are read again even if this process committed
+/// nothing since (other replicas may have).
+const FRESHNESS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The positions read last: the commit count they were read after, when, and them.
+type CachedPositions = (u64, std::time::Instant, Vec<SourcePosition>);
+
 #[derive(Debug)]
 pub struct App {
     pub db: DatabaseConnection,
     pub log: Arc<EventLog>,
     pub settings: Settings,
+    positions: std::sync::Mutex<Option<CachedPositions>>,
 }
 
 impl App {
     pub fn new(db: DatabaseConnection, log: Arc<EventLog>, settings: Settings) -> Self {
-        Self { db, log, settings }
+        Self {
+            db,
+            log,
+            settings,
+            positions: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// [`Self::freshness`] as read by an earlier answer if this process committed
+    /// no batch since and it is under half a second old: every answer still
+    /// reflects at least the positions it gives (they only grow), without two
+    /// reads per answer.
+    pub async fn recent_freshness(&self) -> ServiceResult<Vec<SourcePosition>> {
+        use std::sync::atomic::Ordering;
+        let committed = crate::events::COMMITTED.load(Ordering::Acquire);
+        if let Ok(cached) = self.positions.lock()
+            && let Some((at, read, positions)) = cached.as_ref()
+            && *at == committed
+            && read.elapsed() < FRESHNESS_MAX_AGE
+        {
+            return Ok(positions.clone());
+        }
+        let positions = self.freshness().await?;
+        if let Ok(mut cached) = self.positions.lock() {
+            *cached = Some((committed, std::time::Instant::now(), positions.clone()));
+        }
+        Ok(positions)
     }
 
     /// The positions every KPI answer reflects: each source log's, and the
@@ -110,6 +144,23 @@ impl App {
     }
 }
 
+/// The buckets that make up a period: whole days from the day grain, the partial
+/// days at the edges from the hour grain (at most days + 48 rows per metric).
+fn buckets(period: Period) -> Vec<(&'static str, i64, i64)> {
+    let day = crate::projection::DAY;
+    let first_full = period.start + (day - period.start.rem_euclid(day)) % day;
+    let last_full = period.end - period.end.rem_euclid(day);
+    if first_full < last_full {
+        vec![
+            ("d", first_full, last_full),
+            ("h", period.start, first_full),
+            ("h", last_full, period.end),
+        ]
+    } else {
+        vec![("h", period.start, period.end)]
+    }
+}
+
 /// Sums of rollup metrics of one dimension value over a period, by metric.
 pub async fn rollup_sums(
     db: &DatabaseConnection,
@@ -119,34 +170,43 @@ pub async fn rollup_sums(
     key: &str,
     metrics: &[&str],
 ) -> ServiceResult<std::collections::BTreeMap<String, i64>> {
-    // Whole days from the day grain, the partial days at the edges from the hour
-    // grain: a period reads at most (days + 48) rows per metric.
-    let day = crate::projection::DAY;
-    let first_full = period.start + (day - period.start.rem_euclid(day)) % day;
-    let last_full = period.end - period.end.rem_euclid(day);
+    Ok(rollup_sums_of(db, table, &[period], dim, key, metrics)
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// [`rollup_sums`] of several periods in one statement, in their order.
+pub async fn rollup_sums_of(
+    db: &DatabaseConnection,
+    table: &str,
+    periods: &[Period],
+    dim: &str,
+    key: &str,
+    metrics: &[&str],
+) -> ServiceResult<Vec<std::collections::BTreeMap<String, i64>>> {
     let placeholders = vec!["?"; metrics.len()].join(",");
-    let mut out = std::collections::BTreeMap::new();
-    let run = |grain: &'static str, from: i64, to: i64| {
-        let sql = format!(
-            "SELECT metric, CAST(SUM(value) AS BIGINT) FROM {table} WHERE grain = ? AND dim = ? AND dim_key = ? \
-             AND metric IN ({placeholders}) AND bucket >= ? AND bucket < ? GROUP BY metric"
-        );
-        let mut values: Vec<sea_orm::Value> = vec![grain.into(), dim.into(), key.into()];
-        values.extend(metrics.iter().map(|m| (*m).into()));
-        values.extend([from.into(), to.into()]);
-        (sql, values)
-    };
-    let mut queries = Vec::new();
-    if first_full < last_full {
-        queries.push(run("d", first_full, last_full));
-        queries.push(run("h", period.start, first_full));
-        queries.push(run("h", last_full, period.end));
-    } else {
-        queries.push(run("h", period.start, period.end));
+    let mut selects = Vec::new();
+    let mut values: Vec<sea_orm::Value> = Vec::new();
+    for (i, period) in periods.iter().enumerate() {
+        for (grain, from, to) in buckets(*period) {
+            selects.push(format!(
+                "SELECT CAST({i} AS BIGINT), metric, CAST(SUM(value) AS BIGINT) FROM {table} WHERE grain = ? \
+                 AND dim = ? AND dim_key = ? AND metric IN ({placeholders}) AND bucket >= ? AND bucket < ? \
+                 GROUP BY metric"
+            ));
+            values.extend([grain.into(), dim.into(), key.into()]);
+            values.extend(metrics.iter().map(|m| (*m).into()));
+            values.extend([from.into(), to.into()]);
+        }
     }
-    for (sql, values) in queries {
-        for row in rows(db, &sql, values).await? {
-            *out.entry(store::text(&row, 0)?).or_insert(0) += store::int(&row, 1)?;
+    let mut out = vec![std::collections::BTreeMap::new(); periods.len()];
+    if selects.is_empty() {
+        return Ok(out);
+    }
+    for row in rows(db, &selects.join(" UNION ALL "), values).await? {
+        if let Some(sums) = out.get_mut(store::int(&row, 0)? as usize) {
+            *sums.entry(store::text(&row, 1)?).or_insert(0) += store::int(&row, 2)?;
         }
     }
     Ok(out)
@@ -161,36 +221,24 @@ pub async fn rollup_sums_by_key(
     dim: &str,
     metrics: &[&str],
 ) -> ServiceResult<std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>> {
-    let day = crate::projection::DAY;
-    let first_full = period.start + (day - period.start.rem_euclid(day)) % day;
-    let last_full = period.end - period.end.rem_euclid(day);
     let placeholders = vec!["?"; metrics.len()].join(",");
-    let run = |grain: &'static str, from: i64, to: i64| {
-        let sql = format!(
+    let mut selects = Vec::new();
+    let mut values: Vec<sea_orm::Value> = Vec::new();
+    for (grain, from, to) in buckets(period) {
+        selects.push(format!(
             "SELECT dim_key, metric, CAST(SUM(value) AS BIGINT) FROM {table} WHERE grain = ? AND dim = ? \
              AND metric IN ({placeholders}) AND bucket >= ? AND bucket < ? GROUP BY dim_key, metric"
-        );
-        let mut values: Vec<sea_orm::Value> = vec![grain.into(), dim.into()];
+        ));
+        values.extend([grain.into(), dim.into()]);
         values.extend(metrics.iter().map(|m| (*m).into()));
         values.extend([from.into(), to.into()]);
-        (sql, values)
-    };
-    let mut queries = Vec::new();
-    if first_full < last_full {
-        queries.push(run("d", first_full, last_full));
-        queries.push(run("h", period.start, first_full));
-        queries.push(run("h", last_full, period.end));
-    } else {
-        queries.push(run("h", period.start, period.end));
     }
     let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> = Default::default();
-    for (sql, values) in queries {
-        for row in rows(db, &sql, values).await? {
-            *out.entry(store::text(&row, 0)?)
-                .or_default()
-                .entry(store::text(&row, 1)?)
-                .or_insert(0) += store::int(&row, 2)?;
-        }
+    for row in rows(db, &selects.join(" UNION ALL "), values).await? {
+        *out.entry(store::text(&row, 0)?)
+            .or_default()
+            .entry(store::text(&row, 1)?)
+            .or_insert(0) += store::int(&row, 2)?;
     }
     Ok(out)
 }

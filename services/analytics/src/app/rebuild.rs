@@ -149,8 +149,7 @@ impl App {
 
 async fn apply(txn: &DatabaseTransaction, events: &[EventEnvelope]) -> ServiceResult<()> {
     let mut projector = Projector::new(txn, SHADOW);
-    for event in events {
-        projector.apply(event).await?;
-    }
+    let events: Vec<&EventEnvelope> = events.iter().collect();
+    projector.apply_all(&events).await?;
     projector.finish().await
 }

@@ -11,7 +11,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, TransactionTrait, Value};
 use super::App;
 use crate::domain::touchpoint::{self, Kind, Raw, Touchpoint, Window};
 use crate::projection::{Increments, month_key};
-use crate::store::{self, exec, rows};
+use crate::store::{self, Col, exec, insert_rows, rows};
 
 /// Most touchpoints in one request (or one message of a stream).
 pub const MAX_BATCH: usize = 1_000;
@@ -163,6 +163,7 @@ impl App {
         )
         .await?;
         txn.commit().await?;
+        crate::events::committed();
         Ok(outcome)
     }
 
@@ -211,22 +212,24 @@ async fn store_subject_facts(txn: &sea_orm::DatabaseTransaction, fresh: &[&Touch
         }
     }
     for column in ["tried_at", "touched_at", "bought_at"] {
-        let rows: Vec<_> = facts.iter().filter(|((c, ..), _)| *c == column).collect();
+        let rows: Vec<Vec<Value>> = facts
+            .iter()
+            .filter(|((c, ..), _)| *c == column)
+            .map(|((_, store, sku, subject), at)| vec![(*store).into(), (*sku).into(), (*subject).into(), (*at).into()])
+            .collect();
         let keep = if column == "bought_at" { ">" } else { "<" };
-        for chunk in rows.chunks(500) {
-            let mut sql = format!("INSERT INTO subject_skus (store, sku, subject, {column}) VALUES ");
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
-            for (i, ((_, store, sku, subject), at)) in chunk.iter().enumerate() {
-                sql.push_str(if i == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
-                values.extend([(*store).into(), (*sku).into(), (*subject).into(), (**at).into()]);
-            }
-            sql.push_str(&format!(
-                " ON CONFLICT (store, sku, subject) DO UPDATE SET {column} = CASE \
+        insert_rows(
+            txn,
+            &format!("subject_skus (store, sku, subject, {column})"),
+            &[Col::Text, Col::Text, Col::Text, Col::BigInt],
+            rows,
+            &format!(
+                "ON CONFLICT (store, sku, subject) DO UPDATE SET {column} = CASE \
                  WHEN subject_skus.{column} IS NULL OR excluded.{column} {keep} subject_skus.{column} \
                  THEN excluded.{column} ELSE subject_skus.{column} END"
-            ));
-            exec(txn, &sql, values).await?;
-        }
+            ),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -238,17 +241,20 @@ async fn store_new<'a>(
     now: i64,
 ) -> ServiceResult<Vec<&'a Touchpoint>> {
     let mut fresh_ids: HashSet<String> = HashSet::with_capacity(good.len());
-    for chunk in good.chunks(500) {
-        let mut sql = String::from("INSERT INTO touchpoint_ids (event_id, month) VALUES ");
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
-        for (i, t) in chunk.iter().enumerate() {
-            sql.push_str(if i == 0 { "(?,?)" } else { ",(?,?)" });
-            values.extend([t.event_id.clone().into(), month_key(t.at).into()]);
-        }
-        sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
-        for row in rows(txn, &sql, values).await? {
-            fresh_ids.insert(store::text(&row, 0)?);
-        }
+    let ids = good
+        .iter()
+        .map(|t| vec![t.event_id.clone().into(), i64::from(month_key(t.at)).into()])
+        .collect();
+    let stored = insert_rows(
+        txn,
+        "touchpoint_ids (event_id, month)",
+        &[Col::Text, Col::BigInt],
+        ids,
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+    )
+    .await?;
+    for row in stored {
+        fresh_ids.insert(store::text(&row, 0)?);
     }
     let fresh: Vec<&Touchpoint> = good.iter().filter(|t| fresh_ids.contains(&t.event_id)).collect();
     if txn.get_database_backend() == DatabaseBackend::Postgres {
@@ -257,18 +263,12 @@ async fn store_new<'a>(
             crate::events::ensure_month_partition(txn, "touchpoints", month).await?;
         }
     }
-    for chunk in fresh.chunks(400) {
-        let mut sql = String::from(
-            "INSERT INTO touchpoints (event_id, month, kind, occur_at, store, place, sku, subject, staff, count, \
-             seconds, reception_seconds, amount_minor, skus, home_page, received_at) VALUES ",
-        );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 16);
-        for (i, t) in chunk.iter().enumerate() {
-            sql.push_str(if i == 0 { "" } else { "," });
-            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-            values.extend([
+    let raw = fresh
+        .iter()
+        .map(|t| {
+            vec![
                 t.event_id.clone().into(),
-                month_key(t.at).into(),
+                i64::from(month_key(t.at)).into(),
                 t.kind.as_str().into(),
                 t.at.into(),
                 t.store.clone().into(),
@@ -281,11 +281,22 @@ async fn store_new<'a>(
                 t.reception_seconds.into(),
                 t.amount_minor.into(),
                 t.skus.join(",").into(),
-                i32::from(t.home_page).into(),
+                i64::from(t.home_page).into(),
                 now.into(),
-            ]);
-        }
-        exec(txn, &sql, values).await?;
-    }
+            ]
+        })
+        .collect();
+    let (text, int) = (Col::Text, Col::BigInt);
+    insert_rows(
+        txn,
+        "touchpoints (event_id, month, kind, occur_at, store, place, sku, subject, staff, count, seconds, \
+         reception_seconds, amount_minor, skus, home_page, received_at)",
+        &[
+            text, int, text, int, text, text, text, text, text, int, int, int, int, text, int, int,
+        ],
+        raw,
+        "",
+    )
+    .await?;
     Ok(fresh)
 }

@@ -24,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreatePartnerProjections),
             Box::new(CreateCampaignProjections),
             Box::new(CreateScoresPublished),
+            Box::new(DropTouchpointsKey),
         ]
     }
 }
@@ -162,6 +163,31 @@ impl MigrationTrait for CreateScoresPublished {
                  tags TEXT NOT NULL, renew_at BIGINT NOT NULL)",
             )
             .await?;
+        Ok(())
+    }
+}
+
+/// The raw touchpoints lose their primary key on PostgreSQL: `touchpoint_ids`
+/// already keeps each id once, and the raw rows are only ever dropped by month,
+/// so the key was a second unique index to maintain on every ingested row. SQLite
+/// keeps its table as it is (a key cannot be dropped there without copying it).
+#[derive(Debug)]
+pub struct DropTouchpointsKey;
+
+impl MigrationName for DropTouchpointsKey {
+    fn name(&self) -> &str {
+        "m20261204_000002_drop_touchpoints_key"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DropTouchpointsKey {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        if db.get_database_backend() == DatabaseBackend::Postgres {
+            db.execute_unprepared("ALTER TABLE touchpoints DROP CONSTRAINT IF EXISTS touchpoints_pkey")
+                .await?;
+        }
         Ok(())
     }
 }

@@ -76,6 +76,128 @@ pub async fn scalar(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) ->
     })
 }
 
+/// A column's type for [`insert_rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    Text,
+    BigInt,
+    /// A BIGINT that may be NULL.
+    OptBigInt,
+    Bytes,
+}
+
+/// Stands for NULL in a BIGINT array (PostgreSQL's arrays are bound without NULLs).
+const NULL_BIGINT: i64 = i64::MIN + 1;
+
+/// `value` as an element of `col`'s array.
+fn array_element(col: Col, value: Value) -> ServiceResult<Value> {
+    Ok(match (col, value) {
+        (Col::Text, v @ Value::String(Some(_))) | (Col::Bytes, v @ Value::Bytes(Some(_))) => v,
+        (Col::BigInt | Col::OptBigInt, Value::BigInt(Some(n))) if n != NULL_BIGINT => Value::BigInt(Some(n)),
+        (Col::BigInt | Col::OptBigInt, Value::Int(Some(n))) => Value::BigInt(Some(i64::from(n))),
+        (Col::OptBigInt, Value::BigInt(None)) => Value::BigInt(Some(NULL_BIGINT)),
+        (col, value) => {
+            return Err(retail_kit::error::ServiceError::internal(anyhow::anyhow!(
+                "a {value:?} does not fit a {col:?} column"
+            )));
+        }
+    })
+}
+
+/// Inserts `rows` (values in `columns`' order and types) into `target`
+/// (`"table (a, b)"`), with `tail` after the rows (`ON CONFLICT ...`,
+/// `RETURNING ...`); returns the rows `RETURNING` gives.
+///
+/// On PostgreSQL the rows go as one array per column (`FROM unnest($1::text[],
+/// ...)`): one statement whatever the number of rows, whose text PostgreSQL plans
+/// once per connection, with a parameter per column rather than per value. On
+/// SQLite as `VALUES` of at most 500 rows.
+pub async fn insert_rows(
+    db: &impl ConnectionTrait,
+    target: &str,
+    columns: &[Col],
+    rows: Vec<Vec<Value>>,
+    tail: &str,
+) -> ServiceResult<Vec<QueryResult>> {
+    use sea_orm::sea_query::ArrayType;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = db.get_database_backend();
+    if backend == DatabaseBackend::Postgres {
+        let mut arrays: Vec<Vec<Value>> = columns.iter().map(|_| Vec::with_capacity(rows.len())).collect();
+        for row in rows {
+            if row.len() != columns.len() {
+                return Err(retail_kit::error::ServiceError::internal(anyhow::anyhow!(
+                    "a row of {} values for {} columns",
+                    row.len(),
+                    columns.len()
+                )));
+            }
+            for ((array, value), col) in arrays.iter_mut().zip(row).zip(columns) {
+                array.push(array_element(*col, value)?);
+            }
+        }
+        let (mut casts, mut picks, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        let mut values = Vec::new();
+        for (i, (col, array)) in columns.iter().zip(arrays).enumerate() {
+            let (ty, kind) = match col {
+                Col::Text => ("text", ArrayType::String),
+                Col::BigInt | Col::OptBigInt => ("bigint", ArrayType::BigInt),
+                Col::Bytes => ("bytea", ArrayType::Bytes),
+            };
+            casts.push(format!("${}::{ty}[]", i + 1));
+            names.push(format!("c{i}"));
+            picks.push(if *col == Col::OptBigInt {
+                format!("NULLIF(c{i}, CAST({NULL_BIGINT} AS BIGINT))")
+            } else {
+                format!("c{i}")
+            });
+            values.push(Value::Array(kind, Some(Box::new(array))));
+        }
+        let sql = format!(
+            "INSERT INTO {target} SELECT {} FROM unnest({}) AS u({}) {tail}",
+            picks.join(","),
+            casts.join(","),
+            names.join(",")
+        );
+        return Ok(db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?);
+    }
+    let mut out = Vec::new();
+    let group = format!("({})", vec!["?"; columns.len()].join(","));
+    for chunk in rows.chunks(500) {
+        let sql = format!(
+            "INSERT INTO {target} VALUES {} {tail}",
+            vec![group.as_str(); chunk.len()].join(",")
+        );
+        let values: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        out.extend(db.query_all_raw(stmt(backend, &sql, values)).await?);
+    }
+    Ok(out)
+}
+
+/// `column` is one of `keys`: `= ANY(?)` with one array on PostgreSQL (one text
+/// for any number of keys), `IN (?,..)` on SQLite; with its values.
+pub fn one_of(backend: DatabaseBackend, column: &str, keys: &[String]) -> (String, Vec<Value>) {
+    if backend == DatabaseBackend::Postgres {
+        let array: Vec<Value> = keys.iter().map(|k| k.clone().into()).collect();
+        (
+            format!("{column} = ANY(?::text[])"),
+            vec![Value::Array(
+                sea_orm::sea_query::ArrayType::String,
+                Some(Box::new(array)),
+            )],
+        )
+    } else {
+        (
+            format!("{column} IN ({})", vec!["?"; keys.len()].join(",")),
+            keys.iter().map(|k| k.clone().into()).collect(),
+        )
+    }
+}
+
 /// Column `i` of a row as i64 (NULL as 0).
 pub fn int(row: &QueryResult, i: usize) -> ServiceResult<i64> {
     Ok(row.try_get_by_index::<Option<i64>>(i)?.unwrap_or(0))

@@ -350,3 +350,19 @@ async fn a_rebuild_from_the_archive_reproduces_the_projections_and_swaps_them_in
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn a_batch_applied_at_once_equals_its_events_applied_one_by_one() {
+    let mut logs = history();
+    logs.pause_ms = 0;
+    // Batches of a whole log (members, payments, refunds and ratings of the same
+    // orders and members inside one batch) against one event per transaction.
+    logs.batch = 10_000;
+    let (_a, batched, _) = run(&logs, 0).await;
+    logs.batch = 1;
+    let (_b, one_by_one, _) = run(&logs, 0).await;
+    assert!(batched["purchases"].len() > 10, "the history has purchases");
+    for (table, rows) in &one_by_one {
+        assert_eq!(rows, &batched[table], "table {table} differs with whole-log batches");
+    }
+}
