@@ -2,8 +2,8 @@
 // figures against its CSV export and against the sum of the per-channel sales
 // (computed here from the sales CSV), hover values against the table under the
 // chart, filters kept in the URL across pages, the partners' attainment and
-// projection, the seeded campaign's results against its CSV, a tablet viewport,
-// sign out.
+// projection, the seeded campaign's results against its CSV, the win-back panel
+// (its figures against its CSV, or its empty state), a tablet viewport, sign out.
 // Screenshots go to DATA_DIR.
 "use strict";
 const { chromium } = require("playwright-core");
