@@ -2,8 +2,8 @@
 // figures against its CSV export and against the sum of the per-channel sales
 // (computed here from the sales CSV), hover values against the table under the
 // chart, filters kept in the URL across pages, the partners' attainment and
-// projection, the seeded campaign's results against its CSV, a tablet viewport,
-// sign out.
+// projection, the seeded campaign's results against its CSV, the win-back panel
+// (its figures against its CSV, or its empty state), a tablet viewport, sign out.
 // Screenshots go to DATA_DIR.
 "use strict";
 const { chromium } = require("playwright-core");
@@ -198,6 +198,31 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
     const barText = await targetedBar.locator("title").textContent();
     check(barText.startsWith(campaignName + ": targeted " + responseRate), `the bar's hover: "${barText}"`);
     await page.screenshot({ path: path.join(dataDir, "dashboard-campaigns.png"), fullPage: true });
+
+    // The win-back panel for the page's period (kept in the URL): the wake-up and
+    // reactivation rates on hover equal its CSV, each rate = bought again / members;
+    // without decisions for sleeping or lost members, its empty state.
+    await page.goto(base + "/campaigns?period=quarter");
+    check((await page.inputValue("select[name=period]")) === "quarter", "the campaigns page keeps the period");
+    const winBack = page.locator("section.panel").filter({ hasText: "Wake-up and reactivation" });
+    check((await winBack.count()) === 1, "the win-back panel renders");
+    const winRows = parseCsv(await (await page.request.get(base + "/campaigns?period=quarter&format=csv&table=win_back")).text());
+    check(
+      winRows[0].join(",") === "rate,targeted,targeted_bought_again,targeted_members,control,control_bought_again,control_members",
+      "the win-back CSV header"
+    );
+    check(winRows.length === 3 && winRows[1][0] === "wake-up" && winRows[2][0] === "reactivation", "a wake-up and a reactivation row");
+    const decided = winRows.slice(1).reduce((a, r) => a + parseInt(r[3], 10) + parseInt(r[6], 10), 0);
+    if (decided === 0) {
+      check((await winBack.locator("p.empty").textContent()).includes("No campaign targeted sleeping or lost members"), "the win-back panel's empty state");
+    } else {
+      const share = (n, m) => (m === 0 ? 0 : (100 * n) / m).toFixed(1) + "%";
+      for (const r of winRows.slice(1)) {
+        check(r[1] === share(+r[2], +r[3]) && r[4] === share(+r[5], +r[6]), `${r[0]}: ${r[1]} of ${r[3]} and ${r[4]} of ${r[6]} are bought-again shares`);
+        const hover = await winBack.locator("svg.paired g.mark[data-series=targeted] title").filter({ hasText: r[0] + ":" }).first().textContent();
+        check(hover.startsWith(`${r[0]}: targeted ${r[1]} (${r[2]} of ${r[3]} `), `the win-back bar's hover: "${hover}"`);
+      }
+    }
 
     // Live refresh keeps the page without a navigation.
     await page.goto(base + "/" + query);

@@ -85,6 +85,16 @@ pub struct Stickiness {
     pub reactivation_control: WinBack,
 }
 
+/// The win-back figures of a period: sleeping members (wake-up) and lost members
+/// (reactivation) contacted by a campaign, and those held back as its control.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WinBackRates {
+    pub wake_up: WinBack,
+    pub wake_up_control: WinBack,
+    pub reactivation: WinBack,
+    pub reactivation_control: WinBack,
+}
+
 /// Members a campaign decided for in a period (contacted, or held back as
 /// control), those of them who bought again within the decision's attribution
 /// window, and the share.
@@ -403,11 +413,23 @@ impl App {
         for (cohort, counts) in cohorts.iter_mut().zip(&bought) {
             cohort.retention = kpi::retention(cohort.customers, counts);
         }
+        let rates = self.win_back_rates(period).await?;
         Ok(Stickiness {
             repeat_rate: ratio(repeaters as f64, customers as f64),
             active_arpu: ratio(revenue as f64, customers as f64),
             churn_rate: ratio(lost as f64, valid.len() as f64),
             cohorts,
+            wake_up: rates.wake_up,
+            wake_up_control: rates.wake_up_control,
+            reactivation: rates.reactivation,
+            reactivation_control: rates.reactivation_control,
+        })
+    }
+
+    /// The wake-up and reactivation rates of the period, targeted and control
+    /// (the same figures as [`Stickiness`]'s, without the rest of it).
+    pub async fn win_back_rates(&self, period: Period) -> ServiceResult<WinBackRates> {
+        Ok(WinBackRates {
             wake_up: self.win_back(period, State::Sleeping, "contacted").await?,
             wake_up_control: self.win_back(period, State::Sleeping, "control").await?,
             reactivation: self.win_back(period, State::Lost, "contacted").await?,

@@ -1344,15 +1344,24 @@ async fn build_partners(state: &State, params: &Params, period: Period, scope: &
 pub const CAMPAIGNS_PER_PAGE: i32 = 20;
 
 /// Campaign results: membership's campaigns, newest first, each with its report
-/// (reached against control), read with the viewer's own token. Brand-wide, so
+/// (reached against control), read with the viewer's own token, and under them
+/// analytics' own wake-up and reactivation rates of the period. Brand-wide, so
 /// admins and analysts only.
 pub async fn campaigns(AxState(state): AxState<State>, headers: HeaderMap, Query(params): Query<Params>) -> Response {
     let viewer = match session::viewer(&state, &headers, Access::Campaigns).await {
         Ok(v) => v,
         Err(response) => return response,
     };
-    let page = build_campaigns(&state, &params, &viewer).await;
-    view::render(page, &params, viewer, state.app.settings.http.refresh_secs)
+    let built = match params.resolve(state.now()) {
+        Ok(period) => build_campaigns(&state, &params, period, &viewer).await,
+        Err(problem) => Ok(Page {
+            path: "/campaigns",
+            title: "Campaign results".into(),
+            problem: Some(problem),
+            ..Page::default()
+        }),
+    };
+    finish(&state, built, &params, viewer)
 }
 
 fn bp(v: i64) -> String {
@@ -1369,12 +1378,11 @@ fn shorten(s: &str, n: usize) -> String {
     }
 }
 
-async fn build_campaigns(state: &State, params: &Params, viewer: &Viewer) -> Page {
+async fn build_campaigns(state: &State, params: &Params, period: Period, viewer: &Viewer) -> ServiceResult<Page> {
     use super::campaigns::CampaignsError;
     let mut page = Page {
         path: "/campaigns",
         title: "Campaign results".into(),
-        without_period: true,
         ..Page::default()
     };
     let Some(source) = &state.campaigns else {
@@ -1383,7 +1391,7 @@ async fn build_campaigns(state: &State, params: &Params, viewer: &Viewer) -> Pag
                 .into(),
         );
         page.status = Some(StatusCode::SERVICE_UNAVAILABLE);
-        return page;
+        return Ok(page);
     };
     let listed = match source
         .list(&viewer.access_token.0, CAMPAIGNS_PER_PAGE, &params.page_token)
@@ -1411,7 +1419,7 @@ async fn build_campaigns(state: &State, params: &Params, viewer: &Viewer) -> Pag
             };
             page.problem = Some(message);
             page.status = Some(status);
-            return page;
+            return Ok(page);
         }
     };
     let currency = listed
@@ -1515,5 +1523,76 @@ async fn build_campaigns(state: &State, params: &Params, viewer: &Viewer) -> Pag
         extra: pager,
         ..Section::default()
     });
-    page
+    page.sections
+        .push(win_back_section(state.app.win_back_rates(period).await?));
+    Ok(page)
+}
+
+/// Wake-up (sleeping members) and reactivation (lost members) rates of the
+/// period's campaign decisions, targeted against control: of the members decided
+/// for, the share who bought again within the attribution window.
+fn win_back_section(rates: crate::app::members::WinBackRates) -> Section {
+    use crate::app::members::WinBack;
+    let measures: [(&str, &str, WinBack, WinBack); 2] = [
+        ("wake-up", "sleeping", rates.wake_up, rates.wake_up_control),
+        ("reactivation", "lost", rates.reactivation, rates.reactivation_control),
+    ];
+    let mut table = Table::new(
+        "win_back",
+        "Members decided for by a campaign in the period, and those who bought again within its attribution window",
+        &[
+            "rate",
+            "targeted",
+            "targeted_bought_again",
+            "targeted_members",
+            "control",
+            "control_bought_again",
+            "control_members",
+        ],
+    );
+    let mut rows = Vec::new();
+    for (label, state, targeted, control) in measures {
+        table.row(vec![
+            label.into(),
+            pct(targeted.rate).into(),
+            targeted.bought_again.to_string().into(),
+            targeted.members.to_string().into(),
+            pct(control.rate).into(),
+            control.bought_again.to_string().into(),
+            control.members.to_string().into(),
+        ]);
+        rows.push((
+            label.to_owned(),
+            [targeted.rate, control.rate],
+            [
+                format!(
+                    "{label}: targeted {} ({} of {} {state} members contacted)",
+                    pct(targeted.rate),
+                    targeted.bought_again,
+                    targeted.members
+                ),
+                format!(
+                    "{label}: control {} ({} of {} {state} members held back)",
+                    pct(control.rate),
+                    control.bought_again,
+                    control.members
+                ),
+            ],
+        ));
+    }
+    let nobody = [
+        rates.wake_up,
+        rates.wake_up_control,
+        rates.reactivation,
+        rates.reactivation_control,
+    ]
+    .iter()
+    .all(|w| w.members == 0);
+    Section {
+        heading: "Wake-up and reactivation, targeted against control".into(),
+        chart: Some(view::paired_bar_chart(["targeted", "control"], &rows, None)),
+        empty: nobody.then(|| "No campaign targeted sleeping or lost members in this period.".to_owned()),
+        table: Some(table),
+        ..Section::default()
+    }
 }

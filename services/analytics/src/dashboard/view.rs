@@ -145,8 +145,6 @@ pub struct Page {
     pub problem: Option<String>,
     /// The response's status; 200 when unset.
     pub status: Option<StatusCode>,
-    /// No period picker: the page's figures do not depend on a period.
-    pub without_period: bool,
 }
 
 pub const NAV: [(&str, &str); 12] = [
@@ -258,8 +256,7 @@ fn html_page(page: &Page, params: &Params, viewer: &Viewer, refresh_secs: u64) -
     };
     let body = html! {
         h1 { (page.title) }
-        @if !page.without_period || !page.filters.is_empty() { form.picker method="get" action=(page.path) {
-            @if !page.without_period {
+        form.picker method="get" action=(page.path) {
             label { "Period "
                 select name="period" {
                     @for p in ["day", "week", "month", "quarter", "custom"] {
@@ -269,7 +266,6 @@ fn html_page(page: &Page, params: &Params, viewer: &Viewer, refresh_secs: u64) -
             }
             label { "From " input type="date" name="from" value=(params.from); }
             label { "To " input type="date" name="to" value=(params.to); }
-            }
             @for (name, values) in &page.filters {
                 label { (name) " "
                     select name=(name) {
@@ -281,7 +277,7 @@ fn html_page(page: &Page, params: &Params, viewer: &Viewer, refresh_secs: u64) -
                 }
             }
             button type="submit" { "Apply" }
-        } }
+        }
         div id="live" data-refresh=(refresh_secs) {}
         @if let Some(problem) = &page.problem {
             p.error role="alert" { (problem) }

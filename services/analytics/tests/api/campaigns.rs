@@ -61,7 +61,7 @@ fn paid(logs: &FakeLogs, order: &str, member: &str, at: i64) {
 /// frequency cap and buys: not counted at all. Reactivation 2 / 3.
 ///
 /// Lost control: k3 buys at T0+20d, after its window: 0 / 1.
-fn campaign_history() -> FakeLogs {
+pub(crate) fn campaign_history() -> FakeLogs {
     let logs = FakeLogs {
         batch: 5,
         ..Default::default()

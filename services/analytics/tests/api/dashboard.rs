@@ -1041,8 +1041,8 @@ async fn the_campaigns_page_shows_each_report_against_control_for_analysts_only(
     assert_eq!(page.body.matches(r#"data-series="control""#).count(), 2);
     assert!(page.body.contains("=SUM(A1) spring: targeted 25.0% (5 of 20 reached)"));
     assert!(page.body.contains(": control 20.0% (2 of 10 held back)"));
-    // No period picker: campaigns are not read by period.
-    assert!(!page.body.contains("name=\"period\""));
+    // The period picker, for the win-back rates under the campaigns.
+    assert!(page.body.contains("name=\"period\""));
 
     // The CSV: the same figures, formulas neutralised.
     let csv = ana.get("/campaigns?format=csv").await;
@@ -1129,4 +1129,115 @@ async fn the_campaigns_page_says_so_when_membership_is_unreachable_or_empty() {
     let page = ana.get("/campaigns").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("No campaign yet."));
+}
+
+/// The win-back panel under the campaigns: the wake-up and reactivation rates of
+/// the period's campaign decisions (campaigns.rs's history, counted by hand
+/// there): wake-up 2 of 6 contacted against 1 of 2 held back, reactivation 2 of 3
+/// against 0 of 1; the same figures as GetStickiness, in the page, on hover and in
+/// the CSV; an empty state for a period without such decisions.
+#[tokio::test]
+async fn the_campaigns_page_shows_wake_up_and_reactivation_against_control_for_the_period() {
+    let logs = crate::campaigns::campaign_history();
+    let database = TestDatabase::new().await.unwrap();
+    let sources = [
+        ("membership", logs.serve("membership").await),
+        ("orders", logs.serve("orders").await),
+    ];
+    let fake = Arc::new(FakeCampaigns {
+        pages: BTreeMap::from([(String::new(), CampaignPage::default())]),
+        ..FakeCampaigns::default()
+    });
+    let d = start_dashboard_with(&database, &sources, |_| {}, Some(fake)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let positions = d.app.freshness().await.unwrap();
+        let at = |s: &str| positions.iter().find(|p| p.source == s).map_or(0, |p| p.position);
+        if at("orders") >= logs.len("orders") && at("membership") >= logs.len("membership") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "history not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ana, _) = Browser::sign_in(d.web, "ana", "pw").await;
+    // [T0, T0 + 10d): 2026-06-01 to 2026-06-10 inclusive.
+    let query = "?period=custom&from=2026-06-01&to=2026-06-10";
+    let page = ana.get(&format!("/campaigns{query}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Wake-up and reactivation, targeted against control"));
+    assert!(
+        page.body.contains(r#"<option value="custom" selected>"#),
+        "the picker keeps the period"
+    );
+    // One bar pair per rate (the campaign list is empty, so its chart is not drawn).
+    assert_eq!(page.body.matches(r#"data-series="targeted""#).count(), 2);
+    assert_eq!(page.body.matches(r#"data-series="control""#).count(), 2);
+    for hover in [
+        "wake-up: targeted 33.3% (2 of 6 sleeping members contacted)",
+        "wake-up: control 50.0% (1 of 2 sleeping members held back)",
+        "reactivation: targeted 66.7% (2 of 3 lost members contacted)",
+        "reactivation: control 0.0% (0 of 1 lost members held back)",
+    ] {
+        assert!(page.body.contains(hover), "{hover}");
+    }
+    assert!(
+        page.body.contains(
+            "href=\"/campaigns?period=custom&amp;from=2026-06-01&amp;to=2026-06-10&amp;format=csv&amp;table=win_back\""
+        ),
+        "the CSV link keeps the period"
+    );
+    let csv = ana.get(&format!("/campaigns{query}&format=csv&table=win_back")).await;
+    assert_eq!(csv.status, 200);
+    assert_eq!(
+        csv.body,
+        "rate,targeted,targeted_bought_again,targeted_members,control,control_bought_again,control_members\r\n\
+         wake-up,33.3%,2,6,50.0%,1,2\r\n\
+         reactivation,66.7%,2,3,0.0%,0,1\r\n"
+    );
+
+    // The same figures as GetStickiness over the same period.
+    let mut kpis = retail_proto::analytics::analytics_service_client::AnalyticsServiceClient::connect(format!(
+        "http://{}",
+        d.grpc
+    ))
+    .await
+    .unwrap();
+    let s = kpis
+        .get_stickiness(reader(pb::GetStickinessRequest {
+            period: period(T0, T0 + 10 * DAY),
+            window_days: 90,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let row = |w: Option<pb::WinBackRate>| {
+        let w = w.unwrap();
+        format!("{:.1}%,{},{}", w.rate * 100.0, w.bought_again, w.members)
+    };
+    assert_eq!(
+        csv.body.lines().nth(1).unwrap(),
+        format!("wake-up,{},{}", row(s.wake_up), row(s.wake_up_control))
+    );
+    assert_eq!(
+        csv.body.lines().nth(2).unwrap(),
+        format!("reactivation,{},{}", row(s.reactivation), row(s.reactivation_control))
+    );
+
+    // A period without decisions for sleeping or lost members: the empty state,
+    // and the CSV still has its rows (all zero).
+    let april = "?period=custom&from=2026-04-01&to=2026-04-30";
+    let empty = ana.get(&format!("/campaigns{april}")).await;
+    assert_eq!(empty.status, 200);
+    assert!(
+        empty
+            .body
+            .contains("No campaign targeted sleeping or lost members in this period.")
+    );
+    assert!(!empty.body.contains("data-series"));
+    let csv = ana.get(&format!("/campaigns{april}&format=csv&table=win_back")).await;
+    assert_eq!(csv.body.lines().nth(1), Some("wake-up,0.0%,0,0,0.0%,0,0"));
+
+    // An invalid period is a message.
+    let bad = ana.get("/campaigns?period=custom&from=2026-06-10&to=2026-06-01").await;
+    assert!(bad.body.contains("to must not be before from"), "{}", bad.body);
 }
