@@ -278,23 +278,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             .await?;
             Ok(())
         } else if ty == ev::MembersMerged::full_name() {
-            let e: ev::MembersMerged = decode(event)?;
-            let sql = format!(
-                "INSERT INTO {}member_merges (merged_id, survivor_id, merged_at) VALUES (?,?,?) \
-                 ON CONFLICT (merged_id) DO NOTHING",
-                self.p
-            );
-            exec(
-                self.db,
-                &sql,
-                vec![
-                    e.merged_id.into(),
-                    e.survivor_id.into(),
-                    time_or(&e.merge_time, event).into(),
-                ],
-            )
-            .await?;
-            Ok(())
+            self.merged(event, decode(event)?).await
         } else if ty == ev::MemberErased::full_name() {
             let e: ev::MemberErased = decode(event)?;
             self.ensure_member(&e.member_id).await?;
@@ -502,6 +486,102 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
         Ok(())
     }
 
+    /// The member `member` answers as: the survivor it was merged into (chains
+    /// resolved, [`Self::merged`]), else itself.
+    async fn survivor(&self, member: &str) -> ServiceResult<String> {
+        if member.is_empty() {
+            return Ok(String::new());
+        }
+        let sql = format!("SELECT survivor_id FROM {}member_merges WHERE merged_id = ?", self.p);
+        Ok(match rows(self.db, &sql, vec![member.into()]).await?.first() {
+            Some(row) => store::text(row, 0)?,
+            None => member.to_owned(),
+        })
+    }
+
+    /// A duplicate merged into a survivor is one person from then on: its
+    /// purchases become the survivor's (and so do later ones, [`Self::paid`]),
+    /// the survivor's first and last purchase span both, and members merged into
+    /// the duplicate before now resolve to the survivor too, so `member_merges`
+    /// maps every merged id to its final survivor in one step. Applied once: a
+    /// merge delivered again finds its row and changes nothing; replayed in log
+    /// order it gives the same tables.
+    async fn merged(&self, event: &EventEnvelope, e: ev::MembersMerged) -> ServiceResult<()> {
+        let merged = e.merged_id;
+        let survivor = self.survivor(&e.survivor_id).await?;
+        if merged.is_empty() || survivor.is_empty() || survivor == merged {
+            return Ok(());
+        }
+        let p = self.p;
+        let sql = format!(
+            "INSERT INTO {p}member_merges (merged_id, survivor_id, merged_at) VALUES (?,?,?) \
+             ON CONFLICT (merged_id) DO NOTHING"
+        );
+        let at = time_or(&e.merge_time, event);
+        if exec(
+            self.db,
+            &sql,
+            vec![merged.clone().into(), survivor.clone().into(), at.into()],
+        )
+        .await?
+            == 0
+        {
+            return Ok(());
+        }
+        let pair = || vec![survivor.clone().into(), merged.clone().into()];
+        exec(
+            self.db,
+            &format!("UPDATE {p}member_merges SET survivor_id = ? WHERE survivor_id = ?"),
+            pair(),
+        )
+        .await?;
+        exec(
+            self.db,
+            &format!("UPDATE {p}purchases SET member_id = ? WHERE member_id = ?"),
+            pair(),
+        )
+        .await?;
+        let sql =
+            format!("SELECT first_purchase, acquisition_channel, last_purchase FROM {p}members WHERE member_id = ?");
+        let Some(row) = rows(self.db, &sql, vec![merged.clone().into()])
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        let (first, channel, last) = (
+            store::opt_int(&row, 0)?,
+            store::text(&row, 1)?,
+            store::opt_int(&row, 2)?,
+        );
+        self.ensure_member(&survivor).await?;
+        if let Some(first) = first {
+            let sql = format!(
+                "UPDATE {p}members SET first_purchase = ?, acquisition_channel = ? \
+                 WHERE member_id = ? AND (first_purchase IS NULL OR first_purchase > ?)"
+            );
+            exec(
+                self.db,
+                &sql,
+                vec![first.into(), channel.into(), survivor.clone().into(), first.into()],
+            )
+            .await?;
+        }
+        if let Some(last) = last {
+            let sql = format!(
+                "UPDATE {p}members SET last_purchase = ? WHERE member_id = ? AND (last_purchase IS NULL OR last_purchase < ?)"
+            );
+            exec(self.db, &sql, vec![last.into(), survivor.clone().into(), last.into()]).await?;
+        }
+        let sql = format!(
+            "UPDATE {p}members SET first_purchase = NULL, last_purchase = NULL, acquisition_channel = '' \
+             WHERE member_id = ?"
+        );
+        exec(self.db, &sql, vec![merged.into()]).await?;
+        Ok(())
+    }
+
     /// A member did something: activated (first time after registering) and
     /// counted among the day's, week's and month's active members.
     async fn activity(&mut self, member: &str, t: i64) -> ServiceResult<()> {
@@ -634,7 +714,10 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
     async fn paid(&mut self, event: &EventEnvelope, e: ev::OrderPaid) -> ServiceResult<()> {
         let t = time_or(&e.pay_time, event);
         let amount = e.amount.unwrap_or_default().amount_minor;
-        let dims = self.dims(e.parties.unwrap_or_default()).await?;
+        let mut parties = e.parties.unwrap_or_default();
+        // A merged member's payment is its survivor's.
+        parties.member_id = self.survivor(&parties.member_id).await?;
+        let dims = self.dims(parties).await?;
         let units: i64 = e.lines.iter().map(|l| l.quantity).sum();
         let sql = format!(
             "INSERT INTO {}purchases (order_id, member_id, channel, store, partner, rep, region, tier, paid_at, amount, units) \
