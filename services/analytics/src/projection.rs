@@ -279,10 +279,19 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
 
     /// Applies a batch in log order: reads the rows its events touch first, in
     /// one statement per table, then applies each event. `finish` writes it.
+    /// A merge rewrites stored member and purchase rows in place, so the batch
+    /// is written before it and read afresh after it.
     pub async fn apply_all(&mut self, events: &[&EventEnvelope]) -> ServiceResult<()> {
         self.prefetch(events).await?;
         for event in events {
+            let merge = event.r#type == ev::MembersMerged::full_name();
+            if merge {
+                self.write().await?;
+            }
             self.apply(event).await?;
+            if merge {
+                self.write().await?;
+            }
         }
         Ok(())
     }
@@ -510,6 +519,12 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
 
     /// Writes what the batch changed, then the summed rollups.
     pub async fn finish(mut self) -> ServiceResult<()> {
+        self.write().await
+    }
+
+    /// Writes what the batch changed so far and empties it; rows are read again
+    /// when next needed.
+    async fn write(&mut self) -> ServiceResult<()> {
         let batch = std::mem::take(&mut self.batch);
         self.write_members(&batch).await?;
         self.write_purchases(&batch).await?;
@@ -765,23 +780,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             .await?;
             Ok(())
         } else if ty == ev::MembersMerged::full_name() {
-            let e: ev::MembersMerged = decode(event)?;
-            let sql = format!(
-                "INSERT INTO {}member_merges (merged_id, survivor_id, merged_at) VALUES (?,?,?) \
-                 ON CONFLICT (merged_id) DO NOTHING",
-                self.p
-            );
-            exec(
-                self.db,
-                &sql,
-                vec![
-                    e.merged_id.into(),
-                    e.survivor_id.into(),
-                    time_or(&e.merge_time, event).into(),
-                ],
-            )
-            .await?;
-            Ok(())
+            self.merged(event, decode(event)?).await
         } else if ty == ev::MemberErased::full_name() {
             let e: ev::MemberErased = decode(event)?;
             if let Some(m) = self.ensure_member(&e.member_id).await? {
@@ -988,6 +987,103 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
         Ok(self.batch.members.get_mut(member).and_then(Option::as_mut))
     }
 
+    /// The member `member` answers as: the survivor it was merged into (chains
+    /// resolved, [`Self::merged`]), else itself.
+    async fn survivor(&self, member: &str) -> ServiceResult<String> {
+        if member.is_empty() {
+            return Ok(String::new());
+        }
+        let sql = format!("SELECT survivor_id FROM {}member_merges WHERE merged_id = ?", self.p);
+        Ok(match rows(self.db, &sql, vec![member.into()]).await?.first() {
+            Some(row) => store::text(row, 0)?,
+            None => member.to_owned(),
+        })
+    }
+
+    /// A duplicate merged into a survivor is one person from then on: its
+    /// purchases become the survivor's (and so do later ones, [`Self::paid`]),
+    /// the survivor's first and last purchase span both, and members merged into
+    /// the duplicate before now resolve to the survivor too, so `member_merges`
+    /// maps every merged id to its final survivor in one step. Applied once: a
+    /// merge delivered again finds its row and changes nothing; replayed in log
+    /// order it gives the same tables.
+    async fn merged(&self, event: &EventEnvelope, e: ev::MembersMerged) -> ServiceResult<()> {
+        let merged = e.merged_id;
+        let survivor = self.survivor(&e.survivor_id).await?;
+        if merged.is_empty() || survivor.is_empty() || survivor == merged {
+            return Ok(());
+        }
+        let p = self.p;
+        let sql = format!(
+            "INSERT INTO {p}member_merges (merged_id, survivor_id, merged_at) VALUES (?,?,?) \
+             ON CONFLICT (merged_id) DO NOTHING"
+        );
+        let at = time_or(&e.merge_time, event);
+        if exec(
+            self.db,
+            &sql,
+            vec![merged.clone().into(), survivor.clone().into(), at.into()],
+        )
+        .await?
+            == 0
+        {
+            return Ok(());
+        }
+        let pair = || vec![survivor.clone().into(), merged.clone().into()];
+        exec(
+            self.db,
+            &format!("UPDATE {p}member_merges SET survivor_id = ? WHERE survivor_id = ?"),
+            pair(),
+        )
+        .await?;
+        exec(
+            self.db,
+            &format!("UPDATE {p}purchases SET member_id = ? WHERE member_id = ?"),
+            pair(),
+        )
+        .await?;
+        let sql =
+            format!("SELECT first_purchase, acquisition_channel, last_purchase FROM {p}members WHERE member_id = ?");
+        let Some(row) = rows(self.db, &sql, vec![merged.clone().into()])
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        let (first, channel, last) = (
+            store::opt_int(&row, 0)?,
+            store::text(&row, 1)?,
+            store::opt_int(&row, 2)?,
+        );
+        let sql = format!("INSERT INTO {p}members (member_id) VALUES (?) ON CONFLICT (member_id) DO NOTHING");
+        exec(self.db, &sql, vec![survivor.clone().into()]).await?;
+        if let Some(first) = first {
+            let sql = format!(
+                "UPDATE {p}members SET first_purchase = ?, acquisition_channel = ? \
+                 WHERE member_id = ? AND (first_purchase IS NULL OR first_purchase > ?)"
+            );
+            exec(
+                self.db,
+                &sql,
+                vec![first.into(), channel.into(), survivor.clone().into(), first.into()],
+            )
+            .await?;
+        }
+        if let Some(last) = last {
+            let sql = format!(
+                "UPDATE {p}members SET last_purchase = ? WHERE member_id = ? AND (last_purchase IS NULL OR last_purchase < ?)"
+            );
+            exec(self.db, &sql, vec![last.into(), survivor.clone().into(), last.into()]).await?;
+        }
+        let sql = format!(
+            "UPDATE {p}members SET first_purchase = NULL, last_purchase = NULL, acquisition_channel = '' \
+             WHERE member_id = ?"
+        );
+        exec(self.db, &sql, vec![merged.into()]).await?;
+        Ok(())
+    }
+
     /// A member did something: activated (first time after registering) and
     /// counted among the day's, week's and month's active members.
     async fn activity(&mut self, member: &str, t: i64) -> ServiceResult<()> {
@@ -1106,7 +1202,10 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             // One payment per order: a second OrderPaid for it changes nothing.
             return Ok(());
         }
-        let dims = self.dims(e.parties.unwrap_or_default()).await?;
+        let mut parties = e.parties.unwrap_or_default();
+        // A merged member's payment is its survivor's.
+        parties.member_id = self.survivor(&parties.member_id).await?;
+        let dims = self.dims(parties).await?;
         let units: i64 = e.lines.iter().map(|l| l.quantity).sum();
         self.batch.purchases.insert(
             e.order_id.clone(),

@@ -108,13 +108,12 @@ pub struct WinBack {
 /// Of the members with a campaign decision of `outcome` in `[start, end)` while in
 /// lifecycle state `lifecycle`, each counted once: all, and those with a paid
 /// purchase (not cancelled) after such a decision and at the latest at its
-/// attribution window's end. A merged duplicate's purchases and those of the
-/// member it went into are one person's.
+/// attribution window's end. A contacted member merged since buys as its
+/// survivor (whose purchases include those of every member merged into it).
 const WIN_BACK: &str = "SELECT COUNT(DISTINCT c.member_id), COUNT(DISTINCT CASE WHEN EXISTS (\
      SELECT 1 FROM purchases p WHERE p.cancelled = 0 AND p.paid_at > c.contacted_at AND p.paid_at <= c.window_end \
      AND (p.member_id = c.member_id \
-     OR p.member_id IN (SELECT survivor_id FROM member_merges WHERE merged_id = c.member_id) \
-     OR p.member_id IN (SELECT merged_id FROM member_merges WHERE survivor_id = c.member_id))) \
+     OR p.member_id IN (SELECT survivor_id FROM member_merges WHERE merged_id = c.member_id))) \
      THEN c.member_id END) \
      FROM campaign_contacts c WHERE c.lifecycle = ? AND c.outcome = ? AND c.contacted_at >= ? AND c.contacted_at < ?";
 
@@ -311,12 +310,14 @@ impl App {
         })
     }
 
-    /// Every member's state at `at`, prospects included (registered, never bought).
+    /// Every member's state at `at`, prospects included (registered, never bought);
+    /// a merged member is its survivor.
     async fn states(&self, histories: &Histories, at: i64, w_days: i64) -> ServiceResult<BTreeMap<String, State>> {
         let mut out: BTreeMap<String, State> = BTreeMap::new();
         for row in rows(
             &self.db,
-            "SELECT member_id FROM members WHERE erased = 0 AND registered_at IS NOT NULL AND registered_at <= ?",
+            "SELECT member_id FROM members WHERE erased = 0 AND registered_at IS NOT NULL AND registered_at <= ? \
+             AND member_id NOT IN (SELECT merged_id FROM member_merges)",
             vec![at.into()],
         )
         .await?

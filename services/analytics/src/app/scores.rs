@@ -41,7 +41,8 @@ impl App {
             .collect();
         let published: BTreeMap<String, (String, String, i64)> = rows(
             &self.db,
-            "SELECT member_id, segment, tags, renew_at FROM scores_published",
+            "SELECT member_id, segment, tags, renew_at FROM scores_published \
+             WHERE member_id NOT IN (SELECT merged_id FROM member_merges)",
             vec![],
         )
         .await?
@@ -54,7 +55,9 @@ impl App {
         })
         .collect::<ServiceResult<_>>()?;
         // A member published before and no longer found (every order cancelled)
-        // is published as not scored.
+        // is published as not scored. A member merged since is not: its purchases
+        // are scored as its survivor's, and membership would land an empty score
+        // on the survivor.
         for member in published.keys() {
             scores.entry(member.clone()).or_insert_with(|| MemberScore {
                 member: member.clone(),

@@ -10,6 +10,7 @@ mod campaigns;
 mod dashboard;
 mod helpers;
 mod kpis;
+mod merges;
 mod partners;
 mod scores;
 mod touchpoints;
