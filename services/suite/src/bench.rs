@@ -612,6 +612,9 @@ impl Running {
         };
         settings.database.url = SecretString::from(format!("sqlite://{}/identity.db?mode=rwc", dir.display()));
         settings.bootstrap.admin_password = SecretString::from(BENCH_ADMIN_PASSWORD);
+        // A run logs in once; loading a large data set takes longer than the
+        // default token lifetime.
+        settings.tokens.access_ttl_secs = 24 * 3600;
         let app = retail_identity::Application::build(settings).await?;
         let addr = app.local_addr();
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
