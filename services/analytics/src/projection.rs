@@ -235,6 +235,8 @@ struct Batch {
     lines_of: HashMap<String, Vec<(String, i64, i64)>>,
     /// Categories per SKU (empty when unknown).
     categories: HashMap<String, String>,
+    /// The member each paying member answers as (itself unless merged).
+    survivors: HashMap<String, String>,
     /// Latest sale per SKU.
     last_sales: BTreeMap<String, i64>,
     /// Sellable stock per (SKU, warehouse), the last of the batch.
@@ -310,9 +312,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
                 let e: ev::OrderPaid = decode(event)?;
                 orders.insert(e.order_id.clone());
                 skus.extend(e.lines.iter().map(|l| l.sku_code.clone()));
-                let member = e.parties.map(|p| p.member_id).unwrap_or_default();
-                read.insert(member.clone());
-                paid.push((e.order_id, member));
+                paid.push((e.order_id, e.parties.map(|p| p.member_id).unwrap_or_default()));
             } else if ty == ev::OrderCancelled::full_name() {
                 let e: ev::OrderCancelled = decode(event)?;
                 orders.insert(e.order_id.clone());
@@ -343,9 +343,13 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             }
         }
         self.load_purchases(orders.into_iter().collect()).await?;
-        // A payment of an order not paid before creates its member's row.
+        self.load_survivors(paid.iter().map(|(_, member)| member.clone()).collect())
+            .await?;
+        // A payment of an order not paid before creates its (surviving) member's row.
         let mut new_orders = BTreeSet::new();
         for (order, member) in paid {
+            let member = self.batch.survivors.get(&member).cloned().unwrap_or(member);
+            read.insert(member.clone());
             if matches!(self.batch.purchases.get(&order), Some(None)) && new_orders.insert(order) {
                 ensured.insert(member);
             }
@@ -987,17 +991,47 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
         Ok(self.batch.members.get_mut(member).and_then(Option::as_mut))
     }
 
+    /// Resolves the members not resolved yet to the members they answer as
+    /// ([`Self::survivor`]), one statement per chunk.
+    async fn load_survivors(&mut self, ids: Vec<String>) -> ServiceResult<()> {
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !id.is_empty() && !self.batch.survivors.contains_key(id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            for id in chunk {
+                self.batch.survivors.insert(id.clone(), id.clone());
+            }
+            let (wanted, values) = store::one_of(self.db.get_database_backend(), "merged_id", chunk);
+            let sql = format!(
+                "SELECT merged_id, survivor_id FROM {}member_merges WHERE {wanted}",
+                self.p
+            );
+            for row in rows(self.db, &sql, values).await? {
+                self.batch
+                    .survivors
+                    .insert(store::text(&row, 0)?, store::text(&row, 1)?);
+            }
+        }
+        Ok(())
+    }
+
     /// The member `member` answers as: the survivor it was merged into (chains
-    /// resolved, [`Self::merged`]), else itself.
-    async fn survivor(&self, member: &str) -> ServiceResult<String> {
+    /// resolved, [`Self::merged`]), else itself. A merge empties the batch, so a
+    /// resolution read before it is not used after it.
+    async fn survivor(&mut self, member: &str) -> ServiceResult<String> {
         if member.is_empty() {
             return Ok(String::new());
         }
-        let sql = format!("SELECT survivor_id FROM {}member_merges WHERE merged_id = ?", self.p);
-        Ok(match rows(self.db, &sql, vec![member.into()]).await?.first() {
-            Some(row) => store::text(row, 0)?,
-            None => member.to_owned(),
-        })
+        self.load_survivors(vec![member.to_owned()]).await?;
+        Ok(self
+            .batch
+            .survivors
+            .get(member)
+            .cloned()
+            .unwrap_or_else(|| member.to_owned()))
     }
 
     /// A duplicate merged into a survivor is one person from then on: its
@@ -1007,7 +1041,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
     /// maps every merged id to its final survivor in one step. Applied once: a
     /// merge delivered again finds its row and changes nothing; replayed in log
     /// order it gives the same tables.
-    async fn merged(&self, event: &EventEnvelope, e: ev::MembersMerged) -> ServiceResult<()> {
+    async fn merged(&mut self, event: &EventEnvelope, e: ev::MembersMerged) -> ServiceResult<()> {
         let merged = e.merged_id;
         let survivor = self.survivor(&e.survivor_id).await?;
         if merged.is_empty() || survivor.is_empty() || survivor == merged {
