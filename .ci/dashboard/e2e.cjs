@@ -97,9 +97,10 @@ const cents = (s) => Math.round(parseFloat(s) * 100);
     check(orders === parseInt(shown.orders, 10), `orders ${shown.orders} = sum over channels and weeks ${orders}`);
     await page.screenshot({ path: path.join(dataDir, "dashboard-overview.png"), fullPage: true });
 
-    // Hover values: each point's <title> carries the figure of the table's row.
+    // Hover values: each point's <title> carries the figure of the table's row. The
+    // last mark is drawn on top: an earlier one may lie under another series' mark.
     await page.goto(base + "/sales" + query);
-    const point = page.locator("svg.lines circle.mark").first();
+    const point = page.locator("svg.lines circle.mark").last();
     await point.hover();
     const hover = await point.locator("title").textContent();
     const [, series, bucket, value] = hover.match(/^(\S+) (\S+): ([0-9.]+) revenue$/) || [];
