@@ -24,6 +24,7 @@ use retail_kit::error::{ServiceError, ServiceResult};
 use retail_proto::events::{self as ev, EventEnvelope};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Value};
 
+use crate::store::buyers::{self, Cell};
 use crate::store::{self, Col, exec, insert_rows, rows};
 
 pub const HOUR: i64 = 3_600;
@@ -166,6 +167,53 @@ impl Dims {
         }
         out
     }
+
+    /// The buyers bitmaps a payment at `t` adds its member to: its hour and its
+    /// day under each of [`Self::pairs`].
+    fn buyer_cells(&self, t: i64) -> Vec<Cell> {
+        let mut out = Vec::new();
+        for (dim, key) in self.pairs() {
+            for (grain, bucket) in [("h", hour(t)), ("d", day(t))] {
+                out.push(Cell {
+                    grain,
+                    dim,
+                    key: key.clone(),
+                    bucket,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Fills the buyers bitmaps from the purchases stored before they existed.
+pub async fn backfill_buyers(db: &impl ConnectionTrait) -> ServiceResult<()> {
+    let mut after = String::new();
+    loop {
+        let sql = "SELECT order_id, member_id, paid_at, channel, store, partner, rep, region, tier FROM purchases \
+                   WHERE order_id > ? AND member_id <> '' ORDER BY order_id LIMIT 5000";
+        let page = rows(db, sql, vec![after.clone().into()]).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = store::text(last, 0)?;
+        let mut cells: BTreeMap<Cell, BTreeSet<String>> = BTreeMap::new();
+        for row in &page {
+            let dims = Dims {
+                member: store::text(row, 1)?,
+                channel: store::text(row, 3)?,
+                store: store::text(row, 4)?,
+                partner: store::text(row, 5)?,
+                rep: store::text(row, 6)?,
+                region: store::text(row, 7)?,
+                tier: store::text(row, 8)?,
+            };
+            for cell in dims.buyer_cells(store::int(row, 2)?) {
+                cells.entry(cell).or_default().insert(dims.member.clone());
+            }
+        }
+        buyers::add(db, "", cells).await?;
+    }
 }
 
 fn decode<M: Message + Default>(event: &EventEnvelope) -> ServiceResult<M> {
@@ -244,6 +292,8 @@ struct Batch {
     /// Distinct-set entries `(set, bucket, subject)` and the rollup each counts
     /// into `(grain, dim, key, metric)` when it is new.
     seen: BTreeMap<(String, i64, String), RollupCell>,
+    /// The members paying in this batch, by buyers bitmap.
+    buyers: BTreeMap<Cell, BTreeSet<String>>,
 }
 
 /// A rollup cell a distinct-set entry counts into: grain, dimension, key, metric.
@@ -533,6 +583,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
         self.write_members(&batch).await?;
         self.write_purchases(&batch).await?;
         let p = self.p;
+        buyers::add(self.db, p, batch.buyers).await?;
         let (text, int) = (Col::Text, Col::BigInt);
         let lines = batch
             .lines
@@ -1070,6 +1121,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             pair(),
         )
         .await?;
+        self.move_buyers(&merged, &survivor).await?;
         exec(
             self.db,
             &format!("UPDATE {p}purchases SET member_id = ? WHERE member_id = ?"),
@@ -1116,6 +1168,44 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
         );
         exec(self.db, &sql, vec![merged.into()]).await?;
         Ok(())
+    }
+
+    /// Puts the survivor where the duplicate is in the buyers bitmaps: in the
+    /// cells of the duplicate's purchases, which become the survivor's.
+    async fn move_buyers(&self, merged: &str, survivor: &str) -> ServiceResult<()> {
+        let sql = format!(
+            "SELECT paid_at, channel, store, partner, rep, region, tier FROM {}purchases WHERE member_id = ?",
+            self.p
+        );
+        let mut cells = BTreeSet::new();
+        for row in rows(self.db, &sql, vec![merged.into()]).await? {
+            let dims = Dims {
+                member: merged.to_owned(),
+                channel: store::text(&row, 1)?,
+                store: store::text(&row, 2)?,
+                partner: store::text(&row, 3)?,
+                rep: store::text(&row, 4)?,
+                region: store::text(&row, 5)?,
+                tier: store::text(&row, 6)?,
+            };
+            cells.extend(dims.buyer_cells(store::int(&row, 0)?));
+        }
+        if cells.is_empty() {
+            return Ok(());
+        }
+        let both = BTreeSet::from([merged.to_owned(), survivor.to_owned()]);
+        let numbers = buyers::numbers(self.db, self.p, &both).await?;
+        let (Some(&gone), Some(&stays)) = (numbers.get(merged), numbers.get(survivor)) else {
+            return Ok(());
+        };
+        let cells = cells.into_iter().map(|cell| (cell, vec![gone, stays])).collect();
+        buyers::update(self.db, self.p, cells, |bitmap, pair| {
+            if let [gone, stays] = pair {
+                bitmap.remove(*gone);
+                bitmap.insert(*stays);
+            }
+        })
+        .await
     }
 
     /// A member did something: activated (first time after registering) and
@@ -1252,6 +1342,11 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             }),
         );
         self.batch.paid.push(e.order_id.clone());
+        if !dims.member.is_empty() {
+            for cell in dims.buyer_cells(t) {
+                self.batch.buyers.entry(cell).or_default().insert(dims.member.clone());
+            }
+        }
         for (dim, key) in dims.pairs() {
             self.increments.add(t, dim, &key, "revenue", amount);
             self.increments.add(t, dim, &key, "orders", 1);

@@ -19,6 +19,9 @@ use super::{BenchArgs, Report, Running, Scratch, Target, authed, channels, loopb
 /// Touchpoints per ingestion request.
 pub const BATCH: usize = 500;
 
+/// Concurrent ingestion requests per connection while loading touchpoints.
+const SEED_STREAMS_PER_CONNECTION: usize = 2;
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -238,20 +241,37 @@ async fn kpis(args: &BenchArgs, a: &Analytics) -> anyhow::Result<Report> {
                 .await?;
         }
     }
-    let mut touch = TouchpointServiceClient::new(channel.clone());
+    // Touchpoints go in over several streams at once, as the ingestion bench
+    // sends them: 10M of them over one stream would take half an hour.
     let run_id: u32 = rand::random();
-    let mut i = 0;
-    while i < args.seed_touchpoints {
-        let n = (args.seed_touchpoints - i).min(BATCH as u64);
-        touch
-            .ingest_touchpoints(authed(
-                &bearer,
-                apb::IngestTouchpointsRequest {
-                    touchpoints: (i..i + n).map(|k| touchpoint(run_id, k, at)).collect(),
-                },
-            ))
-            .await?;
-        i += n;
+    let total = args.seed_touchpoints;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut senders = tokio::task::JoinSet::new();
+    for channel in channels(a.running.addr, args.connections).await? {
+        for _ in 0..SEED_STREAMS_PER_CONNECTION {
+            let mut touch = TouchpointServiceClient::new(channel.clone());
+            let (bearer, next) = (bearer.clone(), next.clone());
+            senders.spawn(async move {
+                loop {
+                    let i = next.fetch_add(BATCH as u64, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok::<_, tonic::Status>(());
+                    }
+                    let n = (total - i).min(BATCH as u64);
+                    touch
+                        .ingest_touchpoints(authed(
+                            &bearer,
+                            apb::IngestTouchpointsRequest {
+                                touchpoints: (i..i + n).map(|k| touchpoint(run_id, k, at)).collect(),
+                            },
+                        ))
+                        .await?;
+                }
+            });
+        }
+    }
+    while let Some(sent) = senders.join_next().await {
+        sent??;
     }
     a.scratch.analyze().await?;
     println!(

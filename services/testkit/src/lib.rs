@@ -1,7 +1,9 @@
 //! Test support shared by the services' integration tests (a dev-dependency only).
 //!
 //! - [`TestDatabase`]: a fresh, empty database per test: a new PostgreSQL database
-//!   when `RETAIL_TEST_DATABASE_URL` is set (CI sets it), else a temporary SQLite file.
+//!   when `RETAIL_TEST_DATABASE_URL` is set (CI sets it), else a temporary SQLite file;
+//!   either is removed when the test ends (`RETAIL_TEST_KEEP_DATABASES=1` keeps the
+//!   PostgreSQL ones, to look into a failed test).
 //! - [`capture_logs`]: installs a subscriber that records every log line of the test
 //!   process, so a test can assert that no secret was logged.
 //! - [`tokens`]: tokens signed by a test key the services under test trust.
@@ -38,6 +40,8 @@ pub struct TestDatabase {
     pub url: String,
     pub backend: &'static str,
     _dir: Option<tempfile::TempDir>,
+    /// The server's URL and the database's name, to drop it with.
+    postgres: Option<(String, String)>,
 }
 
 impl TestDatabase {
@@ -52,6 +56,7 @@ impl TestDatabase {
                     url: replace_database(&base, &name),
                     backend: "postgres",
                     _dir: None,
+                    postgres: Some((base, name)),
                 })
             }
             None => {
@@ -61,6 +66,7 @@ impl TestDatabase {
                     url: format!("sqlite://{}?mode=rwc", path.display()),
                     backend: "sqlite",
                     _dir: Some(dir),
+                    postgres: None,
                 })
             }
         }
@@ -68,6 +74,33 @@ impl TestDatabase {
 
     pub fn secret_url(&self) -> SecretString {
         SecretString::from(self.url.clone())
+    }
+}
+
+impl Drop for TestDatabase {
+    /// Drops the PostgreSQL database (closing what still uses it), on a thread of its
+    /// own since the test's runtime may be shutting down. A failure only leaves it behind.
+    fn drop(&mut self) {
+        let Some((base, name)) = self.postgres.take() else {
+            return;
+        };
+        if std::env::var_os("RETAIL_TEST_KEEP_DATABASES").is_some_and(|v| v != "0") {
+            return;
+        }
+        let dropping = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(admin) = Database::connect(base.as_str()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        });
+        let _ = dropping.join();
     }
 }
 

@@ -125,55 +125,15 @@ impl App {
     }
 
     /// The distinct members who paid for an order in each period (guests left
-    /// out), under one dimension value, in one statement.
+    /// out), under one dimension value: the union of the buyers bitmaps of the
+    /// hours at the period's edges and the days in between, the buckets its
+    /// revenue is read from, in one statement.
     async fn distinct_customers(&self, periods: &[Period], dim: &str, key: &str) -> ServiceResult<Vec<i64>> {
-        let (filter, filter_values): (String, Vec<Value>) = match dim {
-            "all" => (String::new(), vec![]),
-            "rep" => {
-                let (partner, rep) = key.split_once('/').unwrap_or((key, ""));
-                (" AND partner = ? AND rep = ?".into(), vec![partner.into(), rep.into()])
-            }
-            "channel" | "store" | "partner" | "tier" | "region" => (format!(" AND {dim} = ?"), vec![key.into()]),
-            other => {
-                return Err(ServiceError::invalid(
-                    "dimension",
-                    format!("unknown dimension {other:?}"),
-                ));
-            }
-        };
-        let (Some(from), Some(to)) = (
-            periods.iter().map(|p| p.start).min(),
-            periods.iter().map(|p| p.end).max(),
-        ) else {
-            return Ok(Vec::new());
-        };
-        let mut values: Vec<Value> = Vec::new();
-        let counts: Vec<String> = periods
-            .iter()
-            .map(|p| {
-                values.extend([p.start.into(), p.end.into()]);
-                "COUNT(DISTINCT CASE WHEN paid_at >= ? AND paid_at < ? THEN member_id END)".to_owned()
-            })
-            .collect();
-        values.extend([from.into(), to.into()]);
-        values.extend(filter_values);
-        let found = rows(
-            &self.db,
-            &format!(
-                "SELECT {} FROM purchases WHERE paid_at >= ? AND paid_at < ? AND member_id <> ''{filter}",
-                counts.join(", ")
-            ),
-            values,
-        )
-        .await?;
-        let mut out = Vec::with_capacity(periods.len());
-        for i in 0..periods.len() {
-            out.push(match found.first() {
-                Some(row) => store::int(row, i)?,
-                None => 0,
-            });
+        if !["all", "channel", "store", "partner", "tier", "region", "rep"].contains(&dim) {
+            return Err(ServiceError::invalid("dimension", format!("unknown dimension {dim:?}")));
         }
-        Ok(out)
+        let groups: Vec<_> = periods.iter().map(|p| super::buckets(*p)).collect();
+        store::buyers::count_distinct(&self.db, &groups, dim, key).await
     }
 
     pub async fn sales(&self, period: Period, dim: &str, key: &str) -> ServiceResult<SalesReport> {

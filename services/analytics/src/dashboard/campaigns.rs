@@ -1,7 +1,7 @@
 //! Campaign results for the dashboard: membership owns campaigns and their
 //! reports, so the campaigns page reads them from membership's
 //! `EngagementService` on behalf of the signed-in user, with the user's own access
-//! token (membership checks its scope `membership.members.read`).
+//! token (membership checks its scope `membership.engagement.read`).
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1402,7 +1402,8 @@ async fn build_campaigns(state: &State, params: &Params, period: Period, viewer:
             let (status, message) = match err {
                 CampaignsError::Denied => (
                     StatusCode::FORBIDDEN,
-                    "Membership refused to show you campaigns (it needs the scope membership.members.read).".to_owned(),
+                    "Membership refused to show you campaigns (it needs the scope membership.engagement.read)."
+                        .to_owned(),
                 ),
                 CampaignsError::BadPageToken => (
                     StatusCode::BAD_REQUEST,

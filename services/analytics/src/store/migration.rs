@@ -25,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateCampaignProjections),
             Box::new(CreateScoresPublished),
             Box::new(DropTouchpointsKey),
+            Box::new(CreateBuyers),
         ]
     }
 }
@@ -189,5 +190,29 @@ impl MigrationTrait for DropTouchpointsKey {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The paying members per hour and day as bitmaps (`customer_numbers`,
+/// `buyers`), filled from the purchases already stored.
+#[derive(Debug)]
+pub struct CreateBuyers;
+
+impl MigrationName for CreateBuyers {
+    fn name(&self) -> &str {
+        "m20261205_000001_create_buyers"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateBuyers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in super::buyers::ddl("", "v1") {
+            db.execute_unprepared(&sql).await?;
+        }
+        crate::projection::backfill_buyers(db)
+            .await
+            .map_err(|e| DbErr::Custom(format!("filling the buyers bitmaps: {e}")))
     }
 }

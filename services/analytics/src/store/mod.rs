@@ -5,6 +5,7 @@
 //! Projections (rebuilt from the archive, [`PROJECTIONS`]) live in tables with a
 //! prefix: none for the serving ones, `rebuild_` for a rebuild's shadow copies.
 
+pub mod buyers;
 pub mod migration;
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, QueryResult, Statement, Value};
@@ -29,6 +30,8 @@ pub const PROJECTIONS: &[&str] = &[
     "campaigns",
     "campaign_contacts",
     "member_merges",
+    "customer_numbers",
+    "buyers",
 ];
 
 /// The table prefix of the rebuild's shadow projections.
@@ -220,6 +223,7 @@ pub fn projection_ddl(prefix: &str, tag: &str) -> Vec<String> {
     let mut ddl = sales_ddl(prefix, tag);
     ddl.extend(partner_ddl(prefix, tag));
     ddl.extend(campaign_ddl(prefix, tag));
+    ddl.extend(buyers::ddl(prefix, tag));
     ddl
 }
 

@@ -281,6 +281,34 @@ pub async fn dump(db: &sea_orm::DatabaseConnection) -> BTreeMap<String, Vec<Stri
         lines.sort();
         out.insert((*table).to_owned(), lines);
     }
+    // The buyers bitmaps as the member ids in each cell: the numbers behind them
+    // depend on the order members first paid in, which batching may change.
+    let numbers: BTreeMap<u32, String> =
+        retail_analytics::store::rows(db, "SELECT number, member_id FROM customer_numbers", vec![])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get_by_index::<i64>(0).unwrap() as u32,
+                    r.try_get_by_index::<String>(1).unwrap(),
+                )
+            })
+            .collect();
+    let mut lines: Vec<String> = retail_analytics::store::rows(db, "SELECT cell, members FROM buyers", vec![])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let bytes = r.try_get_by_index::<Vec<u8>>(1).unwrap();
+            let bitmap = roaring::RoaringBitmap::deserialize_from(&bytes[..]).unwrap();
+            let mut ids: Vec<&str> = bitmap.iter().map(|n| numbers[&n].as_str()).collect();
+            ids.sort();
+            format!("{}|{}", r.try_get_by_index::<String>(0).unwrap(), ids.join(","))
+        })
+        .collect();
+    lines.sort();
+    out.insert("buyers".to_owned(), lines);
     out
 }
 

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 mod access;
+mod buyers;
 mod campaigns;
 mod dashboard;
 mod helpers;

@@ -18,6 +18,8 @@ pub const ALL: &[&str] = &[
     "membership.members.write",
     "membership.points.write",
     "membership.admin",
+    "membership.engagement.read",
+    "membership.engagement.write",
     "catalog.read",
     "catalog.write",
     "catalog.pricing.write",

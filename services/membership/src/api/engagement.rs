@@ -14,7 +14,7 @@ use retail_proto::membership as pb;
 use retail_proto::membership::engagement_service_server::EngagementService;
 use tonic::Request;
 
-use super::{EngagementApi, READ, Rpc, WRITE, ok, parse};
+use super::{ENGAGEMENT_READ, ENGAGEMENT_WRITE, EngagementApi, READ, Rpc, ok, parse};
 use crate::app::{NewCampaign, campaign_schedule, consent_channel, lifecycle_state, stored};
 use crate::domain::engagement::{
     CampaignState, MAX_CONTROL_SHARE_BP, MAX_RULE_DEPTH, MAX_RULE_NODES, PLACEHOLDERS, RFM_SEGMENTS, Rule, TriggerKind,
@@ -649,16 +649,20 @@ fn new_campaign(c: Option<&pb::Campaign>, rules: &LoyaltyRules) -> ServiceResult
     })
 }
 
-fn caller<T>(request: &Request<T>, scope: &str) -> ServiceResult<String> {
+/// The caller's subject, once it holds every one of `scopes` (reading a segment's
+/// members or the rendered messages also needs `membership.members.read`).
+fn caller<T>(request: &Request<T>, scopes: &[&str]) -> ServiceResult<String> {
     let principal = Principal::of(request)?;
-    principal.require_scope(scope)?;
+    for scope in scopes {
+        principal.require_scope(scope)?;
+    }
     Ok(principal.subject.clone())
 }
 
 #[tonic::async_trait]
 impl EngagementService for EngagementApi {
     async fn create_segment(&self, request: Request<pb::CreateSegmentRequest>) -> Rpc<pb::Segment> {
-        let caller = caller(&request, WRITE)?;
+        let caller = caller(&request, &[ENGAGEMENT_WRITE])?;
         let req = request.into_inner();
         let key = IdempotencyKey::from_request("membership.CreateSegment", &caller, &req.request_id, &req)?;
         let Some(s) = req.segment.as_ref() else {
@@ -679,7 +683,7 @@ impl EngagementService for EngagementApi {
     }
 
     async fn get_segment(&self, request: Request<pb::GetSegmentRequest>) -> Rpc<pb::Segment> {
-        caller(&request, READ)?;
+        caller(&request, &[ENGAGEMENT_READ])?;
         let id = id_of("name", &request.get_ref().name, "segments")?;
         ok(segment_pb(&self.app.segment(&id).await?)?)
     }
@@ -688,7 +692,7 @@ impl EngagementService for EngagementApi {
         &self,
         request: Request<pb::CountSegmentMembersRequest>,
     ) -> Rpc<pb::CountSegmentMembersResponse> {
-        caller(&request, READ)?;
+        caller(&request, &[ENGAGEMENT_READ])?;
         let id = id_of("name", &request.get_ref().name, "segments")?;
         ok(pb::CountSegmentMembersResponse {
             member_count: self.app.count_segment(&id, Utc::now()).await?,
@@ -699,7 +703,7 @@ impl EngagementService for EngagementApi {
         &self,
         request: Request<pb::ListSegmentMembersRequest>,
     ) -> Rpc<pb::ListSegmentMembersResponse> {
-        caller(&request, READ)?;
+        caller(&request, &[ENGAGEMENT_READ, READ])?;
         let req = request.get_ref();
         let id = id_of("name", &req.name, "segments")?;
         let page = Page::parse(req.page_size, &req.page_token, &id)?;
@@ -711,7 +715,7 @@ impl EngagementService for EngagementApi {
     }
 
     async fn create_campaign(&self, request: Request<pb::CreateCampaignRequest>) -> Rpc<pb::Campaign> {
-        let caller = caller(&request, WRITE)?;
+        let caller = caller(&request, &[ENGAGEMENT_WRITE])?;
         let req = request.into_inner();
         let key = IdempotencyKey::from_request("membership.CreateCampaign", &caller, &req.request_id, &req)?;
         let new = new_campaign(req.campaign.as_ref(), &self.app.rules)?;
@@ -719,28 +723,28 @@ impl EngagementService for EngagementApi {
     }
 
     async fn get_campaign(&self, request: Request<pb::GetCampaignRequest>) -> Rpc<pb::Campaign> {
-        caller(&request, READ)?;
+        caller(&request, &[ENGAGEMENT_READ])?;
         let id = id_of("name", &request.get_ref().name, "campaigns")?;
         let (c, contacted, control) = self.app.campaign(&id).await?;
         ok(campaign_pb(&self.app.rules, &c, contacted, control)?)
     }
 
     async fn schedule_campaign(&self, request: Request<pb::ScheduleCampaignRequest>) -> Rpc<pb::Campaign> {
-        caller(&request, WRITE)?;
+        caller(&request, &[ENGAGEMENT_WRITE])?;
         let id = id_of("name", &request.get_ref().name, "campaigns")?;
         let (c, contacted, control) = self.app.move_campaign(&id, CampaignState::Scheduled).await?;
         ok(campaign_pb(&self.app.rules, &c, contacted, control)?)
     }
 
     async fn cancel_campaign(&self, request: Request<pb::CancelCampaignRequest>) -> Rpc<pb::Campaign> {
-        caller(&request, WRITE)?;
+        caller(&request, &[ENGAGEMENT_WRITE])?;
         let id = id_of("name", &request.get_ref().name, "campaigns")?;
         let (c, contacted, control) = self.app.move_campaign(&id, CampaignState::Cancelled).await?;
         ok(campaign_pb(&self.app.rules, &c, contacted, control)?)
     }
 
     async fn get_campaign_report(&self, request: Request<pb::GetCampaignReportRequest>) -> Rpc<pb::CampaignReport> {
-        caller(&request, READ)?;
+        caller(&request, &[ENGAGEMENT_READ])?;
         let id = id_of("name", &request.get_ref().name, "campaigns")?;
         let r = self.app.campaign_report(&id, Utc::now()).await?;
         let rules = &self.app.rules;
@@ -761,7 +765,7 @@ impl EngagementService for EngagementApi {
     }
 
     async fn list_messages(&self, request: Request<pb::ListMessagesRequest>) -> Rpc<pb::ListMessagesResponse> {
-        caller(&request, READ)?;
+        caller(&request, &[ENGAGEMENT_READ, READ])?;
         let req = request.get_ref();
         let id = id_of("parent", &req.parent, "campaigns")?;
         let page = Page::parse(req.page_size, &req.page_token, &id)?;
@@ -773,7 +777,7 @@ impl EngagementService for EngagementApi {
     }
 
     async fn list_campaigns(&self, request: Request<pb::ListCampaignsRequest>) -> Rpc<pb::ListCampaignsResponse> {
-        caller(&request, READ)?;
+        caller(&request, &[ENGAGEMENT_READ])?;
         let req = request.get_ref();
         let state = match pb::CampaignState::try_from(req.state) {
             Ok(pb::CampaignState::Unspecified) => None,

@@ -19,6 +19,9 @@ use crate::app::App;
 const READ: &str = "membership.members.read";
 const WRITE: &str = "membership.members.write";
 const POINTS_WRITE: &str = "membership.points.write";
+/// Segments and campaigns: reading them, and creating, scheduling and cancelling.
+const ENGAGEMENT_READ: &str = "membership.engagement.read";
+const ENGAGEMENT_WRITE: &str = "membership.engagement.write";
 
 type Rpc<T> = Result<Response<T>, Status>;
 

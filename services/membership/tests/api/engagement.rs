@@ -1136,6 +1136,7 @@ fn analyst<T>(message: T) -> tonic::Request<T> {
         PrincipalKind::Staff,
         &[
             "membership.members.read",
+            "membership.engagement.read",
             "catalog.read",
             "orders.read",
             "partner.read",
@@ -1226,4 +1227,97 @@ async fn an_analyst_reads_campaigns_and_reports_but_changes_nothing() {
         .into_inner();
     assert_eq!(after.campaigns.len(), 1);
     assert_eq!(after.campaigns[0].state, pb::CampaignState::Draft as i32);
+}
+
+/// Support staff and store managers may read and change members, not segments
+/// and campaigns; a service account holding `membership.members.read` neither.
+#[tokio::test]
+async fn members_scopes_alone_neither_read_nor_change_engagement() {
+    let app = spawn_app().await;
+    let audience = everyone(&app).await;
+    let c = campaign(
+        &app,
+        CampaignSpec {
+            segment: audience.clone(),
+            trigger: pb::CampaignTrigger::Planned,
+            action: pb::CampaignAction::Message,
+            template: "Hello",
+            bonus_points: 0,
+            control_share_bp: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let support = token(&[
+        "membership.members.read",
+        "membership.members.write",
+        "catalog.read",
+        "orders.read",
+        "orders.write",
+    ]);
+    let mut client = engagement(&app);
+    let refused = [
+        client
+            .list_campaigns(with_token(&support, pb::ListCampaignsRequest::default()))
+            .await
+            .map(|_| ()),
+        client
+            .get_campaign(with_token(&support, pb::GetCampaignRequest { name: c.name.clone() }))
+            .await
+            .map(|_| ()),
+        client
+            .get_campaign_report(with_token(
+                &support,
+                pb::GetCampaignReportRequest { name: c.name.clone() },
+            ))
+            .await
+            .map(|_| ()),
+        client
+            .get_segment(with_token(&support, pb::GetSegmentRequest { name: audience.clone() }))
+            .await
+            .map(|_| ()),
+        client
+            .schedule_campaign(with_token(
+                &support,
+                pb::ScheduleCampaignRequest { name: c.name.clone() },
+            ))
+            .await
+            .map(|_| ()),
+        client
+            .create_campaign(with_token(
+                &support,
+                pb::CreateCampaignRequest {
+                    campaign: Some(c.clone()),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .map(|_| ()),
+    ];
+    for (i, result) in refused.into_iter().enumerate() {
+        assert_eq!(result.unwrap_err().code(), Code::PermissionDenied, "call {i}");
+    }
+    // The segment's members need both scopes: engagement alone is not enough.
+    let engagement_only = token(&["membership.engagement.read"]);
+    let err = client
+        .list_segment_members(with_token(
+            &engagement_only,
+            pb::ListSegmentMembersRequest {
+                name: audience.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let listed = client
+        .list_campaigns(authed(pb::ListCampaignsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.campaigns[0].state,
+        pb::CampaignState::Draft as i32,
+        "nothing changed"
+    );
 }

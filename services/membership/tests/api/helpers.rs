@@ -21,8 +21,15 @@ pub fn token(scopes: &[&str]) -> String {
     retail_testkit::tokens::staff_token(scopes)
 }
 
+/// A CRM administrator's token: members, segments and campaigns, and the event log.
 pub fn staff_token() -> String {
-    token(&["membership.members.read", "membership.members.write", "events.read"])
+    token(&[
+        "membership.members.read",
+        "membership.members.write",
+        "membership.engagement.read",
+        "membership.engagement.write",
+        "events.read",
+    ])
 }
 
 #[derive(Debug)]
