@@ -106,16 +106,17 @@ pub struct WinBack {
 }
 
 /// Of the members with a campaign decision of `outcome` in `[start, end)` while in
-/// lifecycle state `lifecycle`, each counted once: all, and those with a paid
-/// purchase (not cancelled) after such a decision and at the latest at its
-/// attribution window's end. A contacted member merged since buys as its
-/// survivor (whose purchases include those of every member merged into it).
-const WIN_BACK: &str = "SELECT COUNT(DISTINCT c.member_id), COUNT(DISTINCT CASE WHEN EXISTS (\
-     SELECT 1 FROM purchases p WHERE p.cancelled = 0 AND p.paid_at > c.contacted_at AND p.paid_at <= c.window_end \
-     AND (p.member_id = c.member_id \
-     OR p.member_id IN (SELECT survivor_id FROM member_merges WHERE merged_id = c.member_id))) \
-     THEN c.member_id END) \
-     FROM campaign_contacts c WHERE c.lifecycle = ? AND c.outcome = ? AND c.contacted_at >= ? AND c.contacted_at < ?";
+/// lifecycle state `lifecycle`, each person counted once (a member merged since
+/// as its final survivor, so one contacted before and after a merge is one): all,
+/// and those with a paid purchase (not cancelled) after such a decision and at the
+/// latest at its attribution window's end. The survivor's purchases include those
+/// of every member merged into it.
+const WIN_BACK: &str = "SELECT COUNT(DISTINCT x.person), COUNT(DISTINCT CASE WHEN EXISTS (\
+     SELECT 1 FROM purchases p WHERE p.cancelled = 0 AND p.paid_at > x.contacted_at AND p.paid_at <= x.window_end \
+     AND p.member_id = x.person) THEN x.person END) \
+     FROM (SELECT COALESCE(m.survivor_id, c.member_id) AS person, c.contacted_at, c.window_end \
+     FROM campaign_contacts c LEFT JOIN member_merges m ON m.merged_id = c.member_id \
+     WHERE c.lifecycle = ? AND c.outcome = ? AND c.contacted_at >= ? AND c.contacted_at < ?) x";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Overdue {

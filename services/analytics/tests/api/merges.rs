@@ -59,8 +59,8 @@ fn close(a: f64, b: f64) -> bool {
 
 /// Members a, b, t, x, y, z. Before the merges: a buys at T0 (1000) and T0+4d
 /// (2000), b at T0+2d (500) and T0+6d (1500); t, the twin, buys what a and b buy
-/// together; x at T0+1d (100), y at T0+3d (200), z at T0+5d (300); x is contacted
-/// by a campaign at T0+7d (sleeping, window to T0+14d). Then a is merged into b
+/// together; x at T0+1d (100), y at T0+3d (200), z at T0+5d (300); x and z are
+/// contacted by campaigns at T0+7d (sleeping, window to T0+14d). Then a is merged into b
 /// (T0+10d), x into y (T0+8d) and y into z (T0+9d): a chain. After the merges a
 /// buys at T0+12d (1000, b's, and t too) and x at T0+13d (400, z's).
 #[tokio::test]
@@ -81,21 +81,24 @@ async fn a_merged_members_purchases_count_as_its_survivors_also_along_chains() {
             },
         );
     }
-    logs.push(
-        "membership",
-        "x",
-        T0 + 7 * DAY,
-        &ev::CampaignMemberDecided {
-            campaign_id: "c1".into(),
-            member_id: "x".into(),
-            channel: "email".into(),
-            outcome: "contacted".into(),
-            control: false,
-            lifecycle_state: "sleeping".into(),
-            decide_time: ts(T0 + 7 * DAY),
-            attribution_end_time: ts(T0 + 14 * DAY),
-        },
-    );
+    // x's survivor z is contacted by another campaign too: one person, counted once.
+    for (campaign, member) in [("c1", "x"), ("c2", "z")] {
+        logs.push(
+            "membership",
+            member,
+            T0 + 7 * DAY,
+            &ev::CampaignMemberDecided {
+                campaign_id: campaign.into(),
+                member_id: member.into(),
+                channel: "email".into(),
+                outcome: "contacted".into(),
+                control: false,
+                lifecycle_state: "sleeping".into(),
+                decide_time: ts(T0 + 7 * DAY),
+                attribution_end_time: ts(T0 + 14 * DAY),
+            },
+        );
+    }
     for (order, member, at, amount) in [
         ("o-a1", "a", T0, 1_000),
         ("o-a2", "a", T0 + 4 * DAY, 2_000),
