@@ -168,6 +168,20 @@ impl Dims {
         out
     }
 
+    /// A purchase's dimensions as stored: `member`, then channel, store, partner,
+    /// rep, region and tier in the row's columns from `first` on.
+    fn stored(row: &sea_orm::QueryResult, member: String, first: usize) -> ServiceResult<Self> {
+        Ok(Self {
+            member,
+            channel: store::text(row, first)?,
+            store: store::text(row, first + 1)?,
+            partner: store::text(row, first + 2)?,
+            rep: store::text(row, first + 3)?,
+            region: store::text(row, first + 4)?,
+            tier: store::text(row, first + 5)?,
+        })
+    }
+
     /// The buyers bitmaps a payment at `t` adds its member to: its hour and its
     /// day under each of [`Self::pairs`].
     fn buyer_cells(&self, t: i64) -> Vec<Cell> {
@@ -199,15 +213,7 @@ pub async fn backfill_buyers(db: &impl ConnectionTrait) -> ServiceResult<()> {
         after = store::text(last, 0)?;
         let mut cells: BTreeMap<Cell, BTreeSet<String>> = BTreeMap::new();
         for row in &page {
-            let dims = Dims {
-                member: store::text(row, 1)?,
-                channel: store::text(row, 3)?,
-                store: store::text(row, 4)?,
-                partner: store::text(row, 5)?,
-                rep: store::text(row, 6)?,
-                region: store::text(row, 7)?,
-                tier: store::text(row, 8)?,
-            };
+            let dims = Dims::stored(row, store::text(row, 1)?, 3)?;
             for cell in dims.buyer_cells(store::int(row, 2)?) {
                 cells.entry(cell).or_default().insert(dims.member.clone());
             }
@@ -490,15 +496,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
             }
             for row in rows(self.db, &sql, values).await? {
                 let purchase = Purchase {
-                    dims: Dims {
-                        member: store::text(&row, 1)?,
-                        channel: store::text(&row, 2)?,
-                        store: store::text(&row, 3)?,
-                        partner: store::text(&row, 4)?,
-                        rep: store::text(&row, 5)?,
-                        region: store::text(&row, 6)?,
-                        tier: store::text(&row, 7)?,
-                    },
+                    dims: Dims::stored(&row, store::text(&row, 1)?, 2)?,
                     cancelled: store::int(&row, 8)? != 0,
                     refunded: store::int(&row, 9)?,
                     new: None,
@@ -1179,15 +1177,7 @@ impl<'a, C: ConnectionTrait> Projector<'a, C> {
         );
         let mut cells = BTreeSet::new();
         for row in rows(self.db, &sql, vec![merged.into()]).await? {
-            let dims = Dims {
-                member: merged.to_owned(),
-                channel: store::text(&row, 1)?,
-                store: store::text(&row, 2)?,
-                partner: store::text(&row, 3)?,
-                rep: store::text(&row, 4)?,
-                region: store::text(&row, 5)?,
-                tier: store::text(&row, 6)?,
-            };
+            let dims = Dims::stored(&row, merged.to_owned(), 1)?;
             cells.extend(dims.buyer_cells(store::int(&row, 0)?));
         }
         if cells.is_empty() {

@@ -161,16 +161,14 @@ pub async fn update(
             encode(&members)?.into(),
         ]);
     }
-    for chunk in out.chunks(CHUNK) {
-        insert_rows(
-            db,
-            &format!("{p}buyers (cell, grain, dim, dim_key, bucket, members)"),
-            &[Col::Text, Col::Text, Col::Text, Col::Text, Col::BigInt, Col::Bytes],
-            chunk.to_vec(),
-            "ON CONFLICT (cell) DO UPDATE SET members = excluded.members",
-        )
-        .await?;
-    }
+    insert_rows(
+        db,
+        &format!("{p}buyers (cell, grain, dim, dim_key, bucket, members)"),
+        &[Col::Text, Col::Text, Col::Text, Col::Text, Col::BigInt, Col::Bytes],
+        out,
+        "ON CONFLICT (cell) DO UPDATE SET members = excluded.members",
+    )
+    .await?;
     Ok(())
 }
 
