@@ -92,29 +92,54 @@ impl Increments {
 
     /// Writes the increments into `table` in one multi-row upsert.
     pub async fn flush(self, db: &impl ConnectionTrait, table: &str) -> ServiceResult<()> {
+        self.write(db, table, None).await
+    }
+
+    /// Writes the increments into the rows of one writer's `shard` of a table
+    /// keyed by shard too (`touch_rollups`): concurrent writers holding different
+    /// shards never wait for each other's row locks, and readers sum the shards
+    /// as they sum buckets.
+    pub async fn flush_shard(self, db: &impl ConnectionTrait, table: &str, shard: i64) -> ServiceResult<()> {
+        self.write(db, table, Some(shard)).await
+    }
+
+    async fn write(self, db: &impl ConnectionTrait, table: &str, shard: Option<i64>) -> ServiceResult<()> {
         let rows: Vec<Vec<Value>> = self
             .0
             .into_iter()
             .filter(|(_, v)| *v != 0)
             .map(|((grain, dim, key, metric, bucket), value)| {
-                vec![
+                let mut row = vec![
                     grain.into(),
                     dim.into(),
                     key.into(),
                     metric.into(),
                     bucket.into(),
                     value.into(),
-                ]
+                ];
+                row.extend(shard.map(Value::from));
+                row
             })
             .collect();
+        let (text, int) = (Col::Text, Col::BigInt);
+        let (columns, key, types) = match shard {
+            Some(_) => (
+                "grain, dim, dim_key, metric, bucket, value, shard",
+                "grain, dim, dim_key, bucket, metric, shard",
+                &[text, text, text, text, int, int, int][..],
+            ),
+            None => (
+                "grain, dim, dim_key, metric, bucket, value",
+                "grain, dim, dim_key, bucket, metric",
+                &[text, text, text, text, int, int][..],
+            ),
+        };
         insert_rows(
             db,
-            &format!("{table} (grain, dim, dim_key, metric, bucket, value)"),
-            &[Col::Text, Col::Text, Col::Text, Col::Text, Col::BigInt, Col::BigInt],
+            &format!("{table} ({columns})"),
+            types,
             rows,
-            &format!(
-                "ON CONFLICT (grain, dim, dim_key, metric, bucket) DO UPDATE SET value = {table}.value + excluded.value"
-            ),
+            &format!("ON CONFLICT ({key}) DO UPDATE SET value = {table}.value + excluded.value"),
         )
         .await?;
         Ok(())

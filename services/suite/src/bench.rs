@@ -784,13 +784,25 @@ impl Scratch {
 
     /// Updates the PostgreSQL databases' planner statistics (`ANALYZE`).
     async fn analyze(&self) -> anyhow::Result<()> {
+        self.each_database("ANALYZE").await
+    }
+
+    /// Vacuums the PostgreSQL databases and updates their statistics
+    /// (`VACUUM (ANALYZE)`): what autovacuum does to a deployment's tables in
+    /// the minutes after a bulk load (dead row versions of the rewritten rows
+    /// removed, pages marked all-visible), whether or not autovacuum runs here.
+    async fn vacuum_analyze(&self) -> anyhow::Result<()> {
+        self.each_database("VACUUM (ANALYZE)").await
+    }
+
+    async fn each_database(&self, sql: &str) -> anyhow::Result<()> {
         use sea_orm::ConnectionTrait;
         if self.base.is_none() {
             return Ok(());
         }
         for url in &self.urls {
             let db = sea_orm::Database::connect(url.as_str()).await?;
-            db.execute_unprepared("ANALYZE").await?;
+            db.execute_unprepared(sql).await?;
             db.close().await?;
         }
         Ok(())

@@ -69,6 +69,7 @@ pub struct App {
     pub log: Arc<EventLog>,
     pub settings: Settings,
     positions: std::sync::Mutex<Option<CachedPositions>>,
+    touch_shards: touchpoints::Shards,
 }
 
 impl App {
@@ -78,6 +79,7 @@ impl App {
             log,
             settings,
             positions: std::sync::Mutex::new(None),
+            touch_shards: touchpoints::Shards::default(),
         }
     }
 
@@ -129,7 +131,8 @@ impl App {
         }
         let stats = rows(
             &self.db,
-            "SELECT ingested, updated_at FROM touchpoint_stats WHERE id = 1",
+            "SELECT CAST(COALESCE(SUM(ingested), 0) AS BIGINT), CAST(COALESCE(MAX(updated_at), 0) AS BIGINT) \
+             FROM touchpoint_stats",
             vec![],
         )
         .await?;

@@ -7,7 +7,7 @@ use retail_kit::error::ServiceResult;
 
 use super::{App, Period, rollup_sums};
 use crate::domain::kpi::{self, ratio};
-use crate::store::{self, rows, scalar};
+use crate::store::{self, rows};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlaceRate {
@@ -110,17 +110,6 @@ impl App {
             .collect()
     }
 
-    async fn distinct_subjects(&self, store: &str, column: &str, period: Period) -> ServiceResult<i64> {
-        scalar(
-            &self.db,
-            &format!(
-                "SELECT COUNT(DISTINCT subject) FROM subject_skus WHERE store = ? AND {column} >= ? AND {column} < ?"
-            ),
-            vec![store.into(), period.start.into(), period.end.into()],
-        )
-        .await
-    }
-
     pub async fn store_funnel(&self, period: Period, store: &str) -> ServiceResult<StoreFunnel> {
         let sums = rollup_sums(
             &self.db,
@@ -141,7 +130,7 @@ impl App {
         let get = |m: &str| sums.get(m).copied().unwrap_or(0);
         let entered = get("entered");
         let zones = self.touch_by_key(period, &format!("zone:{store}")).await?;
-        let triers = self.distinct_subjects(store, "tried_at", period).await?;
+        let triers = crate::store::triers::count(&self.db, store, &super::buckets(period)).await?;
         Ok(StoreFunnel {
             passed_by: get("passed_by"),
             entered,

@@ -11,10 +11,71 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, TransactionTrait, Value};
 use super::App;
 use crate::domain::touchpoint::{self, Kind, Raw, Touchpoint, Window};
 use crate::projection::{Increments, month_key};
-use crate::store::{self, Col, exec, insert_rows, rows};
+use crate::store::{self, Col, exec, insert_rows, rows, triers};
 
 /// Most touchpoints in one request (or one message of a stream).
 pub const MAX_BATCH: usize = 1_000;
+
+/// Shards of the touchpoint rollups and counters: concurrent ingestions of this
+/// process each write their own, so none waits for another's row locks (every
+/// batch of a store adds to the same hour and day rows).
+pub const SHARDS: i64 = 8;
+
+/// The shards not held by an ingestion of this process.
+#[derive(Debug)]
+pub struct Shards {
+    free: std::sync::Mutex<Vec<i64>>,
+    next: std::sync::atomic::AtomicI64,
+}
+
+impl Default for Shards {
+    fn default() -> Self {
+        Self {
+            free: std::sync::Mutex::new((0..SHARDS).rev().collect()),
+            next: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+}
+
+/// A shard held until dropped; when every shard is held, one is shared (its
+/// writers then take turns at its rows, as they would with one shard).
+#[derive(Debug)]
+pub struct Shard<'a> {
+    shards: &'a Shards,
+    id: i64,
+    owned: bool,
+}
+
+impl Shards {
+    pub fn take(&self) -> Shard<'_> {
+        let free = self.free.lock().ok().and_then(|mut free| free.pop());
+        match free {
+            Some(id) => Shard {
+                shards: self,
+                id,
+                owned: true,
+            },
+            None => Shard {
+                shards: self,
+                id: self
+                    .next
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .rem_euclid(SHARDS),
+                owned: false,
+            },
+        }
+    }
+}
+
+impl Drop for Shard<'_> {
+    fn drop(&mut self) {
+        if self.owned
+            && let Ok(mut free) = self.shards.free.lock()
+        {
+            free.push(self.id);
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -146,6 +207,7 @@ impl App {
         if good.is_empty() {
             return Ok(outcome);
         }
+        let shard = self.touch_shards.take();
         let txn = retail_kit::db::begin_write(&self.db).await?;
         let fresh = store_new(&txn, &good, now).await?;
         outcome.duplicates += good.len() - fresh.len();
@@ -154,12 +216,20 @@ impl App {
         for t in &fresh {
             increments(t, &mut inc);
         }
-        inc.flush(&txn, "touch_rollups").await?;
+        inc.flush_shard(&txn, "touch_rollups", shard.id).await?;
         store_subject_facts(&txn, &fresh).await?;
+        let mut triers: std::collections::BTreeMap<triers::Cell, BTreeSet<String>> = Default::default();
+        for t in fresh.iter().filter(|t| t.kind == Kind::TryOn && !t.subject.is_empty()) {
+            for cell in triers::cells(&t.store, t.at) {
+                triers.entry(cell).or_default().insert(t.subject.clone());
+            }
+        }
+        triers::add(&txn, shard.id, triers).await?;
         exec(
             &txn,
-            "UPDATE touchpoint_stats SET ingested = ingested + ?, updated_at = ? WHERE id = 1",
-            vec![(fresh.len() as i64).into(), now.into()],
+            "INSERT INTO touchpoint_stats (id, ingested, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) \
+             DO UPDATE SET ingested = touchpoint_stats.ingested + excluded.ingested, updated_at = excluded.updated_at",
+            vec![(shard.id + 1).into(), (fresh.len() as i64).into(), now.into()],
         )
         .await?;
         txn.commit().await?;

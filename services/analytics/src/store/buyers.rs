@@ -54,12 +54,12 @@ fn corrupt(e: impl std::error::Error + Send + Sync + 'static) -> ServiceError {
     ServiceError::internal(anyhow::Error::new(e).context("unreadable buyers bitmap"))
 }
 
-fn bitmap(row: &QueryResult, i: usize) -> ServiceResult<RoaringBitmap> {
+pub(super) fn bitmap(row: &QueryResult, i: usize) -> ServiceResult<RoaringBitmap> {
     let bytes = row.try_get_by_index::<Vec<u8>>(i)?;
     RoaringBitmap::deserialize_from(&bytes[..]).map_err(corrupt)
 }
 
-fn encode(members: &RoaringBitmap) -> ServiceResult<Vec<u8>> {
+pub(super) fn encode(members: &RoaringBitmap) -> ServiceResult<Vec<u8>> {
     let mut bytes = Vec::with_capacity(members.serialized_size());
     members.serialize_into(&mut bytes).map_err(corrupt)?;
     Ok(bytes)
@@ -109,13 +109,23 @@ pub async fn numbers(
 }
 
 async fn read_numbers(db: &impl ConnectionTrait, p: &str, members: &[String]) -> ServiceResult<HashMap<String, u32>> {
+    read_numbers_of(db, &format!("{p}customer_numbers"), "member_id", members).await
+}
+
+/// The numbers `table` gives the ids in its `column` (those it has).
+pub(super) async fn read_numbers_of(
+    db: &impl ConnectionTrait,
+    table: &str,
+    column: &str,
+    ids: &[String],
+) -> ServiceResult<HashMap<String, u32>> {
     let mut out = HashMap::new();
-    for chunk in members.chunks(CHUNK) {
-        let (wanted, values) = one_of(db.get_database_backend(), "member_id", chunk);
-        let sql = format!("SELECT member_id, number FROM {p}customer_numbers WHERE {wanted}");
+    for chunk in ids.chunks(CHUNK) {
+        let (wanted, values) = one_of(db.get_database_backend(), column, chunk);
+        let sql = format!("SELECT {column}, number FROM {table} WHERE {wanted}");
         for row in rows(db, &sql, values).await? {
             let number = u32::try_from(super::int(&row, 1)?)
-                .map_err(|_| ServiceError::internal(anyhow::anyhow!("a customer number out of range")))?;
+                .map_err(|_| ServiceError::internal(anyhow::anyhow!("a number of {table} out of range")))?;
             out.insert(super::text(&row, 0)?, number);
         }
     }

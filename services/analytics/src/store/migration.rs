@@ -26,6 +26,8 @@ impl MigratorTrait for Migrator {
             Box::new(CreateScoresPublished),
             Box::new(DropTouchpointsKey),
             Box::new(CreateBuyers),
+            Box::new(RekeyRollups),
+            Box::new(CreateTriers),
         ]
     }
 }
@@ -214,5 +216,94 @@ impl MigrationTrait for CreateBuyers {
         crate::projection::backfill_buyers(db)
             .await
             .map_err(|e| DbErr::Custom(format!("filling the buyers bitmaps: {e}")))
+    }
+}
+
+/// Both rollup tables are keyed bucket before metric: a period of one dimension
+/// value is then one range of the key, where with the metric first a query for
+/// some metrics walked the value's entries of every bucket ever written (the
+/// metrics are a filter, not a key range, to PostgreSQL's planner), so its cost
+/// grew with the history kept. Each also gets an index by bucket within a
+/// dimension, for the figures of all of a dimension's values over a period.
+///
+/// The touchpoint rollups also get a `shard` in their key (what was there
+/// becomes shard 0): each concurrent ingestion adds to its own shard's rows, so
+/// ingestions of the same store and hour no longer wait for each other's row
+/// locks; readers sum the shards.
+///
+/// The tables are copied, since SQLite cannot change a key in place.
+#[derive(Debug)]
+pub struct RekeyRollups;
+
+impl MigrationName for RekeyRollups {
+    fn name(&self) -> &str {
+        "m20261206_000001_rekey_rollups"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RekeyRollups {
+    /// One transaction on every backend: without it SQLite runs the statements
+    /// on whichever pooled connection is free, and the rename was seen to fail
+    /// on the name of the table dropped by the statement before.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in [
+            "CREATE TABLE rollups_rekeyed (grain TEXT NOT NULL, dim TEXT NOT NULL, dim_key TEXT NOT NULL, \
+             metric TEXT NOT NULL, bucket BIGINT NOT NULL, value BIGINT NOT NULL, \
+             PRIMARY KEY (grain, dim, dim_key, bucket, metric))",
+            "INSERT INTO rollups_rekeyed (grain, dim, dim_key, metric, bucket, value) \
+             SELECT grain, dim, dim_key, metric, bucket, value FROM rollups",
+            "DROP TABLE rollups",
+            "ALTER TABLE rollups_rekeyed RENAME TO rollups",
+            "CREATE INDEX rollups_by_bucket ON rollups (grain, dim, bucket)",
+            "CREATE TABLE touch_rollups_rekeyed (grain TEXT NOT NULL, dim TEXT NOT NULL, dim_key TEXT NOT NULL, \
+             metric TEXT NOT NULL, bucket BIGINT NOT NULL, shard BIGINT NOT NULL, value BIGINT NOT NULL, \
+             PRIMARY KEY (grain, dim, dim_key, bucket, metric, shard))",
+            "INSERT INTO touch_rollups_rekeyed (grain, dim, dim_key, metric, bucket, shard, value) \
+             SELECT grain, dim, dim_key, metric, bucket, 0, value FROM touch_rollups",
+            "DROP TABLE touch_rollups",
+            "ALTER TABLE touch_rollups_rekeyed RENAME TO touch_rollups",
+            "CREATE INDEX touch_rollups_by_bucket ON touch_rollups (grain, dim, bucket)",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The shoppers who tried something on per store, hour and day as bitmaps
+/// (`shopper_numbers`, `triers`), filled from the raw try-ons still kept: the
+/// store funnel's distinct triers no longer read every shopper's facts.
+#[derive(Debug)]
+pub struct CreateTriers;
+
+impl MigrationName for CreateTriers {
+    fn name(&self) -> &str {
+        "m20261206_000002_create_triers"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTriers {
+    /// One transaction on every backend: without it SQLite runs the statements
+    /// on whichever pooled connection is free, and the rename was seen to fail
+    /// on the name of the table dropped by the statement before.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in super::triers::ddl(db.get_database_backend()) {
+            db.execute_unprepared(&sql).await?;
+        }
+        super::triers::backfill(db)
+            .await
+            .map_err(|e| DbErr::Custom(format!("filling the triers bitmaps: {e}")))
     }
 }

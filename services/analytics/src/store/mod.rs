@@ -7,6 +7,7 @@
 
 pub mod buyers;
 pub mod migration;
+pub mod triers;
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, QueryResult, Statement, Value};
 
@@ -281,11 +282,15 @@ pub fn sales_ddl(prefix: &str, tag: &str) -> Vec<String> {
     vec![
         // Additive figures per time bucket: grain h (hour), d (day), w (ISO week),
         // m (month); a dimension and its value ("all" / ""), a metric.
+        // Keyed bucket before metric, so that a period of one dimension value is
+        // one range of the key (whatever the metrics asked for), and indexed by
+        // bucket within a dimension for the figures of all its values.
         format!(
             "CREATE TABLE {p}rollups (grain TEXT NOT NULL, dim TEXT NOT NULL, dim_key TEXT NOT NULL, \
              metric TEXT NOT NULL, bucket BIGINT NOT NULL, value BIGINT NOT NULL, \
-             PRIMARY KEY (grain, dim, dim_key, metric, bucket))"
+             PRIMARY KEY (grain, dim, dim_key, bucket, metric))"
         ),
+        format!("CREATE INDEX {p}rollups_by_bucket_{tag} ON {p}rollups (grain, dim, bucket)"),
         // Distinct subjects per set and bucket: counted into a rollup when first seen.
         format!(
             "CREATE TABLE {p}seen (set_name TEXT NOT NULL, bucket BIGINT NOT NULL, subject TEXT NOT NULL, \

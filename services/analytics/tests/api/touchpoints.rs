@@ -152,6 +152,78 @@ async fn a_stream_of_batches_numbers_rejections_over_the_stream() {
     assert_eq!(idx, vec![1, 4]);
 }
 
+/// Twelve batches of one store and hour at once, more than the rollups have
+/// shards, half of each batch's ids also sent by another batch: every touchpoint
+/// is counted once in the funnel and in the ingested count, whichever batch won it.
+#[tokio::test]
+async fn concurrent_batches_of_one_store_count_each_touchpoint_once() {
+    let database = TestDatabase::new().await.unwrap();
+    let app = start(&database, &[], |_| {}).await;
+    let t = now() - 60;
+    let batches = 12;
+    let mut sent = tokio::task::JoinSet::new();
+    for b in 0..batches {
+        let mut touch = app.touch.clone();
+        // Batch b sends ids b*50 .. b*50+100: its second half is batch b+1's first.
+        let mut touchpoints: Vec<pb::Touchpoint> = (b * 50..b * 50 + 100)
+            .map(|i| pb::Touchpoint {
+                count: 1 + i % 3,
+                ..tp(&format!("c{i}"), "door_entered", t)
+            })
+            .collect();
+        // Try-ons of 37 shoppers, each in several batches and in two hours of
+        // the period (the same shopper counts once), and a 38th who tried the
+        // same SKU on the day before the period and again in it (counted: a
+        // trier of the period, though not a first try).
+        touchpoints.extend((b * 10..b * 10 + 20).map(|i| pb::Touchpoint {
+            sku_code: format!("K{}", i % 4),
+            subject: format!("p{}", i % 37),
+            ..tp(&format!("t{i}"), "try_on", t - (i % 2) * 5 * 3_600)
+        }));
+        if b == 0 {
+            for (id, at) in [("t-early", now() - DAY - 7_200), ("t-again", t)] {
+                touchpoints.push(pb::Touchpoint {
+                    sku_code: "K9".into(),
+                    subject: "early".into(),
+                    ..tp(id, "try_on", at)
+                });
+            }
+        }
+        sent.spawn(async move {
+            touch
+                .ingest_touchpoints(writer(pb::IngestTouchpointsRequest { touchpoints }))
+                .await
+                .map(|r| r.into_inner())
+        });
+    }
+    let (mut accepted, mut duplicates) = (0, 0);
+    while let Some(out) = sent.join_next().await {
+        let out = out.unwrap().unwrap();
+        accepted += out.accepted;
+        duplicates += out.duplicates;
+    }
+    let distinct = batches * 50 + 50;
+    let try_ons = batches * 10 + 10 + 2;
+    assert_eq!(accepted as i64, distinct + try_ons);
+    assert_eq!(duplicates as i64, batches * 120 + 2 - distinct - try_ons);
+    let entered: i64 = (0..distinct).map(|i| 1 + i % 3).sum();
+    let funnel = app
+        .kpis
+        .clone()
+        .get_store_funnel(reader(pb::GetStoreFunnelRequest {
+            period: period(now() - DAY, now() + 60),
+            store: "BER".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(funnel.entered, entered);
+    assert!((funnel.try_on_rate - 38.0 / entered as f64).abs() < 1e-12);
+    let positions = app.app.freshness().await.unwrap();
+    let ingested = positions.iter().find(|p| p.source == "touchpoints").unwrap();
+    assert_eq!(ingested.position as i64, distinct + try_ons);
+}
+
 #[tokio::test]
 async fn store_funnel_flags_staff_and_online_funnel_by_hand() {
     let database = TestDatabase::new().await.unwrap();
