@@ -118,30 +118,38 @@ async fn ingest(args: &BenchArgs, a: &Analytics) -> anyhow::Result<Report> {
     let run_id: u32 = rand::random();
     let cursor = Arc::new(AtomicU64::new(0));
     let at = now();
-    let report = run(
-        &format!("{} (x{BATCH})", Target::AnalyticsIngest.label()),
-        args,
-        move |worker| {
-            let mut client = clients[worker % clients.len()].clone();
-            let first = cursor.fetch_add(BATCH as u64, Ordering::Relaxed);
-            let request = authed(
-                &bearer,
-                apb::IngestTouchpointsRequest {
-                    touchpoints: (first..first + BATCH as u64)
-                        .map(|i| touchpoint(run_id, i, at))
-                        .collect(),
-                },
-            );
-            async move {
-                let out = client.ingest_touchpoints(request).await?.into_inner();
-                if out.accepted as usize != BATCH {
-                    return Err(tonic::Status::internal("a touchpoint was not accepted"));
-                }
-                Ok(())
+    let call = move |worker: usize| {
+        let mut client = clients[worker % clients.len()].clone();
+        let first = cursor.fetch_add(BATCH as u64, Ordering::Relaxed);
+        let request = authed(
+            &bearer,
+            apb::IngestTouchpointsRequest {
+                touchpoints: (first..first + BATCH as u64)
+                    .map(|i| touchpoint(run_id, i, at))
+                    .collect(),
+            },
+        );
+        async move {
+            let out = client.ingest_touchpoints(request).await?.into_inner();
+            if out.accepted as usize != BATCH {
+                return Err(tonic::Status::internal("a touchpoint was not accepted"));
             }
-        },
+            Ok(())
+        }
+    };
+    let label = format!("{} (x{BATCH})", Target::AnalyticsIngest.label());
+    // As the order benchmarks do: the fresh tables get their first rows and
+    // statistics (what autovacuum gives a deployment's within minutes) before
+    // the measured run, so PostgreSQL does not keep plans made for empty tables.
+    super::measure(
+        &format!("{label} (first rows)"),
+        args.concurrency,
+        super::Plan::Duration(super::FIRST_ROWS_LOAD),
+        call.clone(),
     )
     .await?;
+    a.scratch.analyze().await?;
+    let report = run(&label, args, call).await?;
     let events_per_sec = report.throughput() * BATCH as f64;
     println!("touchpoint ingestion: {events_per_sec:.0} events/s ({BATCH} per request)");
     let url = a.scratch.url(0);
