@@ -124,12 +124,18 @@ pub(super) async fn read_numbers_of(
         let (wanted, values) = one_of(db.get_database_backend(), column, chunk);
         let sql = format!("SELECT {column}, number FROM {table} WHERE {wanted}");
         for row in rows(db, &sql, values).await? {
-            let number = u32::try_from(super::int(&row, 1)?)
-                .map_err(|_| ServiceError::internal(anyhow::anyhow!("a number of {table} out of range")))?;
-            out.insert(super::text(&row, 0)?, number);
+            let (id, number) = number_row(&row, table)?;
+            out.insert(id, number);
         }
     }
     Ok(out)
+}
+
+/// An (id, number) row of `table`.
+pub(super) fn number_row(row: &QueryResult, table: &str) -> ServiceResult<(String, u32)> {
+    let number = u32::try_from(super::int(row, 1)?)
+        .map_err(|_| ServiceError::internal(anyhow::anyhow!("a number of {table} out of range")))?;
+    Ok((super::text(row, 0)?, number))
 }
 
 /// Changes the bitmaps of `cells` with `change` and writes them back, reading

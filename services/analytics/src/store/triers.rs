@@ -17,7 +17,7 @@ use retail_kit::error::{ServiceError, ServiceResult};
 use roaring::RoaringBitmap;
 use sea_orm::{ConnectionTrait, DatabaseBackend, Value};
 
-use super::buyers::{bitmap, encode, read_numbers_of};
+use super::buyers::{bitmap, encode, number_row, read_numbers_of};
 use super::{Col, insert_rows, rows};
 
 /// The tables' DDL.
@@ -64,14 +64,19 @@ async fn numbers(db: &impl ConnectionTrait, subjects: &BTreeSet<String>) -> Serv
     if missing.is_empty() {
         return Ok(out);
     }
-    insert_rows(
+    for row in insert_rows(
         db,
         "shopper_numbers (subject)",
         &[Col::Text],
         missing,
-        "ON CONFLICT (subject) DO NOTHING",
+        "ON CONFLICT (subject) DO NOTHING RETURNING subject, number",
     )
-    .await?;
+    .await?
+    {
+        let (subject, number) = number_row(&row, "shopper_numbers")?;
+        out.insert(subject, number);
+    }
+    // Those a concurrent batch numbered first were not returned: read them.
     let missing: Vec<String> = wanted.into_iter().filter(|s| !out.contains_key(s)).collect();
     out.extend(read_numbers_of(db, "shopper_numbers", "subject", &missing).await?);
     Ok(out)

@@ -224,6 +224,60 @@ async fn concurrent_batches_of_one_store_count_each_touchpoint_once() {
     assert_eq!(ingested.position as i64, distinct + try_ons);
 }
 
+/// The triers bitmaps filled from the raw try-ons (what the migration that
+/// creates them does) give the store funnel the same distinct triers as the
+/// bitmaps written by ingestion.
+#[tokio::test]
+async fn triers_backfilled_from_raw_try_ons_equal_the_ingested_ones() {
+    let database = TestDatabase::new().await.unwrap();
+    let app = start(&database, &[], |_| {}).await;
+    let t = now() - 60;
+    let mut touchpoints = vec![pb::Touchpoint {
+        count: 40,
+        ..tp("e1", "door_entered", t)
+    }];
+    // 9 shoppers over three hours, some trying twice; one in another store.
+    touchpoints.extend((0..15).map(|i| pb::Touchpoint {
+        sku_code: format!("K{}", i % 2),
+        subject: format!("s{}", i % 9),
+        ..tp(&format!("b{i}"), "try_on", t - (i % 3) * 3_600)
+    }));
+    touchpoints.push(pb::Touchpoint {
+        store: "HAM".into(),
+        sku_code: "K1".into(),
+        subject: "elsewhere".into(),
+        ..tp("b-ham", "try_on", t)
+    });
+    app.touch
+        .clone()
+        .ingest_touchpoints(writer(pb::IngestTouchpointsRequest { touchpoints }))
+        .await
+        .unwrap();
+    let rate = || async {
+        app.kpis
+            .clone()
+            .get_store_funnel(reader(pb::GetStoreFunnelRequest {
+                period: period(now() - DAY, now() + 60),
+                store: "BER".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .try_on_rate
+    };
+    assert!((rate().await - 9.0 / 40.0).abs() < 1e-12);
+    let db = &app.app.db;
+    retail_analytics::store::exec(db, "DELETE FROM triers", vec![])
+        .await
+        .unwrap();
+    retail_analytics::store::exec(db, "DELETE FROM shopper_numbers", vec![])
+        .await
+        .unwrap();
+    assert_eq!(rate().await, 0.0);
+    retail_analytics::store::triers::backfill(db).await.unwrap();
+    assert!((rate().await - 9.0 / 40.0).abs() < 1e-12);
+}
+
 #[tokio::test]
 async fn store_funnel_flags_staff_and_online_funnel_by_hand() {
     let database = TestDatabase::new().await.unwrap();
